@@ -1,0 +1,3 @@
+"""DayDreaming: declarative LLM idea-generation experiments on Luigi."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,218 @@
+"""Where every file lives under the data root, and the one way to write it.
+
+All paths are built here from validated ids, so no id taken from a catalog, spec or model output
+can escape the data root. Every write goes through ``atomic_write_bytes``: a temporary file in the
+same directory, fsync, then ``os.replace``; a crash or kill at any moment leaves either the old
+file or the new one, never a half-written file.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+from .errors import DaydreamError
+from .ids import is_safe_id
+
+STAGES = ("draft", "essay", "evaluation")
+GEN_FILES = (
+    "metadata.json",
+    "prompt.txt",
+    "raw.txt",
+    "raw_metadata.json",
+    "parsed.txt",
+    "parsed_metadata.json",
+)
+
+
+def check_id(value: object, what: str, *, path: object | None = None) -> str:
+    """Return ``value`` as a string if it is a safe file-name component, else raise ``unsafe_id``."""
+    s = "" if value is None else str(value)
+    if not is_safe_id(s):
+        shown = s if len(s) <= 80 else s[:77] + "..."
+        raise DaydreamError(
+            "unsafe_id",
+            f"{what} {shown!r} is not a safe id (letters, digits, '.', '_', '-'; at most 128 characters)",
+            path=path,
+        )
+    return s
+
+
+@dataclass(frozen=True)
+class DataPaths:
+    """The layout of one data root (contract §1)."""
+
+    root: Path
+
+    # catalogs -------------------------------------------------------------------------------
+    @property
+    def raw(self) -> Path:
+        return self.root / "1_raw"
+
+    def catalog_csv(self, name: str) -> Path:
+        return self.raw / name
+
+    def template_file(self, stage: str, template_id: str) -> Path:
+        return self.raw / "templates" / stage / f"{check_id(template_id, 'template id')}.txt"
+
+    def concept_description(self, level: str, concept_id: str) -> Path:
+        return self.raw / "concepts" / f"descriptions-{level}" / f"{check_id(concept_id, 'concept id')}.txt"
+
+    # cohorts --------------------------------------------------------------------------------
+    @property
+    def cohorts(self) -> Path:
+        return self.root / "cohorts"
+
+    def cohort_dir(self, cohort_id: str) -> Path:
+        return self.cohorts / check_id(cohort_id, "cohort id")
+
+    def spec_file(self, cohort_id: str) -> Path:
+        spec_dir = self.cohort_dir(cohort_id) / "spec"
+        for name in ("config.yaml", "config.yml", "config.json"):
+            if (spec_dir / name).exists():
+                return spec_dir / name
+        return spec_dir / "config.yaml"
+
+    def membership_csv(self, cohort_id: str) -> Path:
+        return self.cohort_dir(cohort_id) / "membership.csv"
+
+    def manifest_json(self, cohort_id: str) -> Path:
+        return self.cohort_dir(cohort_id) / "manifest.json"
+
+    def reports_dir(self, cohort_id: str) -> Path:
+        return self.cohort_dir(cohort_id) / "reports"
+
+    def cross_cohort_dir(self) -> Path:
+        return self.root / "reports"
+
+    # gens store -----------------------------------------------------------------------------
+    @property
+    def gens(self) -> Path:
+        return self.root / "gens"
+
+    def gen_dir(self, stage: str, gen_id: str) -> Path:
+        if stage not in STAGES:
+            raise DaydreamError("store", f"unknown stage {stage!r} (expected one of {', '.join(STAGES)})")
+        return self.gens / stage / check_id(gen_id, "gen_id")
+
+    def gen_file(self, stage: str, gen_id: str, name: str) -> Path:
+        if name not in GEN_FILES:
+            raise DaydreamError("store", f"unknown generation file {name!r}")
+        return self.gen_dir(stage, gen_id) / name
+
+    # site -----------------------------------------------------------------------------------
+    @property
+    def site_dir(self) -> Path:
+        """Generated MkDocs sources and the built HTML; never committed."""
+        return self.root / "site"
+
+
+# ---------------------------------------------------------------------------------------------
+# The one atomic writer
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> bool:
+    """Write ``data`` to ``path`` atomically. Returns False (and writes nothing) if unchanged.
+
+    Skipping identical content keeps recompiles byte- and mtime-stable and makes re-runs free.
+    """
+    path = Path(path)
+    try:
+        if path.read_bytes() == data:
+            return False
+    except FileNotFoundError:
+        pass
+    except OSError as exc:
+        raise DaydreamError("store", f"cannot read: {exc.strerror or exc}", path=path) from None
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as exc:
+        raise DaydreamError("store", f"cannot write: {exc.strerror or exc}", path=path) from None
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException as exc:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        if isinstance(exc, OSError):
+            raise DaydreamError("store", f"cannot write: {exc.strerror or exc}", path=path) from None
+        raise
+    return True
+
+
+def atomic_write_text(path: Path, text: str) -> bool:
+    return atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def dumps_json(obj: Any) -> str:
+    """Canonical JSON for files we write: sorted keys, 2-space indent, trailing newline."""
+    return json.dumps(obj, indent=2, sort_keys=True, ensure_ascii=False, default=str) + "\n"
+
+
+def atomic_write_json(path: Path, obj: Any) -> bool:
+    return atomic_write_text(path, dumps_json(obj))
+
+
+def csv_text(columns: Sequence[str], rows: Iterable[dict | Sequence]) -> str:
+    """CSV text with a header, written the same way everywhere (LF line endings)."""
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(columns)
+    for row in rows:
+        if isinstance(row, dict):
+            writer.writerow(["" if row.get(c) is None else row.get(c) for c in columns])
+        else:
+            writer.writerow(["" if v is None else v for v in row])
+    return buf.getvalue()
+
+
+def atomic_write_csv(path: Path, columns: Sequence[str], rows: Iterable[dict | Sequence]) -> bool:
+    return atomic_write_text(path, csv_text(columns, rows))
+
+
+# ---------------------------------------------------------------------------------------------
+# Reading with clear errors
+
+
+def read_text(path: Path) -> str | None:
+    """The file's text, or None if it does not exist."""
+    try:
+        return Path(path).read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise DaydreamError("store", f"cannot read: {exc}", path=path) from None
+
+
+def read_json(path: Path) -> dict | None:
+    """The JSON object in ``path``, None if absent; a corrupt file is a ``store`` error."""
+    text = read_text(path)
+    if text is None:
+        return None
+    try:
+        obj = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise DaydreamError("store", f"corrupt JSON ({exc.msg} at line {exc.lineno})", path=path) from None
+    if not isinstance(obj, dict):
+        raise DaydreamError("store", "corrupt JSON (expected an object)", path=path)
+    return obj
+
+
+def read_csv_rows(path: Path) -> list[dict[str, str]]:
+    """Rows of a CSV with a header, as dicts of strings; missing file → error naming it."""
+    text = read_text(path)
+    if text is None:
+        raise DaydreamError("store", "file not found", path=path)
+    return list(csv.DictReader(io.StringIO(text)))
