@@ -126,10 +126,8 @@ def atomic_write_bytes(path: Path, data: bytes) -> bool:
     try:
         if path.read_bytes() == data:
             return False
-    except FileNotFoundError:
-        pass
-    except OSError as exc:
-        raise DaydreamError("store", f"cannot read: {exc.strerror or exc}", path=path) from None
+    except OSError:
+        pass  # absent or unreadable: the write below reports any real problem
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
@@ -216,3 +214,18 @@ def read_csv_rows(path: Path) -> list[dict[str, str]]:
     if text is None:
         raise DaydreamError("store", "file not found", path=path)
     return list(csv.DictReader(io.StringIO(text)))
+
+
+def stat_fingerprint(files: Iterable[Path]) -> str:
+    """A cheap fingerprint of files' state (path, size, mtime): decides when derived outputs such as
+    reports are stale without reading every file's content."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for f in files:
+        try:
+            st = os.stat(f)
+            h.update(f"{f}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+        except FileNotFoundError:
+            h.update(f"{f}\0-\n".encode())
+    return h.hexdigest()

@@ -1,0 +1,233 @@
+"""Read and validate the catalogs in ``data/1_raw`` (contract §2).
+
+The catalog is read once per command and is immutable afterwards. Every id is checked to be a
+safe file-name component when read, so nothing built from a catalog can escape the data root.
+Template text is read lazily (``Template.text``) but its fingerprint is part of the catalog's, so
+editing a template changes what "complete" means for the generations rendered from it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+
+from .errors import DaydreamError
+from .store import DataPaths, check_id, read_csv_rows, read_text
+
+STAGES = ("draft", "essay", "evaluation")
+LEVELS = ("sentence", "paragraph", "article")
+GENERATORS = ("llm", "copy")
+DEFAULT_SCALE = (0.0, 9.0)
+
+
+@dataclass(frozen=True)
+class Concept:
+    id: str
+    name: str
+
+
+@dataclass(frozen=True)
+class ComboDef:
+    """A set of concepts rendered at one description level; ``k`` is part of its id."""
+
+    concept_ids: tuple[str, ...]
+    level: str
+    k: int
+
+
+@dataclass(frozen=True)
+class Template:
+    stage: str
+    id: str
+    name: str
+    description: str
+    parser: str
+    generator: str
+    path: Path | None
+    score_min: float = DEFAULT_SCALE[0]
+    score_max: float = DEFAULT_SCALE[1]
+
+    @property
+    def text(self) -> str | None:
+        """The Jinja source, or None (copy mode / missing file; validation reports the latter)."""
+        return None if self.path is None else read_text(self.path)
+
+    @property
+    def sha256(self) -> str:
+        return hashlib.sha256((self.text or "").encode("utf-8")).hexdigest()
+
+
+@dataclass(frozen=True)
+class Model:
+    id: str
+    model: str
+    provider: str
+    display_name: str
+    temperature: float | None = None
+    max_tokens: int | None = None
+    input_price_per_mtok: float | None = None
+    output_price_per_mtok: float | None = None
+
+    @property
+    def simulated(self) -> bool:
+        return self.provider == "offline"
+
+
+@dataclass
+class Catalog:
+    paths: DataPaths
+    concepts: dict[str, Concept]
+    templates: dict[str, dict[str, Template]]
+    models: dict[str, Model]
+    combos: dict[str, ComboDef] = field(default_factory=dict)
+
+    def template(self, stage: str, template_id: str) -> Template:
+        try:
+            return self.templates[stage][template_id]
+        except KeyError:
+            raise DaydreamError(
+                "catalog", f"unknown {stage} template {template_id!r}",
+                path=self.paths.catalog_csv(f"{stage}_templates.csv"),
+            ) from None
+
+    def model(self, model_id: str) -> Model:
+        try:
+            return self.models[model_id]
+        except KeyError:
+            raise DaydreamError(
+                "catalog", f"unknown model {model_id!r}", path=self.paths.catalog_csv("llm_models.csv")
+            ) from None
+
+    def concept_text(self, concept_id: str, level: str) -> str:
+        """Description at ``level``, falling back paragraph → sentence → the concept's name."""
+        order = [level] + [lv for lv in ("paragraph", "sentence") if lv != level]
+        for lv in order:
+            text = read_text(self.paths.concept_description(lv, concept_id))
+            if text is not None and text.strip():
+                return text.strip()
+        return self.concepts[concept_id].name
+
+    @cached_property
+    def fingerprint(self) -> str:
+        """SHA-256 over every catalog CSV and template file: recorded in each cohort manifest."""
+        h = hashlib.sha256()
+        for name in sorted(_CSV_FILES):
+            h.update(name.encode() + b"\0" + (read_text(self.paths.catalog_csv(name)) or "").encode() + b"\0")
+        for stage in STAGES:
+            for tid in sorted(self.templates[stage]):
+                h.update(f"{stage}/{tid}\0{self.templates[stage][tid].sha256}\0".encode())
+        return h.hexdigest()
+
+
+_CSV_FILES = (
+    "concepts_metadata.csv", "draft_templates.csv", "essay_templates.csv",
+    "evaluation_templates.csv", "llm_models.csv", "combo_mappings.csv",
+)
+
+
+def _rows(path: Path, required: tuple[str, ...], *, optional_file: bool = False) -> list[dict[str, str]]:
+    if optional_file and not path.exists():
+        return []
+    rows = read_csv_rows(path)
+    header = set(rows[0].keys()) if rows else set(_header(path))
+    missing = [c for c in required if c not in header]
+    if missing:
+        raise DaydreamError("catalog", f"missing column(s) {', '.join(missing)}", path=path)
+    return [{k: (v or "").strip() for k, v in r.items() if k is not None} for r in rows]
+
+
+def _header(path: Path) -> list[str]:
+    text = read_text(path) or ""
+    first = text.splitlines()[0] if text else ""
+    return [c.strip() for c in first.split(",") if c.strip()]
+
+
+def _unique(path: Path, ids: list[str], what: str) -> None:
+    seen: set[str] = set()
+    for i in ids:
+        if i in seen:
+            raise DaydreamError("catalog", f"duplicate {what} {i!r}", path=path)
+        seen.add(i)
+
+
+def _number(path: Path, row_id: str, column: str, value: str, kind=float):
+    if value == "":
+        return None
+    try:
+        return kind(value)
+    except ValueError:
+        raise DaydreamError("catalog", f"{row_id}: column {column} must be a number, got {value!r}", path=path) from None
+
+
+def load_catalog(paths: DataPaths) -> Catalog:
+    """Read every catalog; any malformed row is a ``catalog`` error naming the file and value."""
+    if not paths.raw.is_dir():
+        raise DaydreamError("catalog", "catalog directory not found (is the data root right?)", path=paths.raw)
+
+    p = paths.catalog_csv("concepts_metadata.csv")
+    concepts = {}
+    rows = _rows(p, ("concept_id", "name"))
+    _unique(p, [r["concept_id"] for r in rows], "concept_id")
+    for r in rows:
+        cid = check_id(r["concept_id"], "concept_id", path=p)
+        concepts[cid] = Concept(cid, r["name"] or cid)
+
+    templates: dict[str, dict[str, Template]] = {}
+    for stage in STAGES:
+        p = paths.catalog_csv(f"{stage}_templates.csv")
+        rows = _rows(p, ("template_id", "template_name", "description", "parser", "generator"))
+        _unique(p, [r["template_id"] for r in rows], "template_id")
+        templates[stage] = {}
+        for r in rows:
+            tid = check_id(r["template_id"], "template_id", path=p)
+            generator = r["generator"] or "llm"
+            if generator not in GENERATORS or (generator == "copy" and stage != "essay"):
+                raise DaydreamError("catalog", f"{tid}: generator {generator!r} is not allowed for {stage} templates", path=p)
+            lo, hi = DEFAULT_SCALE
+            if stage == "evaluation":
+                lo = _number(p, tid, "score_min", r.get("score_min", ""))
+                hi = _number(p, tid, "score_max", r.get("score_max", ""))
+                lo = DEFAULT_SCALE[0] if lo is None else lo
+                hi = DEFAULT_SCALE[1] if hi is None else hi
+                if not hi > lo:
+                    raise DaydreamError("catalog", f"{tid}: score_max {hi:g} must exceed score_min {lo:g}", path=p)
+            templates[stage][tid] = Template(
+                stage=stage, id=tid, name=r["template_name"] or tid, description=r["description"],
+                parser=r["parser"] or "identity", generator=generator,
+                path=None if generator == "copy" else paths.template_file(stage, tid),
+                score_min=lo, score_max=hi,
+            )
+
+    p = paths.catalog_csv("llm_models.csv")
+    rows = _rows(p, ("id", "model", "provider", "display_name"))
+    _unique(p, [r["id"] for r in rows], "model id")
+    models = {}
+    for r in rows:
+        mid = check_id(r["id"], "model id", path=p)
+        provider = check_id(r["provider"], f"{mid}: provider", path=p)
+        if not r["model"]:
+            raise DaydreamError("catalog", f"{mid}: empty model slug", path=p)
+        models[mid] = Model(
+            id=mid, model=r["model"], provider=provider, display_name=r["display_name"] or mid,
+            temperature=_number(p, mid, "temperature", r.get("temperature", "")),
+            max_tokens=_number(p, mid, "max_tokens", r.get("max_tokens", ""), int),
+            input_price_per_mtok=_number(p, mid, "input_price_per_mtok", r.get("input_price_per_mtok", "")),
+            output_price_per_mtok=_number(p, mid, "output_price_per_mtok", r.get("output_price_per_mtok", "")),
+        )
+
+    p = paths.catalog_csv("combo_mappings.csv")
+    grouped: dict[str, list[dict[str, str]]] = {}
+    for r in _rows(p, ("combo_id", "concept_id", "description_level", "k"), optional_file=True):
+        grouped.setdefault(check_id(r["combo_id"], "combo_id", path=p), []).append(r)
+    combos = {}
+    for cid, rs in grouped.items():
+        levels = {r["description_level"] for r in rs}
+        ks = {r["k"] for r in rs}
+        if len(levels) != 1 or len(ks) != 1 or next(iter(levels)) not in LEVELS:
+            raise DaydreamError("catalog", f"{cid}: rows disagree on description_level/k or the level is unknown", path=p)
+        k = _number(p, cid, "k", next(iter(ks)), int)
+        combos[cid] = ComboDef(tuple(check_id(r["concept_id"], "concept_id", path=p) for r in rs), next(iter(levels)), k)
+
+    return Catalog(paths=paths, concepts=concepts, templates=templates, models=models, combos=combos)

@@ -1,0 +1,133 @@
+"""The ``daydream`` command: design, compile, run, report, status, check, invalidate, purge.
+
+Conventions: ``--help`` everywhere; errors on stderr as ``error[<code>]: <message>`` with exit
+status 2 for user mistakes; exit 1 when work ran but some of it failed; 0 otherwise.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from .errors import DaydreamError
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+
+
+def _out(text: str, out: str | None) -> None:
+    if out:
+        from .store import atomic_write_text
+
+        atomic_write_text(Path(out), text)
+    else:
+        sys.stdout.write(text)
+
+
+def cmd_design(args) -> int:
+    from .spec import compile_design, format_design, load_spec
+
+    design = compile_design(load_spec(Path(args.spec)))
+    _out(format_design(design, fmt=args.format, seed=args.seed, limit=args.limit), args.out)
+    return EXIT_OK
+
+
+def cmd_compile(args) -> int:
+    from . import config
+    from .cohort import compile_cohort
+
+    plan, written = compile_cohort(config.data_paths(), args.cohort_id)
+    counts = ", ".join(f"{len(g)} {s}s" for s, g in plan.generations.items())
+    print(f"cohort {args.cohort_id}: {counts}; files written: {sum(written.values())}")
+    return EXIT_OK
+
+
+def cmd_run(args) -> int:
+    from .running import run_cohort
+
+    return run_cohort(args.cohort_id, workers=args.workers, local_scheduler=not args.scheduler,
+                      scheduler_url=args.scheduler_url, verbose=args.verbose)
+
+
+def cmd_status(args) -> int:
+    from .running import print_status
+
+    return print_status(args.cohort_id)
+
+
+def cmd_invalidate(args) -> int:
+    from . import config
+    from .invalidate import invalidate
+
+    if not (args.stage or args.template or args.model or args.gen_id):
+        raise DaydreamError("config", "invalidate needs at least one of --stage, --template, --model, --gen-id")
+    removed = invalidate(config.data_paths(), cohort_id=args.cohort, stage=args.stage, template_id=args.template,
+                         model_id=args.model, gen_ids=args.gen_id or [], dry_run=args.dry_run)
+    verb = "would invalidate" if args.dry_run else "invalidated"
+    by_stage = {}
+    for stage, _ in removed:
+        by_stage[stage] = by_stage.get(stage, 0) + 1
+    print(f"{verb} {len(removed)} generations (with descendants): "
+          + (", ".join(f"{n} {s}" for s, n in by_stage.items()) or "none"))
+    if args.list:
+        for stage, gid in removed:
+            print(f"{stage}\t{gid}")
+    return EXIT_OK
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="daydream", description="Run LLM idea-generation cohorts on Luigi.")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    d = sub.add_parser("design", help="print or write the compiled design rows of a spec")
+    d.add_argument("spec", help="path to a cohort spec (YAML or JSON)")
+    d.add_argument("--out", help="write to this file instead of stdout")
+    d.add_argument("--format", choices=("csv", "jsonl"), default="csv")
+    d.add_argument("--seed", type=int, help="shuffle rows with this seed (stable)")
+    d.add_argument("--limit", type=int, help="keep at most this many rows")
+    d.set_defaults(func=cmd_design)
+
+    c = sub.add_parser("compile", help="compile a cohort: membership, manifest, metadata")
+    c.add_argument("cohort_id")
+    c.set_defaults(func=cmd_compile)
+
+    r = sub.add_parser("run", help="run a cohort end to end (compile, generations, reports, site)")
+    r.add_argument("cohort_id")
+    r.add_argument("--workers", type=int, default=1, help="Luigi worker processes (default 1)")
+    r.add_argument("--scheduler", action="store_true", help="use the central scheduler (luigid) instead of the local one")
+    r.add_argument("--scheduler-url", help="luigid URL, e.g. http://127.0.0.1:8082/ (implies --scheduler)")
+    r.add_argument("--verbose", "-v", action="store_true", help="show Luigi's own log")
+    r.set_defaults(func=cmd_run)
+
+    s = sub.add_parser("status", help="counts per stage (done, failed with reasons, pending), tokens and cost")
+    s.add_argument("cohort_id")
+    s.set_defaults(func=cmd_status)
+
+    i = sub.add_parser("invalidate", help="force regeneration of generations and everything downstream")
+    i.add_argument("--cohort", help="restrict to the generations of this cohort")
+    i.add_argument("--stage", choices=("draft", "essay", "evaluation"))
+    i.add_argument("--template", help="template id")
+    i.add_argument("--model", help="model id")
+    i.add_argument("--gen-id", action="append", help="a gen_id (repeatable)")
+    i.add_argument("--dry-run", action="store_true", help="only list what would be invalidated")
+    i.add_argument("--list", action="store_true", help="print every invalidated gen_id")
+    i.set_defaults(func=cmd_invalidate)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if getattr(args, "scheduler_url", None):
+        args.scheduler = True
+    try:
+        return args.func(args)
+    except DaydreamError as exc:
+        print(f"error[{exc.code}]: {exc.message}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("interrupted; completed generations are kept", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,302 @@
+"""Compiling a cohort (contract §4): design rows → a plan of unique generations → files.
+
+``plan_cohort`` is pure given the catalog and a lookup of existing generations; ``write_cohort``
+is the only part that writes. Everything is validated before anything is written, and writing is
+idempotent: recompiling an unchanged spec changes no byte.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from . import ids
+from .catalog import Catalog, ComboDef
+from .errors import DaydreamError
+from .parsers import known_parser
+from .render import check_template
+from .spec import Design, Spec
+from .store import (
+    DataPaths, atomic_write_csv, atomic_write_json, check_id, read_csv_rows, read_json,
+)
+
+MEMBERSHIP_COLUMNS = (
+    "stage", "gen_id", "parent_gen_id", "combo_id", "template_id", "llm_model_id", "replicate", "mode",
+)
+REQUIRED = ("draft_template", "draft_llm", "essay_template", "evaluation_template", "evaluation_llm")
+NONE_VALUES = ("", "none", "null", "copy")
+
+
+@dataclass(frozen=True)
+class Generation:
+    stage: str
+    gen_id: str
+    template_id: str
+    llm_model_id: str | None
+    replicate: int
+    mode: str
+    combo_id: str
+    parent_gen_id: str | None = None
+    combo: ComboDef | None = None  # drafts only: what the prompt is rendered from
+
+    @property
+    def signature(self) -> list[str]:
+        parent = self.combo_id if self.stage == "draft" else self.parent_gen_id
+        return ids.signature(self.stage, parent=parent, template_id=self.template_id,
+                             model_id=self.llm_model_id, replicate=self.replicate)
+
+    def metadata(self, cohorts: list[str]) -> dict:
+        md = {
+            "stage": self.stage, "gen_id": self.gen_id, "template_id": self.template_id,
+            "llm_model_id": self.llm_model_id, "replicate": self.replicate, "mode": self.mode,
+            "combo_id": self.combo_id, "signature": self.signature, "cohorts": sorted(set(cohorts)),
+        }
+        if self.parent_gen_id is not None:
+            md["parent_gen_id"] = self.parent_gen_id
+        if self.combo is not None:
+            md["combo"] = {"concept_ids": list(self.combo.concept_ids), "level": self.combo.level, "k": self.combo.k}
+        return md
+
+    def membership_row(self) -> dict:
+        return {
+            "stage": self.stage, "gen_id": self.gen_id, "parent_gen_id": self.parent_gen_id or "",
+            "combo_id": self.combo_id, "template_id": self.template_id,
+            "llm_model_id": self.llm_model_id or "", "replicate": self.replicate, "mode": self.mode,
+        }
+
+
+@dataclass
+class CohortPlan:
+    cohort_id: str
+    generations: dict[str, dict[str, Generation]] = field(
+        default_factory=lambda: {"draft": {}, "essay": {}, "evaluation": {}}
+    )
+    combos: dict[str, ComboDef] = field(default_factory=dict)
+    external_essays: set[str] = field(default_factory=set)  # parents already in the store, not in this cohort
+
+    def all(self) -> list[Generation]:
+        return [g for stage in ("draft", "essay", "evaluation") for g in self.generations[stage].values()]
+
+
+def _replicate(row: dict, axis: str, where: Path) -> int:
+    value = row.get(axis)
+    if value is None or str(value).strip() == "":
+        return 1
+    try:
+        n = int(str(value))
+    except ValueError:
+        n = 0
+    if n < 1:
+        raise DaydreamError("spec", f"axis {axis}: replicate {value!r} must be an integer ≥ 1", path=where)
+    return n
+
+
+def plan_cohort(
+    cohort_id: str, spec: Spec, design: Design, catalog: Catalog,
+    existing: Callable[[str, str], dict | None],
+) -> CohortPlan:
+    """Fold design rows into unique generations, validating every reference against the catalog.
+
+    ``existing(stage, gen_id)`` returns a stored generation's metadata (or None): it resolves
+    essays named by an ``essay_gen_id`` axis and detects id collisions.
+    """
+    where = spec.path
+    plan = CohortPlan(check_id(cohort_id, "cohort id"))
+    combos = dict(catalog.combos)
+    combos.update(spec.combos)
+    has_essay_axis = "essay_gen_id" in design.columns
+
+    def need(row: dict, col: str) -> str:
+        v = row.get(col)
+        if v is None or str(v).strip() == "":
+            raise DaydreamError("spec", f"design rows need a {col!r} value (axis missing or blank)", path=where)
+        return str(v)
+
+    def template(stage: str, tid: str):
+        t = catalog.templates[stage].get(tid)
+        if t is None:
+            raise DaydreamError("spec", f"{stage}_template {tid!r} is not in {stage}_templates.csv", path=where)
+        return t
+
+    def model(col: str, mid: str):
+        if mid not in catalog.models:
+            raise DaydreamError("spec", f"{col} {mid!r} is not in llm_models.csv", path=where)
+        return mid
+
+    def add(g: Generation) -> Generation:
+        bucket = plan.generations[g.stage]
+        if g.gen_id not in bucket:
+            bucket[g.gen_id] = g
+        return bucket[g.gen_id]
+
+    for row in design.rows:
+        if has_essay_axis and row.get("essay_gen_id"):
+            essay_id = check_id(row["essay_gen_id"], "essay_gen_id", path=where)
+            md = existing("essay", essay_id)
+            if md is None:
+                raise DaydreamError("spec", f"essay_gen_id {essay_id!r} is not in the gens store", path=where)
+            plan.external_essays.add(essay_id)
+            essay_combo = str(md.get("combo_id") or "unknown")
+        else:
+            combo_id = need(row, "combo_id")
+            combo = combos.get(combo_id)
+            if combo is None:
+                raise DaydreamError("spec", f"combo_id {combo_id!r} is neither enumerated by the spec nor in combo_mappings.csv", path=where)
+            for cid in combo.concept_ids:
+                if cid not in catalog.concepts:
+                    raise DaydreamError("spec", f"combo {combo_id!r} names concept {cid!r}, which is not in concepts_metadata.csv", path=where)
+            plan.combos[combo_id] = combo
+            dt = template("draft", need(row, "draft_template"))
+            dm = model("draft_llm", need(row, "draft_llm"))
+            rep = _replicate(row, "draft_replicate", where)
+            draft = add(Generation("draft", ids.draft_gen_id(combo_id, dt.id, dm, rep),
+                                   dt.id, dm, rep, "llm", combo_id, combo=combo))
+            et = template("essay", need(row, "essay_template"))
+            rep = _replicate(row, "essay_replicate", where)
+            essay_llm = row.get("essay_llm")
+            if et.generator == "copy":
+                if essay_llm is not None and str(essay_llm).strip().lower() not in NONE_VALUES:
+                    raise DaydreamError("spec", f"essay_template {et.id!r} copies its draft; essay_llm must be absent or None, got {essay_llm!r}", path=where)
+                essay_llm, mode = None, "copy"
+            else:
+                if essay_llm is None or str(essay_llm).strip().lower() in NONE_VALUES:
+                    raise DaydreamError("spec", f"essay_template {et.id!r} needs an essay_llm", path=where)
+                essay_llm, mode = model("essay_llm", str(essay_llm)), "llm"
+            essay = add(Generation(
+                "essay", ids.essay_gen_id(draft.gen_id, et.id, essay_llm, rep),
+                et.id, essay_llm, rep, mode, combo_id, draft.gen_id,
+            ))
+            essay_id, essay_combo = essay.gen_id, combo_id
+        vt = template("evaluation", need(row, "evaluation_template"))
+        vm = model("evaluation_llm", need(row, "evaluation_llm"))
+        rep = _replicate(row, "evaluation_replicate", where)
+        add(Generation("evaluation", ids.evaluation_gen_id(essay_id, vt.id, vm, rep),
+                       vt.id, vm, rep, "llm", essay_combo, essay_id))
+
+    _validate_references(plan, catalog, where)
+    for g in plan.all():
+        md = existing(g.stage, g.gen_id)
+        if md is not None and md.get("signature") not in (None, g.signature):
+            raise DaydreamError(
+                "id_collision",
+                f"{g.stage} {g.gen_id}: stored signature {md.get('signature')} differs from {g.signature}",
+                path=where,
+            )
+    return plan
+
+
+def _validate_references(plan: CohortPlan, catalog: Catalog, where: Path) -> None:
+    """Every template used has its file, a known parser and renders syntactically."""
+    used = {(g.stage, g.template_id) for g in plan.all()}
+    for stage, tid in sorted(used):
+        t = catalog.templates[stage][tid]
+        if not known_parser(t.parser):
+            raise DaydreamError("catalog", f"{stage} template {tid!r} names unknown parser {t.parser!r}",
+                                path=catalog.paths.catalog_csv(f"{stage}_templates.csv"))
+        if t.generator == "copy":
+            continue
+        text = t.text
+        if text is None:
+            raise DaydreamError("catalog", f"{stage} template {tid!r} has no template file", path=t.path)
+        try:
+            check_template(text, stage=stage, template_id=tid)
+        except DaydreamError as exc:
+            raise DaydreamError("template", exc.message, path=t.path) from None
+
+
+def manifest(plan: CohortPlan, catalog: Catalog, spec_fingerprint: str) -> dict:
+    gens = plan.generations
+
+    def per_stage(attr: str) -> dict:
+        return {s: sorted({str(getattr(g, attr)) for g in gens[s].values() if getattr(g, attr) is not None})
+                for s in gens}
+
+    return {
+        "cohort_id": plan.cohort_id,
+        "combos": {cid: {"concept_ids": list(c.concept_ids), "level": c.level, "k": c.k}
+                   for cid, c in sorted(plan.combos.items())},
+        "templates": per_stage("template_id"),
+        "llm_models": per_stage("llm_model_id"),
+        "replicates": {s: max((g.replicate for g in gens[s].values()), default=0) for s in gens},
+        "counts": {s: len(gens[s]) for s in gens},
+        "external_essays": sorted(plan.external_essays),
+        "fingerprints": {"catalog": catalog.fingerprint, "spec": spec_fingerprint},
+    }
+
+
+def spec_fingerprint(spec_dir: Path) -> str:
+    """SHA-256 over every file of the spec directory (the spec and its @file helpers)."""
+    h = hashlib.sha256()
+    for p in sorted(q for q in spec_dir.rglob("*") if q.is_file()):
+        h.update(str(p.relative_to(spec_dir)).encode() + b"\0" + p.read_bytes() + b"\0")
+    return h.hexdigest()
+
+
+def write_cohort(paths: DataPaths, plan: CohortPlan, catalog: Catalog, spec: Spec) -> dict[str, int]:
+    """Seed metadata, then membership and manifest. Returns counts of files written per kind."""
+    cohort = plan.cohort_id
+    written = {"metadata": 0, "membership": 0, "manifest": 0}
+    previous: set[tuple[str, str]] = set()
+    mpath = paths.membership_csv(cohort)
+    if mpath.exists():
+        previous = {(r["stage"], r["gen_id"]) for r in read_csv_rows(mpath)}
+    current = {(g.stage, g.gen_id) for g in plan.all()}
+
+    for g in plan.all():
+        path = paths.gen_file(g.stage, g.gen_id, "metadata.json")
+        old = read_json(path) or {}
+        cohorts = set(old.get("cohorts", [])) | {cohort}
+        written["metadata"] += atomic_write_json(path, g.metadata(sorted(cohorts)))
+    for stage, gen_id in sorted(previous - current):
+        path = paths.gen_file(stage, gen_id, "metadata.json")
+        old = read_json(path)
+        if old and cohort in old.get("cohorts", []):
+            old["cohorts"] = [c for c in old["cohorts"] if c != cohort]
+            written["metadata"] += atomic_write_json(path, old)
+
+    written["membership"] += atomic_write_csv(mpath, MEMBERSHIP_COLUMNS, (g.membership_row() for g in plan.all()))
+    written["manifest"] += atomic_write_json(
+        paths.manifest_json(cohort), manifest(plan, catalog, spec_fingerprint(spec.path.parent))
+    )
+    return written
+
+
+def read_membership(paths: DataPaths, cohort_id: str) -> list[dict[str, str]]:
+    path = paths.membership_csv(cohort_id)
+    if not path.exists():
+        raise DaydreamError("cohort", f"cohort {cohort_id!r} is not compiled (run `daydream compile {cohort_id}`)", path=path)
+    return read_csv_rows(path)
+
+
+def compile_cohort(paths: DataPaths, cohort_id: str) -> tuple[CohortPlan, dict[str, int]]:
+    """Load catalog and spec, plan, validate, then write. Nothing is written on any error."""
+    from .catalog import load_catalog
+    from .spec import compile_design, load_spec
+
+    check_id(cohort_id, "cohort id")
+    spec_path = paths.spec_file(cohort_id)
+    if not spec_path.exists():
+        known = sorted(p.name for p in paths.cohorts.iterdir() if (p / "spec").is_dir()) if paths.cohorts.is_dir() else []
+        raise DaydreamError(
+            "cohort", f"unknown cohort {cohort_id!r} (no spec at {spec_path}); known: {', '.join(known) or 'none'}"
+        )
+    catalog = load_catalog(paths)
+    spec = load_spec(spec_path)
+    design = compile_design(spec)
+    plan = plan_cohort(cohort_id, spec, design, catalog,
+                       lambda stage, gid: read_json(paths.gen_file(stage, gid, "metadata.json")))
+    return plan, write_cohort(paths, plan, catalog, spec)
+
+
+def is_compiled(paths: DataPaths, cohort_id: str) -> bool:
+    """The cohort's manifest matches the current spec and catalogs."""
+    from .catalog import load_catalog
+
+    m = read_json(paths.manifest_json(cohort_id))
+    if not m or not paths.membership_csv(cohort_id).exists():
+        return False
+    fp = m.get("fingerprints", {})
+    return (fp.get("spec") == spec_fingerprint(paths.spec_file(cohort_id).parent)
+            and fp.get("catalog") == load_catalog(paths).fingerprint)

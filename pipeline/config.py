@@ -1,0 +1,147 @@
+"""The one resolver for settings: data root, providers, stages, report thresholds.
+
+Settings live in ``luigi.cfg`` (Luigi's own config parser, so a user layers their own file with
+``LUIGI_CONFIG_PATH`` as usual). ``DAYDREAM_DATA_ROOT`` overrides the data root for every command
+and task. Invalid values are ``config`` errors naming the section and key, never tracebacks.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import luigi.configuration
+
+from .errors import DaydreamError
+from .llm.base import ProviderSettings
+from .store import DataPaths
+
+DATA_ROOT_ENV = "DAYDREAM_DATA_ROOT"
+
+
+@dataclass(frozen=True)
+class StageSettings:
+    temperature: float | None
+    max_tokens: int | None
+    min_lines: int
+
+
+_STAGE_DEFAULTS = {
+    "draft": StageSettings(temperature=0.9, max_tokens=4096, min_lines=3),
+    "essay": StageSettings(temperature=0.7, max_tokens=8192, min_lines=5),
+    "evaluation": StageSettings(temperature=0.2, max_tokens=2048, min_lines=1),
+}
+
+
+def _cfg():
+    return luigi.configuration.get_config()
+
+
+def _where() -> str:
+    paths = os.environ.get("LUIGI_CONFIG_PATH") or "luigi.cfg"
+    return paths
+
+
+def _get(section: str, key: str, kind, default):
+    cfg = _cfg()
+    if not cfg.has_option(section, key):
+        return default
+    raw = cfg.get(section, key)
+    if raw is None or str(raw).strip() == "":
+        return default
+    try:
+        value = kind(str(raw).strip())
+    except ValueError:
+        raise DaydreamError(
+            "config", f"[{section}] {key} = {raw!r} is not a valid {kind.__name__}", path=_where()
+        ) from None
+    return value
+
+
+def data_root() -> Path:
+    """``DAYDREAM_DATA_ROOT`` > ``[daydream] data_root`` > ``data`` (relative to the working dir)."""
+    root = os.environ.get(DATA_ROOT_ENV) or _get("daydream", "data_root", str, "data")
+    return Path(root).expanduser().resolve()
+
+
+def data_paths() -> DataPaths:
+    return DataPaths(data_root())
+
+
+def stage_settings(stage: str) -> StageSettings:
+    d = _STAGE_DEFAULTS[stage]
+    section = f"stage.{stage}"
+    s = StageSettings(
+        temperature=_get(section, "temperature", float, d.temperature),
+        max_tokens=_get(section, "max_tokens", int, d.max_tokens),
+        min_lines=_get(section, "min_lines", int, d.min_lines),
+    )
+    if s.min_lines < 0 or (s.max_tokens is not None and s.max_tokens < 1):
+        raise DaydreamError("config", f"[{section}] min_lines must be ≥ 0 and max_tokens ≥ 1", path=_where())
+    return s
+
+
+_PROVIDER_DEFAULTS = {
+    "openrouter": ("https://openrouter.ai/api/v1", "OPENROUTER_API_KEY"),
+    "openai": ("https://api.openai.com/v1", "OPENAI_API_KEY"),
+    "offline": (None, None),
+}
+
+
+def provider_settings(name: str) -> ProviderSettings:
+    """Settings of ``[llm.<name>]``; known providers have defaults, others must set base_url."""
+    section = f"llm.{name}"
+    base_default, key_default = _PROVIDER_DEFAULTS.get(name, (None, None))
+    base_url = _get(section, "base_url", str, base_default)
+    if name != "offline" and not base_url:
+        raise DaydreamError("config", f"provider {name!r} has no [{section}] base_url", path=_where())
+    s = ProviderSettings(
+        name=name,
+        base_url=base_url,
+        api_key_env=_get(section, "api_key_env", str, key_default) or None,
+        concurrency=_get(section, "concurrency", int, 64 if name == "offline" else 4),
+        timeout_s=_get(section, "timeout", float, 120.0),
+        max_attempts=_get(section, "max_attempts", int, 5),
+        backoff_base_s=_get(section, "backoff_base", float, 1.0),
+        backoff_max_s=_get(section, "backoff_max", float, 60.0),
+    )
+    if s.concurrency < 1 or s.max_attempts < 1 or s.timeout_s <= 0:
+        raise DaydreamError("config", f"[{section}] concurrency, max_attempts and timeout must be positive", path=_where())
+    return s
+
+
+def resource_name(provider: str) -> str:
+    """The Luigi resource that bounds concurrent calls to one provider."""
+    return f"llm_{provider}"
+
+
+def sync_resources(providers) -> None:
+    """Make ``[resources] llm_<provider>`` equal each provider's concurrency.
+
+    The scheduler reads ``[resources]``; ``[llm.<p>] concurrency`` is the one place a user sets the
+    limit. An explicit ``[resources]`` entry that disagrees is a config error (two sources of truth).
+    """
+    cfg = _cfg()
+    for p in providers:
+        s = provider_settings(p)
+        key = resource_name(p)
+        existing = _get("resources", key, int, None)
+        if existing is not None and existing != s.concurrency:
+            raise DaydreamError(
+                "config", f"[resources] {key} = {existing} disagrees with [llm.{p}] concurrency = {s.concurrency}",
+                path=_where(),
+            )
+        if existing is None:
+            if not cfg.has_section("resources"):
+                cfg.add_section("resources")
+            cfg.set("resources", key, str(s.concurrency))
+
+
+def score_thresholds() -> tuple[float, float]:
+    """High/low score thresholds as fractions of each rubric's scale."""
+    high = _get("reports", "high_threshold", float, 0.8)
+    low = _get("reports", "low_threshold", float, 0.3)
+    if not 0 <= low < high <= 1:
+        raise DaydreamError("config", "[reports] need 0 ≤ low_threshold < high_threshold ≤ 1", path=_where())
+    return high, low

@@ -1,0 +1,53 @@
+"""Prompt rendering (contract §5, "Rendering"). Pure: template text and context in, prompt out.
+
+Undefined variables are errors (StrictUndefined), reported with the template and variable name,
+so a typo in a template never silently produces a prompt with a hole in it.
+"""
+
+from __future__ import annotations
+
+import jinja2
+
+from .errors import DaydreamError
+
+_ENV = jinja2.Environment(undefined=jinja2.StrictUndefined, keep_trailing_newline=True, autoescape=False)
+
+
+def check_template(text: str, *, stage: str, template_id: str) -> None:
+    """Syntax-check a template at compile time, before any generation is attempted."""
+    try:
+        _ENV.parse(text)
+    except jinja2.TemplateSyntaxError as exc:
+        raise DaydreamError(
+            "template", f"{stage} template {template_id!r}: syntax error at line {exc.lineno}: {exc.message}"
+        ) from None
+
+
+def render(text: str, context: dict, *, stage: str, template_id: str) -> str:
+    try:
+        return _ENV.from_string(text).render(**context)
+    except jinja2.UndefinedError as exc:
+        raise DaydreamError(
+            "template",
+            f"{stage} template {template_id!r} uses an undefined variable ({exc.message}); "
+            f"available: {', '.join(sorted(context)) or 'none'}",
+        ) from None
+    except jinja2.TemplateSyntaxError as exc:
+        raise DaydreamError(
+            "template", f"{stage} template {template_id!r}: syntax error at line {exc.lineno}: {exc.message}"
+        ) from None
+    except jinja2.TemplateError as exc:
+        raise DaydreamError("template", f"{stage} template {template_id!r}: {exc}") from None
+
+
+def draft_context(concepts: list[tuple[str, str]]) -> dict:
+    """Drafts see ``concepts``: a list of ``{name, content}`` in the combo's order."""
+    return {"concepts": [{"name": n, "content": c} for n, c in concepts]}
+
+
+def essay_context(draft_text: str) -> dict:
+    return {"draft_block": draft_text}
+
+
+def evaluation_context(essay_text: str) -> dict:
+    return {"response": essay_text}

@@ -1,0 +1,49 @@
+"""A static file server for a built site, bound to 127.0.0.1 only.
+
+The site must be browsed over HTTP (MkDocs search runs in a web worker, which browsers refuse
+from file://). The stdlib server is enough for one user previewing a report, and binding to the
+loopback address keeps unpublished results off the network.
+"""
+
+from __future__ import annotations
+
+import functools
+import threading
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+from ..errors import DaydreamError
+
+HOST = "127.0.0.1"
+
+
+class _QuietHandler(SimpleHTTPRequestHandler):
+    """Serves files without logging every request to stderr."""
+
+    extensions_map = {**SimpleHTTPRequestHandler.extensions_map,
+                      ".js": "text/javascript", ".json": "application/json", ".csv": "text/csv; charset=utf-8"}
+
+    def log_message(self, format: str, *args) -> None:  # noqa: A002 (stdlib signature)
+        pass
+
+    def end_headers(self) -> None:
+        self.send_header("Cache-Control", "no-cache")
+        super().end_headers()
+
+
+def serve(build_dir: Path, port: int = 0) -> tuple[ThreadingHTTPServer, str]:
+    """Serve ``build_dir`` on 127.0.0.1:``port`` (0 = a free port) from a daemon thread.
+
+    Returns ``(server, url)``; stop with ``server.shutdown(); server.server_close()``.
+    """
+    build_dir = Path(build_dir)
+    if not (build_dir / "index.html").is_file():
+        raise DaydreamError("site", "no built site here (run the report build first)", path=build_dir)
+    handler = functools.partial(_QuietHandler, directory=str(build_dir))
+    try:
+        server = ThreadingHTTPServer((HOST, port), handler)
+    except OSError as exc:
+        raise DaydreamError("site", f"cannot listen on {HOST}:{port}: {exc.strerror or exc}") from None
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, name="daydream-site", daemon=True).start()
+    return server, f"http://{HOST}:{server.server_address[1]}/"

@@ -1,0 +1,262 @@
+"""Compile a loaded spec into design rows (contract §3), and format them. Pure: no I/O.
+
+The design is the Cartesian product of the axes minus every combination a rule forbids. Each rule
+becomes a relation (the allowed joint values of some axes): subsets narrow levels, ties and then
+pairs and tuples become relations filtered by the narrowed levels, relations sharing an axis are
+natural-joined, unrelated groups are multiplied, and the rows are sorted as the plain product
+would list them (axis order, last axis varying fastest). The result is a set in a canonical order,
+so the order of rules in the file cannot change it, a tie is only a relation (no column of its
+own), and a pair on a tied axis joins with the tie and so keeps every tied axis (defects §9.2).
+
+Validation against an axis uses its *declared* levels: a typo is an error, while a value that a
+subset or tie removed simply drops the pairs and tuple items that use it.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import random
+from collections import Counter, defaultdict
+from dataclasses import dataclass
+
+from ..errors import DaydreamError
+from ..store import csv_text
+from .loader import Level, Spec
+
+Row = tuple[Level, ...]
+
+
+@dataclass
+class Design:
+    columns: list[str]
+    rows: list[dict[str, Level]]
+
+
+@dataclass
+class _Relation:
+    name: str  # "pairs.p1", for messages
+    columns: tuple[str, ...]
+    rows: list[Row]
+
+
+def compile_design(spec: Spec) -> Design:
+    """Apply the rules of ``spec`` (fixed order, whatever the file says) and return the rows."""
+    return _Compiler(spec).run()
+
+
+def format_design(design: Design, fmt: str = "csv", seed: int | None = None, limit: int | None = None) -> str:
+    """CSV or JSONL text of the rows; ``seed`` shuffles reproducibly, ``limit`` applies after it."""
+    rows = list(design.rows)
+    if seed is not None:
+        random.Random(seed).shuffle(rows)
+    if limit is not None:
+        if limit < 0:
+            raise DaydreamError("spec", f"row limit must be >= 0, got {limit}")
+        rows = rows[:limit]
+    if fmt == "csv":
+        return csv_text(design.columns, rows)
+    if fmt == "jsonl":
+        return "".join(json.dumps({c: r[c] for c in design.columns}, ensure_ascii=False) + "\n" for r in rows)
+    raise DaydreamError("spec", f"unknown design format {fmt!r} (expected csv or jsonl)")
+
+
+def _join(cols: tuple[str, ...], rows: list[Row], other: _Relation) -> tuple[tuple[str, ...], list[Row]]:
+    """Natural hash join: linear in the input plus the output."""
+    shared = [other.columns.index(c) for c in cols if c in other.columns]
+    mine = [cols.index(other.columns[j]) for j in shared]
+    rest = [j for j, c in enumerate(other.columns) if c not in cols]
+    index: dict[Row, list[Row]] = defaultdict(list)
+    for r in other.rows:
+        index[tuple(r[j] for j in shared)].append(tuple(r[j] for j in rest))
+    out = [r + extra for r in rows for extra in index.get(tuple(r[i] for i in mine), ())]
+    return cols + tuple(other.columns[j] for j in rest), out
+
+
+class _Compiler:
+    def __init__(self, spec: Spec):
+        self.spec = spec
+        self.levels = self.declared_levels()  # axis order: declared, then tuple-only axes
+        self.live = {a: list(v) for a, v in self.levels.items()}  # narrowed by subsets and ties
+
+    def fail(self, where: str, message: str):
+        raise DaydreamError("spec", f"{where}: {message}", path=self.spec.path)
+
+    def run(self) -> Design:
+        self.apply_subsets()
+        relations = self.ties() + self.pairs() + self.tuples()
+        columns = self.column_order()
+        order = list(self.levels)
+        vectors = self.product(order, relations)
+        position = [order.index(c) for c in columns]
+        return Design(columns, [dict(zip(columns, (v[p] for p in position))) for v in vectors])
+
+    # levels -----------------------------------------------------------------------------------
+    def declared_levels(self) -> dict[str, list[Level]]:
+        """Declared axes, then axes only tuples mention (levels from their items, first seen)."""
+        levels = {a: list(v) for a, v in self.spec.axes.items()}
+        declared = {a: set(v) for a, v in levels.items()}
+        extra: dict[str, dict[Level, None]] = {}
+        for name, t in self.spec.tuples.items():
+            for i, axis in enumerate(t.axes):
+                for item in t.items:
+                    if axis not in declared:
+                        extra.setdefault(axis, {})[item[i]] = None
+                    elif item[i] not in declared[axis]:
+                        self.fail(f"tuples.{name}", f"value {item[i]!r} is not a level of axis {axis!r}")
+        levels.update((a, list(v)) for a, v in extra.items())
+        for name in self.spec.tuples:
+            if name in levels:
+                self.fail(f"tuples.{name}", f"the tuple's name is also an axis; rename the tuple")
+        return levels
+
+    def apply_subsets(self) -> None:
+        for axis, keep in self.spec.subsets.items():
+            where = f"subsets.{axis}"
+            if axis not in self.levels:
+                self.fail(where, f"unknown axis {axis!r}")
+            declared = set(self.levels[axis])
+            for v in keep:
+                if v not in declared:
+                    self.fail(where, f"value {v!r} is not a level of axis {axis!r}")
+            if not keep:
+                self.fail(where, f"removes every level of axis {axis!r}")
+            kept = set(keep)
+            self.live[axis] = [v for v in self.levels[axis] if v in kept]
+
+    # rules → relations ------------------------------------------------------------------------
+    def ties(self) -> list[_Relation]:
+        """Tied axes share the intersection of their levels, in the first axis's order."""
+        tied_by: dict[str, str] = {}
+        relations = []
+        for name, axes in self.spec.ties.items():
+            where = f"ties.{name}"
+            for axis in axes:
+                if axis not in self.levels:
+                    self.fail(where, f"unknown axis {axis!r}")
+                if axis in tied_by:
+                    self.fail(where, f"axis {axis!r} is already tied by ties.{tied_by[axis]}")
+                tied_by[axis] = name
+            common = set.intersection(*(set(self.live[a]) for a in axes))
+            shared = [v for v in self.live[axes[0]] if v in common]
+            if not shared:
+                self.fail(where, f"axes {', '.join(axes)} have no level in common")
+            for axis in axes:
+                self.live[axis] = shared
+            relations.append(_Relation(where, tuple(axes), [(v,) * len(axes) for v in shared]))
+        return relations
+
+    def side(self, name: str, where: str) -> tuple[str, set[Level], str]:
+        """A pair side: (axis its values bind to, the values it may take, what to call them).
+
+        A side naming a tuple binds to the tuple's key axis; the key must pick one item.
+        """
+        tuples = self.spec.tuples
+        if name in tuples:
+            t = tuples[name]
+            keys = Counter(item[t.axes.index(t.key)] for item in t.items)
+            repeated = [k for k, n in keys.items() if n > 1]
+            if repeated:
+                self.fail(where, f"tuple {name!r} has key {t.key!r} value {repeated[0]!r} on several items; "
+                          f"a pair side needs unique keys (set `key:` on tuples.{name})")
+            return t.key, set(keys), f"a {t.key!r} key of tuple {name!r}"
+        if name in self.levels:
+            return name, set(self.levels[name]), f"a level of axis {name!r}"
+        hint = "; name one of its axes" if name in self.spec.ties else ""
+        self.fail(where, f"{name!r} is neither an axis nor a tuple{hint}")
+
+    def pairs(self) -> list[_Relation]:
+        relations = []
+        for name, pair in self.spec.pairs.items():
+            where = f"pairs.{name}"
+            (la, lvals, lwhat), (ra, rvals, rwhat) = self.side(pair.left, where), self.side(pair.right, where)
+            if la == ra:
+                self.fail(where, f"left and right both bind axis {la!r}")
+            for left, right in pair.allowed:
+                if left not in lvals:
+                    self.fail(where, f"value {left!r} is not {lwhat}")
+                if right not in rvals:
+                    self.fail(where, f"value {right!r} is not {rwhat}")
+            llive, rlive = set(self.live[la]), set(self.live[ra])
+            kept = [(l, r) for l, r in pair.allowed if l in llive and r in rlive]
+            if not kept:
+                self.fail(where, "no allowed pair survives the subsets and ties")
+            if pair.balance:
+                self.check_balance(where, pair.balance, pair.left, pair.right, kept)
+            relations.append(_Relation(where, (la, ra), kept))
+        return relations
+
+    def check_balance(self, where: str, balance: str, left: str, right: str, kept: list[Row]) -> None:
+        for col, (side, name) in enumerate((("left", left), ("right", right))):
+            if balance not in (side, "both"):
+                continue
+            counts = Counter(row[col] for row in kept)
+            if len(set(counts.values())) > 1:
+                shown = ", ".join(f"{v!r}: {n}" for v, n in itertools.islice(counts.items(), 12))
+                more = ", ..." if len(counts) > 12 else ""
+                self.fail(where, f"balance {side}: values of {name!r} have different numbers of partners ({shown}{more})")
+
+    def tuples(self) -> list[_Relation]:
+        relations = []
+        for name, t in self.spec.tuples.items():
+            live = [set(self.live[a]) for a in t.axes]
+            kept = [item for item in t.items if all(v in s for v, s in zip(item, live))]
+            if not kept:
+                self.fail(f"tuples.{name}", "no item survives the subsets and ties")
+            relations.append(_Relation(f"tuples.{name}", t.axes, kept))
+        return relations
+
+    # product ----------------------------------------------------------------------------------
+    def product(self, order: list[str], relations: list[_Relation]) -> list[list[Level]]:
+        """Join relations that share axes, multiply the groups, sort as the plain product would."""
+        group = {a: a for a in order}
+
+        def root(a: str) -> str:
+            while group[a] != a:
+                a = group[a]
+            return a
+
+        for rel in relations:
+            for axis in rel.columns[1:]:
+                group[root(axis)] = root(rel.columns[0])
+        members: dict[str, list[_Relation]] = defaultdict(list)
+        for rel in relations:
+            members[root(rel.columns[0])].append(rel)
+
+        parts: list[tuple[tuple[str, ...], list[Row]]] = []
+        for axis in order:
+            if root(axis) != axis:
+                continue
+            rels = members.get(axis)
+            if not rels:
+                parts.append(((axis,), [(v,) for v in self.live[axis]]))
+                continue
+            cols, rows = rels[0].columns, rels[0].rows
+            pending = rels[1:]
+            while pending:  # join in connected order so no step is a needless cross product
+                nxt = next(r for r in pending if set(r.columns) & set(cols))
+                pending.remove(nxt)
+                cols, rows = _join(cols, rows, nxt)
+            if not rows:
+                self.fail(", ".join(r.name for r in rels), "together allow no rows")
+            parts.append((cols, rows))
+
+        positions = [[order.index(c) for c in cols] for cols, _ in parts]
+        vectors = []
+        for combo in itertools.product(*(rows for _, rows in parts)):
+            vec: list[Level] = [None] * len(order)
+            for pos, row in zip(positions, combo):
+                for p, v in zip(pos, row):
+                    vec[p] = v
+            vectors.append(vec)
+        rank = [{v: i for i, v in enumerate(self.live[a])} for a in order]
+        vectors.sort(key=lambda vec: tuple(r[v] for r, v in zip(rank, vec)))
+        return vectors
+
+    def column_order(self) -> list[str]:
+        """``output.field_order`` first, every other axis in axis order."""
+        first = self.spec.field_order
+        for name in first:
+            if name not in self.levels:
+                self.fail("output.field_order", f"unknown column {name!r}")
+        return list(first) + [a for a in self.levels if a not in first]

@@ -1,0 +1,294 @@
+"""One generation's work (contract §5): prompt → raw → validate → parsed.
+
+Completeness is a content fingerprint, not file existence: a generation is complete when
+``parsed_metadata.json`` records success for the exact prompt that its *current* inputs render
+(template text, parent output, concept descriptions, model, parser and scale). Editing a template
+or regenerating a parent therefore makes every affected child incomplete, with no bookkeeping.
+
+Files are committed in order — content first, its ``*_metadata.json`` last — and each metadata
+records the SHA-256 of the content it describes, so a crash between two writes is detected and
+never mistaken for a finished phase. A valid raw response is reused when the prompt is unchanged
+(re-parsing costs no model call); an invalid one (truncated, empty, too short) never is.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import threading
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Callable
+
+from . import config
+from .catalog import Catalog, load_catalog
+from .errors import DaydreamError, ParseError
+from .llm import make_provider, require_keys
+from .llm.base import Completion, CompletionRequest, Provider
+from .parsers import parse
+from .render import draft_context, essay_context, evaluation_context, render
+from .store import DataPaths, atomic_write_json, atomic_write_text, read_json, read_text
+
+PREVIEW_CHARS = 400
+
+
+def sha256(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
+
+
+@dataclass
+class Runtime:
+    """What generations need, built once per process: paths, catalog, provider clients."""
+
+    paths: DataPaths
+    catalog: Catalog
+    _providers: dict[str, Provider] = field(default_factory=dict)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def provider(self, name: str) -> Provider:
+        with self._lock:
+            if name not in self._providers:
+                self._providers[name] = make_provider(config.provider_settings(name))
+            return self._providers[name]
+
+    def require_keys(self, providers) -> None:
+        require_keys([config.provider_settings(p) for p in sorted(set(providers))])
+
+
+_RUNTIMES: dict[tuple, Runtime] = {}
+
+
+def runtime() -> Runtime:
+    """The process's runtime for the configured data root (recreated after a fork-safe key change)."""
+    paths = config.data_paths()
+    key = (str(paths.root), os.getpid())
+    rt = _RUNTIMES.get(key)
+    if rt is None:
+        rt = _RUNTIMES[key] = Runtime(paths, load_catalog(paths))
+    return rt
+
+
+# ---------------------------------------------------------------------------------------------
+# Inputs
+
+
+@dataclass(frozen=True)
+class Inputs:
+    """Everything a generation's output depends on, resolved from the current store and catalog."""
+
+    metadata: dict
+    prompt: str
+    parser: str
+    scale: tuple[float, float]
+    model_id: str | None
+
+    @property
+    def fingerprint(self) -> str:
+        lo, hi = self.scale
+        return sha256("\0".join([sha256(self.prompt), self.model_id or "copy", self.parser, f"{lo:g}", f"{hi:g}"]))
+
+
+def metadata(rt: Runtime, stage: str, gen_id: str) -> dict:
+    md = read_json(rt.paths.gen_file(stage, gen_id, "metadata.json"))
+    if md is None:
+        raise DaydreamError(
+            "store", f"{stage} {gen_id} has no metadata.json (compile the cohort that includes it)",
+            path=rt.paths.gen_file(stage, gen_id, "metadata.json"),
+        )
+    for key in ("stage", "template_id", "mode"):
+        if key not in md:
+            raise DaydreamError("store", f"corrupt metadata: no {key!r}", path=rt.paths.gen_file(stage, gen_id, "metadata.json"))
+    return md
+
+
+PARENT_STAGE = {"essay": "draft", "evaluation": "essay"}
+
+
+def parent_output(rt: Runtime, stage: str, md: dict) -> str | None:
+    """The parent's parsed text if the parent is complete, else None."""
+    pstage = PARENT_STAGE[stage]
+    pid = md.get("parent_gen_id")
+    if not pid:
+        raise DaydreamError("store", f"{stage} {md.get('gen_id')} has no parent_gen_id", path=rt.paths.gen_file(stage, md["gen_id"], "metadata.json"))
+    pmeta = read_json(rt.paths.gen_file(pstage, pid, "parsed_metadata.json"))
+    text = read_text(rt.paths.gen_file(pstage, pid, "parsed.txt"))
+    if not pmeta or not pmeta.get("success") or text is None or pmeta.get("parsed_sha256") != sha256(text):
+        return None
+    return text
+
+
+def resolve_inputs(rt: Runtime, stage: str, gen_id: str) -> Inputs | None:
+    """Current inputs of a generation, or None when its parent is not complete yet."""
+    md = metadata(rt, stage, gen_id)
+    template = rt.catalog.template(stage, md["template_id"])
+    if md["mode"] == "copy":
+        text = parent_output(rt, stage, md)
+        return None if text is None else Inputs(md, text, "identity", (0.0, 0.0), None)
+    if stage == "draft":
+        combo = md.get("combo") or {}
+        level = combo.get("level", "paragraph")
+        concepts = [(rt.catalog.concepts[c].name if c in rt.catalog.concepts else c, rt.catalog.concept_text(c, level))
+                    for c in combo.get("concept_ids", [])]
+        if not concepts:
+            raise DaydreamError("store", f"draft {gen_id} metadata has no combo concepts", path=rt.paths.gen_file(stage, gen_id, "metadata.json"))
+        context = draft_context(concepts)
+    else:
+        text = parent_output(rt, stage, md)
+        if text is None:
+            return None
+        context = essay_context(text) if stage == "essay" else evaluation_context(text)
+    source = template.text
+    if source is None:
+        raise DaydreamError("catalog", f"{stage} template {template.id!r} has no template file", path=template.path)
+    prompt = render(source, context, stage=stage, template_id=template.id)
+    scale = (template.score_min, template.score_max) if stage == "evaluation" else (0.0, 0.0)
+    return Inputs(md, prompt, template.parser, scale, md.get("llm_model_id"))
+
+
+def is_complete(rt: Runtime, stage: str, gen_id: str) -> bool:
+    pm = read_json(rt.paths.gen_file(stage, gen_id, "parsed_metadata.json"))
+    if not pm or not pm.get("success"):
+        return False
+    text = read_text(rt.paths.gen_file(stage, gen_id, "parsed.txt"))
+    if text is None or pm.get("parsed_sha256") != sha256(text):
+        return False
+    inputs = resolve_inputs(rt, stage, gen_id)
+    return inputs is not None and pm.get("input_fingerprint") == inputs.fingerprint
+
+
+# ---------------------------------------------------------------------------------------------
+# Running
+
+
+def validate_raw(text: str, completion: Completion | None, min_lines: int) -> str | None:
+    """The reason a raw response must not be used, or None when it is acceptable."""
+    if completion is not None and completion.truncated:
+        return f"truncated (finish_reason={completion.finish_reason})"
+    if not text.strip():
+        return "empty output"
+    lines = sum(1 for line in text.splitlines() if line.strip())
+    if lines < min_lines:
+        return f"too few non-empty lines ({lines} < {min_lines})"
+    return None
+
+
+def run_generation(rt: Runtime, stage: str, gen_id: str, status: Callable[[str], None] = lambda m: None) -> str:
+    """Produce a generation's parsed output, calling the model only when no valid raw exists.
+
+    Returns a short outcome ("reused", "copied", "generated", "reparsed"). Raises DaydreamError
+    (``invalid_output``, ``parse``, ``llm``...) after recording the reason in the store.
+    """
+    paths = rt.paths
+    f = lambda name: paths.gen_file(stage, gen_id, name)  # noqa: E731
+    if is_complete(rt, stage, gen_id):
+        return "reused"
+    inputs = resolve_inputs(rt, stage, gen_id)
+    if inputs is None:
+        raise DaydreamError("store", f"{stage} {gen_id}: parent {inputs_parent(rt, stage, gen_id)} is not complete")
+    md = inputs.metadata
+    prompt_sha = sha256(inputs.prompt)
+    atomic_write_text(f("prompt.txt"), inputs.prompt)
+
+    if md["mode"] == "copy":
+        status(f"{stage} {md['template_id']} copy")
+        atomic_write_text(f("raw.txt"), inputs.prompt)
+        atomic_write_json(f("raw_metadata.json"), {
+            "gen_id": gen_id, "stage": stage, "mode": "copy", "llm_model_id": None, "model_slug": None,
+            "provider": None, "simulated": _parent_simulated(rt, stage, md), "finish_reason": None,
+            "truncated": False, "prompt_tokens": 0, "completion_tokens": 0, "cost_usd": 0.0,
+            "duration_s": 0.0, "attempts": 0, "started_at": _now(), "finished_at": _now(),
+            "prompt_sha256": prompt_sha, "raw_sha256": prompt_sha, "valid": True, "invalid_reason": None,
+        })
+        return _write_parsed(rt, stage, gen_id, inputs, inputs.prompt, "copied")
+
+    model = rt.catalog.model(inputs.model_id)
+    raw_md = read_json(f("raw_metadata.json"))
+    raw = read_text(f("raw.txt"))
+    reusable = (
+        raw_md is not None and raw is not None and raw_md.get("valid") is True
+        and raw_md.get("prompt_sha256") == prompt_sha and raw_md.get("llm_model_id") == model.id
+        and raw_md.get("raw_sha256") == sha256(raw)
+    )
+    outcome = "reparsed"
+    if not reusable:
+        outcome = "generated"
+        settings = config.stage_settings(stage)
+        status(f"{stage} {md['template_id']} · {model.id} · calling {model.provider}")
+        request = CompletionRequest(
+            prompt=inputs.prompt, model_slug=model.model,
+            temperature=model.temperature if model.temperature is not None else settings.temperature,
+            max_tokens=model.max_tokens if model.max_tokens is not None else settings.max_tokens,
+            stage=stage, template_id=md["template_id"], parser=inputs.parser,
+            scale_min=inputs.scale[0], scale_max=inputs.scale[1],
+            input_price_per_mtok=model.input_price_per_mtok, output_price_per_mtok=model.output_price_per_mtok,
+        )
+        started = _now()
+        completion = rt.provider(model.provider).complete(request)
+        raw = completion.text.replace("\r\n", "\n")
+        reason = validate_raw(raw, completion, settings.min_lines)
+        atomic_write_text(f("raw.txt"), raw)
+        atomic_write_json(f("raw_metadata.json"), {
+            "gen_id": gen_id, "stage": stage, "mode": "llm", "llm_model_id": model.id,
+            "model_slug": completion.model_slug, "provider": completion.provider,
+            "simulated": completion.simulated, "finish_reason": completion.finish_reason,
+            "truncated": completion.truncated, "prompt_tokens": completion.prompt_tokens,
+            "completion_tokens": completion.completion_tokens, "cost_usd": completion.cost_usd,
+            "duration_s": round(completion.duration_s, 4), "attempts": completion.attempts,
+            "started_at": started, "finished_at": _now(), "prompt_sha256": prompt_sha,
+            "raw_sha256": sha256(raw), "valid": reason is None, "invalid_reason": reason,
+        })
+        if reason is not None:
+            _write_failure(rt, stage, gen_id, inputs, reason, raw, simulated=completion.simulated)
+            raise DaydreamError("invalid_output", f"{stage} {gen_id}: {reason}")
+    status(f"{stage} {md['template_id']} · {model.id} · parsing ({inputs.parser})")
+    return _write_parsed(rt, stage, gen_id, inputs, raw, outcome)
+
+
+def inputs_parent(rt: Runtime, stage: str, gen_id: str) -> str:
+    return str(metadata(rt, stage, gen_id).get("parent_gen_id"))
+
+
+def _parent_simulated(rt: Runtime, stage: str, md: dict) -> bool:
+    pm = read_json(rt.paths.gen_file(PARENT_STAGE[stage], md["parent_gen_id"], "parsed_metadata.json")) or {}
+    return bool(pm.get("simulated"))
+
+
+def _write_parsed(rt: Runtime, stage: str, gen_id: str, inputs: Inputs, raw: str, outcome: str) -> str:
+    simulated = bool((read_json(rt.paths.gen_file(stage, gen_id, "raw_metadata.json")) or {}).get("simulated"))
+    lo, hi = inputs.scale
+    try:
+        parsed = parse(inputs.parser, raw, scale_min=lo, scale_max=hi)
+    except ParseError as exc:
+        _write_failure(rt, stage, gen_id, inputs, exc.message, raw, simulated=simulated)
+        raise DaydreamError("parse", f"{stage} {gen_id}: parser {inputs.parser!r} failed: {exc.message}") from None
+    atomic_write_text(rt.paths.gen_file(stage, gen_id, "parsed.txt"), parsed)
+    pm = {
+        "gen_id": gen_id, "stage": stage, "parser": inputs.parser, "success": True, "error": None,
+        "raw_tail_preview": None, "simulated": simulated, "input_fingerprint": inputs.fingerprint,
+        "parsed_sha256": sha256(parsed), "finished_at": _now(),
+    }
+    if stage == "evaluation":
+        pm.update(score=float(parsed), scale_min=lo, scale_max=hi)
+    atomic_write_json(rt.paths.gen_file(stage, gen_id, "parsed_metadata.json"), pm)
+    return outcome
+
+
+def _write_failure(rt: Runtime, stage: str, gen_id: str, inputs: Inputs, reason: str, raw: str, *, simulated: bool) -> None:
+    """Record why a generation failed; remove any parsed.txt so nothing stale looks like output."""
+    try:
+        os.unlink(rt.paths.gen_file(stage, gen_id, "parsed.txt"))
+    except FileNotFoundError:
+        pass
+    pm = {
+        "gen_id": gen_id, "stage": stage, "parser": inputs.parser, "success": False, "error": reason,
+        "raw_tail_preview": raw[-PREVIEW_CHARS:], "simulated": simulated,
+        "input_fingerprint": inputs.fingerprint, "parsed_sha256": None, "finished_at": _now(),
+    }
+    if stage == "evaluation":
+        pm.update(score=None, scale_min=inputs.scale[0], scale_max=inputs.scale[1])
+    atomic_write_json(rt.paths.gen_file(stage, gen_id, "parsed_metadata.json"), pm)

@@ -1,0 +1,450 @@
+"""Parsers (contract §5; defects §9.4 and §9.9): realistic and hostile model responses."""
+
+from __future__ import annotations
+
+import pytest
+
+from pipeline.errors import DaydreamError, ParseError
+from pipeline.parsers import (
+    PARSERS,
+    TAIL_LINES,
+    ParseResult,
+    format_score,
+    known_parser,
+    parse,
+    parse_score,
+    strip_thinking,
+    try_parse,
+)
+
+MB = 1_000_000
+
+
+def parse_error(name: str, text: str, **scale: float) -> str:
+    """The ParseError message for ``text`` (fails the test if parsing succeeds)."""
+    with pytest.raises(ParseError) as info:
+        parse(name, text, **scale)
+    assert info.value.code == "parse"
+    return str(info.value)
+
+
+# --------------------------------------------------------------------------------------------
+# registry
+# --------------------------------------------------------------------------------------------
+
+
+def test_registry_names():
+    assert set(PARSERS) == {"identity", "essay_block", "essay_block_lenient", "essay_idea_last", "score"}
+
+
+@pytest.mark.parametrize(
+    "name, known",
+    [("identity", True), ("essay_block", True), ("score", True), ("", True), (None, True),
+     ("  essay_idea_last ", True), ("Score", False), ("essay", False), ("json", False)],
+)
+def test_known_parser(name, known):
+    assert known_parser(name) is known
+
+
+@pytest.mark.parametrize("name", ["", None])
+def test_blank_name_means_identity(name):
+    assert parse(name, "  <essay>x</essay>\n") == "<essay>x</essay>"
+
+
+def test_unknown_parser_is_a_catalog_error_not_a_parse_failure():
+    with pytest.raises(DaydreamError) as info:
+        parse("no_such_parser", "text")
+    assert info.value.code == "catalog"
+    assert not isinstance(info.value, ParseError)
+    assert "no_such_parser" in str(info.value) and "essay_block" in str(info.value)
+
+
+def test_try_parse_success_score():
+    result = try_parse("score", "Reasoning...\nFinal Score: 7.5/10", scale_min=0, scale_max=10)
+    assert result == ParseResult("score", True, "7.5", None, 7.5, None)
+    assert result.metadata() == {"parser": "score", "success": True, "error": None,
+                                 "raw_tail_preview": None, "score": 7.5}
+
+
+def test_try_parse_failure_records_reason_and_raw_tail():
+    raw = "x" * 2000 + "\nthe end, SCORE: 12"
+    result = try_parse("score", raw)
+    assert result.success is False and result.text is None and result.score is None
+    assert "score 12 outside scale 0–9" in result.error
+    assert result.raw_tail_preview.endswith("SCORE: 12") and len(result.raw_tail_preview) == 500
+
+
+def test_try_parse_blank_name_reports_identity():
+    assert try_parse("", "hello").parser == "identity"
+    assert try_parse(None, "   ").error == "empty response"
+
+
+@pytest.mark.parametrize("value, text", [(7.0, "7"), (7, "7"), (7.5, "7.5"), (0.0, "0"), (6.25, "6.25"),
+                                         (10.0, "10"), (0.1, "0.1")])
+def test_format_score(value, text):
+    assert format_score(value) == text
+
+
+# --------------------------------------------------------------------------------------------
+# identity
+# --------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "raw, parsed",
+    [("  hello\n", "hello"), ("line 1\r\nline 2\r\n", "line 1\nline 2"), ("a\rb", "a\nb"),
+     ("\n\n  Ünïcødé 思考 🚀  \n", "Ünïcødé 思考 🚀"), ("<essay>kept</essay>", "<essay>kept</essay>")],
+)
+def test_identity(raw, parsed):
+    assert parse("identity", raw) == parsed
+
+
+@pytest.mark.parametrize("raw", ["", "   ", "\r\n\t\n"])
+def test_identity_empty(raw):
+    assert parse_error("identity", raw) == "empty response"
+
+
+# --------------------------------------------------------------------------------------------
+# essay_block
+# --------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "raw, parsed",
+    [
+        ("<essay>Body</essay>", "Body"),
+        ("Intro chatter\n<essay>\n  Body text.\n</essay>\nOutro", "Body text."),
+        ('<ESSAY id="x" lang=\'en\'>Body</Essay>', "Body"),
+        ("<essay\n  class=final>Body</essay >", "Body"),
+        ("<Essay>Line one\r\n\r\nLine two\r\n</ESSAY>", "Line one\n\nLine two"),
+        # the last complete block wins: an echoed instruction or a rough draft comes first
+        ("Wrap it in <essay>your essay</essay> tags.\n<essay>The real essay.</essay>", "The real essay."),
+        ("<essay>draft one</essay>\n<essay>draft two</essay>", "draft two"),
+        # nested: the innermost complete block
+        ("<essay><essay>inner</essay></essay>", "inner"),
+        # a trailing unclosed block does not displace the last complete one
+        ("<essay>complete</essay>\n<essay>cut off", "complete"),
+        # <essay-idea> is not an <essay> tag
+        ("<essay-idea stage='1'>idea</essay-idea><essay>essay</essay>", "essay"),
+        ("<essay>Ünïcødé — 思考 🚀 <b>bold</b></essay>", "Ünïcødé — 思考 🚀 <b>bold</b>"),
+        ("<essay>a < b and c > d</essay>", "a < b and c > d"),
+    ],
+)
+def test_essay_block(raw, parsed):
+    assert parse("essay_block", raw) == parsed
+
+
+@pytest.mark.parametrize(
+    "raw, reason",
+    [
+        ("Just prose, no tags.", "no <essay>…</essay> block found"),
+        ("", "no <essay>…</essay> block found"),
+        ("<essay-idea>x</essay-idea>", "no <essay>…</essay> block found"),
+        ("<essays>x</essays>", "no <essay>…</essay> block found"),
+        ("preamble\n<essay>\nThe essay never ends", "unclosed <essay> tag: opened on line 2"),
+        ("text</essay>", "found </essay> on line 1 but no opening <essay> tag"),
+        ("<essay>  \n </essay>", "the last <essay> block (line 1) is empty"),
+        ("<essay>good</essay>\n<essay></essay>", "the last <essay> block (line 2) is empty"),
+    ],
+)
+def test_essay_block_errors(raw, reason):
+    assert reason in parse_error("essay_block", raw)
+
+
+def test_essay_block_huge_input():
+    body = ("A sentence of the essay. " * 40 + "\n") * 1000  # ~1 MB
+    raw = "<thinking>plan</thinking>\n<essay>\n" + body + "</essay>\n"
+    assert len(raw) > MB
+    assert parse("essay_block", raw) == body.strip()
+
+
+@pytest.mark.parametrize("junk", ["<essay", "<essay ", "<essay x=", "</essay", "<essay-idea "])
+def test_essay_block_pathological_unterminated_tags(junk):
+    raw = junk * 200_000 + "<essay>found</essay>"
+    assert parse("essay_block", raw) == "found"
+    assert "block found" in parse_error("essay_block", junk * 200_000) or junk.startswith("<essay ")
+
+
+def test_essay_block_many_openers_unclosed():
+    assert "unclosed <essay> tag" in parse_error("essay_block", "<essay>" * 200_000)
+
+
+# --------------------------------------------------------------------------------------------
+# essay_block_lenient and strip_thinking
+# --------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "raw, parsed",
+    [
+        ("<thinking>plan <essay>draft</essay></thinking>\n<essay>Final</essay>", "Final"),
+        ("<THINKING>\nmulti\nline\n</Thinking>\n<essay>Final</essay>", "Final"),
+        ("<thinking>only an essay in here: <essay>no</essay></thinking>\nPlain answer.", "Plain answer."),
+        ("No tags at all.\r\nSecond line.", "No tags at all.\nSecond line."),
+        ("<thinking>a</thinking>Answer<thinking>b</thinking>", "Answer"),
+        ("<thinking>a <thinking>nested</thinking> still thinking</thinking>Answer", "Answer"),
+        # an unclosed thinking tag loses its tag only: the essay after it survives
+        ("<thinking>plan\n<essay>Kept</essay>", "Kept"),
+        ("<thinking>plan\nthe essay itself", "plan\nthe essay itself"),
+        # essay_block failure → whole remaining text, minus stray essay tags
+        ("<essay>\nThe essay was cut off", "The essay was cut off"),
+        ("stray </thinking> closer then <essay>E</essay>", "E"),
+    ],
+)
+def test_essay_block_lenient(raw, parsed):
+    assert parse("essay_block_lenient", raw) == parsed
+
+
+@pytest.mark.parametrize("raw", ["", "<thinking>everything is thinking</thinking>", "<thinking>x</thinking>\n<essay> </essay>\n"])
+def test_essay_block_lenient_empty(raw):
+    assert "empty after removing <thinking>" in parse_error("essay_block_lenient", raw)
+
+
+def test_strip_thinking_keeps_everything_else_byte_for_byte():
+    assert strip_thinking("a<thinking x='1'>b</thinking>c\n  <thinking>\nd\n</thinking >e") == "ac\n  e"
+
+
+def test_lenient_pathological_thinking_tags():
+    raw = "<thinking>" * 200_000 + "Answer"
+    assert parse("essay_block_lenient", raw) == "Answer"
+    raw = "<thinking" * 200_000 + "<essay>E</essay>"
+    assert parse("essay_block_lenient", raw) == "E"
+
+
+# --------------------------------------------------------------------------------------------
+# essay_idea_last
+# --------------------------------------------------------------------------------------------
+
+IDEAS = """Here is my development.
+
+<essay-idea stage="1">
+A first seed.
+</essay-idea>
+
+<essay-idea stage="3">
+    The best version,
+      with an indented line.
+</essay-idea>
+
+<essay-idea stage="2">
+Middle.
+</essay-idea>
+"""
+
+
+@pytest.mark.parametrize(
+    "raw, parsed",
+    [
+        (IDEAS, "The best version,\n  with an indented line."),
+        (IDEAS.replace("\n", "\r\n"), "The best version,\n  with an indented line."),
+        ("<essay-idea stage=1>a</essay-idea><essay-idea stage=2>b</essay-idea>", "b"),
+        ("<essay-idea stage='10'>ten</essay-idea><essay-idea stage='9'>nine</essay-idea>", "ten"),
+        ('<ESSAY-IDEA STAGE="2">x</Essay-Idea>', "x"),
+        ('  <essay-idea  stage = " 4 " >spaced</essay-idea>', "spaced"),
+        # ties: the later block wins
+        ('<essay-idea stage="2">first</essay-idea><essay-idea stage="2">second</essay-idea>', "second"),
+        # no stage anywhere: the last block
+        ("<essay-idea>one</essay-idea>\n<essay-idea>two</essay-idea>", "two"),
+        ('<essay-idea stage="final">one</essay-idea><essay-idea>two</essay-idea>', "two"),
+        # a staged block beats unstaged ones, wherever they are
+        ('<essay-idea stage="1">staged</essay-idea><essay-idea>unstaged</essay-idea>', "staged"),
+        # a truncated higher stage does not win over complete blocks
+        ('<essay-idea stage="1">done</essay-idea><essay-idea stage="2">cut', "done"),
+        ('\t<essay-idea stage="1">\n\t\tÜnïcødé 思考\n\t</essay-idea>', "Ünïcødé 思考"),
+    ],
+)
+def test_essay_idea_last(raw, parsed):
+    assert parse("essay_idea_last", raw) == parsed
+
+
+@pytest.mark.parametrize(
+    "raw, reason",
+    [
+        ("No ideas here.", "no <essay-idea>…</essay-idea> block found"),
+        ("<essay>an essay</essay>", "no <essay-idea>…</essay-idea> block found"),
+        ('intro\n<essay-idea stage="1">\ncut off', "unclosed <essay-idea> tag: opened on line 2"),
+        ('<essay-idea stage="1">ok</essay-idea>\n<essay-idea stage="2">  </essay-idea>',
+         'the chosen <essay-idea> block (stage="2", line 2) is empty'),
+        ("<essay-idea></essay-idea>", "the chosen <essay-idea> block (last, line 1) is empty"),
+    ],
+)
+def test_essay_idea_last_errors(raw, reason):
+    assert reason in parse_error("essay_idea_last", raw)
+
+
+def test_essay_idea_last_pathological():
+    raw = "<essay-idea stage=" * 200_000 + '<essay-idea stage="5">five</essay-idea>'
+    assert parse("essay_idea_last", raw) == "five"
+
+
+# --------------------------------------------------------------------------------------------
+# score
+# --------------------------------------------------------------------------------------------
+
+RUBRIC_THEN_FINAL = """## Evaluation
+
+**Originality:** Score: 1/2 - the central idea is familiar.
+**Clarity Score:** 2/3
+- Rigor score: 3/5
+
+The essay is decent overall.
+
+**Final Score: 7/10**
+"""
+
+FINAL_THEN_BREAKDOWN = """**Final Score: 6/10**
+
+### Breakdown
+Originality: Score: 1/2
+Clarity Score: 2/3
+"""
+
+MIDDLE_THEN_FINAL = """At first glance I would give this a score of 3, but reading on changes my mind.
+Score: 5 was my initial impression.
+
+After considering the second half more carefully:
+
+SCORE: 8
+"""
+
+
+@pytest.mark.parametrize(
+    "raw, scale_max, expected",
+    [
+        ("SCORE: 7", 9, "7"),
+        ("**SCORE:** 7", 9, "7"),
+        ("Score: 7.5", 9, "7.5"),
+        ("score: 7.50", 9, "7.5"),
+        ("Final Score: 8/10", 10, "8"),
+        ("Final Score:\n8/10", 10, "8"),
+        ("Total Score: 6.5/10", 10, "6.5"),
+        ("Total Score: 7/10", 10, "7"),
+        ("**Final Score: 8/10**", 10, "8"),
+        ("## Score\n**4/10**", 10, "4"),
+        ("### Final Score\n\n**9/10**\n", 10, "9"),
+        ("Score:\r\n\r\n**6**\r\n", 9, "6"),
+        ("Overall score - 7", 9, "7"),
+        ("Overall Score — 7", 9, "7"),
+        ("Score: 7.", 9, "7"),
+        ("Final Score: 7/10.", 10, "7"),
+        ("7/10", 10, "7"),
+        ("Final Score: 7 / 10", 10, "7"),
+        ("Score: 7 out of 10", 10, "7"),
+        ("Score: **7**/10", 10, "7"),
+        ("*Score: 7*", 9, "7"),
+        ("_Score_: 7", 9, "7"),
+        ("## Final Score: 8", 9, "8"),
+        ("| Criterion | Score |\n|---|---|\n| **Total Score** | **7/10** |", 10, "7"),
+        ("Final Score (0-10): 7", 10, "7"),
+        ("Score (out of 10): 9", 10, "9"),
+        ("Final Rating: 6/10", 10, "6"),
+        ("Final Evaluation Score: 5", 9, "5"),
+        ("SCORE:\u00a07", 9, "7"),
+        ("Score: [7/10]", 10, "7"),
+        ("Score: 0", 9, "0"),
+        ("Score: 9", 9, "9"),
+        ("Score: 10/10", 10, "10"),
+        ("Score: 3.5/5", 5, "3.5"),
+        ("7", 9, "7"),
+        ("\n\n  **8.5**  \n\n", 9, "8.5"),
+        ("Great essay, clear and bold.\n\nSCORE: 7\n", 9, "7"),
+        ("Ünïcødé reasoning 思考 🚀\nScore: 6", 9, "6"),
+        (RUBRIC_THEN_FINAL, 10, "7"),
+        (FINAL_THEN_BREAKDOWN, 10, "6"),
+        (MIDDLE_THEN_FINAL, 9, "8"),
+        ("Clarity Score: 2/3\nOriginality Score: 3/4\n\n**7/10**", 10, "7"),
+        ("Score: 4/10 for clarity.\nTotal Score: 6/10\n", 10, "6"),
+        ("The underscore: 5 is not a label.\nScore: 3", 9, "3"),
+    ],
+)
+def test_score_formats(raw, scale_max, expected):
+    assert parse("score", raw, scale_min=0, scale_max=scale_max) == expected
+
+
+@pytest.mark.parametrize(
+    "raw, scale_max, reason",
+    [
+        ("Score: 12", 9, "score 12 outside scale 0–9"),
+        ("SCORE: 10", 9, "score 10 outside scale 0–9"),
+        ("Score: 9.5", 9, "score 9.5 outside scale 0–9"),
+        ("Score: -3", 9, "score -3 outside scale 0–9"),
+        ("Score: −2", 9, "score -2 outside scale 0–9"),
+        ("Score: NaN", 9, "'NaN' is not a finite number"),
+        ("Score: inf", 9, "'inf' is not a finite number"),
+        ("Score: -Infinity", 9, "'-Infinity' is not a finite number"),
+        ("Score: N/A", 9, "score is 'N/A', not a number"),
+        ("Final Score: 4/5", 10, "score 4/5 is out of 5 but the template's scale is 0–10; refusing to rescale"),
+        ("Final Score: 8/10", 9, "score 8/10 is out of 10 but the template's scale is 0–9"),
+        ("Score (1-5): 4", 10, "out of 5"),
+        ("Score: 70%", 10, "'70%' is a percentage"),
+        ("Score: 7-8", 10, "'7-8' is a range"),
+        ("Score: 7,5", 10, "'7,5' is not a plain number"),
+        ("Just an opinion, no number.", 9, "no score found in the last 50 non-blank lines"),
+        ("", 9, "empty response"),
+        ("The score is high, I liked it.", 9, "found a score label in the last 50 non-blank lines but no number"),
+        ("Scores: 5", 9, "no score found"),
+        ("underscore: 5", 9, "no score found"),
+        # the final label wins even when its value is unusable: no silent fallback to a sub-score
+        ("Clarity Score: 2/3\nFinal Score: 11/10", 10, "score 11 outside scale 0–10"),
+        # a sub-score after the breakdown is last, so its mismatch is reported
+        ("Originality: Score: 1/2", 10, "score 1/2 is out of 2"),
+    ],
+)
+def test_score_errors(raw, scale_max, reason):
+    assert reason in parse_error("score", raw, scale_min=0, scale_max=scale_max)
+
+
+def test_score_error_quotes_the_line_it_read():
+    message = parse_error("score", "Some reasoning.\n**Final Score: 15/10**\n", scale_max=10)
+    assert "'**Final Score: 15/10**'" in message
+
+
+def test_parse_score_returns_float_and_respects_scale_min():
+    assert parse_score("Score: 3", 1, 5) == 3.0
+    assert isinstance(parse_score("Score: 3", 1, 5), float)
+    assert "score 0 outside scale 1–5" in parse_error("score", "Score: 0", scale_min=1, scale_max=5)
+
+
+def test_parse_default_scale_is_0_to_9():
+    assert parse("score", "SCORE: 9") == "9"
+    assert "outside scale 0–9" in parse_error("score", "SCORE: 10")
+
+
+@pytest.mark.parametrize("lo, hi", [(5, 5), (9, 0), (0, float("inf")), (float("nan"), 9)])
+def test_parse_score_invalid_scale_is_a_catalog_error(lo, hi):
+    with pytest.raises(DaydreamError) as info:
+        parse_score("Score: 3", lo, hi)
+    assert info.value.code == "catalog"
+
+
+def test_score_read_from_the_tail_only():
+    raw = "Final Score: 7/10\n" + "More reasoning.\n" * TAIL_LINES
+    assert f"no score found in the last {TAIL_LINES} non-blank lines" in parse_error("score", raw, scale_max=10)
+    # blank lines do not count towards the window
+    raw = "Final Score: 7/10\n" + "More reasoning.\n\n\n" * (TAIL_LINES - 1)
+    assert parse("score", raw, scale_max=10) == "7"
+
+
+def test_score_huge_input():
+    raw = ("The essay discusses many things at length. " * 20 + "\n") * 1200 + "Final Score: 8/10\n"
+    assert len(raw) > MB
+    assert parse("score", raw, scale_max=10) == "8"
+
+
+@pytest.mark.parametrize(
+    "raw, reason",
+    [
+        ("Score: " * 200_000, "no number after it"),
+        ("Final Score: " * 200_000 + "7", None),
+        ("score" + " " * MB + "x", "no number after it"),
+        ("Final " * 200_000 + "Score: 4", None),
+        ("Score: 7" + "." * MB, None),
+        ("Score: (" * 200_000, "no number after it"),
+        ("7/" * 200_000, "no score found"),
+    ],
+)
+def test_score_pathological_inputs(raw, reason):
+    if reason is None:
+        assert parse("score", raw, scale_max=9) in {"7", "4"}
+    else:
+        assert reason in parse_error("score", raw)
