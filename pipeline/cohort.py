@@ -298,5 +298,9 @@ def is_compiled(paths: DataPaths, cohort_id: str) -> bool:
     if not m or not paths.membership_csv(cohort_id).exists():
         return False
     fp = m.get("fingerprints", {})
-    return (fp.get("spec") == spec_fingerprint(paths.spec_file(cohort_id).parent)
-            and fp.get("catalog") == load_catalog(paths).fingerprint)
+    if (fp.get("spec") != spec_fingerprint(paths.spec_file(cohort_id).parent)
+            or fp.get("catalog") != load_catalog(paths).fingerprint):
+        return False
+    # a gens store edited by hand (metadata deleted) needs the metadata seeded again
+    return all(paths.gen_file(r["stage"], r["gen_id"], "metadata.json").exists()
+               for r in read_membership(paths, cohort_id))

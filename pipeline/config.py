@@ -138,6 +138,30 @@ def sync_resources(providers) -> None:
             cfg.set("resources", key, str(s.concurrency))
 
 
+def batch_size() -> int:
+    """How many ready generations of one stage and provider a worker may take at once."""
+    n = _get("daydream", "batch_size", int, 16)
+    if n < 1:
+        raise DaydreamError("config", f"[daydream] batch_size must be ≥ 1, got {n}", path=_where())
+    return n
+
+
+def chunk_size() -> int:
+    """How many generations are handed to the scheduler at once (keeps scheduling linear)."""
+    n = _get("daydream", "chunk_size", int, 500)
+    if n < 1:
+        raise DaydreamError("config", f"[daydream] chunk_size must be ≥ 1, got {n}", path=_where())
+    return n
+
+
+def calls_per_task(provider: str) -> int:
+    """Resource units one (batched) generation task holds: the calls it may have in flight.
+    Never more than the scheduler grants in total, or the task could never run."""
+    limit = _get("resources", resource_name(provider), int, None)
+    n = min(batch_size(), provider_settings(provider).concurrency)
+    return max(1, min(n, limit) if limit is not None else n)
+
+
 def score_thresholds() -> tuple[float, float]:
     """High/low score thresholds as fractions of each rubric's scale."""
     high = _get("reports", "high_threshold", float, 0.8)

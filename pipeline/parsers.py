@@ -246,13 +246,18 @@ class _Candidate:
     num: str
     den: str | None
     bad: str | None
-    context: str  # the text the score was read from, for error messages
+    span: tuple[int, int]  # where in the window it was read, quoted in error messages
 
 
 def _context(window: str, start: int, end: int) -> str:
-    line_start = window.rfind("\n", 0, start) + 1
-    line_end = window.find("\n", end)
-    snippet = " ".join(window[line_start : line_end if line_end != -1 else len(window)].split())
+    """The line(s) around ``window[start:end]``, whitespace collapsed, at most 80 characters.
+
+    Looks at most 80 characters either side so that thousands of labels on one huge line stay
+    linear.
+    """
+    line_start = window.rfind("\n", max(0, start - 80), start) + 1 or max(0, start - 80)
+    line_end = window.find("\n", end, end + 80)
+    snippet = " ".join(window[line_start : line_end if line_end != -1 else end + 80].split())
     return snippet if len(snippet) <= 80 else snippet[:77] + "..."
 
 
@@ -268,32 +273,34 @@ def _tail(text: str, n: int) -> str:
     return text
 
 
-def _candidates(window: str) -> tuple[list[_Candidate], list[str]]:
-    """Every labelled score in ``window``, plus a bare number on the last line; and the labels
-    that had no number after them (reported when nothing else is found)."""
-    found, unnumbered = [], []
+def _candidates(window: str) -> tuple[list[_Candidate], tuple[int, int] | None]:
+    """Every labelled score in ``window``, plus a bare number on the last line; and the span of
+    the last label with no number after it (reported when nothing else is found)."""
+    found: list[_Candidate] = []
+    unnumbered = None
     for label in _LABEL.finditer(window):
         m = _AFTER_LABEL.match(window, label.end(), label.end() + _SCORE_REACH)
         if m is None:
-            unnumbered.append(_context(window, label.start(), label.end()))
+            unnumbered = label.span()
             continue
         den = m.group("den")
         if den is None and m.group("paren"):
             scale = _PAREN_SCALE.search(m.group("paren"))
             den = scale.group("den") if scale else None
         found.append(
-            _Candidate(bool(label.group("final")), m.group("num"), den, m.group("bad"), _context(window, label.start(), m.end()))
+            _Candidate(bool(label.group("final")), m.group("num"), den, m.group("bad"), (label.start(), m.end()))
         )
-    last_line = window.rstrip().rsplit("\n", 1)[-1]
-    bare = _BARE_LINE.fullmatch(last_line)
+    end = len(window.rstrip())
+    start = window.rfind("\n", 0, end) + 1
+    bare = _BARE_LINE.fullmatch(window, start, end)
     if bare is not None:
-        found.append(_Candidate(False, bare.group("num"), bare.group("den"), bare.group("bad"), _context(last_line, 0, 0)))
+        found.append(_Candidate(False, bare.group("num"), bare.group("den"), bare.group("bad"), (start, end)))
     return found, unnumbered
 
 
-def _value(c: _Candidate, lo: float, hi: float) -> float:
+def _value(c: _Candidate, lo: float, hi: float, window: str) -> float:
     """The candidate's score, or a ParseError saying exactly why it is not usable."""
-    where = f"in {c.context!r}"
+    where = f"in {_context(window, *c.span)!r}"
     scale = f"{format_score(lo)}–{format_score(hi)}"
     if c.bad:
         kind = "a percentage" if c.bad == "%" else "a range" if c.bad.strip()[0] in "-–" else "not a plain number"
@@ -339,14 +346,14 @@ def parse_score(text: str, scale_min: float, scale_max: float) -> float:
         if unnumbered:
             raise ParseError(
                 f"found a score label in the last {TAIL_LINES} non-blank lines but no number after it "
-                f"(last: {unnumbered[-1]!r})"
+                f"(last: {_context(window, *unnumbered)!r})"
             )
         raise ParseError(
             f"no score found in the last {TAIL_LINES} non-blank lines "
             "(expected e.g. 'SCORE: 7' or 'Final Score: 7/10')"
         )
     finals = [c for c in found if c.final]
-    return _value((finals or found)[-1], scale_min, scale_max)
+    return _value((finals or found)[-1], scale_min, scale_max, window)
 
 
 def _score(text: str, *, scale_min: float = 0, scale_max: float = 9) -> str:

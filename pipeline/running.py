@@ -1,74 +1,162 @@
-"""Running a cohort from the CLI: compile with clean errors, check keys, hand Luigi the work,
-then say what happened (counts, failures with their reasons) from the persisted files."""
+"""Driving a cohort through Luigi, and saying what happened.
+
+``drive`` hands the scheduler the cohort's generations a chunk at a time, one build per chunk.
+Luigi's scheduler rescans every pending task on each work request, so one flat build of N tasks
+costs O(N²); bounded chunks keep a 10,000-generation cohort linear. Chunks also make failure
+handling explicit: a failed generation is recorded in the store, its descendants are skipped
+(and reported), and every other chunk still runs. Several drivers (on several machines) may drive
+the same cohort against one ``luigid``: the scheduler gives each task to one worker, and a driver
+whose chunk is being worked on elsewhere waits for the store to show the results.
+"""
 
 from __future__ import annotations
 
-import logging
 import sys
+import time
 from collections import Counter
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Callable
 
 import luigi
+import luigi.interface
 
 from . import config
 from .cohort import compile_cohort, read_membership
 from .store import read_json
 
-log = logging.getLogger("pipeline.running")
+STALL_SECONDS = 900.0  # remote mode: give up on a chunk when nothing progressed for this long
 
 
-def _progress(total: int):
-    """A progress bar fed by Luigi's task events (in-process workers)."""
-    from tqdm import tqdm
+@dataclass
+class DriveResult:
+    total: int = 0
+    done: int = 0
+    failed: dict[str, str] = field(default_factory=dict)   # gen_id -> reason
+    blocked: set[str] = field(default_factory=set)          # not run: an ancestor failed
 
-    from .tasks import _Generation
+    def counts(self) -> dict:
+        finished = self.done + len(self.failed) + len(self.blocked)
+        return {"total": self.total, "done": self.done, "failed": len(self.failed) + len(self.blocked),
+                "remaining": self.total - finished}
 
-    bar = tqdm(total=total, unit="gen", desc="generations", file=sys.stderr, disable=total == 0)
+    def summary(self) -> str:
+        text = (f"{self.total} generations: {self.done} done, {len(self.failed)} failed, "
+                f"{len(self.blocked)} not run because an ancestor failed")
+        if self.failed:
+            reasons = Counter(r.split("\n")[0][:160] for r in self.failed.values())
+            text += "; failures: " + "; ".join(f"{n} × {r}" for r, n in reasons.most_common(5))
+        return text
 
-    @_Generation.event_handler(luigi.Event.SUCCESS)
-    def _ok(task):
-        bar.update(1)
 
-    @_Generation.event_handler(luigi.Event.FAILURE)
-    def _failed(task, exc):
-        bar.update(1)
-        bar.set_postfix(failed=bar.postfix or "")
+def nested_build_kwargs() -> dict:
+    """Build arguments matching the scheduler this process was started with (``luigi`` CLI)."""
+    core = luigi.interface.core()
+    kw = {"workers": core.workers, "no_lock": True, "log_level": core.log_level}
+    if core.local_scheduler:
+        kw["local_scheduler"] = True
+    elif core.scheduler_url:
+        kw["scheduler_url"] = core.scheduler_url
+    else:
+        kw["scheduler_host"], kw["scheduler_port"] = core.scheduler_host, core.scheduler_port
+    return kw
 
-    return bar
+
+def _recorded_failure(paths, stage: str, gen_id: str, since: str) -> str | None:
+    pm = read_json(paths.gen_file(stage, gen_id, "parsed_metadata.json"))
+    if pm and not pm.get("success") and str(pm.get("finished_at", "")) >= since:
+        return str(pm.get("error") or "failed")
+    return None
+
+
+def drive(cohort_id: str, build_kwargs: dict, *, chunk_size: int | None = None,
+          progress: Callable[[dict], None] = lambda counts: None, poll_s: float = 1.0) -> DriveResult:
+    """Run every generation of a compiled cohort, chunk by chunk; never raises for failures."""
+    from .tasks import generation_tasks
+
+    paths = config.data_paths()
+    tasks = generation_tasks(cohort_id)
+    size = chunk_size or config.chunk_size()
+    local = bool(build_kwargs.get("local_scheduler"))
+    since = datetime.now(timezone.utc).isoformat(timespec="milliseconds")
+    result = DriveResult(total=len(tasks))
+    for start in range(0, len(tasks), size):
+        pending = []
+        for t in tasks[start:start + size]:
+            parent = t._metadata(t.gen_id).get("parent_gen_id")
+            if parent and (parent in result.failed or parent in result.blocked):
+                result.blocked.add(t.gen_id)
+            else:
+                pending.append(t)
+        last_progress = time.monotonic()
+        while pending:
+            luigi.build(pending, **build_kwargs)
+            still = []
+            for t in pending:  # parents precede children, so one pass propagates failures
+                parent = t._metadata(t.gen_id).get("parent_gen_id")
+                if t.complete():
+                    result.done += 1
+                elif (reason := _recorded_failure(paths, t.stage, t.gen_id, since)) is not None:
+                    result.failed[t.gen_id] = reason
+                elif parent and (parent in result.failed or parent in result.blocked):
+                    result.blocked.add(t.gen_id)
+                else:
+                    still.append(t)  # a batch-mate failed, or another worker has it
+            progressed = len(still) < len(pending)
+            pending = still
+            progress(result.counts())
+            if progressed:
+                last_progress = time.monotonic()
+            elif local or time.monotonic() - last_progress > STALL_SECONDS:
+                for t in pending:
+                    result.failed[t.gen_id] = "not run (see the Luigi log)"
+                break
+            elif pending:
+                time.sleep(poll_s)
+    return result
 
 
 def run_cohort(cohort_id: str, *, workers: int = 1, local_scheduler: bool = True,
                scheduler_url: str | None = None, verbose: bool = False) -> int:
-    from .tasks import ReportSite, RunCohort, check_keys_for, generation_tasks
+    """The CLI's ``run``: compile, check keys, drive, build reports and site, print the status."""
+    from tqdm import tqdm
+
+    from .tasks import ReportSite, _Generation, generation_tasks, prepare_providers
 
     paths = config.data_paths()
-    plan, _ = compile_cohort(paths, cohort_id)
+    compile_cohort(paths, cohort_id)
     tasks = generation_tasks(cohort_id)
-    check_keys_for(tasks)
-    config.sync_resources({runtime_model.provider for runtime_model in _models(plan)})
-    todo = sum(1 for t in tasks if not t.complete())
-    print(f"cohort {cohort_id}: {len(tasks)} generations, {todo} to run", file=sys.stderr)
-    bar = _progress(todo) if workers == 1 else None
-    kwargs = dict(workers=workers, detailed_summary=True, log_level="DEBUG" if verbose else "WARNING")
+    prepare_providers(tasks)
+    kwargs = {"workers": workers, "no_lock": True, "log_level": "INFO" if verbose else "WARNING"}
     if local_scheduler:
         kwargs["local_scheduler"] = True
     elif scheduler_url:
         kwargs["scheduler_url"] = scheduler_url
-    result = luigi.build([RunCohort(cohort_id=cohort_id)], **kwargs)
-    if bar is not None:
+
+    bar = tqdm(total=len(tasks), unit="gen", desc=f"{cohort_id}", file=sys.stderr)
+
+    @_Generation.event_handler(luigi.Event.SUCCESS)
+    def _advance(task):  # in-process workers: live updates; chunk ends resynchronise below
+        bar.update(min(len(task.gen_ids()), bar.total - bar.n))
+
+    def _sync(counts: dict) -> None:
+        bar.n = counts["done"] + counts["failed"]
+        bar.set_postfix(failed=counts["failed"])
+        bar.refresh()
+
+    try:
+        result = drive(cohort_id, kwargs, progress=_sync)
+    finally:
         bar.close()
-    ok = result.status.name in ("SUCCESS", "SUCCESS_WITH_RETRY")
-    if not ok:
-        # Reports and the site still show what exists, failures included.
-        luigi.build([ReportSite()], **kwargs)
+    print(result.summary(), file=sys.stderr)
+    site_ok = luigi.build([ReportSite()], **kwargs)
     code = print_status(cohort_id)
-    return 0 if ok and code == 0 else 1
-
-
-def _models(plan):
-    from .stages import runtime
-
-    catalog = runtime().catalog
-    return [catalog.models[g.llm_model_id] for g in plan.all() if g.llm_model_id]
+    site = paths.site_dir / "build" / "index.html"
+    if site.exists():
+        print(f"\nreport site: {site}\npreview it:  .venv/bin/daydream preview   (serves on 127.0.0.1)")
+    if not site_ok:
+        print("error: building the reports or the site failed (see the log above)", file=sys.stderr)
+    return 1 if result.failed or result.blocked or code or not site_ok else 0
 
 
 def cohort_status(cohort_id: str) -> dict:

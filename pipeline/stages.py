@@ -228,7 +228,11 @@ def run_generation(rt: Runtime, stage: str, gen_id: str, status: Callable[[str],
             input_price_per_mtok=model.input_price_per_mtok, output_price_per_mtok=model.output_price_per_mtok,
         )
         started = _now()
-        completion = rt.provider(model.provider).complete(request)
+        try:
+            completion = rt.provider(model.provider).complete(request)
+        except DaydreamError as exc:
+            _write_failure(rt, stage, gen_id, inputs, exc.message, "", simulated=model.simulated)
+            raise
         raw = completion.text.replace("\r\n", "\n")
         reason = validate_raw(raw, completion, settings.min_lines)
         atomic_write_text(f("raw.txt"), raw)
@@ -247,6 +251,28 @@ def run_generation(rt: Runtime, stage: str, gen_id: str, status: Callable[[str],
             raise DaydreamError("invalid_output", f"{stage} {gen_id}: {reason}")
     status(f"{stage} {md['template_id']} · {model.id} · parsing ({inputs.parser})")
     return _write_parsed(rt, stage, gen_id, inputs, raw, outcome)
+
+
+def run_batch(rt: Runtime, stage: str, gen_ids: list[str], *, threads: int,
+              progress: Callable[[int, int, int], None] = lambda d, f, t: None) -> dict[str, DaydreamError]:
+    """Run several generations concurrently (model calls are I/O-bound); returns the failures.
+
+    Each generation writes only its own files, so threads never share a target.
+    """
+    from concurrent.futures import ThreadPoolExecutor, as_completed
+
+    errors: dict[str, DaydreamError] = {}
+    done = 0
+    with ThreadPoolExecutor(max_workers=max(1, min(threads, len(gen_ids)))) as pool:
+        futures = {pool.submit(run_generation, rt, stage, g): g for g in gen_ids}
+        for fut in as_completed(futures):
+            try:
+                fut.result()
+                done += 1
+            except DaydreamError as exc:
+                errors[futures[fut]] = exc
+            progress(done, len(errors), len(gen_ids))
+    return errors
 
 
 def inputs_parent(rt: Runtime, stage: str, gen_id: str) -> str:

@@ -149,6 +149,10 @@ class _Writer:
     def __init__(self, paths: DataPaths, cohort_id: str, prices: dict[str, tuple[float, float]]):
         self.paths, self.cohort_id, self.prices, self.n = paths, cohort_id, prices, 0
 
+    def exists(self, stage: str, gen_id: str) -> bool:
+        """Outputs already there (another cohort produced them): keep them, as the pipeline would."""
+        return self.paths.gen_file(stage, gen_id, "raw_metadata.json").exists()
+
     def metadata(self, stage, gen_id, template_id, model, replicate, mode, parent, combo, sig_parent):
         path = self.paths.gen_file(stage, gen_id, "metadata.json")
         old = read_json(path) if path.exists() else None
@@ -219,7 +223,8 @@ def make_synthetic_cohort(root: Path, cohort_id: str = "synth", *, n_essays: int
     rubrics × replicates. With ``failure_rate`` > 0: evaluations #1, #2, #3 are a parse failure, a
     truncation and a pending one (only metadata.json), others fail at that rate; the last llm-mode
     essay of a cohort of ≥ 4 essays fails validation (too short), leaving its evaluations pending.
-    With ``include_hostile`` the first draft (and its essays) carry script tags and markdown/Jinja
+    Outputs already in the store (written for another cohort) are kept, never overwritten, so
+    cohorts built on one root stay consistent. With ``include_hostile`` the first draft (and its essays) carry script tags and markdown/Jinja
     control text, and one evaluation's reasoning quotes it.
     """
     paths = DataPaths(Path(root))
@@ -252,11 +257,12 @@ def make_synthetic_cohort(root: Path, cohort_id: str = "synth", *, n_essays: int
         hostile = include_hostile and d_idx == 0
         cnames = [names[c] for c in concept_ids]
         draft_text = _draft_text(cnames, d_tpl, d_llm, hostile)
-        if variant == 0:
+        if variant == 0 and not w.exists("draft", draft_id):
             prompt = "\n".join(f"- {names[c]}: {descs[c]}" for c in concept_ids) + "\n"
-            w.metadata("draft", draft_id, d_tpl, d_llm, 1, "llm", None, combo, combo)
             w.raw("draft", draft_id, d_llm, "llm", prompt, draft_text)
             w.parsed("draft", draft_id, "identity", draft_text, _sha(prompt + d_llm))
+        if variant == 0:
+            w.metadata("draft", draft_id, d_tpl, d_llm, 1, "llm", None, combo, combo)
             member["draft"].append(["draft", draft_id, "", combo, d_tpl, d_llm, 1, "llm"])
 
         e_tpl, e_llm = ESSAY_VARIANTS[variant]
@@ -265,7 +271,10 @@ def make_synthetic_cohort(root: Path, cohort_id: str = "synth", *, n_essays: int
         w.metadata("essay", essay_id, e_tpl, e_llm, 1, mode, draft_id, combo, draft_id)
         member["essay"].append(["essay", essay_id, draft_id, combo, e_tpl, e_llm or "", 1, mode])
         essay_ok = e_idx != failed_essay
-        if mode == "copy":
+        if w.exists("essay", essay_id):
+            essay_text = read_text(paths.gen_file("essay", essay_id, "parsed.txt"))
+            essay_ok = essay_text is not None
+        elif mode == "copy":
             essay_text = draft_text
             w.raw("essay", essay_id, None, "copy", draft_text, draft_text)
             w.parsed("essay", essay_id, "identity", essay_text, _sha(draft_text))
@@ -291,7 +300,7 @@ def make_synthetic_cohort(root: Path, cohort_id: str = "synth", *, n_essays: int
                     kind = ({1: "parse", 2: "truncated", 3: "pending"}.get(n_eval) if fail_on else None) or (
                         "parse" if u < failure_rate * 0.5 else "truncated" if u < failure_rate * 0.8
                         else "pending" if u < failure_rate else None)
-                    if not essay_ok or kind == "pending":
+                    if not essay_ok or kind == "pending" or w.exists("evaluation", v_id):
                         continue
                     norm = 0.55 + quality + eff("ev", ev) + eff("rub", r_tpl) + (_h(seed, "n", v_id) - 0.5) * 0.25
                     step = 0.5 if _h("half", v_id) < 0.25 else 1.0

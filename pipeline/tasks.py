@@ -14,7 +14,7 @@ import luigi
 from . import config
 from .cohort import compile_cohort, is_compiled, read_membership
 from .errors import DaydreamError
-from .stages import is_complete, metadata, run_generation, runtime
+from .stages import is_complete, metadata, run_batch, run_generation, runtime
 from .store import atomic_write_json, read_json, stat_fingerprint
 
 log = logging.getLogger("pipeline.tasks")
@@ -45,41 +45,76 @@ class CompileCohort(_DaydreamTask):
 
 
 class _Generation(_DaydreamTask):
-    """One generation of one stage; its output is the generation's parsed text."""
+    """One generation of one stage; its output is the generation's parsed text.
+
+    ``gen_id`` is batchable: the scheduler may hand one worker several ready generations of the
+    same stage and provider at once (``gen_id="a,b,c"``), which run their model calls
+    concurrently while still writing one target per gen_id. Each batch holds as many units of
+    the provider's resource as it may have calls in flight, so no number of workers exceeds the
+    provider's concurrency.
+    """
 
     stage: str = ""
-    gen_id = luigi.Parameter()
+    gen_id = luigi.Parameter(batch_method=",".join)
 
     @property
-    def _metadata(self) -> dict:
-        if not hasattr(self, "_md"):
-            self._md = metadata(runtime(), self.stage, self.gen_id)
-        return self._md
+    def max_batch_size(self):
+        return config.batch_size()
+
+    def gen_ids(self) -> list[str]:
+        return self.gen_id.split(",")
+
+    def _metadata(self, gen_id: str) -> dict:
+        cache = self.__dict__.setdefault("_md", {})
+        if gen_id not in cache:
+            cache[gen_id] = metadata(runtime(), self.stage, gen_id)
+        return cache[gen_id]
 
     def requires(self):
-        parent = self._metadata.get("parent_gen_id")
-        return [] if self.stage == "draft" else [TASKS[_PARENT[self.stage]](gen_id=parent)]
+        if self.stage == "draft":
+            return []
+        parent = TASKS[_PARENT[self.stage]]
+        return [parent(gen_id=self._metadata(g)["parent_gen_id"]) for g in self.gen_ids()]
 
     @property
     def resources(self):
-        md = self._metadata
+        md = self._metadata(self.gen_ids()[0])
         if md.get("mode") == "copy":
             return {}
-        return {config.resource_name(runtime().catalog.model(md["llm_model_id"]).provider): 1}
+        provider = runtime().catalog.model(md["llm_model_id"]).provider
+        return {config.resource_name(provider): config.calls_per_task(provider)}
 
     def output(self):
-        return luigi.LocalTarget(str(config.data_paths().gen_file(self.stage, self.gen_id, "parsed.txt")))
+        paths = config.data_paths()
+        return [luigi.LocalTarget(str(paths.gen_file(self.stage, g, "parsed.txt"))) for g in self.gen_ids()]
 
     def complete(self):
-        return is_complete(runtime(), self.stage, self.gen_id)
+        rt = runtime()
+        return all(is_complete(rt, self.stage, g) for g in self.gen_ids())
+
+    def _label(self, gen_id: str) -> str:
+        md = self._metadata(gen_id)
+        return f"{self.stage} · {md['template_id']} · {md.get('llm_model_id') or 'copy'}"
 
     def run(self):
-        md = self._metadata
-        self.set_status_message(f"{self.stage} · {md['template_id']} · {md.get('llm_model_id') or 'copy'}")
-        self.set_progress_percentage(0)
-        outcome = run_generation(runtime(), self.stage, self.gen_id, status=self.set_status_message)
-        self.set_progress_percentage(100)
-        self.set_status_message(f"{self.stage} · {md['template_id']} · {md.get('llm_model_id') or 'copy'} · {outcome}")
+        rt = runtime()
+        ids = self.gen_ids()
+        if len(ids) == 1:
+            self.set_status_message(self._label(ids[0]))
+            outcome = run_generation(rt, self.stage, ids[0], status=self.set_status_message)
+            self.set_status_message(f"{self._label(ids[0])} · {outcome}")
+            self.set_progress_percentage(100)
+            return
+        errors = run_batch(rt, self.stage, ids, threads=self.resources and max(self.resources.values()) or len(ids),
+                           progress=self._batch_progress)
+        if errors:
+            shown = "; ".join(f"{g}: {e.message}" for g, e in list(errors.items())[:5])
+            raise DaydreamError(errors[next(iter(errors))].code,
+                                f"{len(errors)} of {len(ids)} generations in this batch failed: {shown}")
+
+    def _batch_progress(self, done: int, failed: int, total: int) -> None:
+        self.set_status_message(f"{self.stage} batch: {done} done, {failed} failed, {total - done - failed} running")
+        self.set_progress_percentage(int(100 * (done + failed) / total))
 
 
 class DraftGeneration(_Generation):
@@ -103,15 +138,20 @@ def generation_tasks(cohort_id: str) -> list[_Generation]:
     return [TASKS[r["stage"]](gen_id=r["gen_id"]) for r in read_membership(config.data_paths(), cohort_id)]
 
 
-def check_keys_for(tasks) -> None:
-    """One clear error, before any generation runs, if a provider the work needs has no key."""
+def prepare_providers(tasks) -> None:
+    """Before any generation runs: bound each provider through its Luigi resource, and fail with
+    one clear error if a provider that still has work to do has no API key."""
     rt = runtime()
-    providers = set()
+    used, todo = set(), set()
     for t in tasks:
-        md = t._metadata
-        if md.get("mode") != "copy" and not t.complete():
-            providers.add(rt.catalog.model(md["llm_model_id"]).provider)
-    rt.require_keys(providers)
+        md = t._metadata(t.gen_id)
+        if md.get("mode") != "copy":
+            provider = rt.catalog.model(md["llm_model_id"]).provider
+            used.add(provider)
+            if provider not in todo and not t.complete():
+                todo.add(provider)
+    config.sync_resources(used)
+    rt.require_keys(todo)
 
 
 def _report_inputs(cohort_id: str) -> str:
@@ -120,8 +160,10 @@ def _report_inputs(cohort_id: str) -> str:
     files = [paths.membership_csv(cohort_id), paths.catalog_csv("evaluation_templates.csv"),
              paths.catalog_csv("llm_models.csv")]
     for r in read_membership(paths, cohort_id):
+        # metadata.json is left out: compiling another cohort that shares a generation rewrites
+        # its cohort list, which changes nothing in this cohort's reports
         d = paths.gen_dir(r["stage"], r["gen_id"])
-        files += [d / "metadata.json", d / "raw_metadata.json", d / "parsed_metadata.json"]
+        files += [d / "raw_metadata.json", d / "parsed_metadata.json"]
     return stat_fingerprint(files)
 
 
@@ -189,8 +231,13 @@ class ReportSite(_DaydreamTask):
 
 
 class RunCohort(_DaydreamTask):
-    """Compile, then every generation, then reports and the site. Generations are dynamic
-    dependencies because the set of gen_ids is only known once the cohort is compiled."""
+    """Compile, every generation, then reports and the site.
+
+    Generations are handed to the scheduler in chunks by ``running.drive`` (one nested build per
+    chunk): Luigi's scheduler rescans every pending task on each request, so a flat list of N
+    tasks costs O(N²); bounded chunks keep it linear, and a failure in one chunk never stops the
+    others. Each generation is still its own task in the visualiser.
+    """
 
     cohort_id = luigi.Parameter()
 
@@ -203,9 +250,19 @@ class RunCohort(_DaydreamTask):
                 and ReportSite().complete())
 
     def run(self):
-        tasks = generation_tasks(self.cohort_id)
-        check_keys_for(tasks)
-        self.set_status_message(f"{len(tasks)} generations")
-        yield tasks
+        from .running import drive, nested_build_kwargs
+
+        prepare_providers(generation_tasks(self.cohort_id))
+        kwargs = nested_build_kwargs()
+        result = drive(self.cohort_id, kwargs, progress=self._progress)
         self.set_status_message("reports and site")
-        yield ReportSite()
+        luigi.build([ReportSite()], **kwargs)
+        if result.failed:
+            raise DaydreamError("failed", result.summary())
+        self.set_status_message(result.summary())
+
+    def _progress(self, counts: dict) -> None:
+        total = max(1, counts["total"])
+        self.set_status_message(
+            f"done {counts['done']}, failed {counts['failed']}, remaining {counts['remaining']} of {counts['total']}")
+        self.set_progress_percentage(int(100 * (counts["done"] + counts["failed"]) / total))

@@ -28,15 +28,10 @@ class Project:
 
     def run(self, workers: int = 1) -> bool:
         """Run the cohort in-process with the local scheduler; True when everything succeeded."""
-        import luigi
-
-        from pipeline.cohort import compile_cohort
-        from pipeline.tasks import RunCohort
+        from pipeline.running import run_cohort
 
         reset_luigi_state()
-        compile_cohort(self.paths, self.cohort)
-        return luigi.build([RunCohort(cohort_id=self.cohort)], local_scheduler=True, workers=workers,
-                           log_level="WARNING")
+        return run_cohort(self.cohort, workers=workers) == 0
 
     def membership(self, stage=None):
         from pipeline.cohort import read_membership

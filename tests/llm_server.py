@@ -16,7 +16,10 @@ close); ``hang`` (no answer until the server stops); ``drop`` (headers and half 
 close); ``malformed`` (200 with invalid JSON); ``empty_choices``; ``null_content``; ``truncated``
 (200, finish_reason ``length``); ``latency:<seconds>`` (delay, then a normal answer).
 
-Recorded header names are lower-case. Standalone (benchmarks): ``python tests/llm_server.py --port 8765 --latency 0.2``.
+``server.requests`` holds ``{"path", "headers" (lower-case names), "body"}`` per request;
+``server.successes`` counts well-formed 200 completions (``truncated`` included).
+
+Standalone, for benchmarks: ``python tests/llm_server.py --port 8765 --latency 0.2``.
 """
 
 from __future__ import annotations
@@ -35,6 +38,15 @@ FAULT_MODES = (
     "ok", "429", "429-noretry-after", "500", "502", "503", "400", "401", "403", "404", "422",
     "timeout", "hang", "drop", "malformed", "empty_choices", "null_content", "truncated", "latency:<s>",
 )
+
+
+def _check_mode(mode: str) -> str:
+    """Fail at ``push_faults`` (or in the rule), not as a mysterious dropped connection later."""
+    if mode.startswith("latency:"):
+        float(mode.split(":", 1)[1])
+    elif not (mode in FAULT_MODES or (mode.isdigit() and 400 <= int(mode) <= 599)):
+        raise ValueError(f"unknown fault mode {mode!r}; known: {', '.join(FAULT_MODES)} or any 4xx/5xx status")
+    return mode
 
 
 def default_responder(body: dict) -> str:
@@ -89,6 +101,8 @@ class LLMServer:
 
     # -- programming it ----------------------------------------------------------------------
     def push_faults(self, *modes: str) -> None:
+        for mode in modes:
+            _check_mode(mode)
         with self._lock:
             self._faults.extend(modes)
 
@@ -106,14 +120,17 @@ class LLMServer:
 
     # -- used by the handler ---------------------------------------------------------------------
     def _begin(self, record: dict) -> str:
+        """Record the request and pick its mode: the next queued fault, else the rule, else ok."""
         with self._lock:
             self.requests.append(record)
-            self.in_flight += 1
-            self.max_concurrency_seen = max(self.max_concurrency_seen, self.in_flight)
             mode = self._faults.popleft() if self._faults else None
         if mode is None and self.rule is not None and isinstance(record["body"], dict):
             mode = self.rule(record["body"])
-        return mode or "ok"
+        mode = _check_mode(mode or "ok")
+        with self._lock:
+            self.in_flight += 1
+            self.max_concurrency_seen = max(self.max_concurrency_seen, self.in_flight)
+        return mode
 
     def _end(self, success: bool) -> None:
         with self._lock:
@@ -179,8 +196,6 @@ class _Handler(BaseHTTPRequestHandler):
             return self._close()
         if mode == "malformed":
             return self._send(200, b'{"id": "chatcmpl-bad", "choices": [{"index": 0, "mess')
-        if mode not in ("ok", "drop", "truncated", "empty_choices", "null_content"):
-            raise ValueError(f"unknown fault mode {mode!r}; known: {', '.join(FAULT_MODES)}")
 
         content = server.responder(body)
         finish = "stop"

@@ -2,17 +2,22 @@
 
 from __future__ import annotations
 
+import dataclasses
 import email.utils
 import logging
 import re
 import statistics
+import subprocess
+import sys
 import threading
 import time
+from pathlib import Path
 
 import pytest
 
 from pipeline.errors import DaydreamError
 from pipeline.llm import CompletionRequest, OfflineProvider, OpenAIProvider, ProviderSettings, make_provider, require_keys
+from pipeline.parsers import parse
 
 KEY = "sk-test-SECRET-0123456789abcdef"
 ENV = {"TEST_LLM_KEY": KEY}
@@ -28,11 +33,11 @@ def settings_for(server, **overrides) -> ProviderSettings:
 
 
 def provider_for(server, waits: list[float] | None = None, **overrides) -> OpenAIProvider:
-    """A provider whose waits are recorded (and really slept, unless told otherwise)."""
-    provider = make_provider(settings_for(server, **overrides), ENV)
-    if waits is not None:
-        provider._sleep = lambda s: (waits.append(s), time.sleep(s))
-    return provider
+    """A provider for the test server; with ``waits``, its backoff waits are recorded (and really slept)."""
+    settings = settings_for(server, **overrides)
+    if waits is None:
+        return make_provider(settings, ENV)
+    return OpenAIProvider(settings, KEY, sleep=lambda s: (waits.append(s), time.sleep(s)))
 
 
 REQ = CompletionRequest(prompt="Write about tides.", model_slug="test/model-a", temperature=0.7, max_tokens=300)
@@ -135,6 +140,16 @@ def test_4xx_not_retried_and_key_never_leaks(llm_server, status):
     assert err.__cause__ is None and err.__context__ is None  # not even in a chained SDK exception
 
 
+def test_long_echoed_key_is_scrubbed_before_the_message_is_shortened(llm_server):
+    long_key = "sk-" + "k" * 300  # the server's message exceeds the 200-character cut
+    llm_server.push_faults("401")
+    settings = settings_for(llm_server)
+    with pytest.raises(DaydreamError) as info:
+        make_provider(settings, {"TEST_LLM_KEY": long_key}).complete(REQ)
+    assert "kkkkk" not in str(info.value)
+    assert "Bearer ***" in str(info.value) and "(check TEST_LLM_KEY)" in str(info.value)
+
+
 def test_timeout_retried(llm_server):
     llm_server.push_faults("timeout")
     started = time.monotonic()
@@ -194,6 +209,31 @@ def test_latency_fault_is_just_slow(llm_server):
     llm_server.push_faults("latency:0.3")
     c = provider_for(llm_server).complete(REQ)
     assert c.attempts == 1 and c.duration_s >= 0.3
+
+
+def test_server_runs_standalone_for_benchmarks():
+    server = subprocess.Popen(
+        [sys.executable, str(Path(__file__).with_name("llm_server.py")), "--port", "0", "--latency", "0.05"],
+        stdout=subprocess.PIPE, text=True,
+    )
+    try:
+        base_url = server.stdout.readline().strip()
+        assert re.fullmatch(r"http://127\.0\.0\.1:\d+/v1", base_url)
+        provider = make_provider(ProviderSettings(name="bench", base_url=base_url, api_key_env=None), environ={})
+        assert provider.complete(REQ).text == "echo (test/model-a): Write about tides."
+    finally:
+        server.terminate()
+        server.wait(5)
+
+
+def test_server_rules_and_unknown_modes(llm_server):
+    llm_server.rule = lambda body: "401" if body["model"] == "bad" else None
+    provider = provider_for(llm_server)
+    with pytest.raises(DaydreamError, match="HTTP 401"):
+        provider.complete(CompletionRequest(prompt="x", model_slug="bad"))
+    assert provider.complete(CompletionRequest(prompt="x", model_slug="good")).attempts == 1
+    with pytest.raises(ValueError, match="unknown fault mode"):
+        llm_server.push_faults("teapot")
 
 
 # -- concurrency -----------------------------------------------------------------------------------------
@@ -262,8 +302,10 @@ CONCEPTS = (
     "Concepts to combine:\n"
     "- Mycelial networks: fungi share nutrients and signals across a forest floor through underground threads.\n"
     "- Version control: every change to a codebase is recorded so that any past state can be recovered.\n"
+    "- Tidal rhythms: the sea rises and falls twice a day, pulled by the moon.\n"
     "Write a short draft that connects them."
 )
+TOPICS = ("mycelial networks", "version control", "tidal rhythms")
 
 
 def offline(**kwargs) -> str:
@@ -274,90 +316,96 @@ def _nonempty(text: str) -> int:
     return sum(1 for line in text.splitlines() if line.strip())
 
 
-def _parse(parser: str, text: str, lo: float = 0, hi: float = 9):
-    """Use the project's parsers when present (they are written concurrently), else None."""
-    try:
-        from pipeline import parsers
-    except ImportError:
-        return None
-    if parser == "score":
-        return parsers.parse_score(text, lo, hi)
-    return parsers.parse(parser, text) if hasattr(parsers, "parse") else None
-
-
-def test_offline_is_deterministic_and_labelled_simulated():
+def test_offline_is_deterministic_and_labelled_simulated_only_in_metadata():
     provider = make_provider(ProviderSettings(name="offline", base_url=None, api_key_env=None), environ={})
     request = CompletionRequest(prompt=CONCEPTS, model_slug="sim-a", template_id="t", parser="essay_block")
     first, second = provider.complete(request), provider.complete(request)
     assert first.text == second.text
-    assert (first.simulated, first.provider, first.attempts, first.finish_reason) == (True, "offline", 1, "stop")
+    assert (first.simulated, first.provider, first.attempts, first.finish_reason, first.truncated) == (
+        True, "offline", 1, "stop", False)
     assert first.cost_usd is None and first.prompt_tokens > 0 and first.completion_tokens > 0
-    assert "simulat" not in first.text.lower()  # marked in metadata only, never in the text
-    assert provider.complete(CompletionRequest(prompt=CONCEPTS, model_slug="sim-b", template_id="t", parser="essay_block")).text != first.text
+    assert "simulat" not in first.text.lower()
+    for change in ({"model_slug": "sim-b"}, {"template_id": "u"}, {"prompt": CONCEPTS + " Be bold."}):
+        assert provider.complete(dataclasses.replace(request, **change)).text != first.text
 
 
 def test_offline_drafts_match_their_parser():
     block = offline(parser="essay_block")
-    match = re.search(r"<essay>\n(.*)\n</essay>", block, re.S)
-    assert match and block.index("<essay>") > 0 and _nonempty(match.group(1)) >= 6
+    essay = parse("essay_block", block)
+    assert block.index("<essay>") > 0 and _nonempty(essay) >= 6
+    assert any(topic in essay.lower() for topic in TOPICS)
+
     ideas = offline(parser="essay_idea_last")
     stages = [int(s) for s in re.findall(r'<essay-idea stage="(\d+)">', ideas)]
-    assert 2 <= len(stages) <= 4 and stages == sorted(stages) and ideas.count("</essay-idea>") == len(stages)
+    assert 2 <= len(stages) <= 4 and stages == list(range(1, len(stages) + 1))
+    last = ideas.rsplit(f'<essay-idea stage="{stages[-1]}">', 1)[1]
+    assert parse("essay_idea_last", ideas) == last.split("</essay-idea>")[0].strip()
+
+    lenient = {offline(parser="essay_block_lenient", model_slug=f"m{i}") for i in range(8)}
+    assert any("<thinking>" in text for text in lenient)
+    assert all("<thinking>" not in parse("essay_block_lenient", text) for text in lenient)
+
     identity = offline(parser="identity")
-    assert _nonempty(identity) >= 6 and "<" not in identity
-    for parser, text in [("essay_block", block), ("essay_idea_last", ideas), ("identity", identity)]:
-        parsed = _parse(parser, text)
-        if parsed is not None:
-            assert _nonempty(str(parsed)) >= 3 and "<essay" not in str(parsed)
-    if (parsed := _parse("essay_idea_last", ideas)) is not None:
-        assert parsed.strip() in ideas.split(f'<essay-idea stage="{stages[-1]}">')[1]
+    assert _nonempty(parse("identity", identity)) >= 6 and "<" not in identity
 
 
-def test_offline_essays_build_on_the_prompt_and_differ_by_model():
-    draft = offline(parser="identity")
-    essays = {m: offline(stage="essay", model_slug=m, prompt=f"Expand this draft:\n{draft}") for m in ("sim-a", "sim-b")}
+def test_offline_essays_build_on_the_draft_and_differ_by_model():
+    draft = parse("identity", offline(parser="identity"))
+    prompt = f'Expand this draft into an essay.\n\nDraft:\n"""\n{draft}\n"""\n\nUse <essay> tags.'
+    essays = {m: offline(stage="essay", parser="essay_block", model_slug=m, prompt=prompt) for m in ("sim-a", "sim-b")}
     assert essays["sim-a"] != essays["sim-b"]
-    for essay in essays.values():
+    draft_sentences = {s.strip() for s in re.split(r"(?<=[.!?])\s+|\n", draft) if len(s.strip()) > 40}
+    for text in essays.values():
+        essay = parse("essay_block", text)
         assert _nonempty(essay) >= 8
-        assert any(word in essay.lower() for word in ("mycelial", "version", "networks", "nutrients"))
+        assert any(topic in essay.lower() for topic in TOPICS)
+        assert any(sentence in essay for sentence in draft_sentences)  # it quotes its draft
 
 
-def _score(text: str) -> float:
-    last = [line for line in text.splitlines() if line.strip()][-1]
-    return float(re.search(r"(\d+(?:\.\d+)?)(?:/\d+)?\**$", last).group(1))
-
-
-def _evaluate(essay: str, model: str, template: str, hi: float) -> str:
-    prompt = f"Rate this essay from 0 to {hi:g}.\n\n{essay}\n\nEnd with your score."
+def _evaluate(essay: str, model: str, template: str, hi: float, asked: str = "") -> str:
+    prompt = f"Rate this essay from 0 to {hi:g}.\n\nEssay:\n<<<\n{essay}\n>>>\n\nEnd with your score.\n{asked}"
     return offline(stage="evaluation", parser="score", prompt=prompt, model_slug=model, template_id=template, scale_max=hi)
 
 
-ESSAYS = [offline(stage="essay", model_slug=f"writer-{i}", prompt=f"{CONCEPTS}\nVariant {i}.") for i in range(40)]
+def _essay(i: int) -> str:
+    return parse("essay_block", offline(stage="essay", parser="essay_block", model_slug=f"writer-{i}", prompt=f"{CONCEPTS}\nVariant {i}."))
+
+
+ESSAYS = [_essay(i) for i in range(40)]
 
 
 @pytest.mark.parametrize("template, hi", [("eval-9", 9), ("eval-a", 10), ("eval-b", 10), ("eval-c", 10), ("eval-d", 10)])
 def test_offline_evaluations_end_in_a_parseable_score_on_the_scale(template, hi):
-    for essay in ESSAYS[:10]:
-        text = _evaluate(essay, "judge-a", template, hi)
+    for i, essay in enumerate(ESSAYS[:12]):
+        text = _evaluate(essay, f"judge-{i % 3}", template, hi)
         assert re.search(r"Originality: \d/3", text)
-        score = _score(text)
+        score = float(parse("score", text, scale_min=0, scale_max=hi))
         assert 0 <= score <= hi and (score * 2).is_integer() and (hi == 10 or score.is_integer())
-        parsed = _parse("score", text, 0, hi)
-        if parsed is not None:
-            assert float(getattr(parsed, "score", parsed)) == score
-    if hi == 9:
-        assert re.search(r"SCORE:\**\s*\d+$", text.strip())
+
+
+def test_offline_score_line_follows_the_template_when_it_says_how():
+    asked = "Then end with a final line in exactly this format:\nFinal Score: X/10"
+    text = _evaluate(ESSAYS[0], "judge-a", "rigor", 10, asked)
+    assert re.fullmatch(r"(\*\*)?Final Score: \d+(\.5)?/10(\*\*)?", text.strip().splitlines()[-1])
+    whole = _evaluate(ESSAYS[0], "judge-a", "useful", 10, "X is a whole number.\nTotal Score: X/10")
+    assert all(float(parse("score", _evaluate(e, "judge-a", "useful", 10, "X is a whole number.\nTotal Score: X/10"),
+                           scale_min=0, scale_max=10)).is_integer() for e in ESSAYS[:10])
+    assert "Total Score:" in whole.strip().splitlines()[-1]
+    nine = _evaluate(ESSAYS[0], "judge-a", "novelty", 9, "SCORE: X")
+    assert re.fullmatch(r"(\*\*)?SCORE: \d(\*\*)?", nine.strip().splitlines()[-1])
+    # Templates that do not say get different, still parseable, formats.
+    lines = {re.sub(r"[\d.]+", "N", _evaluate(ESSAYS[0], "judge-b", f"t{i}", 10).strip()) .rsplit("\n", 1)[-1] for i in range(12)}
+    assert len(lines) >= 3
 
 
 def test_offline_scores_have_structure():
-    judges = ["judge-a", "judge-b", "judge-c"]
-    scores = {j: [_score(_evaluate(e, j, "eval-a", 10)) for e in ESSAYS] for j in judges}
-    # essays differ, judges differ...
-    assert len(set(scores["judge-a"])) >= 4
-    assert len({round(statistics.mean(s), 1) for s in scores.values()}) >= 2
-    # ...templates differ...
-    other = [_score(_evaluate(e, "judge-a", "eval-b", 10)) for e in ESSAYS]
-    assert other != scores["judge-a"]
-    # ...and judges agree on which essays are better (a shared quality component).
-    assert statistics.correlation(scores["judge-a"], scores["judge-b"]) > 0.4
-    assert statistics.correlation(scores["judge-a"], other) > 0.2
+    def scores(judge: str, template: str) -> list[float]:
+        return [float(parse("score", _evaluate(e, judge, template, 10), scale_min=0, scale_max=10)) for e in ESSAYS]
+
+    a, b, c = scores("judge-a", "eval-a"), scores("judge-b", "eval-a"), scores("judge-c", "eval-a")
+    assert len(set(a)) >= 4  # essays differ
+    assert len({round(statistics.mean(s), 1) for s in (a, b, c)}) >= 2  # judges differ in severity
+    other_template = scores("judge-a", "eval-b")
+    assert other_template != a  # templates differ
+    # Judges agree on which essays are better (a shared quality component): inter-rater stats mean something.
+    assert statistics.correlation(a, b) > 0.4 and statistics.correlation(a, other_template) > 0.4

@@ -8,7 +8,6 @@ import json
 import time
 from pathlib import Path
 
-import pytest
 import yaml
 
 from pipeline.ids import combo_id

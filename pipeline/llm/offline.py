@@ -2,10 +2,11 @@
 
 It lets the demo cohort and the test suite run anywhere. The same request always yields the same
 text (seeded from the prompt, model, template and stage). Drafts take the shape their parser
-expects; essays are built from the prompt so they differ by draft and model; evaluations end in a
-score on the template's scale whose structure makes reports meaningful: a per-model bias (some
-simulated judges are harsher), a per-template bias, an essay-quality component shared by every
-evaluator of the same essay (so inter-rater statistics mean something) and a little noise.
+expects; essays are built from the draft in the prompt, so they differ by draft and by model;
+evaluations end in a score on the template's scale (in the format the template asks for, when it
+says) with structure that makes reports meaningful: a per-model bias (some simulated judges are
+harsher), a per-template bias, an essay-quality component shared by every evaluator of the same
+essay (so inter-rater statistics mean something) and a little noise.
 
 Simulation is marked only in metadata (``Completion.simulated``), never in the text, so parsers
 and validators see exactly what a real model could have written.
@@ -20,16 +21,6 @@ import re
 import time
 
 from pipeline.llm.base import Completion, CompletionRequest, ProviderSettings
-
-_STOPWORDS = set(
-    """about above after again against among another because before being below between both
-    could does doing during each either every first following from further given having here
-    itself might never other ought please rather response should since still their theirs them
-    themselves there these they thing things those though through under until using which while
-    within without would write essay draft below concept concepts words paragraph paragraphs
-    score scale rubric evaluate evaluation provide include instructions format answer output
-    template return respond final""".split()
-)
 
 _OPENERS = [
     "What if {a} were treated as a process rather than a thing, one that quietly reshapes {b}?",
@@ -47,6 +38,7 @@ _MOVES = [
     "If this holds, the payoff is practical: fewer wasted experiments, and a vocabulary for explaining why {b} works.",
     "One way to falsify it: find a setting rich in {a} where {b} never develops, and ask what was missing.",
     "It also reframes failure: a stalled project may be short not of effort but of {a}, the raw material of {b}.",
+    "Seen from the side of {b}, {a} looks less like a resource and more like a constraint that shapes what is possible.",
 ]
 _CLOSERS = [
     "The idea is small, but it turns {a} from background into a lever.",
@@ -55,21 +47,45 @@ _CLOSERS = [
     "The next step is an experiment, not another argument.",
 ]
 _INTROS = [
-    "Before writing, I want to find the point where these ideas touch. {a} and {b} look unrelated at first, "
+    "Before writing, I want to find the point where these ideas touch. {A} and {b} look unrelated at first, "
     "but both are about how structure appears over time.",
     "Let me think about what connects {a} with {b}. The obvious link is weak; the interesting one is about "
-    "feedback, so I will build the essay around that.",
+    "feedback, so I will build around that.",
     "There is a productive collision here between {a} and {b}. I will sketch it briefly, then write it out properly.",
 ]
+_QUOTE_FRAMES = [
+    'The draft puts it this way: "{q}" That deserves a closer look.',
+    'Take the claim that "{q}" Read literally, it commits us to more than it first seems.',
+    'Consider the line "{q}" It carries most of the argument, so it is worth testing.',
+    'One sentence does the real work: "{q}" Everything else elaborates it.',
+]
 _REASONS = [
-    "The essay's central claim, roughly \"{q}\", is stated clearly and pursued with some consistency.",
+    'The essay\'s central claim, roughly "{q}", is stated clearly and pursued with some consistency.',
     "It connects {a} and {b} in a way that is not entirely obvious, though the link is asserted more than shown.",
-    "The argument around \"{q}\" would benefit from a concrete example or a test that could prove it wrong.",
+    'The passage "{q}" would benefit from a concrete example or a test that could prove it wrong.',
     "Structure is reasonable: an opening claim, a mechanism, an objection and a closing implication.",
     "Some passages repeat the premise instead of developing it, which weakens the middle section.",
     "The treatment of {a} is the strongest part; {b} is handled more superficially.",
 ]
 _CRITERIA = [("Originality", 3), ("Coherence", 3), ("Depth", 2), ("Clarity", 2)]
+# Final-line formats for templates that do not say which one they want (real judges differ).
+_SCORE_FORMATS = ["Final Score: {s}/{hi}", "**Total Score:** {s}/{hi}", "SCORE: {s}", "Score: {s}", "**Final Score:**\n{s}/{hi}"]
+
+_STOPWORDS = set(
+    """about above after again against among another because before being below between both could
+    does doing during each either every first following from further given having here itself might
+    never other ought please rather should since still their theirs them themselves there these they
+    thing things those though through under until using which while within without would write
+    written essay essays draft drafts concept concepts words paragraph paragraphs score scores rating
+    ratings scale rubric evaluate evaluation provide include instructions format answer output
+    template return respond response final short plain prose ideas connects connect combine idea
+    stage version block blocks closing opening nothing begin directly""".split()
+)
+# The simulator's own phrases must not be mistaken for the topic when it reads its own drafts.
+_STOPWORDS |= {
+    w.lower() for s in _OPENERS + _MOVES + _CLOSERS + _INTROS + _QUOTE_FRAMES for w in re.findall(r"[A-Za-z]+", s)
+}
+_FALLBACK_TOPICS = ["attention", "structure", "feedback", "curiosity", "memory", "play"]
 
 
 def _hash(*parts: object) -> bytes:
@@ -100,7 +116,7 @@ class OfflineProvider:
         if request.stage == "evaluation" or request.parser == "score":
             text = _evaluation(request, rng)
         else:
-            text = _wrap(_body(request, rng), request.parser, request, rng)
+            text = _wrap(request, _prose(request, rng), rng)
         return Completion(
             text=text,
             finish_reason="stop",
@@ -116,60 +132,106 @@ class OfflineProvider:
         )
 
 
-# -- reading the prompt ----------------------------------------------------------------------------
+# -- reading the prompt ------------------------------------------------------------------------------
+
+_DELIMITED = [
+    re.compile(r"<<<\n?(.*?)\n?>>>", re.S),
+    re.compile(r'"""\n?(.*?)\n?"""', re.S),
+    re.compile(r"```[^\n]*\n(.*?)\n?```", re.S),
+    re.compile(r"<essay[^>]*>(.*?)</essay>", re.S | re.I),
+]
+_LIST_ITEM = re.compile(r"^[ \t]*(?:\d+[.)]|[-*]|#{1,6})[ \t]+\**([A-Za-z][^:\n*]{2,60}?)\**(?::[ \t]+\S.*)?[ \t]*$", re.M)
 
 
-def _keywords(prompt: str, rng: random.Random, n: int) -> list[str]:
-    """Distinctive words of the prompt (frequent first), so the text is about what was asked."""
+_TITLE = re.compile(r"^(.{3,60}?) and (.{3,60}?): a working idea$", re.M)  # first line of our own prose
+
+
+def _focus(prompt: str) -> str:
+    """The text a template wraps in delimiters (the draft or essay under review), else the prompt."""
+    blocks = [m.group(1) for pattern in _DELIMITED for m in pattern.finditer(prompt)]
+    blocks = [b for b in blocks if len(b.split()) >= 20]
+    return max(blocks, key=len) if blocks else prompt
+
+
+def _topics(prompt: str, focus: str) -> list[str]:
+    """What the text is about: the simulator's own title, concept names listed in the prompt,
+    else the focus text's most frequent phrases."""
+    if title := _TITLE.search(focus):
+        return [title.group(1).lower(), title.group(2).lower()]
+    names: list[str] = []
+    if focus is prompt:
+        for m in _LIST_ITEM.finditer(prompt):
+            name = m.group(1).strip()
+            if len(name.split()) <= 5 and name[-1] not in ".,;!?" and name.lower() not in names:
+                names.append(name.lower())
+        if len(names) >= 2:
+            return names
+    words = [w.lower() for w in re.findall(r"[A-Za-z][A-Za-z'-]*", focus)]
     counts: dict[str, int] = {}
-    for word in re.findall(r"[A-Za-z][A-Za-z-]{4,}", prompt):
-        word = word.lower().strip("-")
-        if word not in _STOPWORDS and len(word) >= 5:
-            counts[word] = counts.get(word, 0) + 1
-    ranked = sorted(counts, key=lambda w: (-counts[w], w))[: max(n * 3, 8)]
-    if len(ranked) < n:
-        ranked += ["attention", "structure", "feedback", "curiosity", "memory", "play"][: n - len(ranked)]
-    return rng.sample(ranked, n)
+    for first, second in zip(words, words[1:]):
+        if len(first) > 3 and len(second) > 3 and not {first, second} & _STOPWORDS:
+            counts[f"{first} {second}"] = counts.get(f"{first} {second}", 0) + 1
+    phrases = [p for p, n in counts.items() if n >= 2]
+    if len(phrases) < 2:
+        for word in words:
+            if len(word) >= 5 and word not in _STOPWORDS:
+                counts[word] = counts.get(word, 0) + 1
+        phrases = [w for w in counts if " " not in w]
+    ranked = sorted(phrases, key=lambda p: (-counts[p], p))
+    return ranked[:8] if len(ranked) >= 2 else ranked + _FALLBACK_TOPICS
 
 
-def _sentences(prompt: str) -> list[str]:
-    """Prose sentences of the prompt (markup and short fragments skipped), for quoting."""
-    text = re.sub(r"<[^>]+>|[#*_`>{}\[\]]", " ", prompt)
-    found = [" ".join(s.split()) for s in re.split(r"(?<=[.!?])\s+|\n", text)]
-    return [s for s in found if 30 <= len(s) <= 220] or ["the ideas hold together better than expected"]
+def _quotes(focus: str, topics: list[str]) -> list[str]:
+    """Whole prose sentences of the focus text that mention a topic, for quoting (never ones that
+    already quote something or mention scores, which would confuse the score parser)."""
+    text = re.sub(r"<[^>]+>|[#*_`>\[\]{}]", " ", focus)
+    sentences = [" ".join(s.split()) for s in re.split(r"(?<=[.!?])\s+|\n", text)]
+    keep = [
+        s for s in sentences
+        if 40 <= len(s) <= 160 and s[-1] in ".!?" and '"' not in s and not re.search(r"score|rating", s, re.I)
+    ]
+    about = [s for s in keep if any(t in s.lower() for t in topics)]
+    return about or keep or ["The ideas hold together better than expected."]
 
 
-def _fill(pattern: str, words: list[str], rng: random.Random) -> str:
-    a, b = rng.sample(words, 2)
-    return pattern.format(a=a, b=b)
+class _Words:
+    """The topics of one response, handed out in a seeded order."""
+
+    def __init__(self, topics: list[str], rng: random.Random):
+        self.topics, self.rng = topics, rng
+
+    def fill(self, pattern: str, **extra: str) -> str:
+        a, b = self.rng.sample(self.topics, 2)
+        return pattern.format(a=a, b=b, A=a[:1].upper() + a[1:], **extra)
 
 
 # -- drafts and essays --------------------------------------------------------------------------------
 
 
-def _body(request: CompletionRequest, rng: random.Random) -> list[str]:
-    """Non-empty lines of prose about the prompt; essays are longer and quote their source."""
-    words = _keywords(request.prompt, rng, 5)
-    verbosity = 1 + int((_unit("verbosity", request.model_slug) + 1) * 1.5)  # 1..3 extra lines per model
-    lines = [f"{words[0].capitalize()} and {words[1]}: a working idea"]
-    lines.append(_fill(rng.choice(_OPENERS), words, rng))
+def _prose(request: CompletionRequest, rng: random.Random) -> list[str]:
+    """Lines of prose about the prompt's topics; essays are longer and quote their draft."""
+    focus = _focus(request.prompt)
+    words = _Words(_topics(request.prompt, focus), rng)
+    extra = 1 + int((_unit("verbosity", request.model_slug) + 1) * 1.5)  # 1..3 more lines, per model
+    a, b = rng.sample(words.topics, 2)
+    lines = [f"{a[:1].upper() + a[1:]} and {b}: a working idea", words.fill(rng.choice(_OPENERS))]  # see _TITLE
     if request.stage == "essay":
-        quotes = rng.sample(_sentences(request.prompt), k=min(3, len(_sentences(request.prompt))))
-        for quote in quotes:
-            lines.append(f"The draft puts it this way: \"{quote.rstrip('.')}.\" That deserves a closer look.")
-        count = 5 + verbosity
+        quotes = _quotes(focus, words.topics)
+        for quote, frame in zip(rng.sample(quotes, min(3, len(quotes))), rng.sample(_QUOTE_FRAMES, 3)):
+            lines.append(frame.format(q=quote))
+        count = 5 + extra
     else:
-        count = 3 + verbosity
-    lines += [_fill(move, words, rng) for move in rng.sample(_MOVES, k=min(count, len(_MOVES)))]
-    lines.append(_fill(rng.choice(_CLOSERS), words, rng))
+        count = 3 + extra
+    lines += [words.fill(move) for move in rng.sample(_MOVES, count)]
+    lines.append(words.fill(rng.choice(_CLOSERS)))
     return lines
 
 
-def _wrap(lines: list[str], parser: str, request: CompletionRequest, rng: random.Random) -> str:
+def _wrap(request: CompletionRequest, lines: list[str], rng: random.Random) -> str:
     """Give the prose the structure the template's parser expects."""
-    words = _keywords(request.prompt, rng, 2)
+    parser = request.parser
     if parser in ("essay_block", "essay_block_lenient"):
-        intro = _fill(rng.choice(_INTROS), words, rng)
+        intro = _Words(_topics(request.prompt, _focus(request.prompt)), rng).fill(rng.choice(_INTROS))
         if parser == "essay_block_lenient" and rng.random() < 0.5:
             intro = f"<thinking>\n{intro}\n</thinking>"
         return intro + "\n\n<essay>\n" + "\n\n".join(lines) + "\n</essay>\n"
@@ -178,25 +240,32 @@ def _wrap(lines: list[str], parser: str, request: CompletionRequest, rng: random
         blocks = []
         for stage in range(1, stages + 1):
             part = lines[: max(3, len(lines) * stage // stages)]
-            blocks.append(f'<essay-idea stage="{stage}">\n' + "\n".join(part) + "\n</essay-idea>")
-        return "\n\n".join(blocks) + "\n"
+            critique = "Critique: still too vague about the mechanism; the next version names it." if stage < stages else ""
+            blocks.append(f'<essay-idea stage="{stage}">\n' + "\n".join(part) + "\n</essay-idea>\n" + critique)
+        return "\n".join(blocks).strip() + "\n"
     return "\n\n".join(lines) + "\n"
 
 
 # -- evaluations --------------------------------------------------------------------------------------
 
 
-def _quality(prompt: str) -> float:
-    """Essay quality in about [-1.7, 1.7], shared by every evaluator that sees the same essay.
+def _quality(essay: str) -> float:
+    """Essay quality with about unit variance, shared by every evaluator of the same essay.
 
-    Each prompt line votes with its length, so the (long) essay lines dominate and the
-    template's instruction lines shift the result only a little.
+    Each line votes with its length; when a template does not delimit the essay, its own
+    instruction lines shift the result a little (a mild template effect), no more.
     """
-    lines = [line.strip() for line in prompt.splitlines() if line.strip()]
-    weights = [len(line) for line in lines] or [1]
-    votes = [_unit("quality", line) for line in lines] or [0.0]
+    lines = [line.strip() for line in essay.splitlines() if line.strip()] or [""]
+    weights = [len(line) + 1 for line in lines]
+    votes = [_unit("quality", line) for line in lines]
     z = sum(w * v for w, v in zip(weights, votes)) / math.sqrt(sum(w * w for w in weights))
-    return z * math.sqrt(3)  # unit variance
+    return z * math.sqrt(3)
+
+
+def _step(request: CompletionRequest) -> float:
+    if re.search(r"whole number|integer", request.prompt, re.I):
+        return 1.0
+    return 0.5 if request.scale_max - request.scale_min == 10 else 1.0
 
 
 def simulated_score(request: CompletionRequest, rng: random.Random) -> float:
@@ -206,48 +275,39 @@ def simulated_score(request: CompletionRequest, rng: random.Random) -> float:
         0.58
         + 0.12 * _unit("model-bias", request.model_slug)
         + 0.06 * _unit("template-bias", request.template_id)
-        + 0.10 * _quality(request.prompt)
-        + rng.gauss(0, 0.04)
+        + 0.10 * _quality(_focus(request.prompt))
+        + rng.gauss(0, 0.07)
     )
-    p = min(1.0, max(0.0, p))
-    step = 0.5 if hi - lo == 10 else 1.0
-    value = lo + round(p * (hi - lo) / step) * step
+    step = _step(request)
+    value = lo + round(min(1.0, max(0.0, p)) * (hi - lo) / step) * step
     return min(hi, max(lo, value))
 
 
-def _fmt(value: float) -> str:
-    return f"{value:g}"
-
-
 def _score_line(request: CompletionRequest, score: float) -> str:
-    """The final line, in a format that depends on the template, as real judges differ."""
-    s, hi = _fmt(score), _fmt(float(request.scale_max))
-    if request.scale_max == 9:
-        formats = ["SCORE: {s}", "**SCORE:** {s}", "SCORE: {s}"]
-    else:
-        formats = [
-            "Final Score: {s}/{hi}",
-            "**Total Score:** {s}/{hi}",
-            "SCORE: {s}",
-            "Score: {s}",
-            "**Final Score:**\n{s}/{hi}",
-            "Total Score: {s}/{hi}",
-        ]
-    pick = int.from_bytes(_hash("format", request.template_id)[:4], "big") % len(formats)
-    return formats[pick].format(s=s, hi=hi)
+    """The final line: the format the template asks for (``... X ...``), else one picked per template."""
+    s = f"{score:g}"
+    asked = re.findall(r"^[ \t]*([^\n]{0,30}?(?:score|rating)[^\n]{0,6}?)\bX\b([^\n]{0,8})$", request.prompt, re.I | re.M)
+    if asked:
+        before, after = asked[-1]
+        return f"{before}{s}{after}".strip()
+    pick = int.from_bytes(_hash("format", request.template_id)[:4], "big") % len(_SCORE_FORMATS)
+    return _SCORE_FORMATS[pick].format(s=s, hi=f"{float(request.scale_max):g}")
 
 
 def _evaluation(request: CompletionRequest, rng: random.Random) -> str:
     score = simulated_score(request, rng)
     p = (score - request.scale_min) / ((request.scale_max - request.scale_min) or 1)
-    words = _keywords(request.prompt, rng, 2)
-    quote = rng.choice(_sentences(request.prompt))[:90].rstrip(" .,;")
-    reasons = rng.sample(_REASONS, k=3)
+    focus = _focus(request.prompt)
+    words = _Words(_topics(request.prompt, focus), rng)
+    quotes = _quotes(focus, words.topics)
     lines = ["Assessment:"]
-    lines += [f"- {r.format(a=words[0], b=words[1], q=quote)}" for r in reasons]
+    lines += [f"- {words.fill(reason, q=rng.choice(quotes).rstrip('.!?'))}" for reason in rng.sample(_REASONS, 3)]
     lines += ["", "Rubric breakdown:"]
     for name, top in _CRITERIA:
         sub = min(top, max(0, round(p * top + rng.uniform(-0.6, 0.6))))
         lines.append(f"- {name}: {sub}/{top}")
-    lines += ["", _score_line(request, score)]
+    line = _score_line(request, score)
+    if _unit("bold", request.model_slug) > 0.5 and "*" not in line and "\n" not in line:
+        line = f"**{line}**"  # some judges bold their verdict
+    lines += ["", line]
     return "\n".join(lines) + "\n"

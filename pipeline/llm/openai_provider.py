@@ -108,15 +108,16 @@ class OpenAIProvider:
             detail = f"{type(cause).__name__}: {cause}" if cause else str(exc)
             failure = _Retryable(f"connection error ({self._scrub(detail)})")
         except openai.APIStatusError as exc:
-            status, message = exc.status_code, self._scrub(_server_message(exc.body))
+            status, message = exc.status_code, self._server_message(exc.body)
             if status in (408, 429) or status >= 500:
                 failure = _Retryable(f"HTTP {status}: {message}", _retry_after(exc.response.headers))
             else:
+                hint = f" (check {self.settings.api_key_env})" if status in (401, 403) and self.settings.api_key_env else ""
                 failure = DaydreamError(
-                    "llm", f"HTTP {status} from provider '{self.name}' for model '{request.model_slug}': {message}"
+                    "llm", f"HTTP {status} from provider '{self.name}' for model '{request.model_slug}': {message}{hint}"
                 )
         except (openai.APIResponseValidationError, ValueError) as exc:  # ValueError: the body is not JSON
-            detail = self._scrub(f"{type(exc).__name__}: {str(exc)[:100]}")
+            detail = _shorten(self._scrub(f"{type(exc).__name__}: {exc}"), 120)
             failure = _Retryable(f"bad response (invalid body: {detail})")
         raise failure
 
@@ -157,16 +158,23 @@ class OpenAIProvider:
         return self._random.uniform(0, min(cap, self.settings.backoff_base_s * 2 ** (attempt - 1)))
 
     def _scrub(self, text: str) -> str:
-        """Servers sometimes quote the key back; it must never reach a message or log line."""
+        """Servers sometimes quote the key back; it must never reach a message or log line.
+
+        Scrub before shortening, or a cut could leave a recognisable prefix of the key.
+        """
         return text.replace(self._key, "***") if self._key else text
 
+    def _server_message(self, body: object) -> str:
+        """The provider's own explanation, one short line, key scrubbed."""
+        if isinstance(body, dict):
+            error = body.get("error")
+            body = error.get("message", error) if isinstance(error, dict) else body.get("message", body)
+        text = " ".join(str(body).split()) if body is not None else "(no body)"
+        return _shorten(self._scrub(text), _MAX_SERVER_MESSAGE)
 
-def _server_message(body: object) -> str:
-    if isinstance(body, dict):
-        error = body.get("error")
-        body = error.get("message", error) if isinstance(error, dict) else body.get("message", body)
-    text = " ".join(str(body).split()) if body is not None else "(no body)"
-    return text if len(text) <= _MAX_SERVER_MESSAGE else text[: _MAX_SERVER_MESSAGE - 1] + "…"
+
+def _shorten(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 def _retry_after(headers: Any) -> float | None:

@@ -11,15 +11,17 @@ a second.
 from __future__ import annotations
 
 import io
+import json
 import math
 import os
 from dataclasses import dataclass
+from pathlib import Path
 
 import pandas as pd
 
 from ..errors import DaydreamError
 from ..ids import is_safe_id
-from ..store import GEN_FILES, STAGES, DataPaths, read_json, read_text
+from ..store import GEN_FILES, STAGES, DataPaths, read_text
 
 UNKNOWN = "unknown"
 COPY = "copy"
@@ -38,12 +40,15 @@ SCORE_COLUMNS = [
     "score_norm", "error", "error_detail", "simulated", "evaluation_raw_path", "essay_parsed_path",
 ]
 ISSUE_COLUMNS = ["stage", "gen_id", "issue", "detail"]
+ESSAY_COLUMNS = ["essay_gen_id", "draft_gen_id", "combo_id", "draft_template", "draft_llm", "essay_template",
+                 "essay_llm", "essay_mode", "essay_status", "in_cohort", "essay_simulated"]
 
 
 @dataclass
 class Collected:
     generations: pd.DataFrame  # GENERATION_COLUMNS, one row per membership row
     scores: pd.DataFrame  # SCORE_COLUMNS, one row per evaluation membership row
+    essays: pd.DataFrame  # ESSAY_COLUMNS: member essays + essays the cohort's evaluations score
     issues: pd.DataFrame  # ISSUE_COLUMNS
 
 
@@ -72,6 +77,18 @@ def _num(value):
     return x if math.isfinite(x) else None
 
 
+def _load_json(path: str) -> tuple[dict | None, str | None]:
+    """(object, None) or (None, why it is unusable)."""
+    try:
+        with open(path, "rb") as fh:
+            obj = json.loads(fh.read().decode("utf-8"))
+    except (OSError, UnicodeDecodeError) as exc:
+        return None, f"unreadable ({exc})"
+    except json.JSONDecodeError as exc:
+        return None, f"corrupt JSON ({exc.msg} at line {exc.lineno})"
+    return (obj, None) if isinstance(obj, dict) else (None, "corrupt JSON (expected an object)")
+
+
 class _Reader:
     """Reads generations once each and records issues while doing so."""
 
@@ -89,7 +106,7 @@ class _Reader:
         if stage not in STAGES or not is_safe_id(gen_id):
             self.issue(stage, gen_id, "broken_lineage", f"cannot locate files for stage {stage!r}, gen_id {gen_id!r}")
             return rec
-        d = self.paths.gens / stage / gen_id
+        d = os.path.join(self.paths.gens, stage, gen_id)  # plain strings: pathlib costs more than the read
         try:
             rec["files"] = set(os.listdir(d))
         except (FileNotFoundError, NotADirectoryError):
@@ -98,13 +115,12 @@ class _Reader:
             raise DaydreamError("report", f"cannot list generation directory: {exc}", path=d) from None
         for name, slot in (("metadata.json", "meta"), ("raw_metadata.json", "raw"), ("parsed_metadata.json", "parsed")):
             if name in rec["files"]:
-                try:
-                    rec[slot] = read_json(d / name)
-                except DaydreamError as exc:
-                    self.issue(stage, gen_id, "corrupt_metadata", f"{name}: {exc.message.split(': ', 1)[-1]}")
+                rec[slot], problem = _load_json(os.path.join(d, name))
+                if problem:
+                    self.issue(stage, gen_id, "corrupt_metadata", f"{name}: {problem}")
         if stage == "evaluation" and rec["parsed"] and _num(rec["parsed"].get("score")) is None \
                 and "parsed.txt" in rec["files"]:
-            rec["parsed"] = dict(rec["parsed"], score=(read_text(d / "parsed.txt") or "").strip())
+            rec["parsed"] = dict(rec["parsed"], score=(read_text(Path(d) / "parsed.txt") or "").strip())
         return rec
 
     def external(self, stage: str, gen_id: str) -> dict | None:
@@ -253,8 +269,9 @@ def collect(paths: DataPaths, cohort_id: str, catalog=None) -> Collected:
 
     gens = _generations_frame(members)
     scores = _scores_frame(reader, members, scale_of)
+    essays = _essays_frame(reader, members)
     issues = pd.DataFrame(reader.issues, columns=ISSUE_COLUMNS)
-    return Collected(gens, scores, issues.drop_duplicates(ignore_index=True))
+    return Collected(gens, scores, essays, issues.drop_duplicates(ignore_index=True))
 
 
 def _scales(reader: _Reader, members: list[dict]) -> dict:
@@ -328,10 +345,26 @@ def _generations_frame(members: list[dict]) -> pd.DataFrame:
     return df
 
 
+_NONE = {"gen_id": UNKNOWN, "template_id": UNKNOWN, "llm_model_id": UNKNOWN, "mode": UNKNOWN, "replicate": UNKNOWN,
+         "combo_id": UNKNOWN, "parent_gen_id": UNKNOWN, "status": "not_found", "files": set(), "simulated": False,
+         "stage": "", "member": False}
+
+
+def _essays_frame(reader: _Reader, members: list[dict]) -> pd.DataFrame:
+    ids = [r["gen_id"] for r in members if r["stage"] == "essay"]
+    ids += [r["parent_gen_id"] for r in members if r["stage"] == "evaluation"]
+    rows = []
+    for eid in dict.fromkeys(ids):
+        e = reader.recs.get(("essay", eid), _NONE)
+        d = reader.recs.get(("draft", e["parent_gen_id"]), _NONE)
+        combo = next((x["combo_id"] for x in (e, d) if x["combo_id"] != UNKNOWN), UNKNOWN)
+        rows.append([eid, e["parent_gen_id"], combo, d["template_id"], d["llm_model_id"], e["template_id"],
+                     e["llm_model_id"], e["mode"], e["status"], e["member"], bool(e["simulated"] or d["simulated"])])
+    return pd.DataFrame(rows, columns=ESSAY_COLUMNS)
+
+
 def _scores_frame(reader: _Reader, members: list[dict], scale_of: dict) -> pd.DataFrame:
-    none = {"gen_id": UNKNOWN, "template_id": UNKNOWN, "llm_model_id": UNKNOWN, "mode": UNKNOWN,
-            "replicate": UNKNOWN, "combo_id": UNKNOWN, "parent_gen_id": UNKNOWN, "status": "", "files": set(),
-            "simulated": False, "stage": ""}
+    none = _NONE
     rows = []
     for v in members:
         if v["stage"] != "evaluation":

@@ -1,121 +1,77 @@
-"""What an essay page shows, read from the cohort's membership and the gens store.
+"""What an essay page shows: the report rows of an essay's lineage plus the texts from the store.
 
-Essay pages show model output verbatim, so they read the files themselves rather than the report
-tables: the draft and essay ``parsed.txt``, and each evaluation's ``raw.txt`` (the full reasoning;
-``parsed.txt`` of an evaluation holds only the score). A missing or corrupt file never stops the
-build: the page says what is missing.
+Status, score and scale come from the report tables (``generations.csv``, ``scores.csv``) so an
+essay page never disagrees with the leaderboard. The texts are read from the gens store because
+pages show model output verbatim: the draft and essay ``parsed.txt`` and each evaluation's
+``raw.txt`` (the full reasoning; an evaluation's ``parsed.txt`` holds only the score). A missing
+or unreadable file never stops the build: the page says what is missing.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import pandas as pd
+
 from ..errors import DaydreamError
-from ..store import DataPaths, read_csv_rows, read_json, read_text
+from ..store import DataPaths, read_text
 
 
 @dataclass
 class Gen:
-    """One generation as shown on a page: membership keys, its metadata files and its text."""
+    """One generation as shown on an essay page (a ``generations.csv`` row, plus scores)."""
 
-    stage: str
-    gen_id: str
-    parent_gen_id: str
-    combo_id: str
-    template_id: str
-    model_id: str
-    replicate: str
-    mode: str
-    raw_meta: dict = field(default_factory=dict)
-    parsed_meta: dict = field(default_factory=dict)
-    text: str | None = None          # parsed.txt (draft, essay) or raw.txt (evaluation reasoning)
-    problems: list[str] = field(default_factory=list)
-
-    @property
-    def simulated(self) -> bool:
-        return bool(self.raw_meta.get("simulated") or self.parsed_meta.get("simulated"))
-
-    @property
-    def status(self) -> str:
-        """``ok``, ``failed`` (invalid output or parse failure) or ``pending`` (no response yet)."""
-        if self.parsed_meta.get("success") is True:
-            return "ok"
-        if self.raw_meta or self.parsed_meta:
-            return "failed"
-        return "pending"
-
-    @property
-    def error(self) -> str:
-        if self.status != "failed":
-            return ""
-        return str(self.parsed_meta.get("error") or self.raw_meta.get("invalid_reason")
-                   or ("truncated" if self.raw_meta.get("truncated") else "") or "failed")
-
-    @property
-    def score(self) -> float | None:
-        s = self.parsed_meta.get("score") if self.status == "ok" else None
-        return float(s) if isinstance(s, (int, float)) else None
+    row: dict
+    text: str | None = None
+    text_problem: str = ""
+    score: dict = field(default_factory=dict)  # the scores.csv row of an evaluation
 
 
 @dataclass
 class EssayBundle:
-    """An essay with its draft and the cohort's evaluations of it (lineage order)."""
-
     essay: Gen
     draft: Gen | None
     evaluations: list[Gen]
 
     @property
     def simulated(self) -> bool:
-        return any(g.simulated for g in [self.essay, self.draft, *self.evaluations] if g is not None)
+        return any(bool(g.row.get("simulated")) for g in [self.essay, self.draft, *self.evaluations] if g)
 
 
-def _json(paths: DataPaths, g: Gen, name: str) -> dict:
+def _text(paths: DataPaths, g: Gen, name: str) -> None:
+    """Read ``name`` of ``g`` into ``g.text``; record why when it cannot be shown."""
     try:
-        return read_json(paths.gen_file(g.stage, g.gen_id, name)) or {}
+        g.text = read_text(paths.gen_file(g.row["stage"], g.row["gen_id"], name))
     except DaydreamError as exc:
-        g.problems.append(f"{name}: {exc.message}")
-        return {}
+        g.text_problem = exc.message
+        return
+    if g.text is None:
+        g.text_problem = f"{name} is missing" if g.row.get("status") != "pending" else "not generated yet"
 
 
-def _load(paths: DataPaths, row: dict[str, str], with_text: bool) -> Gen:
-    g = Gen(stage=row.get("stage", ""), gen_id=row.get("gen_id", ""),
-            parent_gen_id=row.get("parent_gen_id", "") or "", combo_id=row.get("combo_id", "") or "",
-            template_id=row.get("template_id", "") or "", model_id=row.get("llm_model_id", "") or "",
-            replicate=row.get("replicate", "") or "", mode=row.get("mode", "") or "")
-    try:
-        paths.gen_dir(g.stage, g.gen_id)
-    except DaydreamError as exc:
-        g.problems.append(exc.message)
-        return g
-    g.raw_meta = _json(paths, g, "raw_metadata.json")
-    g.parsed_meta = _json(paths, g, "parsed_metadata.json")
-    if with_text:
-        name = "raw.txt" if g.stage == "evaluation" else "parsed.txt"
-        try:
-            g.text = read_text(paths.gen_file(g.stage, g.gen_id, name))
-        except DaydreamError as exc:
-            g.problems.append(f"{name}: {exc.message}")
-    return g
+def _records(df: pd.DataFrame) -> list[dict]:
+    return df.astype(object).where(df.notna(), None).to_dict("records")
 
 
-def load_essays(paths: DataPaths, cohort_id: str) -> list[EssayBundle]:
-    """Every essay of the cohort, in membership order, with its draft and evaluations."""
-    path = paths.membership_csv(cohort_id)
-    if not path.exists():
-        raise DaydreamError("site", "cohort has no membership.csv (compile it first)", path=path)
-    rows = read_csv_rows(path)
+def load_essays(paths: DataPaths, generations: pd.DataFrame, scores: pd.DataFrame) -> list[EssayBundle]:
+    """Every essay of the cohort in report order, with its draft and its evaluations' texts."""
+    gens = _records(generations)
+    by_eval = {r["evaluation_gen_id"]: r for r in _records(scores)}
     drafts: dict[str, Gen] = {}
     essays: list[Gen] = []
     evals: dict[str, list[Gen]] = {}
-    for row in rows:
-        stage = row.get("stage")
-        if stage == "draft":
-            g = _load(paths, row, with_text=True)
-            drafts[g.gen_id] = g
-        elif stage == "essay":
-            essays.append(_load(paths, row, with_text=True))
-        elif stage == "evaluation":
-            g = _load(paths, row, with_text=True)
-            evals.setdefault(g.parent_gen_id, []).append(g)
-    return [EssayBundle(e, drafts.get(e.parent_gen_id), evals.get(e.gen_id, [])) for e in essays]
+    for r in gens:
+        g = Gen(r)
+        if r["stage"] == "draft":
+            _text(paths, g, "parsed.txt")
+            drafts[r["gen_id"]] = g
+        elif r["stage"] == "essay":
+            _text(paths, g, "parsed.txt")
+            essays.append(g)
+        elif r["stage"] == "evaluation":
+            _text(paths, g, "raw.txt")
+            g.score = by_eval.get(r["gen_id"], {})
+            evals.setdefault(r["parent_gen_id"], []).append(g)
+    for lst in evals.values():
+        lst.sort(key=lambda g: (str(g.row["template_id"]), str(g.row["llm_model_id"]), str(g.row["replicate"])))
+    return [EssayBundle(e, drafts.get(e.row["parent_gen_id"]), evals.get(e.row["gen_id"], [])) for e in essays]

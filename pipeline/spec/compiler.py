@@ -16,19 +16,22 @@ from __future__ import annotations
 
 import itertools
 import json
+import math
 import random
 from collections import Counter, defaultdict
 from dataclasses import dataclass
 
 from ..errors import DaydreamError
 from ..store import csv_text
-from .loader import Level, Spec
+from .loader import MAX_ROWS, Level, Spec
 
 Row = tuple[Level, ...]
 
 
 @dataclass
 class Design:
+    """Compiled rows: each a dict over ``columns``; values are strings, or None for a YAML null."""
+
     columns: list[str]
     rows: list[dict[str, Level]]
 
@@ -159,7 +162,7 @@ class _Compiler:
             if repeated:
                 self.fail(where, f"tuple {name!r} has key {t.key!r} value {repeated[0]!r} on several items; "
                           f"a pair side needs unique keys (set `key:` on tuples.{name})")
-            return t.key, set(keys), f"a {t.key!r} key of tuple {name!r}"
+            return t.key, set(keys), f"a key of tuple {name!r} (axis {t.key!r})"
         if name in self.levels:
             return name, set(self.levels[name]), f"a level of axis {name!r}"
         hint = "; name one of its axes" if name in self.spec.ties else ""
@@ -194,7 +197,8 @@ class _Compiler:
             if len(set(counts.values())) > 1:
                 shown = ", ".join(f"{v!r}: {n}" for v, n in itertools.islice(counts.items(), 12))
                 more = ", ..." if len(counts) > 12 else ""
-                self.fail(where, f"balance {side}: values of {name!r} have different numbers of partners ({shown}{more})")
+                self.fail(where, f"balance {side}: values of {name!r} have different numbers of partners "
+                                 f"({shown}{more})")
 
     def tuples(self) -> list[_Relation]:
         relations = []
@@ -241,6 +245,10 @@ class _Compiler:
                 self.fail(", ".join(r.name for r in rels), "together allow no rows")
             parts.append((cols, rows))
 
+        total = math.prod(len(rows) for _, rows in parts)
+        if total > MAX_ROWS:
+            sizes = " x ".join(f"{len(rows)} ({', '.join(cols)})" for cols, rows in parts)
+            self.fail("axes", f"the design would have {total} rows ({sizes}); the limit is {MAX_ROWS}")
         positions = [[order.index(c) for c in cols] for cols, _ in parts]
         vectors = []
         for combo in itertools.product(*(rows for _, rows in parts)):

@@ -12,6 +12,7 @@ import csv
 import io
 import itertools
 import json
+import math
 import re
 from collections.abc import Hashable
 from dataclasses import dataclass
@@ -37,6 +38,8 @@ ID_SUFFIXES = ("_id", "_template", "_llm", "_replicate")  # levels of these axes
 NOT_NULL_SUFFIXES = ("_id", "_template", "_replicate")
 INCLUDE = "@file:"
 INCLUDE_TYPES = (".csv", ".txt", ".json", ".yaml", ".yml")
+MAX_ROWS = 10_000_000  # a design (or combo enumeration) beyond this is a mistake, not an experiment
+MAX_REPLICATES = 10_000
 _INT = re.compile(r"[0-9]+")
 
 
@@ -51,7 +54,11 @@ class ComboDef:
 
 @dataclass(frozen=True)
 class PairDef:
-    """``left``/``right`` name an axis or a tuple rule; ``allowed`` is in that order."""
+    """``left``/``right`` name an axis or a tuple rule; ``allowed`` rows are (left, right).
+
+    A side naming a tuple takes values of that tuple's ``key`` axis, so the pair couples whole
+    tuple rows. In a CSV of allowed pairs, the columns are the side names as written.
+    """
 
     left: str
     right: str
@@ -61,8 +68,11 @@ class PairDef:
 
 @dataclass(frozen=True)
 class TupleDef:
-    """Rows over ``axes``. ``key`` (default: the first axis) identifies a row when a pair names the
-    tuple as one of its sides; its values must then be unique among the items."""
+    """Rows over ``axes`` (positional in YAML lists, by name in mappings and CSV headers).
+
+    ``key`` (default: the first axis) identifies a row when a pair names the tuple as one of its
+    sides; its values must then be unique among the items.
+    """
 
     axes: tuple[str, ...]
     items: tuple[tuple[Level, ...], ...]
@@ -93,9 +103,13 @@ def load_spec(path: str | Path) -> Spec:
 
 
 def _kind(value: object) -> str:
-    return {dict: "a mapping", list: "a list", str: "a string", type(None): "empty"}.get(
-        type(value), f"{type(value).__name__} {value!r}"
-    )
+    """How to name a wrongly typed value in a message: its type, and the value when short."""
+    if isinstance(value, (dict, list)):
+        return "a mapping" if isinstance(value, dict) else "a list"
+    if value is None:
+        return "nothing"
+    shown = repr(value) if len(repr(value)) <= 60 else repr(value)[:57] + "..."
+    return f"the string {shown}" if isinstance(value, str) else f"{type(value).__name__} {shown}"
 
 
 class _DuplicateKey(ValueError):
@@ -103,11 +117,11 @@ class _DuplicateKey(ValueError):
 
 
 def _json_object(pairs: list[tuple[str, object]]) -> dict:
-    keys = [k for k, _ in pairs]
-    for k in keys:
-        if keys.count(k) > 1:
-            raise _DuplicateKey(f"duplicate key {k!r}")
-    return dict(pairs)
+    obj = dict(pairs)
+    if len(obj) != len(pairs):
+        seen = set()
+        raise _DuplicateKey(f"duplicate key {next(k for k, _ in pairs if k in seen or seen.add(k))!r}")
+    return obj
 
 
 class _UniqueKeyLoader(yaml.SafeLoader):
@@ -178,7 +192,7 @@ class _Loader:
             return path.read_text(encoding="utf-8-sig")
         except FileNotFoundError:
             self.fail(where, f"{what} not found: {path}")
-        except (OSError, UnicodeDecodeError) as exc:
+        except (OSError, ValueError) as exc:  # ValueError: undecodable bytes, NUL in the path
             self.fail(where, f"cannot read {what} {path}: {getattr(exc, 'strerror', None) or exc}")
 
     def parse(self, text: str, suffix: str, where: str) -> object:
@@ -204,16 +218,20 @@ class _Loader:
             self.fail(where, f"{ref!r} names no file")
         try:
             target = (self.path.parent / rel).resolve()
-        except (OSError, ValueError) as exc:
+        except (OSError, ValueError, RuntimeError) as exc:  # RuntimeError: symlink loop
             self.fail(where, f"{ref!r} is not a usable path: {exc}")
         if not target.is_relative_to(cohort_dir):
             self.fail(where, f"{ref!r} resolves outside the cohort directory {cohort_dir}")
         suffix = target.suffix.lower()
         if suffix not in INCLUDE_TYPES:
-            self.fail(where, f"{ref!r}: unsupported file type {suffix or '(none)'!r} (expected {', '.join(INCLUDE_TYPES)})")
+            expected = ", ".join(INCLUDE_TYPES)
+            self.fail(where, f"{ref!r}: unsupported file type {suffix or '(none)'!r} (expected {expected})")
         text = self.read(target, where, f"{ref!r}: file")
         if suffix == ".csv":
-            return self.csv_include(text, ref, where, columns)
+            try:
+                return self.csv_include(text, ref, where, columns)
+            except csv.Error as exc:
+                self.fail(where, f"{ref!r}: malformed CSV: {exc}")
         if suffix == ".txt":
             if columns:
                 self.fail(where, f"{ref!r}: a .txt file holds one value per line; rows need .csv, .json or .yaml")
@@ -229,7 +247,8 @@ class _Loader:
             self.fail(where, f"{ref!r}: repeated column in header ({', '.join(header)})")
         if columns is None:
             if len(header) != 1:
-                self.fail(where, f"{ref!r}: has {len(header)} columns ({', '.join(header)}); a list of values needs one")
+                shown = ", ".join(header)
+                self.fail(where, f"{ref!r}: has {len(header)} columns ({shown}); a list of values needs one")
             return [r[0].strip() for r in reader if r and r[0].strip()]
         for name in columns:
             if name not in header:
@@ -302,10 +321,10 @@ class _Loader:
         With ``shorthand``, an integer N for a replicate axis means ``[1..N]``.
         """
         if isinstance(raw, str) and raw.startswith(INCLUDE):
-            raw = self.include(raw, where)
+            raw, where = self.include(raw, where), f"{where}: {raw!r}"
         if shorthand and axis in REPLICATE_AXES and isinstance(raw, int) and not isinstance(raw, bool):
-            if raw < 1:
-                self.fail(where, f"replicate count {raw} must be an integer >= 1")
+            if not 1 <= raw <= MAX_REPLICATES:
+                self.fail(where, f"replicate count {raw} must be an integer from 1 to {MAX_REPLICATES}")
             raw = list(range(1, raw + 1))
         if not isinstance(raw, list):
             self.fail(where, f"levels must be a list or '@file:...', got {_kind(raw)}")
@@ -314,9 +333,11 @@ class _Loader:
     def rows(self, raw: object, columns: list[str], axes: list[str], where: str) -> tuple[tuple[Level, ...], ...]:
         """Rows of values: lists bound by position, mappings and CSV columns bound by name."""
         if isinstance(raw, str) and raw.startswith(INCLUDE):
-            raw = self.include(raw, where, columns)
-        if not isinstance(raw, list) or not raw:
-            self.fail(where, f"must be a non-empty list of rows or '@file:...', got {_kind(raw)}")
+            raw, where = self.include(raw, where, columns), f"{where}: {raw!r}"
+        if not isinstance(raw, list):
+            self.fail(where, f"must be a list of rows or '@file:...', got {_kind(raw)}")
+        if not raw:
+            self.fail(where, "has no rows")
         out = []
         for n, item in enumerate(raw, 1):
             if isinstance(item, dict):
@@ -370,7 +391,8 @@ class _Loader:
         if raw is None:
             return [], {}, []
         if not isinstance(raw, list) or not raw:
-            self.fail("combos", f"must be a non-empty list of {{concepts, level, k}} or {{ids}} entries, got {_kind(raw)}")
+            self.fail("combos", f"must be a non-empty list of {{concepts, level, k}} or {{ids}} entries, "
+                                f"got {_kind(raw)}")
         order: list[str] = []
         enumerated: dict[str, ComboDef] = {}
         for n, entry in enumerate(raw, 1):
@@ -388,6 +410,9 @@ class _Loader:
                 self.fail(f"{where}.level", f"{level!r} is not one of {', '.join(COMBO_LEVELS)}")
             if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= len(concepts):
                 self.fail(f"{where}.k", f"{k!r} must be an integer from 1 to {len(concepts)} (the number of concepts)")
+            count = math.comb(len(concepts), k)
+            if count > MAX_ROWS:
+                self.fail(where, f"{len(concepts)} concepts choose {k} is {count} combos; the limit is {MAX_ROWS}")
             for subset in itertools.combinations(concepts, k):
                 cid = combo_id(subset, level, k)
                 enumerated.setdefault(cid, ComboDef(subset, level, k))

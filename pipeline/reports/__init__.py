@@ -1,0 +1,162 @@
+"""Report tables of a cohort, built only from its membership.csv and the gens store (contract §7).
+
+``build_reports(paths, cohort_id, high=0.8, low=0.3)`` returns ``{name: DataFrame}`` and writes
+each as ``data/cohorts/<cohort_id>/reports/<name>.csv`` (every table, every time, with its header
+even when empty, so no stale file survives a re-run). ``build_cross_cohort(paths)`` writes
+``data/reports/cross_cohort.csv``. CSV conventions: UTF-8, LF, header row, empty cell = NaN/none,
+booleans ``True``/``False``, floats with 6 significant digits.
+
+Shared vocabulary
+- Keys are never blank: a missing key is the literal ``unknown``; a copy-mode essay's model is
+  ``copy``. Replicates are strings as in membership (``1``, ``2``; ``unknown`` if blank).
+- ``status``: ``done`` | ``failed`` | ``pending``. ``error`` (blank when done): ``parse_failure``,
+  ``truncated``, ``invalid_output`` (empty / too short), ``score_out_of_scale``, ``missing`` (not
+  generated yet, or parsed.txt absent), ``upstream_failure`` (an ancestor failed),
+  ``corrupt_metadata``. ``error_detail`` is the recorded reason in words.
+- ``score`` is on the rubric's own scale [``scale_min``, ``scale_max``]; ``score_norm`` =
+  (score − scale_min) / (scale_max − scale_min) ∈ [0, 1]. Across rubrics only ``score_norm`` is
+  ever averaged. Unscored evaluations have blank score/score_norm and are never counted as 0.
+- Scale source (``scale_source``): ``catalog`` (evaluation template), else ``parsed_metadata``
+  (template missing from the catalog), else ``default`` (0–9); the latter two also raise an
+  ``unknown_template`` issue.
+- std is the sample std (ddof=1; blank for n = 1); cv = std / |mean| (blank when mean is 0).
+- ``agreement`` (variance tables) by ``range_norm`` = range / scale width: ≤ 0.10 ``high``,
+  ≤ 0.25 ``moderate``, else ``low``; ``n/a`` when n < 2.
+- ``simulated``: True when the row's output (or, for scores, any ancestor's) came from the offline
+  simulator; pages showing such rows must carry the simulator banner.
+
+Tables (file name = key)
+- ``generations``: one row per membership row. stage, gen_id, parent_gen_id (blank for drafts),
+  combo_id, template_id, llm_model_id, replicate, mode, status, error, error_detail,
+  finish_reason, prompt_tokens, completion_tokens, cost_usd, duration_s, attempts, simulated,
+  started_at, finished_at.
+- ``scores``: one row per evaluation in membership (none dropped). evaluation_gen_id,
+  essay_gen_id, draft_gen_id, combo_id, draft_template, draft_llm, essay_template, essay_llm,
+  essay_mode, evaluation_template, evaluation_llm, draft_replicate, essay_replicate,
+  evaluation_replicate, status, score, scale_min, scale_max, scale_source, score_norm, error,
+  error_detail, simulated, evaluation_raw_path, essay_parsed_path (paths relative to the data
+  root, blank when the file does not exist).
+- ``pivot_essay_evaluator``: per essay × evaluation_llm × evaluation_template (+ scale_min,
+  scale_max): n (scored), n_unscored, mean, std, min, max (raw score), mean_norm.
+- ``pivot_generation``: stage (``draft``|``essay``), template, llm, n, n_unscored, n_essays,
+  mean, std, min, max (score_norm).
+- ``pivot_draft_essay_template``: draft_template, essay_template, n, n_unscored, n_essays, mean,
+  std, min, max (score_norm).
+- ``factors``: factor (draft_template, draft_llm, essay_template, essay_llm, essay_mode,
+  evaluation_template, evaluation_llm, combo_id), level, rubric (``(all)`` = pooled on score_norm,
+  else one evaluation template), n, n_unscored, n_essays, mean, std, min, max, share_high
+  (score_norm ≥ high), share_low (score_norm ≤ low), share_max (at the rubric's own maximum).
+- ``variance_replicates`` (test-retest; per essay × rubric × model, raw score): essay_gen_id,
+  evaluation_template, evaluation_llm, scale_min, scale_max, n, mean, std, min, max, range,
+  range_norm, cv, agreement.
+- ``variance_models`` (per essay × rubric across evaluation models, each model's replicates
+  averaged first, raw score): essay_gen_id, evaluation_template, scale_min, scale_max, n, mean,
+  std, min, max, range, range_norm, cv, agreement.
+- ``variance_rubrics`` (per essay × evaluation model across rubrics, replicates averaged first, on
+  score_norm): essay_gen_id, evaluation_llm, n, mean, std, min, max, range, range_norm, cv,
+  agreement. Variance tables hold essays with ≥ 1 scored evaluation; different essays are never
+  pooled.
+- ``agreement`` (per rubric): evaluation_template, scale_min, scale_max, n_raters (evaluation
+  models), n_essays (scored by every model), icc2_1 (two-way random, absolute, single rater, on
+  replicate means), icc_class (poor < 0.5 ≤ moderate < 0.75 ≤ good < 0.9 ≤ excellent; ``n/a``),
+  mean_pearson (mean pairwise r between models, pairwise-complete, ≥ 3 essays), n_rater_pairs,
+  retest_icc2_1 (replicates as raters of each essay × model), n_retest_units.
+- ``leaderboard``: every essay of the cohort (member essays + essays its evaluations score),
+  ranked by mean score_norm; rank (1 = best, ties share the lowest rank, blank when unscored),
+  essay_gen_id, draft_gen_id, combo_id, draft_template, draft_llm, essay_template, essay_llm,
+  essay_mode, essay_status (``not_found`` if the essay is nowhere), in_cohort, mean, std, min,
+  max, n (scored evaluations), expected (evaluations in membership), coverage (n / expected),
+  simulated.
+- ``coverage``: per stage (draft, essay, evaluation, always three rows): expected, done, failed,
+  pending, coverage (done / expected), prompt_tokens, completion_tokens, cost_usd, n_simulated.
+- ``issues``: stage, gen_id (blank for catalog-level issues), issue, detail. issue ∈
+  ``failed``, ``missing_file`` (detail lists the absent files), ``corrupt_metadata``,
+  ``broken_lineage`` (blank/unknown parent, metadata.json disagreeing with membership, duplicate
+  rows), ``unknown_template``, ``unknown_model``, ``scale_mismatch``, ``catalog_error``.
+- ``cross_cohort`` (data/reports/cross_cohort.csv): essays scored in ≥ 2 cohorts, one row per
+  essay × cohort: essay_gen_id, cohort_id, n_cohorts, draft_template, draft_llm, essay_template,
+  essay_llm, n, mean, std, min, max (score_norm), rubrics, evaluators (``;``-joined), mean_across_cohorts,
+  delta (this cohort's mean − mean_across_cohorts).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+from ..errors import DaydreamError
+from ..store import DataPaths, atomic_write_text
+from . import tables
+from .collect import ISSUE_COLUMNS, collect
+
+TABLES = ("generations", "scores", "pivot_essay_evaluator", "pivot_generation", "pivot_draft_essay_template",
+          "factors", "variance_models", "variance_rubrics", "variance_replicates", "agreement", "leaderboard",
+          "coverage", "issues")
+
+__all__ = ["TABLES", "build_reports", "build_cross_cohort", "write_table"]
+
+
+def write_table(path: Path, df: pd.DataFrame) -> bool:
+    """One CSV, atomically, header always; unchanged content leaves the file untouched."""
+    text = df.to_csv(index=False, lineterminator="\n", float_format="%.6g")
+    return atomic_write_text(path, text)
+
+
+def _catalog(paths: DataPaths):
+    """The catalog, or (None, issue) when it cannot be read: reports must still be built."""
+    from ..catalog import load_catalog
+
+    try:
+        return load_catalog(paths), None
+    except DaydreamError as exc:
+        return None, {"stage": "", "gen_id": "", "issue": "catalog_error", "detail": exc.message}
+
+
+def _compute(paths: DataPaths, cohort_id: str, high: float, low: float) -> dict[str, pd.DataFrame]:
+    if not 0 <= low <= high <= 1:
+        raise DaydreamError("report", f"thresholds must satisfy 0 ≤ low ≤ high ≤ 1 (got low={low}, high={high})")
+    catalog, problem = _catalog(paths)
+    c = collect(paths, cohort_id, catalog)
+    issues = c.issues if problem is None else pd.concat([pd.DataFrame([problem], columns=ISSUE_COLUMNS), c.issues])
+    s = c.scores
+    out = {
+        "generations": c.generations,
+        "scores": s,
+        "pivot_essay_evaluator": tables.pivot_essay_evaluator(s),
+        "pivot_generation": tables.pivot_generation(s),
+        "pivot_draft_essay_template": tables.pivot_draft_essay_template(s),
+        "factors": tables.factors(s, high, low),
+        "variance_models": tables.variance_models(s),
+        "variance_rubrics": tables.variance_rubrics(s),
+        "variance_replicates": tables.variance_replicates(s),
+        "agreement": tables.agreement(s),
+        "leaderboard": tables.leaderboard(s, c.essays),
+        "coverage": tables.coverage(c.generations),
+        "issues": issues.sort_values(["issue", "stage", "gen_id"], kind="stable").reset_index(drop=True),
+    }
+    assert tuple(out) == TABLES
+    return out
+
+
+def build_reports(paths: DataPaths, cohort_id: str, *, high: float = 0.8, low: float = 0.3) -> dict[str, pd.DataFrame]:
+    """Build every table of ``cohort_id`` and write it under ``paths.reports_dir(cohort_id)``."""
+    out = _compute(paths, cohort_id, high, low)
+    for name, df in out.items():
+        write_table(paths.reports_dir(cohort_id) / f"{name}.csv", df)
+    return out
+
+
+def _cohort_ids(paths: DataPaths) -> list[str]:
+    if not paths.cohorts.is_dir():
+        return []
+    return sorted(p.name for p in paths.cohorts.iterdir() if (p / "membership.csv").is_file())
+
+
+def build_cross_cohort(paths: DataPaths) -> pd.DataFrame:
+    """Essays scored in several cohorts and how their scores compare (from files, not old CSVs)."""
+    catalog, _ = _catalog(paths)
+    per_cohort = {cid: collect(paths, cid, catalog).scores for cid in _cohort_ids(paths)}
+    df = tables.cross_cohort(per_cohort)
+    write_table(paths.cross_cohort_dir() / "cross_cohort.csv", df)
+    return df

@@ -1,0 +1,265 @@
+"""Build the report site: report tables → Markdown pages → ``mkdocs build`` → essay pages.
+
+Why essay pages are not MkDocs pages: a cohort has thousands of essays, and MkDocs renders each
+page through Markdown, the theme and the search indexer (about 6 ms and, with full texts, a
+60 MB search index for 2,500 essays). Instead MkDocs renders one *shell* page per cohort (the
+theme around a slot) and each essay's HTML, rendered by Jinja, is put into a copy of the shell.
+The search index gets one short entry per essay (concepts, templates, models, opening lines).
+
+The site is built into ``build.tmp`` and swapped into place, so a failed build never leaves a
+half-written site and a running preview server keeps serving the old one until the swap.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import shutil
+from pathlib import Path
+
+from markupsafe import Markup
+
+from ..errors import DaydreamError
+from ..store import DataPaths, atomic_write_bytes, atomic_write_text, check_id, read_text
+from . import pages as P
+from .data import Names, cohorts_with_reports, load_cohort_tables, load_cross_cohort
+from .gens import EssayBundle, load_essays
+from .render import Col, make_env, num, table
+
+SITE_PROJECT = Path(__file__).resolve().parents[2] / "site"   # the MkDocs project in the repo
+TITLE_SLOT, BODY_SLOT = "DDESSAYTITLESLOT", "<p>DDESSAYBODYSLOT</p>"
+SLOT = re.compile(r"DDSLOT\d+X")
+SHELL = "_essay"
+SEARCH_EXCERPT = 300  # characters of each essay in the search index
+
+
+def mkdocs_yml() -> Path:
+    path = SITE_PROJECT / "mkdocs.yml"
+    if not path.is_file():
+        raise DaydreamError("site", "the MkDocs project (site/mkdocs.yml) is not next to the pipeline package; "
+                            "install the repository with `pip install -e .`", path=path)
+    return path
+
+
+def _plotly_js() -> bytes:
+    import plotly
+
+    path = Path(plotly.__file__).parent / "package_data" / "plotly.min.js"
+    try:
+        return path.read_bytes()
+    except OSError as exc:
+        raise DaydreamError("site", f"plotly.min.js not found in the plotly package: {exc}", path=path) from None
+
+
+# ---------------------------------------------------------------------------------------------
+# Essay pages
+
+
+def _essay_context(c: P.Cohort, b: EssayBundle, lb_row: dict, n_ranked: int) -> dict:
+    scores = []
+    for v in b.evaluations:
+        s = v.score
+        scores.append({
+            "rubric": c.names.template("evaluation", v.row["template_id"]),
+            "evaluator": c.names.model(v.row["llm_model_id"]), "replicate": v.row["replicate"],
+            "score": s.get("score"), "scale": f"{num(s.get('scale_min'))}–{num(s.get('scale_max'))}" if s else "",
+            "score_norm": s.get("score_norm"), "status": v.row["status"],
+            "gen": P.Link(v.row["gen_id"], f"#{v.row['gen_id']}", code=True),
+        })
+    scores_table = table([Col("rubric", "evaluation_template"), Col("evaluator", "evaluation_llm"),
+                          Col("replicate"), Col("score", kind="score"), Col("scale"), Col("score_norm", kind="num"),
+                          Col("status"), Col("gen", "evaluation_gen_id")], scores,
+                         empty="No evaluations of this essay in this cohort.")
+    rank = lb_row.get("rank")
+    cards = [("rank", f"{num(rank)} of {n_ranked:,}" if rank is not None else "unranked"),
+             ("mean score_norm", num(lb_row.get("mean")) or "–"),
+             ("scored / expected evaluations", f"{num(lb_row.get('n')) or 0} / {num(lb_row.get('expected')) or 0}"),
+             ("std", num(lb_row.get("std")) or "–")]
+    return {"b": b, "combo": c.names.combo(b.essay.row["combo_id"]), "cards": cards, "scores_table": scores_table}
+
+
+def _write_essays(c: P.Cohort, bundles: list[EssayBundle], build: Path, env) -> list[dict]:
+    """Write every essay page of ``c`` from its cohort's shell; returns their search entries."""
+    essays_dir = build / "cohorts" / c.id / "essays"
+    shell_path = essays_dir / f"{SHELL}.html"
+    shell = read_text(shell_path)
+    if shell is None or shell.count(BODY_SLOT) != 1:
+        raise DaydreamError("site", "the essay shell page did not render as expected (theme changed?)", path=shell_path)
+    head, tail = shell.split(BODY_SLOT)
+    tpl = env.get_template("essay.html")
+    lb = {r["essay_gen_id"]: r for r in P._rows(c.t["leaderboard"])}
+    n_ranked = int(c.t["leaderboard"]["rank"].notna().sum()) if len(c.t["leaderboard"]) else 0
+    ids = [b.essay.row["gen_id"] for b in bundles]
+    entries = []
+    for i, b in enumerate(bundles):
+        eid = ids[i]
+        ctx = _essay_context(c, b, lb.get(eid, {}), n_ranked)
+        ctx.update(names=c.names, index_href="index.html",
+                   prev_href=f"{ids[i - 1]}.html" if i > 0 else "", next_href=f"{ids[i + 1]}.html" if i + 1 < len(ids) else "")
+        body = tpl.render(ctx)
+        title = f"Essay {eid}"
+        page = (head.replace(TITLE_SLOT, title).replace(f"{SHELL}.md", f"{eid}.html").replace(f"{SHELL}.html", f"{eid}.html")
+                + body + tail.replace(TITLE_SLOT, title))
+        atomic_write_text(essays_dir / f"{eid}.html", page)
+        e = b.essay.row
+        combo = ctx["combo"]
+        text = " ".join([
+            " ".join(x["name"] for x in combo["concepts"]) if combo else "",
+            c.names.template("essay", e["template_id"]), c.names.model(e["llm_model_id"]),
+            (b.essay.text or "")[:SEARCH_EXCERPT]])
+        entries.append({"location": f"cohorts/{c.id}/essays/{eid}.html", "title": title, "text": " ".join(text.split())})
+    shell_path.unlink()
+    return entries
+
+
+def _slot_parts(page: P.Page, slots: dict[str, str]) -> None:
+    """Replace each part of ``page`` by a slot token, keeping its HTML in ``slots``."""
+    for section in page.sections:
+        tokens = []
+        for part in section.parts:
+            token = f"DDSLOT{len(slots)}X"
+            slots[token] = str(part)
+            tokens.append(token)
+        section.parts = tokens
+
+
+def _fill_slots(build: Path, page: P.Page, slots: dict[str, str]) -> None:
+    """Put the HTML of every slot of ``page`` into its built file."""
+    path = build / (page.path[: -len(".md")] + ".html")
+    html = read_text(path) or ""
+    pieces = re.split(r"<p>(DDSLOT\d+X)</p>", html)
+    tokens = pieces[1::2]
+    if set(tokens) != set(SLOT.findall(html)) or len(tokens) != len(set(tokens)):
+        raise DaydreamError("site", "a slot of a generated page did not render as a paragraph", path=path)
+    pieces[1::2] = [slots[t] for t in tokens]
+    atomic_write_text(path, "".join(pieces))
+
+
+def _patch_search(build: Path, shells: set[str], entries: list[dict]) -> None:
+    """Drop the essay shells and slot tokens from MkDocs' search index; add the essays."""
+    path = build / "search" / "search_index.json"
+    try:
+        index = json.loads(read_text(path) or "")
+    except json.JSONDecodeError:
+        raise DaydreamError("site", "MkDocs wrote an unreadable search index", path=path) from None
+    docs = [d for d in index["docs"] if d["location"].split("#")[0] not in shells]
+    for d in docs:
+        d["text"] = " ".join(SLOT.sub(" ", d["text"]).split())
+    index["docs"] = docs + entries
+    atomic_write_text(path, json.dumps(index, sort_keys=True, separators=(",", ":")))
+
+
+# ---------------------------------------------------------------------------------------------
+# The build
+
+
+class _Warnings(logging.Handler):
+    def __init__(self):
+        super().__init__(logging.WARNING)
+        self.messages: list[str] = []
+
+    def emit(self, record):
+        self.messages.append(record.getMessage())
+
+
+def _mkdocs(docs: Path, out: Path, nav: list) -> None:
+    """Run MkDocs (strict: any warning is an error) with our generated docs and nav."""
+    from mkdocs.commands.build import build
+    from mkdocs.config import load_config
+    from mkdocs.exceptions import MkDocsException
+
+    log = logging.getLogger("mkdocs")
+    handler = _Warnings()
+    log.addHandler(handler)
+    try:
+        cfg = load_config(config_file=str(mkdocs_yml()), docs_dir=str(docs), site_dir=str(out), nav=nav)
+        cfg.plugins.on_startup(command="build", dirty=False)
+        try:
+            build(cfg)
+        finally:
+            cfg.plugins.on_shutdown()
+    except (MkDocsException, SystemExit) as exc:
+        detail = "; ".join(handler.messages[-5:]) or str(exc)
+        raise DaydreamError("site", f"mkdocs build failed: {detail}") from None
+    finally:
+        log.removeHandler(handler)
+
+
+def _sync_dir(root: Path, files: dict[str, bytes]) -> None:
+    """Make ``root`` hold exactly ``files``: write each (atomically, skipped when unchanged), then
+    delete anything else, so no page of a removed cohort or essay survives."""
+    for rel, data in files.items():
+        atomic_write_bytes(root / rel, data)
+    for p in sorted(root.rglob("*"), key=lambda p: len(p.parts), reverse=True):
+        rel = p.relative_to(root).as_posix()
+        if p.is_dir():
+            if not any(p.iterdir()):
+                p.rmdir()
+        elif rel not in files:
+            p.unlink()
+
+
+def _nav(cohorts: list[P.Cohort]) -> list:
+    nav: list = [{"Cohorts": "index.md"}, {"Cross-cohort": "cross-cohort.md"}]
+    for c in cohorts:
+        nav.append({f"Cohort {c.id}": [{title: f"cohorts/{c.id}/{stem}.md"} for stem, title in P.COHORT_PAGES]})
+    return nav
+
+
+def build_site(paths: DataPaths, cohort_ids: list[str] | None = None) -> Path:
+    """Render the pages of ``cohort_ids`` (None: every cohort with reports) and build the site.
+
+    Returns the built site's directory (``paths.site_dir / "build"``, holding ``index.html``).
+    Raises ``DaydreamError("site")`` when a cohort has no reports or MkDocs fails.
+    """
+    ids = cohorts_with_reports(paths) if cohort_ids is None else [check_id(c, "cohort id") for c in cohort_ids]
+    names = Names.load(paths)
+    env = make_env()
+    cohorts: list[P.Cohort] = []
+    bundles: dict[str, list[EssayBundle]] = {}
+    for cid in ids:
+        tables = load_cohort_tables(paths, cid)
+        bundles[cid] = load_essays(paths, tables["generations"], tables["scores"])
+        cohorts.append(P.Cohort(cid, tables, names, {b.essay.row["gen_id"] for b in bundles[cid]}))
+
+    cross = load_cross_cohort(paths)
+    pages = [P.home(cohorts), P.cross_cohort(cross, cohorts, names)]
+    for c in cohorts:
+        pages += P.cohort_pages(c)
+    files: dict[str, bytes] = {}
+    slots: dict[str, str] = {}
+    page_tpl = env.get_template("_page.md")
+    for p in pages:
+        _slot_parts(p, slots)
+        files[p.path] = page_tpl.render(
+            title=p.title, heading=p.heading, lead=p.lead, sections=p.sections, simulated=p.simulated,
+            root=p.root, charts=p.charts, names=names).encode("utf-8")
+    shell = env.get_template("essay_shell.md").render().encode("utf-8")
+    for c in cohorts:
+        files[f"cohorts/{c.id}/essays/{SHELL}.md"] = shell
+        for name in P.DOWNLOADS:
+            files[f"cohorts/{c.id}/data/{name}.csv"] = (paths.reports_dir(c.id) / f"{name}.csv").read_bytes()
+    if cross is not None:
+        files["data/cross_cohort.csv"] = (paths.cross_cohort_dir() / "cross_cohort.csv").read_bytes()
+    files["assets/plotly.min.js"] = _plotly_js()
+
+    site = paths.site_dir
+    docs, out, tmp, old = site / "docs", site / "build", site / "build.tmp", site / "build.old"
+    _sync_dir(docs, files)
+    for d in (tmp, old):
+        shutil.rmtree(d, ignore_errors=True)
+    _mkdocs(docs, tmp, _nav(cohorts))
+    for p in pages:
+        _fill_slots(tmp, p, slots)
+    entries = []
+    for c in cohorts:
+        entries += _write_essays(c, bundles[c.id], tmp, env)
+    _patch_search(tmp, {f"cohorts/{c.id}/essays/{SHELL}.html" for c in cohorts}, entries)
+    for name in ("sitemap.xml", "sitemap.xml.gz"):   # lists the shells; useless without a site_url
+        (tmp / name).unlink(missing_ok=True)
+    if out.exists():
+        out.rename(old)
+    tmp.rename(out)
+    shutil.rmtree(old, ignore_errors=True)
+    return out

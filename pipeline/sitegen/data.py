@@ -1,0 +1,130 @@
+"""Read what the site shows: report CSVs (written by ``pipeline.reports``) and catalog names.
+
+The site is built only from persisted files, like the reports themselves, so it can be rebuilt
+at any time. Every column is read as text and only known numeric columns are converted, so an id
+that looks like a number (a template called ``2024``) is never turned into ``2024.0``.
+"""
+
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass, field
+
+import pandas as pd
+
+from ..errors import DaydreamError
+from ..store import DataPaths, read_text
+
+COHORT_TABLES = (
+    "generations", "scores", "pivot_essay_evaluator", "pivot_generation", "pivot_draft_essay_template",
+    "factors", "variance_models", "variance_rubrics", "variance_replicates", "agreement", "leaderboard",
+    "coverage", "issues",
+)
+NUMERIC = {
+    "prompt_tokens", "completion_tokens", "cost_usd", "duration_s", "attempts", "score", "scale_min",
+    "scale_max", "score_norm", "n", "n_unscored", "n_essays", "mean", "std", "min", "max", "mean_norm",
+    "share_high", "share_low", "share_max", "range", "range_norm", "cv", "n_raters", "icc2_1", "mean_pearson",
+    "n_rater_pairs", "retest_icc2_1", "n_retest_units", "rank", "expected", "coverage", "done", "failed",
+    "pending", "n_simulated", "n_cohorts", "mean_across_cohorts", "delta",
+}
+BOOLEAN = {"simulated", "in_cohort"}
+
+
+def read_table(path) -> pd.DataFrame | None:
+    """A report CSV as a DataFrame (None if the file does not exist)."""
+    text = read_text(path)
+    if text is None:
+        return None
+    try:
+        df = pd.read_csv(io.StringIO(text), dtype=str, keep_default_na=False)
+    except pd.errors.EmptyDataError:
+        return pd.DataFrame()
+    except pd.errors.ParserError as exc:
+        raise DaydreamError("site", f"report table is not valid CSV ({exc})", path=path) from None
+    for col in df.columns:
+        if col in NUMERIC:
+            df[col] = pd.to_numeric(df[col], errors="coerce").astype(float)
+        elif col in BOOLEAN:
+            df[col] = df[col].str.lower().isin(("true", "1", "yes"))
+    return df
+
+
+def cohorts_with_reports(paths: DataPaths) -> list[str]:
+    """Cohorts whose reports directory holds a leaderboard, sorted by id."""
+    if not paths.cohorts.is_dir():
+        return []
+    return sorted(p.name for p in paths.cohorts.iterdir()
+                  if (p / "reports" / "leaderboard.csv").is_file())
+
+
+def load_cohort_tables(paths: DataPaths, cohort_id: str) -> dict[str, pd.DataFrame]:
+    """Every report table of a cohort; a missing one is a ``site`` error naming it."""
+    out = {}
+    for name in COHORT_TABLES:
+        path = paths.reports_dir(cohort_id) / f"{name}.csv"
+        df = read_table(path)
+        if df is None:
+            raise DaydreamError("site", f"report table {name}.csv is missing: build the cohort's reports first",
+                                path=path)
+        out[name] = df
+    return out
+
+
+def load_cross_cohort(paths: DataPaths) -> pd.DataFrame | None:
+    return read_table(paths.cross_cohort_dir() / "cross_cohort.csv")
+
+
+@dataclass
+class Names:
+    """Display names from the catalog, falling back to ids when the catalog lacks an entry.
+
+    The site must build even when the catalog has changed since the run, so nothing here raises.
+    """
+
+    catalog: object | None = None
+    _concept_text: dict = field(default_factory=dict)
+
+    @classmethod
+    def load(cls, paths: DataPaths) -> "Names":
+        from ..catalog import load_catalog
+
+        try:
+            return cls(load_catalog(paths))
+        except DaydreamError:
+            return cls(None)
+
+    def model(self, model_id) -> str:
+        mid = "" if model_id is None else str(model_id)
+        if mid == "copy":
+            return "copy (no model)"
+        m = self.catalog.models.get(mid) if self.catalog else None
+        return m.display_name if m else (mid or "unknown")
+
+    def template(self, stage: str, template_id) -> str:
+        tid = "" if template_id is None else str(template_id)
+        t = self.catalog.templates.get(stage, {}).get(tid) if self.catalog else None
+        return t.name if t else (tid or "unknown")
+
+    def concept(self, concept_id: str) -> str:
+        c = self.catalog.concepts.get(concept_id) if self.catalog else None
+        return c.name if c else concept_id
+
+    def combo(self, combo_id) -> dict | None:
+        """Concepts of a combo with names and description text at the combo's level."""
+        c = self.catalog.combos.get(str(combo_id)) if self.catalog else None
+        if c is None:
+            return None
+        concepts = []
+        for cid in c.concept_ids:
+            key = (cid, c.level)
+            if key not in self._concept_text:
+                try:
+                    self._concept_text[key] = (self.catalog.concept_text(cid, c.level)
+                                               if cid in self.catalog.concepts else "(not in the catalog)")
+                except DaydreamError as exc:
+                    self._concept_text[key] = f"(description unreadable: {exc.message})"
+            concepts.append({"id": cid, "name": self.concept(cid), "text": self._concept_text[key]})
+        return {"level": c.level, "k": c.k, "concepts": concepts}
+
+    def offline_models(self) -> set[str]:
+        return {m.id for m in self.catalog.models.values() if m.provider == "offline"} if self.catalog else set()

@@ -1,0 +1,583 @@
+"""Page builders: report tables → sections of HTML, laid out by ``templates/_page.md``.
+
+Each builder returns a ``Page`` (its path under docs/, title and sections). Tables go through
+``render.table`` and charts through ``render.chart`` with figures from ``figures``, so escaping
+and look are decided in one place. Links are relative (``use_directory_urls: false``), so the
+site works from any static server. Large tables are capped (``ROW_CAP``) with a link to the
+full CSV, which is copied into the site.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import pandas as pd
+from markupsafe import Markup
+
+from . import figures
+from .data import Names
+from .render import Col, Link, chart, num, table
+
+ROW_CAP = 500          # rows of a table on one page; the full table is the CSV download
+ESSAYS_PER_PAGE = 200  # essay index pagination
+HEATMAP_ROWS = 80      # essays shown in the essay × evaluator heatmap (top and bottom halves)
+FACTOR_LEVELS_CAP = 40  # levels per factor chart (combo_id has many)
+
+# Cohort pages: (file stem, nav title).
+COHORT_PAGES = (
+    ("index", "Overview"), ("leaderboard", "Leaderboard"), ("factors", "Generation factors"),
+    ("evaluators", "Evaluator heatmaps"), ("rubrics", "Rubric comparison"), ("agreement", "Agreement & variance"),
+    ("essays/index", "Essays"), ("quality", "Data quality"),
+)
+DOWNLOADS = ("leaderboard", "scores", "generations", "factors", "pivot_essay_evaluator", "pivot_generation",
+             "pivot_draft_essay_template", "variance_models", "variance_rubrics", "variance_replicates",
+             "agreement", "coverage", "issues")
+NORM_NOTE = ("Means are of score_norm: each score rescaled to 0–1 on its own rubric's scale, so rubrics "
+             "with different scales compare fairly. Failed and pending evaluations are not zeros: they only "
+             "lower coverage.")
+
+
+@dataclass
+class Section:
+    title: str = ""
+    text: str | Markup = ""
+    parts: list = field(default_factory=list)
+
+
+@dataclass
+class Page:
+    path: str                      # under docs/, e.g. "cohorts/demo/index.md"
+    title: str                     # fixed text and safe ids only (MkDocs puts it in <title> unescaped)
+    heading: str
+    sections: list[Section]
+    simulated: bool
+    lead: str | Markup = ""
+
+    @property
+    def root(self) -> str:
+        return "../" * self.path.count("/")
+
+    @property
+    def charts(self) -> bool:
+        return any('class="dd-chart"' in str(p) for s in self.sections for p in s.parts)
+
+
+@dataclass
+class Cohort:
+    """One cohort's report tables plus what every page of it needs."""
+
+    id: str
+    t: dict[str, pd.DataFrame]
+    names: Names
+    essay_ids: set[str]            # essays that get a page
+
+    @property
+    def simulated(self) -> bool:
+        g = self.t["generations"]
+        return bool(len(g) and g["simulated"].any()) or bool(len(self.t["scores"]) and self.t["scores"]["simulated"].any())
+
+    def essay(self, essay_gen_id, prefix: str = "essays/"):
+        """A link to the essay's page (``prefix`` is the path from the linking page)."""
+        eid = "" if essay_gen_id is None else str(essay_gen_id)
+        return Link(eid, f"{prefix}{eid}.html", code=True) if eid in self.essay_ids else Markup("<code>{}</code>").format(eid)
+
+    def concepts(self, combo_id) -> str:
+        combo = self.names.combo(combo_id)
+        return " · ".join(c["name"] for c in combo["concepts"]) if combo else str(combo_id or "")
+
+
+def _rows(df: pd.DataFrame) -> list[dict]:
+    return df.astype(object).where(df.notna(), None).to_dict("records")
+
+
+def _capped(df: pd.DataFrame, csv_href: str, what: str) -> tuple[pd.DataFrame, str]:
+    if len(df) <= ROW_CAP:
+        return df, ""
+    return df.head(ROW_CAP), f"Showing the first {ROW_CAP:,} of {len(df):,} {what}; the full table is {csv_href}."
+
+
+def _csv_link(cohort: Cohort, name: str, prefix: str = "") -> Markup:
+    return Markup('<a href="{}data/{}.csv">{}.csv</a>').format(prefix, name, name)
+
+
+def _rubric_label(c: Cohort, template_id, lo=None, hi=None) -> str:
+    label = c.names.template("evaluation", template_id)
+    return f"{label} ({num(lo)}–{num(hi)})" if lo is not None and hi is not None else label
+
+
+def _cards(items: list[tuple[str, str]]) -> Markup:
+    body = Markup("").join(
+        Markup('<div class="dd-card"><div class="dd-card-value">{}</div><div class="dd-card-label">{}</div></div>\n')
+        .format(v, k) for k, v in items)
+    return Markup('<div class="dd-cards">\n{}</div>\n').format(body)
+
+
+def _pager(items: list[tuple[str, str, bool]]) -> Markup:
+    """Links between the pages of a paginated list; the current one is not a link."""
+    body = Markup("").join(Markup('<span class="dd-current">{}</span>').format(label) if current
+                           else Markup('<a href="{}">{}</a>').format(href, label) for label, href, current in items)
+    return Markup('<nav class="dd-pager" aria-label="Pages">{}</nav>\n').format(body)
+
+
+def _links(items: list[tuple[str, str]]) -> Markup:
+    lis = Markup("").join(Markup('<li><a href="{}">{}</a></li>\n').format(h, t) for t, h in items)
+    return Markup("<ul>\n{}</ul>\n").format(lis)
+
+
+# ---------------------------------------------------------------------------------------------
+# Cohort pages
+
+
+def overview(c: Cohort) -> Page:
+    g, s, cov = c.t["generations"], c.t["scores"], c.t["coverage"]
+    by_stage = {r["stage"]: r for r in _rows(cov)}
+    ev = by_stage.get("evaluation", {})
+    es = by_stage.get("essay", {})
+    failures = int((g["status"] == "failed").sum()) if len(g) else 0
+    tokens = (cov["prompt_tokens"].sum() + cov["completion_tokens"].sum()) if len(cov) else 0
+    cost = cov["cost_usd"].sum() if len(cov) else float("nan")
+    cards = _cards([
+        ("essays done / expected", f"{num(es.get('done'))} / {num(es.get('expected'))}"),
+        ("evaluations scored / expected", f"{num(ev.get('done'))} / {num(ev.get('expected'))}"),
+        ("failed generations", num(failures) or "0"),
+        ("tokens (prompt + completion)", num(tokens) or "0"),
+        ("cost", "n/a" if not cost == cost or cost == 0 and c.simulated else f"${cost:,.4f}"),
+    ])
+    cov_table = table([Col("stage"), Col("expected", kind="int"), Col("done", kind="int"), Col("failed", kind="int"),
+                       Col("pending", kind="int"), Col("coverage", kind="pct"), Col("prompt_tokens", kind="int"),
+                       Col("completion_tokens", kind="int"), Col("cost_usd", kind="usd"),
+                       Col("n_simulated", kind="int", title="generations produced by the offline simulator")],
+                      _rows(cov), sortable=False)
+    scored = s[s["score"].notna()] if len(s) else s
+    hist_groups = {
+        _rubric_label(c, t, grp["scale_min"].iloc[0], grp["scale_max"].iloc[0]): grp["score"].tolist()
+        for t, grp in scored.groupby("evaluation_template", sort=True)} if len(scored) else {}
+    hist = (chart(figures.histogram(hist_groups, title="Scores by rubric", x_title="score", bin_size=0.5),
+                  "score-histogram", "Raw scores of every scored evaluation, one colour per rubric.")
+            if hist_groups else Markup('<p class="dd-empty">No scored evaluations yet.</p>'))
+    fails = (g[g["status"] != "done"].groupby(["stage", "status", "error"], sort=True).size()
+             .reset_index(name="n") if len(g) else pd.DataFrame())
+    fail_table = table([Col("stage"), Col("status"), Col("error"), Col("n", kind="int")], _rows(fails),
+                       empty="Every generation is done.")
+    usage = (g.groupby(["stage", "llm_model_id"], sort=True)
+             .agg(n=("gen_id", "size"), prompt_tokens=("prompt_tokens", "sum"),
+                  completion_tokens=("completion_tokens", "sum"), cost_usd=("cost_usd", "sum"),
+                  mean_duration_s=("duration_s", "mean")).reset_index() if len(g) else pd.DataFrame())
+    for r in (usage_rows := _rows(usage)):
+        r["llm"] = c.names.model(r["llm_model_id"])
+    usage_table = table([Col("stage"), Col("llm"), Col("n", kind="int"), Col("prompt_tokens", kind="int"),
+                         Col("completion_tokens", kind="int"), Col("cost_usd", kind="usd"),
+                         Col("mean_duration_s", kind="num")], usage_rows)
+    pages = _links([(t, f"{stem}.html") for stem, t in COHORT_PAGES[1:]])
+    downloads = Markup(" · ").join(_csv_link(c, n) for n in DOWNLOADS)
+    return Page(f"cohorts/{c.id}/index.md", f"{c.id}: overview", f"Cohort {c.id}", [
+        Section(parts=[cards]),
+        Section("Coverage per stage", "Expected generations per stage and how many are done, failed or pending.",
+                [cov_table]),
+        Section("Score distribution", "", [hist]),
+        Section("Failures", Markup('Generations that are not done, by reason. Details are on the '
+                                   '<a href="quality.html">data quality</a> page.'), [fail_table]),
+        Section("Tokens and cost", "Usage per stage and model, summed from each response's metadata.", [usage_table]),
+        Section("Pages", "", [pages]),
+        Section("Downloads", Markup("Report tables (CSV): ") + downloads),
+    ], c.simulated, lead=f"{len(c.essay_ids):,} essays; every table below is built from the cohort's report CSVs.")
+
+
+def _lineage_cols(c: Cohort, rows: list[dict]) -> None:
+    """Add display names for the generation factors to report rows (in place)."""
+    for r in rows:
+        r["concepts"] = c.concepts(r.get("combo_id"))
+        for st in ("draft", "essay"):
+            if f"{st}_template" in r:
+                r[f"{st}_template_name"] = c.names.template(st, r[f"{st}_template"])
+            if f"{st}_llm" in r:
+                r[f"{st}_llm_name"] = c.names.model(r[f"{st}_llm"])
+
+
+LINEAGE_COLS = [Col("concepts"), Col("draft_template_name", "draft_template"), Col("draft_llm_name", "draft_llm"),
+                Col("essay_template_name", "essay_template"), Col("essay_llm_name", "essay_llm")]
+
+
+def leaderboard(c: Cohort) -> Page:
+    lb = c.t["leaderboard"]
+    shown, note = _capped(lb, _csv_link(c, "leaderboard"), "essays")
+    rows = _rows(shown)
+    _lineage_cols(c, rows)
+    for r in rows:
+        r["essay"] = c.essay(r["essay_gen_id"])
+    cols = [Col("rank", kind="int"), Col("essay", "essay_gen_id"), *LINEAGE_COLS,
+            Col("mean", kind="num", title="mean score_norm (0–1)"), Col("std", kind="num"), Col("min", kind="num"),
+            Col("max", kind="num"), Col("n", kind="int", title="scored evaluations"),
+            Col("expected", kind="int", title="evaluations in the cohort"), Col("coverage", kind="pct")]
+    means = lb["mean"].dropna().tolist() if len(lb) else []
+    parts = [table(cols, rows, note=Markup(note) if note else "", empty="No essays in this cohort.")]
+    hist = chart(figures.histogram({"essays": means}, title="Essay mean score_norm", x_title="mean score_norm",
+                                   bin_size=0.025), "leaderboard-hist") if means else ""
+    return Page(f"cohorts/{c.id}/leaderboard.md", f"{c.id}: leaderboard", "Leaderboard", [
+        Section("", NORM_NOTE + " Click a column header to sort.", parts),
+        Section("Distribution of essay means", "", [hist] if hist else []),
+    ], c.simulated, lead="Essays ranked by mean score_norm over every scored evaluation.")
+
+
+def _factor_label(c: Cohort, factor: str, level) -> str:
+    stage = factor.split("_")[0]
+    if factor.endswith("_llm"):
+        return c.names.model(level)
+    if factor.endswith("_template"):
+        return c.names.template(stage, level)
+    return str(level)
+
+
+def factors(c: Cohort) -> Page:
+    f = c.t["factors"]
+    sections: list[Section] = [Section("", NORM_NOTE)]
+    if not len(f):
+        sections.append(Section(parts=[Markup('<p class="dd-empty">No scored evaluations yet.</p>')]))
+    for factor in [x for x in dict.fromkeys(f["factor"]) if x != "combo_id"] if len(f) else []:
+        sub = f[f["factor"] == factor]
+        levels = list(dict.fromkeys(sub["level"]))[:FACTOR_LEVELS_CAP]
+        labels = [_factor_label(c, factor, lv) for lv in levels]
+        series, errors = {}, {}
+        for rubric, grp in sub.groupby("rubric", sort=False):
+            grp = grp.set_index("level").reindex(levels)
+            name = "all rubrics" if rubric == "(all)" else c.names.template("evaluation", rubric)
+            series[name] = grp["mean"].tolist()
+            errors[name] = grp["std"].tolist()
+        fig = figures.bars(labels, series, errors=errors, title=f"Mean score_norm by {factor}",
+                           y_title="mean score_norm (± std)", y_range=(0, 1))
+        pooled = _rows(sub[sub["rubric"] == "(all)"])
+        for r in pooled:
+            r["level_name"] = _factor_label(c, factor, r["level"])
+        tbl = table([Col("level_name", factor), Col("n", kind="int"), Col("n_unscored", kind="int"),
+                     Col("n_essays", kind="int"), Col("mean", kind="num"), Col("std", kind="num"),
+                     Col("min", kind="num"), Col("max", kind="num"), Col("share_high", kind="pct"),
+                     Col("share_low", kind="pct"), Col("share_max", kind="pct")], pooled)
+        sections.append(Section(factor, "", [chart(fig, f"factor-{factor}"), tbl]))
+    combos = _rows(f[(f["factor"] == "combo_id") & (f["rubric"] == "(all)")].sort_values("mean", ascending=False)) \
+        if len(f) else []
+    for r in combos:
+        r["concepts"] = c.concepts(r["level"])
+    sections.append(Section("combo_id", "Concept combinations, best first (all rubrics pooled).", [table(
+        [Col("level", "combo_id", kind="code"), Col("concepts"), Col("n", kind="int"), Col("n_essays", kind="int"),
+         Col("mean", kind="num"), Col("std", kind="num"), Col("share_high", kind="pct"), Col("share_low", kind="pct")],
+        combos[:ROW_CAP])]))
+    pg = c.t["pivot_generation"]
+    for stage in ("draft", "essay"):
+        sub = pg[pg["stage"] == stage] if len(pg) else pg
+        if not len(sub):
+            continue
+        tpls, llms = list(dict.fromkeys(sub["template"])), list(dict.fromkeys(sub["llm"]))
+        cell = {(r["template"], r["llm"]): r for r in _rows(sub)}
+        z = [[(cell.get((t, m)) or {}).get("mean") for m in llms] for t in tpls]
+        hover = [[f"{c.names.template(stage, t)} × {c.names.model(m)}: mean "
+                  f"{num((cell.get((t, m)) or {}).get('mean'))}, n {num((cell.get((t, m)) or {}).get('n'))}"
+                  for m in llms] for t in tpls]
+        fig = figures.heatmap(z, [c.names.model(m) for m in llms], [c.names.template(stage, t) for t in tpls],
+                              title=f"{stage}_template × {stage}_llm: mean score_norm", colorbar_title="mean",
+                              zmin=0, zmax=1, hover=hover)
+        sections.append(Section(f"{stage}_template × {stage}_llm", "", [chart(fig, f"pivot-{stage}")]))
+    pd_ = c.t["pivot_draft_essay_template"]
+    if len(pd_):
+        dts, ets = list(dict.fromkeys(pd_["draft_template"])), list(dict.fromkeys(pd_["essay_template"]))
+        cell = {(r["draft_template"], r["essay_template"]): r for r in _rows(pd_)}
+        z = [[(cell.get((d, e)) or {}).get("mean") for e in ets] for d in dts]
+        fig = figures.heatmap(z, [c.names.template("essay", e) for e in ets], [c.names.template("draft", d) for d in dts],
+                              title="draft_template × essay_template: mean score_norm", colorbar_title="mean",
+                              zmin=0, zmax=1)
+        sections.append(Section("draft_template × essay_template", "", [chart(fig, "pivot-draft-essay")]))
+    return Page(f"cohorts/{c.id}/factors.md", f"{c.id}: generation factors", "Generation factors", sections,
+                c.simulated, lead="How each generation choice (template, model, mode, concepts) relates to scores.")
+
+
+def _evaluator_columns(c: Cohort, pe: pd.DataFrame) -> list[tuple[str, str]]:
+    return list(dict.fromkeys(zip(pe["evaluation_llm"], pe["evaluation_template"])))
+
+
+def evaluators(c: Cohort) -> Page:
+    pe, lb, s = c.t["pivot_essay_evaluator"], c.t["leaderboard"], c.t["scores"]
+    sections: list[Section] = []
+    if len(pe):
+        in_pivot = set(pe["essay_gen_id"])
+        order = [e for e in lb["essay_gen_id"] if e in in_pivot] if len(lb) else []
+        ranked = set(order)
+        order += [e for e in dict.fromkeys(pe["essay_gen_id"]) if e not in ranked]
+        note = "Every essay of the cohort, best first."
+        if len(order) > HEATMAP_ROWS:
+            half = HEATMAP_ROWS // 2
+            order = order[:half] + order[-half:]
+            note = (f"The {half} best and {half} worst essays by mean score_norm; every essay is in "
+                    "pivot_essay_evaluator.csv and on its own page.")
+        cols = _evaluator_columns(c, pe)
+        cell = {(r["essay_gen_id"], r["evaluation_llm"], r["evaluation_template"]): r for r in _rows(pe)}
+        z, hover = [], []
+        for e in order:
+            zr, hr = [], []
+            for m, t in cols:
+                r = cell.get((e, m, t)) or {}
+                zr.append(r.get("mean_norm"))
+                hr.append(f"{e}<br>{c.names.model(m)} · {c.names.template('evaluation', t)}<br>"
+                          f"mean {num(r.get('mean'))} on {num(r.get('scale_min'))}–{num(r.get('scale_max'))}"
+                          f" (n {num(r.get('n')) or 0}, unscored {num(r.get('n_unscored')) or 0})")
+            z.append(zr)
+            hover.append(hr)
+        xl = [f"{c.names.model(m)} · {c.names.template('evaluation', t)}" for m, t in cols]
+        fig = figures.heatmap(z, xl, order, title="Essays × evaluator (evaluation_llm · evaluation_template)",
+                              colorbar_title="score_norm", zmin=0, zmax=1, hover=hover)
+        sections.append(Section("Essays × evaluator", note + " Cells are the mean score_norm of the replicates; "
+                                "blank cells have no score.", [chart(fig, "essay-evaluator")]))
+    sc = s[s["score_norm"].notna()] if len(s) else s
+    if len(sc):
+        grid = sc.groupby(["evaluation_llm", "evaluation_template"], sort=True).agg(
+            n=("score", "size"), mean=("score", "mean"), std=("score", "std"), mean_norm=("score_norm", "mean"),
+            scale_min=("scale_min", "first"), scale_max=("scale_max", "first")).reset_index()
+        models, rubrics = list(dict.fromkeys(grid["evaluation_llm"])), list(dict.fromkeys(grid["evaluation_template"]))
+        cell = {(r["evaluation_llm"], r["evaluation_template"]): r for r in _rows(grid)}
+        z = [[(cell.get((m, t)) or {}).get("mean_norm") for t in rubrics] for m in models]
+        fig = figures.heatmap(z, [c.names.template("evaluation", t) for t in rubrics], [c.names.model(m) for m in models],
+                              title="evaluation_llm × evaluation_template: mean score_norm", colorbar_title="mean",
+                              zmin=0, zmax=1)
+        rows = _rows(grid)
+        for r in rows:
+            r["evaluator"] = c.names.model(r["evaluation_llm"])
+            r["rubric"] = _rubric_label(c, r["evaluation_template"], r["scale_min"], r["scale_max"])
+        tbl = table([Col("evaluator", "evaluation_llm"), Col("rubric", "evaluation_template"), Col("n", kind="int"),
+                     Col("mean", kind="num", title="raw score"), Col("std", kind="num"),
+                     Col("mean_norm", kind="num")], rows)
+        sections.append(Section("Evaluator × rubric", "How harsh each evaluation model is on each rubric.",
+                                [chart(fig, "evaluator-rubric"), tbl]))
+    if not sections:
+        sections.append(Section(parts=[Markup('<p class="dd-empty">No evaluations yet.</p>')]))
+    return Page(f"cohorts/{c.id}/evaluators.md", f"{c.id}: evaluator heatmaps", "Evaluator heatmaps", sections,
+                c.simulated, lead="Each essay's scores from every evaluation model and rubric.")
+
+
+def rubrics(c: Cohort) -> Page:
+    s, f, vr = c.t["scores"], c.t["factors"], c.t["variance_rubrics"]
+    sc = s[s["score_norm"].notna()] if len(s) else s
+    sections: list[Section] = []
+    if len(sc):
+        groups = {f"{c.names.template('evaluation', t)} · {c.names.model(m)}": grp["score_norm"].tolist()
+                  for (t, m), grp in sc.groupby(["evaluation_template", "evaluation_llm"], sort=True)}
+        sections.append(Section("Score distribution per rubric and evaluator", "", [chart(
+            figures.boxes(groups, title="score_norm by evaluation_template · evaluation_llm", y_title="score_norm"),
+            "rubric-boxes")]))
+        per = sc.groupby(["essay_gen_id", "evaluation_template"])["score_norm"].mean().unstack()
+        names = list(per.columns)
+        pairs = [(a, b) for i, a in enumerate(names) for b in names[i + 1:]][:3]
+        for a, b in pairs:
+            both = per[[a, b]].dropna()
+            la, lb_ = c.names.template("evaluation", a), c.names.template("evaluation", b)
+            fig = figures.scatter(both[a].tolist(), both[b].tolist(), list(both.index),
+                                  title=f"{la} vs {lb_}: essay mean score_norm", x_title=la, y_title=lb_)
+            r = both[a].corr(both[b]) if len(both) > 2 else float("nan")
+            sections.append(Section(f"{la} vs {lb_}", f"{len(both):,} essays scored on both; Pearson r = {num(r)}.",
+                                    [chart(fig, f"rubric-pair-{a}-{b}")]))
+    per_rubric = _rows(f[(f["factor"] == "evaluation_template") & (f["rubric"] == "(all)")]) if len(f) else []
+    scales = {t: (g["scale_min"].iloc[0], g["scale_max"].iloc[0]) for t, g in s.groupby("evaluation_template")} if len(s) else {}
+    for r in per_rubric:
+        r["rubric"] = c.names.template("evaluation", r["level"])
+        r["scale"] = "–".join(num(x) for x in scales.get(r["level"], ("", "")))
+    sections.append(Section("Per rubric", NORM_NOTE, [table(
+        [Col("rubric", "evaluation_template"), Col("level", "template_id", kind="code"), Col("scale"),
+         Col("n", kind="int"), Col("n_unscored", kind="int"), Col("mean", kind="num"), Col("std", kind="num"),
+         Col("share_high", kind="pct"), Col("share_low", kind="pct"), Col("share_max", kind="pct")], per_rubric)]))
+    if len(vr):
+        counts = vr["agreement"].value_counts()
+        sections.append(Section("Do rubrics agree?", "For each essay and evaluation model: the range of the rubric "
+                                "means (score_norm). high: range ≤ 10% of the scale; moderate: ≤ 25%; low: larger.",
+                                [table([Col("agreement"), Col("n", kind="int")],
+                                       [{"agreement": k, "n": v} for k, v in counts.items()], sortable=False)]))
+    return Page(f"cohorts/{c.id}/rubrics.md", f"{c.id}: rubric comparison", "Rubric comparison", sections,
+                c.simulated, lead="The same essays judged by different rubrics.")
+
+
+VARIANCE = (("variance_models", "across evaluation models", "one rubric, each model's replicates averaged"),
+            ("variance_rubrics", "across rubrics", "one evaluation model, on score_norm"),
+            ("variance_replicates", "across replicates", "one evaluator and rubric: test-retest"))
+AGREEMENT_ORDER = ["high", "moderate", "low", "n/a"]
+
+
+def agreement(c: Cohort) -> Page:
+    ag = c.t["agreement"]
+    rows = _rows(ag)
+    for r in rows:
+        r["rubric"] = _rubric_label(c, r["evaluation_template"], r["scale_min"], r["scale_max"])
+    sections = [Section("Inter-rater agreement per rubric",
+                        "ICC(2,1): two-way random effects, absolute agreement, single rater, over essays scored by "
+                        "every evaluation model; retest ICC treats replicates as raters. Classes after Koo & Li "
+                        "(2016): < 0.5 poor, < 0.75 moderate, < 0.9 good, else excellent.",
+                        [table([Col("rubric", "evaluation_template"), Col("n_raters", kind="int"),
+                                Col("n_essays", kind="int"), Col("icc2_1", kind="num"), Col("icc_class"),
+                                Col("mean_pearson", kind="num"), Col("n_rater_pairs", kind="int"),
+                                Col("retest_icc2_1", kind="num"), Col("n_retest_units", kind="int")], rows,
+                               empty="No rubric has scores yet.")])]
+    series, ranges = {}, {}
+    for name, label, _ in VARIANCE:
+        v = c.t[name]
+        counts = v["agreement"].value_counts() if len(v) else pd.Series(dtype=int)
+        series[label] = [int(counts.get(k, 0)) for k in AGREEMENT_ORDER]
+        ranges[label] = v["range_norm"].dropna().tolist() if len(v) else []
+    if any(sum(x) for x in series.values()):
+        sections.append(Section("Agreement classes", "Per essay: the range of scores as a share of the rubric's "
+                                "scale. high ≤ 10%, moderate ≤ 25%, low above; n/a with fewer than two scores.", [
+            chart(figures.bars(AGREEMENT_ORDER, series, title="Essays by agreement class", y_title="essays"),
+                  "agreement-classes"),
+            chart(figures.histogram(ranges, title="Spread of scores (range as share of scale)",
+                                    x_title="range_norm", bin_size=0.05), "agreement-ranges")]))
+    for name, label, what in VARIANCE:
+        v = c.t[name]
+        worst = v[v["n"] >= 2].sort_values(["range_norm", "essay_gen_id"], ascending=[False, True]).head(25) \
+            if len(v) else v
+        rows = _rows(worst)
+        cols = [Col("essay", "essay_gen_id")]
+        for r in rows:
+            r["essay"] = c.essay(r["essay_gen_id"])
+            if "evaluation_template" in r:
+                r["rubric"] = c.names.template("evaluation", r["evaluation_template"])
+            if "evaluation_llm" in r:
+                r["evaluator"] = c.names.model(r["evaluation_llm"])
+        if "evaluation_template" in v.columns:
+            cols.append(Col("rubric", "evaluation_template"))
+        if "evaluation_llm" in v.columns:
+            cols.append(Col("evaluator", "evaluation_llm"))
+        cols += [Col("n", kind="int"), Col("mean", kind="num"), Col("std", kind="num"), Col("range", kind="num"),
+                 Col("range_norm", kind="pct"), Col("cv", kind="num"), Col("agreement")]
+        text = Markup("{}; the 25 widest spreads. Full table: {}.").format(what.capitalize(), _csv_link(c, name))
+        sections.append(Section(f"Largest disagreement {label}", text,
+                                [table(cols, rows, empty="Nothing to compare yet.")]))
+    return Page(f"cohorts/{c.id}/agreement.md", f"{c.id}: agreement and variance", "Agreement & variance",
+                sections, c.simulated, lead="How consistent the scores are across models, rubrics and replicates.")
+
+
+def quality(c: Cohort) -> Page:
+    cov, iss, g = c.t["coverage"], c.t["issues"], c.t["generations"]
+    cov_table = table([Col("stage"), Col("expected", kind="int"), Col("done", kind="int"), Col("failed", kind="int"),
+                       Col("pending", kind="int"), Col("coverage", kind="pct")], _rows(cov), sortable=False)
+    summary = iss.groupby(["stage", "issue"], sort=True).size().reset_index(name="n") if len(iss) else iss
+    shown, note = _capped(iss, _csv_link(c, "issues"), "issues")
+    failed = g[g["status"] == "failed"] if len(g) else g
+    fshown, fnote = _capped(failed, _csv_link(c, "generations"), "failed generations")
+    frows = _rows(fshown)
+    for r in frows:
+        r["template"] = c.names.template(r["stage"], r["template_id"])
+        r["llm"] = c.names.model(r["llm_model_id"])
+    return Page(f"cohorts/{c.id}/quality.md", f"{c.id}: data quality", "Data quality", [
+        Section("Coverage per stage", "", [cov_table]),
+        Section("Issues by kind", "Failures, missing files, broken lineage and catalog mismatches found while "
+                "building the reports.", [table([Col("stage"), Col("issue"), Col("n", kind="int")], _rows(summary),
+                                               empty="No issues found.")]),
+        Section("Failed generations", "", [table(
+            [Col("stage"), Col("gen_id", kind="code"), Col("template", "template_id"), Col("llm", "llm_model_id"),
+             Col("error"), Col("error_detail"), Col("finish_reason")], frows,
+            note=Markup(fnote) if fnote else "", empty="No failed generations.")]),
+        Section("Every issue", "", [table([Col("stage"), Col("gen_id", kind="code"), Col("issue"), Col("detail")],
+                                          _rows(shown), note=Markup(note) if note else "", empty="No issues found.")]),
+    ], c.simulated, lead="What is missing, failed or inconsistent in this cohort's data.")
+
+
+def essay_index(c: Cohort) -> list[Page]:
+    """The essay browser's index, ``ESSAYS_PER_PAGE`` essays per page, in cohort order."""
+    lb = c.t["leaderboard"]
+    g = c.t["generations"]
+    order = [e for e in g.loc[g["stage"] == "essay", "gen_id"]] if len(g) else []
+    lbr = {r["essay_gen_id"]: r for r in _rows(lb)}
+    seen = set(order)
+    order += [e for e in lbr if e not in seen and e in c.essay_ids]
+    n_pages = max(1, math.ceil(len(order) / ESSAYS_PER_PAGE))
+    names = ["index"] + [f"page-{i}" for i in range(2, n_pages + 1)]
+    out = []
+    for i in range(n_pages):
+        chunk = order[i * ESSAYS_PER_PAGE:(i + 1) * ESSAYS_PER_PAGE]
+        rows = []
+        for eid in chunk:
+            r = dict(lbr.get(eid) or {"essay_gen_id": eid})
+            r["essay"] = c.essay(eid, prefix="")
+            rows.append(r)
+        _lineage_cols(c, rows)
+        pager = _pager([(f"{j * ESSAYS_PER_PAGE + 1:,}–{min(len(order), (j + 1) * ESSAYS_PER_PAGE):,}",
+                          f"{names[j]}.html", j == i) for j in range(n_pages)]) if n_pages > 1 else ""
+        tbl = table([Col("essay", "essay_gen_id"), *LINEAGE_COLS, Col("essay_mode"), Col("essay_status"),
+                     Col("rank", kind="int"), Col("mean", kind="num"), Col("n", kind="int"),
+                     Col("expected", kind="int")], rows, empty="No essays in this cohort.")
+        first, last = i * ESSAYS_PER_PAGE + 1, i * ESSAYS_PER_PAGE + len(chunk)
+        out.append(Page(f"cohorts/{c.id}/essays/{names[i]}.md",
+                        f"{c.id}: essays" + (f" {first}–{last}" if n_pages > 1 else ""), "Essays", [
+            Section("", f"Essays {first:,}–{last:,} of {len(order):,}, in cohort order (grouped by combo and "
+                    "draft). Each links to its page: concepts, lineage, draft, essay and every evaluation with "
+                    "the evaluator's reasoning.", [pager, tbl, pager])], c.simulated))
+    return out
+
+
+def cohort_pages(c: Cohort) -> list[Page]:
+    return [overview(c), leaderboard(c), factors(c), evaluators(c), rubrics(c), agreement(c), quality(c),
+            *essay_index(c)]
+
+
+# ---------------------------------------------------------------------------------------------
+# Site pages
+
+
+def home(cohorts: list[Cohort]) -> Page:
+    rows = []
+    for c in cohorts:
+        cov = {r["stage"]: r for r in _rows(c.t["coverage"])}
+        lb = c.t["leaderboard"]
+        rows.append({
+            "cohort": Link(c.id, f"cohorts/{c.id}/index.html", code=True),
+            "essays": cov.get("essay", {}).get("expected"), "evaluations": cov.get("evaluation", {}).get("expected"),
+            "coverage": cov.get("evaluation", {}).get("coverage"),
+            "mean": lb["mean"].mean() if len(lb) else None,
+            "cost_usd": sum((r.get("cost_usd") or 0) for r in cov.values()),
+            "simulated": "yes" if c.simulated else "no",
+        })
+    tbl = table([Col("cohort", "cohort_id"), Col("essays", kind="int"), Col("evaluations", kind="int"),
+                 Col("coverage", "evaluation coverage", kind="pct"), Col("mean", "mean score_norm", kind="num"),
+                 Col("cost_usd", kind="usd"), Col("simulated")], rows, empty="No cohort has reports yet.")
+    return Page("index.md", "Cohorts", "daydream reports", [
+        Section("Cohorts", "", [tbl]),
+        Section("Across cohorts", Markup('Essays evaluated in more than one cohort are compared on the '
+                                         '<a href="cross-cohort.html">cross-cohort page</a>.')),
+        Section("Reading these pages", "Each cohort has an overview, a leaderboard, charts of generation factors, "
+                "evaluator heatmaps, a rubric comparison, agreement statistics, an essay browser and a data "
+                "quality page. " + NORM_NOTE),
+    ], any(c.simulated for c in cohorts), lead="Idea-generation experiments: drafts from concept combinations, "
+       "expanded into essays, scored by evaluation models with rubrics.")
+
+
+def cross_cohort(df: pd.DataFrame | None, cohorts: list[Cohort], names: Names) -> Page:
+    by_id = {c.id: c for c in cohorts}
+    if df is None:
+        body = [Markup('<p class="dd-empty">No cross-cohort table (data/reports/cross_cohort.csv) has been '
+                       'built yet.</p>')]
+        simulated = any(c.simulated for c in cohorts)
+    else:
+        simulated = any(by_id[x].simulated for x in set(df["cohort_id"]) if x in by_id) if len(df) else False
+        body = []
+        if len(df):
+            top = (df.groupby("essay_gen_id")["delta"].apply(lambda x: x.abs().max())
+                   .sort_values(ascending=False).head(30).index.tolist())
+            sub = df[df["essay_gen_id"].isin(top)]
+            series = {cid: [sub[(sub["essay_gen_id"] == e) & (sub["cohort_id"] == cid)]["mean"].mean() for e in top]
+                      for cid in sorted(set(sub["cohort_id"]))}
+            body.append(chart(figures.bars(top, series, title="Shared essays with the largest differences",
+                                           y_title="mean score_norm", y_range=(0, 1)), "cross-cohort",
+                              "Mean score_norm of each shared essay in each cohort (up to 30 essays)."))
+        shown, note = _capped(df, Markup('<a href="data/cross_cohort.csv">cross_cohort.csv</a>'), "rows")
+        rows = _rows(shown)
+        for r in rows:
+            c = by_id.get(r["cohort_id"])
+            r["essay"] = c.essay(r["essay_gen_id"], prefix=f"cohorts/{c.id}/essays/") if c else r["essay_gen_id"]
+            r["cohort"] = Link(r["cohort_id"], f"cohorts/{r['cohort_id']}/index.html", code=True) if c else r["cohort_id"]
+            r["essay_template_name"] = names.template("essay", r["essay_template"])
+            r["essay_llm_name"] = names.model(r["essay_llm"])
+        body.append(table([Col("essay", "essay_gen_id"), Col("cohort", "cohort_id"), Col("n_cohorts", kind="int"),
+                           Col("essay_template_name", "essay_template"), Col("essay_llm_name", "essay_llm"),
+                           Col("n", kind="int"), Col("mean", kind="num"), Col("std", kind="num"),
+                           Col("mean_across_cohorts", kind="num"), Col("delta", kind="num"), Col("rubrics"),
+                           Col("evaluators")], rows, note=Markup(note) if note else "",
+                          empty="No essay is evaluated in more than one cohort."))
+    return Page("cross-cohort.md", "Cross-cohort", "Across cohorts", [
+        Section("", "Essays evaluated in two or more cohorts. delta = this cohort's mean − the mean of the "
+                "cohorts' means (score_norm): a cohort whose rubrics or evaluators rate a shared essay "
+                "differently stands out.", body)], simulated)

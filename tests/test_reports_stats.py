@@ -1,0 +1,145 @@
+"""Statistics of the reports against values worked out by hand (arithmetic in the comments)."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from pipeline.reports import stats, tables
+
+
+def test_cv_is_std_over_mean_and_never_infinite():
+    # 1/2 = 0.5; mean 0 → NaN (not inf); NaN mean → NaN; negative mean uses |mean|: 1/|-4| = 0.25
+    out = stats.cv([1.0, 2.0, 0.5, 1.0], [2.0, 0.0, np.nan, -4.0])
+    assert out[0] == pytest.approx(0.5)
+    assert math.isnan(out[1]) and math.isnan(out[2])
+    assert out[3] == pytest.approx(0.25)
+    assert not np.isinf(out).any()
+
+
+def test_icc2_1_by_hand():
+    # X = [[1,2],[3,3],[5,7]], n=3 subjects, k=2 raters.
+    # grand mean 21/6 = 3.5; row means 1.5, 3, 6; column means 3, 4.
+    # MSR = k·Σ(row−grand)²/(n−1) = 2·(4 + 0.25 + 6.25)/2 = 10.5
+    # MSC = n·Σ(col−grand)²/(k−1) = 3·(0.25 + 0.25)/1 = 1.5
+    # residuals x−row−col+grand: 0,0 / .5,−.5 / −.5,.5 → SSE = 1, MSE = 1/((n−1)(k−1)) = 0.5
+    # ICC = (MSR−MSE) / (MSR + (k−1)MSE + k(MSC−MSE)/n) = 10 / (10.5 + 0.5 + 2/3) = 10/(35/3) = 6/7
+    assert stats.icc2_1([[1, 2], [3, 3], [5, 7]]) == pytest.approx(6 / 7)
+    # A constant offset of 2 between raters: rows 3,5,7; cols 4,6; grand 5; SSE = 0 → MSE = 0
+    # MSR = 2·(4+0+4)/2 = 8; MSC = 3·(1+1)/1 = 6 → ICC = 8 / (8 + 0 + 2·6/3) = 8/12 = 2/3
+    assert stats.icc2_1([[2, 4], [4, 6], [6, 8]]) == pytest.approx(2 / 3)
+    # identical raters agree perfectly
+    assert stats.icc2_1([[1, 1], [2, 2], [3, 3]]) == pytest.approx(1.0)
+    # undefined: one subject, one rater, missing values, or no variance at all
+    assert math.isnan(stats.icc2_1([[1, 2]]))
+    assert math.isnan(stats.icc2_1([[1], [2]]))
+    assert math.isnan(stats.icc2_1([[1, np.nan], [2, 3]]))
+    assert math.isnan(stats.icc2_1([[5, 5], [5, 5]]))
+
+
+def test_icc_classes():
+    assert [stats.icc_class(x) for x in (0.2, 0.5, 0.8, 0.95, float("nan"))] == \
+        ["poor", "moderate", "good", "excellent", "n/a"]
+
+
+def test_mean_pairwise_pearson_by_hand():
+    # a=[1,2,3], b=[2,4,6] → r(a,b)=1; c=[3,2,1] → r(a,c)=r(b,c)=−1; mean = (1−1−1)/3 = −1/3.
+    # d is constant → no correlation defined → its pairs are skipped.
+    df = pd.DataFrame({"a": [1, 2, 3], "b": [2, 4, 6], "c": [3, 2, 1], "d": [5, 5, 5]})
+    r, pairs = stats.mean_pairwise_pearson(df)
+    assert r == pytest.approx(-1 / 3) and pairs == 3
+    # a=[1,3,5], b=[2,3,7]: deviations [−2,0,2] and [−2,−1,3]; Σxy = 4+0+6 = 10,
+    # Σx² = 8, Σy² = 14 → r = 10/√112 = 0.944911
+    r, pairs = stats.mean_pairwise_pearson(pd.DataFrame({"a": [1, 3, 5], "b": [2, 3, 7]}))
+    assert r == pytest.approx(10 / math.sqrt(112)) and pairs == 1
+
+
+def test_agreement_classes_relative_to_scale():
+    # thresholds: range_norm ≤ 0.10 high, ≤ 0.25 moderate, else low; n < 2 or NaN → n/a
+    out = stats.agreement_class([0.0, 0.10, 0.1001, 0.25, 0.30, np.nan, 0.0], [2, 2, 2, 2, 2, 2, 1])
+    assert list(out) == ["high", "high", "moderate", "moderate", "low", "n/a", "n/a"]
+    # a range of 1 point: 1/9 = 0.111 on a 0–9 rubric is moderate, 1/10 = 0.10 on 0–10 is high
+    df = pd.DataFrame({"k": ["nine", "nine", "ten", "ten"], "v": [5, 6, 5, 6], "w": [9, 9, 10, 10]})
+    out = stats.spread(df, ["k"], "v", "w").set_index("k")
+    assert out.loc["nine", "agreement"] == "moderate" and out.loc["ten", "agreement"] == "high"
+
+
+def test_spread_by_hand():
+    # values 2, 4, 9 on a 0–10 scale: mean 5; deviations −3, −1, 4 → Σd² = 26;
+    # sample var = 26/2 = 13 → std = √13 = 3.605551; range 7 → range_norm 0.7 (low); cv = √13/5
+    df = pd.DataFrame({"k": ["x"] * 3, "v": [2.0, 4.0, 9.0], "w": [10.0] * 3})
+    row = stats.spread(df, ["k"], "v", "w").iloc[0]
+    assert row["n"] == 3 and row["mean"] == pytest.approx(5.0)
+    assert row["std"] == pytest.approx(math.sqrt(13))
+    assert row["range"] == 7 and row["range_norm"] == pytest.approx(0.7)
+    assert row["cv"] == pytest.approx(math.sqrt(13) / 5) and row["agreement"] == "low"
+    # one value: std is NaN (sample std undefined), agreement n/a; all-zero values: cv NaN, not inf
+    df = pd.DataFrame({"k": ["one", "zero", "zero"], "v": [3.0, 0.0, 0.0], "w": [9.0] * 3})
+    out = stats.spread(df, ["k"], "v", "w").set_index("k")
+    assert math.isnan(out.loc["one", "std"]) and out.loc["one", "agreement"] == "n/a"
+    assert math.isnan(out.loc["zero", "cv"]) and out.loc["zero", "agreement"] == "high"
+
+
+def _scores(rows):
+    """A minimal scores frame for the pure table functions."""
+    cols = ["essay_gen_id", "evaluation_template", "evaluation_llm", "evaluation_replicate", "score",
+            "scale_min", "scale_max"]
+    df = pd.DataFrame(rows, columns=cols)
+    df["score_norm"] = (df["score"] - df["scale_min"]) / (df["scale_max"] - df["scale_min"])
+    for c in ("draft_template", "draft_llm", "essay_template", "essay_llm", "essay_mode", "combo_id"):
+        df[c] = "x"
+    df["simulated"] = False
+    return df
+
+
+def test_thresholds_are_relative_to_each_rubric_scale():
+    # high = 0.8, low = 0.3 on score_norm.
+    # 0–9: 7 → .778 (not high), 8 → .889 (high), 9 → 1 (high, at max) → share_high 2/3, share_max 1/3
+    # 0–10: 8 → .8 (high, boundary counts), 9 → .9, 10 → 1 → share_high 3/3, share_max 1/3
+    # low: 0–9 none (≤ 2.7); 0–10: none. Pooled: share_high 5/6.
+    s = _scores([["e", "r9", "A", "1", 7, 0, 9], ["e", "r9", "A", "2", 8, 0, 9], ["e", "r9", "B", "1", 9, 0, 9],
+                 ["e", "r10", "A", "1", 8, 0, 10], ["e", "r10", "A", "2", 9, 0, 10], ["e", "r10", "B", "1", 10, 0, 10]])
+    f = tables.factors(s, high=0.8, low=0.3)
+    by = f[f["factor"] == "evaluation_template"].set_index("level")
+    assert by.loc["r9", "share_high"] == pytest.approx(2 / 3) and by.loc["r9", "share_max"] == pytest.approx(1 / 3)
+    assert by.loc["r10", "share_high"] == pytest.approx(1.0) and by.loc["r10", "share_max"] == pytest.approx(1 / 3)
+    pooled = f[(f["factor"] == "essay_mode") & (f["rubric"] == tables.ALL)].iloc[0]
+    assert pooled["share_high"] == pytest.approx(5 / 6) and pooled["share_low"] == 0
+    # mixed scales are pooled on score_norm only: (7/9 + 8/9 + 1 + .8 + .9 + 1)/6, never raw (51/6 = 8.5)
+    assert pooled["mean"] == pytest.approx((7 / 9 + 8 / 9 + 1 + 0.8 + 0.9 + 1) / 6)
+    # other thresholds are honoured: high 0.9 → r9: 9 only (1/3); r10: 9, 10 (2/3)
+    f = tables.factors(s, high=0.9, low=0.8)
+    by = f[f["factor"] == "evaluation_template"].set_index("level")
+    assert by.loc["r9", "share_high"] == pytest.approx(1 / 3) and by.loc["r10", "share_high"] == pytest.approx(2 / 3)
+    # low 0.8 → r9: 7 (.778) only; r10: 8 (.8, boundary)
+    assert by.loc["r9", "share_low"] == pytest.approx(1 / 3) and by.loc["r10", "share_low"] == pytest.approx(1 / 3)
+
+
+def test_agreement_table_by_hand():
+    # rubric r (0–10), raters A, B, essays x, y, z: A = 1, 3, 5 and B = 2, 3, 7 → ICC(2,1) = 6/7 (above),
+    # Pearson r = 10/√112. A has two replicates on x (1 and 1) so the replicate mean is still 1.
+    s = _scores([["x", "r", "A", "1", 1, 0, 10], ["x", "r", "A", "2", 1, 0, 10], ["y", "r", "A", "1", 3, 0, 10],
+                 ["z", "r", "A", "1", 5, 0, 10], ["x", "r", "B", "1", 2, 0, 10], ["y", "r", "B", "1", 3, 0, 10],
+                 ["z", "r", "B", "1", 7, 0, 10]])
+    row = tables.agreement(s).iloc[0]
+    assert row["n_raters"] == 2 and row["n_essays"] == 3
+    assert row["icc2_1"] == pytest.approx(6 / 7) and row["icc_class"] == "good"
+    assert row["mean_pearson"] == pytest.approx(10 / math.sqrt(112))
+    # retest: only (x, A) has two replicates → one unit, ICC undefined
+    assert row["n_retest_units"] == 1 and math.isnan(row["retest_icc2_1"])
+
+
+def test_variance_tables_never_pool_essays():
+    # Two essays with opposite evaluator patterns: pooled they would look alike; per essay they differ.
+    # e1: A=2, B=8 on 0–10 → range 6 (low); e2: A=5, B=5 → range 0 (high).
+    s = _scores([["e1", "r", "A", "1", 2, 0, 10], ["e1", "r", "B", "1", 8, 0, 10],
+                 ["e2", "r", "A", "1", 5, 0, 10], ["e2", "r", "B", "1", 5, 0, 10]])
+    v = tables.variance_models(s).set_index("essay_gen_id")
+    assert list(v.index) == ["e1", "e2"]
+    assert v.loc["e1", "range"] == 6 and v.loc["e1", "agreement"] == "low"
+    assert v.loc["e2", "range"] == 0 and v.loc["e2", "agreement"] == "high"
+    # std of e1: mean 5, deviations ±3 → Σd² = 18, /1 → √18 = 4.242641
+    assert v.loc["e1", "std"] == pytest.approx(math.sqrt(18))
