@@ -25,6 +25,7 @@ from . import config
 from .cohort import compile_cohort, read_membership
 from .store import read_json
 
+PROGRESS_HOOKS: list[Callable[[dict], None]] = []  # in-process observers of RunCohort's progress
 STALL_SECONDS = 900.0  # remote mode: give up on a chunk when nothing progressed for this long
 
 
@@ -118,25 +119,29 @@ def drive(cohort_id: str, build_kwargs: dict, *, chunk_size: int | None = None,
 
 def run_cohort(cohort_id: str, *, workers: int = 1, local_scheduler: bool = True,
                scheduler_url: str | None = None, verbose: bool = False) -> int:
-    """The CLI's ``run``: compile, check keys, drive, build reports and site, print the status."""
+    """The CLI's ``run``: compile, check keys, run ``RunCohort``, print the status.
+
+    With a central scheduler, a second ``run`` of the same cohort (another machine) finds
+    ``RunCohort`` already running elsewhere and joins in as an extra driver of the same chunks.
+    """
     from tqdm import tqdm
 
-    from .tasks import ReportSite, _Generation, generation_tasks, prepare_providers
+    from .tasks import ReportSite, RunCohort, _Generation, generation_tasks, prepare_providers
 
     paths = config.data_paths()
     compile_cohort(paths, cohort_id)
     tasks = generation_tasks(cohort_id)
     prepare_providers(tasks)
-    kwargs = {"workers": workers, "no_lock": True, "log_level": "INFO" if verbose else "WARNING"}
+    build = {"workers": workers, "no_lock": True, "log_level": "INFO" if verbose else "CRITICAL"}
     if local_scheduler:
-        kwargs["local_scheduler"] = True
+        build["local_scheduler"] = True
     elif scheduler_url:
-        kwargs["scheduler_url"] = scheduler_url
+        build["scheduler_url"] = scheduler_url
 
-    bar = tqdm(total=len(tasks), unit="gen", desc=f"{cohort_id}", file=sys.stderr)
+    bar = tqdm(total=len(tasks), unit="gen", desc=cohort_id, file=sys.stderr)
 
     @_Generation.event_handler(luigi.Event.SUCCESS)
-    def _advance(task):  # in-process workers: live updates; chunk ends resynchronise below
+    def _advance(task):  # live updates from in-process workers; chunk ends resynchronise
         bar.update(min(len(task.gen_ids()), bar.total - bar.n))
 
     def _sync(counts: dict) -> None:
@@ -144,19 +149,25 @@ def run_cohort(cohort_id: str, *, workers: int = 1, local_scheduler: bool = True
         bar.set_postfix(failed=counts["failed"])
         bar.refresh()
 
+    PROGRESS_HOOKS.append(_sync)
     try:
-        result = drive(cohort_id, kwargs, progress=_sync)
+        outer = dict(build, workers=1, detailed_summary=True)
+        run = luigi.build([RunCohort(cohort_id=cohort_id, build=build)], **outer)
+        if run.status.name == "NOT_RUN" and not local_scheduler:
+            result = drive(cohort_id, build, progress=_sync)  # RunCohort runs elsewhere: help it
+            print(result.summary(), file=sys.stderr)
+            luigi.build([ReportSite()], **build)
     finally:
+        PROGRESS_HOOKS.remove(_sync)
         bar.close()
-    print(result.summary(), file=sys.stderr)
-    site_ok = luigi.build([ReportSite()], **kwargs)
     code = print_status(cohort_id)
     site = paths.site_dir / "build" / "index.html"
-    if site.exists():
+    if ReportSite().complete() and site.exists():
         print(f"\nreport site: {site}\npreview it:  .venv/bin/daydream preview   (serves on 127.0.0.1)")
-    if not site_ok:
-        print("error: building the reports or the site failed (see the log above)", file=sys.stderr)
-    return 1 if result.failed or result.blocked or code or not site_ok else 0
+    else:
+        print("error: the reports or the site were not built (see the log above)", file=sys.stderr)
+        code = 1
+    return 1 if code or run.status.name not in ("SUCCESS", "SUCCESS_WITH_RETRY", "NOT_RUN") else 0
 
 
 def cohort_status(cohort_id: str) -> dict:

@@ -240,6 +240,9 @@ class RunCohort(_DaydreamTask):
     """
 
     cohort_id = luigi.Parameter()
+    # How the nested per-chunk builds reach the scheduler; empty = as this process was started.
+    build = luigi.DictParameter(default={}, significant=False,
+                                visibility=luigi.parameter.ParameterVisibility.HIDDEN)
 
     def requires(self):
         return CompileCohort(self.cohort_id)
@@ -253,7 +256,7 @@ class RunCohort(_DaydreamTask):
         from .running import drive, nested_build_kwargs
 
         prepare_providers(generation_tasks(self.cohort_id))
-        kwargs = nested_build_kwargs()
+        kwargs = dict(self.build) or nested_build_kwargs()
         result = drive(self.cohort_id, kwargs, progress=self._progress)
         self.set_status_message("reports and site")
         luigi.build([ReportSite()], **kwargs)
@@ -262,6 +265,10 @@ class RunCohort(_DaydreamTask):
         self.set_status_message(result.summary())
 
     def _progress(self, counts: dict) -> None:
+        from .running import PROGRESS_HOOKS
+
+        for hook in PROGRESS_HOOKS:
+            hook(counts)
         total = max(1, counts["total"])
         self.set_status_message(
             f"done {counts['done']}, failed {counts['failed']}, remaining {counts['remaining']} of {counts['total']}")

@@ -153,10 +153,16 @@ def _cohort_ids(paths: DataPaths) -> list[str]:
     return sorted(p.name for p in paths.cohorts.iterdir() if (p / "membership.csv").is_file())
 
 
-def build_cross_cohort(paths: DataPaths) -> pd.DataFrame:
-    """Essays scored in several cohorts and how their scores compare (from files, not old CSVs)."""
+def build_cross_cohort(paths: DataPaths, scores: dict[str, pd.DataFrame] | None = None) -> pd.DataFrame:
+    """Essays scored in several cohorts and how their scores compare.
+
+    Every cohort with a membership.csv is read from the gens store (never from old CSVs), except
+    those whose ``scores`` frame the caller already holds (``build_reports(...)["scores"]``).
+    """
     catalog, _ = _catalog(paths)
-    per_cohort = {cid: collect(paths, cid, catalog).scores for cid in _cohort_ids(paths)}
+    scores = scores or {}
+    per_cohort = {cid: scores[cid] if cid in scores else collect(paths, cid, catalog).scores
+                  for cid in _cohort_ids(paths)}
     df = tables.cross_cohort(per_cohort)
     write_table(paths.cross_cohort_dir() / "cross_cohort.csv", df)
     return df

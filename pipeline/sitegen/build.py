@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import re
 import shutil
 from pathlib import Path
@@ -21,17 +22,25 @@ from pathlib import Path
 from markupsafe import Markup
 
 from ..errors import DaydreamError
+from ..ids import is_safe_id
 from ..store import DataPaths, atomic_write_bytes, atomic_write_text, check_id, read_text
 from . import pages as P
 from .data import Names, cohorts_with_reports, load_cohort_tables, load_cross_cohort
 from .gens import EssayBundle, load_essays
-from .render import Col, make_env, num, table
+from .render import Col, make_env, num, score, status_tag, table
 
 SITE_PROJECT = Path(__file__).resolve().parents[2] / "site"   # the MkDocs project in the repo
 TITLE_SLOT, BODY_SLOT = "DDESSAYTITLESLOT", "<p>DDESSAYBODYSLOT</p>"
 SLOT = re.compile(r"DDSLOT\d+X")
 SHELL = "_essay"
 SEARCH_EXCERPT = 300  # characters of each essay in the search index
+
+
+def _publish(path: Path, text: str) -> None:
+    """Write a page of the built site: atomically, and world-readable like MkDocs' own files
+    (the atomic writer's temporary files are created 0600)."""
+    atomic_write_text(path, text)
+    os.chmod(path, 0o644)
 
 
 def mkdocs_yml() -> Path:
@@ -56,27 +65,35 @@ def _plotly_js() -> bytes:
 # Essay pages
 
 
+def _shown(c: P.Cohort, g) -> dict | None:
+    """A generation's report row plus its display names and text, as the essay template uses it."""
+    if g is None:
+        return None
+    r = dict(g.row, text=g.text, text_problem=g.text_problem,
+             template_name=c.names.template(g.row["stage"], g.row["template_id"]),
+             model_name=c.names.model(g.row["llm_model_id"]))
+    if g.row["stage"] == "evaluation":
+        s = g.score
+        r.update(score=s.get("score"), score_norm=s.get("score_norm"),
+                 scale=f"{score(s.get('scale_min'))}–{score(s.get('scale_max'))}" if s else "")
+    return r
+
+
 def _essay_context(c: P.Cohort, b: EssayBundle, lb_row: dict, n_ranked: int) -> dict:
-    scores = []
-    for v in b.evaluations:
-        s = v.score
-        scores.append({
-            "rubric": c.names.template("evaluation", v.row["template_id"]),
-            "evaluator": c.names.model(v.row["llm_model_id"]), "replicate": v.row["replicate"],
-            "score": s.get("score"), "scale": f"{num(s.get('scale_min'))}–{num(s.get('scale_max'))}" if s else "",
-            "score_norm": s.get("score_norm"), "status": v.row["status"],
-            "gen": P.Link(v.row["gen_id"], f"#{v.row['gen_id']}", code=True),
-        })
-    scores_table = table([Col("rubric", "evaluation_template"), Col("evaluator", "evaluation_llm"),
+    evals = [_shown(c, v) for v in b.evaluations]
+    rows = [dict(v, gen=P.Link(v["gen_id"], f"#{v['gen_id']}", code=True), status_html=status_tag(v["status"], v["error"]))
+            for v in evals]
+    scores_table = table([Col("template_name", "evaluation_template"), Col("model_name", "evaluation_llm"),
                           Col("replicate"), Col("score", kind="score"), Col("scale"), Col("score_norm", kind="num"),
-                          Col("status"), Col("gen", "evaluation_gen_id")], scores,
+                          Col("status_html", "status"), Col("gen", "evaluation_gen_id")], rows,
                          empty="No evaluations of this essay in this cohort.")
     rank = lb_row.get("rank")
     cards = [("rank", f"{num(rank)} of {n_ranked:,}" if rank is not None else "unranked"),
              ("mean score_norm", num(lb_row.get("mean")) or "–"),
              ("scored / expected evaluations", f"{num(lb_row.get('n')) or 0} / {num(lb_row.get('expected')) or 0}"),
              ("std", num(lb_row.get("std")) or "–")]
-    return {"b": b, "combo": c.names.combo(b.essay.row["combo_id"]), "cards": cards, "scores_table": scores_table}
+    return {"e": _shown(c, b.essay), "d": _shown(c, b.draft), "evals": evals, "simulated": b.simulated,
+            "combo": c.names.combo(b.essay.row["combo_id"]), "cards": cards, "scores_table": scores_table}
 
 
 def _write_essays(c: P.Cohort, bundles: list[EssayBundle], build: Path, env) -> list[dict]:
@@ -95,13 +112,13 @@ def _write_essays(c: P.Cohort, bundles: list[EssayBundle], build: Path, env) -> 
     for i, b in enumerate(bundles):
         eid = ids[i]
         ctx = _essay_context(c, b, lb.get(eid, {}), n_ranked)
-        ctx.update(names=c.names, index_href="index.html",
+        ctx.update(index_href="index.html",
                    prev_href=f"{ids[i - 1]}.html" if i > 0 else "", next_href=f"{ids[i + 1]}.html" if i + 1 < len(ids) else "")
         body = tpl.render(ctx)
         title = f"Essay {eid}"
         page = (head.replace(TITLE_SLOT, title).replace(f"{SHELL}.md", f"{eid}.html").replace(f"{SHELL}.html", f"{eid}.html")
                 + body + tail.replace(TITLE_SLOT, title))
-        atomic_write_text(essays_dir / f"{eid}.html", page)
+        _publish(essays_dir / f"{eid}.html", page)
         e = b.essay.row
         combo = ctx["combo"]
         text = " ".join([
@@ -133,7 +150,7 @@ def _fill_slots(build: Path, page: P.Page, slots: dict[str, str]) -> None:
     if set(tokens) != set(SLOT.findall(html)) or len(tokens) != len(set(tokens)):
         raise DaydreamError("site", "a slot of a generated page did not render as a paragraph", path=path)
     pieces[1::2] = [slots[t] for t in tokens]
-    atomic_write_text(path, "".join(pieces))
+    _publish(path, "".join(pieces))
 
 
 def _patch_search(build: Path, shells: set[str], entries: list[dict]) -> None:
@@ -147,11 +164,23 @@ def _patch_search(build: Path, shells: set[str], entries: list[dict]) -> None:
     for d in docs:
         d["text"] = " ".join(SLOT.sub(" ", d["text"]).split())
     index["docs"] = docs + entries
-    atomic_write_text(path, json.dumps(index, sort_keys=True, separators=(",", ":")))
+    _publish(path, json.dumps(index, sort_keys=True, separators=(",", ":")))
 
 
 # ---------------------------------------------------------------------------------------------
 # The build
+
+
+def _pageable(bundles: list[EssayBundle]) -> list[EssayBundle]:
+    """Essays that can have a page: a safe gen_id (it names the file), listed once."""
+    seen: set[str] = set()
+    out = []
+    for b in bundles:
+        eid = str(b.essay.row["gen_id"])
+        if is_safe_id(eid) and eid != "unknown" and eid not in seen:
+            seen.add(eid)
+            out.append(b)
+    return out
 
 
 class _Warnings(logging.Handler):
@@ -163,7 +192,7 @@ class _Warnings(logging.Handler):
         self.messages.append(record.getMessage())
 
 
-def _mkdocs(docs: Path, out: Path, nav: list) -> None:
+def _mkdocs(docs: Path, out: Path, nav: list, simulated: bool) -> None:
     """Run MkDocs (strict: any warning is an error) with our generated docs and nav."""
     from mkdocs.commands.build import build
     from mkdocs.config import load_config
@@ -173,7 +202,8 @@ def _mkdocs(docs: Path, out: Path, nav: list) -> None:
     handler = _Warnings()
     log.addHandler(handler)
     try:
-        cfg = load_config(config_file=str(mkdocs_yml()), docs_dir=str(docs), site_dir=str(out), nav=nav)
+        cfg = load_config(config_file=str(mkdocs_yml()), docs_dir=str(docs), site_dir=str(out), nav=nav,
+                          extra={"daydream_simulated": simulated})
         cfg.plugins.on_startup(command="build", dirty=False)
         try:
             build(cfg)
@@ -214,13 +244,15 @@ def build_site(paths: DataPaths, cohort_ids: list[str] | None = None) -> Path:
     Raises ``DaydreamError("site")`` when a cohort has no reports or MkDocs fails.
     """
     ids = cohorts_with_reports(paths) if cohort_ids is None else [check_id(c, "cohort id") for c in cohort_ids]
+    if len(set(ids)) != len(ids):
+        raise DaydreamError("site", f"cohort ids listed more than once: {', '.join(ids)}")
     names = Names.load(paths)
     env = make_env()
     cohorts: list[P.Cohort] = []
     bundles: dict[str, list[EssayBundle]] = {}
     for cid in ids:
         tables = load_cohort_tables(paths, cid)
-        bundles[cid] = load_essays(paths, tables["generations"], tables["scores"])
+        bundles[cid] = _pageable(load_essays(paths, tables["generations"], tables["scores"]))
         cohorts.append(P.Cohort(cid, tables, names, {b.essay.row["gen_id"] for b in bundles[cid]}))
 
     cross = load_cross_cohort(paths)
@@ -249,7 +281,7 @@ def build_site(paths: DataPaths, cohort_ids: list[str] | None = None) -> Path:
     _sync_dir(docs, files)
     for d in (tmp, old):
         shutil.rmtree(d, ignore_errors=True)
-    _mkdocs(docs, tmp, _nav(cohorts))
+    _mkdocs(docs, tmp, _nav(cohorts), any(c.simulated for c in cohorts))
     for p in pages:
         _fill_slots(tmp, p, slots)
     entries = []

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 import pandas as pd
 
 from ..errors import DaydreamError
+from ..ids import is_safe_id
 from ..store import DataPaths, read_text
 
 COHORT_TABLES = (
@@ -54,7 +55,7 @@ def cohorts_with_reports(paths: DataPaths) -> list[str]:
     if not paths.cohorts.is_dir():
         return []
     return sorted(p.name for p in paths.cohorts.iterdir()
-                  if (p / "reports" / "leaderboard.csv").is_file())
+                  if is_safe_id(p.name) and (p / "reports" / "leaderboard.csv").is_file())
 
 
 def load_cohort_tables(paths: DataPaths, cohort_id: str) -> dict[str, pd.DataFrame]:

@@ -17,7 +17,7 @@ from markupsafe import Markup
 
 from . import figures
 from .data import Names
-from .render import Col, Link, chart, num, table
+from .render import Col, Link, chart, num, status_tag, table
 
 ROW_CAP = 500          # rows of a table on one page; the full table is the CSV download
 ESSAYS_PER_PAGE = 200  # essay index pagination
@@ -493,11 +493,12 @@ def essay_index(c: Cohort) -> list[Page]:
         for eid in chunk:
             r = dict(lbr.get(eid) or {"essay_gen_id": eid})
             r["essay"] = c.essay(eid, prefix="")
+            r["status"] = status_tag(r.get("essay_status"), "")
             rows.append(r)
         _lineage_cols(c, rows)
         pager = _pager([(f"{j * ESSAYS_PER_PAGE + 1:,}–{min(len(order), (j + 1) * ESSAYS_PER_PAGE):,}",
                           f"{names[j]}.html", j == i) for j in range(n_pages)]) if n_pages > 1 else ""
-        tbl = table([Col("essay", "essay_gen_id"), *LINEAGE_COLS, Col("essay_mode"), Col("essay_status"),
+        tbl = table([Col("essay", "essay_gen_id"), *LINEAGE_COLS, Col("essay_mode"), Col("status", "essay_status"),
                      Col("rank", kind="int"), Col("mean", kind="num"), Col("n", kind="int"),
                      Col("expected", kind="int")], rows, empty="No essays in this cohort.")
         first, last = i * ESSAYS_PER_PAGE + 1, i * ESSAYS_PER_PAGE + len(chunk)
