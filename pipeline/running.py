@@ -150,24 +150,28 @@ def run_cohort(cohort_id: str, *, workers: int = 1, local_scheduler: bool = True
         bar.refresh()
 
     PROGRESS_HOOKS.append(_sync)
+    helper = None
     try:
         outer = dict(build, workers=1, detailed_summary=True)
-        run = luigi.build([RunCohort(cohort_id=cohort_id, build=build)], **outer)
-        if run.status.name == "NOT_RUN" and not local_scheduler:
-            result = drive(cohort_id, build, progress=_sync)  # RunCohort runs elsewhere: help it
-            print(result.summary(), file=sys.stderr)
-            luigi.build([ReportSite()], **build)
+        task = RunCohort(cohort_id=cohort_id, build=build)
+        run = luigi.build([task], **outer)
+        if not local_scheduler and run.status.name != "FAILED" and not task.complete():
+            helper = drive(cohort_id, build, progress=_sync)  # RunCohort runs elsewhere: help it
     finally:
         PROGRESS_HOOKS.remove(_sync)
         bar.close()
+    if helper is not None:
+        print(helper.summary(), file=sys.stderr)
+        print("RunCohort runs on another worker; it builds the reports and the site.", file=sys.stderr)
+        return 1 if helper.failed or helper.blocked else 0
     code = print_status(cohort_id)
     site = paths.site_dir / "build" / "index.html"
     if ReportSite().complete() and site.exists():
         print(f"\nreport site: {site}\npreview it:  .venv/bin/daydream preview   (serves on 127.0.0.1)")
     else:
-        print("error: the reports or the site were not built (see the log above)", file=sys.stderr)
+        print(f"error: the reports or the site were not built (RunCohort: {run.status.name}; see the log above)", file=sys.stderr)
         code = 1
-    return 1 if code or run.status.name not in ("SUCCESS", "SUCCESS_WITH_RETRY", "NOT_RUN") else 0
+    return 1 if code or run.status.name not in ("SUCCESS", "SUCCESS_WITH_RETRY") else 0
 
 
 def cohort_status(cohort_id: str) -> dict:

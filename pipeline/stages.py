@@ -28,7 +28,7 @@ from .llm import make_provider, require_keys
 from .llm.base import Completion, CompletionRequest, Provider
 from .parsers import parse
 from .render import draft_context, essay_context, evaluation_context, render
-from .store import DataPaths, atomic_write_json, atomic_write_text, read_json, read_text
+from .store import DataPaths, atomic_write_json, atomic_write_text, read_json, read_text, remove_stale_temporaries
 
 PREVIEW_CHARS = 400
 
@@ -190,6 +190,7 @@ def run_generation(rt: Runtime, stage: str, gen_id: str, status: Callable[[str],
     inputs = resolve_inputs(rt, stage, gen_id)
     if inputs is None:
         raise DaydreamError("store", f"{stage} {gen_id}: parent {inputs_parent(rt, stage, gen_id)} is not complete")
+    remove_stale_temporaries(paths.gen_dir(stage, gen_id))
     md = inputs.metadata
     prompt_sha = sha256(inputs.prompt)
     atomic_write_text(f("prompt.txt"), inputs.prompt)

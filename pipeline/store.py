@@ -21,6 +21,17 @@ from .errors import DaydreamError
 from .ids import is_safe_id
 
 STAGES = ("draft", "essay", "evaluation")
+TMP_GLOB = ".*.tmp"  # the atomic writer's temporary files; a kill -9 may leave one behind
+
+
+def _file_mode() -> int:
+    """Mode for new files: what open() would give (0666 less the umask), not mkstemp's 0600."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
+_FILE_MODE = _file_mode()
 GEN_FILES = (
     "metadata.json",
     "prompt.txt",
@@ -134,6 +145,7 @@ def atomic_write_bytes(path: Path, data: bytes) -> bool:
     except OSError as exc:
         raise DaydreamError("store", f"cannot write: {exc.strerror or exc}", path=path) from None
     try:
+        os.fchmod(fd, _FILE_MODE)
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
             fh.flush()
@@ -148,6 +160,19 @@ def atomic_write_bytes(path: Path, data: bytes) -> bool:
             raise DaydreamError("store", f"cannot write: {exc.strerror or exc}", path=path) from None
         raise
     return True
+
+
+def remove_stale_temporaries(directory: Path) -> int:
+    """Delete temporary files a killed writer left in ``directory``; only call this where no
+    other writer can be active (a generation's directory while its task runs)."""
+    n = 0
+    for tmp in Path(directory).glob(TMP_GLOB):
+        try:
+            tmp.unlink()
+            n += 1
+        except FileNotFoundError:
+            pass
+    return n
 
 
 def atomic_write_text(path: Path, text: str) -> bool:

@@ -18,7 +18,6 @@ import hashlib
 import io
 import itertools
 import math
-import random
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Iterable
@@ -28,18 +27,30 @@ from .store import DataPaths, atomic_write_csv, atomic_write_json, atomic_write_
 
 # Concepts written for this project: (id, name, paragraph description).
 CONCEPTS = [
-    ("tidal-memory", "Tidal memory", "Coastal communities keep records in the timing of tides; knowledge that returns on a schedule rather than being stored once."),
-    ("slow-feedback", "Slow feedback", "Systems whose consequences arrive years after the decision, so learning has to happen before the evidence does."),
-    ("borrowed-tools", "Borrowed tools", "Instruments built for one field that quietly reshape another, such as the telescope in navigation or statistics in biology."),
-    ("edge-repair", "Edge repair", "Maintenance done by the people at the margins of a system, who see failures long before the centre does."),
-    ("quiet-consensus", "Quiet consensus", "Agreement that forms without debate because nobody thought to question an assumption."),
-    ("seed-banks", "Seed banks", "Deliberate stores of variety kept for a future whose needs are unknown."),
-    ("cheap-verification", "Cheap verification", "Domains where checking an answer costs far less than finding it, which changes who can contribute."),
-    ("night-shifts", "Night shifts", "Work that happens while the rest of the organisation sleeps, with its own habits and blind spots."),
-    ("map-drift", "Map drift", "The slow divergence between a description of a system and the system itself."),
-    ("apprentice-loops", "Apprentice loops", "Skills passed on by doing alongside someone, which resist being written down."),
-    ("surplus-attention", "Surplus attention", "Capacity left over after routine work, and what people do with it when nobody is watching."),
-    ("fault-lines", "Fault lines", "Places where two structures meet and stress accumulates until it is released all at once."),
+    ("tidal-memory", "Tidal memory",
+     "Coastal communities keep records in the timing of tides; knowledge that returns on a schedule rather than being stored once."),
+    ("slow-feedback", "Slow feedback",
+     "Systems whose consequences arrive years after the decision, so learning has to happen before the evidence does."),
+    ("borrowed-tools", "Borrowed tools",
+     "Instruments built for one field that quietly reshape another, such as the telescope in navigation or statistics in biology."),
+    ("edge-repair", "Edge repair",
+     "Maintenance done by the people at the margins of a system, who see failures long before the centre does."),
+    ("quiet-consensus", "Quiet consensus",
+     "Agreement that forms without debate because nobody thought to question an assumption."),
+    ("seed-banks", "Seed banks",
+     "Deliberate stores of variety kept for a future whose needs are unknown."),
+    ("cheap-verification", "Cheap verification",
+     "Domains where checking an answer costs far less than finding it, which changes who can contribute."),
+    ("night-shifts", "Night shifts",
+     "Work that happens while the rest of the organisation sleeps, with its own habits and blind spots."),
+    ("map-drift", "Map drift",
+     "The slow divergence between a description of a system and the system itself."),
+    ("apprentice-loops", "Apprentice loops",
+     "Skills passed on by doing alongside someone, which resist being written down."),
+    ("surplus-attention", "Surplus attention",
+     "Capacity left over after routine work, and what people do with it when nobody is watching."),
+    ("fault-lines", "Fault lines",
+     "Places where two structures meet and stress accumulates until it is released all at once."),
 ]
 
 DRAFT_TEMPLATES = [("draft-brainstorm", "Brainstorm", "Loose list of connections between the concepts"),

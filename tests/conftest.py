@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
 import pytest
+
+REPO = Path(__file__).resolve().parents[1]
 
 # -- LLM test server (tests/llm_server.py) ------------------------------------------------------------
 
@@ -85,3 +90,86 @@ def project(tmp_path, llm_server, monkeypatch):
     yield Project(root, llm_server)
     cfg.remove_section("llm.testsrv")
     reset_luigi_state()
+
+
+# -- A real luigid on a free loopback port, with its own state and log directories ------------------
+
+
+class Luigid:
+    def __init__(self, base):
+        import socket
+
+        self.base = base
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            self.port = s.getsockname()[1]
+        self.url = f"http://127.0.0.1:{self.port}/"
+        self.state_dir, self.log_dir = base / "state", base / "logs"
+        self.state_dir.mkdir(parents=True)
+        self.log_dir.mkdir()
+        # luigid reads luigi.cfg from its working directory: resources as in the project's file,
+        # and a short disconnect delay so a killed worker's tasks are released quickly.
+        (base / "luigi.cfg").write_text(
+            "[scheduler]\nworker_disconnect_delay = 4\nretry_delay = 1\nremove_delay = 600\nprune_on_get_work = true\n"
+            "[resources]\nllm_offline = 64\nllm_testsrv = 4\n"
+        )
+
+    def start(self):
+        import shutil
+        import subprocess
+        import time
+        import urllib.request
+
+        luigid = shutil.which("luigid") or str(Path(sys.executable).parent / "luigid")
+        self.log = open(self.log_dir / "luigid.log", "wb")
+        self.proc = subprocess.Popen(
+            [luigid, "--address", "127.0.0.1", "--port", str(self.port),
+             "--state-path", str(self.state_dir / "luigi-state.pickle")],
+            cwd=self.base, stdout=self.log, stderr=subprocess.STDOUT,
+        )
+        deadline = time.time() + 20
+        while time.time() < deadline:
+            try:
+                urllib.request.urlopen(self.url + "api/task_list?data=%7B%7D", timeout=1).read()
+                return self
+            except OSError:
+                if self.proc.poll() is not None:
+                    raise RuntimeError((self.log_dir / "luigid.log").read_text())
+                time.sleep(0.1)
+        raise RuntimeError("luigid did not start")
+
+    def api(self, method: str, **data) -> dict:
+        import json
+        import urllib.parse
+        import urllib.request
+
+        q = urllib.parse.quote(json.dumps(data))
+        with urllib.request.urlopen(f"{self.url}api/{method}?data={q}", timeout=10) as r:
+            return json.loads(r.read())["response"]
+
+    def stop(self):
+        self.proc.terminate()
+        try:
+            self.proc.wait(timeout=10)
+        except Exception:
+            self.proc.kill()
+        self.log.close()
+
+
+@pytest.fixture
+def luigid(tmp_path):
+    server = Luigid(tmp_path / "luigid").start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def demo_root(tmp_path):
+    """A copy of the project's catalogs and demo cohort specs in a fresh data root."""
+    import shutil
+
+    root = tmp_path / "data"
+    shutil.copytree(REPO / "data" / "1_raw", root / "1_raw")
+    for spec in (REPO / "data" / "cohorts").glob("*/spec"):
+        shutil.copytree(spec, root / "cohorts" / spec.parent.name / "spec")
+    return root

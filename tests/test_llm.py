@@ -362,9 +362,10 @@ def test_offline_essays_build_on_the_draft_and_differ_by_model():
         assert any(sentence in essay for sentence in draft_sentences)  # it quotes its draft
 
 
-def _evaluate(essay: str, model: str, template: str, hi: float, asked: str = "") -> str:
+def _evaluate(essay: str, model: str, template: str, hi: float, asked: str = "", replicate: int = 1) -> str:
     prompt = f"Rate this essay from 0 to {hi:g}.\n\nEssay:\n<<<\n{essay}\n>>>\n\nEnd with your score.\n{asked}"
-    return offline(stage="evaluation", parser="score", prompt=prompt, model_slug=model, template_id=template, scale_max=hi)
+    return offline(stage="evaluation", parser="score", prompt=prompt, model_slug=model, template_id=template,
+                   scale_max=hi, replicate=replicate)
 
 
 def _essay(i: int) -> str:
@@ -409,3 +410,13 @@ def test_offline_scores_have_structure():
     assert other_template != a  # templates differ
     # Judges agree on which essays are better (a shared quality component): inter-rater stats mean something.
     assert statistics.correlation(a, b) > 0.4 and statistics.correlation(a, other_template) > 0.4
+
+
+def test_offline_replicates_vary_like_resampling():
+    base = CompletionRequest(prompt=CONCEPTS, model_slug="sim-a", template_id="t", parser="identity")
+    texts = [OfflineProvider().complete(dataclasses.replace(base, replicate=r)).text for r in (1, 2, 3)]
+    assert texts[0] == OfflineProvider().complete(base).text and len(set(texts)) == 3
+    first = [float(parse("score", _evaluate(e, "judge-a", "eval-a", 10), scale_min=0, scale_max=10)) for e in ESSAYS]
+    again = [float(parse("score", _evaluate(e, "judge-a", "eval-a", 10, replicate=2), scale_min=0, scale_max=10))
+             for e in ESSAYS]
+    assert first != again and statistics.correlation(first, again) > 0.6  # test-retest: close, not identical

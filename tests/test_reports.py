@@ -119,12 +119,16 @@ def test_hand_fixture_scores_and_leaderboard(hand):
     assert s.loc["v10", "evaluation_raw_path"] == "" and s.loc["v1", "essay_parsed_path"] == "gens/essay/e1/parsed.txt"
 
     lb = out["leaderboard"].set_index("essay_gen_id")
-    # e1 norms 1, 7/9, 6/9, 1, .5 → mean (2.5 + 13/9)/5 = 35.5/45 = 71/90
-    # deviations (in 90ths) 19, −1, −11, 19, −26 → Σd² = 1520/8100; /4 → std = √(380/8100)
-    assert lb.loc["e1", "mean"] == pytest.approx(71 / 90)
-    assert lb.loc["e1", "std"] == pytest.approx(math.sqrt(380 / 8100))
-    assert (lb.loc["e1", "rank"], lb.loc["e1", "n"], lb.loc["e1", "expected"], lb.loc["e1", "coverage"]) == (1, 5, 5, 1.0)
-    # e2 norms 0 and .5 → mean .25; 2 of 5 expected → coverage .4
+    # Essays are ranked on cell means (rubric × evaluator, replicates averaged first), so A's two
+    # replicates on r9 do not weigh double. e1 cells (in 36ths): r9/A (1 + 7/9)/2 = 32, r9/B 6/9 = 24,
+    # r10/A 1 = 36, r10/B .5 = 18 → mean 110/4 = 27.5/36; deviations 4.5, −3.5, 8.5, −9.5 →
+    # Σd² = 20.25 + 12.25 + 72.25 + 90.25 = 195 → sample var 65 → std √65/36.
+    assert lb.loc["e1", "mean"] == pytest.approx(27.5 / 36)
+    assert lb.loc["e1", "std"] == pytest.approx(math.sqrt(65) / 36)
+    assert (lb.loc["e1", "min"], lb.loc["e1", "max"]) == (pytest.approx(0.5), pytest.approx(1.0))
+    assert (lb.loc["e1", "rank"], lb.loc["e1", "n_cells"], lb.loc["e1", "n"], lb.loc["e1", "expected"]) == (1, 4, 5, 5)
+    assert lb.loc["e1", "coverage"] == 1.0
+    # e2 cells r9/A 0 and r10/A .5 → mean .25; 2 of 5 expected evaluations scored → coverage .4
     assert lb.loc["e2", "mean"] == pytest.approx(0.25)
     assert (lb.loc["e2", "rank"], lb.loc["e2", "n"], lb.loc["e2", "expected"]) == (2, 2, 5)
     assert lb.loc["e2", "coverage"] == pytest.approx(0.4) and lb.loc["e2", "essay_llm"] == "copy"
@@ -332,3 +336,18 @@ def test_thresholds_validated(hand):
     with pytest.raises(DaydreamError) as err:
         build_reports(hand, "c", high=0.2, low=0.5)
     assert err.value.code == "report"
+
+
+def test_docstring_lists_every_column():
+    """The site engineer reads pipeline.reports' docstring: it must name every column of every table."""
+    import re
+
+    import pipeline.reports as reports
+
+    doc = reports.__doc__
+    for name, cols in {**HEADERS, "cross_cohort": tables.COLUMNS["cross_cohort"]}.items():
+        m = re.search(rf"- ``{name}``(.*?)(?=\n- ``|\Z)", doc, re.S)
+        assert m, f"table {name} is not documented"
+        words = set(re.findall(r"[a-z_0-9]+", m.group(1)))
+        missing = [c for c in cols if c not in words]
+        assert not missing, f"{name}: undocumented columns {missing}"

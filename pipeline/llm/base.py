@@ -39,6 +39,7 @@ class CompletionRequest:
     parser: str = "identity"  # identity | essay_block | essay_block_lenient | essay_idea_last | score
     scale_min: float = 0
     scale_max: float = 9
+    replicate: int = 1  # replicates of one request differ only through this (and real sampling)
     # USD per million tokens; cost fallback when the provider reports none
     input_price_per_mtok: float | None = None
     output_price_per_mtok: float | None = None

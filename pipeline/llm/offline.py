@@ -1,7 +1,7 @@
 """The offline simulator: deterministic, plausible, parseable responses without any network.
 
 It lets the demo cohort and the test suite run anywhere. The same request always yields the same
-text (seeded from the prompt, model, template and stage). Drafts take the shape their parser
+text (seeded from the prompt, model, template, stage and replicate number). Drafts take the shape their parser
 expects; essays are built from the draft in the prompt, so they differ by draft and by model;
 evaluations end in a score on the template's scale (in the format the template asks for, when it
 says) with structure that makes reports meaningful: a per-model bias (some simulated judges are
@@ -112,7 +112,10 @@ class OfflineProvider:
 
     def complete(self, request: CompletionRequest) -> Completion:
         started = time.monotonic()
-        rng = random.Random(_hash(request.prompt, request.model_slug, request.template_id, request.stage))
+        seed = [request.prompt, request.model_slug, request.template_id, request.stage]
+        if request.replicate != 1:  # replicates vary like resampling would; replicate 1 keeps the base seed
+            seed.append(request.replicate)
+        rng = random.Random(_hash(*seed))
         if request.stage == "evaluation" or request.parser == "score":
             text = _evaluation(request, rng)
         else:
@@ -141,8 +144,6 @@ _DELIMITED = [
     re.compile(r"<essay[^>]*>(.*?)</essay>", re.S | re.I),
 ]
 _LIST_ITEM = re.compile(r"^[ \t]*(?:\d+[.)]|[-*]|#{1,6})[ \t]+\**([A-Za-z][^:\n*]{2,60}?)\**(?::[ \t]+\S.*)?[ \t]*$", re.M)
-
-
 _TITLE = re.compile(r"^(.{3,60}?) and (.{3,60}?): a working idea$", re.M)  # first line of our own prose
 
 

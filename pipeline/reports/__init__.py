@@ -2,8 +2,8 @@
 
 ``build_reports(paths, cohort_id, high=0.8, low=0.3)`` returns ``{name: DataFrame}`` and writes
 each as ``data/cohorts/<cohort_id>/reports/<name>.csv`` (every table, every time, with its header
-even when empty, so no stale file survives a re-run). ``build_cross_cohort(paths)`` writes
-``data/reports/cross_cohort.csv``. CSV conventions: UTF-8, LF, header row, empty cell = NaN/none,
+even when empty, so no stale file survives a re-run). ``build_cross_cohort(paths, scores=None)``
+writes ``data/reports/cross_cohort.csv``. CSV conventions: UTF-8, LF, header row, empty cell = NaN/none,
 booleans ``True``/``False``, floats with 6 significant digits.
 
 Shared vocabulary
@@ -20,8 +20,8 @@ Shared vocabulary
   (template missing from the catalog), else ``default`` (0–9); the latter two also raise an
   ``unknown_template`` issue.
 - std is the sample std (ddof=1; blank for n = 1); cv = std / |mean| (blank when mean is 0).
-- ``agreement`` (variance tables) by ``range_norm`` = range / scale width: ≤ 0.10 ``high``,
-  ≤ 0.25 ``moderate``, else ``low``; ``n/a`` when n < 2.
+- Agreement class (column ``agreement`` of the variance tables), by ``range_norm`` = range /
+  scale width: ≤ 0.10 ``high``, ≤ 0.25 ``moderate``, else ``low``; ``n/a`` when n < 2.
 - ``simulated``: True when the row's output (or, for scores, any ancestor's) came from the offline
   simulator; pages showing such rows must carry the simulator banner.
 
@@ -36,8 +36,9 @@ Tables (file name = key)
   evaluation_replicate, status, score, scale_min, scale_max, scale_source, score_norm, error,
   error_detail, simulated, evaluation_raw_path, essay_parsed_path (paths relative to the data
   root, blank when the file does not exist).
-- ``pivot_essay_evaluator``: per essay × evaluation_llm × evaluation_template (+ scale_min,
-  scale_max): n (scored), n_unscored, mean, std, min, max (raw score), mean_norm.
+- ``pivot_essay_evaluator``: one row per essay × evaluation model × rubric: essay_gen_id,
+  evaluation_llm, evaluation_template, scale_min, scale_max, n (scored), n_unscored, mean, std,
+  min, max (raw score; one rubric, one scale), mean_norm.
 - ``pivot_generation``: stage (``draft``|``essay``), template, llm, n, n_unscored, n_essays,
   mean, std, min, max (score_norm).
 - ``pivot_draft_essay_template``: draft_template, essay_template, n, n_unscored, n_essays, mean,
@@ -62,11 +63,12 @@ Tables (file name = key)
   mean_pearson (mean pairwise r between models, pairwise-complete, ≥ 3 essays), n_rater_pairs,
   retest_icc2_1 (replicates as raters of each essay × model), n_retest_units.
 - ``leaderboard``: every essay of the cohort (member essays + essays its evaluations score),
-  ranked by mean score_norm; rank (1 = best, ties share the lowest rank, blank when unscored),
-  essay_gen_id, draft_gen_id, combo_id, draft_template, draft_llm, essay_template, essay_llm,
-  essay_mode, essay_status (``not_found`` if the essay is nowhere), in_cohort, mean, std, min,
-  max, n (scored evaluations), expected (evaluations in membership), coverage (n / expected),
-  simulated.
+  best first: rank (1 = best, ties share the lowest rank, blank when unscored), essay_gen_id,
+  draft_gen_id, combo_id, draft_template, draft_llm, essay_template, essay_llm, essay_mode,
+  essay_status (``not_found`` if the essay is nowhere), in_cohort, mean, std, min, max (over the
+  essay's cells: a cell is one rubric × evaluation model, replicates averaged first, on score_norm,
+  so extra replicates never weigh more), n_cells, n (scored evaluations), expected (evaluations
+  in membership), coverage (n / expected), simulated.
 - ``coverage``: per stage (draft, essay, evaluation, always three rows): expected, done, failed,
   pending, coverage (done / expected), prompt_tokens, completion_tokens, cost_usd, n_simulated.
 - ``issues``: stage, gen_id (blank for catalog-level issues), issue, detail. issue ∈
@@ -75,8 +77,10 @@ Tables (file name = key)
   rows), ``unknown_template``, ``unknown_model``, ``scale_mismatch``, ``catalog_error``.
 - ``cross_cohort`` (data/reports/cross_cohort.csv): essays scored in ≥ 2 cohorts, one row per
   essay × cohort: essay_gen_id, cohort_id, n_cohorts, draft_template, draft_llm, essay_template,
-  essay_llm, n, mean, std, min, max (score_norm), rubrics, evaluators (``;``-joined), mean_across_cohorts,
-  delta (this cohort's mean − mean_across_cohorts).
+  essay_llm, n_cells, n, mean, std, min, max (as in the leaderboard), rubrics, evaluators
+  (``;``-joined), mean_across_cohorts (mean of the cohorts' means), delta (mean −
+  mean_across_cohorts). Shared evaluations are the same files, so differences come from the
+  rubrics and evaluators each cohort used.
 """
 
 from __future__ import annotations

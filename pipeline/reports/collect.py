@@ -120,7 +120,12 @@ class _Reader:
                     self.issue(stage, gen_id, "corrupt_metadata", f"{name}: {problem}")
         if stage == "evaluation" and rec["parsed"] and _num(rec["parsed"].get("score")) is None \
                 and "parsed.txt" in rec["files"]:
-            rec["parsed"] = dict(rec["parsed"], score=(read_text(Path(d) / "parsed.txt") or "").strip())
+            try:
+                text = read_text(Path(d) / "parsed.txt") or ""
+            except DaydreamError as exc:
+                text = ""
+                self.issue(stage, gen_id, "corrupt_metadata", f"parsed.txt: {exc.message}")
+            rec["parsed"] = dict(rec["parsed"], score=text.strip())
         return rec
 
     def external(self, stage: str, gen_id: str) -> dict | None:

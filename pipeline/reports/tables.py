@@ -33,12 +33,12 @@ COLUMNS = {
                   "mean_pearson", "n_rater_pairs", "retest_icc2_1", "n_retest_units"],
     "leaderboard": ["rank", "essay_gen_id", "draft_gen_id", "combo_id", "draft_template", "draft_llm",
                     "essay_template", "essay_llm", "essay_mode", "essay_status", "in_cohort", "mean", "std",
-                    "min", "max", "n", "expected", "coverage", "simulated"],
+                    "min", "max", "n_cells", "n", "expected", "coverage", "simulated"],
     "coverage": ["stage", "expected", "done", "failed", "pending", "coverage", "prompt_tokens",
                  "completion_tokens", "cost_usd", "n_simulated"],
     "cross_cohort": ["essay_gen_id", "cohort_id", "n_cohorts", "draft_template", "draft_llm", "essay_template",
-                     "essay_llm", "n", "mean", "std", "min", "max", "rubrics", "evaluators", "mean_across_cohorts",
-                     "delta"],
+                     "essay_llm", "n_cells", "n", "mean", "std", "min", "max", "rubrics", "evaluators",
+                     "mean_across_cohorts", "delta"],
 }
 
 
@@ -171,17 +171,30 @@ def agreement(scores: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=COLUMNS["agreement"])
 
 
+def essay_cells(scores: pd.DataFrame) -> pd.DataFrame:
+    """Per essay × rubric × evaluator: mean score_norm over replicates (the unit essays are ranked on)."""
+    keys = ["essay_gen_id", "evaluation_template", "evaluation_llm"]
+    return scores[scores["score_norm"].notna()].groupby(keys, sort=True)["score_norm"].mean().reset_index()
+
+
+def _essay_stats(scores: pd.DataFrame) -> pd.DataFrame:
+    """mean/std/min/max over an essay's cells (each rubric × evaluator weighs the same whatever its
+    replicate count), n scored evaluations, n_cells, expected evaluations."""
+    cells = essay_cells(scores).groupby("essay_gen_id")["score_norm"]
+    out = cells.agg(mean="mean", std="std", min="min", max="max", n_cells="count")
+    g = scores.groupby("essay_gen_id", sort=True)
+    return out.join(g["score_norm"].count().rename("n"), how="outer").join(g.size().rename("expected"), how="outer")
+
+
 def leaderboard(scores: pd.DataFrame, essays: pd.DataFrame) -> pd.DataFrame:
     """Every essay of the cohort ranked by mean score_norm (unscored essays last, rank blank)."""
     if essays.empty:
         return _empty("leaderboard")
-    g = scores.groupby("essay_gen_id", sort=False)
-    agg = g["score_norm"].agg(n="count", mean="mean", std="std", min="min", max="max")
-    agg["expected"] = g.size()
-    agg["_sim"] = g["simulated"].any()
+    agg = _essay_stats(scores)
+    agg["_sim"] = scores.groupby("essay_gen_id")["simulated"].any()
     out = essays.merge(agg.reset_index(), on="essay_gen_id", how="left")
-    out["n"] = out["n"].fillna(0).astype("int64")
-    out["expected"] = out["expected"].fillna(0).astype("int64")
+    for k in ("n", "n_cells", "expected"):
+        out[k] = out[k].fillna(0).astype("int64")
     out["coverage"] = np.where(out["expected"] > 0, out["n"] / out["expected"].where(out["expected"] > 0, 1), np.nan)
     out["simulated"] = out["essay_simulated"].astype(bool) | out["_sim"].fillna(False).astype(bool)
     out["rank"] = out["mean"].rank(ascending=False, method="min").astype("Int64")
@@ -216,7 +229,8 @@ def cross_cohort(per_cohort: dict[str, pd.DataFrame]) -> pd.DataFrame:
         if s.empty:
             continue
         g = s.groupby("essay_gen_id", sort=True)
-        out = g["score_norm"].agg(n="count", mean="mean", std="std", min="min", max="max")
+        out = _essay_stats(s).drop(columns="expected")
+        out["n_cells"] = out["n_cells"].fillna(0).astype("int64")
         first = g[["draft_template", "draft_llm", "essay_template", "essay_llm"]].first()
         sc = s[s["score_norm"].notna()].groupby("essay_gen_id")
         out["rubrics"] = sc["evaluation_template"].agg(lambda x: ";".join(sorted(set(x))))

@@ -19,7 +19,7 @@ import re
 import shutil
 from pathlib import Path
 
-from markupsafe import Markup
+from markupsafe import escape
 
 from ..errors import DaydreamError
 from ..ids import is_safe_id
@@ -115,7 +115,7 @@ def _write_essays(c: P.Cohort, bundles: list[EssayBundle], build: Path, env) -> 
         ctx.update(index_href="index.html",
                    prev_href=f"{ids[i - 1]}.html" if i > 0 else "", next_href=f"{ids[i + 1]}.html" if i + 1 < len(ids) else "")
         body = tpl.render(ctx)
-        title = f"Essay {eid}"
+        title = str(escape(f"Essay {eid}"))
         page = (head.replace(TITLE_SLOT, title).replace(f"{SHELL}.md", f"{eid}.html").replace(f"{SHELL}.html", f"{eid}.html")
                 + body + tail.replace(TITLE_SLOT, title))
         _publish(essays_dir / f"{eid}.html", page)
@@ -263,10 +263,11 @@ def build_site(paths: DataPaths, cohort_ids: list[str] | None = None) -> Path:
     slots: dict[str, str] = {}
     page_tpl = env.get_template("_page.md")
     for p in pages:
+        charts = p.charts
         _slot_parts(p, slots)
         files[p.path] = page_tpl.render(
-            title=p.title, heading=p.heading, lead=p.lead, sections=p.sections, simulated=p.simulated,
-            root=p.root, charts=p.charts, names=names).encode("utf-8")
+            title=str(escape(p.title)), heading=p.heading, lead=p.lead, sections=p.sections, simulated=p.simulated,
+            root=p.root, charts=charts).encode("utf-8")
     shell = env.get_template("essay_shell.md").render().encode("utf-8")
     for c in cohorts:
         files[f"cohorts/{c.id}/essays/{SHELL}.md"] = shell

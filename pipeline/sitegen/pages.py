@@ -195,7 +195,7 @@ def _lineage_cols(c: Cohort, rows: list[dict]) -> None:
                 r[f"{st}_llm_name"] = c.names.model(r[f"{st}_llm"])
 
 
-LINEAGE_COLS = [Col("concepts"), Col("draft_template_name", "draft_template"), Col("draft_llm_name", "draft_llm"),
+LINEAGE_COLS = [Col("concepts", wrap=True), Col("draft_template_name", "draft_template"), Col("draft_llm_name", "draft_llm"),
                 Col("essay_template_name", "essay_template"), Col("essay_llm_name", "essay_llm")]
 
 
@@ -259,7 +259,7 @@ def factors(c: Cohort) -> Page:
     for r in combos:
         r["concepts"] = c.concepts(r["level"])
     sections.append(Section("combo_id", "Concept combinations, best first (all rubrics pooled).", [table(
-        [Col("level", "combo_id", kind="code"), Col("concepts"), Col("n", kind="int"), Col("n_essays", kind="int"),
+        [Col("level", "combo_id", kind="code"), Col("concepts", wrap=True), Col("n", kind="int"), Col("n_essays", kind="int"),
          Col("mean", kind="num"), Col("std", kind="num"), Col("share_high", kind="pct"), Col("share_low", kind="pct")],
         combos[:ROW_CAP])]))
     pg = c.t["pivot_generation"]
@@ -469,9 +469,9 @@ def quality(c: Cohort) -> Page:
                                                empty="No issues found.")]),
         Section("Failed generations", "", [table(
             [Col("stage"), Col("gen_id", kind="code"), Col("template", "template_id"), Col("llm", "llm_model_id"),
-             Col("error"), Col("error_detail"), Col("finish_reason")], frows,
+             Col("error"), Col("error_detail", wrap=True), Col("finish_reason")], frows,
             note=Markup(fnote) if fnote else "", empty="No failed generations.")]),
-        Section("Every issue", "", [table([Col("stage"), Col("gen_id", kind="code"), Col("issue"), Col("detail")],
+        Section("Every issue", "", [table([Col("stage"), Col("gen_id", kind="code"), Col("issue"), Col("detail", wrap=True)],
                                           _rows(shown), note=Markup(note) if note else "", empty="No issues found.")]),
     ], c.simulated, lead="What is missing, failed or inconsistent in this cohort's data.")
 
@@ -572,11 +572,13 @@ def cross_cohort(df: pd.DataFrame | None, cohorts: list[Cohort], names: Names) -
             r["cohort"] = Link(r["cohort_id"], f"cohorts/{r['cohort_id']}/index.html", code=True) if c else r["cohort_id"]
             r["essay_template_name"] = names.template("essay", r["essay_template"])
             r["essay_llm_name"] = names.model(r["essay_llm"])
+            r["rubric_names"] = ", ".join(names.template("evaluation", t) for t in str(r["rubrics"] or "").split(";") if t)
+            r["evaluator_names"] = ", ".join(names.model(m) for m in str(r["evaluators"] or "").split(";") if m)
         body.append(table([Col("essay", "essay_gen_id"), Col("cohort", "cohort_id"), Col("n_cohorts", kind="int"),
                            Col("essay_template_name", "essay_template"), Col("essay_llm_name", "essay_llm"),
                            Col("n", kind="int"), Col("mean", kind="num"), Col("std", kind="num"),
-                           Col("mean_across_cohorts", kind="num"), Col("delta", kind="num"), Col("rubrics"),
-                           Col("evaluators")], rows, note=Markup(note) if note else "",
+                           Col("mean_across_cohorts", kind="num"), Col("delta", kind="num"),
+                           Col("rubric_names", "rubrics", wrap=True), Col("evaluator_names", "evaluators", wrap=True)], rows, note=Markup(note) if note else "",
                           empty="No essay is evaluated in more than one cohort."))
     return Page("cross-cohort.md", "Cross-cohort", "Across cohorts", [
         Section("", "Essays evaluated in two or more cohorts. delta = this cohort's mean − the mean of the "

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from pathlib import Path
 
 import jinja2
@@ -42,6 +43,15 @@ def chart(fig: dict, key: str, caption: str = "") -> Markup:
     ).format(cid=cid, data=Markup(data), cap=cap)
 
 
+_MD_PUNCT = re.compile(r"([\\`*_{}\[\]()#+\-.!|~])")
+
+
+def md_text(v) -> Markup:
+    """Text safe in a Markdown line (a heading): Markdown punctuation backslash-escaped, then
+    HTML-escaped, so neither Markdown nor HTML can read anything into it."""
+    return escape(_MD_PUNCT.sub(r"\\\1", str(v)))
+
+
 def is_blank(v) -> bool:
     return v is None or (isinstance(v, float) and math.isnan(v)) or (isinstance(v, str) and v.strip() == "")
 
@@ -56,6 +66,8 @@ def num(v, digits: int = 2) -> str:
         return str(v)
     if math.isnan(f):
         return ""
+    if round(f, digits) == 0:
+        f = 0.0  # never "-0.00"
     if f.is_integer() and abs(f) < 1e15:
         return f"{int(f):,}"
     return f"{f:,.{digits}f}"
@@ -96,7 +108,7 @@ def make_env() -> jinja2.Environment:
         undefined=jinja2.StrictUndefined,
         keep_trailing_newline=True,
     )
-    env.filters.update(num=num, score=score, pct=pct, usd=usd, sort_key=sort_key, tojson_attr=lambda v: json.dumps(v))
+    env.filters.update(md_text=md_text, num=num, score=score, pct=pct, usd=usd, sort_key=sort_key, tojson_attr=lambda v: json.dumps(v))
     env.globals.update(chart=chart, is_blank=is_blank, escape=escape, status_tag=status_tag)
     return env
 
@@ -114,12 +126,13 @@ class Link:
 
 
 class Col:
-    """A table column: ``kind`` is text | code | num | score | int | pct | usd (numbers align right)."""
+    """A table column: ``kind`` is text | code | num | score | int | pct | usd (numbers align
+    right); cells do not wrap unless ``wrap`` (long text such as concepts or details)."""
 
-    __slots__ = ("key", "label", "kind", "title")
+    __slots__ = ("key", "label", "kind", "title", "wrap")
 
-    def __init__(self, key: str, label: str | None = None, kind: str = "text", title: str = ""):
-        self.key, self.label, self.kind, self.title = key, label or key, kind, title
+    def __init__(self, key: str, label: str | None = None, kind: str = "text", title: str = "", wrap: bool = False):
+        self.key, self.label, self.kind, self.title, self.wrap = key, label or key, kind, title, wrap
 
 
 _FORMAT = {"num": num, "score": score, "int": lambda v: num(v, 0), "pct": pct, "usd": usd}
@@ -140,7 +153,7 @@ def _cell(col: Col, value) -> str:
         return "<td></td>"
     if col.kind == "code":
         return f"<td><code>{escape(value)}</code></td>"
-    return f"<td>{escape(value)}</td>"
+    return f'<td class="wrap">{escape(value)}</td>' if col.wrap else f"<td>{escape(value)}</td>"
 
 
 def table(cols: list[Col], rows: list[dict], *, sortable: bool = True, empty: str = "Nothing to show.",
