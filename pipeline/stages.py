@@ -224,7 +224,7 @@ def run_generation(rt: Runtime, stage: str, gen_id: str, status: Callable[[str],
             prompt=inputs.prompt, model_slug=model.model,
             temperature=model.temperature if model.temperature is not None else settings.temperature,
             max_tokens=model.max_tokens if model.max_tokens is not None else settings.max_tokens,
-            stage=stage, template_id=md["template_id"], parser=inputs.parser,
+            stage=stage, template_id=md["template_id"], parser=inputs.parser, replicate=int(md.get("replicate", 1)),
             scale_min=inputs.scale[0], scale_max=inputs.scale[1],
             input_price_per_mtok=model.input_price_per_mtok, output_price_per_mtok=model.output_price_per_mtok,
         )
@@ -234,7 +234,7 @@ def run_generation(rt: Runtime, stage: str, gen_id: str, status: Callable[[str],
         except DaydreamError as exc:
             _write_failure(rt, stage, gen_id, inputs, exc.message, "", simulated=model.simulated)
             raise
-        raw = completion.text.replace("\r\n", "\n")
+        raw = completion.text  # CRLF already normalised by the provider layer
         reason = validate_raw(raw, completion, settings.min_lines)
         atomic_write_text(f("raw.txt"), raw)
         atomic_write_json(f("raw_metadata.json"), {

@@ -293,3 +293,19 @@ def test_serve_binds_loopback_only(site):
     with pytest.raises(DaydreamError) as err:
         serve(build / "nowhere")
     assert err.value.code == "site"
+
+
+def test_essays_scored_but_not_listed_by_the_cohort_get_pages(tmp_path):
+    """A cohort may score existing essays without listing them (membership holds only the
+    evaluations); those essays still get a page with their draft and texts."""
+    paths = make_site_root(tmp_path, n_essays=4)
+    rows = (paths.membership_csv("alpha")).read_text().splitlines()
+    keep = [rows[0]] + [r for r in rows[1:] if r.startswith("evaluation,")]
+    atomic_write_text(paths.membership_csv("gamma"), "\n".join(keep) + "\n")
+    build_reports(paths, "gamma")
+    build = build_site(paths, ["gamma"])
+    for eid in _essay_ids(paths, "alpha"):
+        html = (build / "cohorts" / "gamma" / "essays" / f"{eid}.html").read_text()
+        assert "Tidal memory" in html
+    leaderboard = (build / "cohorts" / "gamma" / "leaderboard.html").read_text()
+    assert f'href="essays/{_essay_ids(paths, "alpha")[0]}.html"' in leaderboard

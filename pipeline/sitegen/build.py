@@ -252,7 +252,7 @@ def build_site(paths: DataPaths, cohort_ids: list[str] | None = None) -> Path:
     bundles: dict[str, list[EssayBundle]] = {}
     for cid in ids:
         tables = load_cohort_tables(paths, cid)
-        bundles[cid] = _pageable(load_essays(paths, tables["generations"], tables["scores"]))
+        bundles[cid] = _pageable(load_essays(paths, tables["generations"], tables["scores"], tables["leaderboard"]))
         cohorts.append(P.Cohort(cid, tables, names, {b.essay.row["gen_id"] for b in bundles[cid]}))
 
     cross = load_cross_cohort(paths)

@@ -22,7 +22,7 @@ _AXIS = {"gridcolor": "#e5e7eb", "linecolor": "#9ca3af", "zerolinecolor": "#d1d5
 def _figure(data: list[dict], title: str, height: int = 380, **layout) -> dict:
     """A figure with the site's look: its font, white background, light grid, left-aligned title."""
     base = {
-        "title": {"text": title, "x": 0, "xanchor": "left", "font": {"size": 15}},
+        "title": {"text": title, "x": 0, "xref": "paper", "xanchor": "left", "font": {"size": 15}},
         "font": {"family": FONT, "size": 12, "color": "#1f2937"},
         "paper_bgcolor": "#ffffff", "plot_bgcolor": "#ffffff", "colorway": PALETTE,
         "height": height, "margin": {"l": 60, "r": 24, "t": 56, "b": 48},

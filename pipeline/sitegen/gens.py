@@ -53,9 +53,30 @@ def _records(df: pd.DataFrame) -> list[dict]:
     return df.astype(object).where(df.notna(), None).to_dict("records")
 
 
-def load_essays(paths: DataPaths, generations: pd.DataFrame, scores: pd.DataFrame) -> list[EssayBundle]:
-    """Every essay of the cohort in report order, with its draft and its evaluations' texts."""
+def _outside_rows(leaderboard: pd.DataFrame, known: set[str]) -> list[dict]:
+    """Generation rows for essays the cohort scores but does not list (``in_cohort`` false), and
+    their drafts, rebuilt from the leaderboard so those essays get a page too."""
+    rows = []
+    for r in _records(leaderboard):
+        if r["essay_gen_id"] in known or r.get("essay_status") == "not_found":
+            continue
+        common = {"combo_id": r["combo_id"], "replicate": "", "error": "", "error_detail": "",
+                  "simulated": bool(r.get("simulated"))}
+        rows.append(dict(common, stage="essay", gen_id=r["essay_gen_id"], parent_gen_id=r["draft_gen_id"],
+                         template_id=r["essay_template"], llm_model_id=r["essay_llm"], mode=r["essay_mode"],
+                         status=r["essay_status"]))
+        if r["draft_gen_id"] not in known:
+            rows.append(dict(common, stage="draft", gen_id=r["draft_gen_id"], parent_gen_id="",
+                             template_id=r["draft_template"], llm_model_id=r["draft_llm"], mode="llm", status=""))
+    return rows
+
+
+def load_essays(paths: DataPaths, generations: pd.DataFrame, scores: pd.DataFrame,
+                leaderboard: pd.DataFrame) -> list[EssayBundle]:
+    """Every essay of the cohort (membership order, then essays it only scores), with its draft
+    and its evaluations' texts."""
     gens = _records(generations)
+    gens += _outside_rows(leaderboard, {r["gen_id"] for r in gens})
     by_eval = {r["evaluation_gen_id"]: r for r in _records(scores)}
     drafts: dict[str, Gen] = {}
     essays: list[Gen] = []
@@ -64,7 +85,7 @@ def load_essays(paths: DataPaths, generations: pd.DataFrame, scores: pd.DataFram
         g = Gen(r)
         if r["stage"] == "draft":
             _text(paths, g, "parsed.txt")
-            drafts[r["gen_id"]] = g
+            drafts.setdefault(r["gen_id"], g)
         elif r["stage"] == "essay":
             _text(paths, g, "parsed.txt")
             essays.append(g)

@@ -17,7 +17,7 @@ from markupsafe import Markup
 
 from . import figures
 from .data import Names
-from .render import Col, Link, chart, num, status_tag, table
+from .render import Col, Link, chart, num, status_tag, table, usd
 
 ROW_CAP = 500          # rows of a table on one page; the full table is the CSV download
 ESSAYS_PER_PAGE = 200  # essay index pagination
@@ -82,6 +82,15 @@ class Cohort:
         eid = "" if essay_gen_id is None else str(essay_gen_id)
         return Link(eid, f"{prefix}{eid}.html", code=True) if eid in self.essay_ids else Markup("<code>{}</code>").format(eid)
 
+    def gen(self, stage, gen_id, parent_gen_id=None):
+        """A gen_id linking to where it is shown: its essay's page (evaluations: their block)."""
+        gid = "" if gen_id is None else str(gen_id)
+        if stage == "essay" and gid in self.essay_ids:
+            return Link(gid, f"essays/{gid}.html", code=True)
+        if stage == "evaluation" and str(parent_gen_id) in self.essay_ids:
+            return Link(gid, f"essays/{parent_gen_id}.html#{gid}", code=True)
+        return Markup("<code>{}</code>").format(gid) if gid else ""
+
     def concepts(self, combo_id) -> str:
         combo = self.names.combo(combo_id)
         return " · ".join(c["name"] for c in combo["concepts"]) if combo else str(combo_id or "")
@@ -136,13 +145,13 @@ def overview(c: Cohort) -> Page:
     es = by_stage.get("essay", {})
     failures = int((g["status"] == "failed").sum()) if len(g) else 0
     tokens = (cov["prompt_tokens"].sum() + cov["completion_tokens"].sum()) if len(cov) else 0
-    cost = cov["cost_usd"].sum() if len(cov) else float("nan")
+    cost = cov["cost_usd"].sum(min_count=1) if len(cov) else float("nan")
     cards = _cards([
         ("essays done / expected", f"{num(es.get('done'))} / {num(es.get('expected'))}"),
         ("evaluations scored / expected", f"{num(ev.get('done'))} / {num(ev.get('expected'))}"),
         ("failed generations", num(failures) or "0"),
         ("tokens (prompt + completion)", num(tokens) or "0"),
-        ("cost", "n/a" if not cost == cost or cost == 0 and c.simulated else f"${cost:,.4f}"),
+        ("cost", usd(cost)),
     ])
     cov_table = table([Col("stage"), Col("expected", kind="int"), Col("done", kind="int"), Col("failed", kind="int"),
                        Col("pending", kind="int"), Col("coverage", kind="pct"), Col("prompt_tokens", kind="int"),
@@ -206,10 +215,11 @@ def leaderboard(c: Cohort) -> Page:
     _lineage_cols(c, rows)
     for r in rows:
         r["essay"] = c.essay(r["essay_gen_id"])
-    cols = [Col("rank", kind="int"), Col("essay", "essay_gen_id"), *LINEAGE_COLS,
+    cols = [Col("rank", kind="int"), Col("essay", "essay_gen_id"),
             Col("mean", kind="num", title="mean score_norm (0–1)"), Col("std", kind="num"), Col("min", kind="num"),
             Col("max", kind="num"), Col("n", kind="int", title="scored evaluations"),
-            Col("expected", kind="int", title="evaluations in the cohort"), Col("coverage", kind="pct")]
+            Col("expected", kind="int", title="evaluations in the cohort"), Col("coverage", kind="pct"),
+            *LINEAGE_COLS]
     means = lb["mean"].dropna().tolist() if len(lb) else []
     parts = [table(cols, rows, note=Markup(note) if note else "", empty="No essays in this cohort.")]
     hist = chart(figures.histogram({"essays": means}, title="Essay mean score_norm", x_title="mean score_norm",
@@ -298,11 +308,11 @@ def evaluators(c: Cohort) -> Page:
     pe, lb, s = c.t["pivot_essay_evaluator"], c.t["leaderboard"], c.t["scores"]
     sections: list[Section] = []
     if len(pe):
-        in_pivot = set(pe["essay_gen_id"])
-        order = [e for e in lb["essay_gen_id"] if e in in_pivot] if len(lb) else []
+        scored = set(pe.loc[pe["mean_norm"].notna(), "essay_gen_id"])
+        order = [e for e in lb["essay_gen_id"] if e in scored] if len(lb) else []
         ranked = set(order)
-        order += [e for e in dict.fromkeys(pe["essay_gen_id"]) if e not in ranked]
-        note = "Every essay of the cohort, best first."
+        order += sorted(scored - ranked)
+        note = "Every scored essay of the cohort, best first."
         if len(order) > HEATMAP_ROWS:
             half = HEATMAP_ROWS // 2
             order = order[:half] + order[-half:]
@@ -462,17 +472,22 @@ def quality(c: Cohort) -> Page:
     for r in frows:
         r["template"] = c.names.template(r["stage"], r["template_id"])
         r["llm"] = c.names.model(r["llm_model_id"])
+        r["gen"] = c.gen(r["stage"], r["gen_id"], r["parent_gen_id"])
+    parent = dict(zip(g["gen_id"], g["parent_gen_id"])) if len(g) else {}
+    irows = _rows(shown)
+    for r in irows:
+        r["gen"] = c.gen(r["stage"], r["gen_id"], parent.get(r["gen_id"]))
     return Page(f"cohorts/{c.id}/quality.md", f"{c.id}: data quality", "Data quality", [
         Section("Coverage per stage", "", [cov_table]),
         Section("Issues by kind", "Failures, missing files, broken lineage and catalog mismatches found while "
                 "building the reports.", [table([Col("stage"), Col("issue"), Col("n", kind="int")], _rows(summary),
                                                empty="No issues found.")]),
         Section("Failed generations", "", [table(
-            [Col("stage"), Col("gen_id", kind="code"), Col("template", "template_id"), Col("llm", "llm_model_id"),
+            [Col("stage"), Col("gen", "gen_id"), Col("template", "template_id"), Col("llm", "llm_model_id"),
              Col("error"), Col("error_detail", wrap=True), Col("finish_reason")], frows,
             note=Markup(fnote) if fnote else "", empty="No failed generations.")]),
-        Section("Every issue", "", [table([Col("stage"), Col("gen_id", kind="code"), Col("issue"), Col("detail", wrap=True)],
-                                          _rows(shown), note=Markup(note) if note else "", empty="No issues found.")]),
+        Section("Every issue", "", [table([Col("stage"), Col("gen", "gen_id"), Col("issue"), Col("detail", wrap=True)],
+                                          irows, note=Markup(note) if note else "", empty="No issues found.")]),
     ], c.simulated, lead="What is missing, failed or inconsistent in this cohort's data.")
 
 
@@ -498,9 +513,9 @@ def essay_index(c: Cohort) -> list[Page]:
         _lineage_cols(c, rows)
         pager = _pager([(f"{j * ESSAYS_PER_PAGE + 1:,}–{min(len(order), (j + 1) * ESSAYS_PER_PAGE):,}",
                           f"{names[j]}.html", j == i) for j in range(n_pages)]) if n_pages > 1 else ""
-        tbl = table([Col("essay", "essay_gen_id"), *LINEAGE_COLS, Col("essay_mode"), Col("status", "essay_status"),
-                     Col("rank", kind="int"), Col("mean", kind="num"), Col("n", kind="int"),
-                     Col("expected", kind="int")], rows, empty="No essays in this cohort.")
+        tbl = table([Col("essay", "essay_gen_id"), Col("status", "essay_status"), Col("rank", kind="int"),
+                     Col("mean", kind="num", title="mean score_norm (0–1)"), Col("n", kind="int"),
+                     Col("expected", kind="int"), *LINEAGE_COLS], rows, empty="No essays in this cohort.")
         first, last = i * ESSAYS_PER_PAGE + 1, i * ESSAYS_PER_PAGE + len(chunk)
         out.append(Page(f"cohorts/{c.id}/essays/{names[i]}.md",
                         f"{c.id}: essays" + (f" {first}–{last}" if n_pages > 1 else ""), "Essays", [

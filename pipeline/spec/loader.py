@@ -20,6 +20,7 @@ from pathlib import Path
 
 import yaml
 
+from ..catalog import ComboDef  # one type for combos, whether a spec or the catalog defines them
 from ..errors import DaydreamError
 from ..ids import combo_id
 from ..store import check_id
@@ -41,15 +42,6 @@ INCLUDE_TYPES = (".csv", ".txt", ".json", ".yaml", ".yml")
 MAX_ROWS = 10_000_000  # a design (or combo enumeration) beyond this is a mistake, not an experiment
 MAX_REPLICATES = 10_000
 _INT = re.compile(r"[0-9]+")
-
-
-@dataclass(frozen=True)
-class ComboDef:
-    """A combo the spec enumerates itself: concepts in the spec's order, description level, k."""
-
-    concept_ids: tuple[str, ...]
-    level: str
-    k: int
 
 
 @dataclass(frozen=True)
