@@ -57,7 +57,7 @@ def cmd_status(args) -> int:
 
 def cmd_invalidate(args) -> int:
     from . import config
-    from .invalidate import invalidate
+    from .maintenance import invalidate
 
     if not (args.stage or args.template or args.model or args.gen_id):
         raise DaydreamError("config", "invalidate needs at least one of --stage, --template, --model, --gen-id")
@@ -72,6 +72,90 @@ def cmd_invalidate(args) -> int:
     if args.list:
         for stage, gid in removed:
             print(f"{stage}\t{gid}")
+    return EXIT_OK
+
+
+def _build_local(tasks) -> bool:
+    import luigi
+
+    return luigi.build(tasks, local_scheduler=True, no_lock=True, log_level="CRITICAL")
+
+
+def cmd_report(args) -> int:
+    from . import config
+    from .cohort import compile_cohort
+    from .tasks import CohortReports
+
+    paths = config.data_paths()
+    compile_cohort(paths, args.cohort_id)
+    if not _build_local([CohortReports(cohort_id=args.cohort_id)]):
+        raise DaydreamError("report", f"building the reports of {args.cohort_id!r} failed (run with luigi for the log)")
+    print(f"reports of {args.cohort_id}: {paths.reports_dir(args.cohort_id)}")
+    return EXIT_OK
+
+
+def cmd_site(args) -> int:
+    from . import config
+    from .tasks import ReportSite
+
+    paths = config.data_paths()
+    if not _build_local([ReportSite()]):
+        raise DaydreamError("site", "building the report site failed (run with luigi for the log)")
+    print(f"report site: {paths.site_dir / 'build' / 'index.html'}")
+    return EXIT_OK
+
+
+def cmd_preview(args) -> int:
+    from . import config
+    from .sitegen import serve
+
+    build = config.data_paths().site_dir / "build"
+    if not (build / "index.html").exists():
+        raise DaydreamError("site", "no built site yet (run `daydream run COHORT` or `daydream site`)", path=build)
+    import threading
+
+    server, url = serve(build, port=args.port)  # serves from a daemon thread
+    print(f"serving {build} at {url}  (127.0.0.1 only; Ctrl-C to stop)", flush=True)
+    try:
+        threading.Event().wait()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.shutdown()
+        server.server_close()
+    return EXIT_OK
+
+
+def cmd_check(args) -> int:
+    from collections import Counter
+
+    from . import config
+    from .maintenance import check_store
+
+    problems, counts = check_store(config.data_paths(), args.cohort_id)
+    kinds = Counter(p.kind for p in problems)
+    scope = f"cohort {args.cohort_id}" if args.cohort_id else "gens store"
+    print(f"{scope}: {counts['checked']} generations checked, {counts['done']} complete, "
+          f"{counts['pending']} pending, {len(problems)} problems"
+          + (": " + ", ".join(f"{n} {k}" for k, n in sorted(kinds.items())) if problems else ""))
+    if args.list:
+        for p in problems:
+            print(f"{p.kind}\t{p.stage}\t{p.gen_id}\t{p.detail}")
+    elif problems:
+        print("(use --list to see each problem)")
+    return EXIT_FAILED if problems else EXIT_OK
+
+
+def cmd_purge(args) -> int:
+    from . import config
+    from .maintenance import purge
+
+    result = purge(config.data_paths(), args.cohort_id, dry_run=not args.yes)
+    verb = "removed" if args.yes else "would remove"
+    print(f"{verb} {len(result['removed'])} generations of {args.cohort_id}; "
+          f"{len(result['kept_shared'])} shared with other cohorts are kept")
+    if not args.yes:
+        print("dry run: nothing was deleted (add --yes to purge)")
     return EXIT_OK
 
 
@@ -112,6 +196,27 @@ def build_parser() -> argparse.ArgumentParser:
     i.add_argument("--dry-run", action="store_true", help="only list what would be invalidated")
     i.add_argument("--list", action="store_true", help="print every invalidated gen_id")
     i.set_defaults(func=cmd_invalidate)
+
+    rp = sub.add_parser("report", help="rebuild a cohort's report tables from the persisted files")
+    rp.add_argument("cohort_id")
+    rp.set_defaults(func=cmd_report)
+
+    st = sub.add_parser("site", help="rebuild the static report site over every compiled cohort")
+    st.set_defaults(func=cmd_site)
+
+    pv = sub.add_parser("preview", help="serve the built site on 127.0.0.1")
+    pv.add_argument("--port", type=int, default=8000, help="port (default 8000; 0 picks a free one)")
+    pv.set_defaults(func=cmd_preview)
+
+    ck = sub.add_parser("check", help="gens-store health: missing/corrupt files, broken lineage, orphans, stale outputs")
+    ck.add_argument("cohort_id", nargs="?", help="check only this cohort's generations")
+    ck.add_argument("--list", action="store_true", help="print every problem")
+    ck.set_defaults(func=cmd_check)
+
+    pg = sub.add_parser("purge", help="remove a cohort's outputs and the generations no other cohort uses")
+    pg.add_argument("cohort_id")
+    pg.add_argument("--yes", action="store_true", help="really delete (the default is a dry run)")
+    pg.set_defaults(func=cmd_purge)
     return p
 
 

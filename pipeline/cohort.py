@@ -16,7 +16,15 @@ from . import ids
 from .catalog import Catalog, ComboDef
 from .errors import DaydreamError
 from .parsers import known_parser
-from .render import check_template
+from .render import check_template, draft_context, essay_context, evaluation_context, render
+
+# Rendering every template once with a stand-in context catches undefined variables at compile
+# time, before any generation is attempted.
+SAMPLE_CONTEXT = {
+    "draft": draft_context([("Concept", "A description.")]),
+    "essay": essay_context("A draft."),
+    "evaluation": evaluation_context("An essay."),
+}
 from .spec import Design, Spec
 from .store import (
     DataPaths, atomic_write_csv, atomic_write_json, check_id, read_csv_rows, read_json,
@@ -202,6 +210,7 @@ def _validate_references(plan: CohortPlan, catalog: Catalog, where: Path) -> Non
             raise DaydreamError("catalog", f"{stage} template {tid!r} has no template file", path=t.path)
         try:
             check_template(text, stage=stage, template_id=tid)
+            render(text, SAMPLE_CONTEXT[stage], stage=stage, template_id=tid)
         except DaydreamError as exc:
             raise DaydreamError("template", exc.message, path=t.path) from None
 
@@ -234,6 +243,15 @@ def spec_fingerprint(spec_dir: Path) -> str:
     return h.hexdigest()
 
 
+def _stored_metadata(paths: DataPaths, stage: str, gen_id: str) -> dict | None:
+    """A generation's stored metadata; a corrupt file counts as absent, since compiling
+    rewrites it from the spec (metadata is derived data)."""
+    try:
+        return read_json(paths.gen_file(stage, gen_id, "metadata.json"))
+    except DaydreamError:
+        return None
+
+
 def write_cohort(paths: DataPaths, plan: CohortPlan, catalog: Catalog, spec: Spec) -> dict[str, int]:
     """Seed metadata, then membership and manifest. Returns counts of files written per kind."""
     cohort = plan.cohort_id
@@ -246,12 +264,12 @@ def write_cohort(paths: DataPaths, plan: CohortPlan, catalog: Catalog, spec: Spe
 
     for g in plan.all():
         path = paths.gen_file(g.stage, g.gen_id, "metadata.json")
-        old = read_json(path) or {}
+        old = _stored_metadata(paths, g.stage, g.gen_id) or {}
         cohorts = set(old.get("cohorts", [])) | {cohort}
         written["metadata"] += atomic_write_json(path, g.metadata(sorted(cohorts)))
     for stage, gen_id in sorted(previous - current):
         path = paths.gen_file(stage, gen_id, "metadata.json")
-        old = read_json(path)
+        old = _stored_metadata(paths, stage, gen_id)
         if old and cohort in old.get("cohorts", []):
             old["cohorts"] = [c for c in old["cohorts"] if c != cohort]
             written["metadata"] += atomic_write_json(path, old)
@@ -285,8 +303,7 @@ def compile_cohort(paths: DataPaths, cohort_id: str) -> tuple[CohortPlan, dict[s
     catalog = load_catalog(paths)
     spec = load_spec(spec_path)
     design = compile_design(spec)
-    plan = plan_cohort(cohort_id, spec, design, catalog,
-                       lambda stage, gid: read_json(paths.gen_file(stage, gid, "metadata.json")))
+    plan = plan_cohort(cohort_id, spec, design, catalog, lambda stage, gid: _stored_metadata(paths, stage, gid))
     return plan, write_cohort(paths, plan, catalog, spec)
 
 

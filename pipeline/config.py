@@ -169,3 +169,14 @@ def score_thresholds() -> tuple[float, float]:
     if not 0 <= low < high <= 1:
         raise DaydreamError("config", "[reports] need 0 ≤ low_threshold < high_threshold ≤ 1", path=_where())
     return high, low
+
+
+def validate(providers) -> None:
+    """Read every setting a run uses, so an invalid value is one error before any work starts."""
+    for stage in _STAGE_DEFAULTS:
+        stage_settings(stage)
+    for p in providers:
+        provider_settings(p)
+    batch_size()
+    chunk_size()
+    score_thresholds()

@@ -37,6 +37,15 @@ def sha256(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
+def phase_json(path) -> dict | None:
+    """A phase's metadata (raw or parsed); a corrupt one counts as absent, so the phase is redone
+    instead of failing the run (phase files are always regenerable)."""
+    try:
+        return read_json(path)
+    except DaydreamError:
+        return None
+
+
 def _now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
 
@@ -86,6 +95,8 @@ class Inputs:
     parser: str
     scale: tuple[float, float]
     model_id: str | None
+    template_sha256: str | None = None  # recorded so `check` can say *why* an output is stale
+    parent_sha256: str | None = None
 
     @property
     def fingerprint(self) -> str:
@@ -115,7 +126,7 @@ def parent_output(rt: Runtime, stage: str, md: dict) -> str | None:
     pid = md.get("parent_gen_id")
     if not pid:
         raise DaydreamError("store", f"{stage} {md.get('gen_id')} has no parent_gen_id", path=rt.paths.gen_file(stage, md["gen_id"], "metadata.json"))
-    pmeta = read_json(rt.paths.gen_file(pstage, pid, "parsed_metadata.json"))
+    pmeta = phase_json(rt.paths.gen_file(pstage, pid, "parsed_metadata.json"))
     text = read_text(rt.paths.gen_file(pstage, pid, "parsed.txt"))
     if not pmeta or not pmeta.get("success") or text is None or pmeta.get("parsed_sha256") != sha256(text):
         return None
@@ -128,7 +139,7 @@ def resolve_inputs(rt: Runtime, stage: str, gen_id: str) -> Inputs | None:
     template = rt.catalog.template(stage, md["template_id"])
     if md["mode"] == "copy":
         text = parent_output(rt, stage, md)
-        return None if text is None else Inputs(md, text, "identity", (0.0, 0.0), None)
+        return None if text is None else Inputs(md, text, "identity", (0.0, 0.0), None, None, sha256(text))
     if stage == "draft":
         combo = md.get("combo") or {}
         level = combo.get("level", "paragraph")
@@ -137,21 +148,23 @@ def resolve_inputs(rt: Runtime, stage: str, gen_id: str) -> Inputs | None:
         if not concepts:
             raise DaydreamError("store", f"draft {gen_id} metadata has no combo concepts", path=rt.paths.gen_file(stage, gen_id, "metadata.json"))
         context = draft_context(concepts)
+        parent_sha = None
     else:
         text = parent_output(rt, stage, md)
         if text is None:
             return None
         context = essay_context(text) if stage == "essay" else evaluation_context(text)
+        parent_sha = sha256(text)
     source = template.text
     if source is None:
         raise DaydreamError("catalog", f"{stage} template {template.id!r} has no template file", path=template.path)
     prompt = render(source, context, stage=stage, template_id=template.id)
     scale = (template.score_min, template.score_max) if stage == "evaluation" else (0.0, 0.0)
-    return Inputs(md, prompt, template.parser, scale, md.get("llm_model_id"))
+    return Inputs(md, prompt, template.parser, scale, md.get("llm_model_id"), sha256(source), parent_sha)
 
 
 def is_complete(rt: Runtime, stage: str, gen_id: str) -> bool:
-    pm = read_json(rt.paths.gen_file(stage, gen_id, "parsed_metadata.json"))
+    pm = phase_json(rt.paths.gen_file(stage, gen_id, "parsed_metadata.json"))
     if not pm or not pm.get("success"):
         return False
     text = read_text(rt.paths.gen_file(stage, gen_id, "parsed.txt"))
@@ -208,7 +221,7 @@ def run_generation(rt: Runtime, stage: str, gen_id: str, status: Callable[[str],
         return _write_parsed(rt, stage, gen_id, inputs, inputs.prompt, "copied")
 
     model = rt.catalog.model(inputs.model_id)
-    raw_md = read_json(f("raw_metadata.json"))
+    raw_md = phase_json(f("raw_metadata.json"))
     raw = read_text(f("raw.txt"))
     reusable = (
         raw_md is not None and raw is not None and raw_md.get("valid") is True
@@ -281,12 +294,12 @@ def inputs_parent(rt: Runtime, stage: str, gen_id: str) -> str:
 
 
 def _parent_simulated(rt: Runtime, stage: str, md: dict) -> bool:
-    pm = read_json(rt.paths.gen_file(PARENT_STAGE[stage], md["parent_gen_id"], "parsed_metadata.json")) or {}
+    pm = phase_json(rt.paths.gen_file(PARENT_STAGE[stage], md["parent_gen_id"], "parsed_metadata.json")) or {}
     return bool(pm.get("simulated"))
 
 
 def _write_parsed(rt: Runtime, stage: str, gen_id: str, inputs: Inputs, raw: str, outcome: str) -> str:
-    simulated = bool((read_json(rt.paths.gen_file(stage, gen_id, "raw_metadata.json")) or {}).get("simulated"))
+    simulated = bool((phase_json(rt.paths.gen_file(stage, gen_id, "raw_metadata.json")) or {}).get("simulated"))
     lo, hi = inputs.scale
     try:
         parsed = parse(inputs.parser, raw, scale_min=lo, scale_max=hi)
@@ -298,6 +311,7 @@ def _write_parsed(rt: Runtime, stage: str, gen_id: str, inputs: Inputs, raw: str
         "gen_id": gen_id, "stage": stage, "parser": inputs.parser, "success": True, "error": None,
         "raw_tail_preview": None, "simulated": simulated, "input_fingerprint": inputs.fingerprint,
         "parsed_sha256": sha256(parsed), "finished_at": _now(),
+        "template_sha256": inputs.template_sha256, "parent_sha256": inputs.parent_sha256,
     }
     if stage == "evaluation":
         pm.update(score=float(parsed), scale_min=lo, scale_max=hi)

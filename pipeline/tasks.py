@@ -150,6 +150,7 @@ def prepare_providers(tasks) -> None:
             used.add(provider)
             if provider not in todo and not t.complete():
                 todo.add(provider)
+    config.validate(used)
     config.sync_resources(used)
     rt.require_keys(todo)
 

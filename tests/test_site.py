@@ -158,6 +158,24 @@ def test_unknown_or_unreported_cohort_is_a_site_error(tmp_path):
     assert err.value.code == "unsafe_id"
 
 
+def test_mkdocs_failure_is_a_site_error_and_keeps_the_old_site(tmp_path, monkeypatch):
+    from pipeline.sitegen import build as sitebuild
+
+    paths = make_site_root(tmp_path / "data", n_essays=4)
+    good = build_site(paths)
+    project = tmp_path / "project"
+    atomic_write_text(project / "mkdocs.yml", "site_name: x\ntheme:\n  name: no-such-theme\n")
+    monkeypatch.setattr(sitebuild, "SITE_PROJECT", project)
+    with pytest.raises(DaydreamError) as err:
+        build_site(paths)
+    assert err.value.code == "site" and "mkdocs" in str(err.value)
+    assert (good / "index.html").is_file(), "a failed build leaves the previous site in place"
+    monkeypatch.setattr(sitebuild, "SITE_PROJECT", tmp_path / "nowhere")
+    with pytest.raises(DaydreamError) as err:
+        build_site(paths)
+    assert err.value.code == "site" and "mkdocs.yml" in str(err.value)
+
+
 def test_empty_data_root_builds_an_empty_site(tmp_path):
     build = build_site(DataPaths(tmp_path))
     assert "No cohort has reports yet" in (build / "index.html").read_text()

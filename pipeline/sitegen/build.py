@@ -1,10 +1,16 @@
-"""Build the report site: report tables → Markdown pages → ``mkdocs build`` → essay pages.
+"""Build the report site: report tables → Markdown pages → ``mkdocs build`` → filled pages.
 
-Why essay pages are not MkDocs pages: a cohort has thousands of essays, and MkDocs renders each
-page through Markdown, the theme and the search indexer (about 6 ms and, with full texts, a
-60 MB search index for 2,500 essays). Instead MkDocs renders one *shell* page per cohort (the
-theme around a slot) and each essay's HTML, rendered by Jinja, is put into a copy of the shell.
-The search index gets one short entry per essay (concepts, templates, models, opening lines).
+MkDocs supplies the theme, navigation and search; it never sees data. Each page part (table,
+chart, key numbers) reaches MkDocs as a *slot* token in a paragraph of its own, and its HTML is
+put in its place in the built file afterwards. So nothing from a model or a catalog passes
+through Markdown (escaping is Jinja/markupsafe's alone), and MkDocs only handles small pages: its
+Markdown and search parsers cost seconds on the megabytes of HTML a big cohort's tables make.
+
+Essay pages are not MkDocs pages at all: a cohort has thousands of essays, and MkDocs would
+render each through Markdown, the theme and the search indexer (with full texts, a 60 MB search
+index for 2,500 essays). MkDocs renders one *shell* page per cohort (the theme around a slot)
+and each essay's HTML, rendered by Jinja, goes into a copy of the shell. The search index gets
+one short entry per essay (concepts, template and model names, opening lines).
 
 The site is built into ``build.tmp`` and swapped into place, so a failed build never leaves a
 half-written site and a running preview server keeps serving the old one until the swap.
@@ -88,10 +94,10 @@ def _essay_context(c: P.Cohort, b: EssayBundle, lb_row: dict, n_ranked: int) -> 
                           Col("status_html", "status"), Col("gen", "evaluation_gen_id")], rows,
                          empty="No evaluations of this essay in this cohort.")
     rank = lb_row.get("rank")
-    cards = [("rank", f"{num(rank)} of {n_ranked:,}" if rank is not None else "unranked"),
+    cards = P.cards([("rank", f"{num(rank)} of {n_ranked:,}" if rank is not None else "unranked"),
              ("mean score_norm", num(lb_row.get("mean")) or "–"),
              ("scored / expected evaluations", f"{num(lb_row.get('n')) or 0} / {num(lb_row.get('expected')) or 0}"),
-             ("std", num(lb_row.get("std")) or "–")]
+             ("std", num(lb_row.get("std")) or "–")])
     return {"e": _shown(c, b.essay), "d": _shown(c, b.draft), "evals": evals, "simulated": b.simulated,
             "combo": c.names.combo(b.essay.row["combo_id"]), "cards": cards, "scores_table": scores_table}
 
@@ -105,7 +111,7 @@ def _write_essays(c: P.Cohort, bundles: list[EssayBundle], build: Path, env) -> 
         raise DaydreamError("site", "the essay shell page did not render as expected (theme changed?)", path=shell_path)
     head, tail = shell.split(BODY_SLOT)
     tpl = env.get_template("essay.html")
-    lb = {r["essay_gen_id"]: r for r in P._rows(c.t["leaderboard"])}
+    lb = {r["essay_gen_id"]: r for r in P.records(c.t["leaderboard"])}
     n_ranked = int(c.t["leaderboard"]["rank"].notna().sum()) if len(c.t["leaderboard"]) else 0
     ids = [b.essay.row["gen_id"] for b in bundles]
     entries = []
@@ -199,8 +205,9 @@ def _mkdocs(docs: Path, out: Path, nav: list, simulated: bool) -> None:
     from mkdocs.exceptions import MkDocsException
 
     log = logging.getLogger("mkdocs")
-    handler = _Warnings()
+    handler, level = _Warnings(), log.level
     log.addHandler(handler)
+    log.setLevel(logging.WARNING)  # MkDocs' INFO lines ("Building documentation ...") are noise here
     try:
         cfg = load_config(config_file=str(mkdocs_yml()), docs_dir=str(docs), site_dir=str(out), nav=nav,
                           extra={"daydream_simulated": simulated})
@@ -214,6 +221,7 @@ def _mkdocs(docs: Path, out: Path, nav: list, simulated: bool) -> None:
         raise DaydreamError("site", f"mkdocs build failed: {detail}") from None
     finally:
         log.removeHandler(handler)
+        log.setLevel(level)
 
 
 def _sync_dir(root: Path, files: dict[str, bytes]) -> None:

@@ -48,7 +48,7 @@ class Section:
 @dataclass
 class Page:
     path: str                      # under docs/, e.g. "cohorts/demo/index.md"
-    title: str                     # fixed text and safe ids only (MkDocs puts it in <title> unescaped)
+    title: str                     # browser tab and search results: fixed text and safe ids
     heading: str
     sections: list[Section]
     simulated: bool
@@ -96,7 +96,8 @@ class Cohort:
         return " · ".join(c["name"] for c in combo["concepts"]) if combo else str(combo_id or "")
 
 
-def _rows(df: pd.DataFrame) -> list[dict]:
+def records(df: pd.DataFrame) -> list[dict]:
+    """Rows as dicts, NaN as None (templates and formatters test for None)."""
     return df.astype(object).where(df.notna(), None).to_dict("records")
 
 
@@ -106,8 +107,9 @@ def _capped(df: pd.DataFrame, csv_href: str, what: str) -> tuple[pd.DataFrame, s
     return df.head(ROW_CAP), f"Showing the first {ROW_CAP:,} of {len(df):,} {what}; the full table is {csv_href}."
 
 
-def _csv_link(cohort: Cohort, name: str, prefix: str = "") -> Markup:
-    return Markup('<a href="{}data/{}.csv">{}.csv</a>').format(prefix, name, name)
+def _csv_link(name: str) -> Markup:
+    """A link from a cohort page to one of its report CSVs (copied under data/)."""
+    return Markup('<a href="data/{}.csv">{}.csv</a>').format(name, name)
 
 
 def _rubric_label(c: Cohort, template_id, lo=None, hi=None) -> str:
@@ -115,7 +117,7 @@ def _rubric_label(c: Cohort, template_id, lo=None, hi=None) -> str:
     return f"{label} ({num(lo)}–{num(hi)})" if lo is not None and hi is not None else label
 
 
-def _cards(items: list[tuple[str, str]]) -> Markup:
+def cards(items: list[tuple[str, str]]) -> Markup:
     body = Markup("").join(
         Markup('<div class="dd-card"><div class="dd-card-value">{}</div><div class="dd-card-label">{}</div></div>\n')
         .format(v, k) for k, v in items)
@@ -140,13 +142,13 @@ def _links(items: list[tuple[str, str]]) -> Markup:
 
 def overview(c: Cohort) -> Page:
     g, s, cov = c.t["generations"], c.t["scores"], c.t["coverage"]
-    by_stage = {r["stage"]: r for r in _rows(cov)}
+    by_stage = {r["stage"]: r for r in records(cov)}
     ev = by_stage.get("evaluation", {})
     es = by_stage.get("essay", {})
     failures = int((g["status"] == "failed").sum()) if len(g) else 0
     tokens = (cov["prompt_tokens"].sum() + cov["completion_tokens"].sum()) if len(cov) else 0
     cost = cov["cost_usd"].sum(min_count=1) if len(cov) else float("nan")
-    cards = _cards([
+    key_numbers = cards([
         ("essays done / expected", f"{num(es.get('done'))} / {num(es.get('expected'))}"),
         ("evaluations scored / expected", f"{num(ev.get('done'))} / {num(ev.get('expected'))}"),
         ("failed generations", num(failures) or "0"),
@@ -157,7 +159,7 @@ def overview(c: Cohort) -> Page:
                        Col("pending", kind="int"), Col("coverage", kind="pct"), Col("prompt_tokens", kind="int"),
                        Col("completion_tokens", kind="int"), Col("cost_usd", kind="usd"),
                        Col("n_simulated", kind="int", title="generations produced by the offline simulator")],
-                      _rows(cov), sortable=False)
+                      records(cov), sortable=False)
     scored = s[s["score"].notna()] if len(s) else s
     hist_groups = {
         _rubric_label(c, t, grp["scale_min"].iloc[0], grp["scale_max"].iloc[0]): grp["score"].tolist()
@@ -167,21 +169,21 @@ def overview(c: Cohort) -> Page:
             if hist_groups else Markup('<p class="dd-empty">No scored evaluations yet.</p>'))
     fails = (g[g["status"] != "done"].groupby(["stage", "status", "error"], sort=True).size()
              .reset_index(name="n") if len(g) else pd.DataFrame())
-    fail_table = table([Col("stage"), Col("status"), Col("error"), Col("n", kind="int")], _rows(fails),
+    fail_table = table([Col("stage"), Col("status"), Col("error"), Col("n", kind="int")], records(fails),
                        empty="Every generation is done.")
     usage = (g.groupby(["stage", "llm_model_id"], sort=True)
              .agg(n=("gen_id", "size"), prompt_tokens=("prompt_tokens", "sum"),
                   completion_tokens=("completion_tokens", "sum"), cost_usd=("cost_usd", "sum"),
                   mean_duration_s=("duration_s", "mean")).reset_index() if len(g) else pd.DataFrame())
-    for r in (usage_rows := _rows(usage)):
+    for r in (usage_rows := records(usage)):
         r["llm"] = c.names.model(r["llm_model_id"])
     usage_table = table([Col("stage"), Col("llm"), Col("n", kind="int"), Col("prompt_tokens", kind="int"),
                          Col("completion_tokens", kind="int"), Col("cost_usd", kind="usd"),
                          Col("mean_duration_s", kind="num")], usage_rows)
     pages = _links([(t, f"{stem}.html") for stem, t in COHORT_PAGES[1:]])
-    downloads = Markup(" · ").join(_csv_link(c, n) for n in DOWNLOADS)
+    downloads = Markup(" · ").join(_csv_link(n) for n in DOWNLOADS)
     return Page(f"cohorts/{c.id}/index.md", f"{c.id}: overview", f"Cohort {c.id}", [
-        Section(parts=[cards]),
+        Section(parts=[key_numbers]),
         Section("Coverage per stage", "Expected generations per stage and how many are done, failed or pending.",
                 [cov_table]),
         Section("Score distribution", "", [hist]),
@@ -210,8 +212,8 @@ LINEAGE_COLS = [Col("concepts", wrap=True), Col("draft_template_name", "draft_te
 
 def leaderboard(c: Cohort) -> Page:
     lb = c.t["leaderboard"]
-    shown, note = _capped(lb, _csv_link(c, "leaderboard"), "essays")
-    rows = _rows(shown)
+    shown, note = _capped(lb, _csv_link("leaderboard"), "essays")
+    rows = records(shown)
     _lineage_cols(c, rows)
     for r in rows:
         r["essay"] = c.essay(r["essay_gen_id"])
@@ -256,7 +258,7 @@ def factors(c: Cohort) -> Page:
             errors[name] = grp["std"].tolist()
         fig = figures.bars(labels, series, errors=errors, title=f"Mean score_norm by {factor}",
                            y_title="mean score_norm (± std)", y_range=(0, 1))
-        pooled = _rows(sub[sub["rubric"] == "(all)"])
+        pooled = records(sub[sub["rubric"] == "(all)"])
         for r in pooled:
             r["level_name"] = _factor_label(c, factor, r["level"])
         tbl = table([Col("level_name", factor), Col("n", kind="int"), Col("n_unscored", kind="int"),
@@ -264,7 +266,7 @@ def factors(c: Cohort) -> Page:
                      Col("min", kind="num"), Col("max", kind="num"), Col("share_high", kind="pct"),
                      Col("share_low", kind="pct"), Col("share_max", kind="pct")], pooled)
         sections.append(Section(factor, "", [chart(fig, f"factor-{factor}"), tbl]))
-    combos = _rows(f[(f["factor"] == "combo_id") & (f["rubric"] == "(all)")].sort_values("mean", ascending=False)) \
+    combos = records(f[(f["factor"] == "combo_id") & (f["rubric"] == "(all)")].sort_values("mean", ascending=False)) \
         if len(f) else []
     for r in combos:
         r["concepts"] = c.concepts(r["level"])
@@ -278,7 +280,7 @@ def factors(c: Cohort) -> Page:
         if not len(sub):
             continue
         tpls, llms = list(dict.fromkeys(sub["template"])), list(dict.fromkeys(sub["llm"]))
-        cell = {(r["template"], r["llm"]): r for r in _rows(sub)}
+        cell = {(r["template"], r["llm"]): r for r in records(sub)}
         z = [[(cell.get((t, m)) or {}).get("mean") for m in llms] for t in tpls]
         hover = [[f"{c.names.template(stage, t)} × {c.names.model(m)}: mean "
                   f"{num((cell.get((t, m)) or {}).get('mean'))}, n {num((cell.get((t, m)) or {}).get('n'))}"
@@ -290,7 +292,7 @@ def factors(c: Cohort) -> Page:
     pd_ = c.t["pivot_draft_essay_template"]
     if len(pd_):
         dts, ets = list(dict.fromkeys(pd_["draft_template"])), list(dict.fromkeys(pd_["essay_template"]))
-        cell = {(r["draft_template"], r["essay_template"]): r for r in _rows(pd_)}
+        cell = {(r["draft_template"], r["essay_template"]): r for r in records(pd_)}
         z = [[(cell.get((d, e)) or {}).get("mean") for e in ets] for d in dts]
         fig = figures.heatmap(z, [c.names.template("essay", e) for e in ets], [c.names.template("draft", d) for d in dts],
                               title="draft_template × essay_template: mean score_norm", colorbar_title="mean",
@@ -319,7 +321,7 @@ def evaluators(c: Cohort) -> Page:
             note = (f"The {half} best and {half} worst essays by mean score_norm; every essay is in "
                     "pivot_essay_evaluator.csv and on its own page.")
         cols = _evaluator_columns(c, pe)
-        cell = {(r["essay_gen_id"], r["evaluation_llm"], r["evaluation_template"]): r for r in _rows(pe)}
+        cell = {(r["essay_gen_id"], r["evaluation_llm"], r["evaluation_template"]): r for r in records(pe)}
         z, hover = [], []
         for e in order:
             zr, hr = [], []
@@ -342,12 +344,12 @@ def evaluators(c: Cohort) -> Page:
             n=("score", "size"), mean=("score", "mean"), std=("score", "std"), mean_norm=("score_norm", "mean"),
             scale_min=("scale_min", "first"), scale_max=("scale_max", "first")).reset_index()
         models, rubrics = list(dict.fromkeys(grid["evaluation_llm"])), list(dict.fromkeys(grid["evaluation_template"]))
-        cell = {(r["evaluation_llm"], r["evaluation_template"]): r for r in _rows(grid)}
+        cell = {(r["evaluation_llm"], r["evaluation_template"]): r for r in records(grid)}
         z = [[(cell.get((m, t)) or {}).get("mean_norm") for t in rubrics] for m in models]
         fig = figures.heatmap(z, [c.names.template("evaluation", t) for t in rubrics], [c.names.model(m) for m in models],
                               title="evaluation_llm × evaluation_template: mean score_norm", colorbar_title="mean",
                               zmin=0, zmax=1)
-        rows = _rows(grid)
+        rows = records(grid)
         for r in rows:
             r["evaluator"] = c.names.model(r["evaluation_llm"])
             r["rubric"] = _rubric_label(c, r["evaluation_template"], r["scale_min"], r["scale_max"])
@@ -383,7 +385,7 @@ def rubrics(c: Cohort) -> Page:
             r = both[a].corr(both[b]) if len(both) > 2 else float("nan")
             sections.append(Section(f"{la} vs {lb_}", f"{len(both):,} essays scored on both; Pearson r = {num(r)}.",
                                     [chart(fig, f"rubric-pair-{a}-{b}")]))
-    per_rubric = _rows(f[(f["factor"] == "evaluation_template") & (f["rubric"] == "(all)")]) if len(f) else []
+    per_rubric = records(f[(f["factor"] == "evaluation_template") & (f["rubric"] == "(all)")]) if len(f) else []
     scales = {t: (g["scale_min"].iloc[0], g["scale_max"].iloc[0]) for t, g in s.groupby("evaluation_template")} if len(s) else {}
     for r in per_rubric:
         r["rubric"] = c.names.template("evaluation", r["level"])
@@ -410,7 +412,7 @@ AGREEMENT_ORDER = ["high", "moderate", "low", "n/a"]
 
 def agreement(c: Cohort) -> Page:
     ag = c.t["agreement"]
-    rows = _rows(ag)
+    rows = records(ag)
     for r in rows:
         r["rubric"] = _rubric_label(c, r["evaluation_template"], r["scale_min"], r["scale_max"])
     sections = [Section("Inter-rater agreement per rubric",
@@ -439,7 +441,7 @@ def agreement(c: Cohort) -> Page:
         v = c.t[name]
         worst = v[v["n"] >= 2].sort_values(["range_norm", "essay_gen_id"], ascending=[False, True]).head(25) \
             if len(v) else v
-        rows = _rows(worst)
+        rows = records(worst)
         cols = [Col("essay", "essay_gen_id")]
         for r in rows:
             r["essay"] = c.essay(r["essay_gen_id"])
@@ -453,7 +455,7 @@ def agreement(c: Cohort) -> Page:
             cols.append(Col("evaluator", "evaluation_llm"))
         cols += [Col("n", kind="int"), Col("mean", kind="num"), Col("std", kind="num"), Col("range", kind="num"),
                  Col("range_norm", kind="pct"), Col("cv", kind="num"), Col("agreement")]
-        text = Markup("{}; the 25 widest spreads. Full table: {}.").format(what.capitalize(), _csv_link(c, name))
+        text = Markup("{}; the 25 widest spreads. Full table: {}.").format(what.capitalize(), _csv_link(name))
         sections.append(Section(f"Largest disagreement {label}", text,
                                 [table(cols, rows, empty="Nothing to compare yet.")]))
     return Page(f"cohorts/{c.id}/agreement.md", f"{c.id}: agreement and variance", "Agreement & variance",
@@ -463,24 +465,24 @@ def agreement(c: Cohort) -> Page:
 def quality(c: Cohort) -> Page:
     cov, iss, g = c.t["coverage"], c.t["issues"], c.t["generations"]
     cov_table = table([Col("stage"), Col("expected", kind="int"), Col("done", kind="int"), Col("failed", kind="int"),
-                       Col("pending", kind="int"), Col("coverage", kind="pct")], _rows(cov), sortable=False)
+                       Col("pending", kind="int"), Col("coverage", kind="pct")], records(cov), sortable=False)
     summary = iss.groupby(["stage", "issue"], sort=True).size().reset_index(name="n") if len(iss) else iss
-    shown, note = _capped(iss, _csv_link(c, "issues"), "issues")
+    shown, note = _capped(iss, _csv_link("issues"), "issues")
     failed = g[g["status"] == "failed"] if len(g) else g
-    fshown, fnote = _capped(failed, _csv_link(c, "generations"), "failed generations")
-    frows = _rows(fshown)
+    fshown, fnote = _capped(failed, _csv_link("generations"), "failed generations")
+    frows = records(fshown)
     for r in frows:
         r["template"] = c.names.template(r["stage"], r["template_id"])
         r["llm"] = c.names.model(r["llm_model_id"])
         r["gen"] = c.gen(r["stage"], r["gen_id"], r["parent_gen_id"])
     parent = dict(zip(g["gen_id"], g["parent_gen_id"])) if len(g) else {}
-    irows = _rows(shown)
+    irows = records(shown)
     for r in irows:
         r["gen"] = c.gen(r["stage"], r["gen_id"], parent.get(r["gen_id"]))
     return Page(f"cohorts/{c.id}/quality.md", f"{c.id}: data quality", "Data quality", [
         Section("Coverage per stage", "", [cov_table]),
         Section("Issues by kind", "Failures, missing files, broken lineage and catalog mismatches found while "
-                "building the reports.", [table([Col("stage"), Col("issue"), Col("n", kind="int")], _rows(summary),
+                "building the reports.", [table([Col("stage"), Col("issue"), Col("n", kind="int")], records(summary),
                                                empty="No issues found.")]),
         Section("Failed generations", "", [table(
             [Col("stage"), Col("gen", "gen_id"), Col("template", "template_id"), Col("llm", "llm_model_id"),
@@ -496,7 +498,7 @@ def essay_index(c: Cohort) -> list[Page]:
     lb = c.t["leaderboard"]
     g = c.t["generations"]
     order = [e for e in g.loc[g["stage"] == "essay", "gen_id"]] if len(g) else []
-    lbr = {r["essay_gen_id"]: r for r in _rows(lb)}
+    lbr = {r["essay_gen_id"]: r for r in records(lb)}
     seen = set(order)
     order += [e for e in lbr if e not in seen and e in c.essay_ids]
     n_pages = max(1, math.ceil(len(order) / ESSAYS_PER_PAGE))
@@ -537,7 +539,7 @@ def cohort_pages(c: Cohort) -> list[Page]:
 def home(cohorts: list[Cohort]) -> Page:
     rows = []
     for c in cohorts:
-        cov = {r["stage"]: r for r in _rows(c.t["coverage"])}
+        cov = {r["stage"]: r for r in records(c.t["coverage"])}
         lb = c.t["leaderboard"]
         rows.append({
             "cohort": Link(c.id, f"cohorts/{c.id}/index.html", code=True),
@@ -580,7 +582,7 @@ def cross_cohort(df: pd.DataFrame | None, cohorts: list[Cohort], names: Names) -
                                            y_title="mean score_norm", y_range=(0, 1)), "cross-cohort",
                               "Mean score_norm of each shared essay in each cohort (up to 30 essays)."))
         shown, note = _capped(df, Markup('<a href="data/cross_cohort.csv">cross_cohort.csv</a>'), "rows")
-        rows = _rows(shown)
+        rows = records(shown)
         for r in rows:
             c = by_id.get(r["cohort_id"])
             r["essay"] = c.essay(r["essay_gen_id"], prefix=f"cohorts/{c.id}/essays/") if c else r["essay_gen_id"]

@@ -1,0 +1,208 @@
+"""Day-two operations on the gens store: ``invalidate``, ``check`` and ``purge``.
+
+Invalidation removes only the phase files (prompt, raw, parsed and their metadata);
+``metadata.json`` stays, so the generations remain part of their cohorts and the next run
+regenerates them. Descendants are found from the gens store itself (``parent_gen_id``), so
+children of a regenerated parent can never survive stale, whichever cohort they belong to.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from dataclasses import dataclass
+
+from .cohort import read_membership
+from .errors import DaydreamError
+from .store import STAGES, TMP_GLOB, DataPaths, atomic_write_json, read_json, read_text
+
+PHASE_FILES = ("parsed_metadata.json", "parsed.txt", "raw_metadata.json", "raw.txt", "prompt.txt")
+CHILD_STAGE = {"draft": "essay", "essay": "evaluation"}
+
+
+def _children_index(paths: DataPaths) -> dict[str, list[tuple[str, str]]]:
+    index: dict[str, list[tuple[str, str]]] = {}
+    for stage in ("essay", "evaluation"):
+        base = paths.gens / stage
+        if not base.is_dir():
+            continue
+        for d in base.iterdir():
+            md = read_json(d / "metadata.json")
+            if md and md.get("parent_gen_id"):
+                index.setdefault(md["parent_gen_id"], []).append((stage, d.name))
+    return index
+
+
+def invalidate(paths: DataPaths, *, cohort_id: str | None = None, stage: str | None = None,
+               template_id: str | None = None, model_id: str | None = None,
+               gen_ids: list[str] = (), dry_run: bool = False) -> list[tuple[str, str]]:
+    """Invalidate matching generations and their descendants; returns (stage, gen_id) pairs."""
+    if cohort_id:
+        rows = read_membership(paths, cohort_id)
+        candidates = [(r["stage"], r["gen_id"], r["template_id"], r["llm_model_id"]) for r in rows]
+    else:
+        candidates = []
+        for st in ("draft", "essay", "evaluation"):
+            base = paths.gens / st
+            for d in (base.iterdir() if base.is_dir() else []):
+                md = read_json(d / "metadata.json") or {}
+                candidates.append((st, d.name, md.get("template_id"), md.get("llm_model_id") or ""))
+    wanted = set(gen_ids)
+    roots = [
+        (st, gid) for st, gid, tid, mid in candidates
+        if (not stage or st == stage) and (not template_id or tid == template_id)
+        and (not model_id or mid == model_id) and (not wanted or gid in wanted)
+    ]
+    if wanted:
+        known = {gid for _, gid, _, _ in candidates}
+        roots += [(st, g) for g in wanted - known for st in ("draft", "essay", "evaluation")
+                  if paths.gen_dir(st, g).is_dir()]
+    children = _children_index(paths)
+    seen: dict[tuple[str, str], None] = {}
+    stack = list(roots)
+    while stack:
+        node = stack.pop()
+        if node in seen:
+            continue
+        seen[node] = None
+        stack.extend(children.get(node[1], []))
+    order = {"draft": 0, "essay": 1, "evaluation": 2}
+    result = sorted(seen, key=lambda n: (order[n[0]], n[1]))
+    if not dry_run:
+        # Children first, so an interrupted invalidation never leaves a child newer than its parent.
+        for st, gid in reversed(result):
+            for name in PHASE_FILES:
+                try:
+                    os.unlink(paths.gen_file(st, gid, name))
+                except FileNotFoundError:
+                    pass
+    return result
+
+
+# ---------------------------------------------------------------------------------------------
+# check
+
+
+@dataclass(frozen=True)
+class Problem:
+    kind: str      # missing_metadata | corrupt_file | missing_file | broken_lineage | orphan | stale | failed | temporary_file
+    stage: str
+    gen_id: str
+    detail: str
+
+
+def _compiled(paths: DataPaths) -> list[str]:
+    if not paths.cohorts.is_dir():
+        return []
+    return sorted(p.name for p in paths.cohorts.iterdir() if paths.membership_csv(p.name).exists())
+
+
+def check_store(paths: DataPaths, cohort_id: str | None = None) -> tuple[list[Problem], dict[str, int]]:
+    """Health of the gens store (or of one cohort's generations): every problem, precisely.
+
+    Pending generations (never run) are counted, not reported as problems.
+    """
+    from .stages import resolve_inputs, runtime, sha256
+
+    rt = runtime()
+    cohorts = [cohort_id] if cohort_id else _compiled(paths)
+    members: dict[tuple[str, str], None] = {}
+    for c in cohorts:
+        for r in read_membership(paths, c):
+            members[(r["stage"], r["gen_id"])] = None
+    if cohort_id:
+        targets = list(members)
+    else:
+        targets = [(st, d.name) for st in STAGES if (paths.gens / st).is_dir() for d in sorted((paths.gens / st).iterdir())]
+    problems: list[Problem] = []
+    counts = {"checked": len(targets), "done": 0, "pending": 0}
+
+    def add(kind, stage, gid, detail):
+        problems.append(Problem(kind, stage, gid, detail))
+
+    for stage, gid in targets:
+        d = paths.gen_dir(stage, gid)
+        for tmp in d.glob(TMP_GLOB):
+            add("temporary_file", stage, gid, f"{tmp.name} left by an interrupted write")
+        if not cohort_id and (stage, gid) not in members:
+            add("orphan", stage, gid, "in no compiled cohort's membership")
+        try:
+            md = read_json(d / "metadata.json")
+            pm = read_json(d / "parsed_metadata.json")
+            read_json(d / "raw_metadata.json")
+        except DaydreamError as exc:
+            add("corrupt_file", stage, gid, exc.message)
+            continue
+        if md is None:
+            add("missing_metadata", stage, gid, "metadata.json is missing (recompile the cohort)")
+            continue
+        parent = md.get("parent_gen_id")
+        if parent:
+            pstage = {"essay": "draft", "evaluation": "essay"}[stage]
+            if not (paths.gen_dir(pstage, parent) / "metadata.json").exists():
+                add("broken_lineage", stage, gid, f"parent {pstage} {parent} is not in the gens store")
+                continue
+        if pm is None:
+            counts["pending"] += 1
+            continue
+        if not pm.get("success"):
+            add("failed", stage, gid, str(pm.get("error")))
+            continue
+        text = read_text(d / "parsed.txt")
+        if text is None:
+            add("missing_file", stage, gid, "parsed.txt is missing although parsed_metadata.json records success")
+            continue
+        if sha256(text) != pm.get("parsed_sha256"):
+            add("corrupt_file", stage, gid, "parsed.txt does not match the hash in parsed_metadata.json")
+            continue
+        try:
+            inputs = resolve_inputs(rt, stage, gid)
+        except DaydreamError as exc:
+            add("stale", stage, gid, f"cannot be re-rendered: {exc.message}")
+            continue
+        if inputs is None:
+            add("stale", stage, gid, "its parent is no longer complete")
+        elif inputs.fingerprint != pm.get("input_fingerprint"):
+            why = []
+            if pm.get("template_sha256") and inputs.template_sha256 != pm["template_sha256"]:
+                why.append(f"template {md.get('template_id')!r} was edited")
+            if pm.get("parent_sha256") and inputs.parent_sha256 != pm["parent_sha256"]:
+                why.append(f"parent {parent} was regenerated")
+            add("stale", stage, gid, "; ".join(why) or "its inputs changed (concepts, model or scale)")
+        else:
+            counts["done"] += 1
+    return problems, counts
+
+
+# ---------------------------------------------------------------------------------------------
+# purge
+
+
+def purge(paths: DataPaths, cohort_id: str, *, dry_run: bool = True) -> dict[str, list]:
+    """Remove a cohort's generated files and the generations no other cohort uses.
+
+    Shared generations stay; only this cohort is removed from their ``cohorts`` list. The spec
+    is kept, so the cohort can be compiled and run again.
+    """
+    rows = read_membership(paths, cohort_id)
+    used_elsewhere = set()
+    for other in _compiled(paths):
+        if other != cohort_id:
+            used_elsewhere.update((r["stage"], r["gen_id"]) for r in read_membership(paths, other))
+    remove, keep = [], []
+    for r in rows:
+        (keep if (r["stage"], r["gen_id"]) in used_elsewhere else remove).append((r["stage"], r["gen_id"]))
+    if not dry_run:
+        for stage, gid in remove:
+            shutil.rmtree(paths.gen_dir(stage, gid), ignore_errors=True)
+        for stage, gid in keep:
+            path = paths.gen_file(stage, gid, "metadata.json")
+            md = read_json(path)
+            if md and cohort_id in md.get("cohorts", []):
+                md["cohorts"] = [c for c in md["cohorts"] if c != cohort_id]
+                atomic_write_json(path, md)
+        cdir = paths.cohort_dir(cohort_id)
+        for name in ("membership.csv", "manifest.json"):
+            (cdir / name).unlink(missing_ok=True)
+        shutil.rmtree(paths.reports_dir(cohort_id), ignore_errors=True)
+    return {"removed": remove, "kept_shared": keep}

@@ -1,0 +1,141 @@
+"""Day-two operations on a data root edited by hand: check, status, invalidate, purge."""
+
+from __future__ import annotations
+
+import json
+
+from pipeline.maintenance import check_store, invalidate, purge
+from pipeline.running import cohort_status
+
+
+def kinds(problems):
+    return sorted({p.kind for p in problems})
+
+
+def completions(server):
+    return [r for r in server.requests if r["path"].endswith("/chat/completions")]
+
+
+def test_healthy_store_has_no_problems(project):
+    assert project.run()
+    problems, counts = check_store(project.paths)
+    assert problems == [] and counts == {"checked": 21, "done": 21, "pending": 0}
+
+
+def test_deleted_parsed_file_is_reported_and_reparsed_without_a_model_call(project):
+    assert project.run()
+    v = project.membership("evaluation")[0]["gen_id"]
+    project.paths.gen_file("evaluation", v, "parsed.txt").unlink()
+    problems, _ = check_store(project.paths, "t1")
+    assert [(p.kind, p.gen_id) for p in problems] == [("missing_file", v)]
+    project.server.reset()
+    assert project.run()
+    assert completions(project.server) == []  # the kept valid raw is parsed again
+    assert check_store(project.paths, "t1")[0] == []
+
+
+def test_corrupt_metadata_and_missing_parent_are_reported(project):
+    assert project.run()
+    e = next(r for r in project.membership("essay") if r["mode"] == "llm")
+    project.paths.gen_file("essay", e["gen_id"], "parsed_metadata.json").write_text('{"success": tru')
+    d = project.membership("draft")[1]["gen_id"]
+    import shutil
+
+    shutil.rmtree(project.paths.gen_dir("draft", d))
+    problems, _ = check_store(project.paths)
+    by_kind = {}
+    for p in problems:
+        by_kind.setdefault(p.kind, set()).add(p.gen_id)
+    assert by_kind["corrupt_file"] == {e["gen_id"]}
+    assert len(by_kind["broken_lineage"]) == 2  # both essays of the removed draft
+    # the next run repairs: the draft is seeded again by compile and regenerated with its subtree
+    project.server.reset()
+    assert project.run()
+    assert check_store(project.paths)[0] == []
+
+
+def test_edited_template_makes_exactly_its_generations_stale(project):
+    assert project.run()
+    t = project.paths.template_file("evaluation", "v-nine")
+    t.write_text(t.read_text() + "Be brief.\n")
+    problems, _ = check_store(project.paths, "t1")
+    assert {p.kind for p in problems} == {"stale"} and len(problems) == 6
+    assert all("template 'v-nine' was edited" in p.detail for p in problems)
+    project.server.reset()
+    assert project.run()
+    assert len(completions(project.server)) == 6
+
+
+def test_regenerated_parent_makes_children_stale(project):
+    assert project.run()
+    essay = next(r for r in project.membership("essay") if r["mode"] == "llm")["gen_id"]
+    invalidate(project.paths, gen_ids=[essay])  # removes the essay and its 2 evaluations' outputs
+    base = project.server.responder
+    project.server.responder = lambda b: base(b).replace("Essay paragraph", "New paragraph")
+    from pipeline.stages import run_generation, runtime
+
+    run_generation(runtime(), "essay", essay)
+    problems, counts = check_store(project.paths, "t1")
+    assert counts["pending"] == 2 and problems == []  # children were invalidated with the parent
+
+
+def test_orphans_and_temporary_files(project):
+    assert project.run()
+    spec = project.root / "cohorts" / "t1" / "spec" / "config.yaml"
+    spec.write_text(spec.read_text().replace("evaluation_template: [v-nine, v-ten]", "evaluation_template: [v-nine]"))
+    from pipeline.cohort import compile_cohort
+
+    compile_cohort(project.paths, "t1")
+    d = project.membership("draft")[0]["gen_id"]
+    (project.paths.gen_dir("draft", d) / ".raw.txt.abc123.tmp").write_text("partial")
+    problems, _ = check_store(project.paths)
+    assert sum(p.kind == "orphan" for p in problems) == 6
+    assert [p.gen_id for p in problems if p.kind == "temporary_file"] == [d]
+    # an orphan's metadata no longer lists the cohort
+    orphan = next(p for p in problems if p.kind == "orphan")
+    assert json.loads(project.read("evaluation", orphan.gen_id, "metadata.json"))["cohorts"] == []
+
+
+def test_status_counts_failures_tokens_and_cost(project):
+    base = project.server.responder
+    project.server.responder = lambda b: "no number" if "0-10" in b["messages"][0]["content"] else base(b)
+    assert not project.run()
+    st = cohort_status("t1")
+    assert st["stages"]["evaluation"]["done"] == 6 and st["stages"]["evaluation"]["failed"] == 6
+    assert st["stages"]["draft"]["done"] == 3
+    assert st["tokens"]["prompt"] > 0 and st["cost_usd"] > 0
+    (reason, n), = [((s, r), n) for (s, r), n in st["reasons"].items()]
+    assert n == 6 and reason[0] == "evaluation"
+
+
+def test_invalidate_by_template_model_and_stage(project):
+    assert project.run()
+    removed = invalidate(project.paths, cohort_id="t1", template_id="v-ten", dry_run=True)
+    assert len(removed) == 6 and all(s == "evaluation" for s, _ in removed)
+    assert all(project.paths.gen_file(s, g, "parsed.txt").exists() for s, g in removed)  # dry run
+    removed = invalidate(project.paths, cohort_id="t1", model_id="srv-a")  # drafts and llm essays
+    assert sorted({s for s, _ in removed}) == ["draft", "essay", "evaluation"]
+    assert len(removed) == 21  # every draft is srv-a: the whole cohort is downstream
+    removed = invalidate(project.paths, cohort_id="t1", stage="evaluation")
+    assert len(removed) == 12
+
+
+def test_purge_keeps_generations_shared_with_other_cohorts(project):
+    assert project.run()
+    other = project.root / "cohorts" / "t2" / "spec"
+    other.mkdir(parents=True)
+    spec = (project.root / "cohorts" / "t1" / "spec" / "config.yaml").read_text()
+    (other / "config.yaml").write_text(spec.replace("[v-nine, v-ten]", "[v-nine]"))
+    from pipeline.cohort import compile_cohort
+
+    compile_cohort(project.paths, "t2")
+    dry = purge(project.paths, "t1")
+    assert len(dry["removed"]) == 6 and len(dry["kept_shared"]) == 15
+    assert all(project.paths.gen_dir(s, g).exists() for s, g in dry["removed"])
+    done = purge(project.paths, "t1", dry_run=False)
+    assert done == dry
+    assert not any(project.paths.gen_dir(s, g).exists() for s, g in done["removed"])
+    for s, g in done["kept_shared"]:
+        assert json.loads(project.read(s, g, "metadata.json"))["cohorts"] == ["t2"]
+    assert not project.paths.membership_csv("t1").exists()
+    assert (project.root / "cohorts" / "t1" / "spec" / "config.yaml").exists()
