@@ -26,6 +26,8 @@ from .cohort import compile_cohort, read_membership
 from .store import read_json
 
 PROGRESS_HOOKS: list[Callable[[dict], None]] = []  # in-process observers of RunCohort's progress
+LAST_RESULT: dict[str, "DriveResult"] = {}  # cohort_id -> the last drive in this process
+_FAILURES: dict[str, str] = {}  # gen_id -> why its task failed (in-process workers), when the store could not say
 STALL_SECONDS = 900.0  # remote mode: give up on a chunk when nothing progressed for this long
 
 
@@ -63,6 +65,11 @@ def nested_build_kwargs() -> dict:
     return kw
 
 
+def _on_failure(task, exception) -> None:
+    for gen_id in task.gen_ids():
+        _FAILURES[gen_id] = str(exception).split("\n")[0]
+
+
 def _recorded_failure(paths, stage: str, gen_id: str, since: str) -> str | None:
     pm = read_json(paths.gen_file(stage, gen_id, "parsed_metadata.json"))
     if pm and not pm.get("success") and str(pm.get("finished_at", "")) >= since:
@@ -73,8 +80,10 @@ def _recorded_failure(paths, stage: str, gen_id: str, since: str) -> str | None:
 def drive(cohort_id: str, build_kwargs: dict, *, chunk_size: int | None = None,
           progress: Callable[[dict], None] = lambda counts: None, poll_s: float = 1.0) -> DriveResult:
     """Run every generation of a compiled cohort, chunk by chunk; never raises for failures."""
-    from .tasks import generation_tasks
+    from .tasks import _Generation, generation_tasks
 
+    if _on_failure not in _Generation._event_callbacks.get(_Generation, {}).get(luigi.Event.FAILURE, set()):
+        _Generation.event_handler(luigi.Event.FAILURE)(_on_failure)
     paths = config.data_paths()
     tasks = generation_tasks(cohort_id)
     size = chunk_size or config.chunk_size()
@@ -110,10 +119,11 @@ def drive(cohort_id: str, build_kwargs: dict, *, chunk_size: int | None = None,
                 last_progress = time.monotonic()
             elif local or time.monotonic() - last_progress > STALL_SECONDS:
                 for t in pending:
-                    result.failed[t.gen_id] = "not run (see the Luigi log)"
+                    result.failed[t.gen_id] = _FAILURES.get(t.gen_id, "not run (see the Luigi log: rerun with --verbose)")
                 break
             elif pending:
                 time.sleep(poll_s)
+    LAST_RESULT[cohort_id] = result
     return result
 
 
@@ -159,7 +169,10 @@ def run_cohort(cohort_id: str, *, workers: int = 1, local_scheduler: bool = True
             helper = drive(cohort_id, build, progress=_sync)  # RunCohort runs elsewhere: help it
     finally:
         PROGRESS_HOOKS.remove(_sync)
+        _Generation.remove_event_handler(luigi.Event.SUCCESS, _advance)
         bar.close()
+    if helper is None and cohort_id in LAST_RESULT:
+        print(LAST_RESULT.pop(cohort_id).summary(), file=sys.stderr)
     if helper is not None:
         print(helper.summary(), file=sys.stderr)
         print("RunCohort runs on another worker; it builds the reports and the site.", file=sys.stderr)

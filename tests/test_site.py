@@ -117,6 +117,20 @@ def test_essay_page_shows_lineage_concepts_and_every_evaluation(site):
     assert "Tidal memory" in html or "Slow feedback" in html, "concepts show names"
 
 
+def test_concepts_of_spec_defined_combos_come_from_the_manifest(tmp_path):
+    """Combos a spec defines are not in combo_mappings.csv; the cohort manifest records them."""
+    paths = make_site_root(tmp_path, n_essays=4)
+    mappings = pd.read_csv(paths.catalog_csv("combo_mappings.csv"), dtype=str)
+    manifest = read_json(paths.manifest_json("alpha"))
+    manifest["combos"] = {cid: {"concept_ids": list(g["concept_id"]), "level": "paragraph", "k": len(g)}
+                          for cid, g in mappings.groupby("combo_id")}
+    atomic_write_json(paths.manifest_json("alpha"), manifest)
+    atomic_write_text(paths.catalog_csv("combo_mappings.csv"), "combo_id,concept_id,description_level,k\n")
+    build = build_site(paths, ["alpha"])
+    html = (build / "cohorts" / "alpha" / "essays" / f"{_essay_ids(paths, 'alpha')[0]}.html").read_text()
+    assert "Tidal memory" in html and "Coastal communities keep records" in html
+
+
 def test_essay_index_is_paginated(tmp_path, monkeypatch):
     from pipeline.sitegen import pages
 

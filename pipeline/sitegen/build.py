@@ -29,7 +29,7 @@ from markupsafe import escape
 
 from ..errors import DaydreamError
 from ..ids import is_safe_id
-from ..store import DataPaths, atomic_write_bytes, atomic_write_text, check_id, read_text
+from ..store import DataPaths, atomic_write_bytes, atomic_write_text, check_id, read_json, read_text
 from . import pages as P
 from .data import Names, cohorts_with_reports, load_cohort_tables, load_cross_cohort
 from .gens import EssayBundle, load_essays
@@ -121,7 +121,7 @@ def _write_essays(c: P.Cohort, bundles: list[EssayBundle], build: Path, env) -> 
         ctx.update(index_href="index.html",
                    prev_href=f"{ids[i - 1]}.html" if i > 0 else "", next_href=f"{ids[i + 1]}.html" if i + 1 < len(ids) else "")
         body = tpl.render(ctx)
-        title = str(escape(f"Essay {eid}"))
+        title = str(escape(f"{c.id}: essay {eid}"))
         page = (head.replace(TITLE_SLOT, title).replace(f"{SHELL}.md", f"{eid}.html").replace(f"{SHELL}.html", f"{eid}.html")
                 + body + tail.replace(TITLE_SLOT, title))
         _publish(essays_dir / f"{eid}.html", page)
@@ -159,8 +159,9 @@ def _fill_slots(build: Path, page: P.Page, slots: dict[str, str]) -> None:
     _publish(path, "".join(pieces))
 
 
-def _patch_search(build: Path, shells: set[str], entries: list[dict]) -> None:
-    """Drop the essay shells and slot tokens from MkDocs' search index; add the essays."""
+def _patch_search(build: Path, shells: set[str], titles: dict[str, str], entries: list[dict]) -> None:
+    """Drop the essay shells and slot tokens from MkDocs' search index, title each page as its
+    tab is titled (``alpha: overview``, not the nav's ``Overview``), and add the essays."""
     path = build / "search" / "search_index.json"
     try:
         index = json.loads(read_text(path) or "")
@@ -169,6 +170,7 @@ def _patch_search(build: Path, shells: set[str], entries: list[dict]) -> None:
     docs = [d for d in index["docs"] if d["location"].split("#")[0] not in shells]
     for d in docs:
         d["text"] = " ".join(SLOT.sub(" ", d["text"]).split())
+        d["title"] = titles.get(d["location"], d["title"])
     index["docs"] = docs + entries
     _publish(path, json.dumps(index, sort_keys=True, separators=(",", ":")))
 
@@ -259,6 +261,10 @@ def build_site(paths: DataPaths, cohort_ids: list[str] | None = None) -> Path:
     cohorts: list[P.Cohort] = []
     bundles: dict[str, list[EssayBundle]] = {}
     for cid in ids:
+        try:
+            names.add_manifest_combos(read_json(paths.manifest_json(cid)))
+        except DaydreamError:
+            pass  # a corrupt manifest only costs concept names (the reports list it as an issue)
         tables = load_cohort_tables(paths, cid)
         bundles[cid] = _pageable(load_essays(paths, tables["generations"], tables["scores"], tables["leaderboard"]))
         cohorts.append(P.Cohort(cid, tables, names, {b.essay.row["gen_id"] for b in bundles[cid]}))
@@ -296,7 +302,8 @@ def build_site(paths: DataPaths, cohort_ids: list[str] | None = None) -> Path:
     entries = []
     for c in cohorts:
         entries += _write_essays(c, bundles[c.id], tmp, env)
-    _patch_search(tmp, {f"cohorts/{c.id}/essays/{SHELL}.html" for c in cohorts}, entries)
+    _patch_search(tmp, {f"cohorts/{c.id}/essays/{SHELL}.html" for c in cohorts},
+                  {p.path[: -len(".md")] + ".html": p.title for p in pages}, entries)
     for name in ("sitemap.xml", "sitemap.xml.gz"):   # lists the shells; useless without a site_url
         (tmp / name).unlink(missing_ok=True)
     if out.exists():

@@ -83,6 +83,7 @@ class Names:
     """
 
     catalog: object | None = None
+    combos: dict = field(default_factory=dict)  # combo_id → {concept_ids, level, k} from cohort manifests
     _concept_text: dict = field(default_factory=dict)
 
     @classmethod
@@ -110,22 +111,40 @@ class Names:
         c = self.catalog.concepts.get(concept_id) if self.catalog else None
         return c.name if c else concept_id
 
+    def add_manifest_combos(self, manifest: dict | None) -> None:
+        """Combos a cohort compiled (spec-defined ones are not in the catalog's combo_mappings)."""
+        combos = (manifest or {}).get("combos")
+        if isinstance(combos, dict):
+            for cid, c in combos.items():
+                if isinstance(c, dict) and isinstance(c.get("concept_ids"), list):
+                    self.combos.setdefault(str(cid), c)
+
     def combo(self, combo_id) -> dict | None:
         """Concepts of a combo with names and description text at the combo's level."""
-        c = self.catalog.combos.get(str(combo_id)) if self.catalog else None
-        if c is None:
+        cid = str(combo_id)
+        if cid in self.combos:
+            c = self.combos[cid]
+            concept_ids, level, k = [str(x) for x in c["concept_ids"]], str(c.get("level") or ""), c.get("k")
+        elif self.catalog and cid in self.catalog.combos:
+            c = self.catalog.combos[cid]
+            concept_ids, level, k = list(c.concept_ids), c.level, c.k
+        else:
             return None
-        concepts = []
-        for cid in c.concept_ids:
-            key = (cid, c.level)
-            if key not in self._concept_text:
+        return {"level": level, "k": k, "concepts": [
+            {"id": x, "name": self.concept(x), "text": self._description(x, level)} for x in concept_ids]}
+
+    def _description(self, concept_id: str, level: str) -> str:
+        key = (concept_id, level)
+        if key not in self._concept_text:
+            if not self.catalog or concept_id not in self.catalog.concepts:
+                text = "(not in the catalog)"
+            else:
                 try:
-                    self._concept_text[key] = (self.catalog.concept_text(cid, c.level)
-                                               if cid in self.catalog.concepts else "(not in the catalog)")
+                    text = self.catalog.concept_text(concept_id, level)
                 except DaydreamError as exc:
-                    self._concept_text[key] = f"(description unreadable: {exc.message})"
-            concepts.append({"id": cid, "name": self.concept(cid), "text": self._concept_text[key]})
-        return {"level": c.level, "k": c.k, "concepts": concepts}
+                    text = f"(description unreadable: {exc.message})"
+            self._concept_text[key] = text
+        return self._concept_text[key]
 
     def offline_models(self) -> set[str]:
         return {m.id for m in self.catalog.models.values() if m.provider == "offline"} if self.catalog else set()

@@ -1,9 +1,11 @@
-"""The Jinja environment for generated pages, and how data reaches HTML safely.
+"""The Jinja environment for generated pages, tables and charts: how data reaches HTML safely.
 
-Escaping rule: every value from data (model output, ids, names) is HTML-escaped by Jinja's
-autoescape and lands inside raw HTML blocks. Python-Markdown passes a block-level HTML element
-through verbatim, so text inside it is never reinterpreted as Markdown; MkDocs does not run Jinja
-on page sources, so ``{{ ... }}`` in output stays text. Chart data travels as JSON inside
+Escaping rule: every value from data (model output, ids, names) is HTML-escaped exactly once,
+by Jinja's autoescape or by ``markupsafe.escape`` in ``table``. Escaped HTML never passes through
+Markdown: page parts reach MkDocs as slot tokens and are put into the built page afterwards
+(see build.py), and essay pages are pure Jinja HTML. The only data in Markdown is in section
+headings, which ``md_text`` escapes for Markdown and HTML both. MkDocs does not run Jinja on page
+sources, so ``{{ ... }}`` in output stays text. Chart data travels as JSON inside
 ``<script type="application/json">`` with ``<``, ``>`` and ``&`` written as ``\\u003c`` etc., so
 no string in a figure can close the script element.
 """
