@@ -102,6 +102,18 @@ def sort_key(v) -> str:
     return "" if is_blank(v) else str(v)
 
 
+def status_tag(status, error="") -> Markup:
+    """A coloured tag for a generation's status (done / failed: reason / pending)."""
+    status = "" if is_blank(status) else str(status)
+    error = "" if is_blank(error) else str(error)
+    if status == "done":
+        return Markup('<span class="dd-tag">done</span>')
+    if status == "failed":
+        label = f"failed: {error}" if error else "failed"
+        return Markup('<span class="dd-tag dd-error" title="{}">{}</span>').format(error, label)
+    return Markup('<span class="dd-tag dd-warn" title="{}">{}</span>').format(error, status or "unknown")
+
+
 def make_env() -> jinja2.Environment:
     env = jinja2.Environment(
         loader=jinja2.FileSystemLoader(str(TEMPLATES)),
@@ -110,8 +122,8 @@ def make_env() -> jinja2.Environment:
         undefined=jinja2.StrictUndefined,
         keep_trailing_newline=True,
     )
-    env.filters.update(md_text=md_text, num=num, score=score, pct=pct, usd=usd, sort_key=sort_key, tojson_attr=lambda v: json.dumps(v))
-    env.globals.update(chart=chart, is_blank=is_blank, escape=escape, status_tag=status_tag)
+    env.filters.update(md_text=md_text, num=num, score=score, pct=pct, usd=usd)
+    env.globals.update(status_tag=status_tag)
     return env
 
 
@@ -175,15 +187,3 @@ def table(cols: list[Col], rows: list[dict], *, sortable: bool = True, empty: st
     if note:
         out += Markup('<p class="dd-table-note">{}</p>\n').format(note)
     return out
-
-
-def status_tag(status, error="") -> Markup:
-    """A coloured tag for a generation's status (done / failed: reason / pending)."""
-    status = "" if is_blank(status) else str(status)
-    error = "" if is_blank(error) else str(error)
-    if status == "done":
-        return Markup('<span class="dd-tag">done</span>')
-    if status == "failed":
-        label = f"failed: {error}" if error else "failed"
-        return Markup('<span class="dd-tag dd-error" title="{}">{}</span>').format(error, label)
-    return Markup('<span class="dd-tag dd-warn" title="{}">{}</span>').format(error, status or "unknown")
