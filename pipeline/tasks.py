@@ -7,7 +7,7 @@ reports and the site.
 
 from __future__ import annotations
 
-import logging
+from pathlib import Path
 
 import luigi
 
@@ -16,9 +16,6 @@ from .cohort import compile_cohort, is_compiled, read_membership
 from .errors import DaydreamError
 from .stages import is_complete, metadata, run_batch, run_generation, runtime
 from .store import atomic_write_json, read_json, stat_fingerprint
-
-log = logging.getLogger("pipeline.tasks")
-
 
 class _DaydreamTask(luigi.Task):
     """Report user-facing failures to the scheduler as one line, not a traceback."""
@@ -212,8 +209,14 @@ class ReportSite(_DaydreamTask):
         return config.data_paths().site_dir / "_inputs.json"
 
     def _fingerprint(self) -> str:
+        """The cohorts' report states plus the site's own code and MkDocs project: a change to
+        either rebuilds the site."""
+        from .sitegen.build import SITE_PROJECT
+
         paths = config.data_paths()
-        return stat_fingerprint([paths.reports_dir(c) / "_inputs.json" for c in compiled_cohorts()])
+        code = sorted(p for root in (Path(__file__).parent / "sitegen", SITE_PROJECT)
+                      for p in root.rglob("*") if p.is_file() and "__pycache__" not in p.parts)
+        return stat_fingerprint([paths.reports_dir(c) / "_inputs.json" for c in compiled_cohorts()] + code)
 
     def complete(self):
         m = read_json(self._marker())

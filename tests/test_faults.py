@@ -62,7 +62,8 @@ def test_kill_9_mid_cohort_then_rerun(project, cfg, kill_after):
     project.server.latency = 0.2  # kills land during LLM calls and during writes
     p = cli(project, "run", "t1", cfg=cfg, start_new_session=True)
     deadline = time.time() + 60
-    while project.server.successes < kill_after and time.time() < deadline:
+    gens = project.root / "gens"
+    while time.time() < deadline and not (project.server.successes >= kill_after and any(gens.rglob("parsed.txt"))):
         time.sleep(0.01)
     os.killpg(p.pid, signal.SIGKILL)
     p.wait()

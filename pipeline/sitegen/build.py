@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import re
 import shutil
 from pathlib import Path
@@ -40,13 +39,6 @@ TITLE_SLOT, BODY_SLOT = "DDESSAYTITLESLOT", "<p>DDESSAYBODYSLOT</p>"
 SLOT = re.compile(r"DDSLOT\d+X")
 SHELL = "_essay"
 SEARCH_EXCERPT = 300  # characters of each essay in the search index
-
-
-def _publish(path: Path, text: str) -> None:
-    """Write a page of the built site: atomically, and world-readable like MkDocs' own files
-    (the atomic writer's temporary files are created 0600)."""
-    atomic_write_text(path, text)
-    os.chmod(path, 0o644)
 
 
 def mkdocs_yml() -> Path:
@@ -124,7 +116,7 @@ def _write_essays(c: P.Cohort, bundles: list[EssayBundle], build: Path, env) -> 
         title = str(escape(f"{c.id}: essay {eid}"))
         page = (head.replace(TITLE_SLOT, title).replace(f"{SHELL}.md", f"{eid}.html").replace(f"{SHELL}.html", f"{eid}.html")
                 + body + tail.replace(TITLE_SLOT, title))
-        _publish(essays_dir / f"{eid}.html", page)
+        atomic_write_text(essays_dir / f"{eid}.html", page)
         e = b.essay.row
         combo = ctx["combo"]
         text = " ".join([
@@ -156,7 +148,7 @@ def _fill_slots(build: Path, page: P.Page, slots: dict[str, str]) -> None:
     if set(tokens) != set(SLOT.findall(html)) or len(tokens) != len(set(tokens)):
         raise DaydreamError("site", "a slot of a generated page did not render as a paragraph", path=path)
     pieces[1::2] = [slots[t] for t in tokens]
-    _publish(path, "".join(pieces))
+    atomic_write_text(path, "".join(pieces))
 
 
 def _patch_search(build: Path, shells: set[str], titles: dict[str, str], entries: list[dict]) -> None:
@@ -172,7 +164,7 @@ def _patch_search(build: Path, shells: set[str], titles: dict[str, str], entries
         d["text"] = " ".join(SLOT.sub(" ", d["text"]).split())
         d["title"] = titles.get(d["location"], d["title"])
     index["docs"] = docs + entries
-    _publish(path, json.dumps(index, sort_keys=True, separators=(",", ":")))
+    atomic_write_text(path, json.dumps(index, sort_keys=True, separators=(",", ":")))
 
 
 # ---------------------------------------------------------------------------------------------

@@ -1,0 +1,367 @@
+"""Shared helpers for the benchmarks in ``bench/`` (not a benchmark itself: it prints nothing).
+
+Each benchmark is a standalone script that prints ONE JSON object on stdout (progress goes to
+stderr), talks only to loopback, and removes everything it created. The pieces here:
+
+* ``scratch_dir()``: a temporary directory on /dev/shm when writable (every store write is
+  fsynced: ~0.08 ms per file on tmpfs vs ~0.4 ms on disk), reported as ``data_root_fs``.
+* ``make_catalogs()`` / ``write_spec()`` / ``size_spec()``: bench-owned catalogs (N concepts,
+  one template per stage, models of provider ``testsrv``) and cohort specs sized to a target.
+* ``respond()``: the test server's answers, in the format each bench template asks for.
+* ``configure()``: the ``[llm.testsrv]``, ``[resources]`` and ``[daydream]`` settings, in-process.
+* ``reset_state()``: Luigi's task-instance cache and the pipeline's runtime cache.
+* ``start_luigid()``: a real luigid on a free loopback port (tests/conftest.py's ``Luigid``)
+  with the benchmark's resources.
+* ``drive_generations()``: compile + prepare providers + ``running.drive``, timed.
+
+Only ``tests/llm_server.py`` (the OpenAI-compatible server) and ``tests/conftest.py``'s ``Luigid``
+are taken from the tests; catalogs and specs are defined here.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import platform
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+for _p in (REPO, REPO / "tests"):
+    if str(_p) not in sys.path:
+        sys.path.insert(0, str(_p))
+
+PROVIDER = "testsrv"
+COHORT = "bench"
+
+# -- output ---------------------------------------------------------------------------------------
+
+
+def log(*args) -> None:
+    """Progress on stderr; stdout carries only the final JSON."""
+    print(*args, file=sys.stderr, flush=True)
+
+
+def emit(obj: dict) -> None:
+    print(json.dumps(obj, indent=2))
+
+
+def machine() -> dict:
+    model = ""
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    mem_gb = None
+    with contextlib.suppress(OSError, ValueError, IndexError):
+        kb = int(Path("/proc/meminfo").read_text().split("MemTotal:")[1].split()[0])
+        mem_gb = round(kb / 2**20, 1)
+    import luigi
+
+    return {"nproc": os.cpu_count(), "cpu": model, "ram_gb": mem_gb, "python": platform.python_version(),
+            "luigi": luigi.__version__, "date": time.strftime("%Y-%m-%d %H:%M:%S %Z")}
+
+
+# -- scratch space --------------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def scratch_dir(prefix: str = "daydream-bench-"):
+    """A temporary directory, on tmpfs when /dev/shm is writable; yields (path, "tmpfs"|"disk")."""
+    shm = Path("/dev/shm")
+    base = str(shm) if shm.is_dir() and os.access(shm, os.W_OK) else None
+    path = Path(tempfile.mkdtemp(prefix=prefix, dir=base))
+    try:
+        yield path, ("tmpfs" if base else "disk")
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+# -- catalogs and specs ---------------------------------------------------------------------------
+
+DRAFT_TEMPLATE = "TASK:DRAFT\n{% for c in concepts %}- {{ c.name }}: {{ c.content }}\n{% endfor %}Answer inside <essay> tags.\n"
+ESSAY_TEMPLATE = "TASK:ESSAY\nExpand this draft:\n{{ draft_block }}\n"
+EVAL_TEMPLATE = "TASK:EVAL scale 0-9\n{{ response }}\nEnd with SCORE: X\n"
+MODELS = ("srv-a", "srv-b", "srv-c", "srv-d")
+
+
+def concept_ids(n: int) -> list[str]:
+    return [f"c{i:05d}" for i in range(n)]
+
+
+def _write(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+
+
+def make_catalogs(root: Path, n_concepts: int, *, provider: str = PROVIDER) -> Path:
+    """Catalogs for ``n_concepts`` concepts: one draft template (d-bench), essay templates e-llm and
+    e-copy, evaluation templates v-a and v-b (0-9), models srv-a..srv-d of ``provider``."""
+    raw = root / "1_raw"
+    ids = concept_ids(n_concepts)
+    _write(raw / "concepts_metadata.csv", "concept_id,name\n" + "".join(f"{c},Concept {c}\n" for c in ids))
+    desc = raw / "concepts" / "descriptions-paragraph"
+    desc.mkdir(parents=True, exist_ok=True)
+    for c in ids:
+        (desc / f"{c}.txt").write_text(f"Concept {c} is about one idea worth combining with others.\n")
+    _write(raw / "draft_templates.csv", "template_id,template_name,description,parser,generator\n"
+           "d-bench,Draft,bench draft,essay_block,llm\n")
+    _write(raw / "essay_templates.csv", "template_id,template_name,description,parser,generator\n"
+           "e-llm,Essay,bench essay,identity,llm\ne-copy,Copy,copies the draft,,copy\n")
+    _write(raw / "evaluation_templates.csv",
+           "template_id,template_name,description,parser,generator,score_min,score_max\n"
+           "v-a,Eval A,bench rubric,score,llm,0,9\nv-b,Eval B,bench rubric,score,llm,0,9\n")
+    _write(raw / "templates" / "draft" / "d-bench.txt", DRAFT_TEMPLATE)
+    _write(raw / "templates" / "essay" / "e-llm.txt", ESSAY_TEMPLATE)
+    for t in ("v-a", "v-b"):
+        _write(raw / "templates" / "evaluation" / f"{t}.txt", EVAL_TEMPLATE)
+    _write(raw / "llm_models.csv",
+           "id,model,provider,display_name,temperature,max_tokens,input_price_per_mtok,output_price_per_mtok\n"
+           + "".join(f"{m},bench/{m},{provider},{m},,,,\n" for m in MODELS))
+    return root
+
+
+def spec_text(n_concepts: int, *, k: int = 1, draft_llm=("srv-a",), draft_replicate: int = 1,
+              essay: str = "llm", evaluation_templates=("v-a", "v-b"), evaluation_llm=("srv-b",),
+              evaluation_replicate: int = 1) -> str:
+    """A cohort spec over the first ``n_concepts`` concepts. ``essay``: "llm" (e-llm by srv-c) or
+    "copy" (e-copy: no model call)."""
+    concepts = ", ".join(concept_ids(n_concepts))
+    essay_item = "[e-llm, srv-c]" if essay == "llm" else "[e-copy, None]"
+    return (
+        f"combos:\n  - concepts: [{concepts}]\n    k: {k}\n    level: paragraph\n"
+        "axes:\n"
+        "  draft_template: [d-bench]\n"
+        f"  draft_llm: [{', '.join(draft_llm)}]\n"
+        f"  draft_replicate: {draft_replicate}\n"
+        f"  evaluation_template: [{', '.join(evaluation_templates)}]\n"
+        f"  evaluation_llm: [{', '.join(evaluation_llm)}]\n"
+        f"  evaluation_replicate: {evaluation_replicate}\n"
+        "rules:\n  tuples:\n    essay_modes:\n      axes: [essay_template, essay_llm]\n"
+        f"      items: [{essay_item}]\n"
+    )
+
+
+def size_spec(target: int) -> tuple[int, str, dict]:
+    """A spec of about ``target`` LLM generations: one draft, one essay, two evaluations per
+    concept (k=1 combos), so 4 generations per concept. Returns (concepts, spec text, counts)."""
+    n = max(1, round(target / 4))
+    return n, spec_text(n), {"draft": n, "essay": n, "evaluation": 2 * n, "total": 4 * n}
+
+
+def write_spec(root: Path, text: str, cohort: str = COHORT) -> Path:
+    path = root / "cohorts" / cohort / "spec" / "config.yaml"
+    _write(path, text)
+    return path
+
+
+# -- the test LLM server ---------------------------------------------------------------------------
+
+_DRAFT = "Thinking.\n<essay>\nFirst line of the idea.\nSecond line of the idea.\nThird line.\n</essay>\n"
+_ESSAY = "".join(f"Essay paragraph {i}.\n" for i in range(1, 7))
+_EVAL = "Reasoning about the essay.\nSCORE: 7\n"
+
+
+def respond(body: dict) -> str:
+    """Answers in the format each bench template asks for (cheap: benchmarks measure the pipeline)."""
+    prompt = body["messages"][-1]["content"]
+    if prompt.startswith("TASK:DRAFT"):
+        return _DRAFT
+    if prompt.startswith("TASK:ESSAY"):
+        return _ESSAY
+    return _EVAL
+
+
+def start_llm_server(latency: float = 0.0):
+    """The test server in this process (``tests/llm_server.py``), answering with ``respond``."""
+    from llm_server import LLMServer
+
+    server = LLMServer(latency=latency)
+    server.responder = respond
+    return server.start()
+
+
+class ServerProcess:
+    """The same test server in a child process, so its request handling does not compete with the
+    pipeline for this process's GIL. Counters are fetched over a pipe: ``stats()`` returns
+    ``{"requests", "successes", "max_concurrency_seen", "in_flight"}``; ``reset()`` zeroes them."""
+
+    def __init__(self, latency: float = 0.0):
+        import subprocess
+
+        self.proc = subprocess.Popen(
+            [sys.executable, "-u", __file__, "--serve", str(latency)],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, bufsize=1,
+        )
+        self.base_url = self.proc.stdout.readline().strip()
+        if not self.base_url.startswith("http://127.0.0.1:"):
+            self.stop()
+            raise RuntimeError(f"test server did not start: {self.base_url!r}")
+
+    def _ask(self, command: str) -> dict:
+        self.proc.stdin.write(command + "\n")
+        self.proc.stdin.flush()
+        return json.loads(self.proc.stdout.readline())
+
+    def stats(self) -> dict:
+        return self._ask("stats")
+
+    def reset(self) -> dict:
+        return self._ask("reset")
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            with contextlib.suppress(OSError):
+                self.proc.stdin.close()
+            try:
+                self.proc.wait(timeout=10)
+            except Exception:
+                self.proc.kill()
+                self.proc.wait()
+        if self.proc.stdout:
+            self.proc.stdout.close()
+
+    def __enter__(self) -> "ServerProcess":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+
+def _serve(latency: float) -> None:
+    """Child side of ``ServerProcess``: one command per stdin line, one JSON line back; EOF stops."""
+    server = start_llm_server(latency)
+    print(server.base_url, flush=True)
+
+    def stats() -> dict:
+        return {"requests": len(server.requests), "successes": server.successes,
+                "max_concurrency_seen": server.max_concurrency_seen, "in_flight": server.in_flight}
+
+    try:
+        for line in sys.stdin:
+            command = line.strip()
+            if command == "reset":
+                server.reset()
+            print(json.dumps(stats()), flush=True)
+    finally:
+        server.stop()
+
+
+# -- configuration --------------------------------------------------------------------------------
+
+
+def configure(base_url: str, *, concurrency: int, batch_size: int, chunk_size: int = 500,
+              timeout: float = 30.0, max_attempts: int = 3) -> None:
+    """Point provider ``testsrv`` at the test server and set batching/chunking, in-process."""
+    import luigi.configuration
+
+    cfg = luigi.configuration.get_config()
+    for section in (f"llm.{PROVIDER}", "resources", "daydream"):
+        if not cfg.has_section(section):
+            cfg.add_section(section)
+    for key, value in {"base_url": base_url, "api_key_env": "", "concurrency": concurrency, "timeout": timeout,
+                       "max_attempts": max_attempts, "backoff_base": 0.05, "backoff_max": 1.0}.items():
+        cfg.set(f"llm.{PROVIDER}", key, str(value))
+    cfg.set("resources", f"llm_{PROVIDER}", str(concurrency))
+    cfg.set("daydream", "batch_size", str(batch_size))
+    cfg.set("daydream", "chunk_size", str(chunk_size))
+
+
+def set_data_root(root: Path) -> None:
+    os.environ["DAYDREAM_DATA_ROOT"] = str(root)
+    reset_state()
+
+
+def reset_state() -> None:
+    """Luigi caches task instances per process and the pipeline caches its runtime: start clean."""
+    import luigi.task_register
+
+    from pipeline import stages
+
+    luigi.task_register.Register.clear_instance_cache()
+    stages._RUNTIMES.clear()
+
+
+def quiet_luigi() -> None:
+    """Luigi's own loggers at CRITICAL (build(log_level=...) sets only the root handler)."""
+    import logging
+
+    for name in ("luigi", "luigi-interface", "luigi.scheduler", "luigi.worker", "pipeline"):
+        logging.getLogger(name).setLevel(logging.CRITICAL)
+
+
+def build_kwargs(workers: int, scheduler_url: str | None = None) -> dict:
+    kw = {"workers": workers, "no_lock": True, "log_level": "CRITICAL"}
+    if scheduler_url:
+        kw["scheduler_url"] = scheduler_url
+    else:
+        kw["local_scheduler"] = True
+    return kw
+
+
+# -- luigid ---------------------------------------------------------------------------------------
+
+
+def start_luigid(base: Path, resources: dict[str, int]):
+    """A real luigid on a free loopback port (tests/conftest.py's ``Luigid``), whose
+    ``[resources]`` are the benchmark's (luigid reads them from its own working directory)."""
+    from conftest import Luigid
+
+    d = Luigid(base)
+    lines = "".join(f"{k} = {v}\n" for k, v in resources.items())
+    (base / "luigi.cfg").write_text(
+        "[scheduler]\nworker_disconnect_delay = 4\nretry_delay = 1\nremove_delay = 600\n"
+        "prune_on_get_work = true\nrecord_task_history = false\n[resources]\n" + lines)
+    return d.start()
+
+
+# -- running --------------------------------------------------------------------------------------
+
+
+def compile_and_prepare(cohort: str = COHORT):
+    """Compile the cohort and prepare providers (resources, keys); returns (plan, written, seconds)."""
+    from pipeline import config
+    from pipeline.cohort import compile_cohort
+    from pipeline.tasks import generation_tasks, prepare_providers
+
+    t0 = time.perf_counter()
+    plan, written = compile_cohort(config.data_paths(), cohort)
+    prepare_providers(generation_tasks(cohort))
+    return plan, written, time.perf_counter() - t0
+
+
+def drive_generations(workers: int, scheduler_url: str | None = None, cohort: str = COHORT) -> tuple[float, object]:
+    """``running.drive`` over every generation of a compiled cohort; returns (seconds, DriveResult)."""
+    from pipeline.running import drive
+
+    reset_state()
+    t0 = time.perf_counter()
+    result = drive(cohort, build_kwargs(workers, scheduler_url))
+    return time.perf_counter() - t0, result
+
+
+def check_all_done(result, expected: int) -> None:
+    if result.done != expected or result.failed or result.blocked:
+        raise SystemExit(f"benchmark run incomplete: {result.summary()} (expected {expected} done)")
+
+
+def ms_per(seconds: float, n: int) -> float:
+    return round(1000 * seconds / max(1, n), 3)
+
+
+def ratio(a: float | None, b: float | None) -> float | None:
+    return None if not a or not b else round(a / b, 2)
+
+
+def nice(x: float, nd: int = 2) -> float:
+    return round(x, nd) if math.isfinite(x) else x
+
+
+if __name__ == "__main__" and sys.argv[1:2] == ["--serve"]:
+    _serve(float(sys.argv[2]))
