@@ -202,3 +202,29 @@ def test_luigi_command_exit_codes(project, tmp_path):
     r = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=120)
     assert r.returncode == 0, r.stderr[-2000:]
     assert len(completions(project.server)) == 1 + 1 + 4  # the failed draft, its llm essay, four evaluations
+
+
+def test_scoring_existing_essays_with_a_new_rubric_regenerates_nothing(project):
+    assert project.run()
+    essays = [r["gen_id"] for r in project.membership("essay")][:2]
+    spec_dir = project.root / "cohorts" / "rescore" / "spec"
+    spec_dir.mkdir(parents=True)
+    (spec_dir / "config.yaml").write_text(
+        "axes:\n"
+        f"  essay_gen_id: [{', '.join(essays)}]\n"
+        "  evaluation_template: [v-ten]\n"
+        "  evaluation_llm: [srv-a]\n"
+    )
+    project.server.reset()
+    project.cohort = "rescore"
+    assert project.run()
+    calls = completions(project.server)
+    assert len(calls) == 2 and all(c["body"]["messages"][0]["content"].startswith("TASK:EVAL scale 0-10") for c in calls)
+    rows = project.membership()
+    assert [r["stage"] for r in rows] == ["evaluation", "evaluation"]
+    assert sorted(r["parent_gen_id"] for r in rows) == sorted(essays)
+    # the essays are parents from the store, not members of the new cohort: their metadata is untouched
+    for e in essays:
+        assert project.json("essay", e, "metadata.json")["cohorts"] == ["t1"]
+    scores = (project.paths.reports_dir("rescore") / "scores.csv").read_text()
+    assert all(e in scores for e in essays)
