@@ -15,6 +15,7 @@ install: $(BIN)/.installed
 
 demo: $(BIN)/.installed
 	$(BIN)/daydream run demo
+	$(BIN)/daydream run demo-rubrics
 
 test: $(BIN)/.installed
 	./scripts/install-chromium.sh

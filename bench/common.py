@@ -178,10 +178,19 @@ def respond(body: dict) -> str:
     return _EVAL
 
 
+# tests/llm_server.py writes a response's headers and body in two send() calls on a keep-alive
+# connection; without TCP_NODELAY, Nagle's algorithm holds the body until the client's delayed ACK
+# (~40 ms on Linux), so an "instant" server answered in ~48 ms. The benchmarks turn Nagle off on
+# the server's sockets (a standard socketserver switch, set at run time; the file is unchanged).
+SERVER_TCP_NODELAY = True
+
+
 def start_llm_server(latency: float = 0.0):
     """The test server in this process (``tests/llm_server.py``), answering with ``respond``."""
+    import llm_server
     from llm_server import LLMServer
 
+    llm_server._Handler.disable_nagle_algorithm = SERVER_TCP_NODELAY
     server = LLMServer(latency=latency)
     server.responder = respond
     return server.start()

@@ -1,0 +1,100 @@
+"""The demo cohort, run end to end through the CLI exactly as `make demo` does, then its site in
+headless Chromium: every page kind loads, every chart draws, every internal link resolves."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections import deque
+from urllib.parse import urldefrag
+
+import pandas as pd
+import pytest
+
+from pipeline.sitegen import serve
+from test_site_browser import SCREENSHOTS, Watched, browser  # noqa: F401  (browser is a fixture)
+
+pytestmark = pytest.mark.browser
+
+PAGES = ("index", "leaderboard", "factors", "evaluators", "rubrics", "agreement", "quality", "essays/index")
+
+
+@pytest.fixture(scope="module")
+def demo_site(tmp_path_factory):
+    import shutil
+
+    from conftest import REPO
+
+    root = tmp_path_factory.mktemp("demo") / "data"
+    shutil.copytree(REPO / "data" / "1_raw", root / "1_raw")
+    for spec in (REPO / "data" / "cohorts").glob("*/spec"):
+        shutil.copytree(spec, root / "cohorts" / spec.parent.name / "spec")
+    env = dict(os.environ, DAYDREAM_DATA_ROOT=str(root))
+    for cohort in ("demo", "demo-rubrics"):  # as `make demo` does
+        r = subprocess.run([sys.executable, "-m", "pipeline.cli", "run", cohort], env=env, capture_output=True,
+                           text=True, timeout=300)
+        assert r.returncode == 0, r.stderr[-3000:]
+        assert "report site:" in r.stdout and "daydream preview" in r.stdout
+    build = root / "site" / "build"
+    server, url = serve(build)
+    yield root, url
+    server.shutdown()
+    server.server_close()
+
+
+@pytest.fixture
+def watched(browser, demo_site):  # noqa: F811
+    w = Watched(browser, demo_site[1])
+    yield w
+    w.close()
+    assert not w.dialogs and not w.external
+
+
+def test_every_page_kind_of_the_demo_site(demo_site, watched):
+    root, url = demo_site
+    g = pd.read_csv(root / "cohorts" / "demo" / "reports" / "generations.csv", dtype=str)
+    essay = g.loc[(g["stage"] == "essay") & (g["mode"] == "llm"), "gen_id"].iloc[0]
+    pages = ["index.html", "cross-cohort.html"] + [f"cohorts/demo/{p}.html" for p in PAGES]
+    pages.append(f"cohorts/demo/essays/{essay}.html")
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    charts = 0
+    for rel in pages:
+        watched.goto(url + rel)
+        divs = watched.page.locator("div.dd-chart")
+        for i in range(divs.count()):
+            divs.nth(i).locator("svg.main-svg").first.wait_for(state="attached", timeout=15000)
+            charts += 1
+        assert watched.page.locator(".dd-banner").count() >= 1, f"{rel}: simulator banner missing"
+        assert not watched.errors, f"{rel}: {watched.errors}"
+        name = "demo_" + ("essay" if "/essays/e_" in rel else rel.replace("/", "_").replace(".html", ""))
+        watched.page.screenshot(path=str(SCREENSHOTS / f"{name}.png"), full_page=True)
+    assert charts >= 10
+    body = watched.page.inner_text("div[role=main]")
+    assert essay in body and "Evaluations" in body
+    watched.goto(url + "cross-cohort.html")
+    shared = pd.read_csv(root / "reports" / "cross_cohort.csv", dtype=str)
+    assert set(shared["cohort_id"]) == {"demo", "demo-rubrics"}
+    assert shared["essay_gen_id"].iloc[0] in watched.page.inner_text("div[role=main]")
+
+
+def test_every_internal_link_of_the_demo_site_resolves(demo_site, watched):
+    _, url = demo_site
+    queue, seen, checked = deque([url + "index.html"]), set(), set()
+    while queue:
+        page = queue.popleft()
+        if page in seen:
+            continue
+        seen.add(page)
+        watched.goto(page)
+        for href in watched.page.eval_on_selector_all("a[href]", "els => els.map(e => e.href)"):
+            target = urldefrag(href)[0]
+            assert target.startswith(url), f"{page} links off-site to {href}"
+            if target in checked:
+                continue
+            checked.add(target)
+            assert watched.context.request.get(target).status == 200, f"{page} → {target}"
+            if target.endswith(".html"):
+                queue.append(target)
+        assert not watched.errors, f"{page}: {watched.errors}"
+    assert len(seen) > 20
