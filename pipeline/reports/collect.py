@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import io
 import json
-import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +21,7 @@ import pandas as pd
 from ..errors import DaydreamError
 from ..ids import is_safe_id
 from ..store import GEN_FILES, STAGES, DataPaths, read_text
+from .stats import finite
 
 UNKNOWN = "unknown"
 COPY = "copy"
@@ -68,15 +68,6 @@ def read_membership(paths: DataPaths, cohort_id: str) -> pd.DataFrame:
     return df[MEMBERSHIP_COLUMNS].astype(str).apply(lambda s: s.str.strip())
 
 
-def _num(value):
-    """A finite float or None (JSON may hold null, strings or garbage)."""
-    try:
-        x = float(value)
-    except (TypeError, ValueError):
-        return None
-    return x if math.isfinite(x) else None
-
-
 def _load_json(path: str) -> tuple[dict | None, str | None]:
     """(object, None) or (None, why it is unusable)."""
     try:
@@ -118,7 +109,7 @@ class _Reader:
                 rec[slot], problem = _load_json(os.path.join(d, name))
                 if problem:
                     self.issue(stage, gen_id, "corrupt_metadata", f"{name}: {problem}")
-        if stage == "evaluation" and rec["parsed"] and _num(rec["parsed"].get("score")) is None \
+        if stage == "evaluation" and rec["parsed"] and finite(rec["parsed"].get("score")) is None \
                 and "parsed.txt" in rec["files"]:
             try:
                 text = read_text(Path(d) / "parsed.txt") or ""
@@ -180,7 +171,7 @@ def _status(rec: dict) -> None:
 def _check_score(rec: dict, scale: tuple[float, float, str]) -> None:
     """An evaluation is only done with a finite score inside its scale (never clamped)."""
     lo, hi, _ = scale
-    rec["score"] = score = _num((rec["parsed"] or {}).get("score")) if rec["status"] == "done" else None
+    rec["score"] = score = finite((rec["parsed"] or {}).get("score")) if rec["status"] == "done" else None
     if rec["status"] == "done" and score is None:
         rec.update(status="failed", error="parse_failure", error_detail="parsed output holds no score")
     elif score is not None and not lo <= score <= hi:
@@ -289,7 +280,7 @@ def _scales(reader: _Reader, members: list[dict]) -> dict:
         t = rec["template_id"]
         tpl = None if cat is None else cat.templates.get("evaluation", {}).get(t)
         p = rec["parsed"] or {}
-        plo, phi = _num(p.get("scale_min")), _num(p.get("scale_max"))
+        plo, phi = finite(p.get("scale_min")), finite(p.get("scale_max"))
         pscale = (plo, phi) if plo is not None and phi is not None and phi > plo else None
         if tpl is not None:
             scale = (float(tpl.score_min), float(tpl.score_max), "catalog")
@@ -338,7 +329,7 @@ def _generations_frame(members: list[dict]) -> pd.DataFrame:
         row = {k: rec[k] for k in MEMBERSHIP_COLUMNS + ["status", "error", "error_detail", "simulated"]}
         row["finish_reason"] = raw.get("finish_reason") or ""
         for k in ("prompt_tokens", "completion_tokens", "cost_usd", "duration_s", "attempts"):
-            row[k] = _num(raw.get(k))
+            row[k] = finite(raw.get(k))
         row["started_at"], row["finished_at"] = raw.get("started_at") or "", raw.get("finished_at") or ""
         rows.append(row)
     df = pd.DataFrame(rows, columns=GENERATION_COLUMNS)

@@ -13,6 +13,7 @@ Conventions, chosen once so every table agrees:
 from __future__ import annotations
 
 import itertools
+import math
 
 import numpy as np
 import pandas as pd
@@ -20,6 +21,16 @@ import pandas as pd
 AGREEMENT_HIGH = 0.10  # range / scale width at or below this → "high"
 AGREEMENT_MODERATE = 0.25  # at or below this → "moderate"; above → "low"
 ICC_CLASSES = ((0.5, "poor"), (0.75, "moderate"), (0.9, "good"), (np.inf, "excellent"))
+
+
+def finite(value) -> float | None:
+    """A finite float, or None for anything else (null, text, NaN, inf): how every reader of
+    scores and numbers from JSON or CSV treats a value it cannot use."""
+    try:
+        x = float(value)
+    except (TypeError, ValueError):
+        return None
+    return x if math.isfinite(x) else None
 
 
 def cv(std, mean):

@@ -9,8 +9,9 @@ loading it into ``go.Figure``.
 
 from __future__ import annotations
 
-import math
 from typing import Mapping, Sequence
+
+from ..reports.stats import finite
 
 FONT = "Lato, 'Helvetica Neue', Arial, sans-serif"
 PALETTE = ["#2563eb", "#f59e0b", "#10b981", "#ef4444", "#8b5cf6", "#0891b2", "#db2777", "#65a30d",
@@ -37,24 +38,7 @@ def _figure(data: list[dict], title: str, height: int = 380, **layout) -> dict:
 
 def _clean(values: Sequence) -> list[float]:
     """Finite floats only: blanks, NaN and text are dropped (never drawn as zeros)."""
-    out = []
-    for v in values:
-        try:
-            f = float(v)
-        except (TypeError, ValueError):
-            continue
-        if math.isfinite(f):
-            out.append(f)
-    return out
-
-
-def _cell(v):
-    """A heatmap/bar value: None for missing (drawn as a gap), else a float."""
-    try:
-        f = float(v)
-    except (TypeError, ValueError):
-        return None
-    return f if math.isfinite(f) else None
+    return [f for f in map(finite, values) if f is not None]
 
 
 def histogram(groups: Mapping[str, Sequence[float]], *, title: str, x_title: str,
@@ -71,7 +55,7 @@ def heatmap(z: Sequence[Sequence], x: Sequence[str], y: Sequence[str], *, title:
             hover: Sequence[Sequence[str]] | None = None) -> dict:
     """One row per ``y`` label, top to bottom; high values dark. Missing cells show the grey
     background (never imputed)."""
-    trace = {"type": "heatmap", "z": [[_cell(v) for v in row] for row in z], "x": list(x), "y": list(y),
+    trace = {"type": "heatmap", "z": [[finite(v) for v in row] for row in z], "x": list(x), "y": list(y),
              "colorscale": HEATMAP_SCALE, "reversescale": True, "colorbar": {"title": {"text": colorbar_title}},
              "hoverongaps": False, "xgap": 1, "ygap": 1}
     if zmin is not None:
@@ -90,9 +74,9 @@ def bars(categories: Sequence[str], series: Mapping[str, Sequence], *, title: st
     """Grouped bars: one bar per category per series, with optional ± error bars (e.g. std)."""
     data = []
     for name, values in series.items():
-        trace = {"type": "bar", "x": list(categories), "y": [_cell(v) for v in values], "name": str(name)}
+        trace = {"type": "bar", "x": list(categories), "y": [finite(v) for v in values], "name": str(name)}
         if errors and name in errors:
-            trace["error_y"] = {"type": "data", "array": [_cell(e) or 0 for e in errors[name]], "visible": True,
+            trace["error_y"] = {"type": "data", "array": [finite(e) or 0 for e in errors[name]], "visible": True,
                                 "thickness": 1.2, "color": "#6b7280"}
         data.append(trace)
     yaxis = {"title": {"text": y_title}, **({"range": list(y_range)} if y_range else {})}
@@ -112,7 +96,7 @@ def boxes(groups: Mapping[str, Sequence[float]], *, title: str, y_title: str) ->
 def scatter(x: Sequence[float], y: Sequence[float], labels: Sequence[str], *, title: str, x_title: str,
             y_title: str, diagonal: bool = True) -> dict:
     """Points with hover labels, plus the y = x line when both axes share a scale."""
-    data = [{"type": "scatter", "mode": "markers", "x": [_cell(v) for v in x], "y": [_cell(v) for v in y],
+    data = [{"type": "scatter", "mode": "markers", "x": [finite(v) for v in x], "y": [finite(v) for v in y],
              "text": [str(s) for s in labels], "marker": {"size": 7, "opacity": 0.7, "color": PALETTE[0]},
              "hovertemplate": "%{text}<br>%{x:.2f} → %{y:.2f}<extra></extra>"}]
     vals = _clean(list(x) + list(y))
