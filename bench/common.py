@@ -355,6 +355,55 @@ def drive_generations(workers: int, scheduler_url: str | None = None, cohort: st
     return time.perf_counter() - t0, result
 
 
+class InTaskTimer:
+    """Wall time spent inside generation tasks' work (``run_batch`` / ``run_generation`` as called
+    by ``pipeline.tasks``) and in ``_Generation.complete``, accumulated while installed.
+
+    Exact only when tasks run in this process (workers=1: Luigi forks a process per task when
+    workers > 1, and the child's time is not seen here). Everything else a drive spends is
+    orchestration: building tasks, scheduling, dependency checks, chunk bookkeeping.
+    """
+
+    def __init__(self):
+        import threading
+
+        self.work_s = 0.0
+        self.complete_s = 0.0
+        self.complete_calls = 0
+        self._lock = threading.Lock()
+        self._undo: list = []
+
+    def _wrap(self, owner, name: str, field: str, count: str | None = None):
+        original = getattr(owner, name)
+        timer = self
+
+        def timed(*args, **kwargs):
+            t0 = time.perf_counter()
+            try:
+                return original(*args, **kwargs)
+            finally:
+                with timer._lock:
+                    setattr(timer, field, getattr(timer, field) + time.perf_counter() - t0)
+                    if count:
+                        setattr(timer, count, getattr(timer, count) + 1)
+
+        setattr(owner, name, timed)
+        self._undo.append((owner, name, original))
+
+    def __enter__(self) -> "InTaskTimer":
+        from pipeline import tasks
+
+        self._wrap(tasks, "run_batch", "work_s")
+        self._wrap(tasks, "run_generation", "work_s")
+        self._wrap(tasks._Generation, "complete", "complete_s", "complete_calls")
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for owner, name, original in reversed(self._undo):
+            setattr(owner, name, original)
+        self._undo.clear()
+
+
 def check_all_done(result, expected: int) -> None:
     if result.done != expected or result.failed or result.blocked:
         raise SystemExit(f"benchmark run incomplete: {result.summary()} (expected {expected} done)")
