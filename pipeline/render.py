@@ -6,6 +6,8 @@ so a typo in a template never silently produces a prompt with a hole in it.
 
 from __future__ import annotations
 
+import functools
+
 import jinja2
 
 from .errors import DaydreamError
@@ -23,9 +25,16 @@ def check_template(text: str, *, stage: str, template_id: str) -> None:
         ) from None
 
 
+@functools.lru_cache(maxsize=512)
+def _compiled(text: str) -> jinja2.Template:
+    """Compiling is the expensive part of rendering, and completeness checks render every
+    generation's prompt: compile each distinct template text once."""
+    return _ENV.from_string(text)
+
+
 def render(text: str, context: dict, *, stage: str, template_id: str) -> str:
     try:
-        return _ENV.from_string(text).render(**context)
+        return _compiled(text).render(**context)
     except jinja2.UndefinedError as exc:
         raise DaydreamError(
             "template",
