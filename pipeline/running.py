@@ -23,7 +23,9 @@ import luigi.interface
 
 from . import config
 from .cohort import compile_cohort, read_membership
+from .stages import phase_json
 from .store import read_json
+from .tasks import ReportSite, RunCohort, _Generation, generation_tasks, prepare_providers
 
 PROGRESS_HOOKS: list[Callable[[dict], None]] = []  # in-process observers of RunCohort's progress
 LAST_RESULT: dict[str, "DriveResult"] = {}  # cohort_id -> the last drive in this process
@@ -65,13 +67,14 @@ def nested_build_kwargs() -> dict:
     return kw
 
 
+@_Generation.event_handler(luigi.Event.FAILURE)
 def _on_failure(task, exception) -> None:
     for gen_id in task.gen_ids():
         _FAILURES[gen_id] = str(exception).split("\n")[0]
 
 
 def _recorded_failure(paths, stage: str, gen_id: str, since: str) -> str | None:
-    pm = read_json(paths.gen_file(stage, gen_id, "parsed_metadata.json"))
+    pm = phase_json(paths.gen_file(stage, gen_id, "parsed_metadata.json"))
     if pm and not pm.get("success") and str(pm.get("finished_at", "")) >= since:
         return str(pm.get("error") or "failed")
     return None
@@ -80,10 +83,6 @@ def _recorded_failure(paths, stage: str, gen_id: str, since: str) -> str | None:
 def drive(cohort_id: str, build_kwargs: dict, *, chunk_size: int | None = None,
           progress: Callable[[dict], None] = lambda counts: None, poll_s: float = 1.0) -> DriveResult:
     """Run every generation of a compiled cohort, chunk by chunk; never raises for failures."""
-    from .tasks import _Generation, generation_tasks
-
-    if _on_failure not in _Generation._event_callbacks.get(_Generation, {}).get(luigi.Event.FAILURE, set()):
-        _Generation.event_handler(luigi.Event.FAILURE)(_on_failure)
     paths = config.data_paths()
     tasks = generation_tasks(cohort_id)
     size = chunk_size or config.chunk_size()
@@ -96,6 +95,8 @@ def drive(cohort_id: str, build_kwargs: dict, *, chunk_size: int | None = None,
             parent = t._metadata(t.gen_id).get("parent_gen_id")
             if parent and (parent in result.failed or parent in result.blocked):
                 result.blocked.add(t.gen_id)
+            elif t.complete():
+                result.done += 1  # nothing to schedule: re-runs of finished work stay cheap
             else:
                 pending.append(t)
         last_progress = time.monotonic()
@@ -135,8 +136,6 @@ def run_cohort(cohort_id: str, *, workers: int = 1, local_scheduler: bool = True
     ``RunCohort`` already running elsewhere and joins in as an extra driver of the same chunks.
     """
     from tqdm import tqdm
-
-    from .tasks import ReportSite, RunCohort, _Generation, generation_tasks, prepare_providers
 
     paths = config.data_paths()
     compile_cohort(paths, cohort_id)
