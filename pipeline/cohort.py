@@ -252,8 +252,14 @@ def _stored_metadata(paths: DataPaths, stage: str, gen_id: str) -> dict | None:
         return None
 
 
-def write_cohort(paths: DataPaths, plan: CohortPlan, catalog: Catalog, spec: Spec) -> dict[str, int]:
-    """Seed metadata, then membership and manifest. Returns counts of files written per kind."""
+def write_cohort(paths: DataPaths, plan: CohortPlan, catalog: Catalog, spec: Spec,
+                 existing: Callable[[str, str], dict | None] | None = None) -> dict[str, int]:
+    """Seed metadata, then membership and manifest. Returns counts of files written per kind.
+
+    ``existing`` reads stored metadata (default: from disk); ``compile_cohort`` passes the reads
+    planning already made, so each metadata.json is parsed once per compile.
+    """
+    existing = existing or (lambda stage, gen_id: _stored_metadata(paths, stage, gen_id))
     cohort = plan.cohort_id
     written = {"metadata": 0, "membership": 0, "manifest": 0}
     previous: set[tuple[str, str]] = set()
@@ -264,12 +270,12 @@ def write_cohort(paths: DataPaths, plan: CohortPlan, catalog: Catalog, spec: Spe
 
     for g in plan.all():
         path = paths.gen_file(g.stage, g.gen_id, "metadata.json")
-        old = _stored_metadata(paths, g.stage, g.gen_id) or {}
+        old = existing(g.stage, g.gen_id) or {}
         cohorts = set(old.get("cohorts", [])) | {cohort}
         written["metadata"] += atomic_write_json(path, g.metadata(sorted(cohorts)))
     for stage, gen_id in sorted(previous - current):
         path = paths.gen_file(stage, gen_id, "metadata.json")
-        old = _stored_metadata(paths, stage, gen_id)
+        old = existing(stage, gen_id)
         if old and cohort in old.get("cohorts", []):
             old["cohorts"] = [c for c in old["cohorts"] if c != cohort]
             written["metadata"] += atomic_write_json(path, old)
@@ -303,8 +309,15 @@ def compile_cohort(paths: DataPaths, cohort_id: str) -> tuple[CohortPlan, dict[s
     catalog = load_catalog(paths)
     spec = load_spec(spec_path)
     design = compile_design(spec)
-    plan = plan_cohort(cohort_id, spec, design, catalog, lambda stage, gid: _stored_metadata(paths, stage, gid))
-    return plan, write_cohort(paths, plan, catalog, spec)
+    stored: dict[tuple[str, str], dict | None] = {}
+
+    def existing(stage: str, gen_id: str) -> dict | None:
+        if (stage, gen_id) not in stored:
+            stored[stage, gen_id] = _stored_metadata(paths, stage, gen_id)
+        return stored[stage, gen_id]
+
+    plan = plan_cohort(cohort_id, spec, design, catalog, existing)
+    return plan, write_cohort(paths, plan, catalog, spec, existing)
 
 
 def is_compiled(paths: DataPaths, cohort_id: str) -> bool:

@@ -7,6 +7,7 @@ reports and the site.
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import luigi
@@ -16,6 +17,9 @@ from .cohort import compile_cohort, is_compiled, read_membership
 from .errors import DaydreamError
 from .stages import is_complete, metadata, run_batch, run_generation, runtime
 from .store import atomic_write_json, read_json, stat_fingerprint
+
+PROGRESS_INTERVAL_S = 0.5  # a batch reports its progress to the scheduler at most this often
+
 
 class _DaydreamTask(luigi.Task):
     """Report user-facing failures to the scheduler as one line, not a traceback."""
@@ -110,6 +114,11 @@ class _Generation(_DaydreamTask):
                                 f"{len(errors)} of {len(ids)} generations in this batch failed: {shown}")
 
     def _batch_progress(self, done: int, failed: int, total: int) -> None:
+        # Each update is an RPC to luigid: at most a few per second, and always the last one.
+        now = time.monotonic()
+        if done + failed < total and now - self.__dict__.get("_last_progress", 0.0) < PROGRESS_INTERVAL_S:
+            return
+        self._last_progress = now
         self.set_status_message(f"{self.stage} batch: {done} done, {failed} failed, {total - done - failed} running")
         self.set_progress_percentage(int(100 * (done + failed) / total))
 

@@ -1,0 +1,69 @@
+"""The benchmarks at toy sizes: each runs as a command, prints one JSON object, and its own
+invariants hold (one request per generation, none on a re-run, the concurrency limit kept, an
+unchanged recompile writing nothing). Their timings are not asserted: bench/README.md has those."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def bench(name: str, *args: str) -> dict:
+    env = {k: v for k, v in os.environ.items() if k not in ("DAYDREAM_DATA_ROOT", "LUIGI_CONFIG_PATH")}
+    proc = subprocess.run([sys.executable, str(REPO / "bench" / f"{name}.py"), *args], cwd=REPO, env=env,
+                          capture_output=True, text=True, timeout=180)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = json.loads(proc.stdout)  # exactly one JSON object on stdout
+    assert out["benchmark"] == name and out["machine"]["nproc"] >= 1
+    return out
+
+
+def test_orchestration_runs_both_schedulers_and_reports_growth():
+    out = bench("orchestration", "--sizes", "40,80", "--budget-s", "0", "--batch-size", "8", "--chunk-size", "30")
+    runs = {(r["scheduler"], r["generations"]): r for r in out["runs"]}
+    assert set(runs) == {("local", 40), ("luigid", 40), ("local", 80), ("luigid", 80)}
+    for (_, n), r in runs.items():
+        assert r["model_requests"] == n and r["chunks"] == -(-n // 30)
+        assert 0 < r["in_task_ms_per_generation"] < r["ms_per_generation"]
+    assert set(out["growth"]) == {"chunked/local/batch8", "chunked/luigid/batch8"}
+    assert out["growth"]["chunked/local/batch8"]["80/40"]["size_ratio"] == 2.0
+
+
+def test_orchestration_skips_what_would_pass_the_budget():
+    out = bench("orchestration", "--sizes", "40,100000", "--schedulers", "local", "--budget-s", "60")
+    assert [r["generations"] for r in out["runs"]] == [40]
+    assert out["skipped_for_budget"][0]["generations"] == 100000
+
+
+def test_throughput_keeps_the_concurrency_limit():
+    out = bench("throughput", "--generations", "60", "--latency", "0.05", "--settings", "4:12:1:500,8:4:2:500")
+    assert out["limit_respected"] and len(out["tried"]) == 2
+    for run in out["tried"]:
+        assert run["model_requests"] == 60 and 1 <= run["max_concurrency_seen"] <= run["concurrency"]
+        assert 0 < run["fraction_of_ideal"] <= 1.0
+
+
+def test_noop_rerun_makes_no_request():
+    out = bench("noop", "--generations", "40")
+    assert out["first_run"]["model_requests"] == 40
+    assert out["rerun_run_cohort"]["model_requests"] == 0 and out["rerun_drive"]["model_requests"] == 0
+    assert out["rerun_run_cohort"]["drive_calls"] == 0
+
+
+def test_compile_reads_each_metadata_once_and_rewrites_nothing():
+    out = bench("compile", "--rows", "800")
+    assert out["rows"] == 800
+    n = out["generations_total"]
+    assert out["first_compile"]["files_written"]["metadata"] == n
+    assert out["unchanged_recompile"]["files_written_total"] == 0
+    assert out["first_compile"]["metadata_reads"] == out["unchanged_recompile"]["metadata_reads"] == n
+
+
+def test_reports_site():
+    out = bench("reports_site", "--evaluations", "80")
+    assert out["n_evaluations"] == 80 and out["pages"] > out["n_essays"]
