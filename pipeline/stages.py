@@ -209,7 +209,7 @@ def run_generation(rt: Runtime, stage: str, gen_id: str, status: Callable[[str],
     atomic_write_text(f("prompt.txt"), inputs.prompt)
 
     if md["mode"] == "copy":
-        status(f"{stage} {md['template_id']} copy")
+        status(f"{stage} · {md['template_id']} · copy")
         atomic_write_text(f("raw.txt"), inputs.prompt)
         atomic_write_json(f("raw_metadata.json"), {
             "gen_id": gen_id, "stage": stage, "mode": "copy", "llm_model_id": None, "model_slug": None,
@@ -232,7 +232,6 @@ def run_generation(rt: Runtime, stage: str, gen_id: str, status: Callable[[str],
     if not reusable:
         outcome = "generated"
         settings = config.stage_settings(stage)
-        status(f"{stage} {md['template_id']} · {model.id} · calling {model.provider}")
         request = CompletionRequest(
             prompt=inputs.prompt, model_slug=model.model,
             temperature=model.temperature if model.temperature is not None else settings.temperature,
@@ -243,7 +242,8 @@ def run_generation(rt: Runtime, stage: str, gen_id: str, status: Callable[[str],
         )
         started = _now()
         try:
-            completion = rt.provider(model.provider).complete(request)
+            completion = rt.provider(model.provider).complete(request, on_attempt=lambda n, of: status(
+                f"{stage} · {md['template_id']} · {model.id} · calling {model.provider}, attempt {n}/{of}"))
         except DaydreamError as exc:
             _write_failure(rt, stage, gen_id, inputs, exc.message, "", simulated=model.simulated)
             raise
@@ -263,7 +263,7 @@ def run_generation(rt: Runtime, stage: str, gen_id: str, status: Callable[[str],
         if reason is not None:
             _write_failure(rt, stage, gen_id, inputs, reason, raw, simulated=completion.simulated)
             raise DaydreamError("invalid_output", f"{stage} {gen_id}: {reason}")
-    status(f"{stage} {md['template_id']} · {model.id} · parsing ({inputs.parser})")
+    status(f"{stage} · {md['template_id']} · {model.id} · parsing ({inputs.parser})")
     return _write_parsed(rt, stage, gen_id, inputs, raw, outcome)
 
 

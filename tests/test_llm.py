@@ -122,7 +122,9 @@ def test_429_storm_without_retry_after_uses_capped_jittered_backoff(llm_server):
 @pytest.mark.parametrize("status", ["500", "502", "503", "504"])
 def test_5xx_retried(llm_server, status):
     llm_server.push_faults(status)
-    assert provider_for(llm_server).complete(REQ).attempts == 2
+    seen: list[tuple[int, int]] = []
+    assert provider_for(llm_server).complete(REQ, on_attempt=lambda n, of: seen.append((n, of))).attempts == 2
+    assert seen == [(1, 3), (2, 3)]  # what a task shows in the visualiser while retrying
 
 
 @pytest.mark.parametrize("status", ["400", "401", "403", "404", "422"])

@@ -7,7 +7,7 @@ simulator live behind it, so a stage never needs to know which provider answered
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Callable, Protocol
 
 
 @dataclass(frozen=True)
@@ -65,7 +65,11 @@ class Completion:
 class Provider(Protocol):
     name: str
 
-    def complete(self, request: CompletionRequest) -> Completion: ...
+    def complete(self, request: CompletionRequest,
+                 on_attempt: Callable[[int, int], None] | None = None) -> Completion:
+        """One completion; ``on_attempt(attempt, max_attempts)`` is told before each try, so a
+        task can show "attempt 2/5" in the visualiser while a provider retries."""
+        ...
 
 
 def price_cost(request: CompletionRequest, prompt_tokens: int | None, completion_tokens: int | None) -> float | None:

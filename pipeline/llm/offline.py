@@ -19,6 +19,7 @@ import math
 import random
 import re
 import time
+from typing import Callable
 
 from pipeline.llm.base import Completion, CompletionRequest, ProviderSettings
 
@@ -110,8 +111,11 @@ class OfflineProvider:
     def __repr__(self) -> str:
         return f"OfflineProvider(name={self.name!r})"
 
-    def complete(self, request: CompletionRequest) -> Completion:
+    def complete(self, request: CompletionRequest,
+                 on_attempt: Callable[[int, int], None] | None = None) -> Completion:
         started = time.monotonic()
+        if on_attempt:
+            on_attempt(1, 1)
         seed = [request.prompt, request.model_slug, request.template_id, request.stage]
         if request.replicate != 1:  # replicates vary like resampling would; replicate 1 keeps the base seed
             seed.append(request.replicate)

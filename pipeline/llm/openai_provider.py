@@ -58,10 +58,13 @@ class OpenAIProvider:
     def __repr__(self) -> str:
         return f"OpenAIProvider(name={self.name!r}, base_url={self.settings.base_url!r})"
 
-    def complete(self, request: CompletionRequest) -> Completion:
+    def complete(self, request: CompletionRequest,
+                 on_attempt: Callable[[int, int], None] | None = None) -> Completion:
         started = time.monotonic()
         attempts_max = max(1, self.settings.max_attempts)
         for attempt in range(1, attempts_max + 1):
+            if on_attempt:
+                on_attempt(attempt, attempts_max)
             try:
                 with self._slots:
                     response = self._create(request)
