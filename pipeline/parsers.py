@@ -97,6 +97,20 @@ def _blocks(text: str, pattern: re.Pattern[str]) -> _Blocks:
     return _Blocks(complete, opener or unclosed, orphan)
 
 
+def _complete_blocks(text: str, pattern: re.Pattern[str], tag: str) -> _Blocks:
+    """``_blocks``, or a ParseError saying why there is no complete ``<tag>`` block."""
+    found = _blocks(text, pattern)
+    if found.complete:
+        return found
+    if found.unclosed is not None:
+        line = _line_of(text, found.unclosed.start())
+        raise ParseError(f"unclosed <{tag}> tag: opened on line {line}, no </{tag}> after it")
+    if found.orphan_closer is not None:
+        line = _line_of(text, found.orphan_closer.start())
+        raise ParseError(f"found </{tag}> on line {line} but no opening <{tag}> tag before it")
+    raise ParseError(f"no <{tag}>…</{tag}> block found")
+
+
 def _essay_block(text: str, **_scale: float) -> str:
     """Text inside the last complete ``<essay>…</essay>`` block.
 
@@ -104,15 +118,7 @@ def _essay_block(text: str, **_scale: float) -> str:
     in tags first; the block they end with is the one they hand in.
     """
     text = _normalize(text)
-    found = _blocks(text, _ESSAY_TAG)
-    if not found.complete:
-        if found.unclosed is not None:
-            line = _line_of(text, found.unclosed.start())
-            raise ParseError(f"unclosed <essay> tag: opened on line {line}, no </essay> after it")
-        if found.orphan_closer is not None:
-            line = _line_of(text, found.orphan_closer.start())
-            raise ParseError(f"found </essay> on line {line} but no opening <essay> tag before it")
-        raise ParseError("no <essay>…</essay> block found")
+    found = _complete_blocks(text, _ESSAY_TAG, "essay")
     opener, inner = found.complete[-1]
     inner = inner.strip()
     if not inner:
@@ -176,12 +182,7 @@ def _essay_idea_last(text: str, **_scale: float) -> str:
     by raw-output validation, not guessed at here. Inner text is dedented, then stripped.
     """
     text = _normalize(text)
-    found = _blocks(text, _IDEA_TAG)
-    if not found.complete:
-        if found.unclosed is not None:
-            line = _line_of(text, found.unclosed.start())
-            raise ParseError(f"unclosed <essay-idea> tag: opened on line {line}, no </essay-idea> after it")
-        raise ParseError("no <essay-idea>…</essay-idea> block found")
+    found = _complete_blocks(text, _IDEA_TAG, "essay-idea")
     staged = [(s, i) for i, (m, _) in enumerate(found.complete) if (s := _stage_of(m)) is not None]
     index = max(staged)[1] if staged else len(found.complete) - 1
     opener, inner = found.complete[index]
