@@ -14,9 +14,8 @@ from functools import cached_property
 from pathlib import Path
 
 from .errors import DaydreamError
-from .store import DataPaths, check_id, read_csv_rows, read_text
+from .store import STAGES, DataPaths, check_id, read_csv_rows, read_text
 
-STAGES = ("draft", "essay", "evaluation")
 LEVELS = ("sentence", "paragraph", "article")
 GENERATORS = ("llm", "copy")
 DEFAULT_SCALE = (0.0, 9.0)

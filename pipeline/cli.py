@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 from .errors import DaydreamError
+from .store import STAGES
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
@@ -189,7 +190,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     i = sub.add_parser("invalidate", help="force regeneration of generations and everything downstream")
     i.add_argument("--cohort", help="restrict to the generations of this cohort")
-    i.add_argument("--stage", choices=("draft", "essay", "evaluation"))
+    i.add_argument("--stage", choices=STAGES)
     i.add_argument("--template", help="template id")
     i.add_argument("--model", help="model id")
     i.add_argument("--gen-id", action="append", help="a gen_id (repeatable)")

@@ -27,12 +27,12 @@ SAMPLE_CONTEXT = {
 }
 from .spec import Design, Spec
 from .store import (
-    DataPaths, atomic_write_csv, atomic_write_json, check_id, read_csv_rows, read_json,
+    STAGES, DataPaths, atomic_write_csv, atomic_write_json, check_id, read_csv_rows, read_json,
 )
 
-MEMBERSHIP_COLUMNS = (
+MEMBERSHIP_COLUMNS = [
     "stage", "gen_id", "parent_gen_id", "combo_id", "template_id", "llm_model_id", "replicate", "mode",
-)
+]
 REQUIRED = ("draft_template", "draft_llm", "essay_template", "evaluation_template", "evaluation_llm")
 NONE_VALUES = ("", "none", "null", "copy")
 
@@ -79,13 +79,13 @@ class Generation:
 class CohortPlan:
     cohort_id: str
     generations: dict[str, dict[str, Generation]] = field(
-        default_factory=lambda: {"draft": {}, "essay": {}, "evaluation": {}}
+        default_factory=lambda: {s: {} for s in STAGES}
     )
     combos: dict[str, ComboDef] = field(default_factory=dict)
     external_essays: set[str] = field(default_factory=set)  # parents already in the store, not in this cohort
 
     def all(self) -> list[Generation]:
-        return [g for stage in ("draft", "essay", "evaluation") for g in self.generations[stage].values()]
+        return [g for stage in STAGES for g in self.generations[stage].values()]
 
 
 def _replicate(row: dict, axis: str, where: Path) -> int:

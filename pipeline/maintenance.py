@@ -14,10 +14,9 @@ from dataclasses import dataclass
 
 from .cohort import read_membership
 from .errors import DaydreamError
-from .store import STAGES, TMP_GLOB, DataPaths, atomic_write_json, read_json, read_text
+from .store import PARENT_STAGE, STAGES, TMP_GLOB, DataPaths, atomic_write_json, read_json, read_text
 
 PHASE_FILES = ("parsed_metadata.json", "parsed.txt", "raw_metadata.json", "raw.txt", "prompt.txt")
-CHILD_STAGE = {"draft": "essay", "essay": "evaluation"}
 
 
 def _children_index(paths: DataPaths) -> dict[str, list[tuple[str, str]]]:
@@ -42,7 +41,7 @@ def invalidate(paths: DataPaths, *, cohort_id: str | None = None, stage: str | N
         candidates = [(r["stage"], r["gen_id"], r["template_id"], r["llm_model_id"]) for r in rows]
     else:
         candidates = []
-        for st in ("draft", "essay", "evaluation"):
+        for st in STAGES:
             base = paths.gens / st
             for d in (base.iterdir() if base.is_dir() else []):
                 md = read_json(d / "metadata.json") or {}
@@ -55,7 +54,7 @@ def invalidate(paths: DataPaths, *, cohort_id: str | None = None, stage: str | N
     ]
     if wanted:
         known = {gid for _, gid, _, _ in candidates}
-        roots += [(st, g) for g in wanted - known for st in ("draft", "essay", "evaluation")
+        roots += [(st, g) for g in wanted - known for st in STAGES
                   if paths.gen_dir(st, g).is_dir()]
     children = _children_index(paths)
     seen: dict[tuple[str, str], None] = {}
@@ -66,8 +65,7 @@ def invalidate(paths: DataPaths, *, cohort_id: str | None = None, stage: str | N
             continue
         seen[node] = None
         stack.extend(children.get(node[1], []))
-    order = {"draft": 0, "essay": 1, "evaluation": 2}
-    result = sorted(seen, key=lambda n: (order[n[0]], n[1]))
+    result = sorted(seen, key=lambda n: (STAGES.index(n[0]), n[1]))
     if not dry_run:
         # Children first, so an interrupted invalidation never leaves a child newer than its parent.
         for st, gid in reversed(result):
@@ -91,12 +89,6 @@ class Problem:
     detail: str
 
 
-def _compiled(paths: DataPaths) -> list[str]:
-    if not paths.cohorts.is_dir():
-        return []
-    return sorted(p.name for p in paths.cohorts.iterdir() if paths.membership_csv(p.name).exists())
-
-
 def check_store(paths: DataPaths, cohort_id: str | None = None) -> tuple[list[Problem], dict[str, int]]:
     """Health of the gens store (or of one cohort's generations): every problem, precisely.
 
@@ -105,7 +97,7 @@ def check_store(paths: DataPaths, cohort_id: str | None = None) -> tuple[list[Pr
     from .stages import resolve_inputs, runtime, sha256
 
     rt = runtime()
-    cohorts = [cohort_id] if cohort_id else _compiled(paths)
+    cohorts = [cohort_id] if cohort_id else paths.compiled_cohorts()
     members: dict[tuple[str, str], None] = {}
     for c in cohorts:
         for r in read_membership(paths, c):
@@ -138,7 +130,7 @@ def check_store(paths: DataPaths, cohort_id: str | None = None) -> tuple[list[Pr
             continue
         parent = md.get("parent_gen_id")
         if parent:
-            pstage = {"essay": "draft", "evaluation": "essay"}[stage]
+            pstage = PARENT_STAGE[stage]
             if not (paths.gen_dir(pstage, parent) / "metadata.json").exists():
                 add("broken_lineage", stage, gid, f"parent {pstage} {parent} is not in the gens store")
                 continue
@@ -186,7 +178,7 @@ def purge(paths: DataPaths, cohort_id: str, *, dry_run: bool = True) -> dict[str
     """
     rows = read_membership(paths, cohort_id)
     used_elsewhere = set()
-    for other in _compiled(paths):
+    for other in paths.compiled_cohorts():
         if other != cohort_id:
             used_elsewhere.update((r["stage"], r["gen_id"]) for r in read_membership(paths, other))
     remove, keep = [], []

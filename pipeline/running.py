@@ -24,7 +24,7 @@ import luigi.interface
 from . import config
 from .cohort import compile_cohort, read_membership
 from .stages import phase_json
-from .store import read_json
+from .store import STAGES, read_json
 from .tasks import ReportSite, RunCohort, _Generation, generation_tasks, prepare_providers
 
 PROGRESS_HOOKS: list[Callable[[dict], None]] = []  # in-process observers of RunCohort's progress
@@ -189,7 +189,7 @@ def run_cohort(cohort_id: str, *, workers: int = 1, local_scheduler: bool = True
 def cohort_status(cohort_id: str) -> dict:
     """Counts per stage, failure reasons, tokens and cost, from persisted files only."""
     paths = config.data_paths()
-    stages = {s: Counter() for s in ("draft", "essay", "evaluation")}
+    stages = {s: Counter() for s in STAGES}
     reasons: Counter = Counter()
     tokens = {"prompt": 0, "completion": 0}
     cost = 0.0

@@ -28,7 +28,7 @@ from .llm import make_provider, require_keys
 from .llm.base import Completion, CompletionRequest, Provider
 from .parsers import parse
 from .render import draft_context, essay_context, evaluation_context, render
-from .store import DataPaths, atomic_write_json, atomic_write_text, read_json, read_text, remove_stale_temporaries
+from .store import PARENT_STAGE, DataPaths, atomic_write_json, atomic_write_text, read_json, read_text, remove_stale_temporaries
 
 PREVIEW_CHARS = 400
 
@@ -116,8 +116,6 @@ def metadata(rt: Runtime, stage: str, gen_id: str) -> dict:
             raise DaydreamError("store", f"corrupt metadata: no {key!r}", path=rt.paths.gen_file(stage, gen_id, "metadata.json"))
     return md
 
-
-PARENT_STAGE = {"essay": "draft", "evaluation": "essay"}
 
 
 def parent_output(rt: Runtime, stage: str, md: dict) -> str | None:

@@ -21,6 +21,7 @@ from .errors import DaydreamError
 from .ids import is_safe_id
 
 STAGES = ("draft", "essay", "evaluation")
+PARENT_STAGE = {"essay": "draft", "evaluation": "essay"}  # the lineage: each stage's parent stage
 TMP_GLOB = ".*.tmp"  # the atomic writer's temporary files; a kill -9 may leave one behind
 
 
@@ -98,6 +99,13 @@ class DataPaths:
 
     def reports_dir(self, cohort_id: str) -> Path:
         return self.cohort_dir(cohort_id) / "reports"
+
+    def compiled_cohorts(self) -> list[str]:
+        """Cohorts compiled at least once (they have a membership.csv), sorted by id."""
+        if not self.cohorts.is_dir():
+            return []
+        return sorted(p.name for p in self.cohorts.iterdir()
+                      if is_safe_id(p.name) and (p / "membership.csv").is_file())
 
     def cross_cohort_dir(self) -> Path:
         return self.root / "reports"

@@ -16,7 +16,7 @@ from . import config
 from .cohort import compile_cohort, is_compiled, read_membership
 from .errors import DaydreamError
 from .stages import is_complete, metadata, run_batch, run_generation, runtime
-from .store import atomic_write_json, read_json, stat_fingerprint
+from .store import PARENT_STAGE, atomic_write_json, read_json, stat_fingerprint
 
 PROGRESS_INTERVAL_S = 0.5  # a batch reports its progress to the scheduler at most this often
 
@@ -74,7 +74,7 @@ class _Generation(_DaydreamTask):
     def requires(self):
         if self.stage == "draft":
             return []
-        parent = TASKS[_PARENT[self.stage]]
+        parent = TASKS[PARENT_STAGE[self.stage]]
         return [parent(gen_id=self._metadata(g)["parent_gen_id"]) for g in self.gen_ids()]
 
     @property
@@ -136,7 +136,6 @@ class EvaluationGeneration(_Generation):
 
 
 TASKS = {"draft": DraftGeneration, "essay": EssayGeneration, "evaluation": EvaluationGeneration}
-_PARENT = {"essay": "draft", "evaluation": "essay"}
 
 
 def generation_tasks(cohort_id: str) -> list[_Generation]:
@@ -201,18 +200,11 @@ class CohortReports(_DaydreamTask):
         atomic_write_json(self._marker(), {"fingerprint": fingerprint})
 
 
-def compiled_cohorts() -> list[str]:
-    paths = config.data_paths()
-    if not paths.cohorts.is_dir():
-        return []
-    return sorted(p.name for p in paths.cohorts.iterdir() if paths.membership_csv(p.name).exists())
-
-
 class ReportSite(_DaydreamTask):
     """The static report site over every compiled cohort (index, cross-cohort page, per cohort)."""
 
     def requires(self):
-        return [CohortReports(cohort_id=c) for c in compiled_cohorts()]
+        return [CohortReports(cohort_id=c) for c in config.data_paths().compiled_cohorts()]
 
     def _marker(self):
         return config.data_paths().site_dir / "_inputs.json"
@@ -225,7 +217,7 @@ class ReportSite(_DaydreamTask):
         paths = config.data_paths()
         code = sorted(p for root in (Path(__file__).parent / "sitegen", SITE_PROJECT)
                       for p in root.rglob("*") if p.is_file() and "__pycache__" not in p.parts)
-        return stat_fingerprint([paths.reports_dir(c) / "_inputs.json" for c in compiled_cohorts()] + code)
+        return stat_fingerprint([paths.reports_dir(c) / "_inputs.json" for c in paths.compiled_cohorts()] + code)
 
     def complete(self):
         m = read_json(self._marker())
@@ -239,7 +231,7 @@ class ReportSite(_DaydreamTask):
         self.set_status_message("building cross-cohort table and site")
         fingerprint = self._fingerprint()
         build_cross_cohort(paths)
-        out = build_site(paths, compiled_cohorts())
+        out = build_site(paths, paths.compiled_cohorts())
         atomic_write_json(self._marker(), {"fingerprint": fingerprint, "site": str(out)})
 
 

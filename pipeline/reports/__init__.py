@@ -151,12 +151,6 @@ def build_reports(paths: DataPaths, cohort_id: str, *, high: float = 0.8, low: f
     return out
 
 
-def _cohort_ids(paths: DataPaths) -> list[str]:
-    if not paths.cohorts.is_dir():
-        return []
-    return sorted(p.name for p in paths.cohorts.iterdir() if (p / "membership.csv").is_file())
-
-
 def build_cross_cohort(paths: DataPaths, scores: dict[str, pd.DataFrame] | None = None) -> pd.DataFrame:
     """Essays scored in several cohorts and how their scores compare.
 
@@ -166,7 +160,7 @@ def build_cross_cohort(paths: DataPaths, scores: dict[str, pd.DataFrame] | None 
     catalog, _ = _catalog(paths)
     scores = scores or {}
     per_cohort = {cid: scores[cid] if cid in scores else collect(paths, cid, catalog).scores
-                  for cid in _cohort_ids(paths)}
+                  for cid in paths.compiled_cohorts()}
     df = tables.cross_cohort(per_cohort)
     write_table(paths.cross_cohort_dir() / "cross_cohort.csv", df)
     return df

@@ -20,14 +20,13 @@ import pandas as pd
 
 from ..errors import DaydreamError
 from ..ids import is_safe_id
-from ..store import GEN_FILES, STAGES, DataPaths, read_text
+from ..catalog import DEFAULT_SCALE
+from ..cohort import MEMBERSHIP_COLUMNS
+from ..store import GEN_FILES, PARENT_STAGE, STAGES, DataPaths, read_text
 from .stats import finite
 
 UNKNOWN = "unknown"
 COPY = "copy"
-DEFAULT_SCALE = (0.0, 9.0)
-MEMBERSHIP_COLUMNS = ["stage", "gen_id", "parent_gen_id", "combo_id", "template_id", "llm_model_id", "replicate", "mode"]
-PARENT_STAGE = {"essay": "draft", "evaluation": "essay"}
 
 GENERATION_COLUMNS = MEMBERSHIP_COLUMNS + [
     "status", "error", "error_detail", "finish_reason", "prompt_tokens", "completion_tokens", "cost_usd",

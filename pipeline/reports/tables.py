@@ -10,6 +10,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from ..store import STAGES
 from . import stats
 
 ALL = "(all)"  # the pooled-rubric level; parentheses cannot occur in an id
@@ -205,7 +206,7 @@ def leaderboard(scores: pd.DataFrame, essays: pd.DataFrame) -> pd.DataFrame:
 def coverage(generations: pd.DataFrame) -> pd.DataFrame:
     """Per stage (always all three): expected, done, failed, pending, coverage, tokens, cost."""
     rows = []
-    for stage in ("draft", "essay", "evaluation"):
+    for stage in STAGES:
         g = generations[generations["stage"] == stage]
         st = g["status"].value_counts()
         n = len(g)
