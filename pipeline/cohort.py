@@ -16,19 +16,19 @@ from . import ids
 from .catalog import Catalog, ComboDef
 from .errors import DaydreamError
 from .parsers import known_parser
-from .render import check_template, draft_context, essay_context, evaluation_context, render
+from .render import draft_context, essay_context, evaluation_context, render
+from .spec import Design, Spec
+from .store import (
+    STAGES, DataPaths, atomic_write_csv, atomic_write_json, check_id, read_csv_rows, read_json,
+)
 
-# Rendering every template once with a stand-in context catches undefined variables at compile
-# time, before any generation is attempted.
+# Rendering every template once with a stand-in context catches syntax errors and undefined
+# variables at compile time, before any generation is attempted.
 SAMPLE_CONTEXT = {
     "draft": draft_context([("Concept", "A description.")]),
     "essay": essay_context("A draft."),
     "evaluation": evaluation_context("An essay."),
 }
-from .spec import Design, Spec
-from .store import (
-    STAGES, DataPaths, atomic_write_csv, atomic_write_json, check_id, read_csv_rows, read_json,
-)
 
 MEMBERSHIP_COLUMNS = [
     "stage", "gen_id", "parent_gen_id", "combo_id", "template_id", "llm_model_id", "replicate", "mode",
@@ -209,7 +209,6 @@ def _validate_references(plan: CohortPlan, catalog: Catalog, where: Path) -> Non
         if text is None:
             raise DaydreamError("catalog", f"{stage} template {tid!r} has no template file", path=t.path)
         try:
-            check_template(text, stage=stage, template_id=tid)
             render(text, SAMPLE_CONTEXT[stage], stage=stage, template_id=tid)
         except DaydreamError as exc:
             raise DaydreamError("template", exc.message, path=t.path) from None

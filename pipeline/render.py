@@ -15,16 +15,6 @@ from .errors import DaydreamError
 _ENV = jinja2.Environment(undefined=jinja2.StrictUndefined, keep_trailing_newline=True, autoescape=False)
 
 
-def check_template(text: str, *, stage: str, template_id: str) -> None:
-    """Syntax-check a template at compile time, before any generation is attempted."""
-    try:
-        _ENV.parse(text)
-    except jinja2.TemplateSyntaxError as exc:
-        raise DaydreamError(
-            "template", f"{stage} template {template_id!r}: syntax error at line {exc.lineno}: {exc.message}"
-        ) from None
-
-
 @functools.lru_cache(maxsize=512)
 def _compiled(text: str) -> jinja2.Template:
     """Compiling is the expensive part of rendering, and completeness checks render every
