@@ -208,15 +208,16 @@ def run_generation(rt: Runtime, stage: str, gen_id: str, status: Callable[[str],
 
     if md["mode"] == "copy":
         status(f"{stage} · {md['template_id']} · copy")
+        simulated = _parent_simulated(rt, stage, md)
         atomic_write_text(f("raw.txt"), inputs.prompt)
         atomic_write_json(f("raw_metadata.json"), {
             "gen_id": gen_id, "stage": stage, "mode": "copy", "llm_model_id": None, "model_slug": None,
-            "provider": None, "simulated": _parent_simulated(rt, stage, md), "finish_reason": None,
+            "provider": None, "simulated": simulated, "finish_reason": None,
             "truncated": False, "prompt_tokens": 0, "completion_tokens": 0, "cost_usd": 0.0,
             "duration_s": 0.0, "attempts": 0, "started_at": _now(), "finished_at": _now(),
             "prompt_sha256": prompt_sha, "raw_sha256": prompt_sha, "valid": True, "invalid_reason": None,
         })
-        return _write_parsed(rt, stage, gen_id, inputs, inputs.prompt, "copied")
+        return _write_parsed(rt, stage, gen_id, inputs, inputs.prompt, "copied", simulated=simulated)
 
     model = rt.catalog.model(inputs.model_id)
     raw_md = phase_json(f("raw_metadata.json"))
@@ -226,7 +227,7 @@ def run_generation(rt: Runtime, stage: str, gen_id: str, status: Callable[[str],
         and raw_md.get("prompt_sha256") == prompt_sha and raw_md.get("llm_model_id") == model.id
         and raw_md.get("raw_sha256") == sha256(raw)
     )
-    outcome = "reparsed"
+    outcome, simulated = "reparsed", bool(raw_md and raw_md.get("simulated"))
     if not reusable:
         outcome = "generated"
         settings = config.stage_settings(stage)
@@ -245,7 +246,7 @@ def run_generation(rt: Runtime, stage: str, gen_id: str, status: Callable[[str],
         except DaydreamError as exc:
             _write_failure(rt, stage, gen_id, inputs, exc.message, "", simulated=model.simulated)
             raise
-        raw = completion.text  # CRLF already normalised by the provider layer
+        raw, simulated = completion.text, completion.simulated  # CRLF already normalised by the provider
         reason = validate_raw(raw, completion, settings.min_lines)
         atomic_write_text(f("raw.txt"), raw)
         atomic_write_json(f("raw_metadata.json"), {
@@ -262,7 +263,7 @@ def run_generation(rt: Runtime, stage: str, gen_id: str, status: Callable[[str],
             _write_failure(rt, stage, gen_id, inputs, reason, raw, simulated=completion.simulated)
             raise DaydreamError("invalid_output", f"{stage} {gen_id}: {reason}")
     status(f"{stage} · {md['template_id']} · {model.id} · parsing ({inputs.parser})")
-    return _write_parsed(rt, stage, gen_id, inputs, raw, outcome)
+    return _write_parsed(rt, stage, gen_id, inputs, raw, outcome, simulated=simulated)
 
 
 def run_batch(rt: Runtime, stage: str, gen_ids: list[str], *, threads: int,
@@ -318,8 +319,9 @@ def _parent_simulated(rt: Runtime, stage: str, md: dict) -> bool:
     return bool(pm.get("simulated"))
 
 
-def _write_parsed(rt: Runtime, stage: str, gen_id: str, inputs: Inputs, raw: str, outcome: str) -> str:
-    simulated = bool((phase_json(rt.paths.gen_file(stage, gen_id, "raw_metadata.json")) or {}).get("simulated"))
+def _write_parsed(rt: Runtime, stage: str, gen_id: str, inputs: Inputs, raw: str, outcome: str, *,
+                  simulated: bool) -> str:
+    """Parse ``raw`` and commit parsed.txt, then its metadata (or record the parse failure)."""
     lo, hi = inputs.scale
     try:
         parsed = parse(inputs.parser, raw, scale_min=lo, scale_max=hi)
