@@ -18,10 +18,10 @@ from pathlib import Path
 
 import pandas as pd
 
-from ..errors import DaydreamError
-from ..ids import is_safe_id
 from ..catalog import DEFAULT_SCALE
 from ..cohort import MEMBERSHIP_COLUMNS
+from ..errors import DaydreamError
+from ..ids import is_safe_id
 from ..store import GEN_FILES, PARENT_STAGE, STAGES, DataPaths, read_text
 from .stats import finite
 
@@ -318,7 +318,7 @@ def _simulated(rec: dict, catalog) -> bool:
     if isinstance(raw.get("simulated"), bool):
         return raw["simulated"]
     model = None if catalog is None else catalog.models.get(rec["llm_model_id"])
-    return bool(model is not None and model.provider == "offline")
+    return bool(model is not None and model.simulated)
 
 
 def _generations_frame(members: list[dict]) -> pd.DataFrame:
@@ -359,13 +359,12 @@ def _essays_frame(reader: _Reader, members: list[dict]) -> pd.DataFrame:
 
 
 def _scores_frame(reader: _Reader, members: list[dict], scale_of: dict) -> pd.DataFrame:
-    none = _NONE
     rows = []
     for v in members:
         if v["stage"] != "evaluation":
             continue
-        e = reader.recs.get(("essay", v["parent_gen_id"]), none)
-        d = reader.recs.get(("draft", e["parent_gen_id"]), none)
+        e = reader.recs.get(("essay", v["parent_gen_id"]), _NONE)
+        d = reader.recs.get(("draft", e["parent_gen_id"]), _NONE)
         lo, hi, source = scale_of[v["gen_id"]]
         score = v["score"]
         combo = next((x["combo_id"] for x in (v, e, d) if x["combo_id"] != UNKNOWN), UNKNOWN)

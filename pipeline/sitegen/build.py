@@ -30,7 +30,7 @@ from ..errors import DaydreamError
 from ..ids import is_safe_id
 from ..store import DataPaths, atomic_write_bytes, atomic_write_text, check_id, read_json, read_text
 from . import pages as P
-from .data import Names, cohorts_with_reports, load_cohort_tables, load_cross_cohort
+from .data import Names, cohorts_with_reports, load_cohort_tables, load_cross_cohort, records
 from .gens import EssayBundle, load_essays
 from .render import Col, make_env, num, score, status_tag, table
 
@@ -103,7 +103,7 @@ def _write_essays(c: P.Cohort, bundles: list[EssayBundle], build: Path, env) -> 
         raise DaydreamError("site", "the essay shell page did not render as expected (theme changed?)", path=shell_path)
     head, tail = shell.split(BODY_SLOT)
     tpl = env.get_template("essay.html")
-    lb = {r["essay_gen_id"]: r for r in P.records(c.t["leaderboard"])}
+    lb = {r["essay_gen_id"]: r for r in records(c.t["leaderboard"])}
     n_ranked = int(c.t["leaderboard"]["rank"].notna().sum()) if len(c.t["leaderboard"]) else 0
     ids = [b.essay.row["gen_id"] for b in bundles]
     entries = []

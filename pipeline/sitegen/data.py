@@ -14,13 +14,9 @@ import pandas as pd
 
 from ..errors import DaydreamError
 from ..ids import is_safe_id
+from ..reports import TABLES
 from ..store import DataPaths, read_text
 
-COHORT_TABLES = (
-    "generations", "scores", "pivot_essay_evaluator", "pivot_generation", "pivot_draft_essay_template",
-    "factors", "variance_models", "variance_rubrics", "variance_replicates", "agreement", "leaderboard",
-    "coverage", "issues",
-)
 NUMERIC = {
     "prompt_tokens", "completion_tokens", "cost_usd", "duration_s", "attempts", "score", "scale_min",
     "scale_max", "score_norm", "n", "n_unscored", "n_essays", "mean", "std", "min", "max", "mean_norm",
@@ -50,6 +46,11 @@ def read_table(path) -> pd.DataFrame | None:
     return df
 
 
+def records(df: pd.DataFrame) -> list[dict]:
+    """Rows as dicts, NaN as None (templates and formatters test for None)."""
+    return df.astype(object).where(df.notna(), None).to_dict("records")
+
+
 def cohorts_with_reports(paths: DataPaths) -> list[str]:
     """Cohorts whose reports directory holds a leaderboard, sorted by id."""
     if not paths.cohorts.is_dir():
@@ -61,7 +62,7 @@ def cohorts_with_reports(paths: DataPaths) -> list[str]:
 def load_cohort_tables(paths: DataPaths, cohort_id: str) -> dict[str, pd.DataFrame]:
     """Every report table of a cohort; a missing one is a ``site`` error naming it."""
     out = {}
-    for name in COHORT_TABLES:
+    for name in TABLES:
         path = paths.reports_dir(cohort_id) / f"{name}.csv"
         df = read_table(path)
         if df is None:
@@ -145,6 +146,3 @@ class Names:
                     text = f"(description unreadable: {exc.message})"
             self._concept_text[key] = text
         return self._concept_text[key]
-
-    def offline_models(self) -> set[str]:
-        return {m.id for m in self.catalog.models.values() if m.provider == "offline"} if self.catalog else set()

@@ -15,6 +15,7 @@ import pandas as pd
 
 from ..errors import DaydreamError
 from ..store import DataPaths, read_text
+from .data import records
 
 
 @dataclass
@@ -49,15 +50,11 @@ def _text(paths: DataPaths, g: Gen, name: str) -> None:
         g.text_problem = f"{name} is missing" if g.row.get("status") != "pending" else "not generated yet"
 
 
-def _records(df: pd.DataFrame) -> list[dict]:
-    return df.astype(object).where(df.notna(), None).to_dict("records")
-
-
 def _outside_rows(leaderboard: pd.DataFrame, known: set[str]) -> list[dict]:
     """Generation rows for essays the cohort scores but does not list (``in_cohort`` false), and
     their drafts, rebuilt from the leaderboard so those essays get a page too."""
     rows = []
-    for r in _records(leaderboard):
+    for r in records(leaderboard):
         if r["essay_gen_id"] in known or r.get("essay_status") == "not_found":
             continue
         common = {"combo_id": r["combo_id"], "replicate": "", "error": "", "error_detail": "",
@@ -75,9 +72,9 @@ def load_essays(paths: DataPaths, generations: pd.DataFrame, scores: pd.DataFram
                 leaderboard: pd.DataFrame) -> list[EssayBundle]:
     """Every essay of the cohort (membership order, then essays it only scores), with its draft
     and its evaluations' texts."""
-    gens = _records(generations)
+    gens = records(generations)
     gens += _outside_rows(leaderboard, {r["gen_id"] for r in gens})
-    by_eval = {r["evaluation_gen_id"]: r for r in _records(scores)}
+    by_eval = {r["evaluation_gen_id"]: r for r in records(scores)}
     drafts: dict[str, Gen] = {}
     essays: list[Gen] = []
     evals: dict[str, list[Gen]] = {}

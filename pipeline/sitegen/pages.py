@@ -16,7 +16,7 @@ import pandas as pd
 from markupsafe import Markup
 
 from . import figures
-from .data import Names
+from .data import Names, records
 from .render import Col, Link, chart, num, status_tag, table, usd
 
 ROW_CAP = 500          # rows of a table on one page; the full table is the CSV download
@@ -94,11 +94,6 @@ class Cohort:
     def concepts(self, combo_id) -> str:
         combo = self.names.combo(combo_id)
         return " · ".join(c["name"] for c in combo["concepts"]) if combo else str(combo_id or "")
-
-
-def records(df: pd.DataFrame) -> list[dict]:
-    """Rows as dicts, NaN as None (templates and formatters test for None)."""
-    return df.astype(object).where(df.notna(), None).to_dict("records")
 
 
 def _capped(df: pd.DataFrame, csv_href: str, what: str) -> tuple[pd.DataFrame, str]:
