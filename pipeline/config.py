@@ -39,8 +39,8 @@ def _cfg():
 
 
 def _where() -> str:
-    paths = os.environ.get("LUIGI_CONFIG_PATH") or "luigi.cfg"
-    return paths
+    """The config file(s) to name in an error message."""
+    return os.environ.get("LUIGI_CONFIG_PATH") or "luigi.cfg"
 
 
 def _get(section: str, key: str, kind, default):
@@ -138,20 +138,21 @@ def sync_resources(providers) -> None:
             cfg.set("resources", key, str(s.concurrency))
 
 
+def _count(key: str, default: int) -> int:
+    n = _get("daydream", key, int, default)
+    if n < 1:
+        raise DaydreamError("config", f"[daydream] {key} must be ≥ 1, got {n}", path=_where())
+    return n
+
+
 def batch_size() -> int:
     """How many ready generations of one stage and provider a worker may take at once."""
-    n = _get("daydream", "batch_size", int, 16)
-    if n < 1:
-        raise DaydreamError("config", f"[daydream] batch_size must be ≥ 1, got {n}", path=_where())
-    return n
+    return _count("batch_size", 16)
 
 
 def chunk_size() -> int:
     """How many generations are handed to the scheduler at once (keeps scheduling linear)."""
-    n = _get("daydream", "chunk_size", int, 500)
-    if n < 1:
-        raise DaydreamError("config", f"[daydream] chunk_size must be ≥ 1, got {n}", path=_where())
-    return n
+    return _count("chunk_size", 500)
 
 
 def calls_per_task(provider: str) -> int:
