@@ -5,7 +5,7 @@ stderr), talks only to loopback, and removes everything it created. The pieces h
 
 * ``scratch_dir()``: a temporary directory on /dev/shm when writable (every store write is
   fsynced: ~0.08 ms per file on tmpfs vs ~0.4 ms on disk), reported as ``data_root_fs``.
-* ``make_catalogs()`` / ``write_spec()`` / ``size_spec()``: bench-owned catalogs (N concepts,
+* ``make_catalogs()`` / ``write_spec()`` / ``size_spec()`` / ``sized_root()``: bench-owned catalogs (N concepts,
   one template per stage, models of provider ``testsrv``) and cohort specs sized to a target.
 * ``respond()``: the test server's answers, in the format each bench template asks for.
 * ``configure()``: the ``[llm.testsrv]``, ``[resources]`` and ``[daydream]`` settings, in-process.
@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import math
 import os
 import platform
 import shutil
@@ -159,6 +158,17 @@ def write_spec(root: Path, text: str, cohort: str = COHORT) -> Path:
     path = root / "cohorts" / cohort / "spec" / "config.yaml"
     _write(path, text)
     return path
+
+
+def sized_root(base: Path, target: int) -> tuple[Path, dict]:
+    """A data root under ``base`` holding catalogs and the ``size_spec(target)`` cohort, made the
+    configured one; returns (root, counts per stage)."""
+    root = base / "data"
+    concepts, spec, counts = size_spec(target)
+    make_catalogs(root, concepts)
+    write_spec(root, spec)
+    set_data_root(root)
+    return root, counts
 
 
 # -- the test LLM server ---------------------------------------------------------------------------
@@ -415,10 +425,6 @@ def ms_per(seconds: float, n: int) -> float:
 
 def ratio(a: float | None, b: float | None) -> float | None:
     return None if not a or not b else round(a / b, 2)
-
-
-def nice(x: float, nd: int = 2) -> float:
-    return round(x, nd) if math.isfinite(x) else x
 
 
 if __name__ == "__main__" and sys.argv[1:2] == ["--serve"]:

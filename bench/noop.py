@@ -80,11 +80,7 @@ def main(argv: list[str] | None = None) -> int:
     c.quiet_luigi()
     started = time.perf_counter()
     with c.scratch_dir() as (base, fs), c.ServerProcess(latency=0.0) as server:
-        root = base / "data"
-        concepts, spec, counts = c.size_spec(args.generations)
-        c.make_catalogs(root, concepts)
-        c.write_spec(root, spec)
-        c.set_data_root(root)
+        _, counts = c.sized_root(base, args.generations)
         c.configure(server.base_url, concurrency=args.concurrency, batch_size=args.batch_size,
                     chunk_size=args.chunk_size)
 

@@ -40,19 +40,10 @@ def sizes(text: str) -> list[int]:
     return [int(x) for x in text.split(",") if x.strip()] if text else []
 
 
-def one_root(base: Path, n: int) -> tuple[Path, dict]:
-    root = base / "data"
-    concepts, spec, counts = c.size_spec(n)
-    c.make_catalogs(root, concepts)
-    c.write_spec(root, spec)
-    c.set_data_root(root)
-    return root, counts
-
-
 def chunked_run(args, base: Path, server, n: int, scheduler: str, batch_size: int) -> dict:
     import shutil
 
-    root, counts = one_root(base, n)
+    root, counts = c.sized_root(base, n)
     luigid = None
     try:
         if scheduler == "luigid":
@@ -94,7 +85,7 @@ def flat_run(args, base: Path, server, n: int, batch_size: int) -> dict:
 
     from pipeline.tasks import generation_tasks
 
-    root, counts = one_root(base, n)
+    root, counts = c.sized_root(base, n)
     try:
         c.configure(server.base_url, concurrency=args.concurrency, batch_size=batch_size, chunk_size=args.chunk_size)
         plan, written, compile_s = c.compile_and_prepare()
