@@ -301,10 +301,10 @@ def reset_state() -> None:
     """Luigi caches task instances per process and the pipeline caches its runtime: start clean."""
     import luigi.task_register
 
-    from pipeline import stages
+    from pipeline import generation
 
     luigi.task_register.Register.clear_instance_cache()
-    stages._RUNTIMES.clear()
+    generation._RUNTIMES.clear()
 
 
 def quiet_luigi() -> None:

@@ -51,8 +51,11 @@ def cmd_run(args) -> int:
 
 
 def cmd_status(args) -> int:
+    from . import config
+    from .cohort import require_known_cohort
     from .running import print_status
 
+    require_known_cohort(config.data_paths(), args.cohort_id)
     return print_status(args.cohort_id)
 
 

@@ -293,11 +293,8 @@ def read_membership(paths: DataPaths, cohort_id: str) -> list[dict[str, str]]:
     return read_csv_rows(path)
 
 
-def compile_cohort(paths: DataPaths, cohort_id: str) -> tuple[CohortPlan, dict[str, int]]:
-    """Load catalog and spec, plan, validate, then write. Nothing is written on any error."""
-    from .catalog import load_catalog
-    from .spec import compile_design, load_spec
-
+def require_known_cohort(paths: DataPaths, cohort_id: str) -> Path:
+    """The cohort's spec file, or one error naming the known cohorts."""
     check_id(cohort_id, "cohort id")
     spec_path = paths.spec_file(cohort_id)
     if not spec_path.exists():
@@ -305,6 +302,15 @@ def compile_cohort(paths: DataPaths, cohort_id: str) -> tuple[CohortPlan, dict[s
         raise DaydreamError(
             "cohort", f"unknown cohort {cohort_id!r} (no spec at {spec_path}); known: {', '.join(known) or 'none'}"
         )
+    return spec_path
+
+
+def compile_cohort(paths: DataPaths, cohort_id: str) -> tuple[CohortPlan, dict[str, int]]:
+    """Load catalog and spec, plan, validate, then write. Nothing is written on any error."""
+    from .catalog import load_catalog
+    from .spec import compile_design, load_spec
+
+    spec_path = require_known_cohort(paths, cohort_id)
     catalog = load_catalog(paths)
     spec = load_spec(spec_path)
     design = compile_design(spec)

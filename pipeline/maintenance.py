@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 from .cohort import read_membership
 from .errors import DaydreamError
+from .state import BLOCKED, DONE, PENDING
 from .store import PARENT_STAGE, STAGES, TMP_GLOB, DataPaths, atomic_write_json, read_json, read_text
 
 PHASE_FILES = ("parsed_metadata.json", "parsed.txt", "raw_metadata.json", "raw.txt", "prompt.txt")
@@ -94,9 +95,9 @@ def check_store(paths: DataPaths, cohort_id: str | None = None) -> tuple[list[Pr
 
     Pending generations (never run) are counted, not reported as problems.
     """
-    from .stages import resolve_inputs, runtime, sha256
+    from .generation import runtime, sha256, state_of
 
-    rt = runtime()
+    rt, memo = runtime(), {}
     cohorts = [cohort_id] if cohort_id else paths.compiled_cohorts()
     members: dict[tuple[str, str], None] = {}
     for c in cohorts:
@@ -134,35 +135,25 @@ def check_store(paths: DataPaths, cohort_id: str | None = None) -> tuple[list[Pr
             if not (paths.gen_dir(pstage, parent) / "metadata.json").exists():
                 add("broken_lineage", stage, gid, f"parent {pstage} {parent} is not in the gens store")
                 continue
-        if pm is None:
-            counts["pending"] += 1
-            continue
-        if not pm.get("success"):
-            add("failed", stage, gid, str(pm.get("error")))
-            continue
-        text = read_text(d / "parsed.txt")
-        if text is None:
-            add("missing_file", stage, gid, "parsed.txt is missing although parsed_metadata.json records success")
-            continue
-        if sha256(text) != pm.get("parsed_sha256"):
-            add("corrupt_file", stage, gid, "parsed.txt does not match the hash in parsed_metadata.json")
-            continue
+        if pm and pm.get("success"):
+            text = read_text(d / "parsed.txt")
+            if text is None:
+                add("missing_file", stage, gid, "parsed.txt is missing although parsed_metadata.json records success")
+                continue
+            if sha256(text) != pm.get("parsed_sha256"):
+                add("corrupt_file", stage, gid, "parsed.txt does not match the hash in parsed_metadata.json")
+                continue
         try:
-            inputs = resolve_inputs(rt, stage, gid)
+            st = state_of(rt, stage, gid, memo)
         except DaydreamError as exc:
             add("stale", stage, gid, f"cannot be re-rendered: {exc.message}")
             continue
-        if inputs is None:
-            add("stale", stage, gid, "its parent is no longer complete")
-        elif inputs.fingerprint != pm.get("input_fingerprint"):
-            why = []
-            if pm.get("template_sha256") and inputs.template_sha256 != pm["template_sha256"]:
-                why.append(f"template {md.get('template_id')!r} was edited")
-            if pm.get("parent_sha256") and inputs.parent_sha256 != pm["parent_sha256"]:
-                why.append(f"parent {parent} was regenerated")
-            add("stale", stage, gid, "; ".join(why) or "its inputs changed (concepts, model or scale)")
-        else:
+        if st.kind == DONE:
             counts["done"] += 1
+        elif st.kind in (PENDING, BLOCKED):
+            counts["pending"] += 1
+        else:  # stale or failed: a problem with its reason
+            add(st.kind, stage, gid, str(st.reason))
     return problems, counts
 
 

@@ -1,24 +1,65 @@
-"""Luigi tasks: wiring only (parameters, requires, output, one call into the library).
+"""Luigi tasks: wiring only (parameters, requires, output, run; one call into the library).
 
-``luigi --module pipeline.tasks RunCohort --cohort-id demo [--local-scheduler]`` runs a cohort:
-compile, every generation (one task per stage and gen_id, each requiring its parent's task),
-reports and the site.
+``luigi --module pipeline.tasks RunCohort --cohort-id demo [--local-scheduler] [--workers N]``
+runs a cohort: compile, every generation, reports and the site. The shape of a run:
+
+    RunCohort ──requires──► CompileCohort
+        │ run(): yield CohortChunk 0..K-1            (low priority, one unit of each provider)
+        │        yield ReportSite ──► CohortReports of every compiled cohort
+        ▼
+    CohortChunk k ── run(): yield its unsettled generations     (high priority)
+        ▼
+    EvaluationGeneration ──requires──► EssayGeneration ──requires──► DraftGeneration
+
+A generation task's output is a ``GenerationTarget``: it exists when the generation is *settled*
+for this run — done, or failed (or blocked by a failed ancestor) since the run started
+(``state.State.settled``). So a failed generation never stalls its chunk, the cohort or the
+report task: every other generation runs, the reports and the site are built from what
+finished, and ``RunCohort`` fails at the end with the summary (a non-zero ``[retcode]``). The
+next run starts a new ``since`` and retries what failed.
+
+Why chunks: Luigi's scheduler scans every pending task on each work request, so handing it all N
+generations at once costs O(N²). A chunk is cheap until a worker opens it, and a worker opens
+one only when no generation is runnable and its provider has a free unit, so the scheduler's
+pending set stays near a chunk per worker.
 """
 
 from __future__ import annotations
 
+import logging
 import time
+import uuid
+from datetime import datetime, timezone
 from pathlib import Path
 
 import luigi
+from luigi.parameter import ParameterVisibility
 
 from . import config
-from .cohort import compile_cohort, is_compiled, read_membership
+from .cohort import compile_cohort, is_compiled
 from .errors import DaydreamError
-from .stages import is_complete, metadata, run_batch, run_generation, runtime
+from .generation import metadata, run_batch, run_generation, runtime, state_of
+from .run_plan import chunk_members, cohort_counts, membership, prepare_providers
+from .state import DONE
 from .store import PARENT_STAGE, atomic_write_json, read_json, stat_fingerprint
 
+logger = logging.getLogger("luigi-interface")
 PROGRESS_INTERVAL_S = 0.5  # a batch reports its progress to the scheduler at most this often
+GENERATION_PRIORITY = {"draft": 100, "essay": 110, "evaluation": 120}  # finish lineages first
+CHUNK_PRIORITY = 10
+REPORT_PRIORITY = 0
+BATCH_TAG = "@batch-"
+
+
+def run_stamp() -> str:
+    """A run's ``since``: now, in the format failures are recorded with (so they compare)."""
+    return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
+
+
+def _since_parameter():
+    """When the run started: failures recorded since then are settled for it. Not significant,
+    so every run names the same tasks; hidden from the visualiser's task names."""
+    return luigi.Parameter(default="", significant=False, visibility=ParameterVisibility.HIDDEN)
 
 
 class _DaydreamTask(luigi.Task):
@@ -34,6 +75,7 @@ class CompileCohort(_DaydreamTask):
     """Spec + catalogs → membership.csv, manifest.json and seeded metadata.json files."""
 
     cohort_id = luigi.Parameter()
+    priority = 1000
 
     def complete(self):
         return is_compiled(config.data_paths(), self.cohort_id)
@@ -42,28 +84,61 @@ class CompileCohort(_DaydreamTask):
         self.set_status_message(f"compiling cohort {self.cohort_id}")
         plan, written = compile_cohort(config.data_paths(), self.cohort_id)
         counts = {s: len(g) for s, g in plan.generations.items()}
-        self.set_status_message(f"compiled: {counts}; files written: {written}")
+        self.set_status_message(f"compiled: {counts}; files written: {sum(written.values())}")
+
+
+class GenerationTarget(luigi.Target):
+    """A generation's outcome: exists when it is settled (see ``State.settled``)."""
+
+    def __init__(self, stage: str, gen_id: str, since: str = ""):
+        self.stage, self.gen_id, self.since = stage, gen_id, since
+        self.path = str(config.data_paths().gen_file(stage, gen_id, "parsed.txt"))
+
+    def exists(self) -> bool:
+        return state_of(runtime(), self.stage, self.gen_id).settled(self.since)
+
+
+_BATCH_TAGS: dict[tuple[str, ...], str] = {}  # members -> this process's tag for their batch
+
+
+def _join_batch(gen_ids) -> str:
+    """A batch's ``gen_id``: its members, plus a tag unique to this process.
+
+    luigid keeps a finished batch task's ``worker_running`` and ignores a later "done" for the
+    same task id from another worker, so the same members batched again by a later run (after
+    ``invalidate``) would stay RUNNING until the first worker's disconnect timeout. A tag per
+    process gives each run's batches their own task ids; within a process the tag is stable,
+    because a worker builds the batch task from the scheduler's reply more than once.
+    """
+    key = tuple(gen_ids)
+    tag = _BATCH_TAGS.setdefault(key, uuid.uuid4().hex[:8])
+    return ",".join(key) + BATCH_TAG + tag
 
 
 class _Generation(_DaydreamTask):
-    """One generation of one stage; its output is the generation's parsed text.
+    """One generation of one stage; requires its parent's task.
 
     ``gen_id`` is batchable: the scheduler may hand one worker several ready generations of the
-    same stage and provider at once (``gen_id="a,b,c"``), which run their model calls
-    concurrently while still writing one target per gen_id. Each batch holds as many units of
-    the provider's resource as it may have calls in flight, so no number of workers exceeds the
+    same stage at once (``gen_id="a,b,c"``); their model calls run concurrently, each writing
+    its own files, and a failure stays with its own generation. A task holds as many units of
+    its provider's resource as it may have calls in flight, so no number of workers exceeds the
     provider's concurrency.
     """
 
     stage: str = ""
-    gen_id = luigi.Parameter(batch_method=",".join)
+    gen_id = luigi.Parameter(batch_method=_join_batch)
+    since = _since_parameter()
+
+    @property
+    def priority(self):
+        return GENERATION_PRIORITY[self.stage]
 
     @property
     def max_batch_size(self):
         return config.batch_size()
 
     def gen_ids(self) -> list[str]:
-        return self.gen_id.split(",")
+        return self.gen_id.split(BATCH_TAG)[0].split(",")
 
     def _metadata(self, gen_id: str) -> dict:
         cache = self.__dict__.setdefault("_md", {})
@@ -75,7 +150,7 @@ class _Generation(_DaydreamTask):
         if self.stage == "draft":
             return []
         parent = TASKS[PARENT_STAGE[self.stage]]
-        return [parent(gen_id=self._metadata(g)["parent_gen_id"]) for g in self.gen_ids()]
+        return [parent(gen_id=self._metadata(g)["parent_gen_id"], since=self.since) for g in self.gen_ids()]
 
     @property
     def resources(self):
@@ -86,12 +161,7 @@ class _Generation(_DaydreamTask):
         return {config.resource_name(provider): config.calls_per_task(provider)}
 
     def output(self):
-        paths = config.data_paths()
-        return [luigi.LocalTarget(str(paths.gen_file(self.stage, g, "parsed.txt"))) for g in self.gen_ids()]
-
-    def complete(self):
-        rt = runtime()
-        return all(is_complete(rt, self.stage, g) for g in self.gen_ids())
+        return [GenerationTarget(self.stage, g, self.since) for g in self.gen_ids()]
 
     def _label(self, gen_id: str) -> str:
         md = self._metadata(gen_id)
@@ -102,25 +172,24 @@ class _Generation(_DaydreamTask):
         ids = self.gen_ids()
         if len(ids) == 1:
             self.set_status_message(self._label(ids[0]))
-            outcome = run_generation(rt, self.stage, ids[0], status=self.set_status_message)
-            self.set_status_message(f"{self._label(ids[0])} · {outcome}")
+            st = run_generation(rt, self.stage, ids[0], status=self.set_status_message)
+            self.set_status_message(f"{self._label(ids[0])} · {st.kind}" + (f": {st.reason}" if st.reason else ""))
             self.set_progress_percentage(100)
             return
-        errors = run_batch(rt, self.stage, ids, threads=self.resources and max(self.resources.values()) or len(ids),
-                           progress=self._batch_progress)
-        if errors:
-            shown = "; ".join(f"{g}: {e.message}" for g, e in list(errors.items())[:5])
-            raise DaydreamError(errors[next(iter(errors))].code,
-                                f"{len(errors)} of {len(ids)} generations in this batch failed: {shown}")
+        threads = max(self.resources.values()) if self.resources else len(ids)
+        run_batch(rt, self.stage, ids, threads=threads, progress=self._batch_progress)
 
-    def _batch_progress(self, done: int, failed: int, total: int) -> None:
+    def _batch_progress(self, states: dict) -> None:
         # Each update is an RPC to luigid: at most a few per second, and always the last one.
+        total = len(self.gen_ids())
         now = time.monotonic()
-        if done + failed < total and now - self.__dict__.get("_last_progress", 0.0) < PROGRESS_INTERVAL_S:
+        if len(states) < total and now - self.__dict__.get("_last_progress", 0.0) < PROGRESS_INTERVAL_S:
             return
         self._last_progress = now
-        self.set_status_message(f"{self.stage} batch: {done} done, {failed} failed, {total - done - failed} running")
-        self.set_progress_percentage(int(100 * (done + failed) / total))
+        done = sum(1 for s in states.values() if s.kind == DONE)
+        self.set_status_message(f"{self.stage} batch: {done} done, {len(states) - done} failed or blocked, "
+                                f"{total - len(states)} running")
+        self.set_progress_percentage(int(100 * len(states) / total))
 
 
 class DraftGeneration(_Generation):
@@ -138,26 +207,42 @@ class EvaluationGeneration(_Generation):
 TASKS = {"draft": DraftGeneration, "essay": EssayGeneration, "evaluation": EvaluationGeneration}
 
 
-def generation_tasks(cohort_id: str) -> list[_Generation]:
-    """Every generation task of a compiled cohort, drafts first."""
-    return [TASKS[r["stage"]](gen_id=r["gen_id"]) for r in read_membership(config.data_paths(), cohort_id)]
+class CohortChunk(_DaydreamTask):
+    """A slice of a cohort's lineages (whole drafts with their essays and evaluations).
 
+    Cheap until opened: ``run`` yields only the generations not yet settled. It holds one unit
+    of each provider its generations call, so idle workers cannot open every chunk while the
+    providers are busy (that would hand the scheduler all N tasks at once).
+    """
 
-def prepare_providers(tasks) -> None:
-    """Before any generation runs: bound each provider through its Luigi resource, and fail with
-    one clear error if a provider that still has work to do has no API key."""
-    rt = runtime()
-    used, todo = set(), set()
-    for t in tasks:
-        md = t._metadata(t.gen_id)
-        if md.get("mode") != "copy":
-            provider = rt.catalog.model(md["llm_model_id"]).provider
-            used.add(provider)
-            if provider not in todo and not t.complete():
-                todo.add(provider)
-    config.validate(used)
-    config.sync_resources(used)
-    rt.require_keys(todo)
+    cohort_id = luigi.Parameter()
+    index = luigi.IntParameter()
+    since = _since_parameter()
+    priority = CHUNK_PRIORITY
+
+    def _members(self) -> list[dict]:
+        return chunk_members(config.data_paths(), self.cohort_id, config.chunk_size())[self.index]
+
+    @property
+    def resources(self):
+        rt = runtime()
+        providers = {rt.catalog.model(r["llm_model_id"]).provider for r in self._members() if r["llm_model_id"]}
+        return {config.resource_name(p): 1 for p in sorted(providers)}
+
+    def _unsettled(self) -> list[dict]:
+        rt, memo = runtime(), {}
+        return [r for r in self._members() if not state_of(rt, r["stage"], r["gen_id"], memo).settled(self.since)]
+
+    def complete(self):
+        return is_compiled(config.data_paths(), self.cohort_id) and not self._unsettled()
+
+    def run(self):
+        todo = self._unsettled()
+        if todo:
+            self.set_status_message(f"{len(todo)} of {len(self._members())} generations to run")
+            yield [TASKS[r["stage"]](gen_id=r["gen_id"], since=self.since) for r in todo]
+        counts = cohort_counts(config.data_paths(), self._members(), self.since)
+        self.set_status_message(counts.line())
 
 
 def _report_inputs(cohort_id: str) -> str:
@@ -165,7 +250,7 @@ def _report_inputs(cohort_id: str) -> str:
     paths = config.data_paths()
     files = [paths.membership_csv(cohort_id), paths.catalog_csv("evaluation_templates.csv"),
              paths.catalog_csv("llm_models.csv")]
-    for r in read_membership(paths, cohort_id):
+    for r in membership(paths, cohort_id):
         # metadata.json is left out: compiling another cohort that shares a generation rewrites
         # its cohort list, which changes nothing in this cohort's reports
         d = paths.gen_dir(r["stage"], r["gen_id"])
@@ -177,6 +262,7 @@ class CohortReports(_DaydreamTask):
     """Report tables of one cohort, rebuilt whenever any persisted input changed."""
 
     cohort_id = luigi.Parameter()
+    priority = REPORT_PRIORITY
 
     def requires(self):
         return CompileCohort(self.cohort_id)
@@ -202,6 +288,8 @@ class CohortReports(_DaydreamTask):
 
 class ReportSite(_DaydreamTask):
     """The static report site over every compiled cohort (index, cross-cohort page, per cohort)."""
+
+    priority = REPORT_PRIORITY
 
     def requires(self):
         return [CohortReports(cohort_id=c) for c in config.data_paths().compiled_cohorts()]
@@ -236,45 +324,57 @@ class ReportSite(_DaydreamTask):
 
 
 class RunCohort(_DaydreamTask):
-    """Compile, every generation, then reports and the site.
+    """Compile, every generation (chunk by chunk), then the reports and the site.
 
-    Generations are handed to the scheduler in chunks by ``running.drive`` (one nested build per
-    chunk): Luigi's scheduler rescans every pending task on each request, so a flat list of N
-    tasks costs O(N²); bounded chunks keep it linear, and a failure in one chunk never stops the
-    others. Each generation is still its own task in the visualiser.
+    Complete when every generation is done and the site is current, so a run with failures is
+    retried by the next run. Ends failed, with the failures and their reasons, when any
+    generation failed; the reports and the site are built first either way.
     """
 
     cohort_id = luigi.Parameter()
-    # How the nested per-chunk builds reach the scheduler; empty = as this process was started.
-    build = luigi.DictParameter(default={}, significant=False,
-                                visibility=luigi.parameter.ParameterVisibility.HIDDEN)
+    since = _since_parameter()
+    priority = CHUNK_PRIORITY
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        if not self.since:
+            # The process that names the run (the `luigi` or `daydream` command) stamps it once;
+            # workers that load this task get the stamp with its parameters.
+            self.since = self.param_kwargs["since"] = run_stamp()
+
+    def _chunks(self) -> list[CohortChunk]:
+        n = len(chunk_members(config.data_paths(), self.cohort_id, config.chunk_size()))
+        return [CohortChunk(cohort_id=self.cohort_id, index=i, since=self.since) for i in range(n)]
 
     def requires(self):
-        return CompileCohort(self.cohort_id)
+        # Chunks are named statically when the cohort is already compiled, so another process
+        # or machine running the same command finds them and works on them too. Decided once per
+        # task object: Luigi checks these requirements again just before ``run``.
+        if "_requirements" not in self.__dict__:
+            compiled = is_compiled(config.data_paths(), self.cohort_id)
+            self._requirements = [CompileCohort(self.cohort_id)] + (self._chunks() if compiled else [])
+        return self._requirements
 
     def complete(self):
-        return (is_compiled(config.data_paths(), self.cohort_id)
-                and all(t.complete() for t in generation_tasks(self.cohort_id))
+        paths = config.data_paths()
+        if not is_compiled(paths, self.cohort_id):
+            return False
+        rt, memo = runtime(), {}
+        return (all(state_of(rt, r["stage"], r["gen_id"], memo).kind == DONE for r in membership(paths, self.cohort_id))
                 and ReportSite().complete())
 
     def run(self):
-        from .running import drive, nested_build_kwargs
-
-        prepare_providers(generation_tasks(self.cohort_id))
-        kwargs = dict(self.build) or nested_build_kwargs()
-        result = drive(self.cohort_id, kwargs, progress=self._progress)
-        self.set_status_message("reports and site")
-        luigi.build([ReportSite()], **kwargs)
-        if result.failed:
-            raise DaydreamError("failed", result.summary())
-        self.set_status_message(result.summary())
-
-    def _progress(self, counts: dict) -> None:
-        from .running import PROGRESS_HOOKS
-
-        for hook in PROGRESS_HOOKS:
-            hook(counts)
-        total = max(1, counts["total"])
-        self.set_status_message(
-            f"done {counts['done']}, failed {counts['failed']}, remaining {counts['remaining']} of {counts['total']}")
-        self.set_progress_percentage(int(100 * (counts["done"] + counts["failed"]) / total))
+        paths = config.data_paths()
+        prepare_providers(paths, self.cohort_id)
+        chunks = self._chunks()
+        self.set_status_message(f"{len(membership(paths, self.cohort_id))} generations in {len(chunks)} chunks")
+        yield chunks
+        counts = cohort_counts(paths, membership(paths, self.cohort_id), self.since)
+        self.set_status_message(counts.line() + " · building reports and site")
+        yield ReportSite()
+        self.set_status_message(counts.line())
+        self.set_progress_percentage(100)
+        if counts.failed or counts.blocked or counts.remaining:
+            logger.error("%s: %s", self.cohort_id, counts.summary())
+            raise DaydreamError("failed", f"cohort {self.cohort_id}: {counts.summary()}")
+        logger.info("%s: %s", self.cohort_id, counts.summary())

@@ -56,10 +56,10 @@ def reset_luigi_state():
     """Luigi caches task instances per process and our runtime caches the catalog: start clean."""
     import luigi.task_register
 
-    from pipeline import stages
+    from pipeline import generation
 
     luigi.task_register.Register.clear_instance_cache()
-    stages._RUNTIMES.clear()
+    generation._RUNTIMES.clear()
 
 
 TEST_PROVIDER = {

@@ -1,9 +1,9 @@
-"""One generation's work (contract §5): prompt → raw → validate → parsed.
+"""One generation's work (contract §5): prompt → raw → validate → parsed, and its state.
 
-Completeness is a content fingerprint, not file existence: a generation is complete when
-``parsed_metadata.json`` records success for the exact prompt that its *current* inputs render
-(template text, parent output, concept descriptions, model, parser and scale). Editing a template
-or regenerating a parent therefore makes every affected child incomplete, with no bookkeeping.
+State is decided by ``state.classify`` from what the store records and what the generation's
+*current* inputs render (template text, parent output, concept descriptions, model, parser and
+scale); ``state_of`` gathers those, parent first. File existence is never completeness, and
+editing a template or regenerating a parent makes every affected child stale, with no bookkeeping.
 
 Files are committed in order — content first, its ``*_metadata.json`` last — and each metadata
 records the SHA-256 of the content it describes, so a crash between two writes is detected and
@@ -28,6 +28,7 @@ from .llm import make_provider, require_keys
 from .llm.base import Completion, CompletionRequest, Provider
 from .parsers import parse
 from .render import draft_context, essay_context, evaluation_context, render
+from .state import BLOCKED, DONE, FAILED, STALE, CurrentInputs, Outcome, State, classify
 from .store import PARENT_STAGE, DataPaths, atomic_write_json, atomic_write_text, read_json, read_text, remove_stale_temporaries
 
 PREVIEW_CHARS = 400
@@ -131,9 +132,9 @@ def parent_output(rt: Runtime, stage: str, md: dict) -> str | None:
     return text
 
 
-def resolve_inputs(rt: Runtime, stage: str, gen_id: str) -> Inputs | None:
-    """Current inputs of a generation, or None when its parent is not complete yet."""
-    md = metadata(rt, stage, gen_id)
+def resolve_inputs(rt: Runtime, stage: str, gen_id: str, md: dict | None = None) -> Inputs | None:
+    """Current inputs of a generation, or None when its parent's output is not intact."""
+    md = md or metadata(rt, stage, gen_id)
     template = rt.catalog.template(stage, md["template_id"])
     if md["mode"] == "copy":
         text = parent_output(rt, stage, md)
@@ -161,15 +162,48 @@ def resolve_inputs(rt: Runtime, stage: str, gen_id: str) -> Inputs | None:
     return Inputs(md, prompt, template.parser, scale, md.get("llm_model_id"), sha256(source), parent_sha)
 
 
-def is_complete(rt: Runtime, stage: str, gen_id: str) -> bool:
+def state_of(rt: Runtime, stage: str, gen_id: str, memo: dict | None = None) -> State:
+    """The generation's state (the one classifier), its ancestors classified first.
+
+    ``memo`` shares ancestors' states across the generations of one pass (a cohort's status, a
+    chunk); within one pass a file is read once.
+    """
+    key = (stage, gen_id)
+    if memo is not None and key in memo:
+        return memo[key]
+    md = metadata(rt, stage, gen_id)
+    parent_id = md.get("parent_gen_id") if stage != "draft" else None
+    parent = None
+    if stage != "draft":
+        if not parent_id:
+            raise DaydreamError("store", f"{stage} {gen_id} has no parent_gen_id",
+                                path=rt.paths.gen_file(stage, gen_id, "metadata.json"))
+        parent = state_of(rt, PARENT_STAGE[stage], parent_id, memo)
+    outcome = _recorded_outcome(rt, stage, gen_id)
+    current = None
+    if parent is None or parent.kind == DONE:
+        inputs = resolve_inputs(rt, stage, gen_id, md)
+        if inputs is None:  # the parent's output vanished since it was classified
+            parent = State(STALE, f"the output of {parent_id} changed while being read")
+        else:
+            current = CurrentInputs(inputs.fingerprint, inputs.template_sha256, inputs.parent_sha256)
+    st = classify(outcome, parent, current, parent_id=parent_id)
+    if memo is not None:
+        memo[key] = st
+    return st
+
+
+def _recorded_outcome(rt: Runtime, stage: str, gen_id: str) -> Outcome | None:
     pm = phase_json(rt.paths.gen_file(stage, gen_id, "parsed_metadata.json"))
-    if not pm or not pm.get("success"):
-        return False
-    text = read_text(rt.paths.gen_file(stage, gen_id, "parsed.txt"))
-    if text is None or pm.get("parsed_sha256") != sha256(text):
-        return False
-    inputs = resolve_inputs(rt, stage, gen_id)
-    return inputs is not None and pm.get("input_fingerprint") == inputs.fingerprint
+    if not pm:
+        return None
+    intact = False
+    if pm.get("success"):
+        text = read_text(rt.paths.gen_file(stage, gen_id, "parsed.txt"))
+        intact = text is not None and pm.get("parsed_sha256") == sha256(text)
+    return Outcome(success=bool(pm.get("success")), input_fingerprint=pm.get("input_fingerprint"),
+                   output_intact=intact, error=pm.get("error"), finished_at=pm.get("finished_at"),
+                   template_sha256=pm.get("template_sha256"), parent_sha256=pm.get("parent_sha256"))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -188,18 +222,20 @@ def validate_raw(text: str, completion: Completion | None, min_lines: int) -> st
     return None
 
 
-def run_generation(rt: Runtime, stage: str, gen_id: str, status: Callable[[str], None] = lambda m: None) -> str:
-    """Produce a generation's parsed output, calling the model only when no valid raw exists.
+def run_generation(rt: Runtime, stage: str, gen_id: str, status: Callable[[str], None] = lambda m: None) -> State:
+    """Bring a generation to ``done`` if it can be: calls the model only when no valid raw exists.
 
-    Returns a short outcome ("reused", "copied", "generated", "reparsed"). Raises DaydreamError
-    (``invalid_output``, ``parse``, ``llm``...) after recording the reason in the store.
+    Returns its state afterwards: ``done``, ``failed`` (the reason is recorded in the store) or
+    ``blocked`` (an ancestor failed; nothing is written). A failed generation is an outcome, not
+    an exception; only a store that cannot record the outcome raises.
     """
     paths = rt.paths
     f = lambda name: paths.gen_file(stage, gen_id, name)  # noqa: E731
-    if is_complete(rt, stage, gen_id):
-        return "reused"
+    st = state_of(rt, stage, gen_id, {})
+    if st.kind in (DONE, BLOCKED):
+        return st
     inputs = resolve_inputs(rt, stage, gen_id)
-    if inputs is None:
+    if inputs is None:  # the runner only starts a child once its parent is done
         raise DaydreamError("store", f"{stage} {gen_id}: parent {inputs_parent(rt, stage, gen_id)} is not complete")
     remove_stale_temporaries(paths.gen_dir(stage, gen_id))
     md = inputs.metadata
@@ -217,7 +253,7 @@ def run_generation(rt: Runtime, stage: str, gen_id: str, status: Callable[[str],
             "duration_s": 0.0, "attempts": 0, "started_at": _now(), "finished_at": _now(),
             "prompt_sha256": prompt_sha, "raw_sha256": prompt_sha, "valid": True, "invalid_reason": None,
         })
-        return _write_parsed(rt, stage, gen_id, inputs, inputs.prompt, "copied", simulated=simulated)
+        return _write_parsed(rt, stage, gen_id, inputs, inputs.prompt, simulated=simulated)
 
     model = rt.catalog.model(inputs.model_id)
     raw_md = phase_json(f("raw_metadata.json"))
@@ -227,9 +263,8 @@ def run_generation(rt: Runtime, stage: str, gen_id: str, status: Callable[[str],
         and raw_md.get("prompt_sha256") == prompt_sha and raw_md.get("llm_model_id") == model.id
         and raw_md.get("raw_sha256") == sha256(raw)
     )
-    outcome, simulated = "reparsed", bool(raw_md and raw_md.get("simulated"))
+    simulated = bool(raw_md and raw_md.get("simulated"))
     if not reusable:
-        outcome = "generated"
         settings = config.stage_settings(stage)
         request = CompletionRequest(
             prompt=inputs.prompt, model_slug=model.model,
@@ -244,8 +279,7 @@ def run_generation(rt: Runtime, stage: str, gen_id: str, status: Callable[[str],
             completion = rt.provider(model.provider).complete(request, on_attempt=lambda n, of: status(
                 f"{stage} · {md['template_id']} · {model.id} · calling {model.provider}, attempt {n}/{of}"))
         except DaydreamError as exc:
-            _write_failure(rt, stage, gen_id, inputs, exc.message, "", simulated=model.simulated)
-            raise
+            return _write_failure(rt, stage, gen_id, inputs, exc.message, "", simulated=model.simulated)
         raw, simulated = completion.text, completion.simulated  # CRLF already normalised by the provider
         reason = validate_raw(raw, completion, settings.min_lines)
         atomic_write_text(f("raw.txt"), raw)
@@ -260,32 +294,27 @@ def run_generation(rt: Runtime, stage: str, gen_id: str, status: Callable[[str],
             "raw_sha256": sha256(raw), "valid": reason is None, "invalid_reason": reason,
         })
         if reason is not None:
-            _write_failure(rt, stage, gen_id, inputs, reason, raw, simulated=completion.simulated)
-            raise DaydreamError("invalid_output", f"{stage} {gen_id}: {reason}")
+            return _write_failure(rt, stage, gen_id, inputs, reason, raw, simulated=completion.simulated)
     status(f"{stage} · {md['template_id']} · {model.id} · parsing ({inputs.parser})")
-    return _write_parsed(rt, stage, gen_id, inputs, raw, outcome, simulated=simulated)
+    return _write_parsed(rt, stage, gen_id, inputs, raw, simulated=simulated)
 
 
 def run_batch(rt: Runtime, stage: str, gen_ids: list[str], *, threads: int,
-              progress: Callable[[int, int, int], None] = lambda d, f, t: None) -> dict[str, DaydreamError]:
-    """Run several generations concurrently (model calls are I/O-bound); returns the failures.
+              progress: Callable[[dict[str, State]], None] = lambda states: None) -> dict[str, State]:
+    """Run several generations concurrently (model calls are I/O-bound); returns each one's state.
 
-    Each generation writes only its own files, so threads never share a target.
+    Each generation writes only its own files, so threads never share a target, and one
+    generation's failure is its own: its batch-mates finish and their children can run.
     """
     from concurrent.futures import as_completed
 
-    errors: dict[str, DaydreamError] = {}
-    done = 0
+    states: dict[str, State] = {}
     pool = _thread_pool(max(1, min(threads, len(gen_ids))))
     futures = {pool.submit(run_generation, rt, stage, g): g for g in gen_ids}
     for fut in as_completed(futures):
-        try:
-            fut.result()
-            done += 1
-        except DaydreamError as exc:
-            errors[futures[fut]] = exc
-        progress(done, len(errors), len(gen_ids))
-    return errors
+        states[futures[fut]] = fut.result()
+        progress(states)
+    return states
 
 
 _POOLS: dict[tuple[int, int], Any] = {}
@@ -319,15 +348,14 @@ def _parent_simulated(rt: Runtime, stage: str, md: dict) -> bool:
     return bool(pm.get("simulated"))
 
 
-def _write_parsed(rt: Runtime, stage: str, gen_id: str, inputs: Inputs, raw: str, outcome: str, *,
-                  simulated: bool) -> str:
+def _write_parsed(rt: Runtime, stage: str, gen_id: str, inputs: Inputs, raw: str, *, simulated: bool) -> State:
     """Parse ``raw`` and commit parsed.txt, then its metadata (or record the parse failure)."""
     lo, hi = inputs.scale
     try:
         parsed = parse(inputs.parser, raw, scale_min=lo, scale_max=hi)
     except ParseError as exc:
-        _write_failure(rt, stage, gen_id, inputs, exc.message, raw, simulated=simulated)
-        raise DaydreamError("parse", f"{stage} {gen_id}: parser {inputs.parser!r} failed: {exc.message}") from None
+        return _write_failure(rt, stage, gen_id, inputs, f"parser {inputs.parser!r} failed: {exc.message}", raw,
+                              simulated=simulated)
     atomic_write_text(rt.paths.gen_file(stage, gen_id, "parsed.txt"), parsed)
     pm = {
         "gen_id": gen_id, "stage": stage, "parser": inputs.parser, "success": True, "error": None,
@@ -338,10 +366,10 @@ def _write_parsed(rt: Runtime, stage: str, gen_id: str, inputs: Inputs, raw: str
     if stage == "evaluation":
         pm.update(score=float(parsed), scale_min=lo, scale_max=hi)
     atomic_write_json(rt.paths.gen_file(stage, gen_id, "parsed_metadata.json"), pm)
-    return outcome
+    return State(DONE)
 
 
-def _write_failure(rt: Runtime, stage: str, gen_id: str, inputs: Inputs, reason: str, raw: str, *, simulated: bool) -> None:
+def _write_failure(rt: Runtime, stage: str, gen_id: str, inputs: Inputs, reason: str, raw: str, *, simulated: bool) -> State:
     """Record why a generation failed; remove any parsed.txt so nothing stale looks like output."""
     try:
         os.unlink(rt.paths.gen_file(stage, gen_id, "parsed.txt"))
@@ -355,3 +383,4 @@ def _write_failure(rt: Runtime, stage: str, gen_id: str, inputs: Inputs, reason:
     if stage == "evaluation":
         pm.update(score=None, scale_min=inputs.scale[0], scale_max=inputs.scale[1])
     atomic_write_json(rt.paths.gen_file(stage, gen_id, "parsed_metadata.json"), pm)
+    return State(FAILED, reason, pm["finished_at"])
