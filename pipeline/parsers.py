@@ -306,13 +306,17 @@ def _candidate(tier: int, label_start: int, m: re.Match[str]) -> _Candidate:
 
 @functools.lru_cache(maxsize=64)
 def _declared_pattern(label: str) -> re.Pattern[str]:
-    """The declared label opening a line, after markdown (``**``, ``##``, ``>``, ``|``, bullets).
+    """The declared label opening a line, after markdown (``**``, ``##``, ``>``, ``|``, bullets),
+    in any case; or, for an all-caps label, in capitals anywhere ("I assign SCORE: 6").
 
-    Only at the start of a line: "Clarity Score: 2/3" or "Originality: Score: 1/2" mention the
-    word but grade one criterion, while the rubric's final line starts with the label.
+    Other mentions do not count: "Clarity Score: 2/3" or "Originality: Score: 1/2" use the word
+    to grade one criterion, whereas rubrics that want the label mid-sentence ask for it in caps.
     """
     body = r"[ \t*_]++".join(re.escape(word) for word in label.split())
-    return re.compile(rf"^[ \t>*_#|+\-•]*+{body}(?![A-Za-z0-9])", re.IGNORECASE | re.MULTILINE)
+    pattern = rf"^[ \t>*_#|+\-•]*+(?i:{body})"
+    if label.upper() == label and label.lower() != label:
+        pattern += rf"|(?<![A-Za-z0-9_\-]){body}"
+    return re.compile(rf"(?:{pattern})(?![A-Za-z0-9])", re.MULTILINE)
 
 
 def _declared(text: str, label: str) -> _Candidate | None:
@@ -420,7 +424,7 @@ def _agreed(tied: list[_Candidate], lo: float, hi: float, text: str, label: str)
     )
     more = f"; and {len(outcomes) - len(shown)} more" if len(outcomes) > len(shown) else ""
     raise ParseError(
-        f"ambiguous score: {len(outcomes)} different final scores and no {label!r} label: {listed}{more}"
+        f"ambiguous score: {len(outcomes)} candidates disagree and no {label!r} label decides: {listed}{more}"
     )
 
 

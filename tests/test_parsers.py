@@ -506,6 +506,11 @@ ROUNDED_THEN_LABEL = """Total Score: 6.5/10 → Rounded to **7/10**
         # the declared label opening a line with a qualifier grades one aspect
         ("Score: 4/10 for clarity.\nTotal Score: 6/10", 10, "SCORE", "6"),
         ("SCORE: 7 for this essay.", 9, "SCORE", "7"),
+        # an all-caps label counts mid-line when written in caps; other mentions are criteria
+        ("Weighing all this, I assign SCORE: 6.\nClarity Score: 3\nRigor Score: 2", 9, "SCORE", "6"),
+        ("I assign SCORE: 6 for originality.\nFinal Score: 5", 9, "SCORE", "5"),
+        ("Weighing it all, Score: 6\nFinal Score: 5", 9, "SCORE", "5"),
+        ("Weighing it all, Overall: 6\nOverall: 4", 9, "Overall", "4"),
         # without the label: "rounded to" > final > total/overall > other labels
         ("Total Score: 6.5/10 → Rounded to 7/10", 10, "SCORE", "7"),
         ("Total Score: 6.5/10\nFinal Score: 7/10", 10, "SCORE", "7"),
@@ -526,6 +531,7 @@ def test_score_declared_label(raw, scale_max, label, expected):
     [
         ("Final Score: 6/10\nOn reflection...\nFinal Score: 7/10", 10, "SCORE", ["6/10 on line 1", "7/10 on line 3"]),
         ("Clarity Score: 5\nOriginality Score: 7", 9, "SCORE", ["5 on line 1", "7 on line 2"]),
+        ("Originality Score: 6\nWeighing it all, Score: 7", 9, "SCORE", ["6 on line 1", "7 on line 2"]),
         ("Score: 3\nScore: 5", 9, "OVERALL", ["3 on line 1", "5 on line 2"]),
         ("Final Score: 7/10\n\n8", 10, "SCORE", ["7/10 on line 1", "8 on line 3"]),
         ("Final Score: 70%\nFinal Score: 7/10", 10, "SCORE", ["70% on line 1", "7/10 on line 2"]),
@@ -542,7 +548,7 @@ def test_score_ambiguous(raw, scale_max, label, candidates):
 def test_score_ambiguous_lists_a_bounded_number_of_candidates():
     raw = "".join(f"Final Score: {i}\n" for i in range(10))
     message = parse_error("score", raw, scale_max=9)
-    assert message.startswith("ambiguous score: 10 different") and "and 5 more" in message
+    assert message.startswith("ambiguous score: 10 candidates disagree") and "and 5 more" in message
     assert message.count(" on line ") == 5
 
 
@@ -584,6 +590,8 @@ def test_try_parse_forwards_the_label_and_other_parsers_ignore_it():
         "SCORE" + ":" * MB,
         "\nSCORE: " * 200_000,
         "\n**SCORE:** 7 for" * 100_000,
+        "SCORE " * 200_000,
+        "x SCORE: 7 for y " * 100_000,
         "rounded to " * 200_000,
         "Final Score: 7 Final Score: 8 " * 50_000,
         "7,5," * 200_000,
