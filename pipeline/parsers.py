@@ -5,8 +5,9 @@ because the earlier system swallowed parse reasons (defect §9.4); ``try_parse``
 reason, with a preview of the raw tail, for ``parsed_metadata.json``.
 
 Every regex here is linear in the input: tag patterns stop at the next ``<``, quantifiers that
-could overlap are possessive, and the score reader looks at most ``_SCORE_REACH`` characters past
-each label, so hostile or megabyte-sized responses cannot trigger catastrophic backtracking.
+could overlap are possessive, the declared score label is anchored to a line start (or, in caps,
+to a word boundary), and the score reader looks at most ``_SCORE_REACH`` characters past each
+label, so hostile or megabyte-sized responses cannot trigger catastrophic backtracking.
 """
 
 from __future__ import annotations
@@ -227,6 +228,10 @@ _LABEL = re.compile(
 )
 # "→ Rounded to **7/10**", "which I round up to 7"
 _ROUNDED = re.compile(r"(?<![A-Za-z0-9])round(?:ed|s|ing)?(?:[ \t]+(?:up|down))?[ \t]+to(?![A-Za-z0-9])", re.I)
+# "| **Total** | **7/10** |", "Total: 7/10": a total without the word score (those are _LABEL's)
+_BARE_TOTAL = re.compile(
+    r"(?<![A-Za-z0-9])total(?![A-Za-z0-9])(?![ \t*_]{0,6}(?:[A-Za-z]{1,30}[ \t*_]{1,6})?(?:score|rating)\b)", re.I
+)
 _AFTER_LABEL = re.compile(
     r"""
     (?:[ \t]*\((?P<paren>[^()\n]{0,40})\))?   # "Final Score (0-10): 7", "Score (out of 10): 7"
@@ -348,14 +353,18 @@ def _candidates(text: str, start: int, hi: float) -> tuple[list[_Candidate], tup
     """
     found: list[tuple[int, _Candidate]] = []
     unnumbered = None
-    for pattern, tier_of in ((_LABEL, _tier), (_ROUNDED, lambda _: _ROUNDED_TIER)):
+    for pattern, tier_of in ((_LABEL, _tier), (_ROUNDED, lambda _: _ROUNDED_TIER), (_BARE_TOTAL, lambda _: _TOTAL)):
         for label in pattern.finditer(text, start):
             m = _AFTER_LABEL.match(text, label.end(), label.end() + _SCORE_REACH)
             if m is None:
                 if pattern is _LABEL:
                     unnumbered = label.span()
                 continue
-            found.append((label.start(), _candidate(tier_of(label), label.start(), m)))
+            c = _candidate(tier_of(label), label.start(), m)
+            # "Total: 850 words" or a table's "Total | 3/5" is some other total, not the score
+            if pattern is _BARE_TOTAL and (c.den is None or _float(c.den) != hi):
+                continue
+            found.append((label.start(), c))
     end = len(text.rstrip())
     line = max(start, text.rfind("\n", 0, end) + 1)
     bare = _BARE_LINE.fullmatch(text, line, end)
@@ -446,8 +455,8 @@ def parse_score(text: str, scale_min: float, scale_max: float, *, label: str = D
     the start of a line anywhere in the response wins over every sub-score, subtotal or
     breakdown around it. Without it, the last ``TAIL_LINES`` non-blank lines are read: a
     "rounded to" value beats a final score (or a number alone on the last line), which beats a
-    total/overall score, which beats any other labelled score; candidates of the best tier
-    must agree, else the response is ambiguous. A denominator must equal ``scale_max``: ``4/5``
+    total/overall score (or a "Total: 7/10" row), which beats any other labelled score;
+    candidates of the best tier must agree, else the response is ambiguous. A denominator must equal ``scale_max``: ``4/5``
     on a 0–10 rubric is a sub-score (an error if nothing else is found), not 8.
     """
     _check_scale(scale_min, scale_max)

@@ -518,6 +518,12 @@ ROUNDED_THEN_LABEL = """Total Score: 6.5/10 → Rounded to **7/10**
         ("Total Score: 7/10", 10, "SCORE", "7"),
         ("Clarity Score: 5\nOverall Score: 6", 9, "SCORE", "6"),
         ("Final Score: 7/10\nThis is a final score of seven.\nFinal Score: 7.0/10", 10, "SCORE", "7"),
+        # a total without the word "score" counts only when it is out of the scale max
+        ("| Clarity | 3/4 |\n| **Total** | **7/10** |", 10, "SCORE", "7"),
+        ("Total: 6.5/10 (rounded to 7)", 10, "SCORE", "7"),
+        ("Total: 850 words.\nFinal Score: 6", 9, "SCORE", "6"),
+        ("Total: 3/5\nScore: 4", 9, "SCORE", "4"),
+        ("Total Score: 6/10\nTotal: 6/10", 10, "OVERALL", "6"),
         # a denominator other than the scale max is a sub-score, never the final
         ("Total Score: 3/5\nScore: 7", 10, "OVERALL", "7"),
     ],
@@ -593,6 +599,8 @@ def test_try_parse_forwards_the_label_and_other_parsers_ignore_it():
         "SCORE " * 200_000,
         "x SCORE: 7 for y " * 100_000,
         "rounded to " * 200_000,
+        "Total " * 200_000 + "score",
+        "| total | " * 200_000,
         "Final Score: 7 Final Score: 8 " * 50_000,
         "7,5," * 200_000,
         "\n" * MB + "SCORE: 7",
