@@ -5,12 +5,14 @@ because the earlier system swallowed parse reasons (defect §9.4); ``try_parse``
 reason, with a preview of the raw tail, for ``parsed_metadata.json``.
 
 Every regex here is linear in the input: tag patterns stop at the next ``<``, quantifiers that
-could overlap are possessive, and the score reader looks at most ``_SCORE_REACH`` characters past
-each label, so hostile or megabyte-sized responses cannot trigger catastrophic backtracking.
+could overlap are possessive, the declared score label is anchored to a line start (or, in caps,
+to a word boundary), and the score reader looks at most ``_SCORE_REACH`` characters past each
+label, so hostile or megabyte-sized responses cannot trigger catastrophic backtracking.
 """
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 import textwrap
@@ -20,6 +22,7 @@ from typing import Callable
 from pipeline.errors import DaydreamError, ParseError
 
 __all__ = [
+    "DEFAULT_SCORE_LABEL",
     "PARSERS",
     "ParseResult",
     "format_score",
@@ -33,6 +36,7 @@ __all__ = [
 RAW_TAIL_CHARS = 500  # how much of the raw response a failed parse records
 TAIL_LINES = 50  # the score is read from this many last non-blank lines
 _SCORE_REACH = 200  # max characters between the end of a score label and its number
+DEFAULT_SCORE_LABEL = "SCORE"  # the final-score label a rubric asks for unless its template declares another
 
 
 def _normalize(text: str) -> str:
@@ -111,7 +115,7 @@ def _complete_blocks(text: str, pattern: re.Pattern[str], tag: str) -> _Blocks:
     raise ParseError(f"no <{tag}>…</{tag}> block found")
 
 
-def _essay_block(text: str, **_scale: float) -> str:
+def _essay_block(text: str, **_opts: object) -> str:
     """Text inside the last complete ``<essay>…</essay>`` block.
 
     The last block wins because models often echo the format instruction or write a rough draft
@@ -152,7 +156,7 @@ def strip_thinking(text: str) -> str:
     return "".join(pieces)
 
 
-def _essay_block_lenient(text: str, **_scale: float) -> str:
+def _essay_block_lenient(text: str, **_opts: object) -> str:
     """``essay_block`` after removing thinking; else the whole remaining text.
 
     For models that do not reliably use the tags. In the fallback, leftover ``<essay>`` tags
@@ -174,7 +178,7 @@ def _stage_of(opener: re.Match[str]) -> int | None:
     return int(next(g for g in m.groups() if g is not None)) if m else None
 
 
-def _essay_idea_last(text: str, **_scale: float) -> str:
+def _essay_idea_last(text: str, **_opts: object) -> str:
     """Inner text of the ``<essay-idea stage="N">`` block with the highest stage.
 
     Ties go to the later block; blocks without a stage number only count when no block has one
@@ -194,7 +198,7 @@ def _essay_idea_last(text: str, **_scale: float) -> str:
     return inner
 
 
-def _identity(text: str, **_scale: float) -> str:
+def _identity(text: str, **_opts: object) -> str:
     """The response as is, minus surrounding whitespace."""
     out = _normalize(text).strip()
     if not out:
@@ -207,17 +211,26 @@ def _identity(text: str, **_scale: float) -> str:
 # ---------------------------------------------------------------------------------------------
 
 _NUM = r"[-+\u2212]?(?:[0-9]++(?:\.[0-9]++)?|\.[0-9]++)"
-# number, then what makes it unusable (percent, decimal comma / second dot, range), then "/D"
+# A score may use a decimal comma ("7,5"): one or two digits after the comma and nothing after
+# them that makes it a thousands group ("1,000") or a list ("7,5,8"); those fall to ``bad``.
+_SCORE_NUM = r"[-+\u2212]?(?:[0-9]++(?:\.[0-9]++|,[0-9]{1,2}(?![0-9]|,[0-9]))?|\.[0-9]++)"
+# number, then what makes it unusable (percent, list, thousands group / second dot, range), then "/D"
 _VALUE = rf"""
-    (?P<num>{_NUM}|(?:nan|[-+]?inf(?:inity)?)\b|n/?a\b)
-    (?P<bad>%|[.,][0-9]|[ \t]*[-–][ \t]*[0-9])?
+    (?P<num>{_SCORE_NUM}|(?:nan|[-+]?inf(?:inity)?)\b|n/?a\b)
+    (?P<bad>%|,[ \t]*+[0-9]|\.[0-9]|[ \t]*[-–][ \t]*[0-9])?
     (?:[ \t*_]*+(?:/|out[ \t]+of)[ \t*_]*+(?P<den>{_NUM}))?
 """
 # "Score", "SCORE", "Final Score", "**Total** Score", "Overall Quality Score", "Final Rating"
 _LABEL = re.compile(
-    r"(?<![A-Za-z0-9])(?:(?P<final>final|total|overall)(?:[ \t*_]{1,6}[A-Za-z]{1,30})?[ \t*_]{0,6})?"
+    r"(?<![A-Za-z0-9])(?:(?P<kind>final|total|overall|rounded)(?:[ \t*_]{1,6}[A-Za-z]{1,30})?[ \t*_]{0,6})?"
     r"(?:score|rating)(?![A-Za-z0-9])",
     re.IGNORECASE,
+)
+# "→ Rounded to **7/10**", "which I round up to 7"
+_ROUNDED = re.compile(r"(?<![A-Za-z0-9])round(?:ed|s|ing)?(?:[ \t]+(?:up|down))?[ \t]+to(?![A-Za-z0-9])", re.I)
+# "| **Total** | **7/10** |", "Total: 7/10": a total without the word score (those are _LABEL's)
+_BARE_TOTAL = re.compile(
+    r"(?<![A-Za-z0-9])total(?![A-Za-z0-9])(?![ \t*_]{0,6}(?:[A-Za-z]{1,30}[ \t*_]{1,6})?(?:score|rating)\b)", re.I
 )
 _AFTER_LABEL = re.compile(
     r"""
@@ -230,10 +243,19 @@ _AFTER_LABEL = re.compile(
     + _VALUE,
     re.IGNORECASE | re.VERBOSE,
 )
+# "Score: 4/10 for clarity" grades one aspect, so it is not the declared final score even though
+# it starts with the label; "SCORE: 7 for this essay" still is.
+_QUALIFIED = re.compile(
+    r"[ \t*_\])]*+for[ \t]++(?!(?:a|an|the|this|that|its|it|my|your|me|now)(?![A-Za-z]))[A-Za-z]", re.I
+)
 # A last line holding only a number: "7", "**7/10**", "## 8.5".
 _BARE_LINE = re.compile(r"[ \t*_#>\[(]*+" + _VALUE + r"[ \t*_\].)]*+", re.IGNORECASE | re.VERBOSE)
 _PAREN_SCALE = re.compile(rf"(?:out\s+of|/|[-–]|\bto)\s*(?P<den>{_NUM})\s*$", re.IGNORECASE)
 _UNICODE_SPACES = str.maketrans({c: " " for c in "\u00a0\u2007\u202f\u2009\u200a\u3000"})
+_AMBIGUOUS_SHOWN = 5  # candidates quoted in an "ambiguous score" message
+
+# How strongly a candidate claims to be the final score when the declared label is absent.
+_SUB, _PLAIN, _TOTAL, _FINAL, _ROUNDED_TIER = range(5)
 
 
 def format_score(value: float) -> str:
@@ -243,85 +265,176 @@ def format_score(value: float) -> str:
 
 @dataclass(frozen=True)
 class _Candidate:
-    final: bool  # label says final/total/overall
+    tier: int
     num: str
     den: str | None
     bad: str | None
-    span: tuple[int, int]  # where in the window it was read, quoted in error messages
+    span: tuple[int, int]  # where in the text it was read, quoted in error messages
+
+    def shown(self) -> str:
+        return self.num + "".join((self.bad or "").split()) + (f"/{self.den}" if self.den else "")
 
 
-def _context(window: str, start: int, end: int) -> str:
-    """The line(s) around ``window[start:end]``, whitespace collapsed, at most 80 characters.
+def _context(text: str, start: int, end: int) -> str:
+    """The line(s) around ``text[start:end]``, whitespace collapsed, at most 80 characters.
 
     Looks at most 80 characters either side so that thousands of labels on one huge line stay
     linear.
     """
-    line_start = window.rfind("\n", max(0, start - 80), start) + 1 or max(0, start - 80)
-    line_end = window.find("\n", end, end + 80)
-    snippet = " ".join(window[line_start : line_end if line_end != -1 else end + 80].split())
+    line_start = text.rfind("\n", max(0, start - 80), start) + 1 or max(0, start - 80)
+    line_end = text.find("\n", end, end + 80)
+    snippet = " ".join(text[line_start : line_end if line_end != -1 else end + 80].split())
     return snippet if len(snippet) <= 80 else snippet[:77] + "..."
 
 
-def _tail(text: str, n: int) -> str:
-    """The last ``n`` non-blank lines (and the blank lines between them)."""
-    lines = text.split("\n")
-    seen = 0
-    for i in range(len(lines) - 1, -1, -1):
-        if lines[i].strip():
+def _tail_start(text: str, n: int) -> int:
+    """Where the last ``n`` non-blank lines (and the blank lines between them) begin."""
+    seen, end = 0, len(text)
+    while True:
+        start = text.rfind("\n", 0, end) + 1
+        if text[start:end].strip():
             seen += 1
             if seen == n:
-                return "\n".join(lines[i:])
-    return text
+                return start
+        if start == 0:
+            return 0
+        end = start - 1
 
 
-def _candidates(window: str) -> tuple[list[_Candidate], tuple[int, int] | None]:
-    """Every labelled score in ``window``, plus a bare number on the last line; and the span of
-    the last label with no number after it (reported when nothing else is found)."""
-    found: list[_Candidate] = []
+def _candidate(tier: int, label_start: int, m: re.Match[str]) -> _Candidate:
+    den = m.group("den")
+    if den is None and m.group("paren"):
+        scale = _PAREN_SCALE.search(m.group("paren"))
+        den = scale.group("den") if scale else None
+    return _Candidate(tier, m.group("num"), den, m.group("bad"), (label_start, m.end()))
+
+
+@functools.lru_cache(maxsize=64)
+def _declared_pattern(label: str) -> re.Pattern[str]:
+    """The declared label opening a line, after markdown (``**``, ``##``, ``>``, ``|``, bullets),
+    in any case; or, for an all-caps label, in capitals anywhere ("I assign SCORE: 6").
+
+    Other mentions do not count: "Clarity Score: 2/3" or "Originality: Score: 1/2" use the word
+    to grade one criterion, whereas rubrics that want the label mid-sentence ask for it in caps.
+    """
+    body = r"[ \t*_]++".join(re.escape(word) for word in label.split())
+    pattern = rf"^[ \t>*_#|+\-•]*+(?i:{body})"
+    if label.upper() == label and label.lower() != label:
+        pattern += rf"|(?<![A-Za-z0-9_\-]){body}"
+    return re.compile(rf"(?:{pattern})(?![A-Za-z0-9])", re.MULTILINE)
+
+
+def _declared(text: str, label: str) -> _Candidate | None:
+    """The last value after the declared label anywhere in ``text``, or None."""
+    last = None
+    for m in _declared_pattern(label).finditer(text):
+        after = _AFTER_LABEL.match(text, m.end(), m.end() + _SCORE_REACH)
+        if after is not None and not _QUALIFIED.match(text, after.end(), after.end() + 40):
+            last = _candidate(_FINAL, m.start(), after)
+    return last
+
+
+def _tier(label: re.Match[str]) -> int:
+    words = label.group(0).lower()
+    if "round" in words:
+        return _ROUNDED_TIER
+    if "final" in words:
+        return _FINAL
+    return _TOTAL if label.group("kind") else _PLAIN
+
+
+def _candidates(text: str, start: int, hi: float) -> tuple[list[_Candidate], tuple[int, int] | None]:
+    """Every labelled score and "rounded to" value in ``text[start:]``, plus a bare number on
+    the last line; and the span of the last label with no number after it (reported when
+    nothing else is found).
+
+    A denominator other than the scale maximum ("3/5" on a 0–10 rubric) marks a sub-score, so
+    such a candidate drops to the lowest tier whatever its label says.
+    """
+    found: list[tuple[int, _Candidate]] = []
     unnumbered = None
-    for label in _LABEL.finditer(window):
-        m = _AFTER_LABEL.match(window, label.end(), label.end() + _SCORE_REACH)
-        if m is None:
-            unnumbered = label.span()
-            continue
-        den = m.group("den")
-        if den is None and m.group("paren"):
-            scale = _PAREN_SCALE.search(m.group("paren"))
-            den = scale.group("den") if scale else None
-        found.append(
-            _Candidate(bool(label.group("final")), m.group("num"), den, m.group("bad"), (label.start(), m.end()))
-        )
-    end = len(window.rstrip())
-    start = window.rfind("\n", 0, end) + 1
-    bare = _BARE_LINE.fullmatch(window, start, end)
+    for pattern, tier_of in ((_LABEL, _tier), (_ROUNDED, lambda _: _ROUNDED_TIER), (_BARE_TOTAL, lambda _: _TOTAL)):
+        for label in pattern.finditer(text, start):
+            m = _AFTER_LABEL.match(text, label.end(), label.end() + _SCORE_REACH)
+            if m is None:
+                if pattern is _LABEL:
+                    unnumbered = label.span()
+                continue
+            c = _candidate(tier_of(label), label.start(), m)
+            # "Total: 850 words" or a table's "Total | 3/5" is some other total, not the score
+            if pattern is _BARE_TOTAL and (c.den is None or _float(c.den) != hi):
+                continue
+            found.append((label.start(), c))
+    end = len(text.rstrip())
+    line = max(start, text.rfind("\n", 0, end) + 1)
+    bare = _BARE_LINE.fullmatch(text, line, end)
     if bare is not None:
-        found.append(_Candidate(False, bare.group("num"), bare.group("den"), bare.group("bad"), (start, end)))
-    return found, unnumbered
+        found.append((line, _Candidate(_FINAL, bare.group("num"), bare.group("den"), bare.group("bad"), (line, end))))
+    out = []
+    for _, c in sorted(found, key=lambda pc: pc[0]):
+        if c.den is not None and _float(c.den) != hi:
+            c = _Candidate(_SUB, c.num, c.den, c.bad, c.span)
+        out.append(c)
+    return out, unnumbered
 
 
-def _value(c: _Candidate, lo: float, hi: float, window: str) -> float:
+def _float(num: str) -> float:
+    return float(num.replace("\u2212", "-").replace(",", "."))
+
+
+def _value(c: _Candidate, lo: float, hi: float, text: str) -> float:
     """The candidate's score, or a ParseError saying exactly why it is not usable."""
-    where = f"in {_context(window, *c.span)!r}"
+    where = f"in {_context(text, *c.span)!r}"
     scale = f"{format_score(lo)}–{format_score(hi)}"
     if c.bad:
-        kind = "a percentage" if c.bad == "%" else "a range" if c.bad.strip()[0] in "-–" else "not a plain number"
+        bad = c.bad.strip()
+        kind = (
+            "a percentage" if bad == "%"
+            else "a range" if bad[0] in "-–"
+            else "a list of numbers" if c.bad[0] == "," and not c.bad[1].isdigit()
+            else "not a plain number"
+        )
         shown = c.num + "".join(c.bad.split())
         raise ParseError(f"score {shown!r} is {kind}, expected one number on the {scale} scale ({where})")
     if c.num.lower().replace("/", "") == "na":
         raise ParseError(f"score is {c.num!r}, not a number ({where})")
-    value = float(c.num.replace("\u2212", "-"))
+    value = _float(c.num)
     if not math.isfinite(value):
         raise ParseError(f"score {c.num!r} is not a finite number ({where})")
-    if c.den is not None:
-        den = float(c.den.replace("\u2212", "-"))
-        if den != hi:
-            raise ParseError(
-                f"score {c.num}/{c.den} is out of {c.den} but the template's scale is {scale}; "
-                f"refusing to rescale ({where})"
-            )
+    if c.den is not None and _float(c.den) != hi:
+        raise ParseError(
+            f"score {c.num}/{c.den} is out of {c.den} but the template's scale is {scale}; "
+            f"refusing to rescale ({where})"
+        )
     if not lo <= value <= hi:
         raise ParseError(f"score {format_score(value)} outside scale {scale} ({where})")
     return value
+
+
+def _agreed(tied: list[_Candidate], lo: float, hi: float, text: str, label: str) -> float:
+    """The one value ``tied`` candidates of the best tier agree on, else an "ambiguous" error.
+
+    Choosing the last or the largest would silently pick between readings a human would call
+    contradictory; the researcher should fix the rubric's label or the response instead.
+    """
+    outcomes: dict[object, _Candidate] = {}  # value (or, if unusable, the raw text) → last candidate
+    for c in tied:
+        try:
+            key: object = _value(c, lo, hi, text)
+        except ParseError:
+            key = c.shown()
+        outcomes.pop(key, None)
+        outcomes[key] = c
+    if len(outcomes) == 1:
+        return _value(tied[-1], lo, hi, text)
+    shown = list(outcomes.values())[-_AMBIGUOUS_SHOWN:]
+    listed = "; ".join(
+        f"{c.shown()} on line {_line_of(text, c.span[0])} ({_context(text, *c.span)!r})" for c in shown
+    )
+    more = f"; and {len(outcomes) - len(shown)} more" if len(outcomes) > len(shown) else ""
+    raise ParseError(
+        f"ambiguous score: {len(outcomes)} candidates disagree and no {label!r} label decides: {listed}{more}"
+    )
 
 
 def _check_scale(lo: float, hi: float) -> None:
@@ -329,49 +442,67 @@ def _check_scale(lo: float, hi: float) -> None:
         raise DaydreamError("catalog", f"invalid score scale {lo}–{hi}: need finite score_min < score_max")
 
 
-def parse_score(text: str, scale_min: float, scale_max: float) -> float:
-    """The final score at the end of an evaluation, on the template's scale; never clamped.
+def _clean_label(label: str | None) -> str:
+    """The declared label without a trailing colon; blank (an empty catalog cell) means SCORE."""
+    cleaned = (label or "").strip().rstrip(":：").strip()
+    return cleaned or DEFAULT_SCORE_LABEL
 
-    Reads the last ``TAIL_LINES`` non-blank lines, collects every number that follows a
-    ``score``/``rating`` label (same line or the next, markdown allowed) plus a number standing
-    alone on the last line, then takes the last one labelled final/total/overall, else the last
-    one. A denominator must equal ``scale_max``: ``4/5`` on a 0–10 rubric is an error, not 8.
+
+def parse_score(text: str, scale_min: float, scale_max: float, *, label: str = DEFAULT_SCORE_LABEL) -> float:
+    """The final score of an evaluation, on the template's scale; never clamped.
+
+    The declared ``label`` (the rubric's "end with SCORE: <n>") decides: its last occurrence at
+    the start of a line anywhere in the response wins over every sub-score, subtotal or
+    breakdown around it. Without it, the last ``TAIL_LINES`` non-blank lines are read: a
+    "rounded to" value beats a final score (or a number alone on the last line), which beats a
+    total/overall score (or a "Total: 7/10" row), which beats any other labelled score;
+    candidates of the best tier must agree, else the response is ambiguous. A denominator must equal ``scale_max``: ``4/5``
+    on a 0–10 rubric is a sub-score (an error if nothing else is found), not 8.
     """
     _check_scale(scale_min, scale_max)
+    label = _clean_label(label)
     text = _normalize(text).translate(_UNICODE_SPACES)
     if not text.strip():
         raise ParseError("empty response: no score")
-    window = _tail(text, TAIL_LINES)
-    found, unnumbered = _candidates(window)
+    declared = _declared(text, label)
+    if declared is not None:
+        return _value(declared, scale_min, scale_max, text)
+    start = _tail_start(text, TAIL_LINES)
+    found, unnumbered = _candidates(text, start, scale_max)
     if not found:
         if unnumbered:
             raise ParseError(
                 f"found a score label in the last {TAIL_LINES} non-blank lines but no number after it "
-                f"(last: {_context(window, *unnumbered)!r})"
+                f"(last: {_context(text, *unnumbered)!r})"
             )
         raise ParseError(
             f"no score found in the last {TAIL_LINES} non-blank lines "
-            "(expected e.g. 'SCORE: 7' or 'Final Score: 7/10')"
+            f"(expected e.g. '{label}: 7' or 'Final Score: 7/10')"
         )
-    finals = [c for c in found if c.final]
-    return _value((finals or found)[-1], scale_min, scale_max, window)
+    best = max(c.tier for c in found)
+    if best == _SUB:
+        return _value(found[-1], scale_min, scale_max, text)
+    return _agreed([c for c in found if c.tier == best], scale_min, scale_max, text, label)
 
 
-def _score(text: str, *, scale_min: float = 0, scale_max: float = 9) -> str:
-    return format_score(parse_score(text, scale_min, scale_max))
+def _score(text: str, *, scale_min: float = 0, scale_max: float = 9, label: str = DEFAULT_SCORE_LABEL) -> str:
+    return format_score(parse_score(text, scale_min, scale_max, label=label))
 
 
 # ---------------------------------------------------------------------------------------------
 # Registry
 # ---------------------------------------------------------------------------------------------
 
-# Every entry takes (text, *, scale_min, scale_max) so callers treat all parsers alike.
+# Every entry takes (text, *, scale_min, scale_max, label) so callers treat all parsers alike;
+# only the score parser uses them.
 PARSERS: dict[str, Callable[..., str]] = {
     "identity": _identity,
     "essay_block": _essay_block,
     "essay_block_lenient": _essay_block_lenient,
     "essay_idea_last": _essay_idea_last,
     "score": _score,
+    # the earlier system's name for the score parser; its catalogs still say it
+    "in_last_line": _score,
 }
 
 
@@ -385,7 +516,9 @@ def known_parser(name: str | None) -> bool:
     return _resolve(name) in PARSERS
 
 
-def parse(name: str | None, text: str, *, scale_min: float = 0, scale_max: float = 9) -> str:
+def parse(
+    name: str | None, text: str, *, scale_min: float = 0, scale_max: float = 9, label: str = DEFAULT_SCORE_LABEL
+) -> str:
     """Run parser ``name`` on ``text``; raises ``ParseError`` with the reason on failure.
 
     An unknown name is a catalog mistake, not a parse failure: ``DaydreamError("catalog")``.
@@ -393,7 +526,7 @@ def parse(name: str | None, text: str, *, scale_min: float = 0, scale_max: float
     resolved = _resolve(name)
     if resolved not in PARSERS:
         raise DaydreamError("catalog", f"unknown parser {name!r}; known parsers: {', '.join(sorted(PARSERS))}")
-    return PARSERS[resolved](text, scale_min=scale_min, scale_max=scale_max)
+    return PARSERS[resolved](text, scale_min=scale_min, scale_max=scale_max, label=label)
 
 
 @dataclass(frozen=True)
@@ -417,11 +550,13 @@ class ParseResult:
         }
 
 
-def try_parse(name: str | None, text: str, *, scale_min: float = 0, scale_max: float = 9) -> ParseResult:
+def try_parse(
+    name: str | None, text: str, *, scale_min: float = 0, scale_max: float = 9, label: str = DEFAULT_SCORE_LABEL
+) -> ParseResult:
     """Like ``parse`` but a ``ParseError`` becomes a failed ``ParseResult`` carrying its reason."""
     resolved = _resolve(name)
     try:
-        out = parse(resolved, text, scale_min=scale_min, scale_max=scale_max)
+        out = parse(resolved, text, scale_min=scale_min, scale_max=scale_max, label=label)
     except ParseError as exc:
         return ParseResult(resolved, False, None, exc.message, None, _normalize(text)[-RAW_TAIL_CHARS:])
-    return ParseResult(resolved, True, out, None, float(out) if resolved == "score" else None)
+    return ParseResult(resolved, True, out, None, float(out) if PARSERS[resolved] is _score else None)

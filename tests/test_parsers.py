@@ -34,12 +34,13 @@ def parse_error(name: str, text: str, **scale: float) -> str:
 
 
 def test_registry_names():
-    assert set(PARSERS) == {"identity", "essay_block", "essay_block_lenient", "essay_idea_last", "score"}
+    assert set(PARSERS) == {"identity", "essay_block", "essay_block_lenient", "essay_idea_last", "score",
+                            "in_last_line"}
 
 
 @pytest.mark.parametrize(
     "name, known",
-    [("identity", True), ("essay_block", True), ("score", True), ("", True), (None, True),
+    [("identity", True), ("essay_block", True), ("score", True), ("in_last_line", True), ("", True), (None, True),
      ("  essay_idea_last ", True), ("Score", False), ("essay", False), ("json", False)],
 )
 def test_known_parser(name, known):
@@ -342,6 +343,9 @@ SCORE: 8
         ("SCORE:\u00a07", 9, "7"),
         ("Score: [7/10]", 10, "7"),
         ("Score: 0", 9, "0"),
+        ("Score: 7,5", 10, "7.5"),
+        ("Final Score: 6,25/10", 10, "6.25"),
+        ("SCORE: 7, which is fair.", 9, "7"),
         ("Score: 9", 9, "9"),
         ("Score: 10/10", 10, "10"),
         ("Score: 3.5/5", 5, "3.5"),
@@ -379,7 +383,10 @@ def test_score_formats(raw, scale_max, expected):
         ("Score (1-5): 4", 10, "out of 5"),
         ("Score: 70%", 10, "'70%' is a percentage"),
         ("Score: 7-8", 10, "'7-8' is a range"),
-        ("Score: 7,5", 10, "'7,5' is not a plain number"),
+        ("Score: 1,000", 10, "'1,0' is not a plain number"),
+        ("Score: 7,5,8", 10, "'7,5' is not a plain number"),
+        ("Score: 7, 8", 10, "'7,8' is a list of numbers"),
+        ("Score: 7.5.1", 10, "'7.5.1' is not a plain number"),
         ("Just an opinion, no number.", 9, "no score found in the last 50 non-blank lines"),
         ("", 9, "empty response"),
         ("The score is high, I liked it.", 9, "found a score label in the last 50 non-blank lines but no number"),
@@ -449,3 +456,162 @@ def test_score_pathological_inputs(raw, reason):
         assert parse("score", raw, scale_max=9) in {"7", "4"}
     else:
         assert reason in parse_error("score", raw)
+
+
+# --------------------------------------------------------------------------------------------
+# score: the declared label, "rounded to", ambiguity, alias
+# --------------------------------------------------------------------------------------------
+
+LABEL_THEN_BREAKDOWN = """The essay develops the idea with care and a clear structure.
+
+**SCORE:** 6
+
+### Breakdown
+- Problem: **0/1**
+- Core Concepts (3/5)
+- Synthesis: **2/2**
+Idea score: 3
+"""
+
+LABEL_THEN_SECTIONS = """## SCORE: 8/10
+
+### Strengths
+- A vivid central example.
+
+### Key Omissions
+- No discussion of cost. Overall rating: 4 for the omissions alone.
+"""
+
+ROUNDED_THEN_LABEL = """Total Score: 6.5/10 → Rounded to **7/10**
+
+**SCORE:** 7
+"""
+
+
+@pytest.mark.parametrize(
+    "raw, scale_max, label, expected",
+    [
+        (LABEL_THEN_BREAKDOWN, 9, "SCORE", "6"),
+        (LABEL_THEN_SECTIONS, 10, "SCORE", "8"),
+        (ROUNDED_THEN_LABEL, 10, "SCORE", "7"),
+        ("**SCORE:** **6/10**\nClarity Score: 9/10", 10, "SCORE", "6"),
+        ("SCORE:\n7\n\nFinal Score: 3", 9, "SCORE", "7"),
+        ("score: 5\nSome second thoughts.\nSCORE: 8\nOriginality score: 2", 9, "SCORE", "8"),
+        ("- **Score**: 4\n\nTotal Score: 6/10", 10, "SCORE", "4"),
+        ("OVERALL: 7\nScore for clarity: 3\nFinal Score: 2", 9, "OVERALL", "7"),
+        ("**Overall:**\n**5**\n\nOriginality Score: 2", 9, "overall:", "5"),
+        ("FINAL GRADE: 4\nScore: 2", 5, "Final Grade", "4"),
+        # a blank label (an empty catalog cell) means SCORE
+        ("SCORE: 3\nFinal Score: 5", 9, "", "3"),
+        # the declared label opening a line with a qualifier grades one aspect
+        ("Score: 4/10 for clarity.\nTotal Score: 6/10", 10, "SCORE", "6"),
+        ("SCORE: 7 for this essay.", 9, "SCORE", "7"),
+        # an all-caps label counts mid-line when written in caps; other mentions are criteria
+        ("Weighing all this, I assign SCORE: 6.\nClarity Score: 3\nRigor Score: 2", 9, "SCORE", "6"),
+        ("I assign SCORE: 6 for originality.\nFinal Score: 5", 9, "SCORE", "5"),
+        ("Weighing it all, Score: 6\nFinal Score: 5", 9, "SCORE", "5"),
+        ("Weighing it all, Overall: 6\nOverall: 4", 9, "Overall", "4"),
+        # without the label: "rounded to" > final > total/overall > other labels
+        ("Total Score: 6.5/10 → Rounded to 7/10", 10, "SCORE", "7"),
+        ("Total Score: 6.5/10\nFinal Score: 7/10", 10, "SCORE", "7"),
+        ("Final Score: 8/10", 10, "SCORE", "8"),
+        ("Total Score: 7/10", 10, "SCORE", "7"),
+        ("Clarity Score: 5\nOverall Score: 6", 9, "SCORE", "6"),
+        ("Final Score: 7/10\nThis is a final score of seven.\nFinal Score: 7.0/10", 10, "SCORE", "7"),
+        # a total without the word "score" counts only when it is out of the scale max
+        ("| Clarity | 3/4 |\n| **Total** | **7/10** |", 10, "SCORE", "7"),
+        ("Total: 6.5/10 (rounded to 7)", 10, "SCORE", "7"),
+        ("Total: 850 words.\nFinal Score: 6", 9, "SCORE", "6"),
+        ("Total: 3/5\nScore: 4", 9, "SCORE", "4"),
+        ("Total Score: 6/10\nTotal: 6/10", 10, "OVERALL", "6"),
+        # a denominator other than the scale max is a sub-score, never the final
+        ("Total Score: 3/5\nScore: 7", 10, "OVERALL", "7"),
+    ],
+)
+def test_score_declared_label(raw, scale_max, label, expected):
+    assert parse("score", raw, scale_min=0, scale_max=scale_max, label=label) == expected
+
+
+@pytest.mark.parametrize(
+    "raw, scale_max, label, candidates",
+    [
+        ("Final Score: 6/10\nOn reflection...\nFinal Score: 7/10", 10, "SCORE", ["6/10 on line 1", "7/10 on line 3"]),
+        ("Clarity Score: 5\nOriginality Score: 7", 9, "SCORE", ["5 on line 1", "7 on line 2"]),
+        ("Originality Score: 6\nWeighing it all, Score: 7", 9, "SCORE", ["6 on line 1", "7 on line 2"]),
+        ("Score: 3\nScore: 5", 9, "OVERALL", ["3 on line 1", "5 on line 2"]),
+        ("Final Score: 7/10\n\n8", 10, "SCORE", ["7/10 on line 1", "8 on line 3"]),
+        ("Final Score: 70%\nFinal Score: 7/10", 10, "SCORE", ["70% on line 1", "7/10 on line 2"]),
+    ],
+)
+def test_score_ambiguous(raw, scale_max, label, candidates):
+    message = parse_error("score", raw, scale_max=scale_max, label=label)
+    assert message.startswith("ambiguous score:")
+    assert repr(label) in message
+    for c in candidates:
+        assert c in message
+
+
+def test_score_ambiguous_lists_a_bounded_number_of_candidates():
+    raw = "".join(f"Final Score: {i}\n" for i in range(10))
+    message = parse_error("score", raw, scale_max=9)
+    assert message.startswith("ambiguous score: 10 candidates disagree") and "and 5 more" in message
+    assert message.count(" on line ") == 5
+
+
+@pytest.mark.parametrize(
+    "raw, scale_max, reason",
+    [
+        # the declared label is authoritative: its unusable value is reported, not skipped
+        ("SCORE: 12\nFinal Score: 7", 9, "score 12 outside scale 0–9"),
+        ("**SCORE:** 3/5\nFinal Score: 7/10", 10, "score 3/5 is out of 5"),
+        ("SCORE: 8/10", 9, "score 8/10 is out of 10 but the template's scale is 0–9"),
+        ("Problem: **0/1**\nCore Concepts (3/5)", 10, "no score found"),
+    ],
+)
+def test_score_declared_label_errors(raw, scale_max, reason):
+    assert reason in parse_error("score", raw, scale_max=scale_max)
+
+
+def test_declared_label_is_found_outside_the_tail():
+    raw = "SCORE: 6\n" + "### Key Omissions\n- one more point\n" * TAIL_LINES + "Subscore: 3\n"
+    assert parse("score", raw, scale_max=9) == "6"
+
+
+def test_in_last_line_is_the_score_parser():
+    raw = "Reasoning.\nOVERALL: 4\nScore: 2"
+    assert parse("in_last_line", raw, scale_min=1, scale_max=5, label="OVERALL") == "4"
+    result = try_parse("in_last_line", raw, scale_min=1, scale_max=5, label="OVERALL")
+    assert result == ParseResult("in_last_line", True, "4", None, 4.0, None)
+
+
+def test_try_parse_forwards_the_label_and_other_parsers_ignore_it():
+    assert try_parse("score", "OVERALL: 3\nFinal Score: 5", label="OVERALL").score == 3.0
+    assert parse("essay_block", "<essay>E</essay>", label="OVERALL") == "E"
+    assert parse("identity", " x ", label="OVERALL") == "x"
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        "SCORE" + ":" * MB,
+        "\nSCORE: " * 200_000,
+        "\n**SCORE:** 7 for" * 100_000,
+        "SCORE " * 200_000,
+        "x SCORE: 7 for y " * 100_000,
+        "rounded to " * 200_000,
+        "Total " * 200_000 + "score",
+        "| total | " * 200_000,
+        "Final Score: 7 Final Score: 8 " * 50_000,
+        "7,5," * 200_000,
+        "\n" * MB + "SCORE: 7",
+    ],
+)
+def test_score_pathological_inputs_with_labels(raw):
+    import time
+
+    started = time.perf_counter()
+    try:
+        parse("score", raw, scale_max=9)
+    except ParseError:
+        pass
+    assert time.perf_counter() - started < 5
