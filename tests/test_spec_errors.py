@@ -38,11 +38,11 @@ CASES = [
     # axes
     ("axes-not-mapping", "axes: [a, b]\n", {}, "spec", ["axes", "must be a mapping", "a list"]),
     ("levels-not-list", "axes:\n  draft_llm: m1\n", {}, "spec", ["axes.draft_llm", "must be a list", "'m1'"]),
-    ("levels-mapping", "axes:\n  draft_llm: {a: 1}\n", {}, "spec", ["axes.draft_llm", "a mapping"]),
+    ("levels-mapping", "axes:\n  draft_llm: {a: 1}\n", {}, "spec", ["axes.draft_llm", "unknown key 'a'", "levels"]),
     ("empty-axis", "axes:\n  draft_llm: []\n", {}, "spec", ["axes.draft_llm", "no levels"]),
     ("boolean-level", "axes:\n  draft_llm: [m1, yes]\n", {}, "spec", ["axes.draft_llm", "True", "quote it"]),
-    ("nested-level", "axes:\n  note: [[a, b]]\n", {}, "spec", ["axes.note", "['a', 'b']"]),
-    ("empty-string-level", "axes:\n  note: ['  ']\n", {}, "spec", ["axes.note", "empty value"]),
+    ("nested-level", "axes:\n  note: [[a, b]]\nannotations: [note]\n", {}, "spec", ["axes.note", "['a', 'b']"]),
+    ("empty-string-level", "axes:\n  note: ['  ']\nannotations: [note]\n", {}, "spec", ["axes.note", "empty value"]),
     ("null-template", "axes:\n  draft_template: [t1, null]\n", {}, "spec", ["axes.draft_template", "null"]),
     ("non-string-axis-name", "axes:\n  1: [a]\n", {}, "spec", ["axes", "key 1"]),
     # replicates
@@ -51,7 +51,8 @@ CASES = [
     ("replicate-fraction", "axes:\n  evaluation_replicate: [1, 1.5]\n", {}, "spec", ["evaluation_replicate", "1.5"]),
     ("replicate-huge-count", "axes:\n  draft_replicate: 100000000000000\n", {}, "spec",
      ["axes.draft_replicate", "100000000000000"]),
-    ("design-too-large", "axes:\n" + "".join(f"  a{i}: [{', '.join(map(str, range(10)))}]\n" for i in range(8)), {}, "spec",
+    ("design-too-large", "axes:\n" + "".join(f"  a{i}: [{', '.join(map(str, range(10)))}]\n" for i in range(8))
+     + "annotations: [" + ", ".join(f"a{i}" for i in range(8)) + "]\n", {}, "spec",
      ["axes", "100000000 rows", "limit"]),
     ("combos-too-many", "combos:\n  - {concepts: [" + ", ".join(f"c{i}" for i in range(60)) + "], level: sentence, k: 30}\n",
      {}, "spec", ["combos[1]", "60 concepts choose 30"]),
@@ -86,7 +87,7 @@ CASES = [
      ["ties.same", "unknown axis 'essay_llm'"]),
     ("tie-one-axis", AXES + "rules:\n  ties:\n    same: [draft_llm]\n", {}, "spec", ["ties.same", "at least 2"]),
     ("tie-not-list", AXES + "rules:\n  ties:\n    same: draft_llm\n", {}, "spec", ["ties.same", "'draft_llm'"]),
-    ("axis-tied-twice", "axes:\n  a: [1]\n  b: [1]\n  c: [1]\nrules:\n  ties:\n    t1: [a, b]\n    t2: [b, c]\n",
+    ("axis-tied-twice", "axes:\n  a: [1]\n  b: [1]\n  c: [1]\nannotations: [a, b, c]\nrules:\n  ties:\n    t1: [a, b]\n    t2: [b, c]\n",
      {}, "spec", ["ties.t2", "'b'", "ties.t1"]),
     # pairs
     ("pair-body-list", pair("[draft_llm, evaluation_llm]"), {}, "spec", ["pairs.p1", "must be a mapping"]),
@@ -111,7 +112,7 @@ CASES = [
      ["pairs.p1", "row 1 has 3 values"]),
     ("pair-filtered-away", AXES + "rules:\n  subsets:\n    draft_llm: [m2]\n  pairs:\n    p1: {left: draft_llm, right: evaluation_llm, allowed: [[m1, e1]]}\n",
      {}, "spec", ["pairs.p1", "no allowed pair survives"]),
-    ("pair-names-a-tie", "axes:\n  a: [x]\n  b: [x]\n  c: [y]\nrules:\n  ties:\n    ab: [a, b]\n  pairs:\n    p1: {left: ab, right: c, allowed: [[x, y]]}\n",
+    ("pair-names-a-tie", "axes:\n  a: [x]\n  b: [x]\n  c: [y]\nannotations: [a, b, c]\nrules:\n  ties:\n    ab: [a, b]\n  pairs:\n    p1: {left: ab, right: c, allowed: [[x, y]]}\n",
      {}, "spec", ["pairs.p1", "'ab'", "name one of its axes"]),
     ("pair-tuple-key-not-unique",
      AXES + "rules:\n  tuples:\n    t1: {axes: [essay_template, essay_llm], items: [[e, m1], [e, m2]]}\n"
@@ -121,7 +122,7 @@ CASES = [
      AXES + "rules:\n  tuples:\n    t1: {axes: [essay_template, essay_llm], items: [[e, m1]]}\n"
      "  pairs:\n    p1: {left: t1, right: draft_llm, allowed: [[zz, m1]]}\n",
      {}, "spec", ["pairs.p1", "'zz'", "not a key of tuple 't1'"]),
-    ("tie-pair-conflict", "axes:\n  a: [x, y]\n  b: [x, y]\nrules:\n  ties:\n    ab: [a, b]\n  pairs:\n    p1: {left: a, right: b, allowed: [[x, y]]}\n",
+    ("tie-pair-conflict", "axes:\n  a: [x, y]\n  b: [x, y]\nannotations: [a, b]\nrules:\n  ties:\n    ab: [a, b]\n  pairs:\n    p1: {left: a, right: b, allowed: [[x, y]]}\n",
      {}, "spec", ["ties.ab", "pairs.p1", "no rows"]),
     # tuples
     ("tuple-unknown-key", tuple_rule("{axes: [draft_llm, essay_llm], item: [[m1, x]]}"), {}, "spec",
