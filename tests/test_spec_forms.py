@@ -280,3 +280,16 @@ def test_replicates_default_column_and_order(tmp_path):
     d = text_design(tmp_path, spec)
     assert d.columns == ["evaluation_llm", "evaluation_replicate"]
     assert tuples_of(d, "evaluation_llm", "evaluation_replicate") == [("e1", "1"), ("e1", "2"), ("e2", "1"), ("e2", "2")]
+
+
+def test_null_in_a_pair_matches_none_in_a_csv_tuple_item(tmp_path):
+    # a CSV cannot hold a null: the demo's essay_modes.csv writes None for the copy mode's model
+    files = {"modes.csv": "essay_template,essay_llm\ne-llm,m1\ne-copy,None\n"}
+    doc = {
+        "axes": {"draft_template": ["d1"]},
+        "rules": {
+            "tuples": {"modes": {"axes": ["essay_template", "essay_llm"], "items": "@file:modes.csv"}},
+            "pairs": {"p": {"left": "draft_template", "right": "modes", "allowed": [["d1", ["e-copy", None]]]}},
+        },
+    }
+    assert design(tmp_path, doc).rows == [{"draft_template": "d1", "essay_template": "e-copy", "essay_llm": "None"}]

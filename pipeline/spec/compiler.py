@@ -78,6 +78,10 @@ def _join(cols: tuple[str, ...], rows: list[Row], other: _Relation) -> tuple[tup
     return cols + tuple(other.columns[j] for j in rest), out
 
 
+def _no_value(row: Row) -> Row:
+    return tuple(None if v is None or v.lower() in ("none", "null") else v for v in row)
+
+
 class _Compiler:
     def __init__(self, spec: Spec):
         self.spec = spec
@@ -197,7 +201,9 @@ class _Compiler:
         self.fail(where, f"{name!r} is neither an axis nor a tuple{hint}")
 
     def tuple_side(self, name: str, t: TupleDef, where: str) -> Callable[[Side], Row]:
-        items = set(t.items)
+        # A CSV cannot hold a null, so items read from one say `None` where YAML says null; both
+        # mean "no value" to the cohort compiler, so they match here and the item is kept as written.
+        items = {_no_value(item): item for item in t.items}
         key = t.axes.index(t.key)
         by_key: dict[Level, list[Row]] = defaultdict(list)
         for item in t.items:
@@ -205,9 +211,9 @@ class _Compiler:
 
         def bind(value: Side) -> Row:
             if isinstance(value, tuple):
-                if value not in items:
+                if _no_value(value) not in items:
                     self.fail(where, f"value {list(value)!r} is not an item of tuple {name!r} ({', '.join(t.axes)})")
-                return value
+                return items[_no_value(value)]
             if value not in by_key:
                 self.fail(where, f"value {value!r} is not a key of tuple {name!r} (axis {t.key!r})")
             if len(by_key[value]) > 1:
