@@ -292,4 +292,4 @@ def test_null_in_a_pair_matches_none_in_a_csv_tuple_item(tmp_path):
             "pairs": {"p": {"left": "draft_template", "right": "modes", "allowed": [["d1", ["e-copy", None]]]}},
         },
     }
-    assert design(tmp_path, doc).rows == [{"draft_template": "d1", "essay_template": "e-copy", "essay_llm": "None"}]
+    assert design(tmp_path, doc, files).rows == [{"draft_template": "d1", "essay_template": "e-copy", "essay_llm": "None"}]
