@@ -4,6 +4,8 @@ Every file read of the DSL happens here, so ``compile_design`` stays pure. Value
 on the way in (levels become strings, replicate levels canonical integers, id-like levels checked
 for safety) because this is the one place that knows which axis each value belongs to. Semantic
 checks that need the whole spec (unknown axes, values outside an axis) belong to the compiler.
+Specs written for the earlier system (axis mappings, a list of rules, ``replicates:``, output
+flags) are translated here into the same ``Spec``, so the compiler knows one form only.
 """
 
 from __future__ import annotations
@@ -38,7 +40,8 @@ AXIS_KEYS = ("levels", "catalog_lookup")
 OUTPUT_FLAGS = {"expand_pairs": True, "expand_ties": True, "expand_tuples": True,
                 "keep_pair_axis": False, "keep_tuple_axis": False}
 OUTPUT_KEYS = ("field_order", *OUTPUT_FLAGS)
-# The earlier system's list of single-rule mappings, and the keys each may hold.
+# The earlier system's list of single-rule mappings: the section each becomes, the keys it may hold.
+LIST_SECTIONS = {"subset": "subsets", "tie": "ties", "pair": "pairs", "tuple": "tuples"}
 LIST_RULES = {
     "subset": ("axis", "keep"),
     "tie": ("axes", "to"),
@@ -85,7 +88,7 @@ class TupleDef:
     """Rows over ``axes`` (positional in YAML lists, by name in mappings and CSV headers).
 
     ``key`` (default: the first axis) identifies a row when a pair names the tuple as one of its
-    sides; its values must then be unique among the items.
+    sides and gives a key instead of a whole item; the keys it uses must then be unique.
     """
 
     axes: tuple[str, ...]
@@ -248,7 +251,7 @@ class _Loader:
                 section, name = "subsets", self.axis_name(body["axis"], f"{where}.axis")
                 value = body["keep"]
             else:
-                section = RULE_KINDS[list(LIST_RULES).index(kind)]
+                section = LIST_SECTIONS[kind]
                 name = body.get("to" if kind == "tie" else "name", f"rules[{n}]")
                 if not isinstance(name, str) or not name:
                     self.fail(where, f"{'to' if kind == 'tie' else 'name'} {name!r} must be a non-empty string")
