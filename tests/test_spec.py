@@ -51,7 +51,7 @@ def tuples_of(d, *columns):
 
 
 def test_product_in_declaration_order_last_axis_fastest(tmp_path):
-    d = design(tmp_path, {"axes": {"b": ["b1", "b2"], "a": ["a1", "a2", "a3"]}})
+    d = design(tmp_path, {"axes": {"b": ["b1", "b2"], "a": ["a1", "a2", "a3"]}, "annotations": ["a", "b"]})
     assert d.columns == ["b", "a"]
     assert tuples_of(d, "b", "a") == [
         ("b1", "a1"), ("b1", "a2"), ("b1", "a3"), ("b2", "a1"), ("b2", "a2"), ("b2", "a3"),
@@ -59,7 +59,7 @@ def test_product_in_declaration_order_last_axis_fastest(tmp_path):
 
 
 def test_levels_are_strings_deduplicated_first_seen(tmp_path):
-    d = design(tmp_path, "axes:\n  a: [2, 1, '1', 2, x, 0.5]\n")
+    d = design(tmp_path, "axes:\n  a: [2, 1, '1', 2, x, 0.5]\nannotations: [a]\n")
     assert [r["a"] for r in d.rows] == ["2", "1", "x", "0.5"]
 
 
@@ -71,12 +71,12 @@ def test_replicates_shorthand_and_list(tmp_path):
 
 
 def test_free_form_axis_is_not_held_to_id_rules(tmp_path):
-    d = design(tmp_path, {"axes": {"note": ["hello world", "a/b"]}})
+    d = design(tmp_path, {"axes": {"note": ["hello world", "a/b"]}, "annotations": ["note"]})
     assert [r["note"] for r in d.rows] == ["hello world", "a/b"]
 
 
 def test_json_spec(tmp_path):
-    d = design(tmp_path, {"axes": {"a": [1, 2]}, "rules": {"subsets": {"a": [2]}}}, name="config.json")
+    d = design(tmp_path, {"axes": {"a": [1, 2]}, "annotations": ["a"], "rules": {"subsets": {"a": [2]}}}, name="config.json")
     assert d.rows == [{"a": "2"}]
 
 
@@ -84,13 +84,14 @@ def test_json_spec(tmp_path):
 
 
 def test_subset_keeps_listed_levels_in_axis_order(tmp_path):
-    d = design(tmp_path, {"axes": {"a": ["a1", "a2", "a3", "a4"]}, "rules": {"subsets": {"a": ["a4", "a2"]}}})
+    d = design(tmp_path, {"axes": {"a": ["a1", "a2", "a3", "a4"]}, "annotations": ["a"], "rules": {"subsets": {"a": ["a4", "a2"]}}})
     assert [r["a"] for r in d.rows] == ["a2", "a4"]
 
 
 def test_subset_on_tuple_only_axis(tmp_path):
     doc = {
         "axes": {"x": ["x1"]},
+        "annotations": ["x"],
         "rules": {
             "subsets": {"essay_template": ["e2"]},
             "tuples": {"t": {"axes": ["essay_template", "essay_llm"], "items": [["e1", "m1"], ["e2", "m2"]]}},
@@ -116,6 +117,7 @@ def test_tie_intersection_in_first_axis_order_and_no_tie_column(tmp_path):
 def test_tie_of_three_axes_with_other_axis(tmp_path):
     doc = {
         "axes": {"a": ["1", "2"], "z": ["z1", "z2"], "b": ["2", "1"], "c": ["1", "2", "3"]},
+        "annotations": ["a", "b", "c", "z"],
         "rules": {"ties": {"t": ["a", "b", "c"]}},
     }
     d = design(tmp_path, doc)
@@ -131,6 +133,7 @@ def test_tie_of_three_axes_with_other_axis(tmp_path):
 def test_pair_allows_only_listed_pairs_and_filters_both_axes(tmp_path):
     doc = {
         "axes": {"draft_llm": ["m1", "m2", "m3"], "x": ["x1", "x2"], "evaluation_llm": ["e1", "e2", "e3"]},
+        "annotations": ["x"],
         "rules": {"pairs": {"p": {"left": "draft_llm", "right": "evaluation_llm",
                                   "allowed": [["m2", "e1"], ["m1", "e2"], ["m1", "e1"]]}}},
     }
@@ -161,6 +164,7 @@ def test_pair_on_tied_axis_keeps_every_tied_axis(tmp_path):
 def test_pair_values_removed_by_subset_are_dropped_not_errors(tmp_path):
     doc = {
         "axes": {"a": ["a1", "a2"], "b": ["b1", "b2"]},
+        "annotations": ["a", "b"],
         "rules": {"subsets": {"a": ["a1"]}, "pairs": {"p": {"left": "a", "right": "b", "allowed": [["a1", "b1"], ["a2", "b2"]]}}},
     }
     assert tuples_of(design(tmp_path, doc), "a", "b") == [("a1", "b1")]
@@ -168,7 +172,7 @@ def test_pair_values_removed_by_subset_are_dropped_not_errors(tmp_path):
 
 def test_balanced_pair_passes(tmp_path):
     allowed = [["m1", "e1"], ["m1", "e2"], ["m2", "e1"], ["m2", "e2"]]
-    doc = {"axes": {"a": ["m1", "m2"], "b": ["e1", "e2"]},
+    doc = {"axes": {"a": ["m1", "m2"], "b": ["e1", "e2"]}, "annotations": ["a", "b"],
            "rules": {"pairs": {"p": {"left": "a", "right": "b", "allowed": allowed, "balance": "both"}}}}
     assert len(design(tmp_path, doc).rows) == 4
 
@@ -176,6 +180,7 @@ def test_balanced_pair_passes(tmp_path):
 def test_two_pairs_sharing_an_axis_are_joined(tmp_path):
     doc = {
         "axes": {"a": ["a1", "a2"], "b": ["b1", "b2"], "c": ["c1", "c2"]},
+        "annotations": ["a", "b", "c"],
         "rules": {"pairs": {
             "ab": {"left": "a", "right": "b", "allowed": [["a1", "b1"], ["a2", "b2"]]},
             "bc": {"left": "b", "right": "c", "allowed": [["b1", "c2"], ["b2", "c1"], ["b2", "c2"]]},
@@ -305,12 +310,12 @@ def test_compile_is_deterministic(tmp_path):
 
 
 def test_field_order_puts_columns_first(tmp_path):
-    doc = {"axes": {"a": ["1"], "b": ["2"], "c": ["3"]}, "output": {"field_order": ["c", "a"]}}
+    doc = {"axes": {"a": ["1"], "b": ["2"], "c": ["3"]}, "annotations": ["a", "b", "c"], "output": {"field_order": ["c", "a"]}}
     assert design(tmp_path, doc).columns == ["c", "a", "b"]
 
 
 def test_seed_shuffles_stably_and_limit_applies_after(tmp_path):
-    d = design(tmp_path, {"axes": {"a": list(range(10)), "b": list(range(10))}})
+    d = design(tmp_path, {"axes": {"a": list(range(10)), "b": list(range(10))}, "annotations": ["a", "b"]})
     plain = format_design(d, "jsonl").splitlines()
     s1 = format_design(d, "jsonl", seed=1).splitlines()
     assert s1 == format_design(d, "jsonl", seed=1).splitlines()
@@ -322,7 +327,7 @@ def test_seed_shuffles_stably_and_limit_applies_after(tmp_path):
 
 
 def test_csv_and_jsonl_formats(tmp_path):
-    d = design(tmp_path, {"axes": {"a": ["x,y", "2"], "b": ['say "hi"']}})
+    d = design(tmp_path, {"axes": {"a": ["x,y", "2"], "b": ['say "hi"']}, "annotations": ["a", "b"]})
     rows = list(csv.DictReader(io.StringIO(format_design(d, "csv"))))
     assert rows == [{"a": "x,y", "b": 'say "hi"'}, {"a": "2", "b": 'say "hi"'}]
     lines = format_design(d, "jsonl").splitlines()
@@ -352,7 +357,7 @@ def test_file_includes_for_axes(tmp_path):
 
 
 def test_file_include_may_use_the_cohort_directory(tmp_path):
-    path = write_spec(tmp_path, {"axes": {"a": "@file:../shared/a.txt"}})
+    path = write_spec(tmp_path, {"axes": {"a": "@file:../shared/a.txt"}, "annotations": ["a"]})
     (path.parent.parent / "shared").mkdir()
     (path.parent.parent / "shared" / "a.txt").write_text("x\n")
     assert compile_design(load_spec(path)).rows == [{"a": "x"}]

@@ -38,11 +38,11 @@ CASES = [
     # axes
     ("axes-not-mapping", "axes: [a, b]\n", {}, "spec", ["axes", "must be a mapping", "a list"]),
     ("levels-not-list", "axes:\n  draft_llm: m1\n", {}, "spec", ["axes.draft_llm", "must be a list", "'m1'"]),
-    ("levels-mapping", "axes:\n  draft_llm: {a: 1}\n", {}, "spec", ["axes.draft_llm", "a mapping"]),
+    ("levels-mapping", "axes:\n  draft_llm: {a: 1}\n", {}, "spec", ["axes.draft_llm", "unknown key 'a'", "levels"]),
     ("empty-axis", "axes:\n  draft_llm: []\n", {}, "spec", ["axes.draft_llm", "no levels"]),
     ("boolean-level", "axes:\n  draft_llm: [m1, yes]\n", {}, "spec", ["axes.draft_llm", "True", "quote it"]),
-    ("nested-level", "axes:\n  note: [[a, b]]\n", {}, "spec", ["axes.note", "['a', 'b']"]),
-    ("empty-string-level", "axes:\n  note: ['  ']\n", {}, "spec", ["axes.note", "empty value"]),
+    ("nested-level", "axes:\n  note: [[a, b]]\nannotations: [note]\n", {}, "spec", ["axes.note", "['a', 'b']"]),
+    ("empty-string-level", "axes:\n  note: ['  ']\nannotations: [note]\n", {}, "spec", ["axes.note", "empty value"]),
     ("null-template", "axes:\n  draft_template: [t1, null]\n", {}, "spec", ["axes.draft_template", "null"]),
     ("non-string-axis-name", "axes:\n  1: [a]\n", {}, "spec", ["axes", "key 1"]),
     # replicates
@@ -51,7 +51,8 @@ CASES = [
     ("replicate-fraction", "axes:\n  evaluation_replicate: [1, 1.5]\n", {}, "spec", ["evaluation_replicate", "1.5"]),
     ("replicate-huge-count", "axes:\n  draft_replicate: 100000000000000\n", {}, "spec",
      ["axes.draft_replicate", "100000000000000"]),
-    ("design-too-large", "axes:\n" + "".join(f"  a{i}: [{', '.join(map(str, range(10)))}]\n" for i in range(8)), {}, "spec",
+    ("design-too-large", "axes:\n" + "".join(f"  a{i}: [{', '.join(map(str, range(10)))}]\n" for i in range(8))
+     + "annotations: [" + ", ".join(f"a{i}" for i in range(8)) + "]\n", {}, "spec",
      ["axes", "100000000 rows", "limit"]),
     ("combos-too-many", "combos:\n  - {concepts: [" + ", ".join(f"c{i}" for i in range(60)) + "], level: sentence, k: 30}\n",
      {}, "spec", ["combos[1]", "60 concepts choose 30"]),
@@ -86,7 +87,7 @@ CASES = [
      ["ties.same", "unknown axis 'essay_llm'"]),
     ("tie-one-axis", AXES + "rules:\n  ties:\n    same: [draft_llm]\n", {}, "spec", ["ties.same", "at least 2"]),
     ("tie-not-list", AXES + "rules:\n  ties:\n    same: draft_llm\n", {}, "spec", ["ties.same", "'draft_llm'"]),
-    ("axis-tied-twice", "axes:\n  a: [1]\n  b: [1]\n  c: [1]\nrules:\n  ties:\n    t1: [a, b]\n    t2: [b, c]\n",
+    ("axis-tied-twice", "axes:\n  a: [1]\n  b: [1]\n  c: [1]\nannotations: [a, b, c]\nrules:\n  ties:\n    t1: [a, b]\n    t2: [b, c]\n",
      {}, "spec", ["ties.t2", "'b'", "ties.t1"]),
     # pairs
     ("pair-body-list", pair("[draft_llm, evaluation_llm]"), {}, "spec", ["pairs.p1", "must be a mapping"]),
@@ -111,7 +112,7 @@ CASES = [
      ["pairs.p1", "row 1 has 3 values"]),
     ("pair-filtered-away", AXES + "rules:\n  subsets:\n    draft_llm: [m2]\n  pairs:\n    p1: {left: draft_llm, right: evaluation_llm, allowed: [[m1, e1]]}\n",
      {}, "spec", ["pairs.p1", "no allowed pair survives"]),
-    ("pair-names-a-tie", "axes:\n  a: [x]\n  b: [x]\n  c: [y]\nrules:\n  ties:\n    ab: [a, b]\n  pairs:\n    p1: {left: ab, right: c, allowed: [[x, y]]}\n",
+    ("pair-names-a-tie", "axes:\n  a: [x]\n  b: [x]\n  c: [y]\nannotations: [a, b, c]\nrules:\n  ties:\n    ab: [a, b]\n  pairs:\n    p1: {left: ab, right: c, allowed: [[x, y]]}\n",
      {}, "spec", ["pairs.p1", "'ab'", "name one of its axes"]),
     ("pair-tuple-key-not-unique",
      AXES + "rules:\n  tuples:\n    t1: {axes: [essay_template, essay_llm], items: [[e, m1], [e, m2]]}\n"
@@ -121,7 +122,7 @@ CASES = [
      AXES + "rules:\n  tuples:\n    t1: {axes: [essay_template, essay_llm], items: [[e, m1]]}\n"
      "  pairs:\n    p1: {left: t1, right: draft_llm, allowed: [[zz, m1]]}\n",
      {}, "spec", ["pairs.p1", "'zz'", "not a key of tuple 't1'"]),
-    ("tie-pair-conflict", "axes:\n  a: [x, y]\n  b: [x, y]\nrules:\n  ties:\n    ab: [a, b]\n  pairs:\n    p1: {left: a, right: b, allowed: [[x, y]]}\n",
+    ("tie-pair-conflict", "axes:\n  a: [x, y]\n  b: [x, y]\nannotations: [a, b]\nrules:\n  ties:\n    ab: [a, b]\n  pairs:\n    p1: {left: a, right: b, allowed: [[x, y]]}\n",
      {}, "spec", ["ties.ab", "pairs.p1", "no rows"]),
     # tuples
     ("tuple-unknown-key", tuple_rule("{axes: [draft_llm, essay_llm], item: [[m1, x]]}"), {}, "spec",
@@ -180,6 +181,79 @@ CASES = [
      ["axes.draft_llm", "m.json", "invalid JSON"]),
     ("include-json-not-list", "axes:\n  draft_llm: '@file:m.json'\n", {"m.json": '{"a": 1}'}, "spec",
      ["axes.draft_llm", "m.json", "a mapping"]),
+    # unknown axes and annotations
+    ("unknown-axis", AXES + "  temprature: [0.5, 0.9]\n", {}, "spec",
+     ["axes.temprature", "unknown axis 'temprature'", "closest known name", "annotations: [temprature]"]),
+    ("unknown-axis-typo", "axes:\n  draft_templat: [t1]\n", {}, "spec",
+     ["axes.draft_templat", "unknown axis 'draft_templat'", "closest known name: 'draft_template'"]),
+    ("unknown-tuple-axis", tuple_rule("{axes: [draft_llm, essay_lm], items: [[m1, x]]}"), {}, "spec",
+     ["tuples.t1", "unknown axis 'essay_lm'", "closest known name: 'essay_llm'"]),
+    ("subset-axis-typo-hint", AXES + "rules:\n  subsets:\n    draft_lm: [m1]\n", {}, "spec",
+     ["subsets.draft_lm", "closest known name: 'draft_llm'"]),
+    ("annotation-is-design-field", AXES + "annotations: [draft_llm]\n", {}, "spec",
+     ["annotations", "'draft_llm' is a design field"]),
+    ("annotation-not-an-axis", AXES + "annotations: [batch_label]\n", {}, "spec",
+     ["annotations", "'batch_label' is not an axis"]),
+    ("annotations-not-list", AXES + "annotations: batch_label\n", {}, "spec", ["annotations", "must be a list"]),
+    # pairs with a tuple side
+    ("pair-tuple-item-unknown",
+     AXES + "rules:\n  tuples:\n    t1: {axes: [essay_template, essay_llm], items: [[e1, m1], [e2, null]]}\n"
+     "  pairs:\n    p1: {left: draft_llm, right: t1, allowed: [[m1, [e1, m1]], [m2, [e2, m1]]]}\n",
+     {}, "spec", ["pairs.p1", "['e2', 'm1']", "not an item of tuple 't1'"]),
+    ("pair-tuple-item-length",
+     AXES + "rules:\n  tuples:\n    t1: {axes: [essay_template, essay_llm], items: [[e1, m1]]}\n"
+     "  pairs:\n    p1: {left: draft_llm, right: t1, allowed: [[m1, [e1, m1, x]]]}\n",
+     {}, "spec", ["pairs.p1", "['e1', 'm1', 'x']", "has 3 values", "2 axes"]),
+    ("pair-list-for-axis-side", pair("{left: draft_llm, right: evaluation_llm, allowed: [[m1, [e1, e2]]]}"), {}, "spec",
+     ["pairs.p1", "['e1', 'e2']", "'evaluation_llm' is an axis", "tuple"]),
+    ("pair-tuple-shares-axis",
+     AXES + "rules:\n  tuples:\n    t1: {axes: [draft_llm, essay_llm], items: [[m1, x]]}\n"
+     "  pairs:\n    p1: {left: draft_llm, right: t1, allowed: [[m1, [m1, x]]]}\n",
+     {}, "spec", ["pairs.p1", "both bind axis 'draft_llm'"]),
+    ("pair-tuple-unbalanced",
+     AXES + "rules:\n  tuples:\n    t1: {axes: [essay_template, essay_llm], items: [[e1, m1], [e2, m2]]}\n"
+     "  pairs:\n    p1: {left: draft_llm, right: t1, balance: right, allowed: [[m1, [e1, m1]], [m2, [e1, m1]], [m2, [e2, m2]]]}\n",
+     {}, "spec", ["pairs.p1", "balance right", "['e1', 'm1']: 2", "['e2', 'm2']: 1"]),
+    ("pair-tuple-csv-missing-column",
+     AXES + "rules:\n  tuples:\n    t1: {axes: [essay_template, essay_llm], items: [[e1, m1]]}\n"
+     "  pairs:\n    p1: {left: draft_llm, right: t1, allowed: '@file:p.csv'}\n",
+     {"p.csv": "draft_llm,essay_template\nm1,e1\n"}, "spec", ["pairs.p1", "p.csv", "no column 'essay_llm'"]),
+    # the earlier system's shapes
+    ("axis-mapping-no-levels", "axes:\n  draft_llm: {catalog_lookup: {catalog: models}}\n", {}, "spec",
+     ["axes.draft_llm", "missing 'levels'"]),
+    ("axis-catalog-lookup-annotation", "axes:\n  note: {levels: [x], catalog_lookup: {catalog: notes}}\nannotations: [note]\n",
+     {}, "spec", ["axes.note.catalog_lookup", "only design fields", "remove catalog_lookup"]),
+    ("axis-catalog-lookup-string", "axes:\n  draft_llm: {levels: [m1], catalog_lookup: models}\n", {}, "spec",
+     ["axes.draft_llm.catalog_lookup", "must be a mapping", "'models'"]),
+    ("rule-list-two-keys", AXES + "rules:\n  - subset: {axis: draft_llm, keep: [m1]}\n    tie: {axes: [draft_llm, evaluation_llm]}\n",
+     {}, "spec", ["rules[1]", "one key", "subset, tie"]),
+    ("rule-list-unknown", AXES + "rules:\n  - pairs: {}\n", {}, "spec", ["rules[1]", "unknown rule 'pairs'"]),
+    ("rule-list-string", AXES + "rules:\n  - subset\n", {}, "spec", ["rules[1]", "one key", "'subset'"]),
+    ("rule-list-unknown-key", AXES + "rules:\n  - subset: {axis: draft_llm, levels: [m1]}\n", {}, "spec",
+     ["rules[1].subset", "unknown key 'levels'"]),
+    ("rule-list-subset-twice", AXES + "rules:\n  - subset: {axis: draft_llm, keep: [m1]}\n  - subset: {axis: draft_llm, keep: [m2]}\n",
+     {}, "spec", ["rules[2].subset", "'draft_llm' already has a subset"]),
+    ("rule-list-pair-name-twice",
+     AXES + "rules:\n  - pair: {name: p, left: draft_llm, right: evaluation_llm, allowed: [[m1, e1]]}\n"
+     "  - pair: {name: p, left: draft_llm, right: evaluation_llm, allowed: [[m2, e2]]}\n",
+     {}, "spec", ["rules[2].pair", "'p' is already defined"]),
+    ("rule-list-tuple-no-expand", AXES + "rules:\n  - tuple: {name: t, axes: [essay_template, essay_llm], items: [[e, m]], expand: false}\n",
+     {}, "spec", ["rules[1].tuple.expand", "remove expand"]),
+    ("rule-list-tie-bad-to", AXES + "rules:\n  - tie: {axes: [draft_llm, evaluation_llm], to: 3}\n", {}, "spec",
+     ["rules[1].tie", "to 3"]),
+    ("output-expand-false", AXES + "output:\n  expand_pairs: false\n", {}, "spec",
+     ["output.expand_pairs", "False", "set it to true"]),
+    ("output-keep-tuple-axis", AXES + "output:\n  keep_tuple_axis: true\n", {}, "spec",
+     ["output.keep_tuple_axis", "True", "set it to false"]),
+    ("replicates-default-column", AXES + "replicates:\n  draft_llm: {count: 2}\n", {}, "spec",
+     ["replicates.draft_llm", "'draft_llm_replicate'", "column: draft_replicate"]),
+    ("replicates-unknown-axis", AXES + "replicates:\n  ghost: {count: 2, column: draft_replicate}\n", {}, "spec",
+     ["replicates.ghost", "'ghost' is not an axis"]),
+    ("replicates-column-twice", AXES + "  draft_replicate: 2\nreplicates:\n  draft_llm: {count: 2, column: draft_replicate}\n",
+     {}, "spec", ["replicates.draft_llm", "'draft_replicate' is already an axis"]),
+    ("replicates-count-zero", AXES + "replicates:\n  draft_llm: {count: 0, column: draft_replicate}\n", {}, "spec",
+     ["replicates.draft_llm.count", "0"]),
+    ("replicates-not-mapping", AXES + "replicates:\n  draft_llm: 2\n", {}, "spec", ["replicates.draft_llm", "must be a mapping"]),
 ]
 
 
@@ -236,6 +310,20 @@ def test_duplicate_json_key(tmp_path):
         load_spec(path)
 
 
+def test_spec_path_is_a_directory(tmp_path):
+    path = write(tmp_path, AXES, {})
+    with pytest.raises(DaydreamError, match="is a directory; name its config.yaml") as info:
+        load_spec(path.parent)
+    assert info.value.code == "spec" and "\n" not in info.value.message
+
+
+def test_toml_spec_is_rejected_with_what_to_write(tmp_path):
+    path = write(tmp_path, '[axes]\ndraft_llm = ["m1"]\n', {}, name="config.toml")
+    with pytest.raises(DaydreamError, match="TOML specs are not supported; write the same mapping as YAML") as info:
+        load_spec(path)
+    assert "config.toml" in info.value.message
+
+
 def test_symlink_escaping_the_cohort_directory(tmp_path):
     outside = tmp_path / "outside.txt"
     outside.write_text("m1\n")
@@ -255,6 +343,9 @@ CLI_BAD = {
     "rules-wrong-type": (AXES + "rules: 3\n", "spec"),
     "unsafe-level": ("axes:\n  draft_template: ['../../x']\n", "unsafe_id"),
     "missing-include": ("axes:\n  draft_llm: '@file:nope.csv'\n", "spec"),
+    "unknown-axis": ("axes:\n  draft_templat: [t1]\n", "spec"),
+    "tuple-item-unknown": (AXES + "rules:\n  tuples:\n    t: {axes: [essay_template, essay_llm], items: [[e, m]]}\n"
+                           "  pairs:\n    p: {left: draft_llm, right: t, allowed: [[m1, [e, x]]]}\n", "spec"),
 }
 
 

@@ -14,16 +14,18 @@ subset or tie removed simply drops the pairs and tuple items that use it.
 
 from __future__ import annotations
 
+import difflib
 import itertools
 import json
 import math
 import random
 from collections import Counter, defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from ..errors import DaydreamError
 from ..store import csv_text
-from .loader import MAX_ROWS, Level, Spec
+from .loader import DESIGN_FIELDS, MAX_ROWS, REPLICATE_AXES, Level, Side, Spec, TupleDef
 
 Row = tuple[Level, ...]
 
@@ -76,6 +78,10 @@ def _join(cols: tuple[str, ...], rows: list[Row], other: _Relation) -> tuple[tup
     return cols + tuple(other.columns[j] for j in rest), out
 
 
+def _no_value(row: Row) -> Row:
+    return tuple(None if v is None or v.lower() in ("none", "null") else v for v in row)
+
+
 class _Compiler:
     def __init__(self, spec: Spec):
         self.spec = spec
@@ -111,13 +117,38 @@ class _Compiler:
         for name in self.spec.tuples:
             if name in levels:
                 self.fail(f"tuples.{name}", f"the tuple's name is also an axis; rename the tuple")
+        self.check_axis_names(levels)
         return levels
+
+    def check_axis_names(self, levels: dict[str, list[Level]]) -> None:
+        """Every axis is a design field, a replicate axis or a declared annotation: an unknown
+        name is almost always a typo, and a typo'd axis silently multiplies or collapses rows."""
+        known = (*DESIGN_FIELDS, *REPLICATE_AXES)
+        for name in self.spec.annotations:
+            if name in known:
+                self.fail("annotations", f"{name!r} is a design field, not a free annotation; remove it from annotations")
+            if name not in levels:
+                self.fail("annotations", f"{name!r} is not an axis; declare it under axes (or remove it from annotations)")
+        allowed = set(known) | set(self.spec.annotations)
+        for axis in levels:
+            if axis in allowed:
+                continue
+            where = f"axes.{axis}" if axis in self.spec.axes else next(
+                f"tuples.{n}" for n, t in self.spec.tuples.items() if axis in t.axes)
+            self.fail(where, f"unknown axis {axis!r}{self.closest(axis)}; an axis must be a design field or a "
+                             f"replicate axis, or be listed under annotations: [{axis}] to carry a free label")
+
+    def closest(self, name: str) -> str:
+        """`` (closest known name: 'x')`` for an unknown axis name."""
+        known = [*DESIGN_FIELDS, *REPLICATE_AXES, *self.spec.annotations]
+        match = difflib.get_close_matches(name, known, 1, 0.6) or difflib.get_close_matches(name, known, 1, 0)
+        return f" (closest known name: {match[0]!r})" if match else ""
 
     def apply_subsets(self) -> None:
         for axis, keep in self.spec.subsets.items():
             where = f"subsets.{axis}"
             if axis not in self.levels:
-                self.fail(where, f"unknown axis {axis!r}")
+                self.fail(where, f"unknown axis {axis!r}{self.closest(axis)}")
             declared = set(self.levels[axis])
             for v in keep:
                 if v not in declared:
@@ -136,7 +167,7 @@ class _Compiler:
             where = f"ties.{name}"
             for axis in axes:
                 if axis not in self.levels:
-                    self.fail(where, f"unknown axis {axis!r}")
+                    self.fail(where, f"unknown axis {axis!r}{self.closest(axis)}")
                 if axis in tied_by:
                     self.fail(where, f"axis {axis!r} is already tied by ties.{tied_by[axis]}")
                 tied_by[axis] = name
@@ -149,53 +180,76 @@ class _Compiler:
             relations.append(_Relation(where, tuple(axes), [(v,) * len(axes) for v in shared]))
         return relations
 
-    def side(self, name: str, where: str) -> tuple[str, set[Level], str]:
-        """A pair side: (axis its values bind to, the values it may take, what to call them).
+    def side(self, name: str, where: str) -> tuple[tuple[str, ...], Callable[[Side], Row]]:
+        """A pair side: (the axes its values bind to, a function from a value to their levels).
 
-        A side naming a tuple binds to the tuple's key axis; the key must pick one item.
+        A side naming a tuple binds every axis of the tuple: a value is a whole item, or a key
+        that picks one item.
         """
-        tuples = self.spec.tuples
-        if name in tuples:
-            t = tuples[name]
-            keys = Counter(item[t.axes.index(t.key)] for item in t.items)
-            repeated = [k for k, n in keys.items() if n > 1]
-            if repeated:
-                self.fail(where, f"tuple {name!r} has key {t.key!r} value {repeated[0]!r} on several items; "
-                          f"a pair side needs unique keys (set `key:` on tuples.{name})")
-            return t.key, set(keys), f"a key of tuple {name!r} (axis {t.key!r})"
+        if name in self.spec.tuples:
+            return self.spec.tuples[name].axes, self.tuple_side(name, self.spec.tuples[name], where)
         if name in self.levels:
-            return name, set(self.levels[name]), f"a level of axis {name!r}"
-        hint = "; name one of its axes" if name in self.spec.ties else ""
+            levels = set(self.levels[name])
+
+            def bind(value: Side) -> Row:
+                if value not in levels:
+                    self.fail(where, f"value {value!r} is not a level of axis {name!r}")
+                return (value,)
+
+            return (name,), bind
+        hint = "; name one of its axes" if name in self.spec.ties else self.closest(name)
         self.fail(where, f"{name!r} is neither an axis nor a tuple{hint}")
+
+    def tuple_side(self, name: str, t: TupleDef, where: str) -> Callable[[Side], Row]:
+        # A CSV cannot hold a null, so items read from one say `None` where YAML says null; both
+        # mean "no value" to the cohort compiler, so they match here and the item is kept as written.
+        items = {_no_value(item): item for item in t.items}
+        key = t.axes.index(t.key)
+        by_key: dict[Level, list[Row]] = defaultdict(list)
+        for item in t.items:
+            by_key[item[key]].append(item)
+
+        def bind(value: Side) -> Row:
+            if isinstance(value, tuple):
+                if _no_value(value) not in items:
+                    self.fail(where, f"value {list(value)!r} is not an item of tuple {name!r} ({', '.join(t.axes)})")
+                return items[_no_value(value)]
+            if value not in by_key:
+                self.fail(where, f"value {value!r} is not a key of tuple {name!r} (axis {t.key!r})")
+            if len(by_key[value]) > 1:
+                self.fail(where, f"tuple {name!r} has key {t.key!r} value {value!r} on several items; a pair side "
+                                 f"needs unique keys (set `key:` on tuples.{name}, or write the whole item as a list)")
+            return by_key[value][0]
+
+        return bind
 
     def pairs(self) -> list[_Relation]:
         relations = []
         for name, pair in self.spec.pairs.items():
             where = f"pairs.{name}"
-            (la, lvals, lwhat), (ra, rvals, rwhat) = self.side(pair.left, where), self.side(pair.right, where)
-            if la == ra:
-                self.fail(where, f"left and right both bind axis {la!r}")
-            for left, right in pair.allowed:
-                if left not in lvals:
-                    self.fail(where, f"value {left!r} is not {lwhat}")
-                if right not in rvals:
-                    self.fail(where, f"value {right!r} is not {rwhat}")
-            llive, rlive = set(self.live[la]), set(self.live[ra])
-            kept = [(l, r) for l, r in pair.allowed if l in llive and r in rlive]
+            (lcols, lbind), (rcols, rbind) = self.side(pair.left, where), self.side(pair.right, where)
+            both = [a for a in lcols if a in rcols]
+            if both:
+                self.fail(where, f"left and right both bind axis {both[0]!r}")
+            bound = list(dict.fromkeys((lbind(left), rbind(right)) for left, right in pair.allowed))
+            columns = lcols + rcols
+            live = [set(self.live[a]) for a in columns]
+            kept = [(l, r) for l, r in bound if all(v in s for v, s in zip(l + r, live))]
             if not kept:
                 self.fail(where, "no allowed pair survives the subsets and ties")
             if pair.balance:
                 self.check_balance(where, pair.balance, pair.left, pair.right, kept)
-            relations.append(_Relation(where, (la, ra), kept))
+            relations.append(_Relation(where, columns, [l + r for l, r in kept]))
         return relations
 
-    def check_balance(self, where: str, balance: str, left: str, right: str, kept: list[Row]) -> None:
+    def check_balance(self, where: str, balance: str, left: str, right: str, kept: list[tuple[Row, Row]]) -> None:
         for col, (side, name) in enumerate((("left", left), ("right", right))):
             if balance not in (side, "both"):
                 continue
-            counts = Counter(row[col] for row in kept)
+            counts = Counter(pair[col] for pair in kept)
             if len(set(counts.values())) > 1:
-                shown = ", ".join(f"{v!r}: {n}" for v, n in itertools.islice(counts.items(), 12))
+                shown = ", ".join(f"{v[0] if len(v) == 1 else list(v)!r}: {n}"
+                                  for v, n in itertools.islice(counts.items(), 12))
                 more = ", ..." if len(counts) > 12 else ""
                 self.fail(where, f"balance {side}: values of {name!r} have different numbers of partners "
                                  f"({shown}{more})")

@@ -4,18 +4,21 @@ Every file read of the DSL happens here, so ``compile_design`` stays pure. Value
 on the way in (levels become strings, replicate levels canonical integers, id-like levels checked
 for safety) because this is the one place that knows which axis each value belongs to. Semantic
 checks that need the whole spec (unknown axes, values outside an axis) belong to the compiler.
+Specs written for the earlier system (axis mappings, a list of rules, ``replicates:``, output
+flags) are translated here into the same ``Spec``, so the compiler knows one form only.
 """
 
 from __future__ import annotations
 
 import csv
+import difflib
 import io
 import itertools
 import json
 import math
 import re
-from collections.abc import Hashable
-from dataclasses import dataclass
+from collections.abc import Callable, Hashable
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
@@ -26,14 +29,31 @@ from ..ids import combo_id
 from ..store import check_id
 
 Level = str | None  # None is "no value" (YAML null), e.g. the essay_llm of a copy-mode essay
+Columns = list[str] | Callable[[list[str]], list[str]] | None
 
-TOP_KEYS = ("axes", "rules", "output", "combos")
+TOP_KEYS = ("axes", "rules", "output", "combos", "annotations", "replicates")
 RULE_KINDS = ("subsets", "ties", "pairs", "tuples")
 PAIR_KEYS = ("left", "right", "allowed", "balance")
 TUPLE_KEYS = ("axes", "items", "key")
-OUTPUT_KEYS = ("field_order",)
+AXIS_KEYS = ("levels", "catalog_lookup")
+# The earlier system's output flags: only the behaviour this compiler has is accepted (flag: value).
+OUTPUT_FLAGS = {"expand_pairs": True, "expand_ties": True, "expand_tuples": True,
+                "keep_pair_axis": False, "keep_tuple_axis": False}
+OUTPUT_KEYS = ("field_order", *OUTPUT_FLAGS)
+# The earlier system's list of single-rule mappings: the section each becomes, the keys it may hold.
+LIST_SECTIONS = {"subset": "subsets", "tie": "ties", "pair": "pairs", "tuple": "tuples"}
+LIST_RULES = {
+    "subset": ("axis", "keep"),
+    "tie": ("axes", "to"),
+    "pair": ("name", *PAIR_KEYS),
+    "tuple": ("name", "axes", "items", "key", "expand"),
+}
 BALANCES = ("left", "right", "both")
 COMBO_LEVELS = ("sentence", "paragraph", "article")
+# Fields the cohort compiler reads from a design row (contract §3); any other axis is a typo
+# unless the spec declares it under `annotations:`.
+DESIGN_FIELDS = ("combo_id", "draft_template", "draft_llm", "essay_template", "essay_llm",
+                 "evaluation_template", "evaluation_llm", "essay_gen_id")
 REPLICATE_AXES = ("draft_replicate", "essay_replicate", "evaluation_replicate")
 ID_SUFFIXES = ("_id", "_template", "_llm", "_replicate")  # levels of these axes name files
 NOT_NULL_SUFFIXES = ("_id", "_template", "_replicate")
@@ -44,17 +64,22 @@ MAX_REPLICATES = 10_000
 _INT = re.compile(r"[0-9]+")
 
 
+Side = Level | tuple[Level, ...]  # a pair side's value: one level, or a whole tuple item
+
+
 @dataclass(frozen=True)
 class PairDef:
     """``left``/``right`` name an axis or a tuple rule; ``allowed`` rows are (left, right).
 
-    A side naming a tuple takes values of that tuple's ``key`` axis, so the pair couples whole
-    tuple rows. In a CSV of allowed pairs, the columns are the side names as written.
+    A side naming a tuple takes either a whole item (a tuple of values in the tuple's axis order)
+    or a value of the tuple's ``key`` axis, so the pair couples whole tuple rows. In a CSV of
+    allowed pairs a tuple side is the tuple's axes as columns, or one column named after it
+    holding keys.
     """
 
     left: str
     right: str
-    allowed: tuple[tuple[Level, Level], ...]
+    allowed: tuple[tuple[Side, Side], ...]
     balance: str | None
 
 
@@ -63,7 +88,7 @@ class TupleDef:
     """Rows over ``axes`` (positional in YAML lists, by name in mappings and CSV headers).
 
     ``key`` (default: the first axis) identifies a row when a pair names the tuple as one of its
-    sides; its values must then be unique among the items.
+    sides and gives a key instead of a whole item; the keys it uses must then be unique.
     """
 
     axes: tuple[str, ...]
@@ -87,6 +112,7 @@ class Spec:
     field_order: list[str]
     combos: dict[str, ComboDef]
     combo_ids_from_catalog: list[str]
+    annotations: list[str] = field(default_factory=list)  # free axes, not design fields
 
 
 def load_spec(path: str | Path) -> Spec:
@@ -141,12 +167,17 @@ class _Loader:
 
     # documents and includes -------------------------------------------------------------------
     def load(self) -> Spec:
+        if self.path.is_dir():
+            self.fail("", "is a directory; name its config.yaml (files such as axes/<axis>.txt are only read "
+                          "through includes: write `<axis>: '@file:axes/<axis>.txt'` under axes)")
+        if self.path.suffix.lower() == ".toml":
+            self.fail("", "TOML specs are not supported; write the same mapping as YAML (config.yaml) or JSON")
         doc = self.parse(self.read(self.path, "", "spec file"), self.path.suffix.lower(), "")
         if not isinstance(doc, dict):
             self.fail("", f"a spec must be a mapping with keys {', '.join(TOP_KEYS)}, got {_kind(doc)}")
         doc = self.mapping(doc, "", TOP_KEYS, "top-level key")
-        rules = self.mapping(doc.get("rules"), "rules", RULE_KINDS, "rule kind")
-        output = self.mapping(doc.get("output"), "output", OUTPUT_KEYS, "key")
+        rules = self.rule_sections(doc.get("rules"))
+        field_order = self.output(doc.get("output"))
 
         combo_order, combos, from_catalog = self.combos(doc.get("combos"))
         axes: dict[str, list[Level]] = {"combo_id": combo_order} if combo_order else {}
@@ -154,7 +185,7 @@ class _Loader:
             self.axis_name(name, "axes")
             if name in axes:
                 self.fail("axes.combo_id", "is declared both under axes and by combos:; use one of them")
-            axes[name] = self.levels(raw, name, f"axes.{name}", shorthand=True)
+            axes[name] = self.axis(raw, name, f"axes.{name}")
             if not axes[name]:
                 self.fail(f"axes.{name}", "has no levels")
 
@@ -162,6 +193,7 @@ class _Loader:
             name: self.tuple_def(name, body)
             for name, body in self.mapping(rules.get("tuples"), "tuples").items()
         }
+        axes.update(self.replicates(doc.get("replicates"), axes, tuples))
         if not axes and not tuples:
             self.fail("", "declares no axes")
         pairs = {
@@ -176,8 +208,98 @@ class _Loader:
             name: self.names(body, f"ties.{name}", at_least=2)
             for name, body in self.mapping(rules.get("ties"), "ties").items()
         }
-        field_order = self.names(output.get("field_order", []), "output.field_order")
-        return Spec(self.path, axes, subsets, ties, pairs, tuples, field_order, combos, from_catalog)
+        annotations = self.names(doc.get("annotations") or [], "annotations")
+        return Spec(self.path, axes, subsets, ties, pairs, tuples, field_order, combos, from_catalog, annotations)
+
+    # the earlier system's shapes, translated into this one's ---------------------------------
+    def axis(self, raw: object, name: str, where: str) -> list[Level]:
+        """``[levels]``, ``'@file:...'``, a replicate count, or ``{levels, catalog_lookup}``."""
+        if isinstance(raw, dict):
+            body = self.body(raw, where, AXIS_KEYS, ("levels",))
+            lookup = body.get("catalog_lookup")
+            if lookup is not None:
+                # Compiling a cohort checks every design field against data/1_raw anyway, so the
+                # lookup is redundant there and meaningless elsewhere.
+                if not isinstance(lookup, dict):
+                    self.fail(f"{where}.catalog_lookup", f"must be a mapping such as {{catalog: drafts}}, got {_kind(lookup)}")
+                if name not in DESIGN_FIELDS:
+                    self.fail(f"{where}.catalog_lookup", f"only design fields are checked against catalogs; "
+                                                         f"remove catalog_lookup from {name!r}")
+            raw = body["levels"]
+        return self.levels(raw, name, where, shorthand=True)
+
+    def rule_sections(self, raw: object) -> dict:
+        """``rules:`` as sections ``{subsets, ties, pairs, tuples}``, or the earlier system's list."""
+        if not isinstance(raw, list):
+            return self.mapping(raw, "rules", RULE_KINDS, "rule kind")
+        sections: dict[str, dict] = {kind: {} for kind in RULE_KINDS}
+        one_key = f"must be a mapping with one key ({', '.join(LIST_RULES)})"
+        for n, entry in enumerate(raw, 1):
+            where = f"rules[{n}]"
+            if not isinstance(entry, dict):
+                self.fail(where, f"{one_key}, got {_kind(entry)}")
+            if len(entry) != 1:
+                self.fail(where, f"{one_key}, got {len(entry)} keys ({', '.join(map(str, entry))})")
+            kind, body = next(iter(entry.items()))
+            if kind not in LIST_RULES:
+                self.fail(where, f"unknown rule {kind!r} (expected one of {', '.join(LIST_RULES)})")
+            where = f"{where}.{kind}"
+            required = {"subset": ("axis", "keep"), "tie": ("axes",),
+                        "pair": ("left", "right", "allowed"), "tuple": ("axes", "items")}[kind]
+            body = self.body(body, where, LIST_RULES[kind], required)
+            if kind == "subset":
+                section, name = "subsets", self.axis_name(body["axis"], f"{where}.axis")
+                value = body["keep"]
+            else:
+                section = LIST_SECTIONS[kind]
+                name = body.get("to" if kind == "tie" else "name", f"rules[{n}]")
+                if not isinstance(name, str) or not name:
+                    self.fail(where, f"{'to' if kind == 'tie' else 'name'} {name!r} must be a non-empty string")
+                if body.get("expand", True) is not True:
+                    self.fail(f"{where}.expand", f"{body['expand']!r} is not supported: every tuple axis is "
+                                                 "always a column; remove expand or set it to true")
+                value = body["axes"] if kind == "tie" else {
+                    k: v for k, v in body.items() if k in (PAIR_KEYS if kind == "pair" else TUPLE_KEYS)}
+            if name in sections[section]:
+                what = f"axis {name!r} already has a subset; merge the keep lists" if kind == "subset" \
+                    else f"a {kind} named {name!r} is already defined; give each {kind} its own name"
+                self.fail(where, what)
+            sections[section][name] = value
+        return sections
+
+    def output(self, raw: object) -> list[str]:
+        """``output.field_order``; the earlier system's flags only with the one behaviour kept."""
+        output = self.mapping(raw, "output", OUTPUT_KEYS, "key")
+        for flag, only in OUTPUT_FLAGS.items():
+            if flag in output and output[flag] is not only:
+                why = "rows always carry every axis of a pair, tie and tuple" if only \
+                    else "no column holds a whole pair or tuple"
+                self.fail(f"output.{flag}", f"{output[flag]!r} is not supported ({why}); "
+                                            f"remove {flag} or set it to {str(only).lower()}")
+        return self.names(output.get("field_order", []), "output.field_order")
+
+    def replicates(self, raw: object, axes: dict, tuples: dict[str, TupleDef]) -> dict[str, list[Level]]:
+        """The earlier ``replicates: {axis: {count, column}}`` as replicate axes (varying fastest)."""
+        out: dict[str, list[Level]] = {}
+        tuple_axes = {a for t in tuples.values() for a in t.axes}
+        for axis, raw_body in self.mapping(raw, "replicates").items():
+            where = f"replicates.{axis}"
+            body = self.body(raw_body, where, ("count", "column"), ("count",))
+            if axis not in axes and axis not in tuple_axes:
+                self.fail(where, f"{axis!r} is not an axis")
+            column = body.get("column", f"{axis}_replicate")
+            if column not in REPLICATE_AXES:
+                stage = f"{axis.split('_')[0]}_replicate"
+                hint = stage if stage in REPLICATE_AXES else difflib.get_close_matches(str(column), REPLICATE_AXES, 1, 0)[0]
+                self.fail(where, f"column {column!r} is not a replicate axis; write `column: {hint}` "
+                                 f"(one of {', '.join(REPLICATE_AXES)})")
+            if column in axes or column in tuple_axes or column in out:
+                self.fail(where, f"column {column!r} is already an axis; give its replicates in one place")
+            count = body["count"]
+            if isinstance(count, bool) or not isinstance(count, int) or not 1 <= count <= MAX_REPLICATES:
+                self.fail(f"{where}.count", f"{count!r} must be an integer from 1 to {MAX_REPLICATES}")
+            out[column] = [str(i) for i in range(1, count + 1)]
+        return out
 
     def read(self, path: Path, where: str, what: str) -> str:
         try:
@@ -202,8 +324,11 @@ class _Loader:
             problem = getattr(exc, "problem", None) or str(exc)
             self.fail(where, f"invalid YAML{at}: {problem}")
 
-    def include(self, ref: str, where: str, columns: list[str] | None = None) -> object:
-        """Read ``@file:rel/path``: a list of values, or (with ``columns``) rows bound by header."""
+    def include(self, ref: str, where: str, columns: Columns = None) -> object:
+        """Read ``@file:rel/path``: a list of values, or (with ``columns``) rows bound by header.
+
+        ``columns`` may be a function of the CSV header, for rules whose columns depend on it.
+        """
         rel = ref[len(INCLUDE):].strip()
         cohort_dir = self.path.resolve().parent.parent
         if not rel:
@@ -230,7 +355,7 @@ class _Loader:
             return [line.strip() for line in text.splitlines() if line.strip()]
         return self.parse(text, suffix, f"{where}: {ref!r}")
 
-    def csv_include(self, text: str, ref: str, where: str, columns: list[str] | None) -> list:
+    def csv_include(self, text: str, ref: str, where: str, columns: Columns) -> list:
         reader = csv.reader(io.StringIO(text))
         header = [h.strip() for h in next(reader, [])]
         if not any(header):
@@ -242,6 +367,8 @@ class _Loader:
                 shown = ", ".join(header)
                 self.fail(where, f"{ref!r}: has {len(header)} columns ({shown}); a list of values needs one")
             return [r[0].strip() for r in reader if r and r[0].strip()]
+        if callable(columns):
+            columns = columns(header)
         for name in columns:
             if name not in header:
                 self.fail(where, f"{ref!r}: no column {name!r} (header: {', '.join(header)})")
@@ -330,21 +457,24 @@ class _Loader:
             self.fail(where, f"must be a list of rows or '@file:...', got {_kind(raw)}")
         if not raw:
             self.fail(where, "has no rows")
-        out = []
-        for n, item in enumerate(raw, 1):
-            if isinstance(item, dict):
-                unknown = [k for k in item if k not in columns]
-                missing = [c for c in columns if c not in item]
-                if unknown or missing:
-                    bad = f"unknown key {unknown[0]!r}" if unknown else f"missing {missing[0]!r}"
-                    self.fail(where, f"row {n}: {bad} (expected {', '.join(columns)})")
-                item = [item[c] for c in columns]
-            if not isinstance(item, list):
-                self.fail(where, f"row {n} must be a list of {len(columns)} values, got {_kind(item)}")
-            if len(item) != len(columns):
-                self.fail(where, f"row {n} has {len(item)} values; expected {len(columns)} ({', '.join(columns)})")
-            out.append(tuple(self.value(v, axis, where) for v, axis in zip(item, axes)))
+        out = [tuple(self.value(v, axis, where) for v, axis in zip(self.row(item, n, columns, where), axes))
+               for n, item in enumerate(raw, 1)]
         return tuple(dict.fromkeys(out))
+
+    def row(self, item: object, n: int, columns: list[str], where: str) -> list:
+        """Row ``n`` as a list in ``columns`` order: a list by position, or a mapping by name."""
+        if isinstance(item, dict):
+            unknown = [k for k in item if k not in columns]
+            missing = [c for c in columns if c not in item]
+            if unknown or missing:
+                bad = f"unknown key {unknown[0]!r}" if unknown else f"missing {missing[0]!r}"
+                self.fail(where, f"row {n}: {bad} (expected {', '.join(columns)})")
+            item = [item[c] for c in columns]
+        if not isinstance(item, list):
+            self.fail(where, f"row {n} must be a list of {len(columns)} values, got {_kind(item)}")
+        if len(item) != len(columns):
+            self.fail(where, f"row {n} has {len(item)} values; expected {len(columns)} ({', '.join(columns)})")
+        return item
 
     # rules ------------------------------------------------------------------------------------
     def body(self, raw: object, where: str, keys: tuple[str, ...], required: tuple[str, ...]) -> dict:
@@ -374,9 +504,44 @@ class _Loader:
         balance = body.get("balance")
         if balance is not None and balance not in BALANCES:
             self.fail(where, f"balance {balance!r} must be one of {', '.join(BALANCES)}")
-        # A side naming a tuple takes values of the tuple's key axis.
-        axes = [tuples[s].key if s in tuples else s for s in (left, right)]
-        return PairDef(left, right, self.rows(body["allowed"], [left, right], axes, where), balance)
+        return PairDef(left, right, self.pair_rows(body["allowed"], (left, right), tuples, where), balance)
+
+    def pair_rows(self, raw: object, sides: tuple[str, str], tuples: dict[str, TupleDef],
+                  where: str) -> tuple[tuple[Side, Side], ...]:
+        split: list[list[str]] = []
+
+        def columns(header: list[str]) -> list[str]:
+            # A tuple side is its axes as columns, unless a column named after the tuple holds keys.
+            split[:] = [list(tuples[s].axes) if s in tuples and s not in header else [s] for s in sides]
+            return split[0] + split[1]
+
+        if isinstance(raw, str) and raw.startswith(INCLUDE):
+            raw, where = self.include(raw, where, columns), f"{where}: {raw!r}"
+            if split:  # a CSV: regroup each flat row into [left, right], a tuple's cells as one list
+                n = len(split[0])
+                raw = [[r[:n] if n > 1 else r[0], r[n:] if len(split[1]) > 1 else r[n]] for r in raw]
+        if not isinstance(raw, list):
+            self.fail(where, f"must be a list of [left, right] rows or '@file:...', got {_kind(raw)}")
+        if not raw:
+            self.fail(where, "has no rows")
+        out = [tuple(self.side_value(v, side, tuples, where) for v, side in zip(self.row(item, n, list(sides), where), sides))
+               for n, item in enumerate(raw, 1)]
+        return tuple(dict.fromkeys(out))
+
+    def side_value(self, raw: object, side: str, tuples: dict[str, TupleDef], where: str) -> Side:
+        """A tuple side takes a whole item (a list in the tuple's axis order) or a key value."""
+        if side in tuples:
+            t = tuples[side]
+            if not isinstance(raw, list):
+                return self.value(raw, t.key, where)
+            if len(raw) != len(t.axes):
+                self.fail(where, f"value {raw!r} has {len(raw)} values; tuple {side!r} has {len(t.axes)} axes "
+                                 f"({', '.join(t.axes)})")
+            return tuple(self.value(v, axis, where) for v, axis in zip(raw, t.axes))
+        if isinstance(raw, list):
+            self.fail(where, f"value {raw!r} is a list, but {side!r} is an axis; only a side naming a tuple "
+                             "rule takes a list of that tuple's values")
+        return self.value(raw, side, where)
 
     def combos(self, raw: object) -> tuple[list[str], dict[str, ComboDef], list[str]]:
         """``combos:`` entries → (combo_id levels in entry order, enumerated combos, catalog ids)."""
