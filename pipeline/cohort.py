@@ -131,7 +131,7 @@ def plan_cohort(
             raise DaydreamError(
                 "spec",
                 f"{stage}_template {tid!r} is inactive (active=false in {csv}); "
-                f"set it active there or remove it from the spec",
+                "set it active there or remove it from the spec",
                 path=where,
             )
         return t

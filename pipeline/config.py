@@ -114,7 +114,7 @@ def endpoint_for(model) -> str:
     ``config`` error naming the model, provider and catalog file, and the three ways to fix it.
     ``model.provider`` stays the vendor shown in reports.
     """
-    where = getattr(model, "catalog_path", None) or "llm_models.csv"
+    where = model.catalog_path or "llm_models.csv"
     if model.endpoint:
         if not _configured(model.endpoint):
             raise DaydreamError(
