@@ -9,6 +9,7 @@ editing a template changes what "complete" means for the generations rendered fr
 from __future__ import annotations
 
 import hashlib
+import re
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -19,6 +20,12 @@ from .store import STAGES, DataPaths, check_id, read_csv_rows, read_text
 LEVELS = ("sentence", "paragraph", "article")
 GENERATORS = ("llm", "copy")
 DEFAULT_SCALE = (0.0, 9.0)
+DEFAULT_SCORE_LABEL = "SCORE"
+# The label is pasted into rubrics and matched by the score parser: keep it to characters that
+# need no escaping in either, and short enough to be one line's lead-in.
+_SCORE_LABEL = re.compile(r"[A-Za-z0-9_\- ]{1,40}")
+_TRUE = ("true", "1", "yes", "")
+_FALSE = ("false", "0", "no")
 
 
 @dataclass(frozen=True)
@@ -47,6 +54,10 @@ class Template:
     path: Path | None
     score_min: float = DEFAULT_SCALE[0]
     score_max: float = DEFAULT_SCALE[1]
+    score_label: str = DEFAULT_SCORE_LABEL
+    # Earlier catalogs keep retired templates listed with active=false; compiling a spec that
+    # names one is an error rather than silently running a template its author switched off.
+    active: bool = True
 
     @property
     def text(self) -> str | None:
@@ -68,10 +79,20 @@ class Model:
     max_tokens: int | None = None
     input_price_per_mtok: float | None = None
     output_price_per_mtok: float | None = None
+    # The optional ``endpoint`` column as written: the [llm.<name>] section to call when
+    # ``provider`` only names the vendor. Resolve what a model calls with
+    # ``config.endpoint_for(model)``, never from this field alone.
+    endpoint: str | None = None
+    catalog_path: Path | None = field(default=None, compare=False, repr=False)  # named in errors
 
     @property
     def simulated(self) -> bool:
-        return self.provider == "offline"
+        from .config import endpoint_for
+
+        try:
+            return endpoint_for(self) == "offline"
+        except DaydreamError:
+            return False  # an unresolvable endpoint is reported by whoever calls it, not here
 
 
 @dataclass
@@ -160,6 +181,28 @@ def _number(path: Path, row_id: str, column: str, value: str, kind=float):
         raise DaydreamError("catalog", f"{row_id}: column {column} must be a number, got {value!r}", path=path) from None
 
 
+def _flag(path: Path, row_id: str, column: str, value: str) -> bool:
+    v = value.strip().lower()
+    if v in _TRUE:
+        return True
+    if v in _FALSE:
+        return False
+    raise DaydreamError("catalog", f"{row_id}: column {column} must be true or false, got {value!r}", path=path)
+
+
+def _score_label(path: Path, row_id: str, value: str) -> str:
+    if value == "":
+        return DEFAULT_SCORE_LABEL
+    if not _SCORE_LABEL.fullmatch(value):
+        raise DaydreamError(
+            "catalog",
+            f"{row_id}: score_label {value!r} must be a short plain label "
+            "(letters, digits, spaces, '_' or '-'; at most 40 characters)",
+            path=path,
+        )
+    return value
+
+
 def load_catalog(paths: DataPaths) -> Catalog:
     """Read every catalog; any malformed row is a ``catalog`` error naming the file and value."""
     if not paths.raw.is_dir():
@@ -185,7 +228,9 @@ def load_catalog(paths: DataPaths) -> Catalog:
             if generator not in GENERATORS or (generator == "copy" and stage != "essay"):
                 raise DaydreamError("catalog", f"{tid}: generator {generator!r} is not allowed for {stage} templates", path=p)
             lo, hi = DEFAULT_SCALE
+            label = DEFAULT_SCORE_LABEL
             if stage == "evaluation":
+                label = _score_label(p, tid, r.get("score_label", ""))
                 lo = _number(p, tid, "score_min", r.get("score_min", ""))
                 hi = _number(p, tid, "score_max", r.get("score_max", ""))
                 lo = DEFAULT_SCALE[0] if lo is None else lo
@@ -196,7 +241,8 @@ def load_catalog(paths: DataPaths) -> Catalog:
                 stage=stage, id=tid, name=r["template_name"] or tid, description=r["description"],
                 parser=r["parser"] or "identity", generator=generator,
                 path=None if generator == "copy" else paths.template_file(stage, tid),
-                score_min=lo, score_max=hi,
+                score_min=lo, score_max=hi, score_label=label,
+                active=_flag(p, tid, "active", r.get("active", "")),
             )
 
     p = paths.catalog_csv("llm_models.csv")
@@ -206,6 +252,7 @@ def load_catalog(paths: DataPaths) -> Catalog:
     for r in rows:
         mid = check_id(r["id"], "model id", path=p)
         provider = check_id(r["provider"], f"{mid}: provider", path=p)
+        endpoint = check_id(r["endpoint"], f"{mid}: endpoint", path=p) if r.get("endpoint") else None
         if not r["model"]:
             raise DaydreamError("catalog", f"{mid}: empty model slug", path=p)
         models[mid] = Model(
@@ -214,6 +261,7 @@ def load_catalog(paths: DataPaths) -> Catalog:
             max_tokens=_number(p, mid, "max_tokens", r.get("max_tokens", ""), int),
             input_price_per_mtok=_number(p, mid, "input_price_per_mtok", r.get("input_price_per_mtok", "")),
             output_price_per_mtok=_number(p, mid, "output_price_per_mtok", r.get("output_price_per_mtok", "")),
+            endpoint=endpoint, catalog_path=p,
         )
 
     p = paths.catalog_csv("combo_mappings.csv")

@@ -126,6 +126,14 @@ def plan_cohort(
         t = catalog.templates[stage].get(tid)
         if t is None:
             raise DaydreamError("spec", f"{stage}_template {tid!r} is not in {stage}_templates.csv", path=where)
+        if not t.active:
+            csv = catalog.paths.catalog_csv(f"{stage}_templates.csv")
+            raise DaydreamError(
+                "spec",
+                f"{stage}_template {tid!r} is inactive (active=false in {csv}); "
+                "set it active there or remove it from the spec",
+                path=where,
+            )
         return t
 
     def model(col: str, mid: str):

@@ -89,8 +89,72 @@ _PROVIDER_DEFAULTS = {
 }
 
 
+def _configured(name: str) -> bool:
+    return _cfg().has_section(f"llm.{name}") or name in _PROVIDER_DEFAULTS
+
+
+def default_provider() -> str | None:
+    """``[daydream] default_provider``: the endpoint for models whose provider has no section.
+
+    Catalogs written for one gateway (every call through OpenRouter) name the vendor in their
+    provider column; this lets them run unchanged."""
+    name = _get("daydream", "default_provider", str, None)
+    if name is not None and not _configured(name):
+        raise DaydreamError(
+            "config", f"[daydream] default_provider = {name} names no [llm.{name}] section", path=_where()
+        )
+    return name
+
+
+def endpoint_for(model) -> str:
+    """The ``[llm.<name>]`` endpoint a catalog model calls: the one resolver for it.
+
+    Order: the model's ``endpoint`` column; its ``provider`` when that has a section (or is a
+    built-in: openrouter, openai, offline); ``[daydream] default_provider``. Otherwise a
+    ``config`` error naming the model, provider and catalog file, and the three ways to fix it.
+    ``model.provider`` stays the vendor shown in reports.
+    """
+    where = model.catalog_path or "llm_models.csv"
+    if model.endpoint:
+        if not _configured(model.endpoint):
+            raise DaydreamError(
+                "config",
+                f"model {model.id!r}: endpoint {model.endpoint!r} (endpoint column of {where}) "
+                f"has no [llm.{model.endpoint}] section in {_where()}",
+                path=where,
+            )
+        return model.endpoint
+    if _configured(model.provider):
+        return model.provider
+    fallback = default_provider()
+    if fallback is not None:
+        return fallback
+    p = model.provider
+    raise DaydreamError(
+        "config",
+        f"model {model.id!r} has provider {p!r}, which has no [llm.{p}] section in {_where()}: "
+        f"add an [llm.{p}] section, or an endpoint column in {where} naming the section to call, "
+        "or set [daydream] default_provider = openrouter",
+        path=where,
+    )
+
+
 def provider_settings(name: str) -> ProviderSettings:
-    """Settings of ``[llm.<name>]``; known providers have defaults, others must set base_url."""
+    """Settings of ``[llm.<name>]``; known providers have defaults, others must set base_url.
+
+    A name with no section falls back to ``[daydream] default_provider`` (so a caller holding a
+    vendor name still reaches the configured gateway); prefer ``endpoint_for(model)``, which also
+    honours the ``endpoint`` column and names the model in its error."""
+    if not _configured(name):
+        fallback = default_provider()
+        if fallback is None:
+            raise DaydreamError(
+                "config",
+                f"provider {name!r} has no [llm.{name}] section: add one, or an endpoint column in "
+                "llm_models.csv naming the section to call, or set [daydream] default_provider = openrouter",
+                path=_where(),
+            )
+        name = fallback
     section = f"llm.{name}"
     base_default, key_default = _PROVIDER_DEFAULTS.get(name, (None, None))
     base_url = _get(section, "base_url", str, base_default)
@@ -178,6 +242,7 @@ def validate(providers) -> None:
         stage_settings(stage)
     for p in providers:
         provider_settings(p)
+    default_provider()
     batch_size()
     chunk_size()
     score_thresholds()

@@ -45,7 +45,9 @@ def draft_context(concepts: list[tuple[str, str]]) -> dict:
 
 
 def essay_context(draft_text: str) -> dict:
-    return {"draft_block": draft_text}
+    """Essays see the parent draft as ``draft_block``; ``links_block`` is the same text under the
+    name the earlier system's essay templates use, so its catalogs render unchanged."""
+    return {"draft_block": draft_text, "links_block": draft_text}
 
 
 def evaluation_context(essay_text: str) -> dict:
