@@ -121,9 +121,22 @@ def _rng():
     return np.random.default_rng(BOOT_SEED)
 
 
+def expanded_level(k: int, confidence: float = CONFIDENCE) -> float:
+    """The percentile level of Hesterberg's *expanded percentile* interval for k units: the plain
+    percentile bootstrap is too narrow for small k (its spread is that of a z interval with the
+    ddof=0 variance), so widen it to match a t interval: z = √(k/(k−1))·t_{k−1}. For 8 essays a
+    nominal 95 % becomes 98.9 % of the bootstrap distribution; for 100 essays, 95.3 %."""
+    from scipy.stats import norm, t
+
+    if k < 2:
+        return confidence
+    z = math.sqrt(k / (k - 1)) * t.ppf(1 - (1 - confidence) / 2, k - 1)
+    return float(1 - 2 * norm.sf(z))
+
+
 def _percentile_bootstrap(n_units: tuple[int, ...], statistic) -> tuple[float, float]:
-    """Percentile interval of ``statistic`` over resampled unit indices, one index array per
-    independent sample.
+    """Expanded percentile interval of ``statistic`` over resampled unit indices, one index array
+    per independent sample (the smallest sample sets the expansion).
 
     scipy resamples the index arrays; the statistic gathers whole clusters through them, which is
     what makes this a cluster bootstrap (scipy on its own would resample single observations).
@@ -136,7 +149,7 @@ def _percentile_bootstrap(n_units: tuple[int, ...], statistic) -> tuple[float, f
     with np.errstate(divide="ignore", invalid="ignore"), warnings.catch_warnings():
         warnings.simplefilter("ignore")
         res = bootstrap(data, statistic, n_resamples=N_BOOT, batch=BOOT_BATCH, vectorized=True, axis=-1,
-                        confidence_level=CONFIDENCE, method="percentile", rng=_rng())
+                        confidence_level=expanded_level(min(n_units)), method="percentile", rng=_rng())
     lo, hi = float(res.confidence_interval.low), float(res.confidence_interval.high)
     return (lo, hi) if math.isfinite(lo) and math.isfinite(hi) else (float("nan"), float("nan"))
 
