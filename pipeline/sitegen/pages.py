@@ -10,6 +10,7 @@ full CSV, which is copied into the site.
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass, field
 
 import pandas as pd
@@ -17,7 +18,7 @@ from markupsafe import Markup
 
 from . import figures
 from .data import Names, records
-from .render import Col, Link, chart, num, status_tag, table, usd
+from .render import Col, Link, chart, interval, num, status_tag, table, usd
 
 ROW_CAP = 500          # rows of a table on one page; the full table is the CSV download
 ESSAYS_PER_PAGE = 200  # essay index pagination
@@ -30,9 +31,14 @@ COHORT_PAGES = (
     ("evaluators", "Evaluator heatmaps"), ("rubrics", "Rubric comparison"), ("agreement", "Agreement & variance"),
     ("essays/index", "Essays"), ("quality", "Data quality"),
 )
-DOWNLOADS = ("leaderboard", "scores", "generations", "factors", "pivot_essay_evaluator", "pivot_generation",
+DOWNLOADS = ("leaderboard", "scores", "generations", "factors", "factor_effects", "paired_comparisons",
+             "pivot_essay_evaluator", "pivot_generation",
              "pivot_draft_essay_template", "variance_models", "variance_rubrics", "variance_replicates",
              "agreement", "coverage", "issues")
+CI_NOTE = ("Intervals are 95%: a cluster bootstrap that resamples essays with all their evaluations "
+           "(expanded percentile, fixed seed), so n_essays is the n behind them; blank when there are fewer "
+           "than 3 essays.")
+EVALUATION_FACTORS = ("evaluation_template", "evaluation_llm")
 NORM_NOTE = ("Means are of score_norm: each score rescaled to 0–1 on its own rubric's scale, so rubrics "
              "with different scales compare fairly. Failed and pending evaluations are not zeros: they only "
              "lower coverage.")
@@ -107,9 +113,27 @@ def _csv_link(name: str) -> Markup:
     return Markup('<a href="data/{}.csv">{}.csv</a>').format(name, name)
 
 
+_SCALE_IN_NAME = re.compile(r"\(\s*-?[\d.]+\s*[-–]\s*-?[\d.]+\s*\)")
+
+
 def _rubric_label(c: Cohort, template_id, lo=None, hi=None) -> str:
+    """A rubric's name with its scale, unless the name already states one (``Novelty (0-9)``)."""
     label = c.names.template("evaluation", template_id)
-    return f"{label} ({num(lo)}–{num(hi)})" if lo is not None and hi is not None else label
+    if lo is None or hi is None or _SCALE_IN_NAME.search(label):
+        return label
+    return f"{label} ({num(lo)}–{num(hi)})"
+
+
+def _ci(rows: list[dict], lo: str = "ci_low", hi: str = "ci_high", key: str = "ci") -> None:
+    """Add a printable 95% interval to report rows (in place)."""
+    for r in rows:
+        r[key] = interval(r.get(lo), r.get(hi))
+
+
+def _known_sum(values) -> float:
+    """A sum that stays unknown (NaN) when any part is unknown, instead of counting it as 0."""
+    v = pd.to_numeric(pd.Series(list(values), dtype=object), errors="coerce")
+    return float("nan") if v.isna().any() else float(v.sum())
 
 
 def cards(items: list[tuple[str, str]]) -> Markup:
@@ -142,7 +166,7 @@ def overview(c: Cohort) -> Page:
     es = by_stage.get("essay", {})
     failures = int((g["status"] == "failed").sum()) if len(g) else 0
     tokens = (cov["prompt_tokens"].sum() + cov["completion_tokens"].sum()) if len(cov) else 0
-    cost = cov["cost_usd"].sum(min_count=1) if len(cov) else float("nan")
+    cost = _known_sum(cov["cost_usd"]) if len(cov) else float("nan")
     key_numbers = cards([
         ("essays done / expected", f"{num(es.get('done'))} / {num(es.get('expected'))}"),
         ("evaluations scored / expected", f"{num(ev.get('done'))} / {num(ev.get('expected'))}"),
@@ -153,28 +177,35 @@ def overview(c: Cohort) -> Page:
     cov_table = table([Col("stage"), Col("expected", kind="int"), Col("done", kind="int"), Col("failed", kind="int"),
                        Col("pending", kind="int"), Col("coverage", kind="pct"), Col("prompt_tokens", kind="int"),
                        Col("completion_tokens", kind="int"), Col("cost_usd", kind="usd"),
-                       Col("n_simulated", kind="int", title="generations produced by the offline simulator")],
+                       Col("n_cost_unknown", kind="int", title="model calls that recorded no cost"),
+                       Col("n_simulated", kind="int")],
                       records(cov), sortable=False)
-    scored = s[s["score"].notna()] if len(s) else s
+    scored = s[s["score_norm"].notna()] if len(s) else s
     hist_groups = {
-        _rubric_label(c, t, grp["scale_min"].iloc[0], grp["scale_max"].iloc[0]): grp["score"].tolist()
+        _rubric_label(c, t, grp["scale_min"].iloc[0], grp["scale_max"].iloc[0]): grp["score_norm"].tolist()
         for t, grp in scored.groupby("evaluation_template", sort=True)} if len(scored) else {}
-    hist = (chart(figures.histogram(hist_groups, title="Scores by rubric", x_title="score", bin_size=0.5),
-                  "score-histogram", "Raw scores of every scored evaluation, one colour per rubric.")
+    hist = (chart(figures.histogram(hist_groups, title="score_norm by rubric", x_title="score_norm (0–1)",
+                                    bin_size=0.05),
+                  "score-histogram", "Every scored evaluation, one colour per rubric. Rubrics have different "
+                  "scales, so each score is shown as score_norm = (score − scale min) / (scale max − scale min).")
             if hist_groups else Markup('<p class="dd-empty">No scored evaluations yet.</p>'))
     fails = (g[g["status"] != "done"].groupby(["stage", "status", "error"], sort=True).size()
              .reset_index(name="n") if len(g) else pd.DataFrame())
     fail_table = table([Col("stage"), Col("status"), Col("error"), Col("n", kind="int")], records(fails),
                        empty="Every generation is done.")
-    usage = (g.groupby(["stage", "llm_model_id"], sort=True)
+    # a generation that made no call (pending, copy) costs nothing; one that did and recorded no
+    # cost makes its group's cost unknown
+    called = (g["status"] != "pending") & (g["llm_model_id"] != "copy") if len(g) else None
+    gc = g.assign(cost_usd=g["cost_usd"].where(called, g["cost_usd"].fillna(0))) if len(g) else g
+    usage = (gc.groupby(["stage", "llm_model_id"], sort=True)
              .agg(n=("gen_id", "size"), prompt_tokens=("prompt_tokens", "sum"),
-                  completion_tokens=("completion_tokens", "sum"), cost_usd=("cost_usd", "sum"),
+                  completion_tokens=("completion_tokens", "sum"), cost_usd=("cost_usd", _known_sum),
                   mean_duration_s=("duration_s", "mean")).reset_index() if len(g) else pd.DataFrame())
     for r in (usage_rows := records(usage)):
         r["llm"] = c.names.model(r["llm_model_id"])
     usage_table = table([Col("stage"), Col("llm"), Col("n", kind="int"), Col("prompt_tokens", kind="int"),
                          Col("completion_tokens", kind="int"), Col("cost_usd", kind="usd"),
-                         Col("mean_duration_s", kind="num")], usage_rows)
+                         Col("mean_duration_s", kind="duration", title="mean wall time per call")], usage_rows)
     pages = _links([(t, f"{stem}.html") for stem, t in COHORT_PAGES[1:]])
     downloads = Markup(" · ").join(_csv_link(n) for n in DOWNLOADS)
     return Page(f"cohorts/{c.id}/index.md", f"{c.id}: overview", f"Cohort {c.id}", [
@@ -184,7 +215,8 @@ def overview(c: Cohort) -> Page:
         Section("Score distribution", "", [hist]),
         Section("Failures", Markup('Generations that are not done, by reason. Details are on the '
                                    '<a href="quality.html">data quality</a> page.'), [fail_table]),
-        Section("Tokens and cost", "Usage per stage and model, summed from each response's metadata.", [usage_table]),
+        Section("Tokens and cost", "Usage per stage and model, summed from each response's metadata. A cost is "
+                "unknown when any call recorded none (the offline simulator records none).", [usage_table]),
         Section("Pages", "", [pages]),
         Section("Downloads", Markup("Report tables (CSV): ") + downloads),
     ], c.simulated, lead=f"{len(c.essay_ids):,} essays; every table below is built from the cohort's report CSVs.")
@@ -210,11 +242,17 @@ def leaderboard(c: Cohort) -> Page:
     shown, note = _capped(lb, _csv_link("leaderboard"), "essays")
     rows = records(shown)
     _lineage_cols(c, rows)
+    _ci(rows)
     for r in rows:
         r["essay"] = c.essay(r["essay_gen_id"])
+    per_cell = "over the essay's n_cells evaluator × rubric cells (replicates averaged first)"
     cols = [Col("rank", kind="int"), Col("essay", "essay_gen_id"),
-            Col("mean", kind="num", title="mean score_norm (0–1)"), Col("std", kind="num"), Col("min", kind="num"),
-            Col("max", kind="num"), Col("n", kind="int", title="scored evaluations"),
+            Col("mean", kind="num", title=f"mean score_norm (0–1) {per_cell}"),
+            Col("ci", "95% CI", title=f"95% t interval of the mean, {per_cell}; blank with one cell"),
+            Col("n_cells", kind="int"), Col("std", "std (cells)", kind="num", title=f"sample std {per_cell}"),
+            Col("min", "min (cell)", kind="num", title=f"lowest cell mean; a single evaluation can be lower"),
+            Col("max", "max (cell)", kind="num", title=f"highest cell mean; a single evaluation can be higher"),
+            Col("n", "n evaluations", kind="int", title="scored evaluations"),
             Col("expected", kind="int", title="evaluations in the cohort"), Col("coverage", kind="pct"),
             *LINEAGE_COLS]
     means = lb["mean"].dropna().tolist() if len(lb) else []
@@ -222,12 +260,22 @@ def leaderboard(c: Cohort) -> Page:
     hist = chart(figures.histogram({"essays": means}, title="Essay mean score_norm", x_title="mean score_norm",
                                    bin_size=0.025), "leaderboard-hist") if means else ""
     return Page(f"cohorts/{c.id}/leaderboard.md", f"{c.id}: leaderboard", "Leaderboard", [
-        Section("", NORM_NOTE + " Click a column header to sort.", parts),
+        Section("", NORM_NOTE + " An essay's mean, std, min, max and 95% interval (t, over cells) are all "
+                "over its n_cells cells: one cell is one evaluation model × rubric with its replicates averaged, "
+                "so a single evaluation on the essay's page can lie outside min–max. Click a column header to sort.",
+                parts),
         Section("Distribution of essay means", "", [hist] if hist else []),
     ], c.simulated, lead="Essays ranked by mean score_norm over every scored evaluation.")
 
 
+JOINT = " × "
+
+
 def _factor_label(c: Cohort, factor: str, level) -> str:
+    """A level's display name; a joint (aliased) factor's level names each part."""
+    parts, levels = factor.split(JOINT), str(level).split(JOINT)
+    if len(parts) > 1 and len(parts) == len(levels):
+        return JOINT.join(_factor_label(c, p, lv) for p, lv in zip(parts, levels))
     stage = factor.split("_")[0]
     if factor.endswith("_llm"):
         return c.names.model(level)
@@ -236,38 +284,87 @@ def _factor_label(c: Cohort, factor: str, level) -> str:
     return str(level)
 
 
+def _yes_no(v) -> str:
+    s = "" if v is None else str(v).strip().lower()
+    return {"true": "yes", "false": "no"}.get(s, "")
+
+
+FACTOR_COLS = [Col("n_essays", kind="int"), Col("n", "n evaluations", kind="int"), Col("n_unscored", kind="int"),
+               Col("mean", kind="num", title="mean score_norm over the scored evaluations"), Col("ci", "95% CI"),
+               Col("std", "std (evaluations)", kind="num", title="sample std of single evaluations (spread, "
+                   "not uncertainty of the mean)"),
+               Col("min", kind="num"), Col("max", kind="num"), Col("share_high", kind="pct"),
+               Col("share_low", kind="pct"), Col("share_max", kind="pct")]
+EFFECT_COLS = [Col("rubric_name", "rubric"), Col("level_name", "level"), Col("reference_name", "reference"),
+               Col("n_essays", kind="int"), Col("n_essays_reference", kind="int"),
+               Col("diff", kind="num", title="mean(level) − mean(reference), score_norm"),
+               Col("ci", "95% CI", title="95% interval of the difference: each level's essays resampled on their own"),
+               Col("excludes_zero", "excludes 0", title="yes when the 95% interval of the difference excludes 0")]
+
+
 def factors(c: Cohort) -> Page:
-    f = c.t["factors"]
-    sections: list[Section] = [Section("", NORM_NOTE)]
+    f, fe = c.t["factors"], c.t["factor_effects"]
+    sections: list[Section] = [Section("", NORM_NOTE + " " + CI_NOTE)]
     if not len(f):
         sections.append(Section(parts=[Markup('<p class="dd-empty">No scored evaluations yet.</p>')]))
-    for factor in [x for x in dict.fromkeys(f["factor"]) if x != "combo_id"] if len(f) else []:
+    shown = [x for x in dict.fromkeys(f["factor"]) if x != "combo_id" and not any(e in x for e in EVALUATION_FACTORS)] \
+        if len(f) else []
+    aliased = [(x, n) for x, n in dict.fromkeys(zip(f["factor"], f["note"].fillna(""))) if "aliased" in n] \
+        if len(f) else []
+    if aliased:
+        items = Markup("").join(Markup("<li><code>{}</code>: {}</li>\n").format(x, n) for x, n in aliased)
+        sections.append(Section("Aliased factors", "This cohort's design does not separate some factors: their "
+                                "levels always occur together, so any difference belongs to the joint factor "
+                                "and cannot be attributed to one of them.", [Markup("<ul>\n{}</ul>\n").format(items)]))
+    for factor in shown:
         sub = f[f["factor"] == factor]
+        note = str(sub["note"].iloc[0] or "")
         levels = list(dict.fromkeys(sub["level"]))[:FACTOR_LEVELS_CAP]
         labels = [_factor_label(c, factor, lv) for lv in levels]
-        series, errors = {}, {}
-        for rubric, grp in sub.groupby("rubric", sort=False):
-            grp = grp.set_index("level").reindex(levels)
-            name = "all rubrics" if rubric == "(all)" else c.names.template("evaluation", rubric)
-            series[name] = grp["mean"].tolist()
-            errors[name] = grp["std"].tolist()
-        fig = figures.bars(labels, series, errors=errors, title=f"Mean score_norm by {factor}",
-                           y_title="mean score_norm (± std)", y_range=(0, 1))
+        parts = []
+        if len(levels) > 1:
+            series, intervals, hover = {}, {}, {}
+            for rubric, grp in sub.groupby("rubric", sort=False):
+                grp = grp.set_index("level").reindex(levels)
+                name = "all rubrics" if rubric == "(all)" else c.names.template("evaluation", rubric)
+                series[name] = grp["mean"].tolist()
+                intervals[name] = (grp["ci_low"].tolist(), grp["ci_high"].tolist())
+                hover[name] = [f"{lb}: mean {num(m)} {interval(lo, hi) or '(no interval)'}, {num(k) or 0} essays"
+                               for lb, m, lo, hi, k in zip(labels, grp["mean"], grp["ci_low"], grp["ci_high"],
+                                                           grp["n_essays"])]
+            fig = figures.bars(labels, series, intervals=intervals, hover=hover, title=f"Mean score_norm by {factor}",
+                               y_title="mean score_norm (95% CI)", y_range=(0, 1))
+            parts.append(chart(fig, f"factor-{factor}", "Whiskers: 95% cluster-bootstrap interval over essays."))
         pooled = records(sub[sub["rubric"] == "(all)"])
+        _ci(pooled)
         for r in pooled:
             r["level_name"] = _factor_label(c, factor, r["level"])
-        tbl = table([Col("level_name", factor), Col("n", kind="int"), Col("n_unscored", kind="int"),
-                     Col("n_essays", kind="int"), Col("mean", kind="num"), Col("std", kind="num"),
-                     Col("min", kind="num"), Col("max", kind="num"), Col("share_high", kind="pct"),
-                     Col("share_low", kind="pct"), Col("share_max", kind="pct")], pooled)
-        sections.append(Section(factor, "", [chart(fig, f"factor-{factor}"), tbl]))
+        parts.append(table([Col("level_name", factor)] + FACTOR_COLS, pooled))
+        eff = records(fe[fe["factor"] == factor]) if len(fe) else []
+        _ci(eff)
+        for r in eff:
+            r["rubric_name"] = "all rubrics" if r["rubric"] == "(all)" else c.names.template("evaluation", r["rubric"])
+            r["level_name"] = _factor_label(c, factor, r["level"])
+            r["reference_name"] = _factor_label(c, factor, r["reference"])
+            r["excludes_zero"] = _yes_no(r["excludes_zero"])
+        if eff:
+            parts.append(Markup("<p>Differences from the reference level (unpaired: different essays).</p>\n"))
+            parts.append(table(EFFECT_COLS, eff))
+        sections.append(Section(factor, note, parts))
+    if len(f) and any(x in set(f["factor"]) for x in EVALUATION_FACTORS):
+        sections.append(Section("Evaluation factors", Markup(
+            'Rubrics and evaluation models are compared on matched units (the same essay scored by both) on the '
+            '<a href="rubrics.html">rubric comparison</a> page; their raw level means are in {}.').format(
+            _csv_link("factors"))))
     combos = records(f[(f["factor"] == "combo_id") & (f["rubric"] == "(all)")].sort_values("mean", ascending=False)) \
         if len(f) else []
+    _ci(combos)
     for r in combos:
         r["concepts"] = c.concepts(r["level"])
     sections.append(Section("combo_id", "Concept combinations, best first (all rubrics pooled).", [table(
-        [Col("level", "combo_id", kind="code"), Col("concepts", wrap=True), Col("n", kind="int"), Col("n_essays", kind="int"),
-         Col("mean", kind="num"), Col("std", kind="num"), Col("share_high", kind="pct"), Col("share_low", kind="pct")],
+        [Col("level", "combo_id", kind="code"), Col("concepts", wrap=True), Col("n_essays", kind="int"),
+         Col("n", "n evaluations", kind="int"), Col("mean", kind="num"), Col("ci", "95% CI"),
+         Col("share_high", kind="pct"), Col("share_low", kind="pct")],
         combos[:ROW_CAP])]))
     pg = c.t["pivot_generation"]
     for stage in ("draft", "essay"):
