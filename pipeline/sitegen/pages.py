@@ -456,76 +456,127 @@ def evaluators(c: Cohort) -> Page:
                 c.simulated, lead="Each essay's scores from every evaluation model and rubric.")
 
 
+PAIR_COLS = [Col("a_name", "level a"), Col("b_name", "level b"), Col("n_units", kind="int"),
+             Col("n_essays", kind="int"), Col("mean_a", kind="num", title="mean score_norm of a over the matched units"),
+             Col("mean_b", kind="num", title="mean score_norm of b over the matched units"),
+             Col("diff", "diff (a − b)", kind="num", title="mean paired difference a − b, score_norm"),
+             Col("ci", "95% CI", title="95% interval of the paired difference, resampling essays"),
+             Col("excludes_zero", "excludes 0", title="yes when the 95% interval of the difference excludes 0"),
+             Col("r", kind="num"), Col("r_ci", "r 95% CI", title="95% interval of r, resampling essays")]
+
+
+def _pair_rows(c: Cohort, pc: pd.DataFrame, factor: str) -> list[dict]:
+    rows = records(pc[pc["factor"] == factor]) if len(pc) else []
+    _ci(rows)
+    _ci(rows, "r_ci_low", "r_ci_high", "r_ci")
+    for r in rows:
+        for k in ("a", "b"):
+            lv = r[f"level_{k}"]
+            r[f"{k}_name"] = c.names.template("evaluation", lv) if factor == "evaluation_template" else c.names.model(lv)
+        r["excludes_zero"] = _yes_no(r["excludes_zero"])
+    return rows
+
+
 def rubrics(c: Cohort) -> Page:
-    s, f, vr = c.t["scores"], c.t["factors"], c.t["variance_rubrics"]
+    s, pc, vr = c.t["scores"], c.t["paired_comparisons"], c.t["variance_rubrics"]
     sc = s[s["score_norm"].notna()] if len(s) else s
     sections: list[Section] = []
     if len(sc):
         groups = {f"{c.names.template('evaluation', t)} · {c.names.model(m)}": grp["score_norm"].tolist()
                   for (t, m), grp in sc.groupby(["evaluation_template", "evaluation_llm"], sort=True)}
-        sections.append(Section("Score distribution per rubric and evaluator", "", [chart(
+        sections.append(Section("Score distribution per rubric and evaluator", "Each box is one rubric scored by "
+                                "one evaluation model, on score_norm.", [chart(
             figures.boxes(groups, title="score_norm by evaluation_template · evaluation_llm", y_title="score_norm"),
             "rubric-boxes")]))
-        per = sc.groupby(["essay_gen_id", "evaluation_template"])["score_norm"].mean().unstack()
-        names = list(per.columns)
+    sections.append(Section("Rubrics compared on matched units", "Two rubrics are compared only where the same "
+                            "evaluation model scored the same essay with both (replicates averaged first), so a "
+                            "harsher evaluator on one rubric cannot pass for a harsher rubric. n_units: matched "
+                            "(essay, evaluation model) units; " + CI_NOTE,
+                            [table(PAIR_COLS, _pair_rows(c, pc, "evaluation_template"),
+                                   empty="No two rubrics were used by the same evaluator on the same essay.")]))
+    sections.append(Section("Evaluation models compared on matched units", "The same, for evaluation models: "
+                            "matched on the same essay and rubric.",
+                            [table(PAIR_COLS, _pair_rows(c, pc, "evaluation_llm"),
+                                   empty="No two evaluation models scored the same essay with the same rubric.")]))
+    if len(sc):
+        cells = (sc.groupby(["essay_gen_id", "evaluation_llm", "evaluation_template"])["score_norm"].mean()
+                 .unstack("evaluation_template"))
+        names = list(cells.columns)
         pairs = [(a, b) for i, a in enumerate(names) for b in names[i + 1:]][:3]
         for a, b in pairs:
-            both = per[[a, b]].dropna()
+            both = cells[[a, b]].dropna()
             la, lb_ = c.names.template("evaluation", a), c.names.template("evaluation", b)
-            fig = figures.scatter(both[a].tolist(), both[b].tolist(), list(both.index),
-                                  title=f"{la} vs {lb_}: essay mean score_norm", x_title=la, y_title=lb_)
-            r = both[a].corr(both[b]) if len(both) > 2 else float("nan")
-            sections.append(Section(f"{la} vs {lb_}", f"{len(both):,} essays scored on both; Pearson r = {num(r)}.",
-                                    [chart(fig, f"rubric-pair-{a}-{b}")]))
-    per_rubric = records(f[(f["factor"] == "evaluation_template") & (f["rubric"] == "(all)")]) if len(f) else []
-    scales = {t: (g["scale_min"].iloc[0], g["scale_max"].iloc[0]) for t, g in s.groupby("evaluation_template")} if len(s) else {}
-    for r in per_rubric:
-        r["rubric"] = c.names.template("evaluation", r["level"])
-        r["scale"] = "–".join(num(x) for x in scales.get(r["level"], ("", "")))
-    sections.append(Section("Per rubric", NORM_NOTE, [table(
-        [Col("rubric", "evaluation_template"), Col("level", "template_id", kind="code"), Col("scale"),
-         Col("n", kind="int"), Col("n_unscored", kind="int"), Col("mean", kind="num"), Col("std", kind="num"),
-         Col("share_high", kind="pct"), Col("share_low", kind="pct"), Col("share_max", kind="pct")], per_rubric)]))
+            labels = [f"{e} · {c.names.model(m)}" for e, m in both.index]
+            fig = figures.scatter(both[a].tolist(), both[b].tolist(), labels,
+                                  title=f"{la} vs {lb_}: matched (essay, evaluator) units, score_norm",
+                                  x_title=la, y_title=lb_)
+            row = pc[(pc["factor"] == "evaluation_template") & (pc["level_a"] == a) & (pc["level_b"] == b)] \
+                if len(pc) else pc
+            r = records(row)[0] if len(row) else {}
+            text = (f"{len(both):,} matched units from {both.index.get_level_values(0).nunique():,} essays; "
+                    f"Pearson r = {num(r.get('r'))} {interval(r.get('r_ci_low'), r.get('r_ci_high'))}".rstrip()
+                    + ". Each point is one essay scored by one evaluation model with both rubrics.")
+            sections.append(Section(f"{la} vs {lb_}", text, [chart(fig, f"rubric-pair-{a}-{b}")]))
     if len(vr):
-        counts = vr["agreement"].value_counts()
-        sections.append(Section("Do rubrics agree?", "For each essay and evaluation model: the range of the rubric "
-                                "means (score_norm). high: range ≤ 10% of the scale; moderate: ≤ 25%; low: larger.",
-                                [table([Col("agreement"), Col("n", kind="int")],
+        defined = vr[vr["n"] >= 2]
+        counts = defined["agreement"].value_counts()
+        sections.append(Section("Do rubrics agree?", f"Per essay × evaluation model scored with ≥ 2 rubrics "
+                                f"({len(defined):,} units; {len(vr) - len(defined):,} units with a single rubric "
+                                "are excluded): the range of the rubric means (score_norm). high: range ≤ 10% of "
+                                "the scale; moderate: ≤ 25%; low: larger.",
+                                [table([Col("agreement"), Col("n", "units", kind="int")],
                                        [{"agreement": k, "n": v} for k, v in counts.items()], sortable=False)]))
     return Page(f"cohorts/{c.id}/rubrics.md", f"{c.id}: rubric comparison", "Rubric comparison", sections,
-                c.simulated, lead="The same essays judged by different rubrics.")
+                c.simulated, lead="The same essays judged by different rubrics and evaluation models, compared "
+                                  "only where they match.")
 
 
 VARIANCE = (("variance_models", "across evaluation models", "one rubric, each model's replicates averaged"),
             ("variance_rubrics", "across rubrics", "one evaluation model, on score_norm"),
             ("variance_replicates", "across replicates", "one evaluator and rubric: test-retest"))
 AGREEMENT_ORDER = ["high", "moderate", "low", "n/a"]
+UNIT = {"variance_models": "essay × rubric", "variance_rubrics": "essay × evaluation model",
+        "variance_replicates": "essay × rubric × evaluation model"}
 
 
 def agreement(c: Cohort) -> Page:
     ag = c.t["agreement"]
     rows = records(ag)
+    _ci(rows, "icc2_1_ci_low", "icc2_1_ci_high", "icc_ci")
+    _ci(rows, "mean_pearson_ci_low", "mean_pearson_ci_high", "r_ci")
+    _ci(rows, "retest_icc2_1_ci_low", "retest_icc2_1_ci_high", "retest_ci")
     for r in rows:
         r["rubric"] = _rubric_label(c, r["evaluation_template"], r["scale_min"], r["scale_max"])
     sections = [Section("Inter-rater agreement per rubric",
-                        "ICC(2,1): two-way random effects, absolute agreement, single rater, over essays scored by "
-                        "every evaluation model; retest ICC treats replicates as raters. Classes after Koo & Li "
-                        "(2016): < 0.5 poor, < 0.75 moderate, < 0.9 good, else excellent.",
+                        "ICC(2,1): two-way random effects, absolute agreement, single rater, over the n_essays "
+                        "essays scored by every evaluation model, with its analytic 95% interval (McGraw & Wong "
+                        "1996); retest ICC treats replicates as raters of each essay × model unit. Mean Pearson r: "
+                        "over pairs of models, 95% interval by bootstrap over essays. Classes after Koo & Li "
+                        "(2016): < 0.5 poor, < 0.75 moderate, < 0.9 good, else excellent. With few essays the "
+                        "intervals are wide: read the interval, not the class.",
                         [table([Col("rubric", "evaluation_template"), Col("n_raters", kind="int"),
-                                Col("n_essays", kind="int"), Col("icc2_1", kind="num"), Col("icc_class"),
-                                Col("mean_pearson", kind="num"), Col("n_rater_pairs", kind="int"),
-                                Col("retest_icc2_1", kind="num"), Col("n_retest_units", kind="int")], rows,
+                                Col("n_essays", kind="int", title="essays scored by every evaluation model (the n of ICC)"),
+                                Col("icc2_1", kind="num"), Col("icc_ci", "ICC 95% CI"), Col("icc_class"),
+                                Col("mean_pearson", kind="num"), Col("r_ci", "r 95% CI"),
+                                Col("n_pearson_essays", kind="int"), Col("n_rater_pairs", kind="int"),
+                                Col("retest_icc2_1", kind="num"), Col("retest_ci", "retest 95% CI"),
+                                Col("n_retest_units", kind="int")], rows,
                                empty="No rubric has scores yet.")])]
-    series, ranges = {}, {}
+    series, ranges, counted = {}, {}, []
     for name, label, _ in VARIANCE:
         v = c.t[name]
-        counts = v["agreement"].value_counts() if len(v) else pd.Series(dtype=int)
-        series[label] = [int(counts.get(k, 0)) for k in AGREEMENT_ORDER]
-        ranges[label] = v["range_norm"].dropna().tolist() if len(v) else []
+        defined = v[v["n"] >= 2] if len(v) else v
+        counts = defined["agreement"].value_counts() if len(defined) else pd.Series(dtype=int)
+        series[label] = [int(counts.get(k, 0)) for k in AGREEMENT_ORDER[:-1]]
+        ranges[label] = defined["range_norm"].dropna().tolist() if len(defined) else []
+        essays = defined["essay_gen_id"].nunique() if len(defined) else 0
+        counted.append(f"{label}: {len(defined):,} units ({UNIT[name]}) from {essays:,} essays, "
+                       f"{len(v) - len(defined):,} excluded with a single score")
     if any(sum(x) for x in series.values()):
-        sections.append(Section("Agreement classes", "Per essay: the range of scores as a share of the rubric's "
-                                "scale. high ≤ 10%, moderate ≤ 25%, low above; n/a with fewer than two scores.", [
-            chart(figures.bars(AGREEMENT_ORDER, series, title="Essays by agreement class", y_title="essays"),
+        sections.append(Section("Agreement classes", "Per unit: the range of its scores as a share of the "
+                                "rubric's scale. high ≤ 10%, moderate ≤ 25%, low above. Units with a single score "
+                                "have no spread to judge and are excluded, not drawn as 0. " + "; ".join(counted) + ".", [
+            chart(figures.bars(AGREEMENT_ORDER[:-1], series, title="Units by agreement class", y_title="units"),
                   "agreement-classes"),
             chart(figures.histogram(ranges, title="Spread of scores (range as share of scale)",
                                     x_title="range_norm", bin_size=0.05), "agreement-ranges")]))
@@ -545,7 +596,9 @@ def agreement(c: Cohort) -> Page:
             cols.append(Col("rubric", "evaluation_template"))
         if "evaluation_llm" in v.columns:
             cols.append(Col("evaluator", "evaluation_llm"))
-        cols += [Col("n", kind="int"), Col("mean", kind="num"), Col("std", kind="num"), Col("range", kind="num"),
+        cols += [Col("n", kind="int", title="scores compared in this unit"),
+                 Col("mean", kind="num", title="mean of the unit's scores (raw score; score_norm across rubrics)"),
+                 Col("std", kind="num"), Col("range", kind="num"),
                  Col("range_norm", kind="pct"), Col("cv", kind="num"), Col("agreement")]
         text = Markup("{}; the 25 widest spreads. Full table: {}.").format(what.capitalize(), _csv_link(name))
         sections.append(Section(f"Largest disagreement {label}", text,
@@ -638,11 +691,14 @@ def home(cohorts: list[Cohort]) -> Page:
             "essays": cov.get("essay", {}).get("expected"), "evaluations": cov.get("evaluation", {}).get("expected"),
             "coverage": cov.get("evaluation", {}).get("coverage"),
             "mean": lb["mean"].mean() if len(lb) else None,
-            "cost_usd": sum((r.get("cost_usd") or 0) for r in cov.values()),
+            "n_ranked": int(lb["mean"].notna().sum()) if len(lb) else 0,
+            "cost_usd": _known_sum(r.get("cost_usd") for r in cov.values()) if cov else None,
             "simulated": "yes" if c.simulated else "no",
         })
     tbl = table([Col("cohort", "cohort_id"), Col("essays", kind="int"), Col("evaluations", kind="int"),
-                 Col("coverage", "evaluation coverage", kind="pct"), Col("mean", "mean score_norm", kind="num"),
+                 Col("coverage", "evaluation coverage", kind="pct"),
+                 Col("mean", "mean score_norm", kind="num", title="mean of the essays' means (each essay weighs the same)"),
+                 Col("n_ranked", "essays scored", kind="int"),
                  Col("cost_usd", kind="usd"), Col("simulated")], rows, empty="No cohort has reports yet.")
     return Page("index.md", "Cohorts", "daydream reports", [
         Section("Cohorts", "", [tbl]),
@@ -675,6 +731,8 @@ def cross_cohort(df: pd.DataFrame | None, cohorts: list[Cohort], names: Names) -
                               "Mean score_norm of each shared essay in each cohort (up to 30 essays)."))
         shown, note = _capped(df, Markup('<a href="data/cross_cohort.csv">cross_cohort.csv</a>'), "rows")
         rows = records(shown)
+        _ci(rows)
+        _ci(rows, "delta_ci_low", "delta_ci_high", "delta_ci")
         for r in rows:
             c = by_id.get(r["cohort_id"])
             r["essay"] = c.essay(r["essay_gen_id"], prefix=f"cohorts/{c.id}/essays/") if c else r["essay_gen_id"]
@@ -685,11 +743,18 @@ def cross_cohort(df: pd.DataFrame | None, cohorts: list[Cohort], names: Names) -
             r["evaluator_names"] = ", ".join(names.model(m) for m in str(r["evaluators"] or "").split(";") if m)
         body.append(table([Col("essay", "essay_gen_id"), Col("cohort", "cohort_id"), Col("n_cohorts", kind="int"),
                            Col("essay_template_name", "essay_template"), Col("essay_llm_name", "essay_llm"),
-                           Col("n", kind="int"), Col("mean", kind="num"), Col("std", kind="num"),
+                           Col("n_cells", kind="int"), Col("n", "n evaluations", kind="int"),
+                           Col("mean", kind="num", title="mean score_norm over the essay's cells in this cohort"),
+                           Col("ci", "95% CI", title="95% t interval of the mean, over cells"),
+                           Col("std", "std (cells)", kind="num"),
                            Col("mean_across_cohorts", kind="num"), Col("delta", kind="num"),
+                           Col("delta_ci", "delta 95% CI", title="95% t interval of delta; a delta whose interval "
+                               "includes 0 is within noise"),
                            Col("rubric_names", "rubrics", wrap=True), Col("evaluator_names", "evaluators", wrap=True)], rows, note=Markup(note) if note else "",
                           empty="No essay is evaluated in more than one cohort."))
     return Page("cross-cohort.md", "Cross-cohort", "Across cohorts", [
         Section("", "Essays evaluated in two or more cohorts. delta = this cohort's mean − the mean of the "
                 "cohorts' means (score_norm): a cohort whose rubrics or evaluators rate a shared essay "
-                "differently stands out.", body)], simulated)
+                "differently stands out. Means and deltas carry 95% t intervals over the essay's cells (a cell is "
+                "one evaluation model × rubric, replicates averaged); a delta whose interval includes 0 is "
+                "within noise.", body)], simulated)
