@@ -313,7 +313,9 @@ def _essay_stats(scores: pd.DataFrame) -> pd.DataFrame:
     cells = essay_cells(scores).groupby("essay_gen_id")["score_norm"]
     out = cells.agg(mean="mean", std="std", min="min", max="max", n_cells="count")
     # a t interval over the cells: an essay has a handful of them, too few for a bootstrap
-    out["ci_low"], out["ci_high"] = stats.t_interval(out["mean"], out["std"], out["n_cells"])
+    lo, hi = stats.t_interval(out["mean"], out["std"], out["n_cells"])
+    # score_norm lives in [0, 1]; a symmetric t interval can overshoot it with few cells
+    out["ci_low"], out["ci_high"] = np.clip(lo, 0, 1), np.clip(hi, 0, 1)
     g = scores.groupby("essay_gen_id", sort=True)
     return out.join(g["score_norm"].count().rename("n"), how="outer").join(g.size().rename("expected"), how="outer")
 

@@ -491,7 +491,7 @@ def rubrics(c: Cohort) -> Page:
     sections.append(Section("Rubrics compared on matched units", "Two rubrics are compared only where the same "
                             "evaluation model scored the same essay with both (replicates averaged first), so a "
                             "harsher evaluator on one rubric cannot pass for a harsher rubric. n_units: matched "
-                            "(essay, evaluation model) units; " + CI_NOTE,
+                            "(essay, evaluation model) units. " + CI_NOTE,
                             [table(PAIR_COLS, _pair_rows(c, pc, "evaluation_template"),
                                    empty="No two rubrics were used by the same evaluator on the same essay.")]))
     sections.append(Section("Evaluation models compared on matched units", "The same, for evaluation models: "
