@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 import pandas as pd
 from markupsafe import Markup
 
+from ..reports.stats import cluster_mean_ci
 from . import figures
 from .data import Names, records
 from .render import Col, Link, chart, interval, num, status_tag, table, usd
@@ -442,13 +443,23 @@ def evaluators(c: Cohort) -> Page:
                               title="evaluation_llm × evaluation_template: mean score_norm", colorbar_title="mean",
                               zmin=0, zmax=1)
         rows = records(grid)
+        by_cell = dict(iter(sc.groupby(["evaluation_llm", "evaluation_template"], sort=True)))
         for r in rows:
             r["evaluator"] = c.names.model(r["evaluation_llm"])
             r["rubric"] = _rubric_label(c, r["evaluation_template"], r["scale_min"], r["scale_max"])
-        tbl = table([Col("evaluator", "evaluation_llm"), Col("rubric", "evaluation_template"), Col("n", kind="int"),
-                     Col("mean", kind="num", title="raw score"), Col("std", kind="num"),
-                     Col("mean_norm", kind="num")], rows)
-        sections.append(Section("Evaluator × rubric", "How harsh each evaluation model is on each rubric.",
+            cell = by_cell[(r["evaluation_llm"], r["evaluation_template"])]
+            _, lo, hi, r["n_essays"] = cluster_mean_ci(cell["essay_gen_id"], cell["score_norm"])
+            r["ci"] = interval(lo, hi)
+        tbl = table([Col("evaluator", "evaluation_llm"), Col("rubric", "evaluation_template"),
+                     Col("n_essays", kind="int"), Col("n", "n evaluations", kind="int"),
+                     Col("mean", kind="num", title="mean raw score on the rubric's own scale"),
+                     Col("std", "std (evaluations)", kind="num"),
+                     Col("mean_norm", kind="num", title="mean score_norm"),
+                     Col("ci", "mean_norm 95% CI", title="95% cluster-bootstrap interval of mean_norm over essays")],
+                    rows)
+        sections.append(Section("Evaluator × rubric", "How harsh each evaluation model is on each rubric. Cells "
+                                "scored on different essays are not comparable with each other: for matched "
+                                "comparisons see the rubric comparison page.",
                                 [chart(fig, "evaluator-rubric"), tbl]))
     if not sections:
         sections.append(Section(parts=[Markup('<p class="dd-empty">No evaluations yet.</p>')]))
