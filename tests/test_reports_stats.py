@@ -143,3 +143,20 @@ def test_variance_tables_never_pool_essays():
     assert v.loc["e2", "range"] == 0 and v.loc["e2", "agreement"] == "high"
     # std of e1: mean 5, deviations ±3 → Σd² = 18, /1 → √18 = 4.242641
     assert v.loc["e1", "std"] == pytest.approx(math.sqrt(18))
+
+
+def test_icc2_1_interval_matches_published_values():
+    # Shrout & Fleiss (1979) 6 targets × 4 judges: ICC(2,1) = 0.29 with 95% interval [0.019, 0.76],
+    # as psych::ICC and pingouin.intraclass_corr report it (McGraw & Wong 1996)
+    sf = [[9, 2, 5, 8], [6, 1, 3, 2], [8, 4, 6, 8], [7, 1, 2, 6], [10, 5, 6, 9], [6, 2, 4, 7]]
+    icc, lo, hi = stats.icc2_1_ci(sf)
+    assert icc == pytest.approx(0.29, abs=0.005)
+    assert lo == pytest.approx(0.019, abs=0.001) and hi == pytest.approx(0.76, abs=0.005)
+
+
+def test_unknown_is_never_zero_on_the_site():
+    from pipeline.sitegen.render import duration, interval, usd
+
+    assert usd(None) == usd(float("nan")) == "unknown" and usd(0.0) == "$0.0000"
+    assert duration(0.0004) == "0.4 ms" and duration(None) == "unknown" and duration(2.5) == "2.50 s"
+    assert interval(0.1, None) == "" and interval(0.1, 0.25) == "[0.10, 0.25]"

@@ -8,6 +8,13 @@ says) with structure that makes reports meaningful: a per-model bias (some simul
 harsher), a per-template bias, an essay-quality component shared by every evaluator of the same
 essay (so inter-rater statistics mean something) and a little noise.
 
+Known effects can be planted, so the statistics of the reports can be checked against the truth
+(see ``Effects``): an evaluation model's or rubric's bias is added to the score, and an essay
+template's or essay model's effect is planted in the essay text itself, by picking among
+candidate texts the one whose simulated quality is nearest the shifted target (evaluators only
+ever see the text). Draft effects cannot be planted: a draft reaches its evaluators only through
+an essay written by another template.
+
 Simulation is marked only in metadata (``Completion.simulated``), never in the text, so parsers
 and validators see exactly what a real model could have written.
 """
@@ -19,7 +26,8 @@ import math
 import random
 import re
 import time
-from typing import Callable
+from dataclasses import dataclass, field
+from typing import Callable, Mapping
 
 from pipeline.llm.base import Completion, CompletionRequest, ProviderSettings
 
@@ -102,11 +110,77 @@ def _tokens(text: str) -> int:
     return round(len(text.split()) * 1.3)
 
 
+QUALITY_WEIGHT = 0.10  # normalised-score change per unit of essay quality (see simulated_score)
+NOISE = 0.07  # default sd of the per-request noise on the normalised scale (replicates differ by it)
+EFFECT_KINDS = ("essay_template", "essay_llm", "evaluation_template", "evaluation_llm")
+_CANDIDATES = 48  # essay texts tried when planting an essay effect
+
+
+@dataclass(frozen=True)
+class Effects:
+    """Effects planted on the normalised (0–1) score scale.
+
+    ``shifts`` maps ``(kind, id)`` to a shift, kind ∈ EFFECT_KINDS; an ``*_llm`` id matches the
+    model slug or its last path part (``sim-alpha`` matches ``offline/sim-alpha``). ``noise`` is
+    the sd of the noise each request (so each replicate) adds. Set them in luigi.cfg::
+
+        [offline]
+        # essays from template essay-a score 0.10 higher; judge sim-beta is 0.05 more generous
+        effects = essay_template:essay-a = 0.10, evaluation_llm:sim-beta = 0.05
+        noise = 0.07
+    """
+
+    shifts: Mapping[tuple[str, str], float] = field(default_factory=dict)
+    noise: float = NOISE
+
+    @classmethod
+    def parse(cls, text: str, noise: float = NOISE) -> "Effects":
+        shifts = {}
+        for item in re.split(r"[,\n]", text or ""):
+            if not item.strip():
+                continue
+            m = re.fullmatch(r"\s*([a-z_]+):([^=\s]+)\s*=\s*([-+]?[0-9.]+(?:e[-+]?\d+)?)\s*", item, re.I)
+            if not m or m.group(1) not in EFFECT_KINDS:
+                raise ValueError(f"[offline] effects: {item.strip()!r} is not <kind>:<id> = <shift> with kind one "
+                                 f"of {', '.join(EFFECT_KINDS)}")
+            shifts[(m.group(1), m.group(2))] = float(m.group(3))
+        if not (noise >= 0):
+            raise ValueError(f"[offline] noise must be ≥ 0 (got {noise})")
+        return cls(shifts, noise)
+
+    @classmethod
+    def from_config(cls) -> "Effects":
+        import luigi.configuration
+
+        from pipeline.errors import DaydreamError
+
+        cfg = luigi.configuration.get_config()
+        text = cfg.get("offline", "effects", "") if cfg.has_option("offline", "effects") else ""
+        noise = cfg.get("offline", "noise", "") if cfg.has_option("offline", "noise") else ""
+        try:
+            return cls.parse(str(text or ""), float(noise) if str(noise or "").strip() else NOISE)
+        except ValueError as exc:
+            raise DaydreamError("config", str(exc)) from None
+
+    def shift(self, stage: str, request: CompletionRequest) -> float:
+        slug = request.model_slug or ""
+        total = 0.0
+        for (kind, key), value in self.shifts.items():
+            if not kind.startswith(stage + "_"):
+                continue
+            if kind.endswith("_template") and key == request.template_id:
+                total += value
+            elif kind.endswith("_llm") and (key == slug or slug.endswith("/" + key)):
+                total += value
+        return total
+
+
 class OfflineProvider:
     """Provider ``offline``: no network, no key, same request -> same text."""
 
-    def __init__(self, settings: ProviderSettings | None = None):
+    def __init__(self, settings: ProviderSettings | None = None, effects: Effects | None = None):
         self.name = settings.name if settings else "offline"
+        self.effects = effects if effects is not None else Effects.from_config()
 
     def __repr__(self) -> str:
         return f"OfflineProvider(name={self.name!r})"
@@ -121,9 +195,13 @@ class OfflineProvider:
             seed.append(request.replicate)
         rng = random.Random(_hash(*seed))
         if request.stage == "evaluation" or request.parser == "score":
-            text = _evaluation(request, rng)
+            text = _evaluation(request, rng, self.effects)
         else:
-            text = _wrap(request, _prose(request, rng), rng)
+            lines = _prose(request, rng)
+            shift = self.effects.shift("essay", request) if request.stage == "essay" else 0.0
+            if shift:
+                lines = _planted(request, lines, shift, seed)
+            text = _wrap(request, lines, rng)
         return Completion(
             text=text,
             finish_reason="stop",
@@ -232,6 +310,20 @@ def _prose(request: CompletionRequest, rng: random.Random) -> list[str]:
     return lines
 
 
+def _planted(request: CompletionRequest, lines: list[str], shift: float, seed: list) -> list[str]:
+    """Among candidate essays, the one whose quality is nearest the unplanted essay's quality
+    plus ``shift`` (in quality units): the planted effect then reaches every evaluator through
+    the text, as a real one would."""
+    target = _quality("\n".join(lines)) + shift / QUALITY_WEIGHT
+    best, gap = lines, math.inf
+    for i in range(_CANDIDATES):
+        cand = _prose(request, random.Random(_hash(*seed, "planted", i)))
+        g = abs(_quality("\n".join(cand)) - target)
+        if g < gap:
+            best, gap = cand, g
+    return best
+
+
 def _wrap(request: CompletionRequest, lines: list[str], rng: random.Random) -> str:
     """Give the prose the structure the template's parser expects."""
     parser = request.parser
@@ -273,15 +365,18 @@ def _step(request: CompletionRequest) -> float:
     return 0.5 if request.scale_max - request.scale_min == 10 else 1.0
 
 
-def simulated_score(request: CompletionRequest, rng: random.Random) -> float:
-    """A score on the request's scale: model bias + template bias + essay quality + noise."""
+def simulated_score(request: CompletionRequest, rng: random.Random, effects: Effects | None = None) -> float:
+    """A score on the request's scale: model bias + template bias + essay quality + planted
+    evaluator effects + noise."""
+    effects = effects or Effects()
     lo, hi = float(request.scale_min), float(request.scale_max)
     p = (
         0.58
         + 0.12 * _unit("model-bias", request.model_slug)
         + 0.06 * _unit("template-bias", request.template_id)
-        + 0.10 * _quality(_focus(request.prompt))
-        + rng.gauss(0, 0.07)
+        + QUALITY_WEIGHT * _quality(_focus(request.prompt))
+        + effects.shift("evaluation", request)
+        + rng.gauss(0, effects.noise)
     )
     step = _step(request)
     value = lo + round(min(1.0, max(0.0, p)) * (hi - lo) / step) * step
@@ -299,8 +394,8 @@ def _score_line(request: CompletionRequest, score: float) -> str:
     return _SCORE_FORMATS[pick].format(s=s, hi=f"{float(request.scale_max):g}")
 
 
-def _evaluation(request: CompletionRequest, rng: random.Random) -> str:
-    score = simulated_score(request, rng)
+def _evaluation(request: CompletionRequest, rng: random.Random, effects: Effects | None = None) -> str:
+    score = simulated_score(request, rng, effects)
     p = (score - request.scale_min) / ((request.scale_max - request.scale_min) or 1)
     focus = _focus(request.prompt)
     words = _Words(_topics(request.prompt, focus), rng)

@@ -22,6 +22,16 @@ Shared vocabulary
 - std is the sample std (ddof=1; blank for n = 1); cv = std / |mean| (blank when mean is 0).
 - Agreement class (column ``agreement`` of the variance tables), by ``range_norm`` = range /
   scale width: ≤ 0.10 ``high``, ≤ 0.25 ``moderate``, else ``low``; ``n/a`` when n < 2.
+- Intervals: every ``ci_low``/``ci_high`` pair (and ``*_ci_low``/``*_ci_high``) is a 95 % interval,
+  blank when there are too few units for one (fewer than 3 essays for a bootstrap, n < 2 for a t
+  interval). Means over evaluations get a cluster bootstrap that resamples essays with all their
+  evaluations (percentile, 2,000 resamples, fixed seed, so reports are reproducible): the unit of
+  such an interval is ``n_essays``. ICCs get the analytic interval of McGraw & Wong (1996), as
+  pingouin and psych::ICC report it. ``excludes_zero`` is True when a difference's interval
+  excludes 0, blank when there is no interval.
+- Aliased factors: generation and evaluation factors whose levels pair one-to-one across the
+  cohort's evaluations cannot be separated; they appear once, as a joint factor named
+  ``draft_template × draft_llm`` with levels ``a × m``, and ``note`` says so.
 - ``simulated``: True when the row's output (or, for scores, any ancestor's) came from the offline
   simulator; pages showing such rows must carry the simulator banner.
 
@@ -44,9 +54,21 @@ Tables (file name = key)
 - ``pivot_draft_essay_template``: draft_template, essay_template, n, n_unscored, n_essays, mean,
   std, min, max (score_norm).
 - ``factors``: factor (draft_template, draft_llm, essay_template, essay_llm, essay_mode,
-  evaluation_template, evaluation_llm, combo_id), level, rubric (``(all)`` = pooled on score_norm,
-  else one evaluation template), n, n_unscored, n_essays, mean, std, min, max, share_high
-  (score_norm ≥ high), share_low (score_norm ≤ low), share_max (at the rubric's own maximum).
+  evaluation_template, evaluation_llm, combo_id; aliased ones joined, see above), level, rubric
+  (``(all)`` = pooled on score_norm, else one evaluation template), n (scored evaluations),
+  n_unscored, n_essays, mean (over evaluations), ci_low, ci_high (cluster bootstrap over the
+  n_essays essays), std, min, max (over evaluations), share_high (score_norm ≥ high), share_low
+  (score_norm ≤ low), share_max (at the rubric's own maximum), note (aliasing, or a single level).
+- ``factor_effects`` (generation factors, joint when aliased; not combo_id): factor, rubric
+  (``(all)`` or one), level, reference (the first level in sort order), n_essays,
+  n_essays_reference, mean, mean_reference, diff (mean − mean_reference, score_norm), ci_low,
+  ci_high (unpaired: each level's essays resampled on their own), excludes_zero, note.
+- ``paired_comparisons`` (matched units only): factor (``evaluation_template``: rubrics matched on
+  the same essay and evaluation model; ``evaluation_llm``: models matched on the same essay and
+  rubric), level_a, level_b, matched_on, n_units (matched units, replicates averaged), n_essays,
+  mean_a, mean_b (score_norm over the matched units), diff (mean of a − b), ci_low, ci_high
+  (cluster bootstrap over essays), excludes_zero, r (Pearson r of the matched pairs), r_ci_low,
+  r_ci_high (cluster bootstrap over essays).
 - ``variance_replicates`` (test-retest; per essay × rubric × model, raw score): essay_gen_id,
   evaluation_template, evaluation_llm, scale_min, scale_max, n, mean, std, min, max, range,
   range_norm, cv, agreement.
@@ -59,28 +81,35 @@ Tables (file name = key)
   pooled.
 - ``agreement`` (per rubric): evaluation_template, scale_min, scale_max, n_raters (evaluation
   models), n_essays (scored by every model), icc2_1 (two-way random, absolute, single rater, on
-  replicate means), icc_class (poor < 0.5 ≤ moderate < 0.75 ≤ good < 0.9 ≤ excellent; ``n/a``),
-  mean_pearson (mean pairwise r between models, pairwise-complete, ≥ 3 essays), n_rater_pairs,
-  retest_icc2_1 (replicates as raters of each essay × model), n_retest_units.
+  replicate means), icc2_1_ci_low, icc2_1_ci_high (analytic), icc_class (poor < 0.5 ≤ moderate <
+  0.75 ≤ good < 0.9 ≤ excellent; ``n/a``), mean_pearson (mean pairwise r between models,
+  pairwise-complete, ≥ 3 essays), mean_pearson_ci_low, mean_pearson_ci_high (bootstrap over
+  essays), n_pearson_essays (essays scored by ≥ 2 models), n_rater_pairs, retest_icc2_1
+  (replicates as raters of each essay × model), retest_icc2_1_ci_low, retest_icc2_1_ci_high,
+  n_retest_units (essay × model units with every replicate scored).
 - ``leaderboard``: every essay of the cohort (member essays + essays its evaluations score),
   best first: rank (1 = best, ties share the lowest rank, blank when unscored), essay_gen_id,
   draft_gen_id, combo_id, draft_template, draft_llm, essay_template, essay_llm, essay_mode,
-  essay_status (``not_found`` if the essay is nowhere), in_cohort, mean, std, min, max (over the
-  essay's cells: a cell is one rubric × evaluation model, replicates averaged first, on score_norm,
-  so extra replicates never weigh more), n_cells, n (scored evaluations), expected (evaluations
-  in membership), coverage (n / expected), simulated.
+  essay_status (``not_found`` if the essay is nowhere), in_cohort, mean, ci_low, ci_high (t
+  interval over the cells), std, min, max (all over the essay's n_cells cells: a cell is one
+  rubric × evaluation model, replicates averaged first, on score_norm, so extra replicates never
+  weigh more; a single evaluation can lie outside min–max), n_cells, n (scored evaluations),
+  expected (evaluations in membership), coverage (n / expected), simulated.
 - ``coverage``: per stage (draft, essay, evaluation, always three rows): expected, done, failed,
-  pending, coverage (done / expected), prompt_tokens, completion_tokens, cost_usd, n_simulated.
+  pending, coverage (done / expected), prompt_tokens, completion_tokens, cost_usd (blank =
+  unknown when any model call of the stage recorded no cost; never 0 for unknown),
+  n_cost_unknown (calls without a recorded cost), n_simulated.
 - ``issues``: stage, gen_id (blank for catalog-level issues), issue, detail. issue ∈
   ``failed``, ``missing_file`` (detail lists the absent files), ``corrupt_metadata``,
   ``broken_lineage`` (blank/unknown parent, metadata.json disagreeing with membership, duplicate
   rows), ``unknown_template``, ``unknown_model``, ``scale_mismatch``, ``catalog_error``.
 - ``cross_cohort`` (data/reports/cross_cohort.csv): essays scored in ≥ 2 cohorts, one row per
   essay × cohort: essay_gen_id, cohort_id, n_cohorts, draft_template, draft_llm, essay_template,
-  essay_llm, n_cells, n, mean, std, min, max (as in the leaderboard), rubrics, evaluators
-  (``;``-joined), mean_across_cohorts (mean of the cohorts' means), delta (mean −
-  mean_across_cohorts). Shared evaluations are the same files, so differences come from the
-  rubrics and evaluators each cohort used.
+  essay_llm, n_cells, n, mean, ci_low, ci_high, std, min, max (as in the leaderboard), rubrics,
+  evaluators (``;``-joined), mean_across_cohorts (mean of the cohorts' means), delta (mean −
+  mean_across_cohorts), delta_ci_low, delta_ci_high (t interval from the cohorts' cell stds,
+  treated as independent: conservative, as shared cells are the same files). Shared evaluations
+  are the same files, so differences come from the rubrics and evaluators each cohort used.
 """
 
 from __future__ import annotations
@@ -95,7 +124,7 @@ from . import tables
 from .collect import ISSUE_COLUMNS, collect
 
 TABLES = ("generations", "scores", "pivot_essay_evaluator", "pivot_generation", "pivot_draft_essay_template",
-          "factors", "variance_models", "variance_rubrics", "variance_replicates", "agreement", "leaderboard",
+          "factors", "factor_effects", "paired_comparisons", "variance_models", "variance_rubrics", "variance_replicates", "agreement", "leaderboard",
           "coverage", "issues")
 
 __all__ = ["TABLES", "build_reports", "build_cross_cohort", "write_table"]
@@ -131,6 +160,8 @@ def _compute(paths: DataPaths, cohort_id: str, high: float, low: float) -> dict[
         "pivot_generation": tables.pivot_generation(s),
         "pivot_draft_essay_template": tables.pivot_draft_essay_template(s),
         "factors": tables.factors(s, high, low),
+        "factor_effects": tables.factor_effects(s),
+        "paired_comparisons": tables.paired_comparisons(s),
         "variance_models": tables.variance_models(s),
         "variance_rubrics": tables.variance_rubrics(s),
         "variance_replicates": tables.variance_replicates(s),

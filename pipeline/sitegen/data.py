@@ -23,6 +23,10 @@ NUMERIC = {
     "share_high", "share_low", "share_max", "range", "range_norm", "cv", "n_raters", "icc2_1", "mean_pearson",
     "n_rater_pairs", "retest_icc2_1", "n_retest_units", "rank", "expected", "coverage", "done", "failed",
     "pending", "n_simulated", "n_cohorts", "mean_across_cohorts", "delta",
+    "ci_low", "ci_high", "icc2_1_ci_low", "icc2_1_ci_high", "mean_pearson_ci_low", "mean_pearson_ci_high",
+    "n_pearson_essays", "retest_icc2_1_ci_low", "retest_icc2_1_ci_high", "n_cost_unknown", "n_essays_reference",
+    "mean_reference", "diff", "n_units", "mean_a", "mean_b", "r", "r_ci_low", "r_ci_high", "delta_ci_low",
+    "delta_ci_high", "n_cells",
 }
 BOOLEAN = {"simulated", "in_cohort"}
 

@@ -70,14 +70,28 @@ def heatmap(z: Sequence[Sequence], x: Sequence[str], y: Sequence[str], *, title:
 
 
 def bars(categories: Sequence[str], series: Mapping[str, Sequence], *, title: str, y_title: str,
-         errors: Mapping[str, Sequence] | None = None, y_range: tuple[float, float] | None = None) -> dict:
-    """Grouped bars: one bar per category per series, with optional ± error bars (e.g. std)."""
+         intervals: Mapping[str, tuple[Sequence, Sequence]] | None = None,
+         y_range: tuple[float, float] | None = None, hover: Mapping[str, Sequence[str]] | None = None) -> dict:
+    """Grouped bars: one bar per category per series, with optional interval whiskers
+    (``intervals[name] = (lows, highs)``, e.g. a 95 % CI); a missing interval draws no whisker,
+    never a zero-width one."""
     data = []
     for name, values in series.items():
-        trace = {"type": "bar", "x": list(categories), "y": [finite(v) for v in values], "name": str(name)}
-        if errors and name in errors:
-            trace["error_y"] = {"type": "data", "array": [finite(e) or 0 for e in errors[name]], "visible": True,
-                                "thickness": 1.2, "color": "#6b7280"}
+        ys = [finite(v) for v in values]
+        trace = {"type": "bar", "x": list(categories), "y": ys, "name": str(name)}
+        if intervals and name in intervals:
+            lows, highs = intervals[name]
+            up, down = [], []
+            for y, lo, hi in zip(ys, lows, highs):
+                lo, hi = finite(lo), finite(hi)
+                ok = y is not None and lo is not None and hi is not None
+                up.append(hi - y if ok else None)
+                down.append(y - lo if ok else None)
+            trace["error_y"] = {"type": "data", "symmetric": False, "array": up, "arrayminus": down,
+                                "visible": True, "thickness": 1.2, "color": "#6b7280"}
+        if hover and name in hover:
+            trace.update(text=[str(h) for h in hover[name]], hovertemplate="%{text}<extra></extra>",
+                         textposition="none")
         data.append(trace)
     yaxis = {"title": {"text": y_title}, **({"range": list(y_range)} if y_range else {})}
     return _figure(data, title, barmode="group", showlegend=len(series) > 1,

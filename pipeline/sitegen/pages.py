@@ -10,14 +10,16 @@ full CSV, which is copied into the site.
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass, field
 
 import pandas as pd
 from markupsafe import Markup
 
+from ..reports.stats import cluster_mean_ci
 from . import figures
 from .data import Names, records
-from .render import Col, Link, chart, num, status_tag, table, usd
+from .render import Col, Link, chart, interval, num, status_tag, table, usd
 
 ROW_CAP = 500          # rows of a table on one page; the full table is the CSV download
 ESSAYS_PER_PAGE = 200  # essay index pagination
@@ -30,9 +32,14 @@ COHORT_PAGES = (
     ("evaluators", "Evaluator heatmaps"), ("rubrics", "Rubric comparison"), ("agreement", "Agreement & variance"),
     ("essays/index", "Essays"), ("quality", "Data quality"),
 )
-DOWNLOADS = ("leaderboard", "scores", "generations", "factors", "pivot_essay_evaluator", "pivot_generation",
+DOWNLOADS = ("leaderboard", "scores", "generations", "factors", "factor_effects", "paired_comparisons",
+             "pivot_essay_evaluator", "pivot_generation",
              "pivot_draft_essay_template", "variance_models", "variance_rubrics", "variance_replicates",
              "agreement", "coverage", "issues")
+CI_NOTE = ("Intervals are 95%: a cluster bootstrap that resamples essays with all their evaluations "
+           "(expanded percentile, fixed seed), so n_essays is the n behind them; blank when there are fewer "
+           "than 3 essays.")
+EVALUATION_FACTORS = ("evaluation_template", "evaluation_llm")
 NORM_NOTE = ("Means are of score_norm: each score rescaled to 0–1 on its own rubric's scale, so rubrics "
              "with different scales compare fairly. Failed and pending evaluations are not zeros: they only "
              "lower coverage.")
@@ -107,9 +114,27 @@ def _csv_link(name: str) -> Markup:
     return Markup('<a href="data/{}.csv">{}.csv</a>').format(name, name)
 
 
+_SCALE_IN_NAME = re.compile(r"\(\s*-?[\d.]+\s*[-–]\s*-?[\d.]+\s*\)")
+
+
 def _rubric_label(c: Cohort, template_id, lo=None, hi=None) -> str:
+    """A rubric's name with its scale, unless the name already states one (``Novelty (0-9)``)."""
     label = c.names.template("evaluation", template_id)
-    return f"{label} ({num(lo)}–{num(hi)})" if lo is not None and hi is not None else label
+    if lo is None or hi is None or _SCALE_IN_NAME.search(label):
+        return label
+    return f"{label} ({num(lo)}–{num(hi)})"
+
+
+def _ci(rows: list[dict], lo: str = "ci_low", hi: str = "ci_high", key: str = "ci") -> None:
+    """Add a printable 95% interval to report rows (in place)."""
+    for r in rows:
+        r[key] = interval(r.get(lo), r.get(hi))
+
+
+def _known_sum(values) -> float:
+    """A sum that stays unknown (NaN) when any part is unknown, instead of counting it as 0."""
+    v = pd.to_numeric(pd.Series(list(values), dtype=object), errors="coerce")
+    return float("nan") if v.isna().any() else float(v.sum())
 
 
 def cards(items: list[tuple[str, str]]) -> Markup:
@@ -142,7 +167,7 @@ def overview(c: Cohort) -> Page:
     es = by_stage.get("essay", {})
     failures = int((g["status"] == "failed").sum()) if len(g) else 0
     tokens = (cov["prompt_tokens"].sum() + cov["completion_tokens"].sum()) if len(cov) else 0
-    cost = cov["cost_usd"].sum(min_count=1) if len(cov) else float("nan")
+    cost = _known_sum(cov["cost_usd"]) if len(cov) else float("nan")
     key_numbers = cards([
         ("essays done / expected", f"{num(es.get('done'))} / {num(es.get('expected'))}"),
         ("evaluations scored / expected", f"{num(ev.get('done'))} / {num(ev.get('expected'))}"),
@@ -153,28 +178,35 @@ def overview(c: Cohort) -> Page:
     cov_table = table([Col("stage"), Col("expected", kind="int"), Col("done", kind="int"), Col("failed", kind="int"),
                        Col("pending", kind="int"), Col("coverage", kind="pct"), Col("prompt_tokens", kind="int"),
                        Col("completion_tokens", kind="int"), Col("cost_usd", kind="usd"),
-                       Col("n_simulated", kind="int", title="generations produced by the offline simulator")],
+                       Col("n_cost_unknown", kind="int", title="model calls that recorded no cost"),
+                       Col("n_simulated", kind="int")],
                       records(cov), sortable=False)
-    scored = s[s["score"].notna()] if len(s) else s
+    scored = s[s["score_norm"].notna()] if len(s) else s
     hist_groups = {
-        _rubric_label(c, t, grp["scale_min"].iloc[0], grp["scale_max"].iloc[0]): grp["score"].tolist()
+        _rubric_label(c, t, grp["scale_min"].iloc[0], grp["scale_max"].iloc[0]): grp["score_norm"].tolist()
         for t, grp in scored.groupby("evaluation_template", sort=True)} if len(scored) else {}
-    hist = (chart(figures.histogram(hist_groups, title="Scores by rubric", x_title="score", bin_size=0.5),
-                  "score-histogram", "Raw scores of every scored evaluation, one colour per rubric.")
+    hist = (chart(figures.histogram(hist_groups, title="score_norm by rubric", x_title="score_norm (0–1)",
+                                    bin_size=0.05),
+                  "score-histogram", "Every scored evaluation, one colour per rubric. Rubrics have different "
+                  "scales, so each score is shown as score_norm = (score − scale min) / (scale max − scale min).")
             if hist_groups else Markup('<p class="dd-empty">No scored evaluations yet.</p>'))
     fails = (g[g["status"] != "done"].groupby(["stage", "status", "error"], sort=True).size()
              .reset_index(name="n") if len(g) else pd.DataFrame())
     fail_table = table([Col("stage"), Col("status"), Col("error"), Col("n", kind="int")], records(fails),
                        empty="Every generation is done.")
-    usage = (g.groupby(["stage", "llm_model_id"], sort=True)
+    # a generation that made no call (pending, copy) costs nothing; one that did and recorded no
+    # cost makes its group's cost unknown
+    called = (g["status"] != "pending") & (g["llm_model_id"] != "copy") if len(g) else None
+    gc = g.assign(cost_usd=g["cost_usd"].where(called, g["cost_usd"].fillna(0))) if len(g) else g
+    usage = (gc.groupby(["stage", "llm_model_id"], sort=True)
              .agg(n=("gen_id", "size"), prompt_tokens=("prompt_tokens", "sum"),
-                  completion_tokens=("completion_tokens", "sum"), cost_usd=("cost_usd", "sum"),
+                  completion_tokens=("completion_tokens", "sum"), cost_usd=("cost_usd", _known_sum),
                   mean_duration_s=("duration_s", "mean")).reset_index() if len(g) else pd.DataFrame())
     for r in (usage_rows := records(usage)):
         r["llm"] = c.names.model(r["llm_model_id"])
     usage_table = table([Col("stage"), Col("llm"), Col("n", kind="int"), Col("prompt_tokens", kind="int"),
                          Col("completion_tokens", kind="int"), Col("cost_usd", kind="usd"),
-                         Col("mean_duration_s", kind="num")], usage_rows)
+                         Col("mean_duration_s", kind="duration", title="mean wall time per call")], usage_rows)
     pages = _links([(t, f"{stem}.html") for stem, t in COHORT_PAGES[1:]])
     downloads = Markup(" · ").join(_csv_link(n) for n in DOWNLOADS)
     return Page(f"cohorts/{c.id}/index.md", f"{c.id}: overview", f"Cohort {c.id}", [
@@ -184,7 +216,8 @@ def overview(c: Cohort) -> Page:
         Section("Score distribution", "", [hist]),
         Section("Failures", Markup('Generations that are not done, by reason. Details are on the '
                                    '<a href="quality.html">data quality</a> page.'), [fail_table]),
-        Section("Tokens and cost", "Usage per stage and model, summed from each response's metadata.", [usage_table]),
+        Section("Tokens and cost", "Usage per stage and model, summed from each response's metadata. A cost is "
+                "unknown when any call recorded none (the offline simulator records none).", [usage_table]),
         Section("Pages", "", [pages]),
         Section("Downloads", Markup("Report tables (CSV): ") + downloads),
     ], c.simulated, lead=f"{len(c.essay_ids):,} essays; every table below is built from the cohort's report CSVs.")
@@ -210,11 +243,17 @@ def leaderboard(c: Cohort) -> Page:
     shown, note = _capped(lb, _csv_link("leaderboard"), "essays")
     rows = records(shown)
     _lineage_cols(c, rows)
+    _ci(rows)
     for r in rows:
         r["essay"] = c.essay(r["essay_gen_id"])
+    per_cell = "over the essay's n_cells evaluator × rubric cells (replicates averaged first)"
     cols = [Col("rank", kind="int"), Col("essay", "essay_gen_id"),
-            Col("mean", kind="num", title="mean score_norm (0–1)"), Col("std", kind="num"), Col("min", kind="num"),
-            Col("max", kind="num"), Col("n", kind="int", title="scored evaluations"),
+            Col("mean", kind="num", title=f"mean score_norm (0–1) {per_cell}"),
+            Col("ci", "95% CI", title=f"95% t interval of the mean, {per_cell}; blank with one cell"),
+            Col("n_cells", kind="int"), Col("std", "std (cells)", kind="num", title=f"sample std {per_cell}"),
+            Col("min", "min (cell)", kind="num", title=f"lowest cell mean; a single evaluation can be lower"),
+            Col("max", "max (cell)", kind="num", title=f"highest cell mean; a single evaluation can be higher"),
+            Col("n", "n evaluations", kind="int", title="scored evaluations"),
             Col("expected", kind="int", title="evaluations in the cohort"), Col("coverage", kind="pct"),
             *LINEAGE_COLS]
     means = lb["mean"].dropna().tolist() if len(lb) else []
@@ -222,12 +261,22 @@ def leaderboard(c: Cohort) -> Page:
     hist = chart(figures.histogram({"essays": means}, title="Essay mean score_norm", x_title="mean score_norm",
                                    bin_size=0.025), "leaderboard-hist") if means else ""
     return Page(f"cohorts/{c.id}/leaderboard.md", f"{c.id}: leaderboard", "Leaderboard", [
-        Section("", NORM_NOTE + " Click a column header to sort.", parts),
+        Section("", NORM_NOTE + " An essay's mean, std, min, max and 95% interval (t, over cells) are all "
+                "over its n_cells cells: one cell is one evaluation model × rubric with its replicates averaged, "
+                "so a single evaluation on the essay's page can lie outside min–max. Click a column header to sort.",
+                parts),
         Section("Distribution of essay means", "", [hist] if hist else []),
     ], c.simulated, lead="Essays ranked by mean score_norm over every scored evaluation.")
 
 
+JOINT = " × "
+
+
 def _factor_label(c: Cohort, factor: str, level) -> str:
+    """A level's display name; a joint (aliased) factor's level names each part."""
+    parts, levels = factor.split(JOINT), str(level).split(JOINT)
+    if len(parts) > 1 and len(parts) == len(levels):
+        return JOINT.join(_factor_label(c, p, lv) for p, lv in zip(parts, levels))
     stage = factor.split("_")[0]
     if factor.endswith("_llm"):
         return c.names.model(level)
@@ -236,38 +285,87 @@ def _factor_label(c: Cohort, factor: str, level) -> str:
     return str(level)
 
 
+def _yes_no(v) -> str:
+    s = "" if v is None else str(v).strip().lower()
+    return {"true": "yes", "false": "no"}.get(s, "")
+
+
+FACTOR_COLS = [Col("n_essays", kind="int"), Col("n", "n evaluations", kind="int"), Col("n_unscored", kind="int"),
+               Col("mean", kind="num", title="mean score_norm over the scored evaluations"), Col("ci", "95% CI"),
+               Col("std", "std (evaluations)", kind="num", title="sample std of single evaluations (spread, "
+                   "not uncertainty of the mean)"),
+               Col("min", kind="num"), Col("max", kind="num"), Col("share_high", kind="pct"),
+               Col("share_low", kind="pct"), Col("share_max", kind="pct")]
+EFFECT_COLS = [Col("rubric_name", "rubric"), Col("level_name", "level"), Col("reference_name", "reference"),
+               Col("n_essays", kind="int"), Col("n_essays_reference", kind="int"),
+               Col("diff", kind="num", title="mean(level) − mean(reference), score_norm"),
+               Col("ci", "95% CI", title="95% interval of the difference: each level's essays resampled on their own"),
+               Col("excludes_zero", "excludes 0", title="yes when the 95% interval of the difference excludes 0")]
+
+
 def factors(c: Cohort) -> Page:
-    f = c.t["factors"]
-    sections: list[Section] = [Section("", NORM_NOTE)]
+    f, fe = c.t["factors"], c.t["factor_effects"]
+    sections: list[Section] = [Section("", NORM_NOTE + " " + CI_NOTE)]
     if not len(f):
         sections.append(Section(parts=[Markup('<p class="dd-empty">No scored evaluations yet.</p>')]))
-    for factor in [x for x in dict.fromkeys(f["factor"]) if x != "combo_id"] if len(f) else []:
+    shown = [x for x in dict.fromkeys(f["factor"]) if x != "combo_id" and not any(e in x for e in EVALUATION_FACTORS)] \
+        if len(f) else []
+    aliased = [(x, n) for x, n in dict.fromkeys(zip(f["factor"], f["note"].fillna(""))) if "aliased" in n] \
+        if len(f) else []
+    if aliased:
+        items = Markup("").join(Markup("<li><code>{}</code>: {}</li>\n").format(x, n) for x, n in aliased)
+        sections.append(Section("Aliased factors", "This cohort's design does not separate some factors: their "
+                                "levels always occur together, so any difference belongs to the joint factor "
+                                "and cannot be attributed to one of them.", [Markup("<ul>\n{}</ul>\n").format(items)]))
+    for factor in shown:
         sub = f[f["factor"] == factor]
+        note = str(sub["note"].iloc[0] or "")
         levels = list(dict.fromkeys(sub["level"]))[:FACTOR_LEVELS_CAP]
         labels = [_factor_label(c, factor, lv) for lv in levels]
-        series, errors = {}, {}
-        for rubric, grp in sub.groupby("rubric", sort=False):
-            grp = grp.set_index("level").reindex(levels)
-            name = "all rubrics" if rubric == "(all)" else c.names.template("evaluation", rubric)
-            series[name] = grp["mean"].tolist()
-            errors[name] = grp["std"].tolist()
-        fig = figures.bars(labels, series, errors=errors, title=f"Mean score_norm by {factor}",
-                           y_title="mean score_norm (± std)", y_range=(0, 1))
+        parts = []
+        if len(levels) > 1:
+            series, intervals, hover = {}, {}, {}
+            for rubric, grp in sub.groupby("rubric", sort=False):
+                grp = grp.set_index("level").reindex(levels)
+                name = "all rubrics" if rubric == "(all)" else c.names.template("evaluation", rubric)
+                series[name] = grp["mean"].tolist()
+                intervals[name] = (grp["ci_low"].tolist(), grp["ci_high"].tolist())
+                hover[name] = [f"{lb}: mean {num(m)} {interval(lo, hi) or '(no interval)'}, {num(k) or 0} essays"
+                               for lb, m, lo, hi, k in zip(labels, grp["mean"], grp["ci_low"], grp["ci_high"],
+                                                           grp["n_essays"])]
+            fig = figures.bars(labels, series, intervals=intervals, hover=hover, title=f"Mean score_norm by {factor}",
+                               y_title="mean score_norm (95% CI)", y_range=(0, 1))
+            parts.append(chart(fig, f"factor-{factor}", "Whiskers: 95% cluster-bootstrap interval over essays."))
         pooled = records(sub[sub["rubric"] == "(all)"])
+        _ci(pooled)
         for r in pooled:
             r["level_name"] = _factor_label(c, factor, r["level"])
-        tbl = table([Col("level_name", factor), Col("n", kind="int"), Col("n_unscored", kind="int"),
-                     Col("n_essays", kind="int"), Col("mean", kind="num"), Col("std", kind="num"),
-                     Col("min", kind="num"), Col("max", kind="num"), Col("share_high", kind="pct"),
-                     Col("share_low", kind="pct"), Col("share_max", kind="pct")], pooled)
-        sections.append(Section(factor, "", [chart(fig, f"factor-{factor}"), tbl]))
+        parts.append(table([Col("level_name", factor)] + FACTOR_COLS, pooled))
+        eff = records(fe[fe["factor"] == factor]) if len(fe) else []
+        _ci(eff)
+        for r in eff:
+            r["rubric_name"] = "all rubrics" if r["rubric"] == "(all)" else c.names.template("evaluation", r["rubric"])
+            r["level_name"] = _factor_label(c, factor, r["level"])
+            r["reference_name"] = _factor_label(c, factor, r["reference"])
+            r["excludes_zero"] = _yes_no(r["excludes_zero"])
+        if eff:
+            parts.append(Markup("<p>Differences from the reference level (unpaired: different essays).</p>\n"))
+            parts.append(table(EFFECT_COLS, eff))
+        sections.append(Section(factor, note, parts))
+    if len(f) and any(x in set(f["factor"]) for x in EVALUATION_FACTORS):
+        sections.append(Section("Evaluation factors", Markup(
+            'Rubrics and evaluation models are compared on matched units (the same essay scored by both) on the '
+            '<a href="rubrics.html">rubric comparison</a> page; their raw level means are in {}.').format(
+            _csv_link("factors"))))
     combos = records(f[(f["factor"] == "combo_id") & (f["rubric"] == "(all)")].sort_values("mean", ascending=False)) \
         if len(f) else []
+    _ci(combos)
     for r in combos:
         r["concepts"] = c.concepts(r["level"])
     sections.append(Section("combo_id", "Concept combinations, best first (all rubrics pooled).", [table(
-        [Col("level", "combo_id", kind="code"), Col("concepts", wrap=True), Col("n", kind="int"), Col("n_essays", kind="int"),
-         Col("mean", kind="num"), Col("std", kind="num"), Col("share_high", kind="pct"), Col("share_low", kind="pct")],
+        [Col("level", "combo_id", kind="code"), Col("concepts", wrap=True), Col("n_essays", kind="int"),
+         Col("n", "n evaluations", kind="int"), Col("mean", kind="num"), Col("ci", "95% CI"),
+         Col("share_high", kind="pct"), Col("share_low", kind="pct")],
         combos[:ROW_CAP])]))
     pg = c.t["pivot_generation"]
     for stage in ("draft", "essay"):
@@ -345,13 +443,23 @@ def evaluators(c: Cohort) -> Page:
                               title="evaluation_llm × evaluation_template: mean score_norm", colorbar_title="mean",
                               zmin=0, zmax=1)
         rows = records(grid)
+        by_cell = dict(iter(sc.groupby(["evaluation_llm", "evaluation_template"], sort=True)))
         for r in rows:
             r["evaluator"] = c.names.model(r["evaluation_llm"])
             r["rubric"] = _rubric_label(c, r["evaluation_template"], r["scale_min"], r["scale_max"])
-        tbl = table([Col("evaluator", "evaluation_llm"), Col("rubric", "evaluation_template"), Col("n", kind="int"),
-                     Col("mean", kind="num", title="raw score"), Col("std", kind="num"),
-                     Col("mean_norm", kind="num")], rows)
-        sections.append(Section("Evaluator × rubric", "How harsh each evaluation model is on each rubric.",
+            cell = by_cell[(r["evaluation_llm"], r["evaluation_template"])]
+            _, lo, hi, r["n_essays"] = cluster_mean_ci(cell["essay_gen_id"], cell["score_norm"])
+            r["ci"] = interval(lo, hi)
+        tbl = table([Col("evaluator", "evaluation_llm"), Col("rubric", "evaluation_template"),
+                     Col("n_essays", kind="int"), Col("n", "n evaluations", kind="int"),
+                     Col("mean", kind="num", title="mean raw score on the rubric's own scale"),
+                     Col("std", "std (evaluations)", kind="num"),
+                     Col("mean_norm", kind="num", title="mean score_norm"),
+                     Col("ci", "mean_norm 95% CI", title="95% cluster-bootstrap interval of mean_norm over essays")],
+                    rows)
+        sections.append(Section("Evaluator × rubric", "How harsh each evaluation model is on each rubric. Cells "
+                                "scored on different essays are not comparable with each other: for matched "
+                                "comparisons see the rubric comparison page.",
                                 [chart(fig, "evaluator-rubric"), tbl]))
     if not sections:
         sections.append(Section(parts=[Markup('<p class="dd-empty">No evaluations yet.</p>')]))
@@ -359,76 +467,127 @@ def evaluators(c: Cohort) -> Page:
                 c.simulated, lead="Each essay's scores from every evaluation model and rubric.")
 
 
+PAIR_COLS = [Col("a_name", "level a"), Col("b_name", "level b"), Col("n_units", kind="int"),
+             Col("n_essays", kind="int"), Col("mean_a", kind="num", title="mean score_norm of a over the matched units"),
+             Col("mean_b", kind="num", title="mean score_norm of b over the matched units"),
+             Col("diff", "diff (a − b)", kind="num", title="mean paired difference a − b, score_norm"),
+             Col("ci", "95% CI", title="95% interval of the paired difference, resampling essays"),
+             Col("excludes_zero", "excludes 0", title="yes when the 95% interval of the difference excludes 0"),
+             Col("r", kind="num"), Col("r_ci", "r 95% CI", title="95% interval of r, resampling essays")]
+
+
+def _pair_rows(c: Cohort, pc: pd.DataFrame, factor: str) -> list[dict]:
+    rows = records(pc[pc["factor"] == factor]) if len(pc) else []
+    _ci(rows)
+    _ci(rows, "r_ci_low", "r_ci_high", "r_ci")
+    for r in rows:
+        for k in ("a", "b"):
+            lv = r[f"level_{k}"]
+            r[f"{k}_name"] = c.names.template("evaluation", lv) if factor == "evaluation_template" else c.names.model(lv)
+        r["excludes_zero"] = _yes_no(r["excludes_zero"])
+    return rows
+
+
 def rubrics(c: Cohort) -> Page:
-    s, f, vr = c.t["scores"], c.t["factors"], c.t["variance_rubrics"]
+    s, pc, vr = c.t["scores"], c.t["paired_comparisons"], c.t["variance_rubrics"]
     sc = s[s["score_norm"].notna()] if len(s) else s
     sections: list[Section] = []
     if len(sc):
         groups = {f"{c.names.template('evaluation', t)} · {c.names.model(m)}": grp["score_norm"].tolist()
                   for (t, m), grp in sc.groupby(["evaluation_template", "evaluation_llm"], sort=True)}
-        sections.append(Section("Score distribution per rubric and evaluator", "", [chart(
+        sections.append(Section("Score distribution per rubric and evaluator", "Each box is one rubric scored by "
+                                "one evaluation model, on score_norm.", [chart(
             figures.boxes(groups, title="score_norm by evaluation_template · evaluation_llm", y_title="score_norm"),
             "rubric-boxes")]))
-        per = sc.groupby(["essay_gen_id", "evaluation_template"])["score_norm"].mean().unstack()
-        names = list(per.columns)
+    sections.append(Section("Rubrics compared on matched units", "Two rubrics are compared only where the same "
+                            "evaluation model scored the same essay with both (replicates averaged first), so a "
+                            "harsher evaluator on one rubric cannot pass for a harsher rubric. n_units: matched "
+                            "(essay, evaluation model) units. " + CI_NOTE,
+                            [table(PAIR_COLS, _pair_rows(c, pc, "evaluation_template"),
+                                   empty="No two rubrics were used by the same evaluator on the same essay.")]))
+    sections.append(Section("Evaluation models compared on matched units", "The same, for evaluation models: "
+                            "matched on the same essay and rubric.",
+                            [table(PAIR_COLS, _pair_rows(c, pc, "evaluation_llm"),
+                                   empty="No two evaluation models scored the same essay with the same rubric.")]))
+    if len(sc):
+        cells = (sc.groupby(["essay_gen_id", "evaluation_llm", "evaluation_template"])["score_norm"].mean()
+                 .unstack("evaluation_template"))
+        names = list(cells.columns)
         pairs = [(a, b) for i, a in enumerate(names) for b in names[i + 1:]][:3]
         for a, b in pairs:
-            both = per[[a, b]].dropna()
+            both = cells[[a, b]].dropna()
             la, lb_ = c.names.template("evaluation", a), c.names.template("evaluation", b)
-            fig = figures.scatter(both[a].tolist(), both[b].tolist(), list(both.index),
-                                  title=f"{la} vs {lb_}: essay mean score_norm", x_title=la, y_title=lb_)
-            r = both[a].corr(both[b]) if len(both) > 2 else float("nan")
-            sections.append(Section(f"{la} vs {lb_}", f"{len(both):,} essays scored on both; Pearson r = {num(r)}.",
-                                    [chart(fig, f"rubric-pair-{a}-{b}")]))
-    per_rubric = records(f[(f["factor"] == "evaluation_template") & (f["rubric"] == "(all)")]) if len(f) else []
-    scales = {t: (g["scale_min"].iloc[0], g["scale_max"].iloc[0]) for t, g in s.groupby("evaluation_template")} if len(s) else {}
-    for r in per_rubric:
-        r["rubric"] = c.names.template("evaluation", r["level"])
-        r["scale"] = "–".join(num(x) for x in scales.get(r["level"], ("", "")))
-    sections.append(Section("Per rubric", NORM_NOTE, [table(
-        [Col("rubric", "evaluation_template"), Col("level", "template_id", kind="code"), Col("scale"),
-         Col("n", kind="int"), Col("n_unscored", kind="int"), Col("mean", kind="num"), Col("std", kind="num"),
-         Col("share_high", kind="pct"), Col("share_low", kind="pct"), Col("share_max", kind="pct")], per_rubric)]))
+            labels = [f"{e} · {c.names.model(m)}" for e, m in both.index]
+            fig = figures.scatter(both[a].tolist(), both[b].tolist(), labels,
+                                  title=f"{la} vs {lb_}: matched (essay, evaluator) units, score_norm",
+                                  x_title=la, y_title=lb_)
+            row = pc[(pc["factor"] == "evaluation_template") & (pc["level_a"] == a) & (pc["level_b"] == b)] \
+                if len(pc) else pc
+            r = records(row)[0] if len(row) else {}
+            text = (f"{len(both):,} matched units from {both.index.get_level_values(0).nunique():,} essays; "
+                    f"Pearson r = {num(r.get('r'))} {interval(r.get('r_ci_low'), r.get('r_ci_high'))}".rstrip()
+                    + ". Each point is one essay scored by one evaluation model with both rubrics.")
+            sections.append(Section(f"{la} vs {lb_}", text, [chart(fig, f"rubric-pair-{a}-{b}")]))
     if len(vr):
-        counts = vr["agreement"].value_counts()
-        sections.append(Section("Do rubrics agree?", "For each essay and evaluation model: the range of the rubric "
-                                "means (score_norm). high: range ≤ 10% of the scale; moderate: ≤ 25%; low: larger.",
-                                [table([Col("agreement"), Col("n", kind="int")],
+        defined = vr[vr["n"] >= 2]
+        counts = defined["agreement"].value_counts()
+        sections.append(Section("Do rubrics agree?", f"Per essay × evaluation model scored with ≥ 2 rubrics "
+                                f"({len(defined):,} units; {len(vr) - len(defined):,} units with a single rubric "
+                                "are excluded): the range of the rubric means (score_norm). high: range ≤ 10% of "
+                                "the scale; moderate: ≤ 25%; low: larger.",
+                                [table([Col("agreement"), Col("n", "units", kind="int")],
                                        [{"agreement": k, "n": v} for k, v in counts.items()], sortable=False)]))
     return Page(f"cohorts/{c.id}/rubrics.md", f"{c.id}: rubric comparison", "Rubric comparison", sections,
-                c.simulated, lead="The same essays judged by different rubrics.")
+                c.simulated, lead="The same essays judged by different rubrics and evaluation models, compared "
+                                  "only where they match.")
 
 
 VARIANCE = (("variance_models", "across evaluation models", "one rubric, each model's replicates averaged"),
             ("variance_rubrics", "across rubrics", "one evaluation model, on score_norm"),
             ("variance_replicates", "across replicates", "one evaluator and rubric: test-retest"))
 AGREEMENT_ORDER = ["high", "moderate", "low", "n/a"]
+UNIT = {"variance_models": "essay × rubric", "variance_rubrics": "essay × evaluation model",
+        "variance_replicates": "essay × rubric × evaluation model"}
 
 
 def agreement(c: Cohort) -> Page:
     ag = c.t["agreement"]
     rows = records(ag)
+    _ci(rows, "icc2_1_ci_low", "icc2_1_ci_high", "icc_ci")
+    _ci(rows, "mean_pearson_ci_low", "mean_pearson_ci_high", "r_ci")
+    _ci(rows, "retest_icc2_1_ci_low", "retest_icc2_1_ci_high", "retest_ci")
     for r in rows:
         r["rubric"] = _rubric_label(c, r["evaluation_template"], r["scale_min"], r["scale_max"])
     sections = [Section("Inter-rater agreement per rubric",
-                        "ICC(2,1): two-way random effects, absolute agreement, single rater, over essays scored by "
-                        "every evaluation model; retest ICC treats replicates as raters. Classes after Koo & Li "
-                        "(2016): < 0.5 poor, < 0.75 moderate, < 0.9 good, else excellent.",
+                        "ICC(2,1): two-way random effects, absolute agreement, single rater, over the n_essays "
+                        "essays scored by every evaluation model, with its analytic 95% interval (McGraw & Wong "
+                        "1996); retest ICC treats replicates as raters of each essay × model unit. Mean Pearson r: "
+                        "over pairs of models, 95% interval by bootstrap over essays. Classes after Koo & Li "
+                        "(2016): < 0.5 poor, < 0.75 moderate, < 0.9 good, else excellent. With few essays the "
+                        "intervals are wide: read the interval, not the class.",
                         [table([Col("rubric", "evaluation_template"), Col("n_raters", kind="int"),
-                                Col("n_essays", kind="int"), Col("icc2_1", kind="num"), Col("icc_class"),
-                                Col("mean_pearson", kind="num"), Col("n_rater_pairs", kind="int"),
-                                Col("retest_icc2_1", kind="num"), Col("n_retest_units", kind="int")], rows,
+                                Col("n_essays", kind="int", title="essays scored by every evaluation model (the n of ICC)"),
+                                Col("icc2_1", kind="num"), Col("icc_ci", "ICC 95% CI"), Col("icc_class"),
+                                Col("mean_pearson", kind="num"), Col("r_ci", "r 95% CI"),
+                                Col("n_pearson_essays", kind="int"), Col("n_rater_pairs", kind="int"),
+                                Col("retest_icc2_1", kind="num"), Col("retest_ci", "retest 95% CI"),
+                                Col("n_retest_units", kind="int")], rows,
                                empty="No rubric has scores yet.")])]
-    series, ranges = {}, {}
+    series, ranges, counted = {}, {}, []
     for name, label, _ in VARIANCE:
         v = c.t[name]
-        counts = v["agreement"].value_counts() if len(v) else pd.Series(dtype=int)
-        series[label] = [int(counts.get(k, 0)) for k in AGREEMENT_ORDER]
-        ranges[label] = v["range_norm"].dropna().tolist() if len(v) else []
+        defined = v[v["n"] >= 2] if len(v) else v
+        counts = defined["agreement"].value_counts() if len(defined) else pd.Series(dtype=int)
+        series[label] = [int(counts.get(k, 0)) for k in AGREEMENT_ORDER[:-1]]
+        ranges[label] = defined["range_norm"].dropna().tolist() if len(defined) else []
+        essays = defined["essay_gen_id"].nunique() if len(defined) else 0
+        counted.append(f"{label}: {len(defined):,} units ({UNIT[name]}) from {essays:,} essays, "
+                       f"{len(v) - len(defined):,} excluded with a single score")
     if any(sum(x) for x in series.values()):
-        sections.append(Section("Agreement classes", "Per essay: the range of scores as a share of the rubric's "
-                                "scale. high ≤ 10%, moderate ≤ 25%, low above; n/a with fewer than two scores.", [
-            chart(figures.bars(AGREEMENT_ORDER, series, title="Essays by agreement class", y_title="essays"),
+        sections.append(Section("Agreement classes", "Per unit: the range of its scores as a share of the "
+                                "rubric's scale. high ≤ 10%, moderate ≤ 25%, low above. Units with a single score "
+                                "have no spread to judge and are excluded, not drawn as 0. " + "; ".join(counted) + ".", [
+            chart(figures.bars(AGREEMENT_ORDER[:-1], series, title="Units by agreement class", y_title="units"),
                   "agreement-classes"),
             chart(figures.histogram(ranges, title="Spread of scores (range as share of scale)",
                                     x_title="range_norm", bin_size=0.05), "agreement-ranges")]))
@@ -448,7 +607,9 @@ def agreement(c: Cohort) -> Page:
             cols.append(Col("rubric", "evaluation_template"))
         if "evaluation_llm" in v.columns:
             cols.append(Col("evaluator", "evaluation_llm"))
-        cols += [Col("n", kind="int"), Col("mean", kind="num"), Col("std", kind="num"), Col("range", kind="num"),
+        cols += [Col("n", kind="int", title="scores compared in this unit"),
+                 Col("mean", kind="num", title="mean of the unit's scores (raw score; score_norm across rubrics)"),
+                 Col("std", kind="num"), Col("range", kind="num"),
                  Col("range_norm", kind="pct"), Col("cv", kind="num"), Col("agreement")]
         text = Markup("{}; the 25 widest spreads. Full table: {}.").format(what.capitalize(), _csv_link(name))
         sections.append(Section(f"Largest disagreement {label}", text,
@@ -541,11 +702,14 @@ def home(cohorts: list[Cohort]) -> Page:
             "essays": cov.get("essay", {}).get("expected"), "evaluations": cov.get("evaluation", {}).get("expected"),
             "coverage": cov.get("evaluation", {}).get("coverage"),
             "mean": lb["mean"].mean() if len(lb) else None,
-            "cost_usd": sum((r.get("cost_usd") or 0) for r in cov.values()),
+            "n_ranked": int(lb["mean"].notna().sum()) if len(lb) else 0,
+            "cost_usd": _known_sum(r.get("cost_usd") for r in cov.values()) if cov else None,
             "simulated": "yes" if c.simulated else "no",
         })
     tbl = table([Col("cohort", "cohort_id"), Col("essays", kind="int"), Col("evaluations", kind="int"),
-                 Col("coverage", "evaluation coverage", kind="pct"), Col("mean", "mean score_norm", kind="num"),
+                 Col("coverage", "evaluation coverage", kind="pct"),
+                 Col("mean", "mean score_norm", kind="num", title="mean of the essays' means (each essay weighs the same)"),
+                 Col("n_ranked", "essays scored", kind="int"),
                  Col("cost_usd", kind="usd"), Col("simulated")], rows, empty="No cohort has reports yet.")
     return Page("index.md", "Cohorts", "daydream reports", [
         Section("Cohorts", "", [tbl]),
@@ -578,6 +742,8 @@ def cross_cohort(df: pd.DataFrame | None, cohorts: list[Cohort], names: Names) -
                               "Mean score_norm of each shared essay in each cohort (up to 30 essays)."))
         shown, note = _capped(df, Markup('<a href="data/cross_cohort.csv">cross_cohort.csv</a>'), "rows")
         rows = records(shown)
+        _ci(rows)
+        _ci(rows, "delta_ci_low", "delta_ci_high", "delta_ci")
         for r in rows:
             c = by_id.get(r["cohort_id"])
             r["essay"] = c.essay(r["essay_gen_id"], prefix=f"cohorts/{c.id}/essays/") if c else r["essay_gen_id"]
@@ -588,11 +754,18 @@ def cross_cohort(df: pd.DataFrame | None, cohorts: list[Cohort], names: Names) -
             r["evaluator_names"] = ", ".join(names.model(m) for m in str(r["evaluators"] or "").split(";") if m)
         body.append(table([Col("essay", "essay_gen_id"), Col("cohort", "cohort_id"), Col("n_cohorts", kind="int"),
                            Col("essay_template_name", "essay_template"), Col("essay_llm_name", "essay_llm"),
-                           Col("n", kind="int"), Col("mean", kind="num"), Col("std", kind="num"),
+                           Col("n_cells", kind="int"), Col("n", "n evaluations", kind="int"),
+                           Col("mean", kind="num", title="mean score_norm over the essay's cells in this cohort"),
+                           Col("ci", "95% CI", title="95% t interval of the mean, over cells"),
+                           Col("std", "std (cells)", kind="num"),
                            Col("mean_across_cohorts", kind="num"), Col("delta", kind="num"),
+                           Col("delta_ci", "delta 95% CI", title="95% t interval of delta; a delta whose interval "
+                               "includes 0 is within noise"),
                            Col("rubric_names", "rubrics", wrap=True), Col("evaluator_names", "evaluators", wrap=True)], rows, note=Markup(note) if note else "",
                           empty="No essay is evaluated in more than one cohort."))
     return Page("cross-cohort.md", "Cross-cohort", "Across cohorts", [
         Section("", "Essays evaluated in two or more cohorts. delta = this cohort's mean − the mean of the "
                 "cohorts' means (score_norm): a cohort whose rubrics or evaluators rate a shared essay "
-                "differently stands out.", body)], simulated)
+                "differently stands out. Means and deltas carry 95% t intervals over the essay's cells (a cell is "
+                "one evaluation model × rubric, replicates averaged); a delta whose interval includes 0 is "
+                "within noise.", body)], simulated)

@@ -91,10 +91,74 @@ def pct(v, digits: int = 0) -> str:
 
 
 def usd(v) -> str:
+    """Dollars; a missing cost is ``unknown``, never $0."""
     if is_blank(v):
-        return "n/a"
+        return "unknown"
     f = float(v)
+    if math.isnan(f):
+        return "unknown"
     return f"${f:,.4f}" if f < 1 else f"${f:,.2f}"
+
+
+def duration(v) -> str:
+    """Seconds at a precision that keeps sub-millisecond calls visible (``0.4 ms``, not ``0``)."""
+    if is_blank(v):
+        return "unknown"
+    try:
+        f = float(v)
+    except (TypeError, ValueError):
+        return str(v)
+    if math.isnan(f):
+        return "unknown"
+    if f == 0:
+        return "0 s"
+    if f < 1:
+        return f"{f * 1000:.3g} ms"
+    return f"{f:,.2f} s" if f < 100 else f"{f:,.0f} s"
+
+
+def interval(lo, hi, digits: int = 2) -> str:
+    """A 95 % interval as ``[lo, hi]``; blank when there is none."""
+    if is_blank(lo) or is_blank(hi):
+        return ""
+    return f"[{num(lo, digits)}, {num(hi, digits)}]"
+
+
+# What a column means, shown as the header's tooltip wherever the column appears (a column
+# without an entry here is plain words or an id).
+GLOSSARY = {
+    "n": "number of scored evaluations",
+    "n_unscored": "evaluations failed or pending (never counted as 0)",
+    "n_essays": "essays: the unit the 95% interval resamples",
+    "n_cells": "evaluator × rubric cells of the essay (replicates averaged first)",
+    "n_units": "matched units: the same essay scored by both levels (with the same other key)",
+    "mean": "mean score_norm (each score rescaled to 0–1 on its own rubric's scale)",
+    "std": "sample standard deviation",
+    "ci": "95% interval of the mean (or difference); blank when too few units for one",
+    "95% CI": "95% interval of the mean (or difference); blank when too few units for one",
+    "diff": "difference of means on score_norm",
+    "share_high": "share of scored evaluations at or above the high threshold (score_norm ≥ 0.8 by default)",
+    "share_low": "share of scored evaluations at or below the low threshold (score_norm ≤ 0.3 by default)",
+    "share_max": "share of scored evaluations at the rubric's own maximum",
+    "icc2_1": "ICC(2,1): two-way random effects, absolute agreement, single rater (1 = raters agree exactly)",
+    "icc_class": "Koo & Li (2016): < 0.5 poor, < 0.75 moderate, < 0.9 good, else excellent",
+    "mean_pearson": "mean Pearson r over pairs of evaluation models",
+    "n_rater_pairs": "pairs of evaluation models with ≥ 3 common essays",
+    "n_raters": "evaluation models that scored this rubric",
+    "n_pearson_essays": "essays scored by at least two evaluation models",
+    "retest_icc2_1": "ICC(2,1) with replicates as raters: how repeatable one evaluator is",
+    "n_retest_units": "essay × evaluation model units with every replicate scored",
+    "range": "max − min of the scores (raw units)",
+    "range_norm": "range as a share of the rubric's scale",
+    "cv": "coefficient of variation: std / |mean|",
+    "agreement": "range_norm ≤ 10% high, ≤ 25% moderate, else low; n/a with fewer than two scores",
+    "coverage": "scored (or done) / expected",
+    "cost_usd": "summed cost; unknown when any call recorded none",
+    "n_simulated": "generations produced by the offline simulator",
+    "delta": "this cohort's mean − the mean of the cohorts' means",
+    "r": "Pearson r of the matched pairs",
+    "excludes_zero": "yes when the 95% interval of the difference excludes 0",
+}
 
 
 def sort_key(v) -> str:
@@ -122,7 +186,7 @@ def make_env() -> jinja2.Environment:
         undefined=jinja2.StrictUndefined,
         keep_trailing_newline=True,
     )
-    env.filters.update(md_text=md_text, num=num, score=score, pct=pct, usd=usd)
+    env.filters.update(md_text=md_text, num=num, score=score, pct=pct, usd=usd, duration=duration)
     env.globals.update(status_tag=status_tag)
     return env
 
@@ -140,16 +204,17 @@ class Link:
 
 
 class Col:
-    """A table column: ``kind`` is text | code | num | score | int | pct | usd (numbers align
+    """A table column: ``kind`` is text | code | num | score | int | pct | usd | duration (numbers align
     right); cells do not wrap unless ``wrap`` (long text such as concepts or details)."""
 
     __slots__ = ("key", "label", "kind", "title", "wrap")
 
     def __init__(self, key: str, label: str | None = None, kind: str = "text", title: str = "", wrap: bool = False):
-        self.key, self.label, self.kind, self.title, self.wrap = key, label or key, kind, title, wrap
+        self.key, self.label, self.kind, self.wrap = key, label or key, kind, wrap
+        self.title = title or GLOSSARY.get(self.label, "") or GLOSSARY.get(key, "")
 
 
-_FORMAT = {"num": num, "score": score, "int": lambda v: num(v, 0), "pct": pct, "usd": usd}
+_FORMAT = {"num": num, "score": score, "int": lambda v: num(v, 0), "pct": pct, "usd": usd, "duration": duration}
 
 
 def _cell(col: Col, value) -> str:
