@@ -140,21 +140,10 @@ def endpoint_for(model) -> str:
 
 
 def provider_settings(name: str) -> ProviderSettings:
-    """Settings of ``[llm.<name>]``; known providers have defaults, others must set base_url.
-
-    A name with no section falls back to ``[daydream] default_provider`` (so a caller holding a
-    vendor name still reaches the configured gateway); prefer ``endpoint_for(model)``, which also
-    honours the ``endpoint`` column and names the model in its error."""
+    """Settings of the endpoint ``[llm.<name>]`` (a name from ``endpoint_for``); known providers
+    have defaults, others must set base_url."""
     if not _configured(name):
-        fallback = default_provider()
-        if fallback is None:
-            raise DaydreamError(
-                "config",
-                f"provider {name!r} has no [llm.{name}] section: add one, or an endpoint column in "
-                "llm_models.csv naming the section to call, or set [daydream] default_provider = openrouter",
-                path=_where(),
-            )
-        name = fallback
+        raise DaydreamError("config", f"no [llm.{name}] section for endpoint {name!r}", path=_where())
     section = f"llm.{name}"
     base_default, key_default = _PROVIDER_DEFAULTS.get(name, (None, None))
     base_url = _get(section, "base_url", str, base_default)

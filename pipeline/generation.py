@@ -26,7 +26,7 @@ from .catalog import Catalog, load_catalog
 from .errors import DaydreamError, ParseError
 from .llm import make_provider, require_keys
 from .llm.base import Completion, CompletionRequest, Provider
-from .parsers import parse
+from .parsers import DEFAULT_SCORE_LABEL, parse
 from .render import draft_context, essay_context, evaluation_context, render
 from .state import BLOCKED, DONE, FAILED, STALE, CurrentInputs, Outcome, State, classify
 from .store import PARENT_STAGE, DataPaths, atomic_write_json, atomic_write_text, read_json, read_text, remove_stale_temporaries
@@ -66,6 +66,13 @@ class Runtime:
                 self._providers[name] = make_provider(config.provider_settings(name))
             return self._providers[name]
 
+    def endpoint(self, model_id: str) -> str:
+        """The ``[llm.<name>]`` endpoint a catalog model calls (``config.endpoint_for``), once per model."""
+        cache = self.__dict__.setdefault("_endpoints", {})
+        if model_id not in cache:
+            cache[model_id] = config.endpoint_for(self.catalog.model(model_id))
+        return cache[model_id]
+
     def require_keys(self, providers) -> None:
         require_keys([config.provider_settings(p) for p in sorted(set(providers))])
 
@@ -98,11 +105,15 @@ class Inputs:
     model_id: str | None
     template_sha256: str | None = None  # recorded so `check` can say *why* an output is stale
     parent_sha256: str | None = None
+    score_label: str = DEFAULT_SCORE_LABEL
 
     @property
     def fingerprint(self) -> str:
         lo, hi = self.scale
-        return sha256("\0".join([sha256(self.prompt), self.model_id or "copy", self.parser, f"{lo:g}", f"{hi:g}"]))
+        parts = [sha256(self.prompt), self.model_id or "copy", self.parser, f"{lo:g}", f"{hi:g}"]
+        if self.score_label != DEFAULT_SCORE_LABEL:  # the default leaves stores made before labels current
+            parts.append(self.score_label)
+        return sha256("\0".join(parts))
 
 
 def metadata(rt: Runtime, stage: str, gen_id: str) -> dict:
@@ -159,7 +170,8 @@ def resolve_inputs(rt: Runtime, stage: str, gen_id: str, md: dict | None = None)
         raise DaydreamError("catalog", f"{stage} template {template.id!r} has no template file", path=template.path)
     prompt = render(source, context, stage=stage, template_id=template.id)
     scale = (template.score_min, template.score_max) if stage == "evaluation" else (0.0, 0.0)
-    return Inputs(md, prompt, template.parser, scale, md.get("llm_model_id"), sha256(source), parent_sha)
+    label = template.score_label if stage == "evaluation" else DEFAULT_SCORE_LABEL
+    return Inputs(md, prompt, template.parser, scale, md.get("llm_model_id"), sha256(source), parent_sha, label)
 
 
 def state_of(rt: Runtime, stage: str, gen_id: str, memo: dict | None = None) -> State:
@@ -187,7 +199,7 @@ def state_of(rt: Runtime, stage: str, gen_id: str, memo: dict | None = None) -> 
             parent = State(STALE, f"the output of {parent_id} changed while being read")
         else:
             current = CurrentInputs(inputs.fingerprint, inputs.template_sha256, inputs.parent_sha256)
-    st = classify(outcome, parent, current, parent_id=parent_id)
+    st = classify(outcome, parent, current, parent_id=parent_id, template_id=md.get("template_id"))
     if memo is not None:
         memo[key] = st
     return st
@@ -276,8 +288,9 @@ def run_generation(rt: Runtime, stage: str, gen_id: str, status: Callable[[str],
         )
         started = _now()
         try:
-            completion = rt.provider(model.provider).complete(request, on_attempt=lambda n, of: status(
-                f"{stage} · {md['template_id']} · {model.id} · calling {model.provider}, attempt {n}/{of}"))
+            endpoint = rt.endpoint(model.id)
+            completion = rt.provider(endpoint).complete(request, on_attempt=lambda n, of: status(
+                f"{stage} · {md['template_id']} · {model.id} · calling {endpoint}, attempt {n}/{of}"))
         except DaydreamError as exc:
             return _write_failure(rt, stage, gen_id, inputs, exc.message, "", simulated=model.simulated)
         raw, simulated = completion.text, completion.simulated  # CRLF already normalised by the provider
@@ -352,7 +365,7 @@ def _write_parsed(rt: Runtime, stage: str, gen_id: str, inputs: Inputs, raw: str
     """Parse ``raw`` and commit parsed.txt, then its metadata (or record the parse failure)."""
     lo, hi = inputs.scale
     try:
-        parsed = parse(inputs.parser, raw, scale_min=lo, scale_max=hi)
+        parsed = parse(inputs.parser, raw, scale_min=lo, scale_max=hi, label=inputs.score_label)
     except ParseError as exc:
         return _write_failure(rt, stage, gen_id, inputs, f"parser {inputs.parser!r} failed: {exc.message}", raw,
                               simulated=simulated)

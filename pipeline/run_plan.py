@@ -142,7 +142,7 @@ def prepare_providers(paths: DataPaths, cohort_id: str) -> None:
     used, todo = set(), set()
     for r in membership(paths, cohort_id):
         if r["llm_model_id"]:
-            provider = rt.catalog.model(r["llm_model_id"]).provider
+            provider = rt.endpoint(r["llm_model_id"])
             used.add(provider)
             if provider not in todo and state_of(rt, r["stage"], r["gen_id"], memo).kind != DONE:
                 todo.add(provider)

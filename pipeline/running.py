@@ -15,6 +15,7 @@ from datetime import datetime
 from urllib.parse import urlparse
 
 import luigi
+import luigi.interface
 
 from . import config
 from .cohort import compile_cohort
@@ -22,10 +23,15 @@ from .errors import DaydreamError
 from .run_plan import cohort_counts, membership, prepare_providers, states_by_stage
 from .state import KINDS
 from .store import STAGES, read_json
-from .tasks import ReportSite, RunCohort, run_stamp
+from .tasks import ReportSite, RunCohort, _DaydreamTask, run_stamp
 
 EXIT_OK, EXIT_FAILED = 0, 1
 PROGRESS_POLL_S = 0.5
+
+
+def _configured_scheduler_url() -> str:
+    core = luigi.interface.core()
+    return core.scheduler_url or f"http://{core.scheduler_host}:{core.scheduler_port}/"
 
 
 def check_scheduler_url(url: str) -> str:
@@ -99,6 +105,36 @@ class StoreProgress:
         self.bar.close()
 
 
+@_DaydreamTask.event_handler(luigi.Event.FAILURE)
+def _print_task_failure(task, exception) -> None:
+    """A task that failed outside a generation (the store cannot be written, a config error):
+    one line on stderr, since Luigi's own log is silenced. Runs in whichever process ran the task."""
+    if isinstance(exception, DaydreamError):
+        if exception.code != "failed":  # RunCohort's summary of generation failures is printed below
+            print(f"error[{exception.code}]: {exception.message}", file=sys.stderr, flush=True)
+    else:
+        print(f"error: {task.task_family} failed: {type(exception).__name__}: {exception}", file=sys.stderr, flush=True)
+
+
+def _wait_for_other_runner(task: RunCohort, scheduler_url: str, own_worker: str, progress: "StoreProgress") -> None:
+    """A second ``daydream run`` against the same luigid (another machine) has done what it could;
+    while ``RunCohort`` is still pending or running for a live worker elsewhere, wait for it."""
+    import time
+
+    from luigi.rpc import RemoteScheduler
+
+    sched = RemoteScheduler(scheduler_url)
+    while True:
+        info = sched.task_list("", "", search=str(task)).get(task.task_id)
+        if not info or info["status"] not in ("PENDING", "RUNNING"):
+            return
+        alive = {w["name"] for w in sched.worker_list() if w.get("state") == "active"} - {own_worker}
+        if not set(info.get("workers", [])) & alive:
+            return
+        progress._advance()
+        time.sleep(1.0)
+
+
 def run_cohort(cohort_id: str, *, workers: int = 1, local_scheduler: bool = True,
                scheduler_url: str | None = None, verbose: bool = False) -> int:
     """The CLI's ``run``: compile, check, one ``luigi.build`` of ``RunCohort``, then the summary."""
@@ -115,6 +151,9 @@ def run_cohort(cohort_id: str, *, workers: int = 1, local_scheduler: bool = True
     task = RunCohort(cohort_id=cohort_id, since=run_stamp())
     with StoreProgress(cohort_id, task.since) as progress:
         result = luigi.build([task], **build)
+        if not local_scheduler and not task.complete():
+            _wait_for_other_runner(task, build.get("scheduler_url") or _configured_scheduler_url(),
+                                   result.worker._id, progress)
         counts = cohort_counts(paths, membership(paths, cohort_id), task.since)
         progress.set(counts.done + counts.failed + counts.blocked)
     print(counts.summary(), file=sys.stderr)

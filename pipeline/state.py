@@ -64,7 +64,7 @@ class CurrentInputs:
 
 
 def classify(outcome: Outcome | None, parent: State | None, current: CurrentInputs | None,
-             *, parent_id: str | None = None) -> State:
+             *, parent_id: str | None = None, template_id: str | None = None) -> State:
     """A generation's state from its recorded outcome, its parent's state and its current inputs.
 
     ``current`` is only needed (and only computable) when the parent is done or there is none.
@@ -81,7 +81,7 @@ def classify(outcome: Outcome | None, parent: State | None, current: CurrentInpu
     if current is None:
         raise ValueError("classify needs the current inputs when the parent is done")
     if outcome.input_fingerprint != current.fingerprint:
-        return State(STALE, _why_stale(outcome, current, parent_id))
+        return State(STALE, _why_stale(outcome, current, parent_id, template_id))
     if not outcome.success:
         return State(FAILED, outcome.error or "failed", outcome.finished_at)
     if not outcome.output_intact:
@@ -89,10 +89,10 @@ def classify(outcome: Outcome | None, parent: State | None, current: CurrentInpu
     return State(DONE)
 
 
-def _why_stale(outcome: Outcome, current: CurrentInputs, parent_id: str | None) -> str:
+def _why_stale(outcome: Outcome, current: CurrentInputs, parent_id: str | None, template_id: str | None) -> str:
     why = []
     if outcome.template_sha256 and outcome.template_sha256 != current.template_sha256:
-        why.append("its template was edited")
+        why.append(f"template {template_id!r} was edited")
     if outcome.parent_sha256 and outcome.parent_sha256 != current.parent_sha256:
         why.append(f"parent {parent_id} was regenerated")
     return "; ".join(why) or "its inputs changed (concepts, model, parser or scale)"

@@ -157,7 +157,7 @@ class _Generation(_DaydreamTask):
         md = self._metadata(self.gen_ids()[0])
         if md.get("mode") == "copy":
             return {}
-        provider = runtime().catalog.model(md["llm_model_id"]).provider
+        provider = runtime().endpoint(md["llm_model_id"])
         return {config.resource_name(provider): config.calls_per_task(provider)}
 
     def output(self):
@@ -226,7 +226,7 @@ class CohortChunk(_DaydreamTask):
     @property
     def resources(self):
         rt = runtime()
-        providers = {rt.catalog.model(r["llm_model_id"]).provider for r in self._members() if r["llm_model_id"]}
+        providers = {rt.endpoint(r["llm_model_id"]) for r in self._members() if r["llm_model_id"]}
         return {config.resource_name(p): 1 for p in sorted(providers)}
 
     def _unsettled(self) -> list[dict]:

@@ -109,10 +109,16 @@ class Luigid:
         self.log_dir.mkdir()
         # luigid reads luigi.cfg from its working directory: resources as in the project's file,
         # and a short disconnect delay so a killed worker's tasks are released quickly.
-        (base / "luigi.cfg").write_text(
-            "[scheduler]\nworker_disconnect_delay = 4\nretry_delay = 1\nremove_delay = 600\nprune_on_get_work = true\n"
-            "[resources]\nllm_offline = 64\nllm_testsrv = 4\n"
-        )
+        # The project's own luigi.cfg (as the README starts luigid), with test overrides.
+        import configparser
+
+        cfg = configparser.ConfigParser()
+        cfg.read(REPO / "luigi.cfg")
+        cfg.read_dict({"scheduler": {"worker_disconnect_delay": "4", "retry_delay": "1", "remove_delay": "600",
+                                     "prune_on_get_work": "true"},
+                       "resources": {"llm_offline": "64", "llm_testsrv": "4"}})
+        with open(base / "luigi.cfg", "w") as fh:
+            cfg.write(fh)
 
     def start(self):
         import shutil

@@ -45,14 +45,14 @@ def intact(project) -> dict[str, str]:
 
     A kill between writing parsed.txt and its commit marker (parsed_metadata.json) may leave an
     uncommitted parsed.txt; it is never taken as complete (no marker, or a hash that differs)."""
-    from pipeline.stages import is_complete, runtime
+    from pipeline.generation import runtime, state_of
 
     finished = {}
     for row in project.membership():
         d = project.paths.gen_dir(row["stage"], row["gen_id"])
         pm_path = d / "parsed_metadata.json"
         if not pm_path.exists():
-            assert not is_complete(runtime(), row["stage"], row["gen_id"])
+            assert state_of(runtime(), row["stage"], row["gen_id"]).kind != "done"
             continue
         pm = json.loads(pm_path.read_text())
         json.loads((d / "metadata.json").read_text())

@@ -120,7 +120,6 @@ def test_default_provider_maps_vendors_to_the_offline_simulator(tmp_path):
     assert_cohort_ran(root)
 
 
-@pytest.mark.xfail(strict=False, reason="needs the generation runner to call config.endpoint_for(model)")
 def test_endpoint_column_maps_vendors_to_the_offline_simulator(tmp_path):
     root = legacy_root(tmp_path)
     models = root / "1_raw" / "llm_models.csv"

@@ -40,7 +40,7 @@ def test_demo_cohort_through_luigid(luigid, demo_root):
     assert {row["gen_id"] for row in rows} <= done_gen_ids(luigid)
     tasks = luigid.api("task_list", status="DONE", upstream_status="", search="RunCohort")
     (run,) = [t for t in tasks.values() if t["name"] == "RunCohort"]
-    assert "90 generations: 90 done, 0 failed" in run["status_message"]
+    assert run["status_message"] == "done 90, failed 0, not run 0, remaining 0 of 90"
     assert run["progress_percentage"] == 100
     gens = [t for t in luigid.api("task_list", status="DONE", upstream_status="", search="EvaluationGeneration").values()]
     assert gens and all(t["status_message"] and "evaluation" in t["status_message"] for t in gens)
