@@ -12,7 +12,12 @@ stderr), talks only to loopback, and removes everything it created. The pieces h
 * ``reset_state()``: Luigi's task-instance cache and the pipeline's runtime cache.
 * ``start_luigid()``: a real luigid on a free loopback port (tests/conftest.py's ``Luigid``)
   with the benchmark's resources.
-* ``drive_generations()``: compile + prepare providers + ``running.drive``, timed.
+* ``build_run_cohort()``: one ``luigi.build([RunCohort(...)])``, as ``daydream run`` and the
+  ``luigi`` command make it, timed (wall and CPU); ``run_command()``: the real ``luigi`` or
+  ``daydream`` command as a subprocess, with ``write_luigi_cfg()``'s settings layered on the project's luigi.cfg.
+* ``InTaskTimer`` (time inside generation work and completeness checks, workers=1) and
+  ``PhaseClock`` (when the reports phase starts, from any worker process).
+* ``check_all_done()`` / ``cohort_counts()``: ``run_plan.cohort_counts`` over the membership.
 
 Only ``tests/llm_server.py`` (the OpenAI-compatible server) and ``tests/conftest.py``'s ``Luigid``
 are taken from the tests; catalogs and specs are defined here.
@@ -209,7 +214,8 @@ def start_llm_server(latency: float = 0.0):
 class ServerProcess:
     """The same test server in a child process, so its request handling does not compete with the
     pipeline for this process's GIL. Counters are fetched over a pipe: ``stats()`` returns
-    ``{"requests", "successes", "max_concurrency_seen", "in_flight"}``; ``reset()`` zeroes them."""
+    ``{"requests", "successes", "max_concurrency_seen", "in_flight", "first_request_at",
+    "last_response_at"}`` (wall-clock times, ``time.time()``); ``reset()`` zeroes them."""
 
     def __init__(self, latency: float = 0.0):
         import subprocess
@@ -256,17 +262,33 @@ class ServerProcess:
 def _serve(latency: float) -> None:
     """Child side of ``ServerProcess``: one command per stdin line, one JSON line back; EOF stops."""
     server = start_llm_server(latency)
+    times = {"first_request_at": None, "last_response_at": None}
+    begin, responder = server._begin, server.responder
+
+    def timed_begin(record):
+        if times["first_request_at"] is None:
+            times["first_request_at"] = time.time()
+        return begin(record)
+
+    def timed_responder(body):
+        try:
+            return responder(body)
+        finally:
+            times["last_response_at"] = time.time()
+
+    server._begin, server.responder = timed_begin, timed_responder
     print(server.base_url, flush=True)
 
     def stats() -> dict:
         return {"requests": len(server.requests), "successes": server.successes,
-                "max_concurrency_seen": server.max_concurrency_seen, "in_flight": server.in_flight}
+                "max_concurrency_seen": server.max_concurrency_seen, "in_flight": server.in_flight, **times}
 
     try:
         for line in sys.stdin:
             command = line.strip()
             if command == "reset":
                 server.reset()
+                times.update(first_request_at=None, last_response_at=None)
             print(json.dumps(stats()), flush=True)
     finally:
         server.stop()
@@ -275,9 +297,11 @@ def _serve(latency: float) -> None:
 # -- configuration --------------------------------------------------------------------------------
 
 
-def configure(base_url: str, *, concurrency: int, batch_size: int, chunk_size: int = 500,
+def configure(base_url: str, *, concurrency: int, batch_size: int | None = None, chunk_size: int | None = None,
               timeout: float = 30.0, max_attempts: int = 3) -> None:
-    """Point provider ``testsrv`` at the test server and set batching/chunking, in-process."""
+    """Point provider ``testsrv`` at the test server, in-process: ``[llm.testsrv] concurrency`` =
+    ``[resources] llm_testsrv`` = ``concurrency``; ``[daydream] batch_size`` / ``chunk_size`` when
+    given, else the pipeline's defaults."""
     import luigi.configuration
 
     cfg = luigi.configuration.get_config()
@@ -288,8 +312,11 @@ def configure(base_url: str, *, concurrency: int, batch_size: int, chunk_size: i
                        "max_attempts": max_attempts, "backoff_base": 0.05, "backoff_max": 1.0}.items():
         cfg.set(f"llm.{PROVIDER}", key, str(value))
     cfg.set("resources", f"llm_{PROVIDER}", str(concurrency))
-    cfg.set("daydream", "batch_size", str(batch_size))
-    cfg.set("daydream", "chunk_size", str(chunk_size))
+    for key, value in (("batch_size", batch_size), ("chunk_size", chunk_size)):
+        if value:
+            cfg.set("daydream", key, str(value))
+        else:
+            cfg.remove_option("daydream", key)
 
 
 def set_data_root(root: Path) -> None:
@@ -315,28 +342,24 @@ def quiet_luigi() -> None:
         logging.getLogger(name).setLevel(logging.CRITICAL)
 
 
-def build_kwargs(workers: int, scheduler_url: str | None = None) -> dict:
-    kw = {"workers": workers, "no_lock": True, "log_level": "CRITICAL"}
-    if scheduler_url:
-        kw["scheduler_url"] = scheduler_url
-    else:
-        kw["local_scheduler"] = True
-    return kw
-
-
 # -- luigid ---------------------------------------------------------------------------------------
 
 
 def start_luigid(base: Path, resources: dict[str, int]):
-    """A real luigid on a free loopback port (tests/conftest.py's ``Luigid``), whose
-    ``[resources]`` are the benchmark's (luigid reads them from its own working directory)."""
+    """A real luigid on a free loopback port (tests/conftest.py's ``Luigid``: the project's
+    luigi.cfg with short test timeouts), with the benchmark's ``[resources]`` (luigid reads them
+    from its own working directory)."""
+    import configparser
+
     from conftest import Luigid
 
     d = Luigid(base)
-    lines = "".join(f"{k} = {v}\n" for k, v in resources.items())
-    (base / "luigi.cfg").write_text(
-        "[scheduler]\nworker_disconnect_delay = 4\nretry_delay = 1\nremove_delay = 600\n"
-        "prune_on_get_work = true\nrecord_task_history = false\n[resources]\n" + lines)
+    cfg = configparser.ConfigParser()
+    cfg.read(base / "luigi.cfg")
+    cfg.read_dict({"resources": {k: str(v) for k, v in resources.items()},
+                   "scheduler": {"record_task_history": "false"}})
+    with open(base / "luigi.cfg", "w") as fh:
+        cfg.write(fh)
     return d.start()
 
 
@@ -344,34 +367,103 @@ def start_luigid(base: Path, resources: dict[str, int]):
 
 
 def compile_and_prepare(cohort: str = COHORT):
-    """Compile the cohort and prepare providers (resources, keys); returns (plan, written, seconds)."""
+    """Compile the cohort and prepare providers (what ``daydream run`` does before its build);
+    returns (plan, written, seconds)."""
     from pipeline import config
     from pipeline.cohort import compile_cohort
-    from pipeline.tasks import generation_tasks, prepare_providers
+    from pipeline.run_plan import prepare_providers
 
     t0 = time.perf_counter()
-    plan, written = compile_cohort(config.data_paths(), cohort)
-    prepare_providers(generation_tasks(cohort))
+    paths = config.data_paths()
+    plan, written = compile_cohort(paths, cohort)
+    prepare_providers(paths, cohort)
     return plan, written, time.perf_counter() - t0
 
 
-def drive_generations(workers: int, scheduler_url: str | None = None, cohort: str = COHORT) -> tuple[float, object]:
-    """``running.drive`` over every generation of a compiled cohort; returns (seconds, DriveResult)."""
-    from pipeline.running import drive
+def cpu_s() -> float:
+    """CPU seconds of this process (every thread) plus its reaped children (Luigi's forked task
+    processes when workers > 1; commands run by ``run_command``)."""
+    import resource
+
+    own = resource.getrusage(resource.RUSAGE_SELF)
+    kids = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
+
+
+def build_run_cohort(workers: int, scheduler_url: str | None = None, cohort: str = COHORT) -> dict:
+    """One ``luigi.build([RunCohort(...)])``, exactly as ``run_cohort`` / the ``luigi`` command make
+    it (compile, every generation chunk by chunk, reports, site). Returns wall seconds, CPU seconds
+    (this process and reaped children), the build's status and the wall-clock start (time.time)."""
+    import luigi
+
+    from pipeline.tasks import RunCohort, run_stamp
 
     reset_state()
+    kw = {"workers": workers, "log_level": "CRITICAL", "detailed_summary": True}
+    if scheduler_url:
+        kw["scheduler_url"] = scheduler_url
+    else:
+        kw["local_scheduler"] = True
+    task = RunCohort(cohort_id=cohort, since=run_stamp())
+    started_at = time.time()
+    cpu0 = cpu_s()
     t0 = time.perf_counter()
-    result = drive(cohort, build_kwargs(workers, scheduler_url))
-    return time.perf_counter() - t0, result
+    result = luigi.build([task], **kw)
+    seconds = time.perf_counter() - t0
+    return {"seconds": seconds, "cpu_s": cpu_s() - cpu0, "status": result.status.name,
+            "started_at": started_at, "since": task.since}
+
+
+def write_luigi_cfg(path: Path, base_url: str, *, concurrency: int, batch_size: int | None = None,
+                    chunk_size: int | None = None, timeout: float = 30.0, max_attempts: int = 3) -> Path:
+    """The settings ``configure`` makes in-process, as a file to layer on the project's luigi.cfg
+    with LUIGI_CONFIG_PATH (for the ``luigi`` command)."""
+    daydream = "".join(f"{k} = {v}\n" for k, v in (("batch_size", batch_size), ("chunk_size", chunk_size)) if v)
+    path.write_text(
+        f"[llm.{PROVIDER}]\nbase_url = {base_url}\napi_key_env =\nconcurrency = {concurrency}\n"
+        f"timeout = {timeout}\nmax_attempts = {max_attempts}\nbackoff_base = 0.05\nbackoff_max = 1.0\n"
+        f"[resources]\nllm_{PROVIDER} = {concurrency}\n"
+        + (f"[daydream]\n{daydream}" if daydream else ""))
+    return path
+
+
+def luigi_command(workers: int = 1, cohort: str = COHORT, scheduler_url: str | None = None) -> list[str]:
+    """``luigi --module pipeline.tasks RunCohort --cohort-id C --local-scheduler --workers N``."""
+    exe = Path(sys.executable).parent / "luigi"
+    cmd = [str(exe) if exe.exists() else "luigi", "--module", "pipeline.tasks", "RunCohort",
+           "--cohort-id", cohort, "--workers", str(workers)]
+    return cmd + (["--scheduler-url", scheduler_url] if scheduler_url else ["--local-scheduler"])
+
+
+def daydream_command(workers: int = 1, cohort: str = COHORT) -> list[str]:
+    """``daydream run C --workers N`` (local scheduler)."""
+    exe = Path(sys.executable).parent / "daydream"
+    return [str(exe) if exe.exists() else "daydream", "run", cohort, "--workers", str(workers)]
+
+
+def run_command(cmd: list[str], cfg: Path, data_root: Path) -> dict:
+    """A pipeline command (``luigi_command()``, ``daydream_command()``) as a subprocess from the
+    repository (its luigi.cfg) with ``cfg`` layered on top (LUIGI_CONFIG_PATH); returns seconds,
+    CPU seconds of the command and its children, the exit code and the tail of its stderr."""
+    import subprocess
+
+    env = dict(os.environ, LUIGI_CONFIG_PATH=str(cfg), DAYDREAM_DATA_ROOT=str(data_root))
+    cpu0 = cpu_s()
+    t0 = time.perf_counter()
+    proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True)
+    seconds = time.perf_counter() - t0
+    return {"command": " ".join([Path(cmd[0]).name] + cmd[1:]), "seconds": seconds, "cpu_s": cpu_s() - cpu0,
+            "returncode": proc.returncode, "stderr_tail": proc.stderr[-2000:]}
 
 
 class InTaskTimer:
     """Wall time spent inside generation tasks' work (``run_batch`` / ``run_generation`` as called
-    by ``pipeline.tasks``) and in ``_Generation.complete``, accumulated while installed.
+    by ``pipeline.tasks``) and in completeness checks (``GenerationTarget.exists``,
+    ``CohortChunk.complete``), accumulated while installed.
 
     Exact only when tasks run in this process (workers=1: Luigi forks a process per task when
-    workers > 1, and the child's time is not seen here). Everything else a drive spends is
-    orchestration: building tasks, scheduling, dependency checks, chunk bookkeeping.
+    workers > 1, and the child's time is not seen here). Everything else a run spends on its
+    generations is orchestration: building tasks, scheduling, chunk bookkeeping.
     """
 
     def __init__(self):
@@ -382,20 +474,25 @@ class InTaskTimer:
         self.complete_calls = 0
         self._lock = threading.Lock()
         self._undo: list = []
+        self._depth = threading.local()
 
     def _wrap(self, owner, name: str, field: str, count: str | None = None):
-        original = getattr(owner, name)
+        original = owner.__dict__[name] if isinstance(owner, type) else getattr(owner, name)
         timer = self
 
         def timed(*args, **kwargs):
+            depth = getattr(timer._depth, field, 0)
+            setattr(timer._depth, field, depth + 1)
             t0 = time.perf_counter()
             try:
                 return original(*args, **kwargs)
             finally:
-                with timer._lock:
-                    setattr(timer, field, getattr(timer, field) + time.perf_counter() - t0)
-                    if count:
-                        setattr(timer, count, getattr(timer, count) + 1)
+                setattr(timer._depth, field, depth)
+                if depth == 0:  # outermost call only (a chunk's complete checks its targets' states)
+                    with timer._lock:
+                        setattr(timer, field, getattr(timer, field) + time.perf_counter() - t0)
+                        if count:
+                            setattr(timer, count, getattr(timer, count) + 1)
 
         setattr(owner, name, timed)
         self._undo.append((owner, name, original))
@@ -405,7 +502,8 @@ class InTaskTimer:
 
         self._wrap(tasks, "run_batch", "work_s")
         self._wrap(tasks, "run_generation", "work_s")
-        self._wrap(tasks._Generation, "complete", "complete_s", "complete_calls")
+        self._wrap(tasks.GenerationTarget, "exists", "complete_s", "complete_calls")
+        self._wrap(tasks.CohortChunk, "complete", "complete_s", "complete_calls")
         return self
 
     def __exit__(self, *exc) -> None:
@@ -414,9 +512,73 @@ class InTaskTimer:
         self._undo.clear()
 
 
-def check_all_done(result, expected: int) -> None:
-    if result.done != expected or result.failed or result.blocked:
-        raise SystemExit(f"benchmark run incomplete: {result.summary()} (expected {expected} done)")
+class PhaseClock:
+    """When the reports phase of a ``RunCohort`` build starts, and what the report/site tasks
+    cost: ``CohortReports.run`` and ``ReportSite.run`` append (start, wall, cpu) to a file, so
+    tasks in forked worker processes are seen too. A run's generations phase is from the build's
+    start to the first report task's start (they run only after every chunk)."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self._undo: list = []
+
+    def __enter__(self) -> "PhaseClock":
+        from pipeline import tasks
+
+        self.path.write_text("")
+        for cls in (tasks.CohortReports, tasks.ReportSite):
+            original = cls.__dict__["run"]
+            clock = self
+
+            def run(task, _original=original):
+                start, cpu0, t0 = time.time(), time.process_time(), time.perf_counter()
+                try:
+                    return _original(task)
+                finally:
+                    with open(clock.path, "a") as fh:
+                        fh.write(json.dumps({"task": task.task_family, "start": start,
+                                             "wall_s": time.perf_counter() - t0,
+                                             "cpu_s": time.process_time() - cpu0}) + "\n")
+
+            cls.run = run
+            self._undo.append((cls, original))
+        return self
+
+    def records(self) -> list[dict]:
+        return [json.loads(line) for line in self.path.read_text().splitlines() if line.strip()]
+
+    def reports_start(self) -> float | None:
+        recs = self.records()
+        return min(r["start"] for r in recs) if recs else None
+
+    def reports_wall_s(self) -> float:
+        return sum(r["wall_s"] for r in self.records())
+
+    def reports_cpu_s(self) -> float:
+        return sum(r["cpu_s"] for r in self.records())
+
+    def __exit__(self, *exc) -> None:
+        for cls, original in reversed(self._undo):
+            cls.run = original
+        self._undo.clear()
+
+
+def cohort_counts(cohort: str = COHORT, since: str = ""):
+    """``run_plan.cohort_counts`` over the cohort's membership, read fresh."""
+    from pipeline import config
+    from pipeline.run_plan import cohort_counts as counts, membership
+
+    reset_state()
+    paths = config.data_paths()
+    return counts(paths, membership(paths, cohort), since)
+
+
+def check_all_done(expected: int, cohort: str = COHORT):
+    """Every one of the ``expected`` generations is done (``run_plan.cohort_counts``), or exit."""
+    counts = cohort_counts(cohort)
+    if counts.total != expected or counts.done != expected:
+        raise SystemExit(f"benchmark run incomplete: {counts.summary()} (expected {expected} done)")
+    return counts
 
 
 def ms_per(seconds: float, n: int) -> float:

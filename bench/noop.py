@@ -1,23 +1,30 @@
 """Benchmark: re-running a finished 10,000-generation cohort (nothing to do).
 
-    .venv/bin/python bench/noop.py [--generations 10000] [--workers 1] [--batch-size 32]
+    .venv/bin/python bench/noop.py [--generations 10000] [--workers 1] [--batch-size B] [--chunk-size K]
 
 Runs a cohort of N LLM generations (N/4 drafts, N/4 essays, N/2 evaluations) to completion with
-``pipeline.running.run_cohort`` (local scheduler, instant test server in a child process), reports
-and site included. Then times two re-runs of the finished cohort:
+``pipeline.running.run_cohort`` (local scheduler, instant test server in a child process),
+reports and site included. Then re-runs the finished cohort, timing each end to end and counting
+the model requests it made (must be 0; the benchmark fails otherwise):
 
-* ``run_cohort``: what ``daydream run`` does: recompile (writes nothing), find ``RunCohort``
-  complete (every generation, the reports and the site are current), print the status;
-* ``drive``: the generations phase alone (every generation checked; none is handed to Luigi).
+* ``run_cohort``: in this process, what ``daydream run`` does (recompile, which writes nothing;
+  prepare providers; one ``luigi.build([RunCohort])``, found complete; the summary);
+* ``daydream run``: the CLI as a subprocess (Python and import start-up included);
+* ``luigi`` command: ``luigi --module pipeline.tasks RunCohort --cohort-id bench
+  --local-scheduler --workers N`` as a subprocess, from the repository (its luigi.cfg) with the
+  benchmark's settings layered on through LUIGI_CONFIG_PATH;
+* ``build``: the bare ``luigi.build([RunCohort])`` in this process (no compile, no counts).
 
-and counts the model requests each re-run made (must be 0; the benchmark fails otherwise).
-Runs in ~90 s on 2 cores. Prints one JSON object; progress (and run_cohort's own output) on stderr.
+``import_s`` is the cost of a fresh ``python -c "import pipeline.tasks"`` (the part of a
+subprocess re-run that is start-up, not checking). Runs in ~2 minutes on 2 cores. Prints one
+JSON object; progress (and the commands' own output) on stderr.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -27,99 +34,96 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import common as c  # noqa: E402
 
 
-class DriveTimer:
-    """Time spent in ``pipeline.running.drive`` while installed (RunCohort.run looks it up per call)."""
-
-    def __init__(self):
-        self.seconds = 0.0
-        self.calls = 0
-
-    def __enter__(self):
-        from pipeline import running
-
-        self._original = running.drive
-
-        def timed(*args, **kwargs):
-            t0 = time.perf_counter()
-            self.calls += 1
-            try:
-                return self._original(*args, **kwargs)
-            finally:
-                self.seconds += time.perf_counter() - t0
-
-        running.drive = timed
-        return self
-
-    def __exit__(self, *exc):
-        from pipeline import running
-
-        running.drive = self._original
-
-
-def run_cohort(workers: int) -> tuple[int, float, DriveTimer]:
-    """``run_cohort`` with its stdout sent to stderr; returns (exit code, seconds, drive timer)."""
+def run_cohort(workers: int) -> tuple[int, float]:
+    """``run_cohort`` with its stdout sent to stderr; returns (exit code, seconds)."""
     from pipeline.running import run_cohort as run
 
     c.reset_state()
-    with DriveTimer() as timer, contextlib.redirect_stdout(sys.stderr):
+    with contextlib.redirect_stdout(sys.stderr):
         t0 = time.perf_counter()
         code = run(c.COHORT, workers=workers, local_scheduler=True)
         seconds = time.perf_counter() - t0
-    return code, seconds, timer
+    return code, seconds
+
+
+def import_seconds() -> float:
+    t0 = time.perf_counter()
+    subprocess.run([sys.executable, "-c", "import pipeline.tasks, pipeline.running"], cwd=c.REPO, check=True)
+    return time.perf_counter() - t0
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--generations", type=int, default=10_000)
     ap.add_argument("--workers", type=int, default=1)
-    ap.add_argument("--batch-size", type=int, default=32)
+    ap.add_argument("--batch-size", type=int, default=None, help="[daydream] batch_size (default: the pipeline's)")
+    ap.add_argument("--chunk-size", type=int, default=None, help="[daydream] chunk_size (default: the pipeline's)")
     ap.add_argument("--concurrency", type=int, default=64)
-    ap.add_argument("--chunk-size", type=int, default=500)
     args = ap.parse_args(argv)
 
     c.quiet_luigi()
     started = time.perf_counter()
     with c.scratch_dir() as (base, fs), c.ServerProcess(latency=0.0) as server:
-        _, counts = c.sized_root(base, args.generations)
+        root, counts = c.sized_root(base, args.generations)
+        n = counts["total"]
         c.configure(server.base_url, concurrency=args.concurrency, batch_size=args.batch_size,
                     chunk_size=args.chunk_size)
+        cfg = c.write_luigi_cfg(base / "bench.cfg", server.base_url, concurrency=args.concurrency,
+                                batch_size=args.batch_size, chunk_size=args.chunk_size)
 
-        c.log(f"first run: {counts['total']} generations, data root on {fs}")
-        code, first_s, first_drive = run_cohort(args.workers)
+        c.log(f"first run: {n} generations, data root on {fs}")
+        code, first_s = run_cohort(args.workers)
         first_requests = server.stats()["requests"]
-        if code != 0 or first_requests != counts["total"]:
-            raise SystemExit(f"first run failed: exit {code}, {first_requests} model requests")
+        if code != 0 or first_requests != n:
+            raise SystemExit(f"first run failed: exit {code}, {first_requests} model requests for {n}")
+        c.check_all_done(n)
 
-        c.log("re-run: run_cohort")
+        reruns = {}
+        c.log("re-run: run_cohort (in process)")
         server.reset()
-        code, rerun_s, rerun_drive = run_cohort(args.workers)
-        rerun_requests = server.stats()["requests"]
-        if code != 0:
-            raise SystemExit(f"re-run failed: exit {code}")
+        code, seconds = run_cohort(args.workers)
+        reruns["run_cohort"] = {"seconds": seconds, "returncode": code}
+        reruns["run_cohort"]["model_requests"] = server.stats()["requests"]
 
-        c.log("re-run: drive only")
+        for name, cmd in (("daydream_run", c.daydream_command(args.workers)),
+                          ("luigi_command", c.luigi_command(args.workers))):
+            c.log(f"re-run: {name}")
+            server.reset()
+            out = c.run_command(cmd, cfg, root)
+            out["model_requests"] = server.stats()["requests"]
+            if out["returncode"] != 0:
+                c.log(out["stderr_tail"])
+            reruns[name] = out
+
+        c.log("re-run: bare luigi.build([RunCohort]) (in process)")
         server.reset()
-        drive_s, result = c.drive_generations(args.workers)
-        drive_requests = server.stats()["requests"]
-        c.check_all_done(result, counts["total"])
-        if rerun_requests or drive_requests:
-            raise SystemExit(f"a no-op re-run called the model: {rerun_requests} + {drive_requests} requests")
+        build = c.build_run_cohort(args.workers)
+        reruns["build"] = {"seconds": build["seconds"], "returncode": 0 if build["status"] == "SUCCESS" else 1,
+                           "status": build["status"], "model_requests": server.stats()["requests"]}
+        c.check_all_done(n)
+        imports = import_seconds()
 
-    n = counts["total"]
+    for name, r in reruns.items():
+        r["seconds"] = round(r["seconds"], 2)
+        r["ms_per_generation"] = c.ms_per(r["seconds"], n)
+        if "cpu_s" in r:
+            r["cpu_s"] = round(r["cpu_s"], 2)
+        r.pop("stderr_tail", None) if r["returncode"] == 0 else None
+    bad = {k: (r["returncode"], r["model_requests"]) for k, r in reruns.items() if r["returncode"] or r["model_requests"]}
+    if bad:
+        c.emit({"benchmark": "noop", "error": "a no-op re-run failed or called the model", "reruns": reruns})
+        raise SystemExit(f"a no-op re-run failed or called the model: {bad}")
     c.emit({
         "benchmark": "noop",
         "data_root_fs": fs,
         "generations": n, "per_stage": {k: v for k, v in counts.items() if k != "total"},
-        "settings": {"workers": args.workers, "batch_size": args.batch_size, "concurrency": args.concurrency,
-                     "chunk_size": args.chunk_size, "scheduler": "local", "server": "child process",
-                     "server_tcp_nodelay": c.SERVER_TCP_NODELAY},
-        "first_run": {"run_cohort_s": round(first_s, 2), "generations_s": round(first_drive.seconds, 2),
-                      "other_s": round(first_s - first_drive.seconds, 2), "model_requests": first_requests},
-        "rerun_run_cohort": {"seconds": round(rerun_s, 2), "drive_calls": rerun_drive.calls,
-                             # 0 drive calls: RunCohort was found complete, so Luigi never ran it
-                             "ms_per_generation": c.ms_per(rerun_s, n), "model_requests": rerun_requests},
-        "rerun_drive": {"seconds": round(drive_s, 2), "ms_per_generation": c.ms_per(drive_s, n),
-                        "model_requests": drive_requests},
+        "settings": {"workers": args.workers, "batch_size": args.batch_size or "default",
+                     "chunk_size": args.chunk_size or "default", "concurrency": args.concurrency,
+                     "scheduler": "local", "server": "child process", "server_tcp_nodelay": c.SERVER_TCP_NODELAY},
+        "first_run": {"run_cohort_s": round(first_s, 2), "ms_per_generation": c.ms_per(first_s, n),
+                      "model_requests": first_requests},
+        "reruns": reruns,
+        "import_s": round(imports, 2),
         "total_s": round(time.perf_counter() - started, 1),
         "machine": c.machine(),
     })

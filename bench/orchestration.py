@@ -1,32 +1,35 @@
-"""Benchmark: orchestration cost of a cohort against an instant model server.
+"""Benchmark: orchestration cost per generation of a ``RunCohort`` build, instant model server.
 
-    .venv/bin/python bench/orchestration.py [--sizes 1000,5000,10000] [--schedulers local,luigid]
-        [--workers 1] [--batch-size 32] [--concurrency 64] [--chunk-size 500]
-        [--flat 1000,3000] [--flat-batch-size 1]
+    .venv/bin/python bench/orchestration.py [--sizes 1000,2000,5000,10000] [--max-size 100000]
+        [--schedulers local,luigid] [--local-workers 1] [--luigid-workers 4]
+        [--batch-size B] [--chunk-size K] [--concurrency 64] [--budget-s 150]
 
 For each size N (LLM generations: N/4 drafts, N/4 essays, N/2 evaluations, all through the test
-server with latency 0) and each scheduler (the local scheduler, a real luigid on loopback), a fresh
-data root is compiled and ``pipeline.running.drive`` runs every generation; the generations phase
-is timed (compile and reports/site are not part of it). Reported: seconds, ms per generation, the
-share spent inside the tasks' own work vs orchestration (workers=1 only: tasks run in-process), and
-growth ratios between consecutive sizes (linear: time ratio = size ratio).
+server in a child process with latency 0) and each scheduler (the local scheduler with
+``--workers 1``; a real luigid on loopback with ``--workers 4``), a fresh data root is compiled
+(timed apart, as ``daydream run`` compiles before its build) and ONE
+``luigi.build([RunCohort(...)])`` runs the cohort: every generation through lazy ``CohortChunk``
+tasks, then the reports and the site. The generations phase is from the build's start to the
+first report task's start (``common.PhaseClock``); ms per generation is that phase over N.
+``[daydream] batch_size`` / ``chunk_size`` are the pipeline's defaults unless given.
 
-``--flat`` adds the contrast the chunked driver replaced: ONE ``luigi.build`` over every
-generation task (local scheduler), next to the chunked driver at the same sizes and batch size.
-The default flat batch size is 1 (one task per scheduler request, as in the issue's measurement);
-with batching the quadratic term shrinks by the batch size.
+With one worker, tasks run in this process, so the phase splits into the tasks' own work
+(``run_batch`` / ``run_generation``: mostly the openai SDK, rendering, fsynced writes),
+completeness checks (``GenerationTarget.exists``, ``CohortChunk.complete``) and the rest
+(Luigi's scheduling, task construction, chunk bookkeeping); "orchestration" is the phase minus
+the tasks' own work. Growth: ms/generation at the largest size over that at the smallest
+(linear scaling: ~1).
 
-The full set (6 runs, 32,000 generations, each through the openai SDK) takes ~4 minutes on
-2 cores, so by default a run whose estimate (from the previous size on the same scheduler) would
-end past ``--budget-s 110`` is skipped and listed under ``skipped_for_budget``: the default
-command finishes in under two minutes with the 1,000 and 5,000 runs of both schedulers.
-``--budget-s 0`` runs everything (the figures in bench/README.md). Prints one JSON object;
-progress on stderr.
+Budget: a run whose estimate (from the largest earlier run on the same scheduler) would end past
+``--budget-s`` is skipped and listed under ``skipped_for_budget``; ``--budget-s 0`` runs all.
+``--max-size 100000`` appends a 100,000-generation local run (several minutes; not default).
+Prints one JSON object; progress on stderr.
 """
 
 from __future__ import annotations
 
 import argparse
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -40,139 +43,126 @@ def sizes(text: str) -> list[int]:
     return [int(x) for x in text.split(",") if x.strip()] if text else []
 
 
-def chunked_run(args, base: Path, server, n: int, scheduler: str, batch_size: int) -> dict:
-    import shutil
+def one_run(args, base: Path, server, n: int, scheduler: str) -> dict:
+    from pipeline import config
 
+    workers = args.local_workers if scheduler == "local" else args.luigid_workers
     root, counts = c.sized_root(base, n)
     luigid = None
     try:
         if scheduler == "luigid":
             luigid = c.start_luigid(base / "luigid", {f"llm_{c.PROVIDER}": args.concurrency})
-        c.configure(server.base_url, concurrency=args.concurrency, batch_size=batch_size, chunk_size=args.chunk_size)
-        plan, written, compile_s = c.compile_and_prepare()
+        c.configure(server.base_url, concurrency=args.concurrency, batch_size=args.batch_size,
+                    chunk_size=args.chunk_size)
+        _, _, compile_s = c.compile_and_prepare()
+        batch_size, chunk_size = config.batch_size(), config.chunk_size()
         server.reset()
         timer = c.InTaskTimer()
-        with timer:
-            seconds, result = c.drive_generations(args.workers, luigid.url if luigid else None)
-        c.check_all_done(result, counts["total"])
+        with c.PhaseClock(base / "phases.jsonl") as clock, timer:
+            build = c.build_run_cohort(workers, luigid.url if luigid else None)
+        if build["status"] != "SUCCESS":
+            raise SystemExit(f"RunCohort build ended {build['status']} ({scheduler}, {n})")
+        c.check_all_done(counts["total"])
         stats = server.stats()
+        reports_start = clock.reports_start()
+        reports_wall = clock.reports_wall_s()
     finally:
         if luigid:
             luigid.stop()
         shutil.rmtree(root, ignore_errors=True)
         shutil.rmtree(base / "luigid", ignore_errors=True)
     total = counts["total"]
+    gen_s = (reports_start - build["started_at"]) if reports_start else build["seconds"]
     run = {
-        "approach": "chunked", "scheduler": scheduler, "generations": total, "per_stage": {k: v for k, v in counts.items() if k != "total"},
-        "batch_size": batch_size, "compile_s": round(compile_s, 2), "generations_s": round(seconds, 2),
-        "ms_per_generation": c.ms_per(seconds, total), "chunks": -(-total // args.chunk_size),
+        "scheduler": scheduler, "workers": workers, "generations": total,
+        "per_stage": {k: v for k, v in counts.items() if k != "total"},
+        "batch_size": batch_size, "chunk_size": chunk_size, "chunks": -(-total // chunk_size),
+        "compile_s": round(compile_s, 2), "build_s": round(build["seconds"], 2),
+        "generations_s": round(gen_s, 2), "reports_site_s": round(build["seconds"] - gen_s, 2),
+        "reports_site_task_s": round(reports_wall, 2),
+        "ms_per_generation": c.ms_per(gen_s, total),
+        "build_cpu_ms_per_generation": c.ms_per(build["cpu_s"], total),
         "model_requests": stats["requests"],
     }
-    if args.workers == 1:
+    if workers == 1:
         run["in_task_ms_per_generation"] = c.ms_per(timer.work_s, total)
+        run["orchestration_ms_per_generation"] = c.ms_per(gen_s - timer.work_s, total)
         run["complete_checks"] = timer.complete_calls
         run["complete_ms_per_generation"] = c.ms_per(timer.complete_s, total)
-        run["orchestration_ms_per_generation"] = c.ms_per(seconds - timer.work_s, total)
-    c.log(f"  chunked {scheduler:<6} {total:>6} gens: {seconds:6.2f} s, {run['ms_per_generation']:.2f} ms/gen")
+    if stats["requests"] != total:
+        raise SystemExit(f"{stats['requests']} model requests for {total} generations")
+    c.log(f"  {scheduler:<6} w{workers} {total:>6} gens: {gen_s:6.2f} s generations "
+          f"({run['ms_per_generation']:.2f} ms/gen), build {build['seconds']:.2f} s"
+          + (f", in tasks {run['in_task_ms_per_generation']:.2f} ms/gen" if workers == 1 else ""))
     return run
 
 
-def flat_run(args, base: Path, server, n: int, batch_size: int) -> dict:
-    """One luigi.build over every generation task: the approach the chunked driver replaced."""
-    import shutil
-
-    import luigi
-
-    from pipeline.tasks import generation_tasks
-
-    root, counts = c.sized_root(base, n)
-    try:
-        c.configure(server.base_url, concurrency=args.concurrency, batch_size=batch_size, chunk_size=args.chunk_size)
-        plan, written, compile_s = c.compile_and_prepare()
-        server.reset()
-        c.reset_state()
-        t0 = time.perf_counter()
-        tasks = generation_tasks(c.COHORT)
-        ok = luigi.build(tasks, **c.build_kwargs(args.workers))
-        seconds = time.perf_counter() - t0
-        done = sum(t.complete() for t in tasks)
-        stats = server.stats()
-    finally:
-        shutil.rmtree(root, ignore_errors=True)
-    if not ok or done != counts["total"]:
-        raise SystemExit(f"flat run incomplete: {done} of {counts['total']} done")
-    c.log(f"  flat    local  {n:>6} gens: {seconds:6.2f} s (batch_size {batch_size})")
-    return {"approach": "flat", "scheduler": "local", "generations": counts["total"], "batch_size": batch_size,
-            "generations_s": round(seconds, 2), "ms_per_generation": c.ms_per(seconds, counts["total"]),
-            "model_requests": stats["requests"]}
-
-
 def growth(runs: list[dict]) -> dict:
-    """Time ratio vs size ratio between consecutive sizes, per (approach, scheduler, batch_size)."""
+    """Per scheduler: ms/generation at each size over that at the smallest (linear: ~1)."""
     out: dict[str, dict] = {}
-    groups: dict[str, list[dict]] = {}
-    for r in runs:
-        groups.setdefault(f"{r['approach']}/{r['scheduler']}/batch{r['batch_size']}", []).append(r)
-    for key, rs in groups.items():
-        rs = sorted(rs, key=lambda r: r["generations"])
-        out[key] = {f"{b['generations']}/{a['generations']}": {
-            "size_ratio": round(b["generations"] / a["generations"], 2),
-            "time_ratio": c.ratio(b["generations_s"], a["generations_s"])} for a, b in zip(rs, rs[1:])}
-    return {k: v for k, v in out.items() if v}
+    for sched in sorted({r["scheduler"] for r in runs}):
+        rs = sorted((r for r in runs if r["scheduler"] == sched), key=lambda r: r["generations"])
+        if len(rs) < 2:
+            continue
+        first = rs[0]
+        out[sched] = {f"{r['generations']}/{first['generations']}": {
+            "size_ratio": round(r["generations"] / first["generations"], 2),
+            "time_ratio": c.ratio(r["generations_s"], first["generations_s"]),
+            "ms_per_generation_ratio": c.ratio(r["ms_per_generation"], first["ms_per_generation"])}
+            for r in rs[1:]}
+    return out
 
 
 def estimated_s(runs: list[dict], scheduler: str, n: int) -> float | None:
-    """Seconds a chunked run of ``n`` generations should take (setup included), from the largest
-    earlier run on the same scheduler; None before the first one."""
-    same = [r for r in runs if r["approach"] == "chunked" and r["scheduler"] == scheduler]
+    same = [r for r in runs if r["scheduler"] == scheduler]
     if not same:
         return None
     last = max(same, key=lambda r: r["generations"])
-    return (last["generations_s"] + last["compile_s"]) * n / last["generations"] + 1.0
+    return (last["build_s"] + last["compile_s"]) * n / last["generations"] + 1.0
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--sizes", default="1000,5000,10000", help="cohort sizes (generations), comma-separated")
+    ap.add_argument("--sizes", default="1000,2000,5000,10000", help="cohort sizes (generations), comma-separated")
+    ap.add_argument("--max-size", type=int, default=0,
+                    help="also run this size, local scheduler only (e.g. 100000; not default)")
     ap.add_argument("--schedulers", default="local,luigid", help="local, luigid or both")
-    ap.add_argument("--workers", type=int, default=1)
-    ap.add_argument("--batch-size", type=int, default=32)
+    ap.add_argument("--local-workers", type=int, default=1)
+    ap.add_argument("--luigid-workers", type=int, default=4)
+    ap.add_argument("--batch-size", type=int, default=None, help="[daydream] batch_size (default: the pipeline's)")
+    ap.add_argument("--chunk-size", type=int, default=None, help="[daydream] chunk_size (default: the pipeline's)")
     ap.add_argument("--concurrency", type=int, default=64)
-    ap.add_argument("--chunk-size", type=int, default=500)
-    ap.add_argument("--flat", default="", help="sizes for the flat contrast (one luigi.build), e.g. 1000,3000")
-    ap.add_argument("--flat-batch-size", type=int, default=1)
-    ap.add_argument("--budget-s", type=float, default=110.0,
-                    help="skip a run whose estimated time (from the previous size) would end past this "
-                         "many seconds; 0 runs everything")
+    ap.add_argument("--budget-s", type=float, default=150.0,
+                    help="skip a run whose estimate would end past this many seconds; 0 runs everything")
     args = ap.parse_args(argv)
     schedulers = [s for s in args.schedulers.split(",") if s]
     if set(schedulers) - {"local", "luigid"}:
         ap.error("--schedulers takes local and/or luigid")
+    plan = [(n, s) for n in sizes(args.sizes) for s in schedulers]
+    if args.max_size:
+        plan.append((args.max_size, "local"))
 
     c.quiet_luigi()
     started = time.perf_counter()
     runs: list[dict] = []
     skipped: list[dict] = []
     with c.scratch_dir() as (base, fs), c.ServerProcess(latency=0.0) as server:
-        for n in sizes(args.sizes):
-            for scheduler in schedulers:
-                estimate = estimated_s(runs, scheduler, n)
-                elapsed = time.perf_counter() - started
-                if args.budget_s and estimate is not None and elapsed + estimate > args.budget_s:
-                    skipped.append({"scheduler": scheduler, "generations": n, "estimated_s": round(estimate, 1)})
-                    c.log(f"  skipped {scheduler} {n} gens: ~{estimate:.0f} s would pass --budget-s {args.budget_s:g}")
-                    continue
-                runs.append(chunked_run(args, base, server, n, scheduler, args.batch_size))
-        for n in sizes(args.flat):
-            runs.append(flat_run(args, base, server, n, args.flat_batch_size))
-            runs.append(chunked_run(args, base, server, n, "local", args.flat_batch_size))
+        for n, scheduler in plan:
+            estimate = estimated_s(runs, scheduler, n)
+            elapsed = time.perf_counter() - started
+            forced = args.max_size and n == args.max_size
+            if args.budget_s and not forced and estimate is not None and elapsed + estimate > args.budget_s:
+                skipped.append({"scheduler": scheduler, "generations": n, "estimated_s": round(estimate, 1)})
+                c.log(f"  skipped {scheduler} {n} gens: ~{estimate:.0f} s would pass --budget-s {args.budget_s:g}")
+                continue
+            runs.append(one_run(args, base, server, n, scheduler))
     c.emit({
         "benchmark": "orchestration",
         "data_root_fs": fs,
-        "settings": {"workers": args.workers, "batch_size": args.batch_size, "concurrency": args.concurrency,
-                     "chunk_size": args.chunk_size, "server_latency_s": 0.0, "server": "child process",
-                     "server_tcp_nodelay": c.SERVER_TCP_NODELAY},
-        "sizes_run": sizes(args.sizes), "schedulers_run": schedulers, "flat_sizes_run": sizes(args.flat),
+        "settings": {"local_workers": args.local_workers, "luigid_workers": args.luigid_workers,
+                     "concurrency": args.concurrency, "server_latency_s": 0.0, "server": "child process",
+                     "server_tcp_nodelay": c.SERVER_TCP_NODELAY, "build": "luigi.build([RunCohort])"},
+        "sizes_run": sorted({r["generations"] for r in runs}), "schedulers_run": schedulers,
         "runs": runs,
         "skipped_for_budget": skipped, "budget_s": args.budget_s,
         "growth": growth(runs),

@@ -1,21 +1,32 @@
-"""Benchmark: achieved model concurrency against a server with real latency.
+"""Benchmark: model-call throughput of a ``RunCohort`` build against a server with real latency.
 
-    .venv/bin/python bench/throughput.py [--generations 2000] [--latency 0.2]
-        [--settings 16:16:1:500,64:64:1:500,...]   # C:batch_size:workers:chunk_size
+    .venv/bin/python bench/throughput.py [--generations 3200] [--latency 0.2]
+        [--settings 16:1,64:4]   # C:workers[:batch_size], batch size default: the pipeline's
 
-2,000 independent generations (drafts: concepts × draft_replicate, no dependencies) go through
-``pipeline.running.drive`` against the test server (child process, ``--latency`` seconds per
-request) with the provider's concurrency limit C ([llm.testsrv] concurrency = [resources]
-llm_testsrv = C). For each setting: achieved throughput (generations/s), its fraction of the ideal
-C / latency, and the server's ``max_concurrency_seen``, which must never exceed C (the benchmark
-fails if it does). The best setting per C is reported with everything tried.
+``--generations`` independent drafts (concepts × draft_replicate, no dependencies) run through
+ONE ``luigi.build([RunCohort(...)])`` (what the ``luigi`` command and ``daydream run`` make;
+local scheduler) against the test server (child process, ``--latency`` seconds per request). The
+provider's limit C is ``[llm.testsrv] concurrency`` = ``[resources] llm_testsrv`` = C; batch and
+chunk sizes are the pipeline's defaults unless a setting names a batch size. A batch task holds
+min(batch_size, C) units of the provider's resource, so one worker has at most batch_size calls
+in flight; the default workers per setting are C / default batch size.
+
+Per setting:
+
+* achieved calls/s over the generations phase (from the build's start to the server's last
+  answer) and its share of the ideal C / latency; ``window_*`` is the same from the first request
+  to the last answer (start-up excluded);
+* the server's ``max_concurrency_seen``, which must never exceed C (the benchmark fails if it does);
+* client CPU ms per generation: CPU time of this process (all threads) plus reaped children
+  (``resource.getrusage(RUSAGE_CHILDREN)``: Luigi's forked task processes when workers > 1) over
+  the build, minus the report and site tasks' own CPU (``common.PhaseClock``), over the calls.
 
 How the drafts-only cohort is made: the spec needs essays and evaluations (copy-mode essays and
-one rubric here), so after compiling, the cohort's ``membership.csv`` is cut to its drafts;
-``drive`` runs exactly the membership. Between settings the drafts' outputs are deleted (their
-seeded metadata stays), so every setting makes all 2,000 model calls.
+one rubric here), so after compiling, the cohort's ``membership.csv`` is cut to its drafts (the
+manifest, hence ``CompileCohort``, still matches). Between settings the drafts' outputs are
+deleted (their seeded metadata stays), so every setting makes every model call.
 
-Runs in ~110 s on 2 cores with the default settings (C=16 alone needs 25 s per setting). Prints one JSON object; progress on stderr.
+Runs in ~2 minutes on 2 cores. Prints one JSON object; progress on stderr.
 """
 
 from __future__ import annotations
@@ -29,29 +40,24 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import common as c  # noqa: E402
 
-# (C, batch_size, workers, chunk_size), chosen from a wider sweep (see bench/README.md). A batch
-# holds min(batch_size, C) units of the provider's resource and runs that many threads, so:
-#   batch_size = C, 1 worker: one batch at a time, all its calls start and end together;
-#   batch_size > C, 1 worker: C threads stream through the batch (a new call as one finishes);
-#   batch_size = C/4, 4 workers: four batches at once, each in its own forked process.
-DEFAULT_SETTINGS = "16:250:1:500,64:500:1:500,64:16:4:500"
+DEFAULT_SETTINGS = "16:1,64:4"
 OUTPUT_FILES = ("prompt.txt", "raw.txt", "raw_metadata.json", "parsed.txt", "parsed_metadata.json")
 
 
-def parse_settings(text: str) -> list[tuple[int, int, int, int]]:
+def parse_settings(text: str) -> list[tuple[int, int, int | None]]:
     out = []
     for item in text.split(","):
         parts = [int(x) for x in item.split(":")]
-        if len(parts) != 4 or min(parts) < 1:
-            raise SystemExit(f"bad setting {item!r}: expected C:batch_size:workers:chunk_size")
-        out.append(tuple(parts))
+        if len(parts) not in (2, 3) or min(parts) < 1:
+            raise SystemExit(f"bad setting {item!r}: expected C:workers[:batch_size]")
+        out.append((parts[0], parts[1], parts[2] if len(parts) == 3 else None))
     return out
 
 
 def drafts_only(root: Path) -> int:
     """Cut the compiled cohort's membership to its drafts; returns how many remain."""
-    from pipeline.store import DataPaths, atomic_write_csv, read_csv_rows
     from pipeline.cohort import MEMBERSHIP_COLUMNS
+    from pipeline.store import DataPaths, atomic_write_csv, read_csv_rows
 
     path = DataPaths(root).membership_csv(c.COHORT)
     rows = [r for r in read_csv_rows(path) if r["stage"] == "draft"]
@@ -65,11 +71,52 @@ def clear_outputs(root: Path) -> None:
             (d / name).unlink(missing_ok=True)
 
 
+def one_setting(base: Path, root: Path, server, n: int, latency: float, C: int, workers: int,
+                batch: int | None) -> dict:
+    from pipeline import config
+    from pipeline.run_plan import prepare_providers
+
+    clear_outputs(root)
+    c.configure(server.base_url, concurrency=C, batch_size=batch)
+    c.reset_state()
+    prepare_providers(config.data_paths(), c.COHORT)
+    batch_size, chunk_size = config.batch_size(), config.chunk_size()
+    server.reset()
+    with c.PhaseClock(base / "phases.jsonl") as clock:
+        build = c.build_run_cohort(workers)
+        reports_cpu = clock.reports_cpu_s()
+    c.check_all_done(n)
+    stats = server.stats()
+    ideal = C / latency
+    phase = stats["last_response_at"] - build["started_at"]
+    window = stats["last_response_at"] - stats["first_request_at"]
+    calls = stats["requests"]
+    client_cpu = build["cpu_s"] - reports_cpu
+    run = {"concurrency": C, "workers": workers, "batch_size": batch_size, "chunk_size": chunk_size,
+           "generations": n, "model_requests": calls, "build_status": build["status"],
+           "build_s": round(build["seconds"], 2), "generations_s": round(phase, 2),
+           "calls_per_s": round(calls / phase, 1), "ideal_calls_per_s": round(ideal, 1),
+           "fraction_of_ideal": round(calls / phase / ideal, 3),
+           "first_call_after_s": round(stats["first_request_at"] - build["started_at"], 2),
+           "window_calls_per_s": round(calls / window, 1), "window_fraction_of_ideal": round(calls / window / ideal, 3),
+           "max_concurrency_seen": stats["max_concurrency_seen"],
+           "client_cpu_ms_per_generation": c.ms_per(client_cpu, calls),
+           "reports_site_cpu_s": round(reports_cpu, 2)}
+    c.log(f"  C={C:<3} workers={workers} batch={batch_size:<3}: {phase:6.2f} s, {calls / phase:6.1f} calls/s = "
+          f"{calls / phase / ideal:.1%} of ideal (window {calls / window / ideal:.1%}), max in flight "
+          f"{stats['max_concurrency_seen']}, client CPU {run['client_cpu_ms_per_generation']:.2f} ms/gen")
+    if stats["max_concurrency_seen"] > C:
+        raise SystemExit(f"concurrency limit exceeded: {stats['max_concurrency_seen']} calls in flight > C={C}")
+    if calls != n or build["status"] != "SUCCESS":
+        raise SystemExit(f"{calls} model requests for {n} generations; build {build['status']}")
+    return run
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--generations", type=int, default=2000)
+    ap.add_argument("--generations", type=int, default=3200)
     ap.add_argument("--latency", type=float, default=0.2)
-    ap.add_argument("--settings", default=DEFAULT_SETTINGS, help="C:batch_size:workers:chunk_size,...")
+    ap.add_argument("--settings", default=DEFAULT_SETTINGS, help="C:workers[:batch_size],...")
     args = ap.parse_args(argv)
     settings = parse_settings(args.settings)
     replicates = 10
@@ -84,44 +131,18 @@ def main(argv: list[str] | None = None) -> int:
         c.write_spec(root, c.spec_text(concepts, draft_replicate=replicates, essay="copy",
                                        evaluation_templates=("v-a",)))
         c.set_data_root(root)
-        c.configure(server.base_url, concurrency=settings[0][0], batch_size=settings[0][1])
+        c.configure(server.base_url, concurrency=settings[0][0])
         c.compile_and_prepare()
         n = drafts_only(root)
         c.log(f"{n} drafts, server latency {args.latency} s, data root on {fs}")
-        for C, batch, workers, chunk in settings:
-            clear_outputs(root)
-            c.configure(server.base_url, concurrency=C, batch_size=batch, chunk_size=chunk)
-            c.reset_state()
-            from pipeline.tasks import generation_tasks, prepare_providers
-
-            prepare_providers(generation_tasks(c.COHORT))
-            server.reset()
-            seconds, result = c.drive_generations(workers)
-            c.check_all_done(result, n)
-            stats = server.stats()
-            ideal = C / args.latency
-            rate = n / seconds
-            run = {"concurrency": C, "batch_size": batch, "workers": workers, "chunk_size": chunk,
-                   "generations": n, "seconds": round(seconds, 2), "gens_per_s": round(rate, 1),
-                   "ideal_gens_per_s": round(ideal, 1), "fraction_of_ideal": round(rate / ideal, 3),
-                   "max_concurrency_seen": stats["max_concurrency_seen"], "model_requests": stats["requests"]}
-            tried.append(run)
-            c.log(f"  C={C:<3} batch={batch:<3} workers={workers} chunk={chunk:<5}: {seconds:6.2f} s, "
-                  f"{rate:6.1f} gens/s = {rate / ideal:.0%} of ideal, max in flight {stats['max_concurrency_seen']}")
-            if stats["max_concurrency_seen"] > C:
-                raise SystemExit(f"concurrency limit exceeded: {stats['max_concurrency_seen']} calls in flight > C={C}")
-    best = {}
-    for run in tried:
-        key = str(run["concurrency"])
-        if key not in best or run["gens_per_s"] > best[key]["gens_per_s"]:
-            best[key] = run
+        for C, workers, batch in settings:
+            tried.append(one_setting(base, root, server, n, args.latency, C, workers, batch))
     c.emit({
         "benchmark": "throughput",
         "data_root_fs": fs,
         "generations": n, "stage": "draft", "server_latency_s": args.latency, "server": "child process",
-        "server_tcp_nodelay": c.SERVER_TCP_NODELAY,
-        "best": best,
-        "tried": tried,
+        "server_tcp_nodelay": c.SERVER_TCP_NODELAY, "build": "luigi.build([RunCohort]), local scheduler",
+        "runs": tried,
         "limit_respected": all(r["max_concurrency_seen"] <= r["concurrency"] for r in tried),
         "total_s": round(time.perf_counter() - started, 1),
         "machine": c.machine(),

@@ -8,6 +8,7 @@ idempotent: recompiling an unchanged spec changes no byte.
 from __future__ import annotations
 
 import hashlib
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -345,5 +346,6 @@ def is_compiled(paths: DataPaths, cohort_id: str) -> bool:
             or fp.get("catalog") != load_catalog(paths).fingerprint):
         return False
     # a gens store edited by hand (metadata deleted) needs the metadata seeded again
-    return all(paths.gen_file(r["stage"], r["gen_id"], "metadata.json").exists()
+    gens = str(paths.gens)  # ids in a membership we wrote are safe: plain joins, no Path objects
+    return all(os.path.exists(f"{gens}/{r['stage']}/{r['gen_id']}/metadata.json")
                for r in read_membership(paths, cohort_id))

@@ -59,10 +59,16 @@ def _get(section: str, key: str, kind, default):
     return value
 
 
+_RESOLVED: dict[tuple[str, str], Path] = {}  # (configured root, working dir) -> absolute root
+
+
 def data_root() -> Path:
     """``DAYDREAM_DATA_ROOT`` > ``[daydream] data_root`` > ``data`` (relative to the working dir)."""
     root = os.environ.get(DATA_ROOT_ENV) or _get("daydream", "data_root", str, "data")
-    return Path(root).expanduser().resolve()
+    key = (root, os.getcwd())
+    if key not in _RESOLVED:  # resolving walks the path with a syscall per component: once
+        _RESOLVED[key] = Path(root).expanduser().resolve()
+    return _RESOLVED[key]
 
 
 def data_paths() -> DataPaths:

@@ -76,6 +76,21 @@ class Runtime:
     def require_keys(self, providers) -> None:
         require_keys([config.provider_settings(p) for p in sorted(set(providers))])
 
+    # Per-process caches of what the classifier reads. A generation's metadata.json never changes
+    # in what is read here (stage, template, model, mode and parent are its id's signature); a
+    # state is reused only while the files it was decided from are unchanged (see state_of).
+    _metadata: dict[tuple[str, str], dict] = field(default_factory=dict)
+    _dirs: dict[tuple[str, str], str] = field(default_factory=dict)
+    _states: dict[tuple[str, str], tuple[tuple, State]] = field(default_factory=dict)
+    _catalog_files: dict[tuple, list[str]] = field(default_factory=dict)
+
+    def gen_dir(self, stage: str, gen_id: str) -> str:
+        key = (stage, gen_id)
+        d = self._dirs.get(key)
+        if d is None:
+            d = self._dirs[key] = str(self.paths.gen_dir(stage, gen_id))
+        return d
+
 
 _RUNTIMES: dict[tuple, Runtime] = {}
 
@@ -117,6 +132,10 @@ class Inputs:
 
 
 def metadata(rt: Runtime, stage: str, gen_id: str) -> dict:
+    """A generation's metadata.json (read once per process: what is read of it never changes)."""
+    md = rt._metadata.get((stage, gen_id))
+    if md is not None:
+        return md
     md = read_json(rt.paths.gen_file(stage, gen_id, "metadata.json"))
     if md is None:
         raise DaydreamError(
@@ -126,6 +145,7 @@ def metadata(rt: Runtime, stage: str, gen_id: str) -> dict:
     for key in ("stage", "template_id", "mode"):
         if key not in md:
             raise DaydreamError("store", f"corrupt metadata: no {key!r}", path=rt.paths.gen_file(stage, gen_id, "metadata.json"))
+    rt._metadata[(stage, gen_id)] = md
     return md
 
 
@@ -178,19 +198,63 @@ def state_of(rt: Runtime, stage: str, gen_id: str, memo: dict | None = None) -> 
     """The generation's state (the one classifier), its ancestors classified first.
 
     ``memo`` shares ancestors' states across the generations of one pass (a cohort's status, a
-    chunk); within one pass a file is read once.
+    chunk). Across passes a state is recomputed only when one of the files it was decided from
+    (this generation's or an ancestor's parsed output and metadata) changed: a ``stat`` each.
     """
+    return _state_and_token(rt, stage, gen_id, {} if memo is None else memo)[0]
+
+
+def _file_token(path: str) -> tuple | None:
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return None
+    return st.st_mtime_ns, st.st_size, st.st_ino
+
+
+def _state_and_token(rt: Runtime, stage: str, gen_id: str, memo: dict) -> tuple[State, tuple]:
     key = (stage, gen_id)
-    if memo is not None and key in memo:
+    if key in memo:
         return memo[key]
     md = metadata(rt, stage, gen_id)
     parent_id = md.get("parent_gen_id") if stage != "draft" else None
-    parent = None
+    parent = parent_token = None
     if stage != "draft":
         if not parent_id:
             raise DaydreamError("store", f"{stage} {gen_id} has no parent_gen_id",
                                 path=rt.paths.gen_file(stage, gen_id, "metadata.json"))
-        parent = state_of(rt, PARENT_STAGE[stage], parent_id, memo)
+        parent, parent_token = _state_and_token(rt, PARENT_STAGE[stage], parent_id, memo)
+    d = rt.gen_dir(stage, gen_id)
+    token = (_file_token(d + "/parsed_metadata.json"), _file_token(d + "/parsed.txt"), parent_token,
+             _catalog_token(rt, stage, md))
+    cached = rt._states.get(key)
+    if cached is not None and cached[0] == token:
+        st = cached[1]
+    else:
+        st = _classify(rt, stage, gen_id, md, parent, parent_id)
+        rt._states[key] = (token, st)
+    memo[key] = (st, token)
+    return st, token
+
+
+def _catalog_token(rt: Runtime, stage: str, md: dict) -> tuple:
+    """The state of the catalog files a generation renders from: its template and, for a draft,
+    its concepts' descriptions (every level ``concept_text`` may fall back to)."""
+    combo = md.get("combo") or {} if stage == "draft" else {}
+    key = (stage, md["template_id"], combo.get("level"), tuple(combo.get("concept_ids", ())))
+    files = rt._catalog_files.get(key)
+    if files is None:
+        template = rt.catalog.template(stage, md["template_id"])
+        files = [] if template.path is None else [str(template.path)]
+        if stage == "draft":
+            level = combo.get("level", "paragraph")
+            levels = [level] + [lv for lv in ("paragraph", "sentence") if lv != level]
+            files += [str(rt.paths.concept_description(lv, c)) for c in key[3] for lv in levels]
+        rt._catalog_files[key] = files
+    return tuple(_file_token(f) for f in files)
+
+
+def _classify(rt: Runtime, stage: str, gen_id: str, md: dict, parent: State | None, parent_id: str | None) -> State:
     outcome = _recorded_outcome(rt, stage, gen_id)
     current = None
     if parent is None or parent.kind == DONE:
@@ -199,10 +263,7 @@ def state_of(rt: Runtime, stage: str, gen_id: str, memo: dict | None = None) -> 
             parent = State(STALE, f"the output of {parent_id} changed while being read")
         else:
             current = CurrentInputs(inputs.fingerprint, inputs.template_sha256, inputs.parent_sha256)
-    st = classify(outcome, parent, current, parent_id=parent_id, template_id=md.get("template_id"))
-    if memo is not None:
-        memo[key] = st
-    return st
+    return classify(outcome, parent, current, parent_id=parent_id, template_id=md.get("template_id"))
 
 
 def _recorded_outcome(rt: Runtime, stage: str, gen_id: str) -> Outcome | None:

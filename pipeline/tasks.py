@@ -92,7 +92,10 @@ class GenerationTarget(luigi.Target):
 
     def __init__(self, stage: str, gen_id: str, since: str = ""):
         self.stage, self.gen_id, self.since = stage, gen_id, since
-        self.path = str(config.data_paths().gen_file(stage, gen_id, "parsed.txt"))
+
+    @property
+    def path(self) -> str:
+        return str(config.data_paths().gen_file(self.stage, self.gen_id, "parsed.txt"))
 
     def exists(self) -> bool:
         return state_of(runtime(), self.stage, self.gen_id).settled(self.since)
@@ -135,7 +138,18 @@ class _Generation(_DaydreamTask):
 
     @property
     def max_batch_size(self):
-        return config.batch_size()
+        return self._settings()[0]
+
+    def _settings(self) -> tuple[int, dict]:
+        """Batch size and resources, read from the config once per task object (Luigi asks often)."""
+        if "_cached_settings" not in self.__dict__:
+            md = self._metadata(self.gen_ids()[0])
+            resources = {}
+            if md.get("mode") != "copy":
+                provider = runtime().endpoint(md["llm_model_id"])
+                resources = {config.resource_name(provider): config.calls_per_task(provider)}
+            self._cached_settings = (config.batch_size(), resources)
+        return self._cached_settings
 
     def gen_ids(self) -> list[str]:
         return self.gen_id.split(BATCH_TAG)[0].split(",")
@@ -154,11 +168,7 @@ class _Generation(_DaydreamTask):
 
     @property
     def resources(self):
-        md = self._metadata(self.gen_ids()[0])
-        if md.get("mode") == "copy":
-            return {}
-        provider = runtime().endpoint(md["llm_model_id"])
-        return {config.resource_name(provider): config.calls_per_task(provider)}
+        return self._settings()[1]
 
     def output(self):
         return [GenerationTarget(self.stage, g, self.since) for g in self.gen_ids()]
@@ -234,7 +244,7 @@ class CohortChunk(_DaydreamTask):
         return [r for r in self._members() if not state_of(rt, r["stage"], r["gen_id"], memo).settled(self.since)]
 
     def complete(self):
-        return is_compiled(config.data_paths(), self.cohort_id) and not self._unsettled()
+        return not self._unsettled()
 
     def run(self):
         todo = self._unsettled()

@@ -24,14 +24,20 @@ def bench(name: str, *args: str) -> dict:
 
 
 def test_orchestration_runs_both_schedulers_and_reports_growth():
-    out = bench("orchestration", "--sizes", "40,80", "--budget-s", "0", "--batch-size", "8", "--chunk-size", "30")
+    out = bench("orchestration", "--sizes", "40,80", "--budget-s", "0", "--chunk-size", "30",
+                "--luigid-workers", "2")
     runs = {(r["scheduler"], r["generations"]): r for r in out["runs"]}
     assert set(runs) == {("local", 40), ("luigid", 40), ("local", 80), ("luigid", 80)}
-    for (_, n), r in runs.items():
-        assert r["model_requests"] == n and r["chunks"] == -(-n // 30)
-        assert 0 < r["in_task_ms_per_generation"] < r["ms_per_generation"]
-    assert set(out["growth"]) == {"chunked/local/batch8", "chunked/luigid/batch8"}
-    assert out["growth"]["chunked/local/batch8"]["80/40"]["size_ratio"] == 2.0
+    for (sched, n), r in runs.items():
+        assert r["model_requests"] == n and r["chunks"] == -(-n // 30) and r["chunk_size"] == 30
+        assert r["workers"] == (1 if sched == "local" else 2)
+        assert 0 < r["generations_s"] <= r["build_s"] and r["ms_per_generation"] > 0
+        if sched == "local":  # tasks run in-process: their own work is measured apart
+            assert 0 < r["in_task_ms_per_generation"] < r["ms_per_generation"]
+            assert r["orchestration_ms_per_generation"] > 0 and r["complete_checks"] > 0
+    assert set(out["growth"]) == {"local", "luigid"}
+    assert out["growth"]["local"]["80/40"]["size_ratio"] == 2.0
+    assert out["growth"]["local"]["80/40"]["ms_per_generation_ratio"] > 0
 
 
 def test_orchestration_skips_what_would_pass_the_budget():
@@ -41,18 +47,21 @@ def test_orchestration_skips_what_would_pass_the_budget():
 
 
 def test_throughput_keeps_the_concurrency_limit():
-    out = bench("throughput", "--generations", "60", "--latency", "0.05", "--settings", "4:12:1:500,8:4:2:500")
-    assert out["limit_respected"] and len(out["tried"]) == 2
-    for run in out["tried"]:
+    out = bench("throughput", "--generations", "60", "--latency", "0.05", "--settings", "4:1,8:2:4")
+    assert out["limit_respected"] and len(out["runs"]) == 2
+    assert [(r["concurrency"], r["workers"], r["batch_size"]) for r in out["runs"]] == [(4, 1, 16), (8, 2, 4)]
+    for run in out["runs"]:
         assert run["model_requests"] == 60 and 1 <= run["max_concurrency_seen"] <= run["concurrency"]
-        assert 0 < run["fraction_of_ideal"] <= 1.0
+        assert 0 < run["fraction_of_ideal"] <= 1.0 and run["client_cpu_ms_per_generation"] > 0
 
 
 def test_noop_rerun_makes_no_request():
     out = bench("noop", "--generations", "40")
     assert out["first_run"]["model_requests"] == 40
-    assert out["rerun_run_cohort"]["model_requests"] == 0 and out["rerun_drive"]["model_requests"] == 0
-    assert out["rerun_run_cohort"]["drive_calls"] == 0
+    assert set(out["reruns"]) == {"run_cohort", "daydream_run", "luigi_command", "build"}
+    for r in out["reruns"].values():
+        assert r["model_requests"] == 0 and r["returncode"] == 0 and r["seconds"] > 0
+    assert out["reruns"]["luigi_command"]["command"].startswith("luigi --module pipeline.tasks RunCohort")
 
 
 def test_compile_reads_each_metadata_once_and_rewrites_nothing():
