@@ -69,7 +69,10 @@ def machine() -> dict:
     import luigi
 
     return {"nproc": os.cpu_count(), "cpu": model, "ram_gb": mem_gb, "python": platform.python_version(),
-            "luigi": luigi.__version__, "date": time.strftime("%Y-%m-%d %H:%M:%S %Z")}
+            "luigi": luigi.__version__, "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
+            # other processes on the machine compete for its cores: a load near nproc or above
+            # while a benchmark ran makes its timings pessimistic
+            "loadavg_1_5_15": [round(x, 2) for x in os.getloadavg()]}
 
 
 # -- scratch space --------------------------------------------------------------------------------

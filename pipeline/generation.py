@@ -240,7 +240,7 @@ def _state_and_token(rt: Runtime, stage: str, gen_id: str, memo: dict) -> tuple[
 def _catalog_token(rt: Runtime, stage: str, md: dict) -> tuple:
     """The state of the catalog files a generation renders from: its template and, for a draft,
     its concepts' descriptions (every level ``concept_text`` may fall back to)."""
-    combo = md.get("combo") or {} if stage == "draft" else {}
+    combo = (md.get("combo") or {}) if stage == "draft" else {}
     key = (stage, md["template_id"], combo.get("level"), tuple(combo.get("concept_ids", ())))
     files = rt._catalog_files.get(key)
     if files is None:
