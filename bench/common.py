@@ -351,7 +351,9 @@ def quiet_luigi() -> None:
 def start_luigid(base: Path, resources: dict[str, int]):
     """A real luigid on a free loopback port (tests/conftest.py's ``Luigid``: the project's
     luigi.cfg with short test timeouts), with the benchmark's ``[resources]`` (luigid reads them
-    from its own working directory)."""
+    from its own working directory). ``prune_on_get_work`` is put back to the project's value
+    (Luigi's default, false; the tests turn it on): with it on, every work request walks every
+    task luigid knows, done ones included, which makes a run's cost grow faster than its size."""
     import configparser
 
     from conftest import Luigid
@@ -360,7 +362,7 @@ def start_luigid(base: Path, resources: dict[str, int]):
     cfg = configparser.ConfigParser()
     cfg.read(base / "luigi.cfg")
     cfg.read_dict({"resources": {k: str(v) for k, v in resources.items()},
-                   "scheduler": {"record_task_history": "false"}})
+                   "scheduler": {"record_task_history": "false", "prune_on_get_work": "false"}})
     with open(base / "luigi.cfg", "w") as fh:
         cfg.write(fh)
     return d.start()

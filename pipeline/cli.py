@@ -59,13 +59,36 @@ def cmd_status(args) -> int:
     return print_status(args.cohort_id)
 
 
+def _check_known(value: str | None, known, what: str, where) -> None:
+    """An id given on the command line that names nothing is an error, never a silent no-op."""
+    import difflib
+
+    if value is None or value in known:
+        return
+    close = difflib.get_close_matches(value, sorted(known), n=3)
+    hint = f"; did you mean {', '.join(close)}?" if close else f"; known: {', '.join(sorted(known)[:10]) or 'none'}"
+    raise DaydreamError("config", f"unknown {what} {value!r}{hint}", path=where)
+
+
 def cmd_invalidate(args) -> int:
     from . import config
+    from .catalog import load_catalog
+    from .cohort import require_known_cohort
     from .maintenance import invalidate
 
     if not (args.stage or args.template or args.model or args.gen_id):
         raise DaydreamError("config", "invalidate needs at least one of --stage, --template, --model, --gen-id")
-    removed = invalidate(config.data_paths(), cohort_id=args.cohort, stage=args.stage, template_id=args.template,
+    paths = config.data_paths()
+    if args.cohort:
+        require_known_cohort(paths, args.cohort)
+    catalog = load_catalog(paths)
+    _check_known(args.model, catalog.models, "model", paths.catalog_csv("llm_models.csv"))
+    _check_known(args.template, {t for stage in catalog.templates.values() for t in stage}, "template",
+                 paths.raw / "templates")
+    for gen_id in args.gen_id or []:
+        if not any(paths.gen_dir(stage, gen_id).is_dir() for stage in STAGES):
+            raise DaydreamError("config", f"unknown gen_id {gen_id!r}: not in the gens store", path=paths.gens)
+    removed = invalidate(paths, cohort_id=args.cohort, stage=args.stage, template_id=args.template,
                          model_id=args.model, gen_ids=args.gen_id or [], dry_run=args.dry_run)
     verb = "would invalidate" if args.dry_run else "invalidated"
     by_stage = {}
@@ -113,6 +136,8 @@ def cmd_preview(args) -> int:
     from . import config
     from .sitegen import serve
 
+    if not 0 <= args.port <= 65535:
+        raise DaydreamError("config", f"--port {args.port} is not a port number (0–65535; 0 picks a free one)")
     build = config.data_paths().site_dir / "build"
     if not (build / "index.html").exists():
         raise DaydreamError("site", "no built site yet (run `daydream run COHORT` or `daydream site`)", path=build)
@@ -152,12 +177,22 @@ def cmd_check(args) -> int:
 
 def cmd_purge(args) -> int:
     from . import config
-    from .maintenance import purge
+    from .maintenance import purge, purge_orphans
 
-    result = purge(config.data_paths(), args.cohort_id, dry_run=not args.yes)
-    verb = "removed" if args.yes else "would remove"
-    print(f"{verb} {len(result['removed'])} generations of {args.cohort_id}; "
-          f"{len(result['kept_shared'])} shared with other cohorts are kept")
+    paths = config.data_paths()
+    if args.orphans:
+        if args.cohort_id:
+            raise DaydreamError("config", "purge --orphans takes no cohort (it removes generations no cohort uses)")
+        removed = purge_orphans(paths, dry_run=not args.yes)
+        print(f"{'removed' if args.yes else 'would remove'} {len(removed)} orphaned generations "
+              "(in no compiled cohort, and parent of none)")
+    else:
+        if not args.cohort_id:
+            raise DaydreamError("config", "purge needs a cohort (or --orphans)")
+        result = purge(paths, args.cohort_id, dry_run=not args.yes)
+        verb = "removed" if args.yes else "would remove"
+        print(f"{verb} {len(result['removed'])} generations of {args.cohort_id}; "
+              f"{len(result['kept_shared'])} shared with other cohorts are kept")
     if not args.yes:
         print("dry run: nothing was deleted (add --yes to purge)")
     return EXIT_OK
@@ -218,13 +253,30 @@ def build_parser() -> argparse.ArgumentParser:
     ck.set_defaults(func=cmd_check)
 
     pg = sub.add_parser("purge", help="remove a cohort's outputs and the generations no other cohort uses")
-    pg.add_argument("cohort_id")
+    pg.add_argument("cohort_id", nargs="?")
+    pg.add_argument("--orphans", action="store_true",
+                    help="instead, remove generations in no compiled cohort (e.g. left by an interrupted compile)")
     pg.add_argument("--yes", action="store_true", help="really delete (the default is a dry run)")
     pg.set_defaults(func=cmd_purge)
     return p
 
 
+def _print_task_failure(task, exception) -> None:
+    """A task that failed outside a generation (the store cannot be written, a config error):
+    one line on stderr, since Luigi's own log is silenced. Runs in whichever process ran the task."""
+    if isinstance(exception, DaydreamError):
+        if exception.code != "failed":  # RunCohort's summary of generation failures is printed by `run`
+            print(f"error[{exception.code}]: {exception.message}", file=sys.stderr, flush=True)
+    else:
+        print(f"error: {task.task_family} failed: {type(exception).__name__}: {exception}", file=sys.stderr, flush=True)
+
+
 def main(argv: list[str] | None = None) -> int:
+    import luigi
+
+    from .tasks import _DaydreamTask
+
+    _DaydreamTask.event_handler(luigi.Event.FAILURE)(_print_task_failure)  # a set: registering twice is harmless
     args = build_parser().parse_args(argv)
     if getattr(args, "scheduler_url", None):
         args.scheduler = True
@@ -236,6 +288,12 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted; completed generations are kept", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        # the reader went away (`daydream status demo | head`): stop quietly, as other tools do
+        import os
+
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
 
 
 if __name__ == "__main__":

@@ -34,6 +34,20 @@ _STAGE_DEFAULTS = {
 }
 
 
+def use_project_config() -> None:
+    """Make the ``luigi`` command read this project's luigi.cfg (providers, resources and the
+    ``[retcode]`` exit codes) when started from another directory. A luigi.cfg in the working
+    directory, and ``LUIGI_CONFIG_PATH``, still take precedence."""
+    from luigi.configuration import LuigiConfigParser
+
+    project_cfg = str(Path(__file__).resolve().parents[1] / "luigi.cfg")
+    paths = LuigiConfigParser._config_paths  # Luigi's search list: later files win
+    if os.path.exists("luigi.cfg") or not os.path.isfile(project_cfg) or project_cfg in paths:
+        return
+    paths.insert(paths.index("luigi.cfg") + 1 if "luigi.cfg" in paths else 0, project_cfg)
+    LuigiConfigParser.reload()
+
+
 def _cfg():
     return luigi.configuration.get_config()
 

@@ -26,6 +26,7 @@ class DaydreamError(Exception):
         "invalid_output": "a model response failed validation (truncated, empty, too short)",
         "llm": "the model provider failed after retries, or refused the request",
         "missing_key": "the API key for a provider is not set",
+        "scheduler": "the central scheduler (luigid) cannot be reached",
         "failed": "some generations failed; their reasons are recorded in the gens store",
         "report": "reports cannot be built",
         "site": "the report site cannot be built",

@@ -189,3 +189,35 @@ def purge(paths: DataPaths, cohort_id: str, *, dry_run: bool = True) -> dict[str
             (cdir / name).unlink(missing_ok=True)
         shutil.rmtree(paths.reports_dir(cohort_id), ignore_errors=True)
     return {"removed": remove, "kept_shared": keep}
+
+
+def purge_orphans(paths: DataPaths, *, dry_run: bool = True) -> list[tuple[str, str]]:
+    """Remove generations that no compiled cohort includes and no member descends from (what an
+    interrupted compile, or a spec narrowed since, leaves behind)."""
+    keep: set[str] = set()
+    for c in paths.compiled_cohorts():
+        for r in read_membership(paths, c):
+            keep.add(r["gen_id"])
+            if r.get("parent_gen_id"):
+                keep.add(r["parent_gen_id"])  # a parent taken from the store by a rescoring cohort
+    changed = True
+    while changed:  # ancestors of kept parents are kept too
+        changed = False
+        for stage in ("essay", "evaluation"):
+            base = paths.gens / stage
+            for d in (base.iterdir() if base.is_dir() else []):
+                if d.name in keep:
+                    try:
+                        md = read_json(d / "metadata.json") or {}
+                    except DaydreamError:
+                        continue  # corrupt: `check` reports it, and its parent is not removed blindly
+                    parent = md.get("parent_gen_id")
+                    if parent and parent not in keep:
+                        keep.add(parent)
+                        changed = True
+    orphans = [(st, d.name) for st in STAGES if (paths.gens / st).is_dir()
+               for d in sorted((paths.gens / st).iterdir()) if d.name not in keep]
+    if not dry_run:
+        for stage, gid in orphans:
+            shutil.rmtree(paths.gen_dir(stage, gid), ignore_errors=True)
+    return orphans

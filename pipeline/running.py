@@ -23,7 +23,7 @@ from .errors import DaydreamError
 from .run_plan import cohort_counts, membership, prepare_providers, states_by_stage
 from .state import KINDS
 from .store import STAGES, read_json
-from .tasks import ReportSite, RunCohort, _DaydreamTask, run_stamp
+from .tasks import ReportSite, RunCohort, run_stamp
 
 EXIT_OK, EXIT_FAILED = 0, 1
 PROGRESS_POLL_S = 0.5
@@ -103,17 +103,6 @@ class StoreProgress:
         self._stop.set()
         self._thread.join()
         self.bar.close()
-
-
-@_DaydreamTask.event_handler(luigi.Event.FAILURE)
-def _print_task_failure(task, exception) -> None:
-    """A task that failed outside a generation (the store cannot be written, a config error):
-    one line on stderr, since Luigi's own log is silenced. Runs in whichever process ran the task."""
-    if isinstance(exception, DaydreamError):
-        if exception.code != "failed":  # RunCohort's summary of generation failures is printed below
-            print(f"error[{exception.code}]: {exception.message}", file=sys.stderr, flush=True)
-    else:
-        print(f"error: {task.task_family} failed: {type(exception).__name__}: {exception}", file=sys.stderr, flush=True)
 
 
 def _wait_for_other_runner(task: RunCohort, scheduler_url: str, own_worker: str, progress: "StoreProgress") -> None:

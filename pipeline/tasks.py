@@ -43,6 +43,7 @@ from .run_plan import chunk_members, cohort_counts, membership, prepare_provider
 from .state import DONE
 from .store import PARENT_STAGE, atomic_write_json, read_json, stat_fingerprint
 
+config.use_project_config()
 logger = logging.getLogger("luigi-interface")
 PROGRESS_INTERVAL_S = 0.5  # a batch reports its progress to the scheduler at most this often
 GENERATION_PRIORITY = {"draft": 100, "essay": 110, "evaluation": 120}  # finish lineages first
