@@ -29,7 +29,7 @@ from .llm.base import Completion, CompletionRequest, Provider
 from .parsers import DEFAULT_SCORE_LABEL, parse
 from .render import draft_context, essay_context, evaluation_context, render
 from .state import BLOCKED, DONE, FAILED, STALE, CurrentInputs, Outcome, State, classify
-from .store import PARENT_STAGE, DataPaths, atomic_write_json, atomic_write_text, read_json, read_text, remove_stale_temporaries
+from .store import PARENT_STAGE, DataPaths, atomic_write_json, parsed_metadata, raw_metadata, atomic_write_text, read_json, read_text, remove_stale_temporaries
 
 PREVIEW_CHARS = 400
 
@@ -319,13 +319,12 @@ def run_generation(rt: Runtime, stage: str, gen_id: str, status: Callable[[str],
         status(f"{stage} · {md['template_id']} · copy")
         simulated = _parent_simulated(rt, stage, md)
         atomic_write_text(f("raw.txt"), inputs.prompt)
-        atomic_write_json(f("raw_metadata.json"), {
-            "gen_id": gen_id, "stage": stage, "mode": "copy", "llm_model_id": None, "model_slug": None,
-            "provider": None, "simulated": simulated, "finish_reason": None,
-            "truncated": False, "prompt_tokens": 0, "completion_tokens": 0, "cost_usd": 0.0,
-            "duration_s": 0.0, "attempts": 0, "started_at": _now(), "finished_at": _now(),
-            "prompt_sha256": prompt_sha, "raw_sha256": prompt_sha, "valid": True, "invalid_reason": None,
-        })
+        now = _now()
+        atomic_write_json(f("raw_metadata.json"), raw_metadata(
+            gen_id=gen_id, stage=stage, mode="copy", llm_model_id=None, model_slug=None, provider=None,
+            simulated=simulated, finish_reason=None, truncated=False, prompt_tokens=0, completion_tokens=0,
+            cost_usd=0.0, duration_s=0.0, attempts=0, started_at=now, finished_at=now, prompt_sha256=prompt_sha,
+            raw_sha256=prompt_sha, valid=True, invalid_reason=None))
         return _write_parsed(rt, stage, gen_id, inputs, inputs.prompt, simulated=simulated)
 
     model = rt.catalog.model(inputs.model_id)
@@ -357,16 +356,14 @@ def run_generation(rt: Runtime, stage: str, gen_id: str, status: Callable[[str],
         raw, simulated = completion.text, completion.simulated  # CRLF already normalised by the provider
         reason = validate_raw(raw, completion, settings.min_lines)
         atomic_write_text(f("raw.txt"), raw)
-        atomic_write_json(f("raw_metadata.json"), {
-            "gen_id": gen_id, "stage": stage, "mode": "llm", "llm_model_id": model.id,
-            "model_slug": completion.model_slug, "provider": completion.provider,
-            "simulated": completion.simulated, "finish_reason": completion.finish_reason,
-            "truncated": completion.truncated, "prompt_tokens": completion.prompt_tokens,
-            "completion_tokens": completion.completion_tokens, "cost_usd": completion.cost_usd,
-            "duration_s": round(completion.duration_s, 4), "attempts": completion.attempts,
-            "started_at": started, "finished_at": _now(), "prompt_sha256": prompt_sha,
-            "raw_sha256": sha256(raw), "valid": reason is None, "invalid_reason": reason,
-        })
+        atomic_write_json(f("raw_metadata.json"), raw_metadata(
+            gen_id=gen_id, stage=stage, mode="llm", llm_model_id=model.id, model_slug=completion.model_slug,
+            provider=completion.provider, simulated=completion.simulated, finish_reason=completion.finish_reason,
+            truncated=completion.truncated, prompt_tokens=completion.prompt_tokens,
+            completion_tokens=completion.completion_tokens, cost_usd=completion.cost_usd,
+            duration_s=round(completion.duration_s, 4), attempts=completion.attempts, started_at=started,
+            finished_at=_now(), prompt_sha256=prompt_sha, raw_sha256=sha256(raw), valid=reason is None,
+            invalid_reason=reason))
         if reason is not None:
             return _write_failure(rt, stage, gen_id, inputs, reason, raw, simulated=completion.simulated)
     status(f"{stage} · {md['template_id']} · {model.id} · parsing ({inputs.parser})")
@@ -431,14 +428,11 @@ def _write_parsed(rt: Runtime, stage: str, gen_id: str, inputs: Inputs, raw: str
         return _write_failure(rt, stage, gen_id, inputs, f"parser {inputs.parser!r} failed: {exc.message}", raw,
                               simulated=simulated)
     atomic_write_text(rt.paths.gen_file(stage, gen_id, "parsed.txt"), parsed)
-    pm = {
-        "gen_id": gen_id, "stage": stage, "parser": inputs.parser, "success": True, "error": None,
-        "raw_tail_preview": None, "simulated": simulated, "input_fingerprint": inputs.fingerprint,
-        "parsed_sha256": sha256(parsed), "finished_at": _now(),
-        "template_sha256": inputs.template_sha256, "parent_sha256": inputs.parent_sha256,
-    }
-    if stage == "evaluation":
-        pm.update(score=float(parsed), scale_min=lo, scale_max=hi)
+    pm = parsed_metadata(
+        gen_id=gen_id, stage=stage, parser=inputs.parser, success=True, error=None, raw_tail_preview=None,
+        simulated=simulated, input_fingerprint=inputs.fingerprint, parsed_sha256=sha256(parsed), finished_at=_now(),
+        template_sha256=inputs.template_sha256, parent_sha256=inputs.parent_sha256,
+        score=float(parsed) if stage == "evaluation" else None, scale=inputs.scale)
     atomic_write_json(rt.paths.gen_file(stage, gen_id, "parsed_metadata.json"), pm)
     return State(DONE)
 
@@ -449,12 +443,10 @@ def _write_failure(rt: Runtime, stage: str, gen_id: str, inputs: Inputs, reason:
         os.unlink(rt.paths.gen_file(stage, gen_id, "parsed.txt"))
     except FileNotFoundError:
         pass
-    pm = {
-        "gen_id": gen_id, "stage": stage, "parser": inputs.parser, "success": False, "error": reason,
-        "raw_tail_preview": raw[-PREVIEW_CHARS:], "simulated": simulated,
-        "input_fingerprint": inputs.fingerprint, "parsed_sha256": None, "finished_at": _now(),
-    }
-    if stage == "evaluation":
-        pm.update(score=None, scale_min=inputs.scale[0], scale_max=inputs.scale[1])
+    pm = parsed_metadata(
+        gen_id=gen_id, stage=stage, parser=inputs.parser, success=False, error=reason,
+        raw_tail_preview=raw[-PREVIEW_CHARS:], simulated=simulated, input_fingerprint=inputs.fingerprint,
+        parsed_sha256=None, finished_at=_now(), template_sha256=inputs.template_sha256,
+        parent_sha256=inputs.parent_sha256, scale=inputs.scale)
     atomic_write_json(rt.paths.gen_file(stage, gen_id, "parsed_metadata.json"), pm)
     return State(FAILED, reason, pm["finished_at"])

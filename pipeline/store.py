@@ -133,6 +133,40 @@ class DataPaths:
 
 
 # ---------------------------------------------------------------------------------------------
+# The generation records: the one definition of raw_metadata.json and parsed_metadata.json, used
+# by the runner and by the synthetic data maker alike (docs/architecture.md shows examples).
+
+
+def raw_metadata(*, gen_id: str, stage: str, mode: str, llm_model_id: str | None, model_slug: str | None,
+                 provider: str | None, simulated: bool, finish_reason: str | None, truncated: bool,
+                 prompt_tokens: int, completion_tokens: int, cost_usd: float | None, duration_s: float,
+                 attempts: int, started_at: str, finished_at: str, prompt_sha256: str, raw_sha256: str,
+                 valid: bool, invalid_reason: str | None) -> dict:
+    """``raw_metadata.json``: the model call behind ``raw.txt`` (copy mode: the parent's text)."""
+    return dict(gen_id=gen_id, stage=stage, mode=mode, llm_model_id=llm_model_id, model_slug=model_slug,
+                provider=provider, simulated=simulated, finish_reason=finish_reason, truncated=truncated,
+                prompt_tokens=prompt_tokens, completion_tokens=completion_tokens, cost_usd=cost_usd,
+                duration_s=duration_s, attempts=attempts, started_at=started_at, finished_at=finished_at,
+                prompt_sha256=prompt_sha256, raw_sha256=raw_sha256, valid=valid, invalid_reason=invalid_reason)
+
+
+def parsed_metadata(*, gen_id: str, stage: str, parser: str, success: bool, error: str | None,
+                    raw_tail_preview: str | None, simulated: bool, input_fingerprint: str,
+                    parsed_sha256: str | None, finished_at: str, template_sha256: str | None = None,
+                    parent_sha256: str | None = None, score: float | None = None,
+                    scale: tuple[float, float] | None = None) -> dict:
+    """``parsed_metadata.json``, the commit marker of a generation's outcome; evaluations also
+    carry their score (None on failure) and the rubric's scale."""
+    record = dict(gen_id=gen_id, stage=stage, parser=parser, success=success, error=error,
+                  raw_tail_preview=raw_tail_preview, simulated=simulated, input_fingerprint=input_fingerprint,
+                  parsed_sha256=parsed_sha256, finished_at=finished_at, template_sha256=template_sha256,
+                  parent_sha256=parent_sha256)
+    if stage == "evaluation":
+        record.update(score=score, scale_min=scale[0] if scale else None, scale_max=scale[1] if scale else None)
+    return record
+
+
+# ---------------------------------------------------------------------------------------------
 # The one atomic writer
 
 

@@ -23,7 +23,8 @@ from pathlib import Path
 from typing import Iterable
 
 from . import ids
-from .store import DataPaths, atomic_write_csv, atomic_write_json, atomic_write_text, dumps_json, read_json, read_text
+from .store import (DataPaths, atomic_write_csv, atomic_write_json, atomic_write_text, dumps_json, parsed_metadata,
+                    raw_metadata, read_json, read_text)
 
 # Concepts written for this project: (id, name, paragraph description).
 CONCEPTS = [
@@ -185,25 +186,26 @@ class _Writer:
         pin, pout = self.prices.get(model or "", (0.0, 0.0))
         dur = 0.0 if mode == "copy" else round(0.3 + 4 * _h("dur", gen_id), 3)
         start = BASE_TIME + timedelta(seconds=self.n)
-        atomic_write_json(fp(stage, gen_id, "raw_metadata.json"), {
-            "gen_id": gen_id, "stage": stage, "mode": mode, "llm_model_id": model,
-            "model_slug": None if model is None else f"offline/{model}",
-            "provider": None if model is None else "offline", "simulated": True,
-            "finish_reason": "length" if truncated else ("copy" if mode == "copy" else "stop"),
-            "truncated": truncated, "prompt_tokens": pt, "completion_tokens": ct,
-            "cost_usd": round((pt * pin + ct * pout) / 1e6, 8), "duration_s": dur,
-            "attempts": 2 if _h("att", gen_id) < 0.05 else 1,
-            "started_at": start.isoformat(), "finished_at": (start + timedelta(seconds=dur)).isoformat(),
-            "prompt_sha256": _sha(prompt), "valid": valid, "invalid_reason": reason,
-        })
+        atomic_write_json(fp(stage, gen_id, "raw_metadata.json"), raw_metadata(
+            gen_id=gen_id, stage=stage, mode=mode, llm_model_id=model,
+            model_slug=None if model is None else f"offline/{model}",
+            provider=None if model is None else "offline", simulated=True,
+            finish_reason="length" if truncated else ("copy" if mode == "copy" else "stop"),
+            truncated=truncated, prompt_tokens=pt, completion_tokens=ct,
+            cost_usd=round((pt * pin + ct * pout) / 1e6, 8), duration_s=dur,
+            attempts=2 if _h("att", gen_id) < 0.05 else 1,
+            started_at=start.isoformat(), finished_at=(start + timedelta(seconds=dur)).isoformat(),
+            prompt_sha256=_sha(prompt), raw_sha256=_sha(raw), valid=valid, invalid_reason=reason))
 
-    def parsed(self, stage, gen_id, parser, text, fingerprint, **extra):
-        if extra.get("success", True):
+    def parsed(self, stage, gen_id, parser, text, fingerprint, *, success=True, error=None, raw_tail_preview=None,
+               score=None, scale=None):
+        if success:
             atomic_write_text(self.paths.gen_file(stage, gen_id, "parsed.txt"), text)
-        meta = {"gen_id": gen_id, "stage": stage, "parser": parser, "success": True, "error": None,
-                "raw_tail_preview": None, "simulated": True, "input_fingerprint": fingerprint}
-        meta.update(extra)
-        atomic_write_json(self.paths.gen_file(stage, gen_id, "parsed_metadata.json"), meta)
+        atomic_write_json(self.paths.gen_file(stage, gen_id, "parsed_metadata.json"), parsed_metadata(
+            gen_id=gen_id, stage=stage, parser=parser, success=success, error=error,
+            raw_tail_preview=raw_tail_preview, simulated=True, input_fingerprint=fingerprint,
+            parsed_sha256=_sha(text) if success else None, finished_at=BASE_TIME.isoformat(),
+            score=score, scale=scale))
 
 
 def _draft_text(names: list[str], template: str, model: str, hostile: bool) -> str:
@@ -332,10 +334,10 @@ def make_synthetic_cohort(root: Path, cohort_id: str = "synth", *, n_essays: int
                         w.raw("evaluation", v_id, ev, "llm", prompt, raw)
                         w.parsed("evaluation", v_id, "score", "", fp, success=False,
                                  error="no score found at the end of the response", raw_tail_preview=raw[-200:],
-                                 score=None, scale_min=lo, scale_max=hi)
+                                 scale=(lo, hi))
                     else:
                         w.raw("evaluation", v_id, ev, "llm", prompt, reasoning + fmt.format(s=s, hi=_fmt(hi)) + "\n")
-                        w.parsed("evaluation", v_id, "score", s + "\n", fp, score=score, scale_min=lo, scale_max=hi)
+                        w.parsed("evaluation", v_id, "score", s + "\n", fp, score=score, scale=(lo, hi))
 
     rows = member["draft"] + member["essay"] + member["evaluation"]
     atomic_write_csv(paths.membership_csv(cohort_id),
