@@ -697,19 +697,21 @@ def home(cohorts: list[Cohort]) -> Page:
     for c in cohorts:
         cov = {r["stage"]: r for r in records(c.t["coverage"])}
         lb = c.t["leaderboard"]
+        scored = lb[lb["mean"].notna()] if len(lb) else lb
+        mean, lo, hi, n = cluster_mean_ci(scored["essay_gen_id"], scored["mean"]) if len(scored) else (None,) * 3 + (0,)
         rows.append({
             "cohort": Link(c.id, f"cohorts/{c.id}/index.html", code=True),
             "essays": cov.get("essay", {}).get("expected"), "evaluations": cov.get("evaluation", {}).get("expected"),
             "coverage": cov.get("evaluation", {}).get("coverage"),
-            "mean": lb["mean"].mean() if len(lb) else None,
-            "n_ranked": int(lb["mean"].notna().sum()) if len(lb) else 0,
+            "mean": mean, "ci": interval(lo, hi), "n_ranked": n,
             "cost_usd": _known_sum(r.get("cost_usd") for r in cov.values()) if cov else None,
             "simulated": "yes" if c.simulated else "no",
         })
     tbl = table([Col("cohort", "cohort_id"), Col("essays", kind="int"), Col("evaluations", kind="int"),
                  Col("coverage", "evaluation coverage", kind="pct"),
                  Col("mean", "mean score_norm", kind="num", title="mean of the essays' means (each essay weighs the same)"),
-                 Col("n_ranked", "essays scored", kind="int"),
+                 Col("ci", "95% CI", title="bootstrap over essays; blank with too few essays"),
+                 Col("n_ranked", "essays scored", kind="int", title="n for the mean and its interval"),
                  Col("cost_usd", kind="usd"), Col("simulated")], rows, empty="No cohort has reports yet.")
     return Page("index.md", "Cohorts", "daydream reports", [
         Section("Cohorts", "", [tbl]),
