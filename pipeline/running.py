@@ -68,7 +68,8 @@ class StoreProgress:
         self.rows = membership(self.paths, cohort_id)
         self.since = datetime.fromisoformat(since).timestamp()
         done_before = cohort_counts(self.paths, self.rows).done  # their files predate the run
-        self.waiting = list(self.rows)
+        gens = str(self.paths.gens)  # plain strings: the poll runs beside the workers, keep it light
+        self.waiting = [f"{gens}/{r['stage']}/{r['gen_id']}/parsed_metadata.json" for r in self.rows]
         self.bar = tqdm(total=len(self.rows), initial=done_before, unit="gen", desc=cohort_id, file=sys.stderr)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._poll, daemon=True)
@@ -84,14 +85,14 @@ class StoreProgress:
     def _advance(self):
         fresh = 0
         still = []
-        for r in self.waiting:
+        for path in self.waiting:
             try:
-                if os.stat(self.paths.gen_file(r["stage"], r["gen_id"], "parsed_metadata.json")).st_mtime >= self.since:
+                if os.stat(path).st_mtime >= self.since:
                     fresh += 1
                     continue
             except FileNotFoundError:
                 pass
-            still.append(r)
+            still.append(path)
         self.waiting = still
         self.set(self.bar.n + fresh)
 
