@@ -21,7 +21,8 @@ from . import config
 from .cohort import compile_cohort
 from .errors import DaydreamError
 from .run_plan import cohort_counts, membership, prepare_providers, states_by_stage
-from .state import KINDS
+from .generation import runtime, state_of
+from .state import DONE, KINDS
 from .store import STAGES, read_json
 from .tasks import ReportSite, RunCohort, run_stamp
 
@@ -67,10 +68,12 @@ class StoreProgress:
         self.paths = config.data_paths()
         self.rows = membership(self.paths, cohort_id)
         self.since = datetime.fromisoformat(since).timestamp()
-        done_before = cohort_counts(self.paths, self.rows).done  # their files predate the run
+        rt, memo = runtime(), {}
         gens = str(self.paths.gens)  # plain strings: the poll runs beside the workers, keep it light
-        self.waiting = [f"{gens}/{r['stage']}/{r['gen_id']}/parsed_metadata.json" for r in self.rows]
-        self.bar = tqdm(total=len(self.rows), initial=done_before, unit="gen", desc=cohort_id, file=sys.stderr)
+        self.waiting = [f"{gens}/{r['stage']}/{r['gen_id']}/parsed_metadata.json" for r in self.rows
+                        if state_of(rt, r["stage"], r["gen_id"], memo).kind != DONE]
+        self.bar = tqdm(total=len(self.rows), initial=len(self.rows) - len(self.waiting), unit="gen",
+                        desc=cohort_id, file=sys.stderr)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._poll, daemon=True)
 
