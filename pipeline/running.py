@@ -28,6 +28,7 @@ from .tasks import ReportSite, RunCohort, run_stamp
 
 EXIT_OK, EXIT_FAILED = 0, 1
 PROGRESS_POLL_S = 0.5
+MAX_BUILDS = 3  # against luigid: builds of RunCohort while a dead worker's tasks are released
 
 
 def _configured_scheduler_url() -> str:
@@ -83,9 +84,9 @@ class StoreProgress:
 
     def _poll(self):
         while not self._stop.wait(PROGRESS_POLL_S):
-            self._advance()
+            self.advance()
 
-    def _advance(self):
+    def advance(self):
         fresh = 0
         still = []
         for path in self.waiting:
@@ -109,9 +110,11 @@ class StoreProgress:
         self.bar.close()
 
 
-def _wait_for_other_runner(task: RunCohort, scheduler_url: str, own_worker: str, progress: "StoreProgress") -> None:
-    """A second ``daydream run`` against the same luigid (another machine) has done what it could;
-    while ``RunCohort`` is still pending or running for a live worker elsewhere, wait for it."""
+def _wait_for_other_runner(task: RunCohort, scheduler_url: str, own_worker: str, progress: "StoreProgress") -> bool:
+    """After this process's build, while ``RunCohort`` is pending or running for a live worker
+    elsewhere (another machine running the cohort), wait for it. True when that run finished
+    the cohort's ``RunCohort``; False when no live worker holds it (one that was killed is
+    dropped by luigid after ``worker_disconnect_delay``): then its work is this run's to finish."""
     import time
 
     from luigi.rpc import RemoteScheduler
@@ -120,11 +123,11 @@ def _wait_for_other_runner(task: RunCohort, scheduler_url: str, own_worker: str,
     while True:
         info = sched.task_list("", "", search=str(task)).get(task.task_id)
         if not info or info["status"] not in ("PENDING", "RUNNING"):
-            return
+            return bool(info) and info["status"] in ("DONE", "FAILED")
         alive = {w["name"] for w in sched.worker_list() if w.get("state") == "active"} - {own_worker}
         if not set(info.get("workers", [])) & alive:
-            return
-        progress._advance()
+            return False
+        progress.advance()
         time.sleep(1.0)
 
 
@@ -143,10 +146,13 @@ def run_cohort(cohort_id: str, *, workers: int = 1, local_scheduler: bool = True
         build["scheduler_url"] = check_scheduler_url(scheduler_url)
     task = RunCohort(cohort_id=cohort_id, since=run_stamp())
     with StoreProgress(cohort_id, task.since) as progress:
-        result = luigi.build([task], **build)
-        if not local_scheduler and not task.complete():
-            _wait_for_other_runner(task, build.get("scheduler_url") or _configured_scheduler_url(),
-                                   result.worker._id, progress)
+        for _ in range(MAX_BUILDS):
+            result = luigi.build([task], **build)
+            if local_scheduler or task.complete() or _wait_for_other_runner(
+                    task, build.get("scheduler_url") or _configured_scheduler_url(), result.worker._id, progress):
+                break
+            # a worker that died (a killed run) held some of the cohort's tasks until luigid let
+            # them go: build again to finish them
         counts = cohort_counts(paths, membership(paths, cohort_id), task.since)
         progress.set(counts.done + counts.failed + counts.blocked)
     print(counts.summary(), file=sys.stderr)

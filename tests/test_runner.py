@@ -236,3 +236,32 @@ def test_orphans_of_an_interrupted_compile_can_be_removed(project, cfg):
     assert not any(project.paths.gen_dir("evaluation", g).exists() for g in orphans)
     check = daydream(project, cfg, "check")
     assert check.returncode == 0, check.stdout
+
+
+@pytest.mark.slow
+@pytest.mark.luigid
+def test_rerun_right_after_a_killed_run_against_luigid_completes(project, cfg, luigid):
+    """A killed worker's tasks stay RUNNING in luigid until it is declared gone; a run started at
+    once waits for that and finishes them instead of ending incomplete."""
+    (project.root / "cohorts" / "t1" / "spec" / "config.yaml").write_text(BIG_SPEC)
+    project.server.latency = 0.3
+    cmd = luigi_cmd(4)
+    cmd.remove("--local-scheduler")
+    env = env_for(project, cfg)
+    env["LUIGI_CONFIG_PATH"] = str(cfg)
+    cfg.write_text(cfg.read_text() + f"[core]\nscheduler_url = {luigid.url}\n")
+    p = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                         start_new_session=True)
+    deadline = time.time() + 90
+    while project.server.successes < 12 and time.time() < deadline and p.poll() is None:
+        time.sleep(0.02)
+    os.killpg(p.pid, signal.SIGKILL)
+    p.wait()
+    before = finished(project)
+    assert 0 < len(before) < N_BIG
+    project.server.latency = 0
+    r = daydream(project, cfg, "run", "t1", "--scheduler-url", luigid.url, "--workers", "2")
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert f"{N_BIG} generations: {N_BIG} done" in r.stderr
+    after = finished(project)
+    assert all(after[g] == t for g, t in before.items())
