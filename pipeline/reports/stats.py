@@ -60,17 +60,24 @@ def icc_class(icc: float) -> str:
     return "excellent"
 
 
-def icc2_1(matrix) -> float:
-    """ICC(2,1) of an n-subjects × k-raters matrix without missing values; NaN if undefined."""
-    x = np.asarray(matrix, dtype=float)
-    if x.ndim != 2 or x.shape[0] < 2 or x.shape[1] < 2 or np.isnan(x).any():
-        return float("nan")
+def _mean_squares(x: np.ndarray) -> tuple[float, float, float]:
+    """Two-way ANOVA mean squares of an n × k matrix: rows (subjects), columns (raters), error."""
     n, k = x.shape
     grand = x.mean()
     rows, cols = x.mean(axis=1), x.mean(axis=0)
     msr = k * ((rows - grand) ** 2).sum() / (n - 1)
     msc = n * ((cols - grand) ** 2).sum() / (k - 1)
     mse = ((x - rows[:, None] - cols[None, :] + grand) ** 2).sum() / ((n - 1) * (k - 1))
+    return msr, msc, mse
+
+
+def icc2_1(matrix) -> float:
+    """ICC(2,1) of an n-subjects × k-raters matrix without missing values; NaN if undefined."""
+    x = np.asarray(matrix, dtype=float)
+    if x.ndim != 2 or x.shape[0] < 2 or x.shape[1] < 2 or np.isnan(x).any():
+        return float("nan")
+    n, k = x.shape
+    msr, msc, mse = _mean_squares(x)
     denom = msr + (k - 1) * mse + k * (msc - mse) / n
     return float((msr - mse) / denom) if denom > 0 else float("nan")
 
@@ -268,11 +275,7 @@ def icc2_1_ci(matrix) -> tuple[float, float, float]:
         return float("nan"), float("nan"), float("nan")
     x = np.asarray(matrix, dtype=float)
     n, k = x.shape
-    grand = x.mean()
-    rows, cols = x.mean(axis=1), x.mean(axis=0)
-    msr = k * ((rows - grand) ** 2).sum() / (n - 1)
-    msc = n * ((cols - grand) ** 2).sum() / (k - 1)
-    mse = ((x - rows[:, None] - cols[None, :] + grand) ** 2).sum() / ((n - 1) * (k - 1))
+    msr, msc, mse = _mean_squares(x)
     if mse <= 0:  # raters differ by constants only: no residual, no sampling distribution to use
         return icc, float("nan"), float("nan")
     fj = msc / mse
