@@ -35,9 +35,11 @@ def cmd_design(args) -> int:
 
 def cmd_compile(args) -> int:
     from . import config
-    from .cohort import compile_cohort
+    from .cohort import compile_cohort, terminal_progress
 
-    plan, written = compile_cohort(config.data_paths(), args.cohort_id)
+    plan, written = compile_cohort(config.data_paths(), args.cohort_id,
+                                   confirm_above=None if args.yes else config.confirm_above(),
+                                   progress=terminal_progress())
     counts = ", ".join(f"{len(g)} {s}s" for s, g in plan.generations.items())
     print(f"cohort {args.cohort_id}: {counts}; files written: {sum(written.values())}")
     return EXIT_OK
@@ -47,7 +49,7 @@ def cmd_run(args) -> int:
     from .running import run_cohort
 
     return run_cohort(args.cohort_id, workers=args.workers, local_scheduler=not args.scheduler,
-                      scheduler_url=args.scheduler_url, verbose=args.verbose)
+                      scheduler_url=args.scheduler_url, verbose=args.verbose, yes=args.yes)
 
 
 def cmd_status(args) -> int:
@@ -212,6 +214,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     c = sub.add_parser("compile", help="compile a cohort: membership, manifest, metadata")
     c.add_argument("cohort_id")
+    c.add_argument("--yes", action="store_true", help="go ahead with a cohort above [daydream] confirm_above generations (default 100000)")
     c.set_defaults(func=cmd_compile)
 
     r = sub.add_parser("run", help="run a cohort end to end (compile, generations, reports, site)")
@@ -220,6 +223,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--scheduler", action="store_true", help="use the central scheduler (luigid) instead of the local one")
     r.add_argument("--scheduler-url", help="luigid URL, e.g. http://127.0.0.1:8082/ (implies --scheduler)")
     r.add_argument("--verbose", "-v", action="store_true", help="show Luigi's own log")
+    r.add_argument("--yes", action="store_true", help="go ahead with a cohort above [daydream] confirm_above generations (default 100000)")
     r.set_defaults(func=cmd_run)
 
     s = sub.add_parser("status", help="counts per stage (done, failed with reasons, pending), tokens and cost")

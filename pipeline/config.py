@@ -228,6 +228,12 @@ def chunk_size() -> int:
     return _count("chunk_size", 500)
 
 
+def confirm_above() -> int:
+    """``[daydream] confirm_above``: a cohort of more generations than this needs ``--yes`` to
+    compile or run (a typo'd axis can multiply a cohort into millions of files and calls)."""
+    return _count("confirm_above", 100_000)
+
+
 def calls_per_task(provider: str) -> int:
     """Resource units one (batched) generation task holds: the calls it may have in flight.
     Never more than the scheduler grants in total, or the task could never run."""

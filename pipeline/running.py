@@ -18,7 +18,7 @@ import luigi
 import luigi.interface
 
 from . import config
-from .cohort import compile_cohort
+from .cohort import compile_cohort, terminal_progress
 from .errors import DaydreamError
 from .run_plan import cohort_counts, membership, prepare_providers, states_by_stage
 from .generation import runtime, state_of
@@ -132,12 +132,13 @@ def _wait_for_other_runner(task: RunCohort, scheduler_url: str, own_worker: str,
 
 
 def run_cohort(cohort_id: str, *, workers: int = 1, local_scheduler: bool = True,
-               scheduler_url: str | None = None, verbose: bool = False) -> int:
+               scheduler_url: str | None = None, verbose: bool = False, yes: bool = False) -> int:
     """The CLI's ``run``: compile, check, one ``luigi.build`` of ``RunCohort``, then the summary."""
     if workers < 1:
         raise DaydreamError("config", f"--workers must be at least 1, got {workers}")
     paths = config.data_paths()
-    compile_cohort(paths, cohort_id)
+    compile_cohort(paths, cohort_id, confirm_above=None if yes else config.confirm_above(),
+                   progress=terminal_progress())
     prepare_providers(paths, cohort_id)
     build = {"workers": workers, "log_level": "INFO" if verbose else "CRITICAL", "detailed_summary": True}
     if local_scheduler:

@@ -76,6 +76,10 @@ class CompileCohort(_DaydreamTask):
     """Spec + catalogs → membership.csv, manifest.json and seeded metadata.json files."""
 
     cohort_id = luigi.Parameter()
+    # Not significant: saying yes does not make it another task. From RunCohort's command line,
+    # ``--CompileCohort-yes``.
+    yes = luigi.BoolParameter(default=False, significant=False,
+                              description="compile even above [daydream] confirm_above generations")
     priority = 1000
 
     def complete(self):
@@ -83,7 +87,8 @@ class CompileCohort(_DaydreamTask):
 
     def run(self):
         self.set_status_message(f"compiling cohort {self.cohort_id}")
-        plan, written = compile_cohort(config.data_paths(), self.cohort_id)
+        plan, written = compile_cohort(config.data_paths(), self.cohort_id,
+                                       confirm_above=None if self.yes else config.confirm_above())
         counts = {s: len(g) for s, g in plan.generations.items()}
         self.set_status_message(f"compiled: {counts}; files written: {sum(written.values())}")
 

@@ -18,6 +18,7 @@ import difflib
 import itertools
 import json
 import math
+import operator
 import random
 from collections import Counter, defaultdict
 from collections.abc import Callable
@@ -97,8 +98,10 @@ class _Compiler:
         columns = self.column_order()
         order = list(self.levels)
         vectors = self.product(order, relations)
-        position = [order.index(c) for c in columns]
-        return Design(columns, [dict(zip(columns, (v[p] for p in position))) for v in vectors])
+        if len(columns) < 2:  # itemgetter returns a bare value for one index, fails for none
+            return Design(columns, [{c: v[order.index(c)] for c in columns} for v in vectors])
+        pick = operator.itemgetter(*[order.index(c) for c in columns])
+        return Design(columns, [dict(zip(columns, pick(v))) for v in vectors])
 
     # levels -----------------------------------------------------------------------------------
     def declared_levels(self) -> dict[str, list[Level]]:
@@ -304,6 +307,16 @@ class _Compiler:
             sizes = " x ".join(f"{len(rows)} ({', '.join(cols)})" for cols, rows in parts)
             self.fail("axes", f"the design would have {total} rows ({sizes}); the limit is {MAX_ROWS}")
         positions = [[order.index(c) for c in cols] for cols, _ in parts]
+        rank = [{v: i for i, v in enumerate(self.live[a])} for a in order]
+        if [p for pos in positions for p in pos] == list(range(len(order))):
+            # Parts already in axis order (the usual case): sorting each part and taking the
+            # product gives the sorted rows without sorting all of them. Equal sort keys mean
+            # equal rows, so the order among ties cannot show.
+            ordered = []
+            for pos, (_, rows) in zip(positions, parts):
+                ranks = [rank[p] for p in pos]
+                ordered.append(sorted(rows, key=lambda row: tuple(r[v] for r, v in zip(ranks, row))))
+            return [list(itertools.chain.from_iterable(combo)) for combo in itertools.product(*ordered)]
         vectors = []
         for combo in itertools.product(*(rows for _, rows in parts)):
             vec: list[Level] = [None] * len(order)
@@ -311,7 +324,6 @@ class _Compiler:
                 for p, v in zip(pos, row):
                     vec[p] = v
             vectors.append(vec)
-        rank = [{v: i for i, v in enumerate(self.live[a])} for a in order]
         vectors.sort(key=lambda vec: tuple(r[v] for r, v in zip(rank, vec)))
         return vectors
 
