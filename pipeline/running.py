@@ -145,7 +145,7 @@ def run_cohort(cohort_id: str, *, workers: int = 1, local_scheduler: bool = True
         build["local_scheduler"] = True
     elif scheduler_url:
         build["scheduler_url"] = check_scheduler_url(scheduler_url)
-    task = RunCohort(cohort_id=cohort_id, since=run_stamp())
+    task = RunCohort(cohort_id=cohort_id, since=run_stamp(), yes=yes)
     with StoreProgress(cohort_id, task.since) as progress:
         for _ in range(MAX_BUILDS):
             result = luigi.build([task], **build)

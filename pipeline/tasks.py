@@ -76,8 +76,7 @@ class CompileCohort(_DaydreamTask):
     """Spec + catalogs → membership.csv, manifest.json and seeded metadata.json files."""
 
     cohort_id = luigi.Parameter()
-    # Not significant: saying yes does not make it another task. From RunCohort's command line,
-    # ``--CompileCohort-yes``.
+    # Not significant: saying yes does not make it another task.
     yes = luigi.BoolParameter(default=False, significant=False,
                               description="compile even above [daydream] confirm_above generations")
     priority = 1000
@@ -349,6 +348,8 @@ class RunCohort(_DaydreamTask):
 
     cohort_id = luigi.Parameter()
     since = _since_parameter()
+    yes = luigi.BoolParameter(default=False, significant=False,
+                              description="compile even above [daydream] confirm_above generations")
     priority = CHUNK_PRIORITY
 
     def __init__(self, *args, **kwargs):
@@ -368,7 +369,7 @@ class RunCohort(_DaydreamTask):
         # task object: Luigi checks these requirements again just before ``run``.
         if "_requirements" not in self.__dict__:
             compiled = is_compiled(config.data_paths(), self.cohort_id)
-            self._requirements = [CompileCohort(self.cohort_id)] + (self._chunks() if compiled else [])
+            self._requirements = [CompileCohort(self.cohort_id, yes=self.yes)] + (self._chunks() if compiled else [])
         return self._requirements
 
     def complete(self):

@@ -113,6 +113,17 @@ def test_compile_cohort_task_takes_yes(tmp_path):
     assert (root / "cohorts/t1/membership.csv").exists()
 
 
+def test_run_cohort_passes_yes_to_compile(tmp_path):
+    root = make_data_root(tmp_path / "data", provider="offline")
+    cfg = threshold_cfg(tmp_path, 5)
+    luigi_cmd = ("luigi", "--module", "pipeline.tasks", "RunCohort", "--cohort-id", "t1", "--local-scheduler")
+    r = run_cli(root, *luigi_cmd[1:], cfg=cfg, module=luigi_cmd[:1])
+    assert r.returncode != 0 and "add --yes" in r.stderr, r.stderr[-2000:]
+    r = run_cli(root, *luigi_cmd[1:], "--yes", cfg=cfg, module=luigi_cmd[:1])
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert (root / "site" / "build" / "index.html").exists()
+
+
 def test_yes_is_not_significant():
     from pipeline.tasks import CompileCohort
 
