@@ -55,7 +55,8 @@ def one_run(args, base: Path, server, n: int, scheduler: str) -> dict:
         c.configure(server.base_url, concurrency=args.concurrency, batch_size=args.batch_size,
                     chunk_size=args.chunk_size)
         _, _, compile_s = c.compile_and_prepare()
-        batch_size, chunk_size = config.batch_size(), config.chunk_size()
+        batch_size, chunk_size = config.batch_size(), config.chunk_size()  # batch_size None: the default
+        per_task = config.calls_per_task(c.PROVIDER)
         server.reset()
         timer = c.InTaskTimer()
         with c.PhaseClock(base / "phases.jsonl") as clock, timer:
@@ -76,7 +77,8 @@ def one_run(args, base: Path, server, n: int, scheduler: str) -> dict:
     run = {
         "scheduler": scheduler, "workers": workers, "generations": total,
         "per_stage": {k: v for k, v in counts.items() if k != "total"},
-        "batch_size": batch_size, "chunk_size": chunk_size, "chunks": -(-total // chunk_size),
+        "batch_size": batch_size, "calls_per_task": per_task, "chunk_size": chunk_size,
+        "chunks": -(-total // chunk_size),
         "compile_s": round(compile_s, 2), "build_s": round(build["seconds"], 2),
         "generations_s": round(gen_s, 2), "reports_site_s": round(build["seconds"] - gen_s, 2),
         "reports_site_task_s": round(reports_wall, 2),

@@ -1,15 +1,15 @@
 """Benchmark: model-call throughput of a ``RunCohort`` build against a server with real latency.
 
     .venv/bin/python bench/throughput.py [--generations 3200] [--latency 0.2]
-        [--settings 16:1,64:4]   # C:workers[:batch_size], batch size default: the pipeline's
+        [--settings 16:1,64:1,64:4]   # C:workers[:batch_size], batch size default: the pipeline's
 
 ``--generations`` independent drafts (concepts × draft_replicate, no dependencies) run through
 ONE ``luigi.build([RunCohort(...)])`` (what the ``luigi`` command and ``daydream run`` make;
 local scheduler) against the test server (child process, ``--latency`` seconds per request). The
 provider's limit C is ``[llm.testsrv] concurrency`` = ``[resources] llm_testsrv`` = C; batch and
 chunk sizes are the pipeline's defaults unless a setting names a batch size. A batch task holds
-min(batch_size, C) units of the provider's resource, so one worker has at most batch_size calls
-in flight; the default workers per setting are C / default batch size.
+``config.calls_per_task`` units of the provider's resource (min(batch size, C); reported as
+``calls_per_task``), so one worker has at most that many calls in flight.
 
 Per setting:
 
@@ -40,7 +40,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import common as c  # noqa: E402
 
-DEFAULT_SETTINGS = "16:1,64:4"
+DEFAULT_SETTINGS = "16:1,64:1,64:4"
 OUTPUT_FILES = ("prompt.txt", "raw.txt", "raw_metadata.json", "parsed.txt", "parsed_metadata.json")
 
 
@@ -80,7 +80,9 @@ def one_setting(base: Path, root: Path, server, n: int, latency: float, C: int, 
     c.configure(server.base_url, concurrency=C, batch_size=batch)
     c.reset_state()
     prepare_providers(config.data_paths(), c.COHORT)
+    # the configured cap (None: the pipeline's default) and what a batch task may have in flight
     batch_size, chunk_size = config.batch_size(), config.chunk_size()
+    per_task = config.calls_per_task(c.PROVIDER)
     server.reset()
     with c.PhaseClock(base / "phases.jsonl") as clock:
         build = c.build_run_cohort(workers)
@@ -92,7 +94,8 @@ def one_setting(base: Path, root: Path, server, n: int, latency: float, C: int, 
     window = stats["last_response_at"] - stats["first_request_at"]
     calls = stats["requests"]
     client_cpu = build["cpu_s"] - reports_cpu
-    run = {"concurrency": C, "workers": workers, "batch_size": batch_size, "chunk_size": chunk_size,
+    run = {"concurrency": C, "workers": workers, "batch_size": batch_size, "calls_per_task": per_task,
+           "chunk_size": chunk_size,
            "generations": n, "model_requests": calls, "build_status": build["status"],
            "build_s": round(build["seconds"], 2), "generations_s": round(phase, 2),
            "calls_per_s": round(calls / phase, 1), "ideal_calls_per_s": round(ideal, 1),
@@ -102,7 +105,7 @@ def one_setting(base: Path, root: Path, server, n: int, latency: float, C: int, 
            "max_concurrency_seen": stats["max_concurrency_seen"],
            "client_cpu_ms_per_generation": c.ms_per(client_cpu, calls),
            "reports_site_cpu_s": round(reports_cpu, 2)}
-    c.log(f"  C={C:<3} workers={workers} batch={batch_size:<3}: {phase:6.2f} s, {calls / phase:6.1f} calls/s = "
+    c.log(f"  C={C:<3} workers={workers} calls/task={per_task:<3}: {phase:6.2f} s, {calls / phase:6.1f} calls/s = "
           f"{calls / phase / ideal:.1%} of ideal (window {calls / window / ideal:.1%}), max in flight "
           f"{stats['max_concurrency_seen']}, client CPU {run['client_cpu_ms_per_generation']:.2f} ms/gen")
     if stats["max_concurrency_seen"] > C:

@@ -49,7 +49,8 @@ def test_orchestration_skips_what_would_pass_the_budget():
 def test_throughput_keeps_the_concurrency_limit():
     out = bench("throughput", "--generations", "60", "--latency", "0.05", "--settings", "4:1,8:2:4")
     assert out["limit_respected"] and len(out["runs"]) == 2
-    assert [(r["concurrency"], r["workers"], r["batch_size"]) for r in out["runs"]] == [(4, 1, 16), (8, 2, 4)]
+    assert [(r["concurrency"], r["workers"], r["calls_per_task"]) for r in out["runs"]] == [(4, 1, 4), (8, 2, 4)]
+    assert out["runs"][1]["batch_size"] == 4
     for run in out["runs"]:
         assert run["model_requests"] == 60 and 1 <= run["max_concurrency_seen"] <= run["concurrency"]
         assert 0 < run["fraction_of_ideal"] <= 1.0 and run["client_cpu_ms_per_generation"] > 0
