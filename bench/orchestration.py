@@ -2,7 +2,7 @@
 
     .venv/bin/python bench/orchestration.py [--sizes 1000,2000,5000,10000] [--max-size 100000]
         [--schedulers local,luigid] [--local-workers 1] [--luigid-workers 4]
-        [--batch-size B] [--chunk-size K] [--concurrency 64] [--budget-s 150]
+        [--batch-size B] [--chunk-size K] [--concurrency 64] [--budget-s 120]
 
 For each size N (LLM generations: N/4 drafts, N/4 essays, N/2 evaluations, all through the test
 server in a child process with latency 0) and each scheduler (the local scheduler with
@@ -134,7 +134,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--batch-size", type=int, default=None, help="[daydream] batch_size (default: the pipeline's)")
     ap.add_argument("--chunk-size", type=int, default=None, help="[daydream] chunk_size (default: the pipeline's)")
     ap.add_argument("--concurrency", type=int, default=64)
-    ap.add_argument("--budget-s", type=float, default=150.0,
+    ap.add_argument("--budget-s", type=float, default=120.0,
                     help="skip a run whose estimate would end past this many seconds; 0 runs everything")
     args = ap.parse_args(argv)
     schedulers = [s for s in args.schedulers.split(",") if s]
