@@ -218,9 +218,15 @@ def _count(key: str, default: int) -> int:
     return n
 
 
-def batch_size() -> int:
-    """How many ready generations of one stage and provider a worker may take at once."""
-    return _count("batch_size", 16)
+COPY_BATCH = 64  # copy-mode essays call no model: a batch of them is bounded only to keep tasks short
+
+
+def batch_size() -> int | None:
+    """``[daydream] batch_size``: a cap on how many ready generations of one stage a worker takes
+    at once. Unset, a batch may hold as many calls as its provider's concurrency, so one worker
+    alone keeps the provider busy; lower it to share a provider between several workers in
+    smaller batches (a batch ends with its slowest call)."""
+    return _count("batch_size", 0) if _get("daydream", "batch_size", str, None) is not None else None
 
 
 def chunk_size() -> int:
@@ -238,7 +244,8 @@ def calls_per_task(provider: str) -> int:
     """Resource units one (batched) generation task holds: the calls it may have in flight.
     Never more than the scheduler grants in total, or the task could never run."""
     limit = _get("resources", resource_name(provider), int, None)
-    n = min(batch_size(), provider_settings(provider).concurrency)
+    concurrency = provider_settings(provider).concurrency
+    n = min(batch_size() or concurrency, concurrency)
     return max(1, min(n, limit) if limit is not None else n)
 
 

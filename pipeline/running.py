@@ -121,7 +121,7 @@ def _wait_for_other_runner(task: RunCohort, scheduler_url: str, own_worker: str,
 
     sched = RemoteScheduler(scheduler_url)
     while True:
-        info = sched.task_list("", "", search=str(task)).get(task.task_id)
+        info = sched.task_list("", "", search=task.task_family).get(task.task_id)
         if not info or info["status"] not in ("PENDING", "RUNNING"):
             return bool(info) and info["status"] in ("DONE", "FAILED")
         alive = {w["name"] for w in sched.worker_list() if w.get("state") == "active"} - {own_worker}

@@ -146,14 +146,16 @@ class _Generation(_DaydreamTask):
         return self._settings()[0]
 
     def _settings(self) -> tuple[int, dict]:
-        """Batch size and resources, read from the config once per task object (Luigi asks often)."""
+        """Batch size and resources, read from the config once per task object (Luigi asks often).
+        A batch holds one unit of its provider's resource per call it may have in flight."""
         if "_cached_settings" not in self.__dict__:
             md = self._metadata(self.gen_ids()[0])
-            resources = {}
-            if md.get("mode") != "copy":
+            if md.get("mode") == "copy":
+                self._cached_settings = (config.batch_size() or config.COPY_BATCH, {})
+            else:
                 provider = runtime().endpoint(md["llm_model_id"])
-                resources = {config.resource_name(provider): config.calls_per_task(provider)}
-            self._cached_settings = (config.batch_size(), resources)
+                calls = config.calls_per_task(provider)
+                self._cached_settings = (calls, {config.resource_name(provider): calls})
         return self._cached_settings
 
     def gen_ids(self) -> list[str]:
