@@ -222,10 +222,10 @@ COPY_BATCH = 64  # copy-mode essays call no model: a batch of them is bounded on
 
 
 def batch_size() -> int | None:
-    """``[daydream] batch_size``: a cap on how many ready generations of one stage a worker takes
-    at once. Unset, a batch may hold as many calls as its provider's concurrency, so one worker
-    alone keeps the provider busy; lower it to share a provider between several workers in
-    smaller batches (a batch ends with its slowest call)."""
+    """``[daydream] batch_size``: how many ready generations of one stage a worker takes at once,
+    with at most that many calls in flight. Unset, a batch runs as many calls at once as its
+    provider's concurrency (one worker alone keeps the provider busy) over a few times as many
+    generations; set it lower to share a provider between several workers in smaller batches."""
     return _count("batch_size", 0) if _get("daydream", "batch_size", str, None) is not None else None
 
 

@@ -53,18 +53,24 @@ def _now() -> str:
 
 @dataclass
 class Runtime:
-    """What generations need, built once per process: paths, catalog, provider clients."""
+    """What generations need: paths, catalog, provider clients, and the classifier's caches.
+
+    One per data root. A Luigi worker forks a process per task when it has several: the child
+    inherits the catalog and the warm caches (plain data), but opens its own provider clients
+    (connection pools do not survive a fork), keyed by process id.
+    """
 
     paths: DataPaths
     catalog: Catalog
-    _providers: dict[str, Provider] = field(default_factory=dict)
-    _lock: threading.Lock = field(default_factory=threading.Lock)
+    _providers: dict[tuple[int, str], Provider] = field(default_factory=dict)
+    _locks: dict[int, threading.Lock] = field(default_factory=dict)
 
     def provider(self, name: str) -> Provider:
-        with self._lock:
-            if name not in self._providers:
-                self._providers[name] = make_provider(config.provider_settings(name))
-            return self._providers[name]
+        pid = os.getpid()
+        with self._locks.setdefault(pid, threading.Lock()):
+            if (pid, name) not in self._providers:
+                self._providers[(pid, name)] = make_provider(config.provider_settings(name))
+            return self._providers[(pid, name)]
 
     def endpoint(self, model_id: str) -> str:
         """The ``[llm.<name>]`` endpoint a catalog model calls (``config.endpoint_for``), once per model."""
@@ -92,13 +98,13 @@ class Runtime:
         return d
 
 
-_RUNTIMES: dict[tuple, Runtime] = {}
+_RUNTIMES: dict[str, Runtime] = {}
 
 
 def runtime() -> Runtime:
-    """The process's runtime for the configured data root (recreated after a fork-safe key change)."""
+    """The runtime of the configured data root, built once (and inherited by forked workers)."""
     paths = config.data_paths()
-    key = (str(paths.root), os.getpid())
+    key = str(paths.root)
     rt = _RUNTIMES.get(key)
     if rt is None:
         rt = _RUNTIMES[key] = Runtime(paths, load_catalog(paths))

@@ -50,6 +50,7 @@ GENERATION_PRIORITY = {"draft": 100, "essay": 110, "evaluation": 120}  # finish 
 CHUNK_PRIORITY = 10
 REPORT_PRIORITY = 0
 BATCH_TAG = "@batch-"
+BATCH_ROUNDS = 4  # a batch's generations per unit of its provider's resource (unless batch_size is set)
 
 
 def run_stamp() -> str:
@@ -147,7 +148,12 @@ class _Generation(_DaydreamTask):
 
     def _settings(self) -> tuple[int, dict]:
         """Batch size and resources, read from the config once per task object (Luigi asks often).
-        A batch holds one unit of its provider's resource per call it may have in flight."""
+
+        A batch holds one unit of its provider's resource per call it may have in flight, and
+        takes up to ``BATCH_ROUNDS`` times as many generations: its threads keep every unit busy
+        until the last round, so the pause between two batches (scheduling, the next task) is
+        paid once per several rounds of calls, not once per round.
+        """
         if "_cached_settings" not in self.__dict__:
             md = self._metadata(self.gen_ids()[0])
             if md.get("mode") == "copy":
@@ -155,7 +161,8 @@ class _Generation(_DaydreamTask):
             else:
                 provider = runtime().endpoint(md["llm_model_id"])
                 calls = config.calls_per_task(provider)
-                self._cached_settings = (calls, {config.resource_name(provider): calls})
+                size = config.batch_size() or calls * BATCH_ROUNDS
+                self._cached_settings = (size, {config.resource_name(provider): calls})
         return self._cached_settings
 
     def gen_ids(self) -> list[str]:
