@@ -249,9 +249,11 @@ class CohortChunk(_DaydreamTask):
 
     @property
     def resources(self):
-        rt = runtime()
-        providers = {rt.endpoint(r["llm_model_id"]) for r in self._members() if r["llm_model_id"]}
-        return {config.resource_name(p): 1 for p in sorted(providers)}
+        if "_resources" not in self.__dict__:  # Luigi asks more than once
+            rt = runtime()
+            providers = {rt.endpoint(r["llm_model_id"]) for r in self._members() if r["llm_model_id"]}
+            self._resources = {config.resource_name(p): 1 for p in sorted(providers)}
+        return self._resources
 
     def _unsettled(self) -> list[dict]:
         rt, memo = runtime(), {}
