@@ -310,12 +310,17 @@ def run_generation(rt: Runtime, stage: str, gen_id: str, status: Callable[[str],
     """
     paths = rt.paths
     f = lambda name: paths.gen_file(stage, gen_id, name)  # noqa: E731
-    st = state_of(rt, stage, gen_id, {})
+    memo: dict = {}
+    st = state_of(rt, stage, gen_id, memo)
     if st.kind in (DONE, BLOCKED):
         return st
+    parent_id = metadata(rt, stage, gen_id).get("parent_gen_id") if stage != "draft" else None
+    if parent_id and state_of(rt, PARENT_STAGE[stage], parent_id, memo).kind != DONE:
+        # never generate against a parent that is about to change (the runner runs parents first)
+        raise DaydreamError("store", f"{stage} {gen_id}: parent {parent_id} is not done")
     inputs = resolve_inputs(rt, stage, gen_id)
-    if inputs is None:  # the runner only starts a child once its parent is done
-        raise DaydreamError("store", f"{stage} {gen_id}: parent {inputs_parent(rt, stage, gen_id)} is not complete")
+    if inputs is None:  # the parent's output changed since it was classified
+        raise DaydreamError("store", f"{stage} {gen_id}: parent {parent_id} is not done")
     remove_stale_temporaries(paths.gen_dir(stage, gen_id))
     md = inputs.metadata
     prompt_sha = sha256(inputs.prompt)
@@ -414,10 +419,6 @@ def _thread_pool(threads: int):
         if pool is None:
             pool = _POOLS[key] = ThreadPoolExecutor(max_workers=threads, thread_name_prefix=f"daydream-{threads}")
         return pool
-
-
-def inputs_parent(rt: Runtime, stage: str, gen_id: str) -> str:
-    return str(metadata(rt, stage, gen_id).get("parent_gen_id"))
 
 
 def _parent_simulated(rt: Runtime, stage: str, md: dict) -> bool:
