@@ -109,6 +109,12 @@ def check_store(paths: DataPaths, cohort_id: str | None = None) -> tuple[list[Pr
         targets = [(st, d.name) for st in STAGES if (paths.gens / st).is_dir() for d in sorted((paths.gens / st).iterdir())]
     problems: list[Problem] = []
     counts = {"checked": len(targets), "done": 0, "pending": 0}
+    orphans: set[tuple[str, str]] = set()
+    if not cohort_id:
+        try:
+            orphans = set(find_orphans(paths))
+        except DaydreamError:  # a store parent's metadata is corrupt (reported below): members only
+            orphans = {t for t in targets if t not in members}
 
     def add(kind, stage, gid, detail):
         problems.append(Problem(kind, stage, gid, detail))
@@ -117,8 +123,8 @@ def check_store(paths: DataPaths, cohort_id: str | None = None) -> tuple[list[Pr
         d = paths.gen_dir(stage, gid)
         for tmp in d.glob(TMP_GLOB):
             add("temporary_file", stage, gid, f"{tmp.name} left by an interrupted write")
-        if not cohort_id and (stage, gid) not in members:
-            add("orphan", stage, gid, "in no compiled cohort's membership")
+        if (stage, gid) in orphans:
+            add("orphan", stage, gid, "in no compiled cohort, and no cohort's generation descends from it")
         try:
             md = read_json(d / "metadata.json")
             pm = read_json(d / "parsed_metadata.json")
@@ -191,32 +197,30 @@ def purge(paths: DataPaths, cohort_id: str, *, dry_run: bool = True) -> dict[str
     return {"removed": remove, "kept_shared": keep}
 
 
+def find_orphans(paths: DataPaths) -> list[tuple[str, str]]:
+    """Generations that no compiled cohort includes and no member descends from (what an
+    interrupted compile, or a spec narrowed since, leaves behind). A parent taken from the store
+    by a cohort that re-scores existing essays, and its own ancestors, are not orphans."""
+    members = {(r["stage"], r["gen_id"]): r for c in paths.compiled_cohorts() for r in read_membership(paths, c)}
+    keep = set(members)
+    stack = [(PARENT_STAGE[st], r["parent_gen_id"]) for (st, _), r in members.items() if r.get("parent_gen_id")]
+    while stack:
+        node = stack.pop()
+        if node in keep:
+            continue
+        keep.add(node)
+        stage, gid = node
+        if stage in PARENT_STAGE:
+            md = read_json(paths.gen_file(stage, gid, "metadata.json")) or {}  # corrupt: a store error
+            if md.get("parent_gen_id"):
+                stack.append((PARENT_STAGE[stage], md["parent_gen_id"]))
+    return [(st, d.name) for st in STAGES if (paths.gens / st).is_dir()
+            for d in sorted((paths.gens / st).iterdir()) if (st, d.name) not in keep]
+
+
 def purge_orphans(paths: DataPaths, *, dry_run: bool = True) -> list[tuple[str, str]]:
-    """Remove generations that no compiled cohort includes and no member descends from (what an
-    interrupted compile, or a spec narrowed since, leaves behind)."""
-    keep: set[str] = set()
-    for c in paths.compiled_cohorts():
-        for r in read_membership(paths, c):
-            keep.add(r["gen_id"])
-            if r.get("parent_gen_id"):
-                keep.add(r["parent_gen_id"])  # a parent taken from the store by a rescoring cohort
-    changed = True
-    while changed:  # ancestors of kept parents are kept too
-        changed = False
-        for stage in ("essay", "evaluation"):
-            base = paths.gens / stage
-            for d in (base.iterdir() if base.is_dir() else []):
-                if d.name in keep:
-                    try:
-                        md = read_json(d / "metadata.json") or {}
-                    except DaydreamError:
-                        continue  # corrupt: `check` reports it, and its parent is not removed blindly
-                    parent = md.get("parent_gen_id")
-                    if parent and parent not in keep:
-                        keep.add(parent)
-                        changed = True
-    orphans = [(st, d.name) for st in STAGES if (paths.gens / st).is_dir()
-               for d in sorted((paths.gens / st).iterdir()) if d.name not in keep]
+    """Remove the generations ``find_orphans`` lists."""
+    orphans = find_orphans(paths)
     if not dry_run:
         for stage, gid in orphans:
             shutil.rmtree(paths.gen_dir(stage, gid), ignore_errors=True)
