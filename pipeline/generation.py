@@ -64,6 +64,7 @@ class Runtime:
     catalog: Catalog
     _providers: dict[tuple[int, str], Provider] = field(default_factory=dict)
     _locks: dict[int, threading.Lock] = field(default_factory=dict)
+    _endpoints: dict[str, str] = field(default_factory=dict)
 
     def provider(self, name: str) -> Provider:
         pid = os.getpid()
@@ -74,10 +75,9 @@ class Runtime:
 
     def endpoint(self, model_id: str) -> str:
         """The ``[llm.<name>]`` endpoint a catalog model calls (``config.endpoint_for``), once per model."""
-        cache = self.__dict__.setdefault("_endpoints", {})
-        if model_id not in cache:
-            cache[model_id] = config.endpoint_for(self.catalog.model(model_id))
-        return cache[model_id]
+        if model_id not in self._endpoints:
+            self._endpoints[model_id] = config.endpoint_for(self.catalog.model(model_id))
+        return self._endpoints[model_id]
 
     def require_keys(self, providers) -> None:
         require_keys([config.provider_settings(p) for p in sorted(set(providers))])

@@ -88,7 +88,7 @@ class Counts:
     done: int = 0
     failed: int = 0
     blocked: int = 0
-    by_kind: Counter = field(default_factory=Counter)
+    by_stage: dict[str, Counter] = field(default_factory=dict)  # stage -> state -> n (every state listed)
     reasons: Counter = field(default_factory=Counter)  # (stage, first line of the reason) -> n
 
     @property
@@ -114,7 +114,7 @@ def cohort_counts(paths: DataPaths, rows: list[dict], since: str = "") -> Counts
     c = Counts(total=len(rows))
     for r in rows:
         st = state_of(rt, r["stage"], r["gen_id"], memo)
-        c.by_kind[st.kind] += 1
+        c.by_stage.setdefault(r["stage"], Counter({k: 0 for k in KINDS}))[st.kind] += 1
         if st.kind == DONE:
             c.done += 1
         elif st.kind in (FAILED, BLOCKED) and (not since or st.settled(since)):
@@ -124,15 +124,6 @@ def cohort_counts(paths: DataPaths, rows: list[dict], since: str = "") -> Counts
             else:
                 c.blocked += 1
     return c
-
-
-def states_by_stage(paths: DataPaths, cohort_id: str) -> dict[str, Counter]:
-    """``status``: for each stage, how many generations are in each of the five states."""
-    rt, memo = runtime(), {}
-    out: dict[str, Counter] = {}
-    for r in membership(paths, cohort_id):
-        out.setdefault(r["stage"], Counter({k: 0 for k in KINDS}))[state_of(rt, r["stage"], r["gen_id"], memo).kind] += 1
-    return out
 
 
 def prepare_providers(paths: DataPaths, cohort_id: str) -> None:

@@ -20,7 +20,7 @@ import luigi.interface
 from . import config
 from .cohort import compile_cohort, terminal_progress
 from .errors import DaydreamError
-from .run_plan import cohort_counts, membership, prepare_providers, states_by_stage
+from .run_plan import cohort_counts, membership, prepare_providers
 from .generation import runtime, state_of
 from .state import DONE, KINDS
 from .store import STAGES, read_json
@@ -186,12 +186,9 @@ def run_cohort(cohort_id: str, *, workers: int = 1, local_scheduler: bool = True
 
 def cohort_status(cohort_id: str) -> dict:
     """States per stage (the one classifier), failure reasons, tokens and cost, from the store."""
-    from collections import Counter
-
     paths = config.data_paths()
     rows = membership(paths, cohort_id)
-    stages = states_by_stage(paths, cohort_id)
-    reasons: Counter = cohort_counts(paths, rows).reasons
+    counts = cohort_counts(paths, rows)
     tokens = {"prompt": 0, "completion": 0}
     cost, cost_unknown, simulated = 0.0, 0, False
     for row in rows:
@@ -204,7 +201,7 @@ def cohort_status(cohort_id: str) -> dict:
             else:
                 cost += rm["cost_usd"]
         simulated |= bool(rm.get("simulated"))
-    return {"stages": stages, "reasons": reasons, "tokens": tokens, "cost_usd": cost,
+    return {"stages": counts.by_stage, "reasons": counts.reasons, "tokens": tokens, "cost_usd": cost,
             "cost_unknown": cost_unknown, "simulated": simulated}
 
 
