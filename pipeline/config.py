@@ -167,7 +167,8 @@ def provider_settings(name: str) -> ProviderSettings:
     section = f"llm.{name}"
     base_default, key_default = _PROVIDER_DEFAULTS.get(name, (None, None))
     base_url = _get(section, "base_url", str, base_default)
-    if name != "offline" and not base_url:
+    api = _get(section, "api", str, "offline" if name == "offline" else "openai")
+    if api != "offline" and not base_url:
         raise DaydreamError("config", f"provider {name!r} has no [{section}] base_url", path=_where())
     s = ProviderSettings(
         name=name,
@@ -178,6 +179,7 @@ def provider_settings(name: str) -> ProviderSettings:
         max_attempts=_get(section, "max_attempts", int, 5),
         backoff_base_s=_get(section, "backoff_base", float, 1.0),
         backoff_max_s=_get(section, "backoff_max", float, 60.0),
+        api=api,
     )
     if s.concurrency < 1 or s.max_attempts < 1 or s.timeout_s <= 0:
         raise DaydreamError("config", f"[{section}] concurrency, max_attempts and timeout must be positive", path=_where())

@@ -200,8 +200,8 @@ class _Generation(_DaydreamTask):
             self.set_status_message(f"{self._label(ids[0])} · {st.kind}" + (f": {st.reason}" if st.reason else ""))
             self.set_progress_percentage(100)
             return
-        threads = max(self.resources.values()) if self.resources else len(ids)
-        run_batch(rt, self.stage, ids, threads=threads, progress=self._batch_progress)
+        in_flight = max(self.resources.values()) if self.resources else len(ids)
+        run_batch(rt, self.stage, ids, in_flight=in_flight, progress=self._batch_progress)
 
     def _batch_progress(self, states: dict) -> None:
         # Each update is an RPC to luigid: at most a few per second, and always the last one.

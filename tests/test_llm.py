@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import email.utils
 import logging
@@ -9,14 +10,15 @@ import re
 import statistics
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
 import pytest
 
 from pipeline.errors import DaydreamError
-from pipeline.llm import CompletionRequest, OfflineProvider, OpenAIProvider, ProviderSettings, make_provider, require_keys
+from pipeline.llm import CompletionRequest, GenerationContext, Provider, ProviderSettings, make_provider, require_keys
+from pipeline.llm.offline import OfflineAPI
+from pipeline.llm.openai_provider import OpenAIAPI
 from pipeline.parsers import parse
 
 KEY = "sk-test-SECRET-0123456789abcdef"
@@ -32,12 +34,28 @@ def settings_for(server, **overrides) -> ProviderSettings:
     return ProviderSettings(**values)
 
 
-def provider_for(server, waits: list[float] | None = None, **overrides) -> OpenAIProvider:
+def provider_for(server, waits: list[float] | None = None, **overrides) -> Provider:
     """A provider for the test server; with ``waits``, its backoff waits are recorded (and really slept)."""
     settings = settings_for(server, **overrides)
     if waits is None:
         return make_provider(settings, ENV)
-    return OpenAIProvider(settings, KEY, sleep=lambda s: (waits.append(s), time.sleep(s)))
+    async def sleep(seconds: float) -> None:
+        waits.append(seconds)
+        await asyncio.sleep(seconds)
+
+    return make_provider(settings, ENV, sleep=sleep)
+
+
+_LOOP = asyncio.new_event_loop()  # one loop for the module: a provider's clients belong to the loop that made them
+
+
+def run(coro):
+    return _LOOP.run_until_complete(coro)
+
+
+def ask(prompt: str, model_slug: str, **context) -> CompletionRequest:
+    """A request for the simulator: ``context`` keys are GenerationContext fields."""
+    return CompletionRequest(prompt=prompt, model_slug=model_slug, context=GenerationContext(**context))
 
 
 REQ = CompletionRequest(prompt="Write about tides.", model_slug="test/model-a", temperature=0.7, max_tokens=300)
@@ -49,7 +67,7 @@ REQ = CompletionRequest(prompt="Write about tides.", model_slug="test/model-a", 
 def test_happy_path_openrouter_reports_cost_and_sends_one_user_message(llm_server):
     llm_server.cost = 0.00123
     provider = provider_for(llm_server, name="openrouter")
-    c = provider.complete(REQ)
+    c = run(provider.generate(REQ))
     assert c.text == "echo (test/model-a): Write about tides."
     assert (c.finish_reason, c.truncated, c.attempts, c.simulated) == ("stop", False, 1, False)
     assert (c.prompt_tokens, c.completion_tokens) == (3, 5)
@@ -69,22 +87,22 @@ def test_happy_path_openrouter_reports_cost_and_sends_one_user_message(llm_serve
 def test_none_params_omitted_and_cost_from_prices(llm_server):
     provider = provider_for(llm_server, extra_headers=(("X-Title", "daydream"),))
     request = CompletionRequest(prompt="a b c d", model_slug="m", input_price_per_mtok=2.0, output_price_per_mtok=10.0)
-    c = provider.complete(request)
+    c = run(provider.generate(request))
     body = llm_server.requests[0]["body"]
     assert "temperature" not in body and "max_tokens" not in body and "usage" not in body
     assert llm_server.requests[0]["headers"]["x-title"] == "daydream"
     assert c.cost_usd == pytest.approx((4 * 2.0 + c.completion_tokens * 10.0) / 1e6)
-    assert provider_for(llm_server).complete(CompletionRequest(prompt="x", model_slug="m")).cost_usd is None
+    assert run(provider_for(llm_server).generate(CompletionRequest(prompt="x", model_slug="m"))).cost_usd is None
 
 
 def test_crlf_becomes_lf(llm_server):
     llm_server.responder = lambda body: "line one\r\nline two\r\n"
-    assert provider_for(llm_server).complete(REQ).text == "line one\nline two\n"
+    assert run(provider_for(llm_server).generate(REQ)).text == "line one\nline two\n"
 
 
 def test_no_key_needed_for_local_servers(llm_server):
     provider = make_provider(settings_for(llm_server, api_key_env=None), environ={})
-    assert provider.complete(REQ).attempts == 1
+    assert run(provider.generate(REQ)).attempts == 1
 
 
 # -- retries ---------------------------------------------------------------------------------------------
@@ -93,7 +111,7 @@ def test_no_key_needed_for_local_servers(llm_server):
 def test_429_honours_retry_after(llm_server):
     llm_server.push_faults("429")
     waits: list[float] = []
-    c = provider_for(llm_server, waits, backoff_max_s=5.0).complete(REQ)
+    c = run(provider_for(llm_server, waits, backoff_max_s=5.0).generate(REQ))
     assert c.attempts == 2 and len(llm_server.requests) == 2
     assert waits == [1.0]
     assert c.duration_s >= 0.95
@@ -105,14 +123,14 @@ def test_retry_after_http_date_and_cap(llm_server):
     llm_server.push_faults("429")
     waits: list[float] = []
     provider = provider_for(llm_server, waits, backoff_max_s=0.2)
-    assert provider.complete(REQ).attempts == 2
+    assert run(provider.generate(REQ)).attempts == 2
     assert waits == [0.2]  # 120 s asked, capped at backoff_max_s
 
 
 def test_429_storm_without_retry_after_uses_capped_jittered_backoff(llm_server):
     llm_server.push_faults(*["429-noretry-after"] * 4)
     waits: list[float] = []
-    c = provider_for(llm_server, waits, max_attempts=5, backoff_base_s=0.01, backoff_max_s=0.04).complete(REQ)
+    c = run(provider_for(llm_server, waits, max_attempts=5, backoff_base_s=0.01, backoff_max_s=0.04).generate(REQ))
     assert c.attempts == 5 and llm_server.successes == 1
     assert len(waits) == 4
     for n, wait in enumerate(waits, start=1):
@@ -123,7 +141,7 @@ def test_429_storm_without_retry_after_uses_capped_jittered_backoff(llm_server):
 def test_5xx_retried(llm_server, status):
     llm_server.push_faults(status)
     seen: list[tuple[int, int]] = []
-    assert provider_for(llm_server).complete(REQ, on_attempt=lambda n, of: seen.append((n, of))).attempts == 2
+    assert run(provider_for(llm_server).generate(REQ, on_attempt=lambda n, of: seen.append((n, of)))).attempts == 2
     assert seen == [(1, 3), (2, 3)]  # what a task shows in the visualiser while retrying
 
 
@@ -131,7 +149,7 @@ def test_5xx_retried(llm_server, status):
 def test_4xx_not_retried_and_key_never_leaks(llm_server, status):
     llm_server.push_faults(status, status)  # the server echoes the Authorization header in its message
     with pytest.raises(DaydreamError) as info:
-        provider_for(llm_server, max_attempts=5).complete(REQ)
+        run(provider_for(llm_server, max_attempts=5).generate(REQ))
     err = info.value
     assert err.code == "llm"
     assert len(llm_server.requests) == 1
@@ -147,7 +165,7 @@ def test_long_echoed_key_is_scrubbed_before_the_message_is_shortened(llm_server)
     llm_server.push_faults("401")
     settings = settings_for(llm_server)
     with pytest.raises(DaydreamError) as info:
-        make_provider(settings, {"TEST_LLM_KEY": long_key}).complete(REQ)
+        run(make_provider(settings, {"TEST_LLM_KEY": long_key}).generate(REQ))
     assert "kkkkk" not in str(info.value)
     assert "Bearer ***" in str(info.value) and "(check TEST_LLM_KEY)" in str(info.value)
 
@@ -155,7 +173,7 @@ def test_long_echoed_key_is_scrubbed_before_the_message_is_shortened(llm_server)
 def test_timeout_retried(llm_server):
     llm_server.push_faults("timeout")
     started = time.monotonic()
-    c = provider_for(llm_server, timeout_s=0.5).complete(REQ)
+    c = run(provider_for(llm_server, timeout_s=0.5).generate(REQ))
     assert c.attempts == 2 and llm_server.successes == 1
     assert 0.45 <= time.monotonic() - started < 2
 
@@ -163,12 +181,12 @@ def test_timeout_retried(llm_server):
 def test_hang_is_bounded_by_client_timeout(llm_server):
     llm_server.push_faults("hang", "hang")
     with pytest.raises(DaydreamError, match=r"gave up after 2 attempts: last error timeout after 0.3s"):
-        provider_for(llm_server, timeout_s=0.3, max_attempts=2).complete(REQ)
+        run(provider_for(llm_server, timeout_s=0.3, max_attempts=2).generate(REQ))
 
 
 def test_dropped_connection_mid_body_retried(llm_server):
     llm_server.push_faults("drop")
-    c = provider_for(llm_server).complete(REQ)
+    c = run(provider_for(llm_server).generate(REQ))
     assert c.attempts == 2 and c.text.startswith("echo")
 
 
@@ -178,17 +196,17 @@ def test_dropped_connection_mid_body_retried(llm_server):
 )
 def test_bad_bodies_retried_then_fail_with_reason(llm_server, mode, reason):
     llm_server.push_faults(mode)
-    assert provider_for(llm_server).complete(REQ).attempts == 2
+    assert run(provider_for(llm_server).generate(REQ)).attempts == 2
     llm_server.reset()
     llm_server.push_faults(mode, mode, mode)
     with pytest.raises(DaydreamError, match=rf"gave up after 3 attempts: last error bad response \({reason}"):
-        provider_for(llm_server, max_attempts=3).complete(REQ)
+        run(provider_for(llm_server, max_attempts=3).generate(REQ))
     assert len(llm_server.requests) == 3
 
 
 def test_truncation_is_returned_not_retried(llm_server):
     llm_server.push_faults("truncated")
-    c = provider_for(llm_server).complete(REQ)
+    c = run(provider_for(llm_server).generate(REQ))
     assert (c.truncated, c.finish_reason, c.attempts) == (True, "length", 1)
     assert len(llm_server.requests) == 1
 
@@ -197,7 +215,7 @@ def test_gives_up_after_max_attempts_without_leaking_key(llm_server, caplog):
     llm_server.push_faults(*["503"] * 4)
     caplog.set_level(logging.WARNING, logger="pipeline.llm")
     with pytest.raises(DaydreamError) as info:
-        provider_for(llm_server, max_attempts=4).complete(REQ)
+        run(provider_for(llm_server, max_attempts=4).generate(REQ))
     assert info.value.code == "llm"
     assert "gave up after 4 attempts: last error HTTP 503" in str(info.value)
     assert len(llm_server.requests) == 4
@@ -209,7 +227,7 @@ def test_gives_up_after_max_attempts_without_leaking_key(llm_server, caplog):
 
 def test_latency_fault_is_just_slow(llm_server):
     llm_server.push_faults("latency:0.3")
-    c = provider_for(llm_server).complete(REQ)
+    c = run(provider_for(llm_server).generate(REQ))
     assert c.attempts == 1 and c.duration_s >= 0.3
 
 
@@ -222,7 +240,7 @@ def test_server_runs_standalone_for_benchmarks():
         base_url = server.stdout.readline().strip()
         assert re.fullmatch(r"http://127\.0\.0\.1:\d+/v1", base_url)
         provider = make_provider(ProviderSettings(name="bench", base_url=base_url, api_key_env=None), environ={})
-        assert provider.complete(REQ).text == "echo (test/model-a): Write about tides."
+        assert run(provider.generate(REQ)).text == "echo (test/model-a): Write about tides."
     finally:
         server.terminate()
         server.wait(5)
@@ -232,8 +250,8 @@ def test_server_rules_and_unknown_modes(llm_server):
     llm_server.rule = lambda body: "401" if body["model"] == "bad" else None
     provider = provider_for(llm_server)
     with pytest.raises(DaydreamError, match="HTTP 401"):
-        provider.complete(CompletionRequest(prompt="x", model_slug="bad"))
-    assert provider.complete(CompletionRequest(prompt="x", model_slug="good")).attempts == 1
+        run(provider.generate(CompletionRequest(prompt="x", model_slug="bad")))
+    assert run(provider.generate(CompletionRequest(prompt="x", model_slug="good"))).attempts == 1
     with pytest.raises(ValueError, match="unknown fault mode"):
         llm_server.push_faults("teapot")
 
@@ -241,29 +259,24 @@ def test_server_rules_and_unknown_modes(llm_server):
 # -- concurrency -----------------------------------------------------------------------------------------
 
 
-def _run_threads(provider, n: int) -> list:
-    results: list = []
-    threads = [
-        threading.Thread(target=lambda i=i: results.append(provider.complete(CompletionRequest(prompt=f"p{i}", model_slug="m"))))
-        for i in range(n)
-    ]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(10)
-    return results
+def _run_together(provider, n: int) -> list:
+    """``n`` calls started at once on one event loop, as a batch makes them."""
+    async def all_at_once():
+        return await asyncio.gather(*(provider.generate(CompletionRequest(prompt=f"p{i}", model_slug="m"))
+                                      for i in range(n)))
+    return run(asyncio.wait_for(all_at_once(), 10))
 
 
-def test_one_provider_serves_16_threads_concurrently(llm_server):
+def test_one_provider_serves_16_calls_concurrently(llm_server):
     llm_server.latency = 0.2
-    results = _run_threads(provider_for(llm_server, concurrency=16), 16)
+    results = _run_together(provider_for(llm_server, concurrency=16), 16)
     assert len(results) == 16 and all(r.attempts == 1 for r in results)
     assert llm_server.max_concurrency_seen >= 16
 
 
 def test_concurrency_setting_bounds_in_flight_requests(llm_server):
     llm_server.latency = 0.1
-    results = _run_threads(provider_for(llm_server, concurrency=4), 12)
+    results = _run_together(provider_for(llm_server, concurrency=4), 12)
     assert len(results) == 12
     assert llm_server.max_concurrency_seen == 4
 
@@ -278,7 +291,7 @@ def test_missing_key_names_the_env_var():
             make_provider(settings, environ)
         assert info.value.code == "missing_key"
         assert str(info.value) == "provider 'openrouter' needs OPENROUTER_API_KEY; set it in the environment"
-    assert isinstance(make_provider(settings, {"OPENROUTER_API_KEY": KEY}), OpenAIProvider)
+    assert isinstance(make_provider(settings, {"OPENROUTER_API_KEY": KEY}).api, OpenAIAPI)
 
 
 def test_require_keys_lists_every_missing_key():
@@ -311,7 +324,8 @@ TOPICS = ("mycelial networks", "version control", "tidal rhythms")
 
 
 def offline(**kwargs) -> str:
-    return OfflineProvider().complete(CompletionRequest(**{"prompt": CONCEPTS, "model_slug": "sim-a", **kwargs})).text
+    kwargs = {"prompt": CONCEPTS, "model_slug": "sim-a", **kwargs}
+    return run(OfflineAPI().generate(ask(**kwargs))).text
 
 
 def _nonempty(text: str) -> int:
@@ -319,16 +333,17 @@ def _nonempty(text: str) -> int:
 
 
 def test_offline_is_deterministic_and_labelled_simulated_only_in_metadata():
-    provider = make_provider(ProviderSettings(name="offline", base_url=None, api_key_env=None), environ={})
-    request = CompletionRequest(prompt=CONCEPTS, model_slug="sim-a", template_id="t", parser="essay_block")
-    first, second = provider.complete(request), provider.complete(request)
+    provider = make_provider(ProviderSettings(name="offline", base_url=None, api_key_env=None, api="offline"), environ={})
+    request = ask(CONCEPTS, "sim-a", template_id="t", parser="essay_block")
+    first, second = run(provider.generate(request)), run(provider.generate(request))
     assert first.text == second.text
     assert (first.simulated, first.provider, first.attempts, first.finish_reason, first.truncated) == (
         True, "offline", 1, "stop", False)
     assert first.cost_usd is None and first.prompt_tokens > 0 and first.completion_tokens > 0
     assert "simulat" not in first.text.lower()
-    for change in ({"model_slug": "sim-b"}, {"template_id": "u"}, {"prompt": CONCEPTS + " Be bold."}):
-        assert provider.complete(dataclasses.replace(request, **change)).text != first.text
+    other_template = dataclasses.replace(request.context, template_id="u")
+    for change in ({"model_slug": "sim-b"}, {"context": other_template}, {"prompt": CONCEPTS + " Be bold."}):
+        assert run(provider.generate(dataclasses.replace(request, **change))).text != first.text
 
 
 def test_offline_drafts_match_their_parser():
@@ -415,10 +430,52 @@ def test_offline_scores_have_structure():
 
 
 def test_offline_replicates_vary_like_resampling():
-    base = CompletionRequest(prompt=CONCEPTS, model_slug="sim-a", template_id="t", parser="identity")
-    texts = [OfflineProvider().complete(dataclasses.replace(base, replicate=r)).text for r in (1, 2, 3)]
-    assert texts[0] == OfflineProvider().complete(base).text and len(set(texts)) == 3
+    base = ask(CONCEPTS, "sim-a", template_id="t", parser="identity")
+    texts = [run(OfflineAPI().generate(ask(CONCEPTS, "sim-a", template_id="t", parser="identity", replicate=r))).text
+             for r in (1, 2, 3)]
+    assert texts[0] == run(OfflineAPI().generate(base)).text and len(set(texts)) == 3
     first = [float(parse("score", _evaluate(e, "judge-a", "eval-a", 10), scale_min=0, scale_max=10)) for e in ESSAYS]
     again = [float(parse("score", _evaluate(e, "judge-a", "eval-a", 10, replicate=2), scale_min=0, scale_max=10))
              for e in ESSAYS]
     assert first != again and statistics.correlation(first, again) > 0.6  # test-retest: close, not identical
+
+
+# -- the registry -----------------------------------------------------------------------------------------
+
+
+def test_a_section_picks_its_model_api_by_name_and_gets_the_one_retry_policy():
+    from pipeline.llm.base import Completion, Transient
+    from pipeline.llm.registry import register_api
+
+    calls: list[str] = []
+
+    @register_api("flaky-echo")
+    class FlakyEcho:  # a third adapter, registered the way offline and openai are
+        def __init__(self, settings, key):
+            self.name = settings.name
+
+        async def generate(self, request):
+            calls.append(request.prompt)
+            if len(calls) == 1:
+                raise Transient("HTTP 503: warming up")
+            return Completion(text=request.prompt[::-1], finish_reason="stop", truncated=False, prompt_tokens=1,
+                              completion_tokens=1, cost_usd=None, duration_s=0.0, attempts=1, simulated=False,
+                              provider=self.name, model_slug=request.model_slug)
+
+    waits: list[float] = []
+
+    async def sleep(seconds: float) -> None:
+        waits.append(seconds)
+
+    settings = ProviderSettings(name="mine", base_url=None, api_key_env=None, api="flaky-echo", backoff_base_s=0.5)
+    c = run(make_provider(settings, {}, sleep=sleep).generate(CompletionRequest(prompt="abc", model_slug="m")))
+    assert (c.text, c.attempts, c.provider) == ("cba", 2, "mine")
+    assert calls == ["abc", "abc"] and len(waits) == 1 and 0 <= waits[0] <= 0.5
+
+
+def test_unknown_model_api_is_one_config_error_naming_the_section():
+    settings = ProviderSettings(name="mine", base_url="http://127.0.0.1:1/v1", api_key_env=None, api="grpc")
+    with pytest.raises(DaydreamError) as info:
+        make_provider(settings, {})
+    assert info.value.code == "config"
+    assert "[llm.mine] api = 'grpc' is not one of" in str(info.value) and "openai" in str(info.value)

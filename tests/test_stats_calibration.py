@@ -7,12 +7,14 @@ seeds, and a zero effect must be flagged (interval excludes 0) in ≤ 10 % of se
 
 from __future__ import annotations
 
+import asyncio
+
 import numpy as np
 import pandas as pd
 import pytest
 
-from pipeline.llm.base import CompletionRequest
-from pipeline.llm.offline import Effects, OfflineProvider
+from pipeline.llm.base import CompletionRequest, GenerationContext
+from pipeline.llm.offline import Effects, OfflineAPI
 from pipeline.reports import tables
 
 SEEDS = range(50)
@@ -131,21 +133,22 @@ def test_reports_are_reproducible():
 def test_offline_simulator_plants_effects():
     """The simulator's planted essay-template effect reaches the evaluators through the text, and
     a planted evaluator bias moves its scores (mean over many essays, on the normalised scale)."""
-    plain, planted = OfflineProvider(effects=Effects(noise=0.0)), OfflineProvider(
+    plain, planted = OfflineAPI(effects=Effects(noise=0.0)), OfflineAPI(
         effects=Effects.parse("essay_template:tA = 0.10, evaluation_llm:judge-b = 0.05", noise=0.0))
     diffs, bias = [], []
     for i in range(30):
         prompt = (f"Write an essay connecting these concepts:\n1. Tides {i}\n2. Ledgers\n<<<\n"
                   + " ".join(f"ledger{j} tide{i} drifts slowly" for j in range(12)) + "\n>>>")
-        req = CompletionRequest(prompt=prompt, model_slug="offline/writer", stage="essay", template_id="tA",
-                                parser="identity")
+        req = CompletionRequest(prompt=prompt, model_slug="offline/writer",
+                                context=GenerationContext(stage="essay", template_id="tA", parser="identity"))
         for prov, out in ((plain, []), (planted, [])):
-            essay = prov.complete(req).text
+            essay = asyncio.run(prov.generate(req)).text
             for judge in ("judge-a", "judge-b"):
                 ev = CompletionRequest(prompt=f"Score this essay from 0 to 100.\n<<<\n{essay}\n>>>\nSCORE: X",
-                                       model_slug=f"offline/{judge}", stage="evaluation", template_id="r",
-                                       parser="score", scale_min=0, scale_max=100)
-                out.append(float(prov.complete(ev).text.strip().split()[-1].strip("*")) / 100)
+                                       model_slug=f"offline/{judge}",
+                                       context=GenerationContext(stage="evaluation", template_id="r", parser="score",
+                                                                 scale_min=0, scale_max=100))
+                out.append(float(asyncio.run(prov.generate(ev)).text.strip().split()[-1].strip("*")) / 100)
             if prov is plain:
                 base = out
             else:  # same judges without noise: what remains is what was planted

@@ -1,20 +1,23 @@
-"""The provider interface: one request in, one completion out.
+"""The provider layer's types: one request in, one completion out.
 
-Stages only see these three value types and ``Provider.complete``; retries, HTTP and the offline
-simulator live behind it, so a stage never needs to know which provider answered.
+Two roles, as in inspect_ai's model layer: a **model API** (an adapter registered by name, e.g.
+the OpenAI-compatible HTTP client or the offline simulator) makes ONE attempt; the **provider**
+the pipeline calls (``pipeline.llm.retrying.Provider``) wraps any model API with the in-flight
+limit and the retries. A stage only sees ``Provider.generate`` and these value types, so it never
+needs to know which adapter answered.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Callable, Protocol
+from dataclasses import dataclass, field
+from typing import Protocol
 
 
 @dataclass(frozen=True)
 class ProviderSettings:
-    """How to reach one OpenAI-compatible provider (resolved from ``luigi.cfg`` by config.py)."""
+    """How to reach one provider endpoint (``[llm.<name>]`` in ``luigi.cfg``, resolved by config.py)."""
 
-    name: str  # "openrouter", "openai", "local", "offline", ...
+    name: str  # the section name: "openrouter", "openai", "local", "offline", ...
     base_url: str | None  # e.g. "https://openrouter.ai/api/v1"; None for offline
     api_key_env: str | None  # env var holding the key; None/"" means no key needed
     concurrency: int = 4  # in-flight requests per provider instance (process)
@@ -23,26 +26,34 @@ class ProviderSettings:
     backoff_base_s: float = 1.0
     backoff_max_s: float = 60.0  # cap for any single wait, including Retry-After
     extra_headers: tuple[tuple[str, str], ...] = ()
+    api: str = "openai"  # which registered model API serves it ("openai" = any OpenAI-compatible server)
 
 
 @dataclass(frozen=True)
-class CompletionRequest:
-    """One user message to one model. The hints below the line only steer the offline simulator."""
+class GenerationContext:
+    """What the pipeline is generating. Real APIs ignore it; the offline simulator writes to fit it
+    (a draft, an essay block for the template's parser, a score on the rubric's scale)."""
 
-    prompt: str  # sent as ONE user message
-    model_slug: str  # provider's model name, e.g. "anthropic/claude-sonnet-4"
-    temperature: float | None = None
-    max_tokens: int | None = None
-    # hints used only by the offline simulator (real providers ignore them):
     stage: str = "draft"  # draft | essay | evaluation
     template_id: str = ""
     parser: str = "identity"  # identity | essay_block | essay_block_lenient | essay_idea_last | score
     scale_min: float = 0
     scale_max: float = 9
     replicate: int = 1  # replicates of one request differ only through this (and real sampling)
+
+
+@dataclass(frozen=True)
+class CompletionRequest:
+    """One user message to one model."""
+
+    prompt: str  # sent as ONE user message
+    model_slug: str  # provider's model name, e.g. "anthropic/claude-sonnet-4"
+    temperature: float | None = None
+    max_tokens: int | None = None
     # USD per million tokens; cost fallback when the provider reports none
     input_price_per_mtok: float | None = None
     output_price_per_mtok: float | None = None
+    context: GenerationContext = field(default_factory=GenerationContext)
 
 
 @dataclass(frozen=True)
@@ -62,13 +73,22 @@ class Completion:
     model_slug: str
 
 
-class Provider(Protocol):
-    name: str
+class Transient(Exception):
+    """One failed attempt worth another try (429, 5xx, timeout, connection error, malformed body);
+    ``retry_after`` is the server's hint in seconds. Anything else a model API raises is final."""
 
-    def complete(self, request: CompletionRequest,
-                 on_attempt: Callable[[int, int], None] | None = None) -> Completion:
-        """One completion; ``on_attempt(attempt, max_attempts)`` is told before each try, so a
-        task can show "attempt 2/5" in the visualiser while a provider retries."""
+    def __init__(self, reason: str, retry_after: float | None = None):
+        super().__init__(reason)
+        self.reason = reason
+        self.retry_after = retry_after
+
+
+class ModelAPI(Protocol):
+    """An adapter: ``await generate`` makes ONE attempt and returns a Completion (attempts=1), or
+    raises ``Transient`` (worth retrying) or ``DaydreamError`` (final). Many calls may be in
+    flight at once on one event loop."""
+
+    async def generate(self, request: CompletionRequest) -> Completion:
         ...
 
 

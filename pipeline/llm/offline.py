@@ -27,9 +27,10 @@ import random
 import re
 import time
 from dataclasses import dataclass, field
-from typing import Callable, Mapping
+from typing import Mapping
 
 from pipeline.llm.base import Completion, CompletionRequest, ProviderSettings
+from pipeline.llm.registry import register_api
 
 _OPENERS = [
     "What if {a} were treated as a process rather than a thing, one that quietly reshapes {b}?",
@@ -168,37 +169,36 @@ class Effects:
         for (kind, key), value in self.shifts.items():
             if not kind.startswith(stage + "_"):
                 continue
-            if kind.endswith("_template") and key == request.template_id:
+            if kind.endswith("_template") and key == request.context.template_id:
                 total += value
             elif kind.endswith("_llm") and (key == slug or slug.endswith("/" + key)):
                 total += value
         return total
 
 
-class OfflineProvider:
-    """Provider ``offline``: no network, no key, same request -> same text."""
+@register_api("offline")
+class OfflineAPI:
+    """Model API ``offline``: no network, no key, same request -> same text."""
 
-    def __init__(self, settings: ProviderSettings | None = None, effects: Effects | None = None):
+    def __init__(self, settings: ProviderSettings | None = None, api_key: str | None = None, *,
+                 effects: Effects | None = None):
         self.name = settings.name if settings else "offline"
         self.effects = effects if effects is not None else Effects.from_config()
 
     def __repr__(self) -> str:
-        return f"OfflineProvider(name={self.name!r})"
+        return f"OfflineAPI(name={self.name!r})"
 
-    def complete(self, request: CompletionRequest,
-                 on_attempt: Callable[[int, int], None] | None = None) -> Completion:
+    async def generate(self, request: CompletionRequest) -> Completion:
         started = time.monotonic()
-        if on_attempt:
-            on_attempt(1, 1)
-        seed = [request.prompt, request.model_slug, request.template_id, request.stage]
-        if request.replicate != 1:  # replicates vary like resampling would; replicate 1 keeps the base seed
-            seed.append(request.replicate)
+        seed = [request.prompt, request.model_slug, request.context.template_id, request.context.stage]
+        if request.context.replicate != 1:  # replicates vary like resampling would; replicate 1 keeps the base seed
+            seed.append(request.context.replicate)
         rng = random.Random(_hash(*seed))
-        if request.stage == "evaluation" or request.parser == "score":
+        if request.context.stage == "evaluation" or request.context.parser == "score":
             text = _evaluation(request, rng, self.effects)
         else:
             lines = _prose(request, rng)
-            shift = self.effects.shift("essay", request) if request.stage == "essay" else 0.0
+            shift = self.effects.shift("essay", request) if request.context.stage == "essay" else 0.0
             if shift:
                 lines = _planted(request, lines, shift, seed)
             text = _wrap(request, lines, rng)
@@ -298,7 +298,7 @@ def _prose(request: CompletionRequest, rng: random.Random) -> list[str]:
     extra = 1 + int((_unit("verbosity", request.model_slug) + 1) * 1.5)  # 1..3 more lines, per model
     a, b = rng.sample(words.topics, 2)
     lines = [f"{a[:1].upper() + a[1:]} and {b}: a working idea", words.fill(rng.choice(_OPENERS))]  # see _TITLE
-    if request.stage == "essay":
+    if request.context.stage == "essay":
         quotes = _quotes(focus, words.topics)
         for quote, frame in zip(rng.sample(quotes, min(3, len(quotes))), rng.sample(_QUOTE_FRAMES, 3)):
             lines.append(frame.format(q=quote))
@@ -326,7 +326,7 @@ def _planted(request: CompletionRequest, lines: list[str], shift: float, seed: l
 
 def _wrap(request: CompletionRequest, lines: list[str], rng: random.Random) -> str:
     """Give the prose the structure the template's parser expects."""
-    parser = request.parser
+    parser = request.context.parser
     if parser in ("essay_block", "essay_block_lenient"):
         intro = _Words(_topics(request.prompt, _focus(request.prompt)), rng).fill(rng.choice(_INTROS))
         if parser == "essay_block_lenient" and rng.random() < 0.5:
@@ -362,18 +362,18 @@ def _quality(essay: str) -> float:
 def _step(request: CompletionRequest) -> float:
     if re.search(r"whole number|integer", request.prompt, re.I):
         return 1.0
-    return 0.5 if request.scale_max - request.scale_min == 10 else 1.0
+    return 0.5 if request.context.scale_max - request.context.scale_min == 10 else 1.0
 
 
 def simulated_score(request: CompletionRequest, rng: random.Random, effects: Effects | None = None) -> float:
     """A score on the request's scale: model bias + template bias + essay quality + planted
     evaluator effects + noise."""
     effects = effects or Effects()
-    lo, hi = float(request.scale_min), float(request.scale_max)
+    lo, hi = float(request.context.scale_min), float(request.context.scale_max)
     p = (
         0.58
         + 0.12 * _unit("model-bias", request.model_slug)
-        + 0.06 * _unit("template-bias", request.template_id)
+        + 0.06 * _unit("template-bias", request.context.template_id)
         + QUALITY_WEIGHT * _quality(_focus(request.prompt))
         + effects.shift("evaluation", request)
         + rng.gauss(0, effects.noise)
@@ -390,13 +390,13 @@ def _score_line(request: CompletionRequest, score: float) -> str:
     if asked:
         before, after = asked[-1]
         return f"{before}{s}{after}".strip()
-    pick = int.from_bytes(_hash("format", request.template_id)[:4], "big") % len(_SCORE_FORMATS)
-    return _SCORE_FORMATS[pick].format(s=s, hi=f"{float(request.scale_max):g}")
+    pick = int.from_bytes(_hash("format", request.context.template_id)[:4], "big") % len(_SCORE_FORMATS)
+    return _SCORE_FORMATS[pick].format(s=s, hi=f"{float(request.context.scale_max):g}")
 
 
 def _evaluation(request: CompletionRequest, rng: random.Random, effects: Effects | None = None) -> str:
     score = simulated_score(request, rng, effects)
-    p = (score - request.scale_min) / ((request.scale_max - request.scale_min) or 1)
+    p = (score - request.context.scale_min) / ((request.context.scale_max - request.context.scale_min) or 1)
     focus = _focus(request.prompt)
     words = _Words(_topics(request.prompt, focus), rng)
     quotes = _quotes(focus, words.topics)

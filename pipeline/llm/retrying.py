@@ -1,0 +1,82 @@
+"""The provider the pipeline calls: any registered model API, with the in-flight limit and retries.
+
+Retries live here and nowhere else, so every model API gets the same policy: only ``Transient``
+failures are retried, with the server's Retry-After if it gave one, else exponential backoff with
+full jitter, both capped; a final error (bad key, bad request) fails at once instead of burning
+the retry budget.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+import random
+import time
+import weakref
+from typing import Awaitable, Callable
+
+from pipeline.errors import DaydreamError
+from pipeline.llm.base import Completion, CompletionRequest, ModelAPI, ProviderSettings, Transient
+
+log = logging.getLogger("pipeline.llm")
+
+
+class Provider:
+    """``await generate(request)``: at most ``settings.concurrency`` attempts in flight per event
+    loop (one loop per process runs the batches); ``on_attempt(attempt, max_attempts)`` is told
+    before each try, so a task can show "attempt 2/5" in the visualiser while a call retries."""
+
+    def __init__(self, api: ModelAPI, settings: ProviderSettings, *,
+                 sleep: Callable[[float], Awaitable[None]] = asyncio.sleep):
+        self.api = api
+        self.name = settings.name
+        self.settings = settings
+        self._sleep = sleep  # injectable only so tests can record waits
+        self._random = random.Random()
+        # an asyncio.Semaphore belongs to the loop it is first used on
+        self._slots: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+    def __repr__(self) -> str:
+        return f"Provider({self.api!r})"
+
+    async def generate(self, request: CompletionRequest,
+                       on_attempt: Callable[[int, int], None] | None = None) -> Completion:
+        started = time.monotonic()
+        attempts_max = max(1, self.settings.max_attempts)
+        for attempt in range(1, attempts_max + 1):
+            if on_attempt:
+                on_attempt(attempt, attempts_max)
+            try:
+                async with self._slots_of_this_loop():
+                    completion = await self.api.generate(request)
+                return dataclasses.replace(completion, attempts=attempt, duration_s=time.monotonic() - started)
+            except Transient as failure:
+                reason, retry_after = failure.reason, failure.retry_after
+            if attempt < attempts_max:
+                wait = self._backoff(attempt, retry_after)
+                log.warning(
+                    "provider %s model %s: attempt %d/%d failed (%s); retrying in %.2fs",
+                    self.name, request.model_slug, attempt, attempts_max, reason, wait,
+                )
+                await self._sleep(wait)
+        # Raised outside any ``except``: no chained SDK exception (which may quote the key) survives.
+        raise DaydreamError(
+            "llm",
+            f"provider '{self.name}' for model '{request.model_slug}' gave up after {attempts_max} attempts: "
+            f"last error {reason}",
+        )
+
+    def _slots_of_this_loop(self) -> asyncio.Semaphore:
+        loop = asyncio.get_running_loop()
+        slots = self._slots.get(loop)
+        if slots is None:
+            slots = self._slots[loop] = asyncio.Semaphore(max(1, self.settings.concurrency))
+        return slots
+
+    def _backoff(self, attempt: int, retry_after: float | None) -> float:
+        """Server's Retry-After if given, else exponential backoff with full jitter; both capped."""
+        cap = self.settings.backoff_max_s
+        if retry_after is not None:
+            return min(cap, retry_after)
+        return self._random.uniform(0, min(cap, self.settings.backoff_base_s * 2 ** (attempt - 1)))
