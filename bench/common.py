@@ -396,19 +396,21 @@ def cpu_s() -> float:
 
 
 def build_run_cohort(workers: int, scheduler_url: str | None = None, cohort: str = COHORT) -> dict:
-    """One ``luigi.build([RunCohort(...)])``, exactly as ``run_cohort`` / the ``luigi`` command make
-    it (compile, every generation chunk by chunk, reports, site). Returns wall seconds, CPU seconds
-    (this process and reaped children), the build's status and the wall-clock start (time.time)."""
+    """One ``luigi.build([RunCohort(...)])``, exactly as ``run_cohort`` makes it (compile, every
+    generation chunk by chunk, reports, site). Returns wall seconds, CPU seconds (this process and
+    reaped children), the build's status and the wall-clock start (time.time)."""
     import luigi
 
     from pipeline.tasks import RunCohort, run_stamp
+
+    from pipeline.running import _UnprunedLocalScheduler
 
     reset_state()
     kw = {"workers": workers, "log_level": "CRITICAL", "detailed_summary": True}
     if scheduler_url:
         kw["scheduler_url"] = scheduler_url
-    else:
-        kw["local_scheduler"] = True
+    else:  # as `daydream run` builds it (the `luigi --local-scheduler` command: see noop.py)
+        kw.update(local_scheduler=True, worker_scheduler_factory=_UnprunedLocalScheduler())
     task = RunCohort(cohort_id=cohort, since=run_stamp())
     started_at = time.time()
     cpu0 = cpu_s()

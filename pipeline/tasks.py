@@ -256,8 +256,18 @@ class CohortChunk(_DaydreamTask):
         return self._resources
 
     def _unsettled(self) -> list[dict]:
-        rt, memo = runtime(), {}
-        return [r for r in self._members() if not state_of(rt, r["stage"], r["gen_id"], memo).settled(self.since)]
+        # Luigi asks a chunk several times per run (complete, then run before and after its
+        # generations); a member settled for this run stays settled, so it is looked at once.
+        settled = self.__dict__.setdefault("_settled", set())
+        rt, memo, todo = runtime(), {}, []
+        for r in self._members():
+            if r["gen_id"] in settled:
+                continue
+            if state_of(rt, r["stage"], r["gen_id"], memo).settled(self.since):
+                settled.add(r["gen_id"])
+            else:
+                todo.append(r)
+        return todo
 
     def complete(self):
         return not self._unsettled()
@@ -392,12 +402,17 @@ class RunCohort(_DaydreamTask):
                 and ReportSite().complete())
 
     def run(self):
+        # Luigi calls run() again from the top after each yield; what was settled stays settled.
         paths = config.data_paths()
-        prepare_providers(paths, self.cohort_id)
+        if "_prepared" not in self.__dict__:
+            prepare_providers(paths, self.cohort_id)
+            self._prepared = True
         chunks = self._chunks()
         self.set_status_message(f"{len(membership(paths, self.cohort_id))} generations in {len(chunks)} chunks")
         yield chunks
-        counts = cohort_counts(paths, membership(paths, self.cohort_id), self.since)
+        if "_counts" not in self.__dict__:
+            self._counts = cohort_counts(paths, membership(paths, self.cohort_id), self.since)
+        counts = self._counts
         self.set_status_message(counts.line() + " · building reports and site")
         yield ReportSite()
         self.set_status_message(counts.line())
