@@ -150,7 +150,7 @@ class _Generation(_DaydreamTask):
         """Batch size and resources, read from the config once per task object (Luigi asks often).
 
         A batch holds one unit of its provider's resource per call it may have in flight, and
-        takes up to ``BATCH_ROUNDS`` times as many generations: its threads keep every unit busy
+        takes up to ``BATCH_ROUNDS`` times as many generations: its calls keep every unit busy
         until the last round, so the pause between two batches (scheduling, the next task) is
         paid once per several rounds of calls, not once per round.
         """
