@@ -19,7 +19,13 @@ Per setting:
 * the server's ``max_concurrency_seen``, which must never exceed C (the benchmark fails if it does);
 * client CPU ms per generation: CPU time of this process (all threads) plus reaped children
   (``resource.getrusage(RUSAGE_CHILDREN)``: Luigi's forked task processes when workers > 1) over
-  the build, minus the report and site tasks' own CPU (``common.PhaseClock``), over the calls.
+  the build, minus the report and site tasks' own CPU (``common.PhaseClock``), over the calls:
+  the whole pipeline's cost (Luigi, rendering, five fsynced files, the model client).
+
+``model_client`` is the model client alone, for each C: the same requests through the pipeline's
+own provider (``make_provider`` for ``[llm.testsrv]``: the retrying provider over the openai SDK),
+C at a time on one event loop as a batch makes them, with its CPU ms per call and its share of
+the ideal.
 
 How the drafts-only cohort is made: the spec needs essays and evaluations (copy-mode essays and
 one rubric here), so after compiling, the cohort's ``membership.csv`` is cut to its drafts (the
@@ -115,6 +121,38 @@ def one_setting(base: Path, root: Path, server, n: int, latency: float, C: int, 
     return run
 
 
+def model_client(server, n: int, latency: float, C: int) -> dict:
+    """``n`` calls through the pipeline's provider alone, at most C in flight on one event loop."""
+    import asyncio
+
+    from pipeline import config
+    from pipeline.llm import CompletionRequest, make_provider
+
+    c.configure(server.base_url, concurrency=C)
+    provider = make_provider(config.provider_settings(c.PROVIDER))
+    prompt = "TASK:DRAFT " + "Combine these concepts into one idea. " * 20
+
+    async def calls(k: int) -> None:
+        await asyncio.gather(*(provider.generate(CompletionRequest(prompt=prompt, model_slug="srv-a"))
+                               for _ in range(k)))
+
+    loop = asyncio.new_event_loop()
+    try:
+        loop.run_until_complete(calls(C))  # connections opened, as a running batch has them
+        server.reset()
+        cpu0, t0 = c.cpu_s(), time.perf_counter()
+        loop.run_until_complete(calls(n))
+        seconds, cpu = time.perf_counter() - t0, c.cpu_s() - cpu0
+    finally:
+        loop.close()
+    stats = server.stats()
+    out = {"concurrency": C, "calls": n, "seconds": round(seconds, 2),
+           "fraction_of_ideal": round(n / seconds / (C / latency), 3),
+           "max_concurrency_seen": stats["max_concurrency_seen"], "cpu_ms_per_call": c.ms_per(cpu, n)}
+    c.log(f"  model client alone, C={C}: {out['fraction_of_ideal']:.1%} of ideal, {out['cpu_ms_per_call']:.2f} ms CPU/call")
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--generations", type=int, default=3200)
@@ -140,12 +178,14 @@ def main(argv: list[str] | None = None) -> int:
         c.log(f"{n} drafts, server latency {args.latency} s, data root on {fs}")
         for C, workers, batch in settings:
             tried.append(one_setting(base, root, server, n, args.latency, C, workers, batch))
+        clients = [model_client(server, min(n, 1600), args.latency, C) for C in sorted({s[0] for s in settings})]
     c.emit({
         "benchmark": "throughput",
         "data_root_fs": fs,
         "generations": n, "stage": "draft", "server_latency_s": args.latency, "server": "child process",
         "server_tcp_nodelay": c.SERVER_TCP_NODELAY, "build": "luigi.build([RunCohort]), local scheduler",
         "runs": tried,
+        "model_client": clients,
         "limit_respected": all(r["max_concurrency_seen"] <= r["concurrency"] for r in tried),
         "total_s": round(time.perf_counter() - started, 1),
         "machine": c.machine(),
