@@ -421,7 +421,10 @@ def run_batch(rt: Runtime, stage: str, gen_ids: list[str], *, in_flight: int,
                 states[gen_id] = await generate(rt, stage, gen_id)
             progress(states)
 
-        await asyncio.gather(*(one(g) for g in gen_ids))
+        # every generation ends before an error is raised: none is left half-way on the loop
+        errors = [e for e in await asyncio.gather(*(one(g) for g in gen_ids), return_exceptions=True) if e]
+        if errors:
+            raise errors[0]
         return states
 
     return rt.run(batch())
