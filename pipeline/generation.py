@@ -248,7 +248,7 @@ def _state_and_token(rt: Runtime, stage: str, gen_id: str, memo: dict) -> tuple[
         parent, parent_token = _state_and_token(rt, PARENT_STAGE[stage], parent_id, memo)
     d = rt.gen_dir(stage, gen_id)
     token = (_file_token(d + "/parsed_metadata.json"), _file_token(d + "/parsed.txt"), parent_token,
-             _catalog_token(rt, stage, md))
+             _catalog_token(rt, stage, md, memo))
     cached = rt._states.get(key)
     if cached is not None and cached[0] == token:
         st = cached[1]
@@ -259,21 +259,33 @@ def _state_and_token(rt: Runtime, stage: str, gen_id: str, memo: dict) -> tuple[
     return st, token
 
 
-def _catalog_token(rt: Runtime, stage: str, md: dict) -> tuple:
+def _catalog_token(rt: Runtime, stage: str, md: dict, memo: dict) -> tuple:
     """The state of the catalog files a generation renders from: its template and, for a draft,
-    its concepts' descriptions (every level ``concept_text`` may fall back to)."""
+    its concepts' descriptions (every level ``concept_text`` may fall back to). Looked at once
+    per pass: the generations of a pass share a handful of templates and concepts."""
     combo = (md.get("combo") or {}) if stage == "draft" else {}
     key = (stage, md["template_id"], combo.get("level"), tuple(combo.get("concept_ids", ())))
+    seen = memo.setdefault(_CATALOG_TOKENS, {})
+    token = seen.get(key)
+    if token is None:
+        token = seen[key] = tuple(_file_token(f) for f in _catalog_files(rt, stage, md["template_id"], key))
+    return token
+
+
+_CATALOG_TOKENS = ("catalog", "tokens")  # the memo's entry for this pass's catalog file tokens
+
+
+def _catalog_files(rt: Runtime, stage: str, template_id: str, key: tuple) -> list[str]:
     files = rt._catalog_files.get(key)
     if files is None:
-        template = rt.catalog.template(stage, md["template_id"])
+        template = rt.catalog.template(stage, template_id)
         files = [] if template.path is None else [str(template.path)]
         if stage == "draft":
-            level = combo.get("level", "paragraph")
+            level = key[2] or "paragraph"
             levels = [level] + [lv for lv in ("paragraph", "sentence") if lv != level]
             files += [str(rt.paths.concept_description(lv, c)) for c in key[3] for lv in levels]
         rt._catalog_files[key] = files
-    return tuple(_file_token(f) for f in files)
+    return files
 
 
 def _classify(rt: Runtime, stage: str, gen_id: str, md: dict, parent: State | None, parent_id: str | None) -> State:
