@@ -687,7 +687,7 @@ def quality(c: Cohort) -> Page:
         Section("Coverage per stage", "", [cov_table]),
         Section("Issues by kind", "Failures, missing files, broken lineage and catalog mismatches found while "
                 "building the reports.", [table([Col("stage"), Col("issue"), Col("n", kind="int")], records(summary),
-                                               empty="No issues found.")]),
+                                               empty="No issues found.", tid="issue-kinds")]),
         Section("Failed generations", "", [table(
             [Col("stage"), Col("gen", "gen_id"), Col("template", "template_id"), Col("llm", "llm_model_id"),
              Col("error"), Col("error_detail", wrap=True), Col("finish_reason")], frows,
@@ -818,7 +818,7 @@ def matrix(c: Cohort) -> list[Page]:
     order += [e for e in by_essay if e not in set(order)]
     lbr = {r["essay_gen_id"]: r for r in records(lb)} if len(lb) else {}
     per_essay = max(1, len(s) // max(1, len(by_essay))) if len(s) else 1
-    per_page = max(20, min(ESSAYS_PER_PAGE, MATRIX_CELLS_PER_PAGE // per_essay))
+    per_page = max(1, min(ESSAYS_PER_PAGE, MATRIX_CELLS_PER_PAGE // per_essay))
     n_pages = max(1, math.ceil(len(order) / per_page))
     names = ["matrix"] + [f"matrix-{i}" for i in range(2, n_pages + 1)]
     keys = [f"m{i}" for i in range(len(cols))]
