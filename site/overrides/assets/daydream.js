@@ -314,6 +314,8 @@
         if (!found) return;
         score += found;
       }
+      // a search for an evaluation's id opens that evaluation, not the list of ids
+      for (var a = 0; a < d.p.length; a++) if (d.p[a][0] && d.p[a][0].toLowerCase() === ts[0]) first = a;
       hits.push({ d: d, score: score, part: first === null ? 0 : first });
     });
     hits.sort(function (a, b) { return b.score - a.score || (a.d.t < b.d.t ? -1 : 1); });
