@@ -27,7 +27,8 @@ CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 SCREENSHOTS = Path(__file__).resolve().parents[1] / "test-artifacts" / "screenshots"
-COHORT_PAGES = ("index", "leaderboard", "factors", "evaluators", "rubrics", "agreement", "quality", "essays/index")
+COHORT_PAGES = ("index", "leaderboard", "factors", "evaluators", "rubrics", "agreement", "quality", "essays/index",
+                "matrix", "failures")
 
 
 @pytest.fixture(scope="module")
@@ -407,17 +408,19 @@ _WIDE = """() => {
 }"""
 
 
-def check_narrow_pages(w: Watched, base: str, paths, cohort: str) -> None:
-    """At 400 px no element is wider than the viewport, except inside a table's own scrolling box."""
-    w.page.set_viewport_size({"width": 400, "height": 800})
+def check_pages_fit(w: Watched, base: str, paths, cohort: str) -> None:
+    """At 400 px (and at 1400 px, where wide tables used to be cut) no element is wider than the
+    viewport, except inside a table's own scrolling box."""
     essay = pd.read_csv(paths.reports_dir(cohort) / "generations.csv", dtype=str, keep_default_na=False)
     essay = essay.loc[essay["stage"] == "essay", "gen_id"].iloc[0]
-    for rel in NARROW_PAGES + (f"cohorts/{cohort}/essays/{essay}.html",):
-        w.goto(base + rel.format(c=cohort))
-        for chart in w.page.locator("div.dd-chart").all():
-            chart.locator("svg.main-svg").first.wait_for(state="attached", timeout=15000)
-        found = w.page.evaluate(_WIDE)
-        assert not found["overflow"] and not found["wide"], f"{rel} at 400 px: {found}"
+    for width in (400, 1400):
+        w.page.set_viewport_size({"width": width, "height": 800})
+        for rel in NARROW_PAGES + (f"cohorts/{cohort}/essays/{essay}.html",):
+            w.goto(base + rel.format(c=cohort))
+            for chart in w.page.locator("div.dd-chart").all():
+                chart.locator("svg.main-svg").first.wait_for(state="attached", timeout=15000)
+            found = w.page.evaluate(_WIDE)
+            assert not found["overflow"] and not found["wide"], f"{rel} at {width} px: {found}"
 
 
 def check_sidebar_folds_other_cohorts(w: Watched, base: str, cohort: str, other: str) -> None:
@@ -466,9 +469,9 @@ def test_essay_page_shows_its_prompts(where):
     check_essay_page_shows_prompts(w, base, paths, "alpha")
 
 
-def test_pages_fit_a_400px_screen(where):
+def test_pages_fit_the_screen_at_400_and_1400px(where):
     w, base, paths = where
-    check_narrow_pages(w, base, paths, "alpha")
+    check_pages_fit(w, base, paths, "alpha")
 
 
 def test_sidebar_folds_other_cohorts(where):
