@@ -323,6 +323,13 @@ def check_filter_survives_reload(w: Watched, base: str, cohort: str) -> None:
     assert all(m >= 0.3 for m in means)
     n2 = _visible_rows(table).count()
     assert "leaderboard.essay_llm_name=" in w.page.url and "leaderboard.mean.min=0.3" in w.page.url
+    # free text narrows further, and clearing it gives the rows back
+    eid = _visible_rows(table).nth(0).locator('a[href*="essays/"]').first.inner_text()
+    text = w.page.locator('input.dd-filter-text').first
+    text.fill(eid)
+    assert _visible_rows(table).count() == 1
+    text.fill("")
+    assert _visible_rows(table).count() == n2
     with w.page.expect_download() as dl:
         w.page.locator("button", has_text="CSV of these rows").first.click()
     lines = Path(dl.value.path()).read_text().strip().splitlines()

@@ -101,6 +101,15 @@ def _compares(e: dict, d: dict | None, siblings: list[dict], evals: list[dict]) 
                         f"{a['replicate']} ↔ replicate {b['replicate']}", "html": side_by_side(
                             a["text"], b["text"], f"replicate {a['replicate']} ({a['gen_id']})",
                             f"replicate {b['replicate']} ({b['gen_id']})")})
+    by_rubric: dict[str, list[dict]] = {}
+    for (rubric, _), vs in groups.items():
+        by_rubric.setdefault(rubric, []).append(vs[0])
+    for vs in by_rubric.values():
+        if len(vs) >= 2:   # two evaluators' reasoning on one rubric (their first replicates)
+            a, b = vs[0], vs[1]
+            out.append({"id": f"compare-{a['gen_id']}-{b['gen_id']}", "title": f"{a['template_name']}: "
+                        f"{a['model_name']} ↔ {b['model_name']}", "html": side_by_side(
+                            a["text"], b["text"], f"{a['model_name']} ({a['gen_id']})", f"{b['model_name']} ({b['gen_id']})")})
     return out
 
 
