@@ -171,11 +171,15 @@
       }
     });
     t.count = el("span", { "class": "dd-filter-count", "aria-live": "polite" });
+    var hint = el("span", { "class": "dd-scroll-hint", hidden: "" }, "⇆ wider than the page: scroll the table sideways");
     var clear = el("button", { type: "button" }, "Clear");
     var csv = el("button", { type: "button", title: "Download the rows shown, as CSV" }, "CSV of these rows");
-    bar.appendChild(t.count); bar.appendChild(clear); bar.appendChild(csv);
+    bar.appendChild(t.count); bar.appendChild(clear); bar.appendChild(csv); bar.appendChild(hint);
     var wrap = table.closest(".dd-table-wrap") || table;
     wrap.parentNode.insertBefore(bar, wrap);
+    var showHint = function () { hint.hidden = wrap.scrollWidth <= wrap.clientWidth + 1; };
+    window.addEventListener("resize", showHint);
+    window.setTimeout(showHint, 0);
 
     // the filter from the URL, so a shared or reloaded view shows the same rows
     var p = params();
