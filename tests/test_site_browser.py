@@ -454,6 +454,14 @@ def check_heatmap_cell_click_opens_its_evaluation(w: Watched, base: str, cohort:
     w.page.wait_for_timeout(200)
     w.page.mouse.click(spot["x"], spot["y"])
     w.page.wait_for_url("**/" + spot["href"])
+    # a row's label (the essay id) opens the essay
+    w.goto(base + f"cohorts/{cohort}/evaluators.html")
+    label = w.page.locator("#chart-essay-evaluator .ytick text[data-href]").first
+    label.wait_for(state="attached", timeout=15000)
+    href = label.get_attribute("data-href")
+    assert href == f"essays/{label.text_content()}.html"
+    label.click()
+    w.page.wait_for_url("**/" + href)
 
 
 def test_search_finds_a_word_only_in_reasoning(where):

@@ -337,3 +337,18 @@ def test_hostile_names_stay_text_on_new_pages(site):
             or name == "failures.html"
     assert any(HOSTILE_NAME in p[1] or HOSTILE_NAME in p[2] for d in search_docs(build, "cohorts/alpha") for p in d["p"])
 
+
+
+def test_heatmap_with_links_is_a_valid_figure_and_writes_values_only_when_they_fit():
+    import plotly.graph_objects as go
+
+    from pipeline.sitegen import figures
+
+    fig = figures.heatmap([[0.1, None], [0.5, 1]], ["m1", "m2"], ["e1", "e2"], title="t", zmin=0, zmax=1,
+                          hover=[["a", "b"], ["c", "d"]], links=[["x.html#1", ""], ["y.html", "z.html"]],
+                          row_links=["e1.html", "e2.html"])
+    go.Figure(fig)
+    assert fig["layout"]["meta"]["rowLinks"] == ["e1.html", "e2.html"]
+    assert fig["data"][0]["customdata"][0][0] == "x.html#1" and fig["data"][0]["texttemplate"] == "%{z:.2f}"
+    tall = figures.heatmap([[0.5]] * (figures.VALUES_MAX_ROWS + 1), ["m"], [f"e{i}" for i in range(101)], title="t")
+    assert "texttemplate" not in tall["data"][0], "values are left out where they cannot be read"

@@ -55,10 +55,12 @@ VALUES_MAX_ROWS, VALUES_MAX_COLS = 100, 16   # beyond this, cell numbers would n
 
 def heatmap(z: Sequence[Sequence], x: Sequence[str], y: Sequence[str], *, title: str,
             colorbar_title: str = "score", zmin: float | None = None, zmax: float | None = None,
-            hover: Sequence[Sequence[str]] | None = None, links: Sequence[Sequence[str]] | None = None) -> dict:
+            hover: Sequence[Sequence[str]] | None = None, links: Sequence[Sequence[str]] | None = None,
+            row_links: Sequence[str] | None = None) -> dict:
     """One row per ``y`` label, top to bottom; high values dark; each cell's value written in it
     (two decimals) while the grid is small enough to read. Missing cells show the grey
-    background (never imputed). ``links``: an href per cell, opened by a click (daydream.js)."""
+    background (never imputed). ``links``: an href per cell, ``row_links``: one per row label,
+    opened by a click (daydream.js)."""
     trace = {"type": "heatmap", "z": [[finite(v) for v in row] for row in z], "x": list(x), "y": list(y),
              "colorscale": HEATMAP_SCALE, "reversescale": True, "colorbar": {"title": {"text": colorbar_title}},
              "hoverongaps": False, "xgap": 1, "ygap": 1}
@@ -71,7 +73,9 @@ def heatmap(z: Sequence[Sequence], x: Sequence[str], y: Sequence[str], *, title:
     if links is not None:
         trace["customdata"] = [list(r) for r in links]
     height = max(280, min(1500, 110 + 20 * len(y)))
+    extra = {"meta": {"rowLinks": list(row_links)}} if row_links is not None else {}
     return _figure([trace], title, height=height, plot_bgcolor="#eef0f3", margin={"l": 60, "r": 24, "t": 120, "b": 24},
+                   **extra,
                    xaxis={"type": "category", "side": "top", "showgrid": False},
                    yaxis={"type": "category", "autorange": "reversed", "showgrid": False,
                           "tickfont": {"family": "Menlo, Consolas, monospace", "size": 10}})

@@ -468,9 +468,11 @@ def evaluators(c: Cohort) -> Page:
             links.append(lr)
         xl = [f"{c.names.model(m)} · {c.names.template('evaluation', t)}" for m, t in cols]
         fig = figures.heatmap(z, xl, order, title="Essays × evaluator (evaluation_llm · evaluation_template)",
-                              colorbar_title="score_norm", zmin=0, zmax=1, hover=hover, links=links)
+                              colorbar_title="score_norm", zmin=0, zmax=1, hover=hover, links=links,
+                              row_links=[f"essays/{e}.html" if e in c.essay_ids else "" for e in order])
         sections.append(Section("Essays × evaluator", Markup("{} Cells are the mean score_norm of the replicates; "
-                                "blank cells have no score. Click a cell for that evaluation's reasoning; every essay "
+                                "blank cells have no score. Click a cell for that evaluation's reasoning, an essay's "
+                                "id for its page; every essay "
                                 'and every replicate is in the <a href="matrix.html">score matrix</a>.').format(note),
                                 [chart(fig, "essay-evaluator")]))
     sc = s[s["score_norm"].notna()] if len(s) else s

@@ -23,7 +23,25 @@
         var href = p && p.customdata;
         if (typeof href === "string" && href) window.location.href = href;
       });
+      if (layout.meta && layout.meta.rowLinks) {
+        linkRows(node, layout.meta.rowLinks);
+        node.on("plotly_afterplot", linkRows.bind(null, node, layout.meta.rowLinks));
+      }
     }
+  }
+
+  // Row labels of a heatmap (essay ids) open their page. Plotly redraws ticks on every relayout,
+  // so the links are set again after each plot.
+  function linkRows(node, links) {
+    Array.prototype.forEach.call(node.querySelectorAll(".yaxislayer-above .ytick text"), function (t) {
+      var d = t.__data__, i = d ? Math.round(d.x) : -1;
+      if (!links[i] || t.getAttribute("data-href")) return;
+      t.setAttribute("data-href", links[i]);
+      t.style.cursor = "pointer";
+      t.style.pointerEvents = "all";
+      t.style.textDecoration = "underline";
+      t.addEventListener("click", function () { window.location.href = links[i]; });
+    });
   }
 
   // On a phone the legend goes under the plot, long legend names are shortened (a Plotly legend
