@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import dataclass, field
+from urllib.parse import urlencode
 
 import pandas as pd
 from markupsafe import Markup
@@ -20,6 +21,7 @@ from ..reports.stats import cluster_mean_ci
 from . import figures
 from .data import Names, records
 from .render import Cell, Col, Link, chart, interval, num, score, status_tag, table, usd
+from .search import search_ui
 
 ROW_CAP = 500          # rows of a table on one page; the full table is the CSV download
 ESSAYS_PER_PAGE = 200  # essay index pagination
@@ -145,8 +147,6 @@ def mean_text(mean, lo=None, hi=None, n=None, unit: str = "essays") -> str:
 
 def _leaderboard_filter(c: Cohort, pairs: list[tuple[str, str, str]]) -> str:
     """A link to the leaderboard filtered to display values (``[(column key, stage, id)]``)."""
-    from urllib.parse import urlencode
-
     q = {}
     for key, stage, value in pairs:
         q[f"leaderboard.{key}"] = c.names.model(value) if key.endswith("_llm_name") else c.names.template(stage, value)
@@ -230,8 +230,10 @@ def overview(c: Cohort) -> Page:
         Section("Coverage per stage", "Expected generations per stage and how many are done, failed or pending.",
                 [cov_table]),
         Section("Score distribution", "", [hist]),
-        Section("Failures", Markup('Generations that are not done, by reason. Details are on the '
-                                   '<a href="quality.html">data quality</a> page.'), [fail_table]),
+        Section("Failures", Markup('Generations that are not done, by reason. Each failure with its reason, '
+                                   'the end of its response and its files is in the <a href="failures.html">failures '
+                                   'browser</a>; missing files and catalog problems on the <a href="quality.html">data '
+                                   'quality</a> page.'), [fail_table]),
         Section("Tokens and cost", "Usage per stage and model, summed from each response's metadata. A cost is "
                 "unknown when any call recorded none (the offline simulator records none).", [usage_table]),
         Section("Pages", "", [pages]),
@@ -883,7 +885,7 @@ def failures(c: Cohort, rows: list[dict], tails: dict[str, str], published: dict
     """The failures browser: each failed or ambiguous generation with its reason, the tail of
     its response and links to its files (``published``: file names copied under ``files/``)."""
     g = c.t["generations"]
-    total = int(((g["status"] == "failed")).sum()) if len(g) else 0
+    total = int((g["status"] == "failed").sum()) if len(g) else 0
     shown = []
     for r in rows:
         r = dict(r)
@@ -912,8 +914,6 @@ def failures(c: Cohort, rows: list[dict], tails: dict[str, str], published: dict
 
 
 def search_page(index_files: list[str], simulated: bool) -> Page:
-    from .search import search_ui
-
     return Page("search.md", "Search", "Search", [Section(parts=[search_ui(index_files)])], simulated,
                 lead="Whole essays, drafts, evaluators' reasoning, concepts, ids and every page's text; from a "
                      "server or opened as files.")
@@ -948,9 +948,12 @@ def home(cohorts: list[Cohort]) -> Page:
         Section("Cohorts", "", [tbl]),
         Section("Across cohorts", Markup('Essays evaluated in more than one cohort are compared on the '
                                          '<a href="cross-cohort.html">cross-cohort page</a>.')),
-        Section("Reading these pages", "Each cohort has an overview, a leaderboard, charts of generation factors, "
-                "evaluator heatmaps, a rubric comparison, agreement statistics, an essay browser and a data "
-                "quality page. " + NORM_NOTE),
+        Section("Reading these pages", Markup(
+            "Each cohort has an overview, a leaderboard, charts of generation factors, evaluator heatmaps, a rubric "
+            "comparison, agreement statistics, an essay browser, a score matrix (every essay against every "
+            "evaluator and rubric, each score a link to its reasoning), a failures browser and a data quality page. "
+            "Every table filters and sorts (the filter stays in the address, to share a view) and downloads as CSV; "
+            '<a href="search.html">search</a> covers whole essays, drafts, reasoning and ids. {}').format(NORM_NOTE)),
     ], any(c.simulated for c in cohorts), lead="Idea-generation experiments: drafts from concept combinations, "
        "expanded into essays, scored by evaluation models with rubrics.")
 
