@@ -896,13 +896,15 @@ def failures(c: Cohort, rows: list[dict], tails: dict[str, str], published: dict
         r["kind"] = "ambiguous score" if "ambiguous" in str(r.get("error_detail") or "").lower() else r["error"]
         tail = tails.get(gid, "")
         r["tail"] = Markup('<pre class="dd-tail">{}</pre>').format(tail) if tail else Markup('<span class="dd-empty">none</span>')
-        r["files"] = Markup(" ").join(Markup('<a href="files/{}/{}/{}">{}</a>').format(r["stage"], gid, n, n)
+        r["files"] = Markup("<br>").join(Markup('<a href="files/{}/{}/{}">{}</a>').format(r["stage"], gid, n, n)
                                       for n in published.get(gid, [])) or Markup('<span class="dd-empty">none on disk</span>')
         shown.append(r)
     note = f"Showing the first {ROW_CAP:,} of {total:,} failed generations." if total > len(rows) else ""
-    tbl = table([Col("stage"), Col("gen", "gen_id"), Col("kind", "error", filter="select"), Col("template", "template_id", filter="select"),
-                 Col("llm", "llm_model_id", filter="select"), Col("error_detail", "reason", wrap=True),
-                 Col("finish_reason"), Col("attempts", kind="int"), Col("tail", "raw tail"), Col("files")],
+    # what failed and why first: names can be long and would push the reason off screen
+    tbl = table([Col("stage"), Col("gen", "gen_id"), Col("kind", "error", filter="select"),
+                 Col("error_detail", "reason", wrap=True), Col("tail", "raw tail"), Col("files"),
+                 Col("template", "template_id", filter="select", wrap=True), Col("llm", "llm_model_id", filter="select", wrap=True),
+                 Col("finish_reason"), Col("attempts", kind="int")],
                 shown, empty="No failed or ambiguous generation in this cohort.", tid="failures", csv="data/generations.csv",
                 note=note)
     return Page(f"cohorts/{c.id}/failures.md", f"{c.id}: failures", "Failures", [
