@@ -1,16 +1,18 @@
 """Build the report site: report tables → Markdown pages → ``mkdocs build`` → filled pages.
 
-MkDocs supplies the theme, navigation and search; it never sees data. Each page part (table,
+MkDocs supplies the theme and navigation; it never sees data. Each page part (table,
 chart, key numbers) reaches MkDocs as a *slot* token in a paragraph of its own, and its HTML is
 put in its place in the built file afterwards. So nothing from a model or a catalog passes
 through Markdown (escaping is Jinja/markupsafe's alone), and MkDocs only handles small pages: its
-Markdown and search parsers cost seconds on the megabytes of HTML a big cohort's tables make.
+Markdown parser costs seconds on the megabytes of HTML a big cohort's tables make.
 
 Essay pages are not MkDocs pages at all: a cohort has thousands of essays, and MkDocs would
-render each through Markdown, the theme and the search indexer (with full texts, a 60 MB search
-index for 2,500 essays). MkDocs renders one *shell* page per cohort (the theme around a slot)
-and each essay's HTML, rendered by Jinja, goes into a copy of the shell. The search index gets
-one short entry per essay (concepts, template and model names, opening lines).
+render each through Markdown and the theme. MkDocs renders one *shell* page per cohort (the theme
+around a slot) and each essay's HTML, rendered by Jinja, goes into a copy of the shell.
+
+Search is ours, not MkDocs' plugin (whose web worker browsers refuse on a site opened from
+files): ``search.py`` turns every page's prose and every essay's whole texts into
+``search/*.js`` scripts that ``search.html`` loads.
 
 The site is built into ``build.tmp`` and swapped into place, so a failed build never leaves a
 half-written site and a running preview server keeps serving the old one until the swap.
@@ -30,9 +32,9 @@ from ..ids import is_safe_id
 from ..store import DataPaths, atomic_write_bytes, atomic_write_text, check_id, read_json, read_text
 from . import pages as P
 from .data import Names, cohorts_with_reports, load_cohort_tables, load_cross_cohort, records
-from .gens import EssayBundle, failure_files, load_essays
 from . import search as S
 from .diff import side_by_side
+from .gens import EssayBundle, failure_files, load_essays
 from .render import Col, interval, make_env, num, score, status_tag, table
 
 SITE_PROJECT = Path(__file__).resolve().parents[2] / "site"   # the MkDocs project in the repo
