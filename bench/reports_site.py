@@ -3,7 +3,8 @@
     .venv/bin/python bench/reports_site.py [--evaluations 10000] [--root DIR] [--keep]
 
 Prints one JSON object: the evaluations reported, the seconds to synthesise the store, build the
-report tables and build the site, the number of HTML pages, the site's size and its largest page.
+report tables and build the site, the number of HTML pages, the site's size, its largest page
+and its largest search-index script (a separate file, loaded only by search.html).
 The store goes on /dev/shm when writable (every file is fsynced: on a disk the synthetic step is
 ~5× slower); it is deleted afterwards unless --keep or --root is given. Runs in ~20 s on 2 cores.
 """
@@ -56,6 +57,7 @@ def main(argv: list[str] | None = None) -> int:
         t3 = time.perf_counter()
         pages = [p for p in built.rglob("*.html")]
         largest = max(pages, key=lambda p: p.stat().st_size)
+        index = max((built / "search").rglob("*.js"), key=lambda p: p.stat().st_size)  # loaded by search.html only
         c.emit({
             "benchmark": "reports_site", "data_root_fs": "tmpfs" if str(root).startswith("/dev/shm/") else "disk",
             "n_evaluations": len(out["scores"]), "n_essays": n_essays,
@@ -63,6 +65,7 @@ def main(argv: list[str] | None = None) -> int:
             "pages": len(pages),
             "site_mb": round(sum(p.stat().st_size for p in built.rglob("*") if p.is_file()) / 2**20, 1),
             "largest_page": {"path": str(largest.relative_to(built)), "kb": round(largest.stat().st_size / 1024)},
+            "largest_search_index": {"path": str(index.relative_to(built)), "kb": round(index.stat().st_size / 1024)},
             "root": str(root), "machine": c.machine(),
         })
     finally:

@@ -79,3 +79,4 @@ def test_compile_reads_each_metadata_once_and_rewrites_nothing():
 def test_reports_site():
     out = bench("reports_site", "--evaluations", "80")
     assert out["n_evaluations"] == 80 and out["pages"] > out["n_essays"]
+    assert out["largest_search_index"]["kb"] > 0

@@ -1,5 +1,6 @@
 """The demo cohort, run end to end through the CLI exactly as `make demo` does, then its site in
-headless Chromium: every page kind loads, every chart draws, every internal link resolves."""
+headless Chromium: every page kind loads, every chart draws, every internal link resolves; and
+the workbench checks of test_site_browser.py, over the preview server and from files."""
 
 from __future__ import annotations
 
@@ -13,11 +14,13 @@ import pandas as pd
 import pytest
 
 from pipeline.sitegen import serve
-from test_site_browser import SCREENSHOTS, Watched, browser  # noqa: F401  (browser is a fixture)
+import test_site_browser as checks
+from test_site_browser import SCREENSHOTS, Watched, browser, deadline  # noqa: F401  (fixtures)
 
 pytestmark = pytest.mark.browser
 
-PAGES = ("index", "leaderboard", "factors", "evaluators", "rubrics", "agreement", "quality", "essays/index")
+PAGES = ("index", "leaderboard", "factors", "evaluators", "rubrics", "agreement", "quality", "essays/index", "matrix",
+         "failures")
 
 
 @pytest.fixture(scope="module")
@@ -98,3 +101,43 @@ def test_every_internal_link_of_the_demo_site_resolves(demo_site, watched):
                 queue.append(target)
         assert not watched.errors, f"{page}: {watched.errors}"
     assert len(seen) > 20
+
+
+@pytest.fixture(params=["http", "file"])
+def where(request, demo_site, browser):  # noqa: F811
+    from pipeline.store import DataPaths
+
+    root, url = demo_site
+    base = checks.base_url(root / "site" / "build", url, request.param)
+    w = Watched(browser, base)
+    yield w, base, DataPaths(root)
+    w.close()
+    assert not w.dialogs and not w.external
+    assert not w.errors, f"console errors: {w.errors}"
+
+
+def test_demo_search_finds_a_word_only_in_reasoning(where):
+    checks.check_search_finds_reasoning(*where, "demo")
+
+
+def test_demo_filter_narrows_a_table_and_survives_reload(where):
+    w, base, _ = where
+    checks.check_filter_survives_reload(w, base, "demo")
+
+
+def test_demo_matrix_cell_opens_its_evaluation(where):
+    w, base, _ = where
+    checks.check_matrix_cell_opens_its_evaluation(w, base, "demo")
+
+
+def test_demo_essay_page_shows_its_prompts(where):
+    checks.check_essay_page_shows_prompts(*where, "demo")
+
+
+def test_demo_pages_fit_the_screen_at_400_and_1400px(where):
+    checks.check_pages_fit(*where, "demo")
+
+
+def test_demo_sidebar_folds_other_cohorts(where):
+    w, base, _ = where
+    checks.check_sidebar_folds_other_cohorts(w, base, "demo", "demo-rubrics")

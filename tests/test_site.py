@@ -24,7 +24,8 @@ from pipeline.synthetic import make_synthetic_cohort
 
 HOSTILE_NAME = '<script>alert("name")</script> **bold** # hash [x](javascript:alert(1)) {{ jinja }} </div>'
 HOSTILE_DETAIL = "first line </div></td>\n\n# heading\n\n**bold** <script>alert('issue')</script>\n\n    indented code"
-COHORT_PAGES = ("index", "leaderboard", "factors", "evaluators", "rubrics", "agreement", "quality", "essays/index")
+COHORT_PAGES = ("index", "leaderboard", "factors", "evaluators", "rubrics", "agreement", "quality", "essays/index",
+                "matrix", "failures")
 
 
 def _set_catalog_value(paths: DataPaths, csv_name: str, key_col: str, key: str, col: str, value: str) -> None:
@@ -85,8 +86,8 @@ def _hostile_essay(paths: DataPaths, build: Path) -> Path:
 def test_every_page_kind_is_built(site):
     paths, build = site
     assert build == paths.site_dir / "build"
-    for rel in ("index.html", "cross-cohort.html", "search.html", "404.html", "search/search_index.json",
-                "data/cross_cohort.csv"):
+    for rel in ("index.html", "cross-cohort.html", "search.html", "404.html", "search/pages.js",
+                "search/cohorts/alpha.js", "search/cohorts/beta.js", "data/cross_cohort.csv"):
         assert (build / rel).is_file(), rel
     for cohort in ("alpha", "beta"):
         for stem in COHORT_PAGES:
@@ -251,14 +252,29 @@ def test_no_url_to_another_host_in_scripts_styles_or_links(site):
         assert re.search(r'<script src="(\.\./)*assets/plotly\.min\.js"></script>', p.read_text()), p
 
 
+def search_docs(build: Path, name: str) -> list[dict]:
+    """The documents of one search index script (``window.DDSEARCH=(...).concat(<json>);``)."""
+    text = (build / "search" / f"{name}.js").read_text()
+    prefix = "window.DDSEARCH=(window.DDSEARCH||[]).concat("
+    assert text.startswith(prefix) and text.endswith(");\n")
+    return json.loads(text[len(prefix):-3])
+
+
 def test_search_index_covers_pages_and_essays_without_placeholders(site):
     paths, build = site
-    index = json.loads((build / "search" / "search_index.json").read_text())
-    locations = {d["location"].split("#")[0] for d in index["docs"]}
-    assert "cohorts/alpha/leaderboard.html" in locations
+    docs = search_docs(build, "pages") + search_docs(build, "cohorts/alpha") + search_docs(build, "cohorts/beta")
+    locations = {d["u"] for d in docs}
+    assert "cohorts/alpha/leaderboard.html" in locations and "index.html" in locations
     assert all(f"cohorts/alpha/essays/{e}.html" in locations for e in _essay_ids(paths, "alpha"))
-    text = json.dumps(index)
+    assert "search.html" not in locations, "the search page does not find itself"
+    text = json.dumps(docs)
     assert "DDSLOT" not in text and "DDESSAY" not in text and "_essay.html" not in text
+    for d in docs:
+        assert d["u"].startswith("cohorts/") == bool(d["c"]), "a cohort's page names its cohort"
+        for _, _, part in d["p"]:
+            assert not part.startswith("Simulated output"), "the banner is not indexed"
+    raw = (build / "search" / "cohorts" / "alpha.js").read_text()
+    assert "</script" not in raw.lower() and "<script" not in raw.lower(), "index texts cannot close a script"
 
 
 # -- simulator banner ------------------------------------------------------------------------

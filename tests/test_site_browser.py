@@ -1,5 +1,7 @@
 """The built report site in headless Chromium: every page kind loads cleanly, charts draw, links
-resolve, hostile model output stays text, search works offline.
+resolve, hostile model output stays text, search works offline; and the workbench (search,
+filters, score matrix, essay prompts, narrow screens), each over the preview server AND opened
+from files (file://), as researchers open a site they were sent.
 
 Needs the Debian ``chromium`` package at /usr/bin/chromium (CI installs it; never run
 ``playwright install``). Without it these tests fail, on purpose: a skipped browser test would
@@ -8,6 +10,7 @@ let a broken site pass. Screenshots of the main pages go to test-artifacts/scree
 
 from __future__ import annotations
 
+import re
 from collections import deque
 from pathlib import Path
 from urllib.parse import urldefrag, urlparse
@@ -24,7 +27,8 @@ CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 SCREENSHOTS = Path(__file__).resolve().parents[1] / "test-artifacts" / "screenshots"
-COHORT_PAGES = ("index", "leaderboard", "factors", "evaluators", "rubrics", "agreement", "quality", "essays/index")
+COHORT_PAGES = ("index", "leaderboard", "factors", "evaluators", "rubrics", "agreement", "quality", "essays/index",
+                "matrix", "failures")
 
 
 @pytest.fixture(scope="module")
@@ -74,7 +78,8 @@ class Watched:
 
     def goto(self, url: str):
         resp = self.page.goto(url)
-        assert resp is not None and resp.status == 200, url
+        if not url.startswith("file:"):   # a file has no HTTP status
+            assert resp is not None and resp.status == 200, url
         self.page.wait_for_load_state("load")
         return resp
 
@@ -175,10 +180,10 @@ def test_search_finds_a_known_word_offline(site, watched):
     box.fill("tidal")
     box.press("Enter")
     watched.page.wait_for_url("**/search.html?q=tidal*")
-    results = watched.page.locator("#mkdocs-search-results article")
+    results = watched.page.locator("#dd-search-results li")
     results.first.wait_for(timeout=15000)
     assert results.count() >= 1
-    assert "tidal" in watched.page.inner_text("#mkdocs-search-results").lower()
+    assert "tidal" in watched.page.inner_text("#dd-search-results").lower()
     watched.page.screenshot(path=str(SCREENSHOTS / "search.png"), full_page=True)
     assert not watched.errors, watched.errors
 
@@ -198,3 +203,297 @@ def test_leaderboard_sorts_by_a_column(site, watched):
     assert column() == sorted(column())
     header.click()
     assert column() == sorted(column(), reverse=True)
+
+
+# -- the workbench, over HTTP and from files -------------------------------------------------------
+# Each check takes a Watched page and the site's base URL, so the demo site's tests
+# (test_demo_site_browser.py) run the very same checks.
+
+DEADLINE_S = 180
+
+
+@pytest.fixture(autouse=True)
+def deadline():
+    """Fail a test that hangs (no pytest-timeout here): SIGALRM raises in the test's thread."""
+    import signal
+
+    def expire(*_):
+        raise TimeoutError(f"test ran over its {DEADLINE_S} s deadline")
+
+    old = signal.signal(signal.SIGALRM, expire)
+    signal.alarm(DEADLINE_S)
+    yield
+    signal.alarm(0)
+    signal.signal(signal.SIGALRM, old)
+
+
+def base_url(build: Path, http_url: str, scheme: str) -> str:
+    return http_url if scheme == "http" else build.resolve().as_uri() + "/"
+
+
+@pytest.fixture(params=["http", "file"])
+def where(request, site, browser):
+    """(Watched page, base URL) over the preview server or from files."""
+    paths, build, url = site
+    base = base_url(build, url, request.param)
+    w = Watched(browser, base)
+    yield w, base, paths
+    w.close()
+    assert not w.dialogs, f"a dialog fired: {w.dialogs}"
+    assert not w.external, f"requests left the site: {w.external}"
+    assert not w.errors, f"console errors: {w.errors}"
+
+
+_WORD = re.compile(r"[a-z]{5,}")
+
+
+def reasoning_only_word(paths, cohort: str) -> tuple[str, set[str]]:
+    """A word found in evaluators' reasoning and nowhere (not even inside a longer word) in any
+    essay, draft, concept text or catalog file, with the essays whose evaluations use it (the
+    rarest such word)."""
+    scores = pd.read_csv(paths.reports_dir(cohort) / "scores.csv", dtype=str, keep_default_na=False)
+    texts = [f.read_text(errors="replace").lower() for stage in ("draft", "essay")
+             for f in (paths.gens / stage).glob("*/parsed.txt")]
+    texts += [f.read_text(errors="replace").lower() for f in paths.raw.rglob("*") if f.is_file()]
+    elsewhere = "\n".join(texts)
+    found: dict[str, set[str]] = {}
+    for _, r in scores.iterrows():
+        raw = paths.gen_file("evaluation", r["evaluation_gen_id"], "raw.txt")
+        if raw.is_file():
+            for w in set(_WORD.findall(raw.read_text(errors="replace").lower())):
+                found.setdefault(w, set()).add(r["essay_gen_id"])
+    found = {w: e for w, e in found.items() if w not in elsewhere}
+    assert found, "no word occurs only in reasoning"
+    word = min(found, key=lambda w: (len(found[w]), w))
+    return word, found[word]
+
+
+def check_search_finds_reasoning(w: Watched, base: str, paths, cohort: str) -> None:
+    word, essays = reasoning_only_word(paths, cohort)
+    w.goto(base + "index.html")
+    box = w.page.locator("input[name=q]").first
+    box.fill(word)
+    box.press("Enter")
+    w.page.wait_for_url(f"**/search.html?q={word}*")
+    results = w.page.locator("#dd-search-results li")
+    results.first.wait_for(timeout=15000)
+    hrefs = results.locator(".dd-result-head a").evaluate_all("els => els.map(e => e.getAttribute('href'))")
+    found = {h.split("/")[-1].split(".html")[0] for h in hrefs if f"cohorts/{cohort}/essays/" in h}
+    assert found & essays, f"searching {word!r} should find {essays}, found {hrefs}"
+    hit = results.filter(has=w.page.locator(f'a[href*="essays/{sorted(found & essays)[0]}.html"]')).first
+    assert "found in: evaluation" in hit.inner_text(), "the hit names the part it was found in"
+    assert hit.locator(".dd-result-head a").get_attribute("href").split("#")[1].startswith("v_"), "and links to it"
+    assert word in hit.locator("mark").first.inner_text().lower()
+    assert f"cohort {cohort}" in hit.locator(".dd-tag").inner_text(), "results name their cohort"
+    for snippet in results.locator(".dd-snippet").all_inner_texts():
+        assert not snippet.lstrip("…").startswith("Simulated output"), "no result starts with the banner"
+    # an evaluation's gen_id finds its essay
+    scores = pd.read_csv(paths.reports_dir(cohort) / "scores.csv", dtype=str, keep_default_na=False)
+    v = scores.iloc[len(scores) // 2]
+    w.goto(base + f"search.html?q={v['evaluation_gen_id']}")
+    link = w.page.locator("#dd-search-results li .dd-result-head a").first
+    link.wait_for(timeout=15000)
+    assert link.get_attribute("href") == f"cohorts/{cohort}/essays/{v['essay_gen_id']}.html#{v['evaluation_gen_id']}"
+    link.click()
+    w.page.wait_for_url(f"**/essays/{v['essay_gen_id']}.html#{v['evaluation_gen_id']}")
+
+
+def _visible_rows(table) -> list:
+    return table.locator("tbody tr:visible")
+
+
+def check_filter_survives_reload(w: Watched, base: str, cohort: str) -> None:
+    w.goto(base + f"cohorts/{cohort}/leaderboard.html")
+    table = w.page.locator('table[data-table="leaderboard"]')
+    total = table.locator("tbody tr").count()
+    select = w.page.locator('select[data-key="essay_llm_name"]')
+    options = [o for o in select.locator("option").evaluate_all("os => os.map(o => o.value)") if o]
+    assert len(options) >= 2
+    value = options[0]
+    select.select_option(value)
+    col = table.locator("thead th").all_inner_texts().index("essay_llm")
+    shown = _visible_rows(table)
+    n = shown.count()
+    assert 0 < n < total, "the filter narrows the table"
+    assert set(shown.locator(f"td:nth-child({col + 1})").all_inner_texts()) == {value}
+    w.page.locator('input[data-key="mean.min"]').fill("0.3")
+    w.page.locator('input[data-key="mean.min"]').dispatch_event("input")
+    mcol = table.locator("thead th").all_inner_texts().index("mean")
+    means = [float(x) for x in _visible_rows(table).locator(f"td:nth-child({mcol + 1})").all_inner_texts()]
+    assert all(m >= 0.3 for m in means)
+    n2 = _visible_rows(table).count()
+    assert "leaderboard.essay_llm_name=" in w.page.url and "leaderboard.mean.min=0.3" in w.page.url
+    # free text narrows further, and clearing it gives the rows back
+    eid = _visible_rows(table).nth(0).locator('a[href*="essays/"]').first.inner_text()
+    text = w.page.locator('input.dd-filter-text').first
+    text.fill(eid)
+    assert _visible_rows(table).count() == 1
+    text.fill("")
+    assert _visible_rows(table).count() == n2
+    with w.page.expect_download() as dl:
+        w.page.locator("button", has_text="CSV of these rows").first.click()
+    lines = Path(dl.value.path()).read_text().strip().splitlines()
+    assert len(lines) == n2 + 1, "the CSV holds the rows shown"
+    w.page.reload()
+    w.page.wait_for_load_state("load")
+    table = w.page.locator('table[data-table="leaderboard"]')
+    assert _visible_rows(table).count() == n2, "the filter survives a reload"
+    assert w.page.locator('select[data-key="essay_llm_name"]').input_value() == value
+    assert w.page.locator('input[data-key="mean.min"]').input_value() == "0.3"
+    # an essay opened from the filtered view steps through that view
+    first = _visible_rows(table).nth(0).locator('a[href*="essays/"]').first
+    second = _visible_rows(table).nth(1).locator('a[href*="essays/"]').first.get_attribute("href") if n2 > 1 else None
+    first.click()
+    w.page.wait_for_load_state("load")
+    seq = w.page.locator("#dd-seq")
+    assert seq.is_visible() and f"1 of {n2}" in seq.inner_text()
+    if second:
+        assert w.page.locator("#dd-seq a.dd-seq-next").get_attribute("href").endswith(second.split("/")[-1])
+
+
+def check_matrix_cell_opens_its_evaluation(w: Watched, base: str, cohort: str) -> None:
+    w.goto(base + f"cohorts/{cohort}/matrix.html")
+    cell = w.page.locator('table[data-table="matrix"] td.dd-heat a').first
+    score, href = cell.inner_text(), cell.get_attribute("href")
+    eid, vid = href[len("essays/"):].split(".html#")
+    cell.click()
+    w.page.wait_for_url(f"**/essays/{eid}.html#{vid}")
+    target = w.page.locator(":target")
+    assert target.get_attribute("id") == vid and "dd-eval" in target.get_attribute("class")
+    assert target.locator(".dd-score").inner_text() == score
+    # failures are shown as failures
+    w.goto(base + f"cohorts/{cohort}/matrix.html")
+    fails = w.page.locator("table[data-table=matrix] a.dd-fail")
+    if fails.count():
+        assert fails.first.inner_text().startswith("✗ ")
+    # sorting by a matrix column orders the rows by that column's mean score, blanks last
+    w.page.locator("table[data-table=matrix] thead th[data-key=m0]").click()
+    w.page.locator("table[data-table=matrix] thead th[data-key=m0]").click()
+    keys = w.page.locator("table[data-table=matrix]").evaluate(
+        "t => { const i = Array.from(t.tHead.rows[0].cells).findIndex(h => h.dataset.key === 'm0');"
+        " return Array.from(t.tBodies[0].rows).map(r => r.cells[i].getAttribute('data-sort')); }")
+    nums = [float(k) for k in keys if k]
+    assert nums and nums == sorted(nums, reverse=True) and keys[: len(nums)] == [k for k in keys if k]
+
+
+def check_essay_page_shows_prompts(w: Watched, base: str, paths, cohort: str) -> None:
+    g = pd.read_csv(paths.reports_dir(cohort) / "generations.csv", dtype=str, keep_default_na=False)
+    essay = g[(g["stage"] == "essay") & (g["mode"] == "llm") & (g["status"] == "done")].iloc[0]
+    w.goto(base + f"cohorts/{cohort}/essays/{essay['gen_id']}.html")
+    prompts = w.page.locator("details.dd-prompt")
+    assert prompts.count() >= 2
+    assert not prompts.first.locator(".dd-output").is_visible(), "prompts are folded by default"
+    essay_prompt = w.page.locator("h2#essay ~ details.dd-prompt").first
+    essay_prompt.locator("summary").click()
+    shown = essay_prompt.locator(".dd-output").inner_text()
+    on_disk = paths.gen_file("essay", essay["gen_id"], "prompt.txt").read_text()
+    assert shown.split() == on_disk.split()
+    assert "prompt +" in w.page.locator(".dd-usage").first.inner_text()
+    assert w.page.locator("details.dd-rubric").count() >= 1
+
+
+NARROW_PAGES = ("index.html", "cross-cohort.html", "search.html?q=essay", "cohorts/{c}/index.html",
+                "cohorts/{c}/leaderboard.html", "cohorts/{c}/factors.html", "cohorts/{c}/evaluators.html",
+                "cohorts/{c}/rubrics.html", "cohorts/{c}/agreement.html", "cohorts/{c}/essays/index.html",
+                "cohorts/{c}/matrix.html", "cohorts/{c}/failures.html", "cohorts/{c}/quality.html")
+
+_WIDE = """() => {
+  const W = document.documentElement.clientWidth, out = [];
+  for (const e of document.querySelectorAll('body *')) {
+    const r = e.getBoundingClientRect();
+    // the theme's menu drawer waits off-screen to the left until opened, and Plotly keeps a
+    // measuring element far off-screen: neither is seen nor widens the page
+    if (r.width === 0 || r.right <= W + 1 && (r.left >= -1 || r.right <= 0 || e.closest('.wy-nav-side'))) continue;
+    const wrap = e.closest('.dd-table-wrap');
+    if (wrap) {
+      const wr = wrap.getBoundingClientRect();
+      if (wr.right <= W + 1 && getComputedStyle(wrap).overflowX === 'auto') continue;
+    }
+    out.push(e.tagName + '.' + (e.getAttribute('class') || '') + ' ' + Math.round(r.left) + '..' + Math.round(r.right));
+  }
+  return {overflow: document.documentElement.scrollWidth > W, wide: out.slice(0, 10)};
+}"""
+
+
+def check_pages_fit(w: Watched, base: str, paths, cohort: str) -> None:
+    """At 400 px (and at 1400 px, where wide tables used to be cut) no element is wider than the
+    viewport, except inside a table's own scrolling box."""
+    essay = pd.read_csv(paths.reports_dir(cohort) / "generations.csv", dtype=str, keep_default_na=False)
+    essay = essay.loc[essay["stage"] == "essay", "gen_id"].iloc[0]
+    for width in (400, 1400):
+        w.page.set_viewport_size({"width": width, "height": 800})
+        for rel in NARROW_PAGES + (f"cohorts/{cohort}/essays/{essay}.html",):
+            w.goto(base + rel.format(c=cohort))
+            for chart in w.page.locator("div.dd-chart").all():
+                chart.locator("svg.main-svg").first.wait_for(state="attached", timeout=15000)
+            found = w.page.evaluate(_WIDE)
+            assert not found["overflow"] and not found["wide"], f"{rel} at {width} px: {found}"
+
+
+def check_sidebar_folds_other_cohorts(w: Watched, base: str, cohort: str, other: str) -> None:
+    w.goto(base + f"cohorts/{cohort}/leaderboard.html")
+    nav = w.page.locator(".wy-menu-vertical")
+    assert nav.locator(f'a[href$="cohorts/{cohort}/matrix.html"], a[href="matrix.html"]').first.is_visible()
+    hidden = nav.locator(f'a[href*="{other}/leaderboard.html"]')
+    assert hidden.count() == 1 and not hidden.is_visible(), "another cohort's pages are folded"
+    assert nav.get_by_text(other, exact=True).is_visible()
+
+
+def check_heatmap_cell_click_opens_its_evaluation(w: Watched, base: str, cohort: str) -> None:
+    w.goto(base + f"cohorts/{cohort}/evaluators.html")
+    w.page.locator("#chart-essay-evaluator svg.main-svg").first.wait_for(state="attached", timeout=15000)
+    w.page.wait_for_timeout(300)
+    spot = w.page.evaluate("""() => {
+      const gd = document.getElementById('chart-essay-evaluator'), fl = gd._fullLayout, tr = gd.data[0];
+      const box = gd.querySelector('.nsewdrag').getBoundingClientRect();
+      for (let i = 0; i < tr.y.length; i++) for (let j = 0; j < tr.x.length; j++) if (tr.customdata[i][j])
+        return {x: box.left + fl.xaxis.c2p(j), y: box.top + fl.yaxis.c2p(i), href: tr.customdata[i][j]};
+      return null; }""")
+    assert spot, "some heatmap cell links to an evaluation"
+    w.page.mouse.move(spot["x"], spot["y"])
+    w.page.wait_for_timeout(200)
+    w.page.mouse.click(spot["x"], spot["y"])
+    w.page.wait_for_url("**/" + spot["href"])
+    # a row's label (the essay id) opens the essay
+    w.goto(base + f"cohorts/{cohort}/evaluators.html")
+    label = w.page.locator("#chart-essay-evaluator .ytick text[data-href]").first
+    label.wait_for(state="attached", timeout=15000)
+    href = label.get_attribute("data-href")
+    assert href == f"essays/{label.text_content()}.html"
+    label.click()
+    w.page.wait_for_url("**/" + href)
+
+
+def test_search_finds_a_word_only_in_reasoning(where):
+    w, base, paths = where
+    check_search_finds_reasoning(w, base, paths, "alpha")
+
+
+def test_filter_narrows_a_table_and_survives_reload(where):
+    w, base, _ = where
+    check_filter_survives_reload(w, base, "alpha")
+
+
+def test_matrix_cell_opens_its_evaluation(where):
+    w, base, _ = where
+    check_matrix_cell_opens_its_evaluation(w, base, "alpha")
+
+
+def test_essay_page_shows_its_prompts(where):
+    w, base, paths = where
+    check_essay_page_shows_prompts(w, base, paths, "alpha")
+
+
+def test_pages_fit_the_screen_at_400_and_1400px(where):
+    w, base, paths = where
+    check_pages_fit(w, base, paths, "alpha")
+
+
+def test_sidebar_folds_other_cohorts(where):
+    w, base, _ = where
+    check_sidebar_folds_other_cohorts(w, base, "alpha", "beta")
+
+
+def test_heatmap_cell_click_opens_its_evaluation(where):
+    w, base, _ = where
+    check_heatmap_cell_click_opens_its_evaluation(w, base, "alpha")

@@ -4,18 +4,29 @@
 them with the MkDocs project in the repository's ``site/`` directory into
 ``<data root>/site/build``; ``serve(build_dir, port=0)`` serves a build on 127.0.0.1.
 
-Layout of a build (plain ``.html`` files, relative links, nothing fetched from other hosts)::
+Layout of a build (plain ``.html`` files, relative links, nothing fetched from other hosts; it
+works opened from files as well as served)::
 
     index.html                       cohorts
     cross-cohort.html                essays shared between cohorts
-    search.html                      MkDocs search (lunr, in a web worker: needs HTTP, not file://)
+    search.html                      search (assets/daydream.js over search/*.js: no worker, no fetch)
+    search/pages.js                  index of the site's own pages
+    search/cohorts/<id>.js           index of a cohort: its pages' prose, whole essays, drafts,
+                                     evaluators' reasoning, concepts and ids (search.py)
     assets/                          daydream.css, daydream.js, plotly.min.js (copied from plotly)
     data/cross_cohort.csv
     cohorts/<id>/index.html          overview
     cohorts/<id>/{leaderboard,factors,evaluators,rubrics,agreement,quality}.html
+    cohorts/<id>/matrix.html         score matrix: essays × (evaluator, rubric) (matrix-2.html, ...)
+    cohorts/<id>/failures.html       failed and ambiguous generations, with their files under files/
     cohorts/<id>/essays/index.html   essay browser (page-2.html, ... : 200 essays per page)
-    cohorts/<id>/essays/<essay_gen_id>.html
-    cohorts/<id>/data/*.csv          the report tables, for download
+    cohorts/<id>/essays/<essay_gen_id>.html   prompts, texts, usage, rubrics, comparisons
+    cohorts/<id>/data/*.csv          the report tables and long.csv (one row per evaluation)
+    cohorts/<id>/files/<stage>/<gen_id>/*    the store's files of each failed generation
+
+Every table filters (free text, a select per categorical column, a range per score column) and
+sorts in the browser; the filter and sort are kept in the page's query string (``?<table>.<column>=``)
+so a view can be shared, and "CSV of these rows" downloads what is shown.
 """
 
 from .build import build_site

@@ -1,16 +1,18 @@
 """Build the report site: report tables → Markdown pages → ``mkdocs build`` → filled pages.
 
-MkDocs supplies the theme, navigation and search; it never sees data. Each page part (table,
+MkDocs supplies the theme and navigation; it never sees data. Each page part (table,
 chart, key numbers) reaches MkDocs as a *slot* token in a paragraph of its own, and its HTML is
 put in its place in the built file afterwards. So nothing from a model or a catalog passes
 through Markdown (escaping is Jinja/markupsafe's alone), and MkDocs only handles small pages: its
-Markdown and search parsers cost seconds on the megabytes of HTML a big cohort's tables make.
+Markdown parser costs seconds on the megabytes of HTML a big cohort's tables make.
 
 Essay pages are not MkDocs pages at all: a cohort has thousands of essays, and MkDocs would
-render each through Markdown, the theme and the search indexer (with full texts, a 60 MB search
-index for 2,500 essays). MkDocs renders one *shell* page per cohort (the theme around a slot)
-and each essay's HTML, rendered by Jinja, goes into a copy of the shell. The search index gets
-one short entry per essay (concepts, template and model names, opening lines).
+render each through Markdown and the theme. MkDocs renders one *shell* page per cohort (the theme
+around a slot) and each essay's HTML, rendered by Jinja, goes into a copy of the shell.
+
+Search is ours, not MkDocs' plugin (whose web worker browsers refuse on a site opened from
+files): ``search.py`` turns every page's prose and every essay's whole texts into
+``search/*.js`` scripts that ``search.html`` loads.
 
 The site is built into ``build.tmp`` and swapped into place, so a failed build never leaves a
 half-written site and a running preview server keeps serving the old one until the swap.
@@ -18,7 +20,6 @@ half-written site and a running preview server keeps serving the old one until t
 
 from __future__ import annotations
 
-import json
 import logging
 import re
 import shutil
@@ -31,14 +32,15 @@ from ..ids import is_safe_id
 from ..store import DataPaths, atomic_write_bytes, atomic_write_text, check_id, read_json, read_text
 from . import pages as P
 from .data import Names, cohorts_with_reports, load_cohort_tables, load_cross_cohort, records
-from .gens import EssayBundle, load_essays
-from .render import Col, make_env, num, score, status_tag, table
+from . import search as S
+from .diff import side_by_side
+from .gens import EssayBundle, failure_files, load_essays
+from .render import Col, interval, make_env, num, score, status_tag, table
 
 SITE_PROJECT = Path(__file__).resolve().parents[2] / "site"   # the MkDocs project in the repo
 TITLE_SLOT, BODY_SLOT = "DDESSAYTITLESLOT", "<p>DDESSAYBODYSLOT</p>"
 SLOT = re.compile(r"DDSLOT\d+X")
 SHELL = "_essay"
-SEARCH_EXCERPT = 300  # characters of each essay in the search index
 
 
 def mkdocs_yml() -> Path:
@@ -64,10 +66,11 @@ def _plotly_js() -> bytes:
 
 
 def _shown(c: P.Cohort, g) -> dict | None:
-    """A generation's report row plus its display names and text, as the essay template uses it."""
+    """A generation's report row plus its display names, text and prompt, as the essay template
+    uses it."""
     if g is None:
         return None
-    r = dict(g.row, text=g.text, text_problem=g.text_problem,
+    r = dict(g.row, text=g.text, text_problem=g.text_problem, prompt=g.prompt,
              template_name=c.names.template(g.row["stage"], g.row["template_id"]),
              model_name=c.names.model(g.row["llm_model_id"]))
     if g.row["stage"] == "evaluation":
@@ -77,25 +80,73 @@ def _shown(c: P.Cohort, g) -> dict | None:
     return r
 
 
-def _essay_context(c: P.Cohort, b: EssayBundle, lb_row: dict, n_ranked: int) -> dict:
+def _compares(e: dict, d: dict | None, siblings: list[dict], evals: list[dict]) -> list[dict]:
+    """The side-by-side comparisons an essay page offers: its draft (the essay is a revision of
+    it, or a copy), the other essays of the same draft, and replicates of one evaluation."""
+    out = []
+    if d and d.get("text") is not None and e.get("text") is not None:
+        out.append({"id": "compare-draft", "title": "Draft → this essay", "html": side_by_side(
+            d["text"], e["text"], f"draft {d['gen_id']}", f"essay {e['gen_id']}")})
+    for s in siblings:
+        if s.get("text") is not None and e.get("text") is not None:
+            out.append({"id": f"compare-{s['gen_id']}", "title": f"This essay ↔ {s['template_name']} by {s['model_name']} "
+                        "(same draft)", "html": side_by_side(e["text"], s["text"], f"essay {e['gen_id']} (this one)",
+                                                             f"essay {s['gen_id']}")})
+    groups: dict[tuple, list[dict]] = {}
+    for v in evals:
+        if v.get("text") is not None:
+            groups.setdefault((v["template_id"], v["llm_model_id"]), []).append(v)
+    for vs in groups.values():
+        if len(vs) >= 2:
+            a, b = vs[0], vs[1]
+            out.append({"id": f"compare-{a['gen_id']}", "title": f"{a['template_name']} by {a['model_name']}: replicate "
+                        f"{a['replicate']} ↔ replicate {b['replicate']}", "html": side_by_side(
+                            a["text"], b["text"], f"replicate {a['replicate']} ({a['gen_id']})",
+                            f"replicate {b['replicate']} ({b['gen_id']})")})
+    by_rubric: dict[str, list[dict]] = {}
+    for (rubric, _), vs in groups.items():
+        by_rubric.setdefault(rubric, []).append(vs[0])
+    for vs in by_rubric.values():
+        if len(vs) >= 2:   # two evaluators' reasoning on one rubric (their first replicates)
+            a, b = vs[0], vs[1]
+            out.append({"id": f"compare-{a['gen_id']}-{b['gen_id']}", "title": f"{a['template_name']}: "
+                        f"{a['model_name']} ↔ {b['model_name']}", "html": side_by_side(
+                            a["text"], b["text"], f"{a['model_name']} ({a['gen_id']})", f"{b['model_name']} ({b['gen_id']})")})
+    return out
+
+
+USAGE_COLS = [Col("prompt_tokens", kind="int"), Col("completion_tokens", kind="int"), Col("cost_usd", kind="usd")]
+
+
+def _essay_context(c: P.Cohort, b: EssayBundle, lb_row: dict, n_ranked: int, siblings: list) -> dict:
     evals = [_shown(c, v) for v in b.evaluations]
     rows = [dict(v, gen=P.Link(v["gen_id"], f"#{v['gen_id']}", code=True), status_html=status_tag(v["status"], v["error"]))
             for v in evals]
     scores_table = table([Col("template_name", "evaluation_template"), Col("model_name", "evaluation_llm"),
                           Col("replicate"), Col("score", kind="score"), Col("scale"), Col("score_norm", kind="num"),
-                          Col("status_html", "status"), Col("gen", "evaluation_gen_id")], rows,
-                         empty="No evaluations of this essay in this cohort.")
+                          Col("status_html", "status"), Col("gen", "evaluation_gen_id"), *USAGE_COLS], rows,
+                         empty="No evaluations of this essay in this cohort.", tid="scores")
     rank = lb_row.get("rank")
     cards = P.cards([("rank", f"{num(rank)} of {n_ranked:,}" if rank is not None else "unranked"),
              ("mean score_norm", num(lb_row.get("mean")) or "–"),
+             ("95% CI (cells)", interval(lb_row.get("ci_low"), lb_row.get("ci_high")) or "–"),
              ("scored / expected evaluations", f"{num(lb_row.get('n')) or 0} / {num(lb_row.get('expected')) or 0}"),
              ("std", num(lb_row.get("std")) or "–")])
-    return {"e": _shown(c, b.essay), "d": _shown(c, b.draft), "evals": evals, "simulated": b.simulated,
-            "combo": c.names.combo(b.essay.row["combo_id"]), "cards": cards, "scores_table": scores_table}
+    e, d = _shown(c, b.essay), _shown(c, b.draft)
+    rubrics = []
+    for v in evals:
+        if v["template_id"] not in {r["id"] for r in rubrics}:
+            rubrics.append({"id": v["template_id"], "name": v["template_name"], "scale": v["scale"],
+                            "text": c.names.template_text("evaluation", v["template_id"])})
+    sib = [_shown(c, s) for s in siblings]
+    return {"e": e, "d": d, "evals": evals, "simulated": b.simulated, "rubrics": rubrics,
+            "combo": c.names.combo(b.essay.row["combo_id"]), "cards": cards, "scores_table": scores_table,
+            "compares": _compares(e, d, sib, evals)}
 
 
-def _write_essays(c: P.Cohort, bundles: list[EssayBundle], build: Path, env) -> list[dict]:
-    """Write every essay page of ``c`` from its cohort's shell; returns their search entries."""
+def _write_essays(c: P.Cohort, bundles: list[EssayBundle], build: Path, env, others: dict[str, list[str]]) -> list[dict]:
+    """Write every essay page of ``c`` from its cohort's shell; returns their search documents.
+    ``others`` maps an essay to the other cohorts that have a page for it."""
     essays_dir = build / "cohorts" / c.id / "essays"
     shell_path = essays_dir / f"{SHELL}.html"
     shell = read_text(shell_path)
@@ -106,26 +157,25 @@ def _write_essays(c: P.Cohort, bundles: list[EssayBundle], build: Path, env) -> 
     lb = {r["essay_gen_id"]: r for r in records(c.t["leaderboard"])}
     n_ranked = int(c.t["leaderboard"]["rank"].notna().sum()) if len(c.t["leaderboard"]) else 0
     ids = [b.essay.row["gen_id"] for b in bundles]
-    entries = []
+    by_draft: dict[str, list] = {}
+    for b in bundles:
+        by_draft.setdefault(str(b.essay.row["parent_gen_id"]), []).append(b.essay)
+    docs = []
     for i, b in enumerate(bundles):
         eid = ids[i]
-        ctx = _essay_context(c, b, lb.get(eid, {}), n_ranked)
+        siblings = [s for s in by_draft.get(str(b.essay.row["parent_gen_id"]), []) if s is not b.essay]
+        ctx = _essay_context(c, b, lb.get(eid, {}), n_ranked, siblings)
         ctx.update(index_href="index.html",
-                   prev_href=f"{ids[i - 1]}.html" if i > 0 else "", next_href=f"{ids[i + 1]}.html" if i + 1 < len(ids) else "")
+                   prev_href=f"{ids[i - 1]}.html" if i > 0 else "", next_href=f"{ids[i + 1]}.html" if i + 1 < len(ids) else "",
+                   others=[{"cohort": o, "href": f"../../{o}/essays/{eid}.html"} for o in others.get(eid, []) if o != c.id])
         body = tpl.render(ctx)
         title = str(escape(f"{c.id}: essay {eid}"))
         page = (head.replace(TITLE_SLOT, title).replace(f"{SHELL}.md", f"{eid}.html").replace(f"{SHELL}.html", f"{eid}.html")
                 + body + tail.replace(TITLE_SLOT, title))
         atomic_write_text(essays_dir / f"{eid}.html", page)
-        e = b.essay.row
-        combo = ctx["combo"]
-        text = " ".join([
-            " ".join(x["name"] for x in combo["concepts"]) if combo else "",
-            c.names.template("essay", e["template_id"]), c.names.model(e["llm_model_id"]),
-            (b.essay.text or "")[:SEARCH_EXCERPT]])
-        entries.append({"location": f"cohorts/{c.id}/essays/{eid}.html", "title": title, "text": " ".join(text.split())})
+        docs.append(S.essay_doc(c.id, ctx["e"], ctx["d"], ctx["evals"], ctx["combo"]))
     shell_path.unlink()
-    return entries
+    return docs
 
 
 def _slot_parts(page: P.Page, slots: dict[str, str]) -> None:
@@ -149,22 +199,6 @@ def _fill_slots(build: Path, page: P.Page, slots: dict[str, str]) -> None:
         raise DaydreamError("site", "a slot of a generated page did not render as a paragraph", path=path)
     pieces[1::2] = [slots[t] for t in tokens]
     atomic_write_text(path, "".join(pieces))
-
-
-def _patch_search(build: Path, shells: set[str], titles: dict[str, str], entries: list[dict]) -> None:
-    """Drop the essay shells and slot tokens from MkDocs' search index, title each page as its
-    tab is titled (``alpha: overview``, not the nav's ``Overview``), and add the essays."""
-    path = build / "search" / "search_index.json"
-    try:
-        index = json.loads(read_text(path) or "")
-    except json.JSONDecodeError:
-        raise DaydreamError("site", "MkDocs wrote an unreadable search index", path=path) from None
-    docs = [d for d in index["docs"] if d["location"].split("#")[0] not in shells]
-    for d in docs:
-        d["text"] = " ".join(SLOT.sub(" ", d["text"]).split())
-        d["title"] = titles.get(d["location"], d["title"])
-    index["docs"] = docs + entries
-    atomic_write_text(path, json.dumps(index, sort_keys=True, separators=(",", ":")))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -233,10 +267,24 @@ def _sync_dir(root: Path, files: dict[str, bytes]) -> None:
 
 
 def _nav(cohorts: list[P.Cohort]) -> list:
-    nav: list = [{"Cohorts": "index.md"}, {"Cross-cohort": "cross-cohort.md"}]
-    for c in cohorts:
-        nav.append({f"Cohort {c.id}": [{title: f"cohorts/{c.id}/{stem}.md"} for stem, title in P.COHORT_PAGES]})
+    """Site pages first, then one folded section per cohort (the theme opens only the current
+    one), so ten cohorts are ten lines, not eighty."""
+    nav: list = [{"All cohorts": "index.md"}, {"Cross-cohort": "cross-cohort.md"}, {"Search": "search.md"}]
+    if cohorts:
+        nav.append({"Cohorts": [{c.id: [{title: f"cohorts/{c.id}/{stem}.md"} for stem, title in P.COHORT_PAGES]}
+                                for c in cohorts]})
     return nav
+
+
+_ROOT_ABSOLUTE = re.compile(r"""((?:href|src)=["'])/(?!/)""")
+
+
+def relative_404(html: str) -> str:
+    """MkDocs writes 404.html with root-absolute links (a server may show it at any depth); the
+    site is opened from files or any sub-path, so make them relative to the site root, where
+    404.html is."""
+    html = _ROOT_ABSOLUTE.sub(r"\1", html)
+    return html.replace('var base_url = "/";', 'var base_url = ".";')
 
 
 def build_site(paths: DataPaths, cohort_ids: list[str] | None = None) -> Path:
@@ -260,15 +308,32 @@ def build_site(paths: DataPaths, cohort_ids: list[str] | None = None) -> Path:
         tables = load_cohort_tables(paths, cid)
         bundles[cid] = _pageable(load_essays(paths, tables["generations"], tables["scores"], tables["leaderboard"]))
         cohorts.append(P.Cohort(cid, tables, names, {b.essay.row["gen_id"] for b in bundles[cid]}))
+    in_cohorts: dict[str, list[str]] = {}
+    for c in cohorts:
+        for eid in sorted(c.essay_ids):
+            in_cohorts.setdefault(eid, []).append(c.id)
 
+    files: dict[str, bytes] = {}
     cross = load_cross_cohort(paths)
-    pages = [P.home(cohorts), P.cross_cohort(cross, cohorts, names)]
+    simulated = any(c.simulated for c in cohorts)
+    pages = [P.home(cohorts), P.cross_cohort(cross, cohorts, names),
+             P.search_page([S.index_file(None)] + [S.index_file(c.id) for c in cohorts], simulated)]
     for c in cohorts:
         pages += P.cohort_pages(c)
-    files: dict[str, bytes] = {}
+        rows, tails, published = P.failure_rows(c), {}, {}
+        for r in rows:
+            gfiles, tails[r["gen_id"]] = failure_files(paths, r["stage"], r["gen_id"])
+            published[r["gen_id"]] = list(gfiles)
+            for name, data in gfiles.items():
+                files[f"cohorts/{c.id}/files/{r['stage']}/{r['gen_id']}/{name}"] = data
+        pages.append(P.failures(c, rows, tails, published))
     slots: dict[str, str] = {}
     page_tpl = env.get_template("_page.md")
+    site_docs, cohort_docs = [], {c.id: [] for c in cohorts}
     for p in pages:
+        doc = S.page_doc(p.path, p.title, p.heading, p.lead, p.sections)
+        if p.path != "search.md":
+            (cohort_docs[doc["c"]] if doc["c"] in cohort_docs else site_docs).append(doc)
         charts = p.charts
         _slot_parts(p, slots)
         files[p.path] = page_tpl.render(
@@ -278,7 +343,10 @@ def build_site(paths: DataPaths, cohort_ids: list[str] | None = None) -> Path:
     for c in cohorts:
         files[f"cohorts/{c.id}/essays/{SHELL}.md"] = shell
         for name in P.DOWNLOADS:
-            files[f"cohorts/{c.id}/data/{name}.csv"] = (paths.reports_dir(c.id) / f"{name}.csv").read_bytes()
+            if name != "long":
+                files[f"cohorts/{c.id}/data/{name}.csv"] = (paths.reports_dir(c.id) / f"{name}.csv").read_bytes()
+        files[f"cohorts/{c.id}/data/long.csv"] = P.long_table(c).to_csv(
+            index=False, lineterminator="\n", float_format="%.6g").encode("utf-8")
     if cross is not None:
         files["data/cross_cohort.csv"] = (paths.cross_cohort_dir() / "cross_cohort.csv").read_bytes()
     files["assets/plotly.min.js"] = _plotly_js()
@@ -288,14 +356,16 @@ def build_site(paths: DataPaths, cohort_ids: list[str] | None = None) -> Path:
     _sync_dir(docs, files)
     for d in (tmp, old):
         shutil.rmtree(d, ignore_errors=True)
-    _mkdocs(docs, tmp, _nav(cohorts), any(c.simulated for c in cohorts))
+    _mkdocs(docs, tmp, _nav(cohorts), simulated)
     for p in pages:
         _fill_slots(tmp, p, slots)
-    entries = []
+    atomic_write_text(tmp / S.index_file(None), S.index_script(site_docs))
     for c in cohorts:
-        entries += _write_essays(c, bundles[c.id], tmp, env)
-    _patch_search(tmp, {f"cohorts/{c.id}/essays/{SHELL}.html" for c in cohorts},
-                  {p.path[: -len(".md")] + ".html": p.title for p in pages}, entries)
+        essay_docs = _write_essays(c, bundles[c.id], tmp, env, in_cohorts)
+        atomic_write_text(tmp / S.index_file(c.id), S.index_script(cohort_docs[c.id] + essay_docs))
+    p404 = tmp / "404.html"
+    if p404.is_file():
+        atomic_write_text(p404, relative_404(p404.read_text(encoding="utf-8")))
     for name in ("sitemap.xml", "sitemap.xml.gz"):   # lists the shells; useless without a site_url
         (tmp / name).unlink(missing_ok=True)
     if out.exists():

@@ -89,7 +89,7 @@ class Names:
 
     catalog: object | None = None
     combos: dict = field(default_factory=dict)  # combo_id → {concept_ids, level, k} from cohort manifests
-    _concept_text: dict = field(default_factory=dict)
+    _concept_text: dict = field(default_factory=dict)   # also template texts: read once per build
 
     @classmethod
     def load(cls, paths: DataPaths) -> "Names":
@@ -111,6 +111,17 @@ class Names:
         tid = "" if template_id is None else str(template_id)
         t = self.catalog.templates.get(stage, {}).get(tid) if self.catalog else None
         return t.name if t else (tid or "unknown")
+
+    def template_text(self, stage: str, template_id) -> str | None:
+        """A template's text as the catalog holds it now (None when absent or unreadable)."""
+        key = ("template", stage, str(template_id))
+        if key not in self._concept_text:
+            t = self.catalog.templates.get(stage, {}).get(str(template_id)) if self.catalog else None
+            try:
+                self._concept_text[key] = t.text if t else None
+            except DaydreamError:
+                self._concept_text[key] = None
+        return self._concept_text[key]
 
     def concept(self, concept_id: str) -> str:
         c = self.catalog.concepts.get(concept_id) if self.catalog else None

@@ -50,20 +50,32 @@ def histogram(groups: Mapping[str, Sequence[float]], *, title: str, x_title: str
                    xaxis={"title": {"text": x_title}}, yaxis={"title": {"text": "count"}})
 
 
+VALUES_MAX_ROWS, VALUES_MAX_COLS = 100, 16   # beyond this, cell numbers would not fit: hover only
+
+
 def heatmap(z: Sequence[Sequence], x: Sequence[str], y: Sequence[str], *, title: str,
             colorbar_title: str = "score", zmin: float | None = None, zmax: float | None = None,
-            hover: Sequence[Sequence[str]] | None = None) -> dict:
-    """One row per ``y`` label, top to bottom; high values dark. Missing cells show the grey
-    background (never imputed)."""
+            hover: Sequence[Sequence[str]] | None = None, links: Sequence[Sequence[str]] | None = None,
+            row_links: Sequence[str] | None = None) -> dict:
+    """One row per ``y`` label, top to bottom; high values dark; each cell's value written in it
+    (two decimals) while the grid is small enough to read. Missing cells show the grey
+    background (never imputed). ``links``: an href per cell, ``row_links``: one per row label,
+    opened by a click (daydream.js)."""
     trace = {"type": "heatmap", "z": [[finite(v) for v in row] for row in z], "x": list(x), "y": list(y),
              "colorscale": HEATMAP_SCALE, "reversescale": True, "colorbar": {"title": {"text": colorbar_title}},
              "hoverongaps": False, "xgap": 1, "ygap": 1}
+    if len(y) <= VALUES_MAX_ROWS and len(x) <= VALUES_MAX_COLS:
+        trace.update(texttemplate="%{z:.2f}", textfont={"size": 10})
     if zmin is not None:
         trace.update(zmin=zmin, zmax=zmax)
     if hover is not None:
         trace.update(text=[list(r) for r in hover], hovertemplate="%{text}<extra></extra>")
-    height = max(280, min(1500, 150 + 20 * len(y)))
+    if links is not None:
+        trace["customdata"] = [list(r) for r in links]
+    height = max(280, min(1500, 110 + 20 * len(y)))
+    extra = {"meta": {"rowLinks": list(row_links)}} if row_links is not None else {}
     return _figure([trace], title, height=height, plot_bgcolor="#eef0f3", margin={"l": 60, "r": 24, "t": 120, "b": 24},
+                   **extra,
                    xaxis={"type": "category", "side": "top", "showgrid": False},
                    yaxis={"type": "category", "autorange": "reversed", "showgrid": False,
                           "tickfont": {"family": "Menlo, Consolas, monospace", "size": 10}})

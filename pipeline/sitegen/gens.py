@@ -9,12 +9,13 @@ or unreadable file never stops the build: the page says what is missing.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 
 import pandas as pd
 
 from ..errors import DaydreamError
-from ..store import DataPaths, read_text
+from ..store import GEN_FILES, DataPaths, read_text
 from .data import records
 
 
@@ -26,6 +27,7 @@ class Gen:
     text: str | None = None
     text_problem: str = ""
     score: dict = field(default_factory=dict)  # the scores.csv row of an evaluation
+    prompt: str | None = None                  # the rendered prompt (prompt.txt), None when absent
 
 
 @dataclass
@@ -40,7 +42,12 @@ class EssayBundle:
 
 
 def _text(paths: DataPaths, g: Gen, name: str) -> None:
-    """Read ``name`` of ``g`` into ``g.text``; record why when it cannot be shown."""
+    """Read ``name`` of ``g`` into ``g.text`` and its prompt into ``g.prompt``; record why the
+    text cannot be shown."""
+    try:
+        g.prompt = read_text(paths.gen_file(g.row["stage"], g.row["gen_id"], "prompt.txt"))
+    except DaydreamError:
+        g.prompt = None
     try:
         g.text = read_text(paths.gen_file(g.row["stage"], g.row["gen_id"], name))
     except DaydreamError as exc:
@@ -48,6 +55,30 @@ def _text(paths: DataPaths, g: Gen, name: str) -> None:
         return
     if g.text is None:
         g.text_problem = f"{name} is missing" if g.row.get("status") != "pending" else "not generated yet"
+
+
+TAIL = 400  # characters of a failed response shown on the failures page
+
+
+def failure_files(paths: DataPaths, stage: str, gen_id: str) -> tuple[dict[str, bytes], str]:
+    """The files of a failed generation (to publish with the site) and the tail of its response:
+    the recorded ``raw_tail_preview`` when there is one, else the end of ``raw.txt``."""
+    files: dict[str, bytes] = {}
+    d = paths.gen_dir(stage, gen_id)
+    for name in GEN_FILES:
+        try:
+            files[name] = (d / name).read_bytes()
+        except OSError:
+            continue
+    tail = ""
+    try:
+        meta = json.loads(files.get("parsed_metadata.json", b"{}") or b"{}")
+        tail = str(meta.get("raw_tail_preview") or "") if isinstance(meta, dict) else ""
+    except ValueError:
+        pass
+    if not tail and "raw.txt" in files:
+        tail = files["raw.txt"].decode("utf-8", "replace")[-TAIL:]
+    return files, tail
 
 
 def _outside_rows(leaderboard: pd.DataFrame, known: set[str]) -> list[dict]:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import dataclass, field
+from urllib.parse import urlencode
 
 import pandas as pd
 from markupsafe import Markup
@@ -19,7 +20,8 @@ from markupsafe import Markup
 from ..reports.stats import cluster_mean_ci
 from . import figures
 from .data import Names, records
-from .render import Col, Link, chart, interval, num, status_tag, table, usd
+from .render import Cell, Col, Link, chart, interval, num, score, status_tag, table, usd
+from .search import search_ui
 
 ROW_CAP = 500          # rows of a table on one page; the full table is the CSV download
 ESSAYS_PER_PAGE = 200  # essay index pagination
@@ -30,12 +32,12 @@ FACTOR_LEVELS_CAP = 40  # levels per factor chart (combo_id has many)
 COHORT_PAGES = (
     ("index", "Overview"), ("leaderboard", "Leaderboard"), ("factors", "Generation factors"),
     ("evaluators", "Evaluator heatmaps"), ("rubrics", "Rubric comparison"), ("agreement", "Agreement & variance"),
-    ("essays/index", "Essays"), ("quality", "Data quality"),
+    ("essays/index", "Essays"), ("matrix", "Score matrix"), ("failures", "Failures"), ("quality", "Data quality"),
 )
 DOWNLOADS = ("leaderboard", "scores", "generations", "factors", "factor_effects", "paired_comparisons",
              "pivot_essay_evaluator", "pivot_generation",
              "pivot_draft_essay_template", "variance_models", "variance_rubrics", "variance_replicates",
-             "agreement", "coverage", "issues")
+             "agreement", "coverage", "issues", "long")
 CI_NOTE = ("Intervals are 95%: a cluster bootstrap that resamples essays with all their evaluations "
            "(expanded percentile, fixed seed), so n_essays is the n behind them; blank when there are fewer "
            "than 3 essays.")
@@ -137,6 +139,20 @@ def _known_sum(values) -> float:
     return float("nan") if v.isna().any() else float(v.sum())
 
 
+def mean_text(mean, lo=None, hi=None, n=None, unit: str = "essays") -> str:
+    """A mean as a reader should see it in a hover: rounded, with its 95% interval and n."""
+    ci = interval(lo, hi) or "(no interval)"
+    return f"{num(mean) or 'no score'} {ci}, n={num(n) or 0} {unit}"
+
+
+def _leaderboard_filter(c: Cohort, pairs: list[tuple[str, str, str]]) -> str:
+    """A link to the leaderboard filtered to display values (``[(column key, stage, id)]``)."""
+    q = {}
+    for key, stage, value in pairs:
+        q[f"leaderboard.{key}"] = c.names.model(value) if key.endswith("_llm_name") else c.names.template(stage, value)
+    return "leaderboard.html?" + urlencode(q)
+
+
 def cards(items: list[tuple[str, str]]) -> Markup:
     body = Markup("").join(
         Markup('<div class="dd-card"><div class="dd-card-value">{}</div><div class="dd-card-label">{}</div></div>\n')
@@ -180,7 +196,7 @@ def overview(c: Cohort) -> Page:
                        Col("completion_tokens", kind="int"), Col("cost_usd", kind="usd"),
                        Col("n_cost_unknown", kind="int", title="model calls that recorded no cost"),
                        Col("n_simulated", kind="int")],
-                      records(cov), sortable=False)
+                      records(cov), sortable=False, csv="data/coverage.csv")
     scored = s[s["score_norm"].notna()] if len(s) else s
     hist_groups = {
         _rubric_label(c, t, grp["scale_min"].iloc[0], grp["scale_max"].iloc[0]): grp["score_norm"].tolist()
@@ -193,7 +209,7 @@ def overview(c: Cohort) -> Page:
     fails = (g[g["status"] != "done"].groupby(["stage", "status", "error"], sort=True).size()
              .reset_index(name="n") if len(g) else pd.DataFrame())
     fail_table = table([Col("stage"), Col("status"), Col("error"), Col("n", kind="int")], records(fails),
-                       empty="Every generation is done.")
+                       empty="Every generation is done.", tid="failures")
     # a generation that made no call (pending, copy) costs nothing; one that did and recorded no
     # cost makes its group's cost unknown
     called = (g["status"] != "pending") & (g["llm_model_id"] != "copy") if len(g) else None
@@ -206,7 +222,7 @@ def overview(c: Cohort) -> Page:
         r["llm"] = c.names.model(r["llm_model_id"])
     usage_table = table([Col("stage"), Col("llm"), Col("n", kind="int"), Col("prompt_tokens", kind="int"),
                          Col("completion_tokens", kind="int"), Col("cost_usd", kind="usd"),
-                         Col("mean_duration_s", kind="duration", title="mean wall time per call")], usage_rows)
+                         Col("mean_duration_s", kind="duration", title="mean wall time per call")], usage_rows, tid="usage")
     pages = _links([(t, f"{stem}.html") for stem, t in COHORT_PAGES[1:]])
     downloads = Markup(" · ").join(_csv_link(n) for n in DOWNLOADS)
     return Page(f"cohorts/{c.id}/index.md", f"{c.id}: overview", f"Cohort {c.id}", [
@@ -214,8 +230,10 @@ def overview(c: Cohort) -> Page:
         Section("Coverage per stage", "Expected generations per stage and how many are done, failed or pending.",
                 [cov_table]),
         Section("Score distribution", "", [hist]),
-        Section("Failures", Markup('Generations that are not done, by reason. Details are on the '
-                                   '<a href="quality.html">data quality</a> page.'), [fail_table]),
+        Section("Failures", Markup('Generations that are not done, by reason. Each failure with its reason, '
+                                   'the end of its response and its files is in the <a href="failures.html">failures '
+                                   'browser</a>; missing files and catalog problems on the <a href="quality.html">data '
+                                   'quality</a> page.'), [fail_table]),
         Section("Tokens and cost", "Usage per stage and model, summed from each response's metadata. A cost is "
                 "unknown when any call recorded none (the offline simulator records none).", [usage_table]),
         Section("Pages", "", [pages]),
@@ -257,7 +275,8 @@ def leaderboard(c: Cohort) -> Page:
             Col("expected", kind="int", title="evaluations in the cohort"), Col("coverage", kind="pct"),
             *LINEAGE_COLS]
     means = lb["mean"].dropna().tolist() if len(lb) else []
-    parts = [table(cols, rows, note=Markup(note) if note else "", empty="No essays in this cohort.")]
+    parts = [table(cols, rows, note=Markup(note) if note else "", empty="No essays in this cohort.", tid="leaderboard",
+                   csv="data/leaderboard.csv")]
     hist = chart(figures.histogram({"essays": means}, title="Essay mean score_norm", x_title="mean score_norm",
                                    bin_size=0.025), "leaderboard-hist") if means else ""
     return Page(f"cohorts/{c.id}/leaderboard.md", f"{c.id}: leaderboard", "Leaderboard", [
@@ -330,7 +349,7 @@ def factors(c: Cohort) -> Page:
                 name = "all rubrics" if rubric == "(all)" else c.names.template("evaluation", rubric)
                 series[name] = grp["mean"].tolist()
                 intervals[name] = (grp["ci_low"].tolist(), grp["ci_high"].tolist())
-                hover[name] = [f"{lb}: mean {num(m)} {interval(lo, hi) or '(no interval)'}, {num(k) or 0} essays"
+                hover[name] = [f"{lb}: mean {mean_text(m, lo, hi, k)}"
                                for lb, m, lo, hi, k in zip(labels, grp["mean"], grp["ci_low"], grp["ci_high"],
                                                            grp["n_essays"])]
             fig = figures.bars(labels, series, intervals=intervals, hover=hover, title=f"Mean score_norm by {factor}",
@@ -340,7 +359,8 @@ def factors(c: Cohort) -> Page:
         _ci(pooled)
         for r in pooled:
             r["level_name"] = _factor_label(c, factor, r["level"])
-        parts.append(table([Col("level_name", factor)] + FACTOR_COLS, pooled))
+        parts.append(table([Col("level_name", factor, filter="select")] + FACTOR_COLS, pooled, tid=f"factor-{factor}",
+                           csv="data/factors.csv"))
         eff = records(fe[fe["factor"] == factor]) if len(fe) else []
         _ci(eff)
         for r in eff:
@@ -350,7 +370,7 @@ def factors(c: Cohort) -> Page:
             r["excludes_zero"] = _yes_no(r["excludes_zero"])
         if eff:
             parts.append(Markup("<p>Differences from the reference level (unpaired: different essays).</p>\n"))
-            parts.append(table(EFFECT_COLS, eff))
+            parts.append(table(EFFECT_COLS, eff, tid=f"effects-{factor}", csv="data/factor_effects.csv"))
         sections.append(Section(factor, note, parts))
     if len(f) and any(x in set(f["factor"]) for x in EVALUATION_FACTORS):
         sections.append(Section("Evaluation factors", Markup(
@@ -366,33 +386,48 @@ def factors(c: Cohort) -> Page:
         [Col("level", "combo_id", kind="code"), Col("concepts", wrap=True), Col("n_essays", kind="int"),
          Col("n", "n evaluations", kind="int"), Col("mean", kind="num"), Col("ci", "95% CI"),
          Col("share_high", kind="pct"), Col("share_low", kind="pct")],
-        combos[:ROW_CAP])]))
+        combos[:ROW_CAP], tid="combos", csv="data/factors.csv")]))
     pg = c.t["pivot_generation"]
     for stage in ("draft", "essay"):
         sub = pg[pg["stage"] == stage] if len(pg) else pg
         if not len(sub):
             continue
         tpls, llms = list(dict.fromkeys(sub["template"])), list(dict.fromkeys(sub["llm"]))
-        cell = {(r["template"], r["llm"]): r for r in records(sub)}
-        z = [[(cell.get((t, m)) or {}).get("mean") for m in llms] for t in tpls]
-        hover = [[f"{c.names.template(stage, t)} × {c.names.model(m)}: mean "
-                  f"{num((cell.get((t, m)) or {}).get('mean'))}, n {num((cell.get((t, m)) or {}).get('n'))}"
+        cis = _cell_cis(c.t["scores"], [f"{stage}_template", f"{stage}_llm"])
+        z = [[cis.get((t, m), (None,))[0] for m in llms] for t in tpls]
+        hover = [[f"{c.names.template(stage, t)} × {c.names.model(m)}<br>mean score_norm "
+                  f"{mean_text(*cis.get((t, m), (None, None, None, 0)))}" for m in llms] for t in tpls]
+        links = [[_leaderboard_filter(c, [(f"{stage}_template_name", stage, t), (f"{stage}_llm_name", stage, m)])
                   for m in llms] for t in tpls]
         fig = figures.heatmap(z, [c.names.model(m) for m in llms], [c.names.template(stage, t) for t in tpls],
                               title=f"{stage}_template × {stage}_llm: mean score_norm", colorbar_title="mean",
-                              zmin=0, zmax=1, hover=hover)
-        sections.append(Section(f"{stage}_template × {stage}_llm", "", [chart(fig, f"pivot-{stage}")]))
+                              zmin=0, zmax=1, hover=hover, links=links)
+        sections.append(Section(f"{stage}_template × {stage}_llm", "Hover a cell for its 95% interval and n; click "
+                                "it for those essays on the leaderboard.", [chart(fig, f"pivot-{stage}")]))
     pd_ = c.t["pivot_draft_essay_template"]
     if len(pd_):
         dts, ets = list(dict.fromkeys(pd_["draft_template"])), list(dict.fromkeys(pd_["essay_template"]))
-        cell = {(r["draft_template"], r["essay_template"]): r for r in records(pd_)}
-        z = [[(cell.get((d, e)) or {}).get("mean") for e in ets] for d in dts]
+        cis = _cell_cis(c.t["scores"], ["draft_template", "essay_template"])
+        z = [[cis.get((d, e), (None,))[0] for e in ets] for d in dts]
+        hover = [[f"{c.names.template('draft', d)} × {c.names.template('essay', e)}<br>mean score_norm "
+                  f"{mean_text(*cis.get((d, e), (None, None, None, 0)))}" for e in ets] for d in dts]
+        links = [[_leaderboard_filter(c, [("draft_template_name", "draft", d), ("essay_template_name", "essay", e)])
+                  for e in ets] for d in dts]
         fig = figures.heatmap(z, [c.names.template("essay", e) for e in ets], [c.names.template("draft", d) for d in dts],
                               title="draft_template × essay_template: mean score_norm", colorbar_title="mean",
-                              zmin=0, zmax=1)
+                              zmin=0, zmax=1, hover=hover, links=links)
         sections.append(Section("draft_template × essay_template", "", [chart(fig, "pivot-draft-essay")]))
     return Page(f"cohorts/{c.id}/factors.md", f"{c.id}: generation factors", "Generation factors", sections,
                 c.simulated, lead="How each generation choice (template, model, mode, concepts) relates to scores.")
+
+
+def _cell_cis(scores: pd.DataFrame, keys: list[str]) -> dict[tuple, tuple]:
+    """``{(key values): (mean, ci_low, ci_high, n_essays)}`` of score_norm per cell: the cluster
+    bootstrap over essays that the report tables use."""
+    sc = scores[scores["score_norm"].notna()] if len(scores) else scores
+    if not len(sc):
+        return {}
+    return {k: cluster_mean_ci(g["essay_gen_id"], g["score_norm"]) for k, g in sc.groupby(keys, sort=True)}
 
 
 def _evaluator_columns(c: Cohort, pe: pd.DataFrame) -> list[tuple[str, str]]:
@@ -415,40 +450,54 @@ def evaluators(c: Cohort) -> Page:
                     "pivot_essay_evaluator.csv and on its own page.")
         cols = _evaluator_columns(c, pe)
         cell = {(r["essay_gen_id"], r["evaluation_llm"], r["evaluation_template"]): r for r in records(pe)}
-        z, hover = [], []
+        first_eval = {}
+        for r in records(s.sort_values("evaluation_replicate", kind="stable")):
+            first_eval.setdefault((r["essay_gen_id"], r["evaluation_llm"], r["evaluation_template"]), r["evaluation_gen_id"])
+        z, hover, links = [], [], []
         for e in order:
-            zr, hr = [], []
+            zr, hr, lr = [], [], []
             for m, t in cols:
                 r = cell.get((e, m, t)) or {}
                 zr.append(r.get("mean_norm"))
                 hr.append(f"{e}<br>{c.names.model(m)} · {c.names.template('evaluation', t)}<br>"
-                          f"mean {num(r.get('mean'))} on {num(r.get('scale_min'))}–{num(r.get('scale_max'))}"
-                          f" (n {num(r.get('n')) or 0}, unscored {num(r.get('n_unscored')) or 0})")
+                          f"score_norm {num(r.get('mean_norm')) or 'none'}; raw mean {num(r.get('mean')) or 'none'} on "
+                          f"{num(r.get('scale_min'))}–{num(r.get('scale_max'))}, n={num(r.get('n')) or 0} replicates"
+                          f" scored, {num(r.get('n_unscored')) or 0} unscored")
+                v = first_eval.get((e, m, t))
+                lr.append(f"essays/{e}.html#{v}" if v and e in c.essay_ids else "")
             z.append(zr)
             hover.append(hr)
+            links.append(lr)
         xl = [f"{c.names.model(m)} · {c.names.template('evaluation', t)}" for m, t in cols]
         fig = figures.heatmap(z, xl, order, title="Essays × evaluator (evaluation_llm · evaluation_template)",
-                              colorbar_title="score_norm", zmin=0, zmax=1, hover=hover)
-        sections.append(Section("Essays × evaluator", note + " Cells are the mean score_norm of the replicates; "
-                                "blank cells have no score.", [chart(fig, "essay-evaluator")]))
+                              colorbar_title="score_norm", zmin=0, zmax=1, hover=hover, links=links,
+                              row_links=[f"essays/{e}.html" if e in c.essay_ids else "" for e in order])
+        sections.append(Section("Essays × evaluator", Markup("{} Cells are the mean score_norm of the replicates; "
+                                "blank cells have no score. Click a cell for that evaluation's reasoning, an essay's "
+                                "id for its page; every essay "
+                                'and every replicate is in the <a href="matrix.html">score matrix</a>.').format(note),
+                                [chart(fig, "essay-evaluator")]))
     sc = s[s["score_norm"].notna()] if len(s) else s
     if len(sc):
         grid = sc.groupby(["evaluation_llm", "evaluation_template"], sort=True).agg(
             n=("score", "size"), mean=("score", "mean"), std=("score", "std"), mean_norm=("score_norm", "mean"),
             scale_min=("scale_min", "first"), scale_max=("scale_max", "first")).reset_index()
         models, rubrics = list(dict.fromkeys(grid["evaluation_llm"])), list(dict.fromkeys(grid["evaluation_template"]))
-        cell = {(r["evaluation_llm"], r["evaluation_template"]): r for r in records(grid)}
-        z = [[(cell.get((m, t)) or {}).get("mean_norm") for t in rubrics] for m in models]
+        cis = _cell_cis(s, ["evaluation_llm", "evaluation_template"])
+        z = [[cis.get((m, t), (None,))[0] for t in rubrics] for m in models]
+        hover = [[f"{c.names.model(m)} · {c.names.template('evaluation', t)}<br>mean score_norm "
+                  f"{mean_text(*cis.get((m, t), (None, None, None, 0)))}" for t in rubrics] for m in models]
+        mcols = matrix_columns(c)
+        links = [[f"matrix.html?matrix.sort=m{mcols.index((m, t))}:desc" if (m, t) in mcols else "" for t in rubrics]
+                 for m in models]
         fig = figures.heatmap(z, [c.names.template("evaluation", t) for t in rubrics], [c.names.model(m) for m in models],
                               title="evaluation_llm × evaluation_template: mean score_norm", colorbar_title="mean",
-                              zmin=0, zmax=1)
+                              zmin=0, zmax=1, hover=hover, links=links)
         rows = records(grid)
-        by_cell = dict(iter(sc.groupby(["evaluation_llm", "evaluation_template"], sort=True)))
         for r in rows:
             r["evaluator"] = c.names.model(r["evaluation_llm"])
             r["rubric"] = _rubric_label(c, r["evaluation_template"], r["scale_min"], r["scale_max"])
-            cell = by_cell[(r["evaluation_llm"], r["evaluation_template"])]
-            _, lo, hi, r["n_essays"] = cluster_mean_ci(cell["essay_gen_id"], cell["score_norm"])
+            _, lo, hi, r["n_essays"] = cis[(r["evaluation_llm"], r["evaluation_template"])]
             r["ci"] = interval(lo, hi)
         tbl = table([Col("evaluator", "evaluation_llm"), Col("rubric", "evaluation_template"),
                      Col("n_essays", kind="int"), Col("n", "n evaluations", kind="int"),
@@ -456,7 +505,7 @@ def evaluators(c: Cohort) -> Page:
                      Col("std", "std (evaluations)", kind="num"),
                      Col("mean_norm", kind="num", title="mean score_norm"),
                      Col("ci", "mean_norm 95% CI", title="95% cluster-bootstrap interval of mean_norm over essays")],
-                    rows)
+                    rows, tid="evaluator-rubric", csv="data/scores.csv")
         sections.append(Section("Evaluator × rubric", "How harsh each evaluation model is on each rubric. Cells "
                                 "scored on different essays are not comparable with each other: for matched "
                                 "comparisons see the rubric comparison page.",
@@ -503,11 +552,13 @@ def rubrics(c: Cohort) -> Page:
                             "evaluation model scored the same essay with both (replicates averaged first), so a "
                             "harsher evaluator on one rubric cannot pass for a harsher rubric. n_units: matched "
                             "(essay, evaluation model) units. " + CI_NOTE,
-                            [table(PAIR_COLS, _pair_rows(c, pc, "evaluation_template"),
+                            [table(PAIR_COLS, _pair_rows(c, pc, "evaluation_template"), tid="pairs-rubrics",
+                                   csv="data/paired_comparisons.csv",
                                    empty="No two rubrics were used by the same evaluator on the same essay.")]))
     sections.append(Section("Evaluation models compared on matched units", "The same, for evaluation models: "
                             "matched on the same essay and rubric.",
-                            [table(PAIR_COLS, _pair_rows(c, pc, "evaluation_llm"),
+                            [table(PAIR_COLS, _pair_rows(c, pc, "evaluation_llm"), tid="pairs-models",
+                                   csv="data/paired_comparisons.csv",
                                    empty="No two evaluation models scored the same essay with the same rubric.")]))
     if len(sc):
         cells = (sc.groupby(["essay_gen_id", "evaluation_llm", "evaluation_template"])["score_norm"].mean()
@@ -571,7 +622,7 @@ def agreement(c: Cohort) -> Page:
                                 Col("mean_pearson", kind="num"), Col("r_ci", "r 95% CI"),
                                 Col("n_pearson_essays", kind="int"), Col("n_rater_pairs", kind="int"),
                                 Col("retest_icc2_1", kind="num"), Col("retest_ci", "retest 95% CI"),
-                                Col("n_retest_units", kind="int")], rows,
+                                Col("n_retest_units", kind="int")], rows, tid="agreement", csv="data/agreement.csv",
                                empty="No rubric has scores yet.")])]
     series, ranges, counted = {}, {}, []
     for name, label, _ in VARIANCE:
@@ -613,7 +664,7 @@ def agreement(c: Cohort) -> Page:
                  Col("range_norm", kind="pct"), Col("cv", kind="num"), Col("agreement")]
         text = Markup("{}; the 25 widest spreads. Full table: {}.").format(what.capitalize(), _csv_link(name))
         sections.append(Section(f"Largest disagreement {label}", text,
-                                [table(cols, rows, empty="Nothing to compare yet.")]))
+                                [table(cols, rows, empty="Nothing to compare yet.", tid=name, csv=f"data/{name}.csv")]))
     return Page(f"cohorts/{c.id}/agreement.md", f"{c.id}: agreement and variance", "Agreement & variance",
                 sections, c.simulated, lead="How consistent the scores are across models, rubrics and replicates.")
 
@@ -621,7 +672,8 @@ def agreement(c: Cohort) -> Page:
 def quality(c: Cohort) -> Page:
     cov, iss, g = c.t["coverage"], c.t["issues"], c.t["generations"]
     cov_table = table([Col("stage"), Col("expected", kind="int"), Col("done", kind="int"), Col("failed", kind="int"),
-                       Col("pending", kind="int"), Col("coverage", kind="pct")], records(cov), sortable=False)
+                       Col("pending", kind="int"), Col("coverage", kind="pct")], records(cov), sortable=False,
+                      csv="data/coverage.csv")
     summary = iss.groupby(["stage", "issue"], sort=True).size().reset_index(name="n") if len(iss) else iss
     shown, note = _capped(iss, _csv_link("issues"), "issues")
     failed = g[g["status"] == "failed"] if len(g) else g
@@ -639,13 +691,14 @@ def quality(c: Cohort) -> Page:
         Section("Coverage per stage", "", [cov_table]),
         Section("Issues by kind", "Failures, missing files, broken lineage and catalog mismatches found while "
                 "building the reports.", [table([Col("stage"), Col("issue"), Col("n", kind="int")], records(summary),
-                                               empty="No issues found.")]),
+                                               empty="No issues found.", tid="issue-kinds")]),
         Section("Failed generations", "", [table(
             [Col("stage"), Col("gen", "gen_id"), Col("template", "template_id"), Col("llm", "llm_model_id"),
              Col("error"), Col("error_detail", wrap=True), Col("finish_reason")], frows,
-            note=Markup(fnote) if fnote else "", empty="No failed generations.")]),
+            note=Markup(fnote) if fnote else "", empty="No failed generations.", tid="failed", csv="data/generations.csv")]),
         Section("Every issue", "", [table([Col("stage"), Col("gen", "gen_id"), Col("issue"), Col("detail", wrap=True)],
-                                          irows, note=Markup(note) if note else "", empty="No issues found.")]),
+                                          irows, note=Markup(note) if note else "", empty="No issues found.", tid="issues",
+                                          csv="data/issues.csv")]),
     ], c.simulated, lead="What is missing, failed or inconsistent in this cohort's data.")
 
 
@@ -673,7 +726,8 @@ def essay_index(c: Cohort) -> list[Page]:
                           f"{names[j]}.html", j == i) for j in range(n_pages)]) if n_pages > 1 else ""
         tbl = table([Col("essay", "essay_gen_id"), Col("status", "essay_status"), Col("rank", kind="int"),
                      Col("mean", kind="num", title="mean score_norm (0–1)"), Col("n", kind="int"),
-                     Col("expected", kind="int"), *LINEAGE_COLS], rows, empty="No essays in this cohort.")
+                     Col("expected", kind="int"), *LINEAGE_COLS], rows, empty="No essays in this cohort.", tid="essays",
+                    csv="../data/leaderboard.csv")
         first, last = i * ESSAYS_PER_PAGE + 1, i * ESSAYS_PER_PAGE + len(chunk)
         out.append(Page(f"cohorts/{c.id}/essays/{names[i]}.md",
                         f"{c.id}: essays" + (f" {first}–{last}" if n_pages > 1 else ""), "Essays", [
@@ -684,8 +738,187 @@ def essay_index(c: Cohort) -> list[Page]:
 
 
 def cohort_pages(c: Cohort) -> list[Page]:
+    """Every page of a cohort except its failures page (which needs the store, see ``failures``)."""
     return [overview(c), leaderboard(c), factors(c), evaluators(c), rubrics(c), agreement(c), quality(c),
-            *essay_index(c)]
+            *essay_index(c), *matrix(c)]
+
+
+# ---------------------------------------------------------------------------------------------
+# The long table, the score matrix, the failures browser
+
+LONG_USAGE = ("prompt_tokens", "completion_tokens", "cost_usd", "duration_s", "attempts", "finish_reason")
+
+
+def long_table(c: Cohort) -> pd.DataFrame:
+    """The cohort's long table: one row per evaluation with every factor of its lineage, its score
+    and the usage of its model call (``cost_usd`` blank = unknown), plus display names."""
+    s, g = c.t["scores"], c.t["generations"]
+    if not len(s):
+        return s
+    usage = g.loc[g["stage"] == "evaluation", ["gen_id", *LONG_USAGE]].rename(columns={"gen_id": "evaluation_gen_id"}) \
+        if len(g) else pd.DataFrame(columns=["evaluation_gen_id", *LONG_USAGE])
+    out = s.merge(usage.drop_duplicates("evaluation_gen_id"), on="evaluation_gen_id", how="left")
+    out["concepts"] = [c.concepts(x) for x in out["combo_id"]]
+    for st in ("draft", "essay", "evaluation"):
+        out[f"{st}_template_name"] = [c.names.template(st, x) for x in out[f"{st}_template"]]
+        out[f"{st}_llm_name"] = [c.names.model(x) for x in out[f"{st}_llm"]]
+    return out
+
+
+MATRIX_CELLS_PER_PAGE = 4000  # evaluations on one matrix page: keeps a page well under 1 MB
+HEAT_STEPS = 10               # colour classes of a matrix cell (dd-heat-0 … dd-heat-9, in daydream.css)
+
+
+def heat_class(norm) -> str:
+    """The colour class of a normalised score (0–1); none for a cell without a score."""
+    if norm is None or (isinstance(norm, float) and math.isnan(norm)):
+        return ""
+    return f"dd-heat dd-heat-{min(HEAT_STEPS - 1, max(0, int(float(norm) * HEAT_STEPS)))}"
+
+
+def _matrix_cell(c: Cohort, essay_href: str, evals: list[dict]) -> Cell:
+    """One essay × (evaluator, rubric) cell: each replicate's score linking to its reasoning,
+    failures as failures (with the reason), pending as pending."""
+    links, norms = [], []
+    for v in evals:
+        href = f"{essay_href}#{v['evaluation_gen_id']}"
+        if v["status"] == "done" and v.get("score") is not None:
+            norms.append(float(v["score_norm"]))
+            links.append(Markup('<a href="{}" title="replicate {}: {} on {}–{}">{}</a>').format(
+                href, v["evaluation_replicate"], score(v["score"]), score(v["scale_min"]), score(v["scale_max"]),
+                score(v["score"])))
+        elif v["status"] == "failed":
+            links.append(Markup('<a class="dd-fail" href="{}" title="{}">✗ {}</a>').format(
+                href, v.get("error_detail") or "", v.get("error") or "failed"))
+        else:
+            links.append(Markup('<a class="dd-pending" href="{}" title="{}">pending</a>').format(
+                href, v.get("error_detail") or ""))
+    mean = sum(norms) / len(norms) if norms else None
+    return Cell(Markup(" · ").join(links), sort="" if mean is None else f"{mean:.6g}", cls=heat_class(mean))
+
+
+def matrix_columns(c: Cohort) -> list[tuple[str, str]]:
+    """The score matrix's (evaluation_llm, evaluation_template) columns, by display name: column
+    ``m<i>`` of the matrix table is the i-th."""
+    s = c.t["scores"]
+    cols = list(dict.fromkeys(zip(s["evaluation_llm"], s["evaluation_template"]))) if len(s) else []
+    return sorted(cols, key=lambda mt: (c.names.model(mt[0]), c.names.template("evaluation", mt[1])))
+
+
+def matrix(c: Cohort) -> list[Page]:
+    """Essays × (evaluator, rubric), best essay first: every evaluation's score in its cell.
+
+    Paginated so a page holds at most ``MATRIX_CELLS_PER_PAGE`` evaluations; the page's rows
+    filter and sort in the browser."""
+    s, lb = c.t["scores"], c.t["leaderboard"]
+    cols = matrix_columns(c)
+    by_essay: dict[str, dict[tuple, list[dict]]] = {}
+    for r in records(s) if len(s) else []:
+        by_essay.setdefault(r["essay_gen_id"], {}).setdefault((r["evaluation_llm"], r["evaluation_template"]), []).append(r)
+    for cells in by_essay.values():
+        for lst in cells.values():
+            lst.sort(key=lambda v: str(v["evaluation_replicate"]))
+    order = [e for e in (lb["essay_gen_id"] if len(lb) else []) if e in by_essay]
+    order += [e for e in by_essay if e not in set(order)]
+    lbr = {r["essay_gen_id"]: r for r in records(lb)} if len(lb) else {}
+    per_essay = max(1, len(s) // max(1, len(by_essay))) if len(s) else 1
+    per_page = max(1, min(ESSAYS_PER_PAGE, MATRIX_CELLS_PER_PAGE // per_essay))
+    n_pages = max(1, math.ceil(len(order) / per_page))
+    names = ["matrix"] + [f"matrix-{i}" for i in range(2, n_pages + 1)]
+    keys = [f"m{i}" for i in range(len(cols))]
+    mcols = [Col("essay", "essay_gen_id"), Col("rank", kind="int"),
+             Col("mean", kind="num", title="mean score_norm over the essay's cells"), Col("ci", "95% CI"),
+             Col("n_cells", kind="int"), Col("status", "evaluations",
+                                              title="done when every evaluation is scored; else how many failed or are pending",
+                                              filter="select")]
+    mcols += [Col(k, f"{c.names.model(m)} · {c.names.template('evaluation', t)}", filter="",
+                  title=f"evaluation_llm {m} · evaluation_template {t}: each replicate's score (raw, on the rubric's "
+                        "scale); colour: mean score_norm") for k, (m, t) in zip(keys, cols)]
+    mcols += [Col("draft_template_name", "draft_template"), Col("draft_llm_name", "draft_llm"),
+              Col("essay_template_name", "essay_template"), Col("essay_llm_name", "essay_llm"),
+              Col("concepts", wrap=True)]
+    out = []
+    for i in range(n_pages):
+        rows = []
+        for eid in order[i * per_page:(i + 1) * per_page]:
+            r = dict(lbr.get(eid) or {"essay_gen_id": eid})
+            r["essay"] = c.essay(eid)
+            r["ci"] = interval(r.get("ci_low"), r.get("ci_high"))
+            evs = [v for lst in by_essay[eid].values() for v in lst]
+            failed = sum(v["status"] == "failed" for v in evs)
+            pending = sum(v["status"] not in ("done", "failed") for v in evs)
+            r["status"] = ", ".join(x for x in (f"{failed} failed" if failed else "",
+                                                f"{pending} pending" if pending else "") if x) or "done"
+            href = f"essays/{eid}.html" if eid in c.essay_ids else ""
+            for k, mt in zip(keys, cols):
+                r[k] = _matrix_cell(c, href, by_essay[eid].get(mt, [])) if mt in by_essay[eid] else Cell("", cls="dd-none")
+            rows.append(r)
+        _lineage_cols(c, rows)
+        pager = _pager([(f"{j * per_page + 1:,}–{min(len(order), (j + 1) * per_page):,}", f"{names[j]}.html", j == i)
+                        for j in range(n_pages)]) if n_pages > 1 else ""
+        first, last = i * per_page + 1, i * per_page + len(rows)
+        tbl = table(mcols, rows, empty="No evaluations in this cohort.", tid="matrix", csv="data/long.csv")
+        out.append(Page(f"cohorts/{c.id}/{names[i]}.md", f"{c.id}: score matrix" + (f" {first}–{last}" if n_pages > 1 else ""),
+                        "Score matrix", [Section("", Markup(
+                            "Every essay (rows, best mean first) against every evaluation model · rubric (columns). A cell "
+                            "lists each replicate's score on the rubric's own scale and links to that evaluation's "
+                            "reasoning; its colour is the replicates' mean score_norm (light = low, dark = high). "
+                            "✗ marks a failed evaluation (hover for the reason), <em>pending</em> one not run yet: "
+                            "neither counts as a score. Click a header to sort; filter with the boxes above the table. "
+                            "Essays {}–{} of {}.").format(f"{first:,}", f"{last:,}", f"{len(order):,}"),
+                            [pager, tbl, pager])], c.simulated,
+                        lead="The promptfoo view: essays × evaluators, one score per cell, each a link to its reasoning."))
+    return out
+
+
+def failure_rows(c: Cohort) -> list[dict]:
+    """Generation rows the failures browser lists: every failed one (an ambiguous score is a
+    failed parse whose reason says so), up to ``ROW_CAP``."""
+    g = c.t["generations"]
+    if not len(g):
+        return []
+    bad = g[(g["status"] == "failed") | g["error_detail"].fillna("").str.contains("ambiguous", case=False)]
+    return records(bad.head(ROW_CAP))
+
+
+def failures(c: Cohort, rows: list[dict], tails: dict[str, str], published: dict[str, list[str]]) -> Page:
+    """The failures browser: each failed or ambiguous generation with its reason, the tail of
+    its response and links to its files (``published``: file names copied under ``files/``)."""
+    g = c.t["generations"]
+    total = int((g["status"] == "failed").sum()) if len(g) else 0
+    shown = []
+    for r in rows:
+        r = dict(r)
+        gid = str(r["gen_id"])
+        r["gen"] = c.gen(r["stage"], gid, r["parent_gen_id"])
+        r["template"] = c.names.template(r["stage"], r["template_id"])
+        r["llm"] = c.names.model(r["llm_model_id"])
+        r["kind"] = "ambiguous score" if "ambiguous" in str(r.get("error_detail") or "").lower() else r["error"]
+        tail = tails.get(gid, "")
+        r["tail"] = Markup('<pre class="dd-tail">{}</pre>').format(tail) if tail else Markup('<span class="dd-empty">none</span>')
+        r["files"] = Markup("<br>").join(Markup('<a href="files/{}/{}/{}">{}</a>').format(r["stage"], gid, n, n)
+                                      for n in published.get(gid, [])) or Markup('<span class="dd-empty">none on disk</span>')
+        shown.append(r)
+    note = f"Showing the first {ROW_CAP:,} of {total:,} failed generations." if total > len(rows) else ""
+    # what failed and why first: names can be long and would push the reason off screen
+    tbl = table([Col("stage"), Col("gen", "gen_id"), Col("kind", "error", filter="select"),
+                 Col("error_detail", "reason", wrap=True), Col("tail", "raw tail"), Col("files"),
+                 Col("template", "template_id", filter="select", wrap=True), Col("llm", "llm_model_id", filter="select", wrap=True),
+                 Col("finish_reason"), Col("attempts", kind="int")],
+                shown, empty="No failed or ambiguous generation in this cohort.", tid="failures", csv="data/generations.csv",
+                note=note)
+    return Page(f"cohorts/{c.id}/failures.md", f"{c.id}: failures", "Failures", [
+        Section("", "Every failed generation (truncated, empty or too short, unparseable, ambiguous or out-of-scale "
+                "score, provider error) with the recorded reason, the end of the model's response and its files "
+                "as they are in the store (prompt, raw response, metadata), published with the site. A failure is "
+                "never a score of 0: it only lowers coverage. The next run retries it.", [tbl])],
+        c.simulated, lead=f"{total:,} failed generations.")
+
+
+def search_page(index_files: list[str], simulated: bool) -> Page:
+    return Page("search.md", "Search", "Search", [Section(parts=[search_ui(index_files)])], simulated,
+                lead="Whole essays, drafts, evaluators' reasoning, concepts, ids and every page's text; from a "
+                     "server or opened as files.")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -712,14 +945,17 @@ def home(cohorts: list[Cohort]) -> Page:
                  Col("mean", "mean score_norm", kind="num", title="mean of the essays' means (each essay weighs the same)"),
                  Col("ci", "95% CI", title="bootstrap over essays; blank with too few essays"),
                  Col("n_ranked", "essays scored", kind="int", title="n for the mean and its interval"),
-                 Col("cost_usd", kind="usd"), Col("simulated")], rows, empty="No cohort has reports yet.")
+                 Col("cost_usd", kind="usd"), Col("simulated")], rows, empty="No cohort has reports yet.", tid="cohorts")
     return Page("index.md", "Cohorts", "daydream reports", [
         Section("Cohorts", "", [tbl]),
         Section("Across cohorts", Markup('Essays evaluated in more than one cohort are compared on the '
                                          '<a href="cross-cohort.html">cross-cohort page</a>.')),
-        Section("Reading these pages", "Each cohort has an overview, a leaderboard, charts of generation factors, "
-                "evaluator heatmaps, a rubric comparison, agreement statistics, an essay browser and a data "
-                "quality page. " + NORM_NOTE),
+        Section("Reading these pages", Markup(
+            "Each cohort has an overview, a leaderboard, charts of generation factors, evaluator heatmaps, a rubric "
+            "comparison, agreement statistics, an essay browser, a score matrix (every essay against every "
+            "evaluator and rubric, each score a link to its reasoning), a failures browser and a data quality page. "
+            "Every table filters and sorts (the filter stays in the address, to share a view) and downloads as CSV; "
+            '<a href="search.html">search</a> covers whole essays, drafts, reasoning and ids. {}').format(NORM_NOTE)),
     ], any(c.simulated for c in cohorts), lead="Idea-generation experiments: drafts from concept combinations, "
        "expanded into essays, scored by evaluation models with rubrics.")
 
@@ -764,7 +1000,7 @@ def cross_cohort(df: pd.DataFrame | None, cohorts: list[Cohort], names: Names) -
                            Col("delta_ci", "delta 95% CI", title="95% t interval of delta; a delta whose interval "
                                "includes 0 is within noise"),
                            Col("rubric_names", "rubrics", wrap=True), Col("evaluator_names", "evaluators", wrap=True)], rows, note=Markup(note) if note else "",
-                          empty="No essay is evaluated in more than one cohort."))
+                          empty="No essay is evaluated in more than one cohort.", tid="cross", csv="data/cross_cohort.csv"))
     return Page("cross-cohort.md", "Cross-cohort", "Across cohorts", [
         Section("", "Essays evaluated in two or more cohorts. delta = this cohort's mean − the mean of the "
                 "cohorts' means (score_norm): a cohort whose rubrics or evaluators rate a shared essay "

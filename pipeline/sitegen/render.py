@@ -33,16 +33,27 @@ def script_json(obj_json: str) -> str:
 
 
 def chart(fig: dict, key: str, caption: str = "") -> Markup:
-    """A chart placeholder plus its figure JSON; ``assets/daydream.js`` calls Plotly.newPlot."""
-    data = script_json(json.dumps(fig, separators=(",", ":"), allow_nan=False))
+    """A chart placeholder plus its figure JSON; ``assets/daydream.js`` calls Plotly.newPlot.
+
+    The figure's title is taken out of the plot and shown as HTML above it: a Plotly title is
+    one line that neither wraps nor gives way to the legend, so on a phone it was clipped or
+    covered."""
+    layout = dict(fig.get("layout") or {})
+    title = (layout.pop("title", None) or {}).get("text", "")
+    margin = dict(layout.get("margin") or {})
+    if "t" in margin:
+        margin["t"] = max(24, margin["t"] - 40)
+        layout["margin"] = margin
+    data = script_json(json.dumps(dict(fig, layout=layout), separators=(",", ":"), allow_nan=False))
     cid = f"chart-{key}"
+    head = Markup('<p class="dd-chart-title">{}</p>\n').format(title) if title else ""
     cap = Markup('<p class="dd-chart-caption">{}</p>\n').format(caption) if caption else ""
     return Markup(
-        '<div class="dd-figure">\n'
+        '<div class="dd-figure">\n{head}'
         '<div class="dd-chart" id="{cid}" data-figure="{cid}-data"></div>\n'
         '<script type="application/json" id="{cid}-data">{data}</script>\n'
         "</div>\n{cap}"
-    ).format(cid=cid, data=Markup(data), cap=cap)
+    ).format(cid=cid, data=Markup(data), cap=cap, head=head)
 
 
 _MD_PUNCT = re.compile(r"([\\`*_{}\[\]()#+\-.!|~])")
@@ -203,15 +214,45 @@ class Link:
         self.text, self.href, self.code = text, href, code
 
 
+class Cell:
+    """A cell with its own (already safe) HTML, sort key and CSS class: a score-matrix cell."""
+
+    __slots__ = ("html", "sort", "cls")
+
+    def __init__(self, html, sort: str = "", cls: str = ""):
+        self.html, self.sort, self.cls = Markup(html), sort, cls
+
+
+# Which columns a reader can filter on, by their header: categorical ones by value (a select of
+# the values present), score-like ones by range. Free text always filters the whole row.
+SELECT_FILTERS = {
+    "stage", "status", "essay_status", "error", "issue", "mode", "essay_mode", "agreement", "icc_class",
+    "rubric", "rubrics", "evaluator", "level a", "level b", "excludes 0", "cohort_id", "reference",
+}
+RANGE_FILTERS = {"mean", "score", "score_norm", "mean_norm", "diff", "delta", "mean score_norm", "rank"}
+
+
+def default_filter(label: str, kind: str) -> str:
+    """``select``, ``range`` or ``""`` (not filterable) for a column with this header and kind."""
+    if label in RANGE_FILTERS and kind in ("num", "score", "int", "pct"):
+        return "range"
+    if label in SELECT_FILTERS or label.endswith(("_template", "_llm")):
+        return "select"
+    return ""
+
+
 class Col:
     """A table column: ``kind`` is text | code | num | score | int | pct | usd | duration (numbers align
-    right); cells do not wrap unless ``wrap`` (long text such as concepts or details)."""
+    right); cells do not wrap unless ``wrap`` (long text such as concepts or details); ``filter`` is
+    ``select`` | ``range`` | ``""`` (default: by header, see ``default_filter``)."""
 
-    __slots__ = ("key", "label", "kind", "title", "wrap")
+    __slots__ = ("key", "label", "kind", "title", "wrap", "filter")
 
-    def __init__(self, key: str, label: str | None = None, kind: str = "text", title: str = "", wrap: bool = False):
+    def __init__(self, key: str, label: str | None = None, kind: str = "text", title: str = "", wrap: bool = False,
+                 filter: str | None = None):  # noqa: A002 (the word a reader sees)
         self.key, self.label, self.kind, self.wrap = key, label or key, kind, wrap
         self.title = title or GLOSSARY.get(self.label, "") or GLOSSARY.get(key, "")
+        self.filter = default_filter(self.label, kind) if filter is None else filter
 
 
 _FORMAT = {"num": num, "score": score, "int": lambda v: num(v, 0), "pct": pct, "usd": usd, "duration": duration}
@@ -226,6 +267,9 @@ def _cell(col: Col, value) -> str:
     if isinstance(value, Link):
         text = f"<code>{escape(value.text)}</code>" if value.code else escape(value.text)
         return f'<td data-sort="{escape(value.text)}"><a href="{escape(value.href)}">{text}</a></td>'
+    if isinstance(value, Cell):
+        cls_attr = f' class="{escape(value.cls)}"' if value.cls else ""
+        return f'<td{cls_attr} data-sort="{escape(value.sort)}">{value.html}</td>'
     if isinstance(value, Markup):
         return f"<td>{value}</td>"
     if is_blank(value):
@@ -236,18 +280,24 @@ def _cell(col: Col, value) -> str:
 
 
 def table(cols: list[Col], rows: list[dict], *, sortable: bool = True, empty: str = "Nothing to show.",
-          note: str = "") -> Markup:
-    """An HTML table (sortable by clicking a header); an empty one shows ``empty`` instead."""
+          note: str = "", tid: str = "", csv: str = "") -> Markup:
+    """An HTML table, sortable and filterable in the browser (``assets/daydream.js``); an empty
+    one shows ``empty`` instead. ``tid`` names the table in the page's URL when a reader filters
+    it (so a filtered view can be shared); ``csv`` is the href of the full table as CSV."""
     if not rows:
         return Markup('<p class="dd-empty">{}</p>\n').format(empty)
     head = ""
     for c in cols:
         cls_attr = ' class="num"' if c.kind in _FORMAT else ""
         title_attr = f' title="{escape(c.title)}"' if c.title else ""
-        head += f"<th{cls_attr}{title_attr}>{escape(c.label)}</th>"
+        filter_attr = f' data-filter="{c.filter}"' if c.filter and sortable else ""
+        head += f'<th data-key="{escape(c.key)}"{cls_attr}{title_attr}{filter_attr}>{escape(c.label)}</th>'
     body = "\n".join("<tr>" + "".join(_cell(c, r.get(c.key)) for c in cols) + "</tr>" for r in rows)
     cls = "dd-table dd-sortable" if sortable else "dd-table"
-    out = Markup(f'<div class="dd-table-wrap">\n<table class="{cls}">\n<thead><tr>{head}</tr></thead>\n'
+    tid_attr = f' data-table="{escape(tid)}"' if tid else ""
+    csv_link = (f'<p class="dd-downloads">Download: <a href="{escape(csv)}" download>{escape(csv.rsplit("/", 1)[-1])}</a>'
+                " (every row)</p>\n") if csv else ""
+    out = Markup(f'{csv_link}<div class="dd-table-wrap">\n<table class="{cls}"{tid_attr}>\n<thead><tr>{head}</tr></thead>\n'
                  f"<tbody>\n{body}\n</tbody>\n</table>\n</div>\n")
     if note:
         out += Markup('<p class="dd-table-note">{}</p>\n').format(note)

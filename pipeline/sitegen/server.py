@@ -1,7 +1,7 @@
 """A static file server for a built site, bound to 127.0.0.1 only.
 
-The site must be browsed over HTTP (MkDocs search runs in a web worker, which browsers refuse
-from file://). The stdlib server is enough for one user previewing a report, and binding to the
+The site works opened from files too; the preview server is for a browser that should see it as
+published. The stdlib server is enough for one user previewing a report, and binding to the
 loopback address keeps unpublished results off the network.
 """
 

@@ -1,26 +1,68 @@
-/* daydream report site: draws the Plotly charts embedded as JSON and makes tables sortable.
-   Offline and dependency-free (Plotly itself is served from this site, only on chart pages). */
+/* daydream report site: charts, sortable and filterable tables (the filter lives in the URL),
+   CSV of the rows shown, search over the embedded index, previous/next within a filtered view.
+   Offline and dependency-free; works from file:// (no workers, no fetch). Text from data is
+   always put in the page with textContent, never as HTML. */
 (function () {
   "use strict";
 
+  // ---- charts ------------------------------------------------------------------------------
   // Each chart is <div class="dd-chart" data-figure="ID"> plus <script type="application/json" id="ID">.
+  // A trace may carry customdata hrefs: clicking that point (a heatmap cell, a bar) opens it.
   function drawCharts() {
     var charts = document.querySelectorAll("div.dd-chart[data-figure]");
     for (var i = 0; i < charts.length; i++) {
-      var el = charts[i];
-      if (!window.Plotly) { el.textContent = "The chart library did not load."; continue; }
-      var fig = JSON.parse(document.getElementById(el.getAttribute("data-figure")).textContent);
-      window.Plotly.newPlot(el, fig.data || [], fig.layout || {},
+      var node = charts[i];
+      if (!window.Plotly) { node.textContent = "The chart library did not load."; continue; }
+      var fig = JSON.parse(document.getElementById(node.getAttribute("data-figure")).textContent);
+      var layout = fig.layout || {};
+      if (node.clientWidth < 560) narrow(layout, fig.data || []);
+      window.Plotly.newPlot(node, fig.data || [], layout,
         { responsive: true, displaylogo: false, modeBarButtonsToRemove: ["lasso2d", "select2d"] });
+      node.on("plotly_click", function (ev) {
+        var p = ev && ev.points && ev.points[0];
+        var href = p && p.customdata;
+        if (typeof href === "string" && href) window.location.href = href;
+      });
+      if (layout.meta && layout.meta.rowLinks) {
+        linkRows(node, layout.meta.rowLinks);
+        node.on("plotly_afterplot", linkRows.bind(null, node, layout.meta.rowLinks));
+      }
     }
   }
 
-  // Click a header of a table.dd-sortable to sort by it; cells may carry data-sort (raw value).
+  // Row labels of a heatmap (essay ids) open their page. Plotly redraws ticks on every relayout,
+  // so the links are set again after each plot.
+  function linkRows(node, links) {
+    Array.prototype.forEach.call(node.querySelectorAll(".yaxislayer-above .ytick text"), function (t) {
+      var d = t.__data__, i = d ? Math.round(d.x) : -1;
+      if (!links[i] || t.getAttribute("data-href")) return;
+      t.setAttribute("data-href", links[i]);
+      t.style.cursor = "pointer";
+      t.style.pointerEvents = "all";
+      t.style.textDecoration = "underline";
+      t.addEventListener("click", function () { window.location.href = links[i]; });
+    });
+  }
+
+  // On a phone the legend goes under the plot, long legend names are shortened (a Plotly legend
+  // never wraps) and margins shrink, so nothing overlaps or leaves the screen.
+  var LEGEND_CHARS = 34;
+  function shorten(s) { return typeof s === "string" && s.length > LEGEND_CHARS ? s.slice(0, LEGEND_CHARS - 1) + "…" : s; }
+  function narrow(layout, data) {
+    data.forEach(function (t) { t.name = shorten(t.name); });
+    ["xaxis", "yaxis"].forEach(function (a) {
+      var title = layout[a] && layout[a].title;
+      if (title && title.text) title.text = shorten(title.text);
+    });
+    layout.legend = Object.assign({}, layout.legend || {}, { orientation: "h", x: 0, xanchor: "left", y: -0.25, yanchor: "top" });
+    layout.margin = Object.assign({}, layout.margin || {}, { l: 40, r: 8 });
+  }
+
+  // ---- tables: sort, filter, URL state, CSV ------------------------------------------------
   function cellKey(row, idx) {
     var cell = row.cells[idx];
     if (!cell) return "";
-    var v = cell.hasAttribute("data-sort") ? cell.getAttribute("data-sort") : cell.textContent.trim();
-    return v;
+    return cell.hasAttribute("data-sort") ? cell.getAttribute("data-sort") : cell.textContent.trim();
   }
 
   function compare(a, b) {
@@ -32,14 +74,12 @@
     return a.localeCompare(b, undefined, { numeric: true, sensitivity: "base" });
   }
 
-  function sortBy(table, th, idx) {
-    var desc = th.getAttribute("aria-sort") === "ascending";
+  function sortBy(table, idx, desc) {
     var heads = table.tHead.rows[0].cells;
     for (var i = 0; i < heads.length; i++) heads[i].removeAttribute("aria-sort");
-    th.setAttribute("aria-sort", desc ? "descending" : "ascending");
+    heads[idx].setAttribute("aria-sort", desc ? "descending" : "ascending");
     var body = table.tBodies[0];
-    var rows = Array.prototype.slice.call(body.rows);
-    var keyed = rows.map(function (r, n) { return { row: r, key: cellKey(r, idx), n: n }; });
+    var keyed = Array.prototype.map.call(body.rows, function (r, n) { return { row: r, key: cellKey(r, idx), n: n }; });
     keyed.sort(function (p, q) {
       if (p.key === "" || q.key === "") return compare(p.key, q.key) || p.n - q.n;
       return (desc ? -compare(p.key, q.key) : compare(p.key, q.key)) || p.n - q.n;
@@ -49,18 +89,274 @@
     body.appendChild(frag);
   }
 
-  function makeSortable() {
-    var tables = document.querySelectorAll("table.dd-sortable");
-    Array.prototype.forEach.call(tables, function (table) {
-      if (!table.tHead || !table.tBodies.length) return;
-      Array.prototype.forEach.call(table.tHead.rows[0].cells, function (th, idx) {
-        th.setAttribute("title", "Sort by " + th.textContent.trim());
-        th.addEventListener("click", function () { sortBy(table, th, idx); });
+  function el(tag, attrs, text) {
+    var e = document.createElement(tag);
+    for (var k in attrs || {}) e.setAttribute(k, attrs[k]);
+    if (text != null) e.textContent = text;
+    return e;
+  }
+
+  var tables = [];   // {table, id, heads, controls: [{key, kind, idx, inputs}], text, count}
+
+  function params() { return new URLSearchParams(window.location.search); }
+
+  function writeUrl() {
+    var p = params();
+    tables.forEach(function (t) {
+      Array.from(p.keys()).forEach(function (k) { if (k.indexOf(t.id + ".") === 0) p.delete(k); });
+      if (t.text.value) p.set(t.id + ".q", t.text.value);
+      t.controls.forEach(function (c) {
+        if (c.kind === "select" && c.input.value) p.set(t.id + "." + c.key, c.input.value);
+        if (c.kind === "range") {
+          if (c.min.value !== "") p.set(t.id + "." + c.key + ".min", c.min.value);
+          if (c.max.value !== "") p.set(t.id + "." + c.key + ".max", c.max.value);
+        }
       });
+      if (t.sort) p.set(t.id + ".sort", t.sort);
+    });
+    var q = p.toString();
+    try {
+      window.history.replaceState(null, "", (q ? "?" + q : window.location.pathname.split("/").pop()) + window.location.hash);
+    } catch (e) { /* a browser that refuses: the filter still works, it just is not in the URL */ }
+  }
+
+  function applyFilter(t) {
+    var words = t.text.value.toLowerCase().split(/\s+/).filter(Boolean);
+    var shown = 0, rows = t.table.tBodies[0].rows;
+    for (var r = 0; r < rows.length; r++) {
+      var row = rows[r], ok = true;
+      if (words.length) {
+        var txt = row.textContent.toLowerCase();
+        for (var w = 0; w < words.length && ok; w++) ok = txt.indexOf(words[w]) >= 0;
+      }
+      for (var i = 0; i < t.controls.length && ok; i++) {
+        var c = t.controls[i];
+        if (c.kind === "select" && c.input.value) ok = row.cells[c.idx].textContent.trim() === c.input.value;
+        if (c.kind === "range" && (c.min.value !== "" || c.max.value !== "")) {
+          var v = cellKey(row, c.idx);
+          var x = v === "" ? NaN : Number(v);
+          if (isNaN(x)) ok = false;   // unknown is not inside any range
+          else {
+            if (c.min.value !== "" && x < Number(c.min.value)) ok = false;
+            if (c.max.value !== "" && x > Number(c.max.value)) ok = false;
+          }
+        }
+      }
+      row.hidden = !ok;
+      if (ok) shown++;
+    }
+    t.count.textContent = shown === rows.length ? rows.length + " rows" : shown + " of " + rows.length + " rows";
+  }
+
+  function csvOf(t) {
+    var esc = function (s) { return /[",\n\r]/.test(s) ? '"' + s.replace(/"/g, '""') + '"' : s; };
+    var lines = [Array.prototype.map.call(t.heads, function (h) { return esc(h.textContent.trim()); }).join(",")];
+    Array.prototype.forEach.call(t.table.tBodies[0].rows, function (row) {
+      if (row.hidden) return;
+      lines.push(Array.prototype.map.call(row.cells, function (c) { return esc(c.textContent.trim()); }).join(","));
+    });
+    return lines.join("\n") + "\n";
+  }
+
+  function setupTable(table, n) {
+    if (!table.tHead || !table.tBodies.length) return;
+    var heads = table.tHead.rows[0].cells;
+    var t = { table: table, id: table.getAttribute("data-table") || "t" + (n + 1), heads: heads, controls: [] };
+    var bar = el("div", { "class": "dd-filters", role: "group", "aria-label": "Filter this table" });
+    t.text = el("input", { type: "search", "class": "dd-filter-text", placeholder: "Filter rows…", "aria-label": "Filter rows by text" });
+    bar.appendChild(t.text);
+    var rows = table.tBodies[0].rows;
+    Array.prototype.forEach.call(heads, function (th, idx) {
+      var kind = th.getAttribute("data-filter"), key = th.getAttribute("data-key") || String(idx), label = th.textContent.trim();
+      if (kind === "select") {
+        var values = {};
+        for (var r = 0; r < rows.length; r++) { var v = rows[r].cells[idx] ? rows[r].cells[idx].textContent.trim() : ""; if (v) values[v] = 1; }
+        var keys = Object.keys(values).sort(function (a, b) { return a.localeCompare(b, undefined, { numeric: true }); });
+        if (keys.length < 2 || keys.length > 60) return;
+        var sel = el("select", { "aria-label": "Filter by " + label, "data-key": key });
+        sel.appendChild(el("option", { value: "" }, label + ": all"));
+        keys.forEach(function (k) { sel.appendChild(el("option", { value: k }, k)); });
+        bar.appendChild(sel);
+        t.controls.push({ kind: "select", key: key, idx: idx, input: sel });
+      } else if (kind === "range") {
+        var box = el("span", { "class": "dd-range" });
+        box.appendChild(el("span", {}, label + " "));
+        var lo = el("input", { type: "number", step: "any", placeholder: "min", "aria-label": label + " at least", "data-key": key + ".min" });
+        var hi = el("input", { type: "number", step: "any", placeholder: "max", "aria-label": label + " at most", "data-key": key + ".max" });
+        box.appendChild(lo); box.appendChild(el("span", {}, "–")); box.appendChild(hi);
+        bar.appendChild(box);
+        t.controls.push({ kind: "range", key: key, idx: idx, min: lo, max: hi });
+      }
+    });
+    t.count = el("span", { "class": "dd-filter-count", "aria-live": "polite" });
+    var hint = el("span", { "class": "dd-scroll-hint", hidden: "" }, "⇆ wider than the page: scroll the table sideways");
+    var clear = el("button", { type: "button" }, "Clear");
+    var csv = el("button", { type: "button", title: "Download the rows shown, as CSV" }, "CSV of these rows");
+    bar.appendChild(t.count); bar.appendChild(clear); bar.appendChild(csv); bar.appendChild(hint);
+    var wrap = table.closest(".dd-table-wrap") || table;
+    wrap.parentNode.insertBefore(bar, wrap);
+    var showHint = function () { hint.hidden = wrap.scrollWidth <= wrap.clientWidth + 1; };
+    window.addEventListener("resize", showHint);
+    window.setTimeout(showHint, 0);
+
+    // the filter from the URL, so a shared or reloaded view shows the same rows
+    var p = params();
+    t.text.value = p.get(t.id + ".q") || "";
+    t.controls.forEach(function (c) {
+      if (c.kind === "select") {
+        var v = p.get(t.id + "." + c.key);
+        if (v && Array.prototype.some.call(c.input.options, function (o) { return o.value === v; })) c.input.value = v;
+      } else {
+        c.min.value = p.get(t.id + "." + c.key + ".min") || "";
+        c.max.value = p.get(t.id + "." + c.key + ".max") || "";
+      }
+    });
+    var onChange = function () { applyFilter(t); writeUrl(); };
+    bar.addEventListener("input", onChange);
+    bar.addEventListener("change", onChange);
+    clear.addEventListener("click", function () {
+      t.text.value = "";
+      t.controls.forEach(function (c) { if (c.input) c.input.value = ""; else { c.min.value = ""; c.max.value = ""; } });
+      onChange();
+    });
+    csv.addEventListener("click", function () {
+      var a = el("a", { download: (document.title.split(" · ")[0] || "table").replace(/[^\w.-]+/g, "_") + "-" + t.id + ".csv" });
+      a.href = URL.createObjectURL(new Blob([csvOf(t)], { type: "text/csv" }));
+      document.body.appendChild(a); a.click(); a.remove();
+    });
+    if (table.classList.contains("dd-sortable")) {
+      Array.prototype.forEach.call(heads, function (th, idx) {
+        th.setAttribute("title", (th.getAttribute("title") ? th.getAttribute("title") + ". " : "") + "Click to sort");
+        th.addEventListener("click", function () {
+          var desc = th.getAttribute("aria-sort") === "ascending";
+          sortBy(table, idx, desc);
+          t.sort = (th.getAttribute("data-key") || idx) + (desc ? ":desc" : ":asc");
+          writeUrl();
+        });
+      });
+      var s = p.get(t.id + ".sort");
+      if (s) {
+        var bits = s.split(":"), desc = bits.pop() === "desc", key = bits.join(":");
+        Array.prototype.forEach.call(heads, function (th, idx) {
+          if ((th.getAttribute("data-key") || String(idx)) === key) { sortBy(table, idx, desc); t.sort = s; }
+        });
+      }
+    }
+    // an essay opened from a filtered table gets previous/next within the rows shown
+    table.addEventListener("click", function (ev) {
+      var a = ev.target.closest && ev.target.closest("a[href]");
+      if (!a || !/\/essays\/[^/]+\.html/.test(a.href)) return;
+      var seen = {}, ids = [];
+      Array.prototype.forEach.call(table.tBodies[0].rows, function (row) {
+        if (row.hidden) return;
+        var link = row.querySelector('a[href*="essays/"]');
+        if (link) { var u = link.href.split("#")[0]; if (!seen[u]) { seen[u] = 1; ids.push(u); } }
+      });
+      try {
+        window.sessionStorage.setItem("dd-seq", JSON.stringify({ pages: ids, from: window.location.href, label: t.count.textContent }));
+      } catch (e) { /* storage refused: the essay page falls back to cohort order */ }
+    });
+    tables.push(t);
+    applyFilter(t);
+  }
+
+  function setupTables() {
+    Array.prototype.forEach.call(document.querySelectorAll("table.dd-table"), setupTable);
+  }
+
+  // ---- previous / next within the view an essay was opened from ----------------------------
+  function essaySequence() {
+    var box = document.getElementById("dd-seq");
+    if (!box) return;
+    var seq;
+    try { seq = JSON.parse(window.sessionStorage.getItem("dd-seq") || "null"); } catch (e) { seq = null; }
+    if (!seq || !seq.pages) return;
+    var here = window.location.href.split("#")[0].split("?")[0];
+    var i = seq.pages.indexOf(here);
+    if (i < 0) return;
+    box.textContent = "In the view you came from (" + (i + 1) + " of " + seq.pages.length + "): ";
+    if (i > 0) box.appendChild(el("a", { href: seq.pages[i - 1], rel: "prev", "class": "dd-seq-prev" }, "← previous"));
+    if (i > 0 && i + 1 < seq.pages.length) box.appendChild(document.createTextNode(" · "));
+    if (i + 1 < seq.pages.length) box.appendChild(el("a", { href: seq.pages[i + 1], rel: "next", "class": "dd-seq-next" }, "next →"));
+    box.appendChild(document.createTextNode(" · "));
+    box.appendChild(el("a", { href: seq.from }, "back to the view"));
+    box.hidden = false;
+  }
+
+  // An evaluation opened by its anchor (a matrix cell) is highlighted and its prompt stays folded.
+  function markTarget() {
+    var id = decodeURIComponent(window.location.hash.slice(1));
+    var target = id && document.getElementById(id);
+    if (target && target.tagName === "DETAILS") target.open = true;
+  }
+
+  // ---- search -------------------------------------------------------------------------------
+  var SNIPPET = 90;
+
+  function terms(q) { return q.toLowerCase().split(/[\s,;:!?()"'“”]+/).filter(Boolean); }
+
+  function snippet(text, term) {
+    var low = text.toLowerCase(), at = low.indexOf(term);
+    var start = Math.max(0, at - SNIPPET), end = Math.min(text.length, at + term.length + 2 * SNIPPET);
+    var p = el("p", { "class": "dd-snippet" });
+    var part = text.slice(start, end), lowPart = part.toLowerCase(), pos = 0;
+    if (start > 0) p.appendChild(document.createTextNode("…"));
+    for (;;) {
+      var k = lowPart.indexOf(term, pos);
+      if (k < 0 || !term) break;
+      p.appendChild(document.createTextNode(part.slice(pos, k)));
+      p.appendChild(el("mark", {}, part.slice(k, k + term.length)));
+      pos = k + term.length;
+    }
+    p.appendChild(document.createTextNode(part.slice(pos)));
+    if (end < text.length) p.appendChild(document.createTextNode("…"));
+    return p;
+  }
+
+  function search() {
+    var box = document.getElementById("dd-search-q"), list = document.getElementById("dd-search-results");
+    var status = document.getElementById("dd-search-status");
+    if (!box || !list) return;
+    var q = params().get("q") || "";
+    box.value = q;
+    var ts = terms(q);
+    if (!ts.length) return;
+    var docs = window.DDSEARCH || [], hits = [];
+    docs.forEach(function (d) {
+      if (!d._low) {
+        d._title = (d.t || "").toLowerCase();
+        d._low = d.p.map(function (p) { return (p[1] + " " + p[2]).toLowerCase(); });
+      }
+      var score = 0, first = null;
+      for (var i = 0; i < ts.length; i++) {
+        var found = d._title.indexOf(ts[i]) >= 0 ? 5 : 0;
+        for (var j = 0; j < d._low.length; j++) {
+          if (d._low[j].indexOf(ts[i]) >= 0) { found += 1; if (first === null && i === 0) first = j; }
+        }
+        if (!found) return;
+        score += found;
+      }
+      // a search for an evaluation's id opens that evaluation, not the list of ids
+      for (var a = 0; a < d.p.length; a++) if (d.p[a][0] && d.p[a][0].toLowerCase() === ts[0]) first = a;
+      hits.push({ d: d, score: score, part: first === null ? 0 : first });
+    });
+    hits.sort(function (a, b) { return b.score - a.score || (a.d.t < b.d.t ? -1 : 1); });
+    status.textContent = hits.length ? hits.length + (hits.length === 1 ? " result" : " results") + " for “" + q + "”" +
+      (hits.length > 200 ? " (the first 200 shown)" : "") : "No results for “" + q + "”.";
+    hits.slice(0, 200).forEach(function (h) {
+      var part = h.d.p[h.part] || ["", "", ""];
+      var li = el("li", { "class": "dd-result" });
+      var head = el("div", { "class": "dd-result-head" });
+      head.appendChild(el("a", { href: h.d.u + (part[0] ? "#" + part[0] : "") }, h.d.t));
+      if (h.d.c) head.appendChild(el("span", { "class": "dd-tag", title: "cohort" }, "cohort " + h.d.c));
+      li.appendChild(head);
+      li.appendChild(el("p", { "class": "dd-meta" }, "found in: " + part[1]));
+      li.appendChild(snippet(part[2] || "", ts[0]));
+      list.appendChild(li);
     });
   }
 
-  function init() { makeSortable(); drawCharts(); }
+  function init() { setupTables(); essaySequence(); markTarget(); search(); drawCharts(); }
   if (document.readyState === "loading") document.addEventListener("DOMContentLoaded", init);
   else init();
 })();
