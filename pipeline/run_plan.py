@@ -119,8 +119,8 @@ def budget_line(spend_ledger: dict) -> str:
     text = f"spent {spend.usd(spend_ledger['spent_usd'])}"
     if spend_ledger.get("reserved"):
         text += f", {spend.usd(spend.reserved_usd(spend_ledger))} reserved by calls in flight"
-    last = max(spend_ledger.get("reached") or {}, default=None)
-    if last:
+    last = max(spend_ledger.get("prepared") or [""])  # the latest capped run
+    if last in (spend_ledger.get("reached") or {}):
         r = spend_ledger["reached"][last]
         text += (f"; the last run stopped at its cap of {spend.usd(r['cap_usd'])}: the next call "
                  f"({r['next_call']}) could cost up to {spend.usd(r['next_call_usd'])}")

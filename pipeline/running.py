@@ -241,7 +241,12 @@ def format_spend(rows: list[dict]) -> str:
         return "  spend: no model calls recorded\n"
     lines = [f"  spend      {'model':<22}{'calls':>7}{'prompt tok':>12}{'compl. tok':>12}{'cost':>12}"
              f"{'reported':>12}{'estimated':>12}{'unknown':>9}"]
+    models = {}
     for r in rows:
+        models[r["stage"]] = models.get(r["stage"], 0) + 1
+    for r in rows:
+        if r["llm_model_id"] == spend.ALL and r["stage"] != spend.ALL and models[r["stage"]] == 2:
+            continue  # a stage with one model: its total repeats that model's row
         lines.append(f"  {r['stage']:<11}{r['llm_model_id']:<22}{r['calls']:>7,}{r['prompt_tokens']:>12,}"
                      f"{r['completion_tokens']:>12,}{spend.usd(r['cost_usd']):>12}{spend.usd(r['cost_reported_usd']):>12}"
                      f"{spend.usd(r['cost_estimated_usd']):>12}{r['n_cost_unknown']:>9,}")
