@@ -170,17 +170,34 @@ def reserve_call(budget: Budget | None, stage: str, gen_id: str, model_id: str, 
                           spend.call_deadline_s(s.timeout_s, s.max_attempts, s.backoff_max_s))
 
 
-def reconcile(paths: DataPaths, cohort_id: str, recorded_usd: float, since: str) -> dict:
+def reconcile(paths: DataPaths, cohort_id: str, recorded_usd: float, since: str, cap: float) -> dict:
     """At the start of a capped run: what the cohort's generations record as spent (runs without
-    a cap are not in the ledger) counts if it is more than the ledger holds. Returns the ledger."""
+    a cap are not in the ledger) counts if it is more than the ledger holds; the run becomes the
+    current one. Returns the ledger."""
     with locked(paths, cohort_id) as ledger:
-        spend.reconcile(ledger, recorded_usd, since)
+        spend.reconcile(ledger, recorded_usd, since, cap)
         return dict(ledger)
 
 
-def prepared(paths: DataPaths, cohort_id: str, since: str) -> bool:
-    """Whether ``reconcile`` ran for this run."""
-    return since in ((read_ledger(paths, cohort_id) or {}).get("prepared") or [])
+def prepared(paths: DataPaths, cohort_id: str, since: str, cap: float | None) -> bool:
+    """Whether the run is the cohort's current one (``reconcile``), or, without a cap, whether
+    no capped run is current."""
+    ledger = read_ledger(paths, cohort_id) or {}
+    current = ledger.get("current")
+    return current is None if cap is None else current == {"since": since, "cap_usd": cap}
+
+
+def uncapped(paths: DataPaths, cohort_id: str) -> None:
+    """A run without a cap starts: the ledger (if any) has no current capped run any more."""
+    if read_ledger(paths, cohort_id) is not None:
+        with locked(paths, cohort_id) as ledger:
+            ledger["current"] = None
+
+
+def current_budget(paths: DataPaths, cohort_id: str) -> Budget | None:
+    """The budget of the cohort's current run, if it has a cap."""
+    current = (read_ledger(paths, cohort_id) or {}).get("current")
+    return Budget(paths, cohort_id, current["cap_usd"], current["since"]) if current else None
 
 
 def require_priced(unpriced: dict[str, str], cap: float, where) -> None:

@@ -178,9 +178,13 @@ def call_records(paths: DataPaths, rows: list[dict]) -> list[dict]:
     return out
 
 
-def prepare_budget(paths: DataPaths, cohort_id: str, cap: float, since: str) -> dict:
+def prepare_budget(paths: DataPaths, cohort_id: str, cap: float | None, since: str) -> dict | None:
     """Before a capped run: refuse models with work left and no prices (the cap could not be
-    enforced), then let the ledger count what runs without a cap recorded in the store."""
+    enforced), then let the ledger count what runs without a cap recorded in the store and make
+    the run its current one. Before a run without a cap: no capped run is current any more."""
+    if cap is None:
+        ledger.uncapped(paths, cohort_id)
+        return None
     rt, memo = runtime(), {}
     rows = membership(paths, cohort_id)
     unpriced = {}
@@ -191,7 +195,7 @@ def prepare_budget(paths: DataPaths, cohort_id: str, cap: float, since: str) -> 
             unpriced[model_id] = r["stage"]
     ledger.require_priced(unpriced, cap, paths.catalog_csv("llm_models.csv"))
     recorded = sum(rec["cost_usd"] for rec in call_records(paths, rows) if rec["cost_usd"] is not None)
-    return ledger.reconcile(paths, cohort_id, recorded, since)
+    return ledger.reconcile(paths, cohort_id, recorded, since, cap)
 
 
 def prepare_providers(paths: DataPaths, cohort_id: str) -> None:

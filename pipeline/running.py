@@ -171,7 +171,6 @@ def run_cohort(cohort_id: str, *, workers: int = 1, local_scheduler: bool = True
     cap = spend_cap(paths, cohort_id, max_cost)  # an invalid --max-cost is reported before compiling
     compile_cohort(paths, cohort_id, confirm_above=None if yes else config.confirm_above(),
                    progress=terminal_progress())
-    cap = spend_cap(paths, cohort_id, max_cost)
     prepare_providers(paths, cohort_id)
     rows = estimate(paths, cohort_id)
     print(spend.format_estimate(cohort_id, rows), end="", file=sys.stderr)
@@ -182,11 +181,10 @@ def run_cohort(cohort_id: str, *, workers: int = 1, local_scheduler: bool = True
     elif scheduler_url:
         build["scheduler_url"] = check_scheduler_url(scheduler_url)
     task = RunCohort(cohort_id=cohort_id, since=run_stamp(), yes=yes, max_cost=max_cost)
-    budget = None
-    if cap is not None:
-        budget = Budget(paths, cohort_id, cap, task.since)
-        print(f"spend cap {spend.usd(cap)}: {budget_line(prepare_budget(paths, cohort_id, cap, task.since))}",
-              file=sys.stderr)
+    spend_ledger = prepare_budget(paths, cohort_id, cap, task.since)
+    budget = None if cap is None else Budget(paths, cohort_id, cap, task.since)
+    if spend_ledger is not None:
+        print(f"spend cap {spend.usd(cap)}: {budget_line(spend_ledger)}", file=sys.stderr)
     with StoreProgress(cohort_id, task.since) as progress:
         for _ in range(MAX_BUILDS):
             result = luigi.build([task], **build)

@@ -120,7 +120,7 @@ ABANDONED_KEPT = 1000
 
 def new_ledger(cohort_id: str) -> dict:
     return {"cohort_id": cohort_id, "spent_usd": 0.0, "calls": 0, "unknown_cost_calls": 0,
-            "abandoned_usd": 0.0, "reserved": {}, "abandoned": {}, "reached": {}, "prepared": []}
+            "abandoned_usd": 0.0, "reserved": {}, "abandoned": {}, "reached": {}, "prepared": [], "current": None}
 
 
 def reserved_usd(ledger: dict) -> float:
@@ -165,12 +165,14 @@ def mark_reached(ledger: dict, since: str, cap: float, bound: float, what: str, 
         del ledger["reached"][old]
 
 
-def reconcile(ledger: dict, recorded_usd: float, since: str) -> None:
-    """A capped run starts: runs without a cap are not in the ledger, so what the cohort's
-    generations record as spent counts when it is more (each is a lower bound of the truth: the
-    store keeps only each generation's last call, the ledger only calls made under a cap)."""
+def reconcile(ledger: dict, recorded_usd: float, since: str, cap: float) -> None:
+    """A capped run starts and becomes the cohort's current one. Runs without a cap are not in
+    the ledger, so what the cohort's generations record as spent counts when it is more (each is
+    a lower bound of the truth: the store keeps only each generation's last call, the ledger
+    only calls made under a cap)."""
     if recorded_usd > ledger["spent_usd"] + EPSILON:
         ledger["spent_usd"] = recorded_usd
+    ledger["current"] = {"since": since, "cap_usd": cap}
     ledger["prepared"] = (ledger.get("prepared", []) + [since])[-REACHED_KEPT:]
 
 

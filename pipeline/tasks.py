@@ -39,7 +39,7 @@ from . import config
 from .cohort import compile_cohort, is_compiled
 from .errors import DaydreamError
 from .generation import metadata, run_batch, run_generation, runtime, state_of
-from .ledger import Budget, prepared, read_ledger
+from .ledger import Budget, current_budget, prepared, read_ledger
 from .run_plan import chunk_members, cohort_counts, membership, prepare_budget, prepare_providers, spend_cap
 from .spend import BUDGET_REACHED, usd
 from .state import DONE
@@ -72,21 +72,29 @@ def _run_parameter():
     return luigi.Parameter(default="", significant=False, visibility=ParameterVisibility.HIDDEN)
 
 
-def _cap_parameter(hidden: bool = True):
-    """The run's spend cap in USD (None: no cap). Not significant: a cap changes how far a run
-    goes, not what a task produces."""
+def _cap_parameter(hidden: bool = True, significant: bool = False):
+    """The run's spend cap in USD (None: no cap). Not significant for the run: a cap changes how
+    far a run goes, not what it produces."""
     return luigi.OptionalFloatParameter(
-        default=None, significant=False, description="spend cap in USD (overrides the spec's budget_usd)",
+        default=None, significant=significant, description="spend cap in USD (overrides the spec's budget_usd)",
         visibility=ParameterVisibility.HIDDEN if hidden else ParameterVisibility.PUBLIC)
 
 
-def _budget(task) -> Budget | None:
-    """The task's run budget (one object per task, so a reached budget is read once)."""
-    if task.max_cost is None or not task.run_cohort:
+def _budget(task, own_run: bool = False) -> Budget | None:
+    """The budget of the cohort's current capped run, from its ledger (kept per task object once found).
+
+    A generation does not go by its own ``since``: luigid keeps the parameters a task was first
+    added with and hands a batch (or a task another worker added) out with those, which after a
+    run at a cap belong to a run that has ended. It is created by its chunk, after the run's
+    ``SpendLedger`` made the run current. A chunk or ``RunCohort`` is asked whether it is
+    complete before that (``own_run``): the ledger's run counts only once it is theirs."""
+    if "_budget_obj" in task.__dict__:
+        return task._budget_obj
+    budget = current_budget(config.data_paths(), task.run_cohort) if task.run_cohort else None
+    if budget is None or (own_run and budget.since != task.since):
         return None
-    if "_budget_obj" not in task.__dict__:
-        task._budget_obj = Budget(config.data_paths(), task.run_cohort, task.max_cost, task.since)
-    return task._budget_obj
+    task._budget_obj = budget
+    return budget
 
 
 class _DaydreamTask(luigi.Task):
@@ -165,7 +173,6 @@ class _Generation(_DaydreamTask):
     gen_id = luigi.Parameter(batch_method=_join_batch)
     since = _since_parameter()
     run_cohort = _run_parameter()
-    max_cost = _cap_parameter()
 
     @property
     def priority(self):
@@ -207,8 +214,8 @@ class _Generation(_DaydreamTask):
         if self.stage == "draft":
             return []
         parent = TASKS[PARENT_STAGE[self.stage]]
-        return [parent(gen_id=self._metadata(g)["parent_gen_id"], since=self.since, run_cohort=self.run_cohort,
-                       max_cost=self.max_cost) for g in self.gen_ids()]
+        return [parent(gen_id=self._metadata(g)["parent_gen_id"], since=self.since, run_cohort=self.run_cohort)
+                for g in self.gen_ids()]
 
     @property
     def resources(self):
@@ -285,7 +292,7 @@ class CohortChunk(_DaydreamTask):
         return self.cohort_id
 
     def requires(self):
-        return [] if self.max_cost is None else [SpendLedger(self.cohort_id, since=self.since, max_cost=self.max_cost)]
+        return [SpendLedger(self.cohort_id, since=self.since, max_cost=self.max_cost)]
 
     def _members(self) -> list[dict]:
         return chunk_members(config.data_paths(), self.cohort_id, config.chunk_size())[self.index]
@@ -299,7 +306,7 @@ class CohortChunk(_DaydreamTask):
         return self._resources
 
     def _unsettled(self) -> list[dict]:
-        budget = _budget(self)
+        budget = _budget(self, own_run=True)
         if budget is not None and budget.reached():
             return []
         rt, memo = runtime(), {}
@@ -312,26 +319,29 @@ class CohortChunk(_DaydreamTask):
         todo = self._unsettled()
         if todo:
             self.set_status_message(f"{len(todo)} of {len(self._members())} generations to run")
-            yield [TASKS[r["stage"]](gen_id=r["gen_id"], since=self.since, run_cohort=self.cohort_id,
-                                     max_cost=self.max_cost) for r in todo]
-        budget = _budget(self)
+            yield [TASKS[r["stage"]](gen_id=r["gen_id"], since=self.since, run_cohort=self.cohort_id) for r in todo]
+        budget = _budget(self, own_run=True)
         counts = cohort_counts(config.data_paths(), self._members(), self.since,
                                budget_reached=budget is not None and budget.reached())
         self.set_status_message(counts.line())
 
 
 class SpendLedger(_DaydreamTask):
-    """Before a capped run makes its first call: every model with work left has prices (else the
-    cap cannot be enforced: one error naming them), and the cohort's ledger counts what earlier
-    runs without a cap recorded in the store. Every chunk of a capped run requires it."""
+    """Makes this run the cohort's current one in its spend ledger, before any call; every chunk
+    requires it. Under a cap: every model with work left has prices (else the cap cannot be
+    enforced: one error naming them), and the ledger counts what runs without a cap recorded in
+    the store. Without one, a ledger left by an earlier capped run stops capping.
+
+    One task per run (``since`` and the cap are significant here), so luigid never hands it out
+    with an earlier run's parameters."""
 
     cohort_id = luigi.Parameter()
-    since = _since_parameter()
-    max_cost = _cap_parameter()
+    since = luigi.Parameter(visibility=ParameterVisibility.HIDDEN)
+    max_cost = _cap_parameter(significant=True)
     priority = 1000
 
     def complete(self):
-        return prepared(config.data_paths(), self.cohort_id, self.since)
+        return prepared(config.data_paths(), self.cohort_id, self.since, self.max_cost)
 
     def run(self):
         prepare_budget(config.data_paths(), self.cohort_id, self.max_cost, self.since)
@@ -481,12 +491,12 @@ class RunCohort(_DaydreamTask):
             return self._requirements + [SpendCapReached(cohort_id=self.cohort_id, cap_usd=budget.cap)]
         return self._requirements
 
+    @property
+    def run_cohort(self) -> str:
+        return self.cohort_id
+
     def _budget(self) -> Budget | None:
-        try:
-            cap = self._cap()
-        except DaydreamError:
-            return None
-        return None if cap is None else Budget(config.data_paths(), self.cohort_id, cap, self.since)
+        return _budget(self, own_run=True)
 
     def complete(self):
         paths = config.data_paths()
@@ -504,7 +514,7 @@ class RunCohort(_DaydreamTask):
         self.set_status_message(f"{len(membership(paths, self.cohort_id))} generations in {len(chunks)} chunks"
                                 + (f", spend cap {usd(cap)}" if cap is not None else ""))
         yield chunks
-        budget = None if cap is None else Budget(paths, self.cohort_id, cap, self.since)
+        budget = self._budget()
         counts = cohort_counts(paths, membership(paths, self.cohort_id), self.since,
                                budget_reached=budget is not None and budget.reached())
         self.set_status_message(counts.line() + " · building reports and site")

@@ -162,7 +162,24 @@ def test_cap_holds_across_four_luigi_worker_processes(priced):
     r = luigi(priced, "--max-cost", f"{cap:.10f}")
     assert r.returncode == 20, r.stderr[-3000:]
     assert len(completions(priced.server)) == made
-    r = luigi(priced, "--max-cost", f"{before['cost_max_usd'] * 2:.10f}")
+    r = luigi(priced)  # without a cap the run is not held back by the ledger of the capped ones
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert len(completions(priced.server)) == N_BIG_LLM
+
+
+@pytest.mark.slow
+@pytest.mark.luigid
+def test_cap_against_luigid_then_a_higher_cap_continues(priced, luigid):
+    """Against a long-lived luigid the stopped run stays pending there; the next run (a new run
+    stamp, a higher cap) is not held back by it."""
+    warm_up(priced)
+    before = estimate(priced)
+    cap = before["cost_usd"] / 2
+    r = daydream(priced, "run", "t1", "--scheduler-url", luigid.url, "--workers", "2", "--max-cost", f"{cap:.10f}")
+    assert r.returncode == 3, r.stderr[-3000:]
+    assert_stopped_within(priced, cap)
+    r = daydream(priced, "run", "t1", "--scheduler-url", luigid.url, "--workers", "2",
+                 "--max-cost", f"{before['cost_max_usd'] * 2:.10f}")
     assert r.returncode == 0, r.stderr[-3000:]
     assert len(completions(priced.server)) == N_BIG_LLM
 
@@ -202,6 +219,17 @@ def test_bad_caps_are_one_line_errors(project, tmp_path):
     spec.write_text(SPEC + "budget_usd: -5\n")
     one_line_error(daydream(project, "estimate", "t1"), "error[spec]", "budget_usd", "-5")
     assert completions(project.server) == []
+
+
+def test_a_run_estimated_above_the_threshold_needs_yes_or_a_cap(priced):
+    priced.cfg.write_text(priced.cfg.read_text() + "confirm_cost_above = 0.0001\n")
+    r = daydream(priced, "run", "t1")
+    one_line_error(r, "error[budget]", "confirm_cost_above", "--yes")
+    assert "model calls still to make (estimate)" in r.stderr  # the table it refused on was shown
+    assert completions(priced.server) == []
+    r = daydream(priced, "run", "t1", "--max-cost", "0.00005")  # a cap below the threshold bounds the run
+    assert r.returncode == 3, r.stderr[-3000:]
+    assert completions(priced.server) == []  # no call fits at its upper bound under $0.00005
 
 
 # -- the estimate and the accounting ----------------------------------------------------------------------
