@@ -151,15 +151,20 @@ def cohort_counts(paths: DataPaths, rows: list[dict], since: str = "", *, budget
     return c
 
 
+def check_max_cost(max_cost: float | None) -> float | None:
+    """``--max-cost`` as given (``daydream run``, the ``RunCohort`` parameter), or one error."""
+    try:
+        return spend.check_cap(max_cost, f"--max-cost {max_cost:g}" if max_cost is not None else "--max-cost")
+    except ValueError as exc:
+        raise DaydreamError("config", str(exc)) from None
+
+
 def spend_cap(paths: DataPaths, cohort_id: str, max_cost: float | None) -> float | None:
     """The run's cap: ``--max-cost`` (the ``RunCohort`` parameter), else the spec's ``budget_usd``."""
     from .spec import load_spec
 
     if max_cost is not None:
-        try:
-            return spend.check_cap(max_cost, f"--max-cost {max_cost:g}")
-        except ValueError as exc:
-            raise DaydreamError("config", str(exc)) from None
+        return check_max_cost(max_cost)
     return load_spec(paths.spec_file(cohort_id)).budget_usd
 
 

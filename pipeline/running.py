@@ -22,7 +22,7 @@ from .cohort import compile_cohort, terminal_progress
 from .errors import DaydreamError
 from .estimate import estimate
 from .ledger import Budget, read_ledger
-from .run_plan import budget_line, call_records, cohort_counts, membership, prepare_budget, prepare_providers, spend_cap
+from .run_plan import budget_line, call_records, check_max_cost, cohort_counts, membership, prepare_budget, prepare_providers, spend_cap
 from .generation import runtime, state_of
 from .state import DONE, KINDS
 from .store import STAGES
@@ -168,9 +168,10 @@ def run_cohort(cohort_id: str, *, workers: int = 1, local_scheduler: bool = True
     if workers < 1:
         raise DaydreamError("config", f"--workers must be at least 1, got {workers}")
     paths = config.data_paths()
-    cap = spend_cap(paths, cohort_id, max_cost)  # an invalid --max-cost is reported before compiling
+    check_max_cost(max_cost)  # a mistyped cap is reported before anything is written
     compile_cohort(paths, cohort_id, confirm_above=None if yes else config.confirm_above(),
                    progress=terminal_progress())
+    cap = spend_cap(paths, cohort_id, max_cost)
     prepare_providers(paths, cohort_id)
     rows = estimate(paths, cohort_id)
     print(spend.format_estimate(cohort_id, rows), end="", file=sys.stderr)
