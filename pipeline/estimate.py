@@ -147,3 +147,10 @@ def _row_from_store(paths: DataPaths, stage: str, gen_id: str) -> dict | None:
 def estimate(paths: DataPaths, cohort_id: str) -> list[dict]:
     """The estimate table's rows (``spend.estimate_rows``)."""
     return spend.estimate_rows(remaining_calls(paths, cohort_id))
+
+
+def left_to_do(paths: DataPaths, cohort_id: str) -> str:
+    """What finishing the cohort would take, in words (said when a run stops at its cap)."""
+    total = estimate(paths, cohort_id)[-1]
+    return (f"{total['calls']} model calls left, estimated at {spend.usd(total['cost_usd'])} "
+            f"(at most {spend.usd(total['cost_max_usd'])})")

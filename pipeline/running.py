@@ -20,7 +20,7 @@ import luigi.interface
 from . import config, spend
 from .cohort import compile_cohort, terminal_progress
 from .errors import DaydreamError
-from .estimate import estimate
+from .estimate import estimate, left_to_do
 from .ledger import Budget, read_ledger
 from .run_plan import budget_line, call_records, check_max_cost, cohort_counts, membership, prepare_budget, prepare_providers, spend_cap
 from .generation import runtime, state_of
@@ -207,8 +207,9 @@ def run_cohort(cohort_id: str, *, workers: int = 1, local_scheduler: bool = True
               "Luigi's log)", file=sys.stderr)
         return EXIT_FAILED
     if counts.not_run_budget:
-        print(f"the run stopped at its spend cap of {spend.usd(cap)}: {counts.not_run_budget} generations not run; "
-              "raise the cap (--max-cost, or budget_usd in the spec) and run again to continue", file=sys.stderr)
+        print(f"the run stopped at its spend cap of {spend.usd(cap)}: {counts.not_run_budget} generations not run, "
+              f"{left_to_do(paths, cohort_id)}; raise the cap (--max-cost, or budget_usd in the spec) and run again "
+              "to continue", file=sys.stderr)
         return EXIT_BUDGET
     if counts.failed or counts.blocked or counts.remaining:
         return EXIT_FAILED

@@ -38,6 +38,7 @@ from luigi.parameter import ParameterVisibility
 from . import config
 from .cohort import compile_cohort, is_compiled
 from .errors import DaydreamError
+from .estimate import left_to_do
 from .generation import metadata, run_batch, run_generation, runtime, state_of
 from .ledger import Budget, current_budget, prepared, read_ledger
 from .run_plan import chunk_members, cohort_counts, membership, prepare_budget, prepare_providers, spend_cap
@@ -522,7 +523,8 @@ class RunCohort(_DaydreamTask):
         self.set_status_message(counts.line())
         self.set_progress_percentage(100)
         if counts.not_run_budget:
-            logger.error("%s: %s", self.cohort_id, counts.summary(read_ledger(paths, self.cohort_id)))
+            logger.error("%s: %s; %s", self.cohort_id, counts.summary(read_ledger(paths, self.cohort_id)),
+                         left_to_do(paths, self.cohort_id))
             budget.mark_stopped()
             yield SpendCapReached(cohort_id=self.cohort_id, cap_usd=cap)
         if counts.failed or counts.blocked or counts.remaining:
