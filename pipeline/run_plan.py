@@ -170,14 +170,13 @@ def spend_cap(paths: DataPaths, cohort_id: str, max_cost: float | None) -> float
 
 def call_records(paths: DataPaths, rows: list[dict]) -> list[dict]:
     """The recorded model call of each generation in ``rows`` (``spend.call_record``)."""
-    catalog = runtime().catalog
+    prices = spend.catalog_prices(runtime().catalog)
     out = []
     for r in rows:
         if not r["llm_model_id"]:
             continue
-        model = catalog.models.get(r["llm_model_id"])
         rec = spend.call_record(read_json(paths.gen_file(r["stage"], r["gen_id"], "raw_metadata.json")) or {},
-                                spend.Prices.of(model) if model else None)
+                                prices.get(r["llm_model_id"]))
         if rec is not None:
             out.append(rec)
     return out

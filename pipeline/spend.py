@@ -43,6 +43,11 @@ class Prices:
         return cls(model.input_price_per_mtok, model.output_price_per_mtok, free=model.simulated)
 
 
+def catalog_prices(catalog) -> dict[str, Prices]:
+    """Every catalog model's prices (``catalog.Catalog``), looked up once for many records."""
+    return {model_id: Prices.of(model) for model_id, model in catalog.models.items()}
+
+
 def token_cost(prices: Prices, prompt_tokens: float | None, completion_tokens: float | None) -> float | None:
     """Tokens × catalog prices; None when a price or a token count is missing."""
     if prices.free:

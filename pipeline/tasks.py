@@ -389,8 +389,13 @@ class CohortReports(_DaydreamTask):
     def complete(self):
         if not is_compiled(config.data_paths(), self.cohort_id):
             return False
+        from .reports import TABLES
+
         m = read_json(self._marker())
-        return bool(m) and m.get("fingerprint") == _report_inputs(self.cohort_id)
+        reports = config.data_paths().reports_dir(self.cohort_id)
+        # a table added since the reports were built (an upgrade) is built too
+        return (bool(m) and m.get("fingerprint") == _report_inputs(self.cohort_id)
+                and all((reports / f"{name}.csv").exists() for name in TABLES))
 
     def run(self):
         from .reports import build_reports

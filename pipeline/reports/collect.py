@@ -22,7 +22,7 @@ from ..catalog import DEFAULT_SCALE
 from ..cohort import MEMBERSHIP_COLUMNS
 from ..errors import DaydreamError
 from ..ids import is_safe_id
-from ..spend import Prices, call_record
+from ..spend import call_record, catalog_prices
 from ..store import GEN_FILES, PARENT_STAGE, STAGES, DataPaths, read_text
 from .stats import finite
 
@@ -323,6 +323,7 @@ def _simulated(rec: dict, catalog) -> bool:
 
 
 def _generations_frame(members: list[dict], catalog) -> pd.DataFrame:
+    prices = {} if catalog is None else catalog_prices(catalog)
     rows = []
     for rec in members:
         raw = rec["raw"] or {}
@@ -330,8 +331,7 @@ def _generations_frame(members: list[dict], catalog) -> pd.DataFrame:
         row["finish_reason"] = raw.get("finish_reason") or ""
         for k in ("prompt_tokens", "completion_tokens", "cost_usd", "duration_s", "attempts"):
             row[k] = finite(raw.get(k))
-        model = None if catalog is None else catalog.models.get(rec["llm_model_id"])
-        call = call_record(raw, Prices.of(model) if model else None)
+        call = call_record(raw, prices.get(rec["llm_model_id"]))
         row["cost_source"] = call["cost_source"] if call else ""
         row["started_at"], row["finished_at"] = raw.get("started_at") or "", raw.get("finished_at") or ""
         rows.append(row)
