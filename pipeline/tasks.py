@@ -254,8 +254,9 @@ class _Generation(_DaydreamTask):
             return
         self._last_progress = now
         done = sum(1 for s in states.values() if s.kind == DONE)
-        self.set_status_message(f"{self.stage} batch: {done} done, {len(states) - done} failed or blocked, "
-                                f"{total - len(states)} running")
+        budget = sum(1 for s in states.values() if s.reason == BUDGET_REACHED)
+        self.set_status_message(f"{self.stage} batch: {done} done, {len(states) - done - budget} failed or blocked, "
+                                + (f"{budget} {BUDGET_REACHED}, " if budget else "") + f"{total - len(states)} running")
         self.set_progress_percentage(int(100 * len(states) / total))
 
 
