@@ -1,7 +1,8 @@
-"""The ``daydream`` command: design, compile, run, report, status, check, invalidate, purge.
+"""The ``daydream`` command: design, compile, estimate, run, report, status, check, invalidate, purge.
 
 Conventions: ``--help`` everywhere; errors on stderr as ``error[<code>]: <message>`` with exit
-status 2 for user mistakes; exit 1 when work ran but some of it failed; 0 otherwise.
+status 2 for user mistakes; exit 1 when work ran but some of it failed; 3 when a run stopped at
+its spend cap; 0 otherwise.
 """
 
 from __future__ import annotations
@@ -49,7 +50,24 @@ def cmd_run(args) -> int:
     from .running import run_cohort
 
     return run_cohort(args.cohort_id, workers=args.workers, local_scheduler=not args.scheduler,
-                      scheduler_url=args.scheduler_url, verbose=args.verbose, yes=args.yes)
+                      scheduler_url=args.scheduler_url, verbose=args.verbose, yes=args.yes, max_cost=args.max_cost)
+
+
+def cmd_estimate(args) -> int:
+    import json
+
+    from . import config, spend
+    from .cohort import compile_cohort
+    from .estimate import estimate
+
+    paths = config.data_paths()
+    compile_cohort(paths, args.cohort_id, confirm_above=None if args.yes else config.confirm_above())
+    rows = estimate(paths, args.cohort_id)
+    if args.json:
+        print(json.dumps({"cohort_id": args.cohort_id, "rows": rows}, indent=2))
+    else:
+        sys.stdout.write(spend.format_estimate(args.cohort_id, rows))
+    return EXIT_OK
 
 
 def cmd_status(args) -> int:
@@ -223,8 +241,18 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--scheduler", action="store_true", help="use the central scheduler (luigid) instead of the local one")
     r.add_argument("--scheduler-url", help="luigid URL, e.g. http://127.0.0.1:8082/ (implies --scheduler)")
     r.add_argument("--verbose", "-v", action="store_true", help="show Luigi's own log")
-    r.add_argument("--yes", action="store_true", help="go ahead with a cohort above [daydream] confirm_above generations (default 100000)")
+    r.add_argument("--yes", action="store_true", help="go ahead with a cohort above [daydream] confirm_above generations "
+                   "(default 100000) or estimated above [daydream] confirm_cost_above USD (default 10)")
+    r.add_argument("--max-cost", type=float, metavar="USD",
+                   help="spend cap in USD for the cohort (overrides budget_usd in its spec); the run stops "
+                        "before a call that could exceed it and exits 3")
     r.set_defaults(func=cmd_run)
+
+    e = sub.add_parser("estimate", help="what the model calls still to make will cost (per stage and model)")
+    e.add_argument("cohort_id")
+    e.add_argument("--json", action="store_true", help="print the rows as JSON")
+    e.add_argument("--yes", action="store_true", help="compile even above [daydream] confirm_above generations")
+    e.set_defaults(func=cmd_estimate)
 
     s = sub.add_parser("status", help="counts per stage (done, failed with reasons, pending), tokens and cost")
     s.add_argument("cohort_id")

@@ -242,6 +242,15 @@ def confirm_above() -> int:
     return _count("confirm_above", 100_000)
 
 
+def confirm_cost_above() -> float:
+    """``[daydream] confirm_cost_above``: a run whose remaining calls are estimated to cost more
+    than this many USD starts only with ``--yes`` (or under a spend cap, which bounds it anyway)."""
+    value = _get("daydream", "confirm_cost_above", float, 10.0)
+    if not value >= 0:
+        raise DaydreamError("config", f"[daydream] confirm_cost_above must be ≥ 0, got {value}", path=_where())
+    return value
+
+
 def calls_per_task(provider: str) -> int:
     """Resource units one (batched) generation task holds: the calls it may have in flight.
     Never more than the scheduler grants in total, or the task could never run."""
@@ -269,4 +278,5 @@ def validate(providers) -> None:
     default_provider()
     batch_size()
     chunk_size()
+    confirm_cost_above()
     score_thresholds()

@@ -28,6 +28,7 @@ class DaydreamError(Exception):
         "missing_key": "the API key for a provider is not set",
         "scheduler": "the central scheduler (luigid) cannot be reached",
         "failed": "some generations failed; their reasons are recorded in the gens store",
+        "budget": "a spend cap cannot be enforced, or a run's estimated cost needs --yes",
         "report": "reports cannot be built",
         "site": "the report site cannot be built",
     }

@@ -22,14 +22,15 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Callable
 
-from . import config
+from . import config, spend
 from .catalog import Catalog, load_catalog
 from .errors import DaydreamError, ParseError
+from .ledger import Budget, reserve_call
 from .llm import Provider, make_provider, require_keys
 from .llm.base import Completion, CompletionRequest, GenerationContext
 from .parsers import DEFAULT_SCORE_LABEL, parse
 from .render import draft_context, essay_context, evaluation_context, render
-from .state import BLOCKED, DONE, FAILED, STALE, CurrentInputs, Outcome, State, classify
+from .state import BLOCKED, DONE, FAILED, PENDING, STALE, CurrentInputs, Outcome, State, classify
 from .store import PARENT_STAGE, DataPaths, atomic_write_json, parsed_metadata, raw_metadata, atomic_write_text, read_json, read_text, remove_stale_temporaries
 
 PREVIEW_CHARS = 400
@@ -329,17 +330,21 @@ def validate_raw(text: str, completion: Completion | None, min_lines: int) -> st
     return None
 
 
-def run_generation(rt: Runtime, stage: str, gen_id: str, status: Callable[[str], None] = lambda m: None) -> State:
+def run_generation(rt: Runtime, stage: str, gen_id: str, status: Callable[[str], None] = lambda m: None,
+                   budget: Budget | None = None) -> State:
     """``generate`` one generation, on this thread's event loop."""
-    return rt.run(generate(rt, stage, gen_id, status))
+    return rt.run(generate(rt, stage, gen_id, status, budget))
 
 
-async def generate(rt: Runtime, stage: str, gen_id: str, status: Callable[[str], None] = lambda m: None) -> State:
+async def generate(rt: Runtime, stage: str, gen_id: str, status: Callable[[str], None] = lambda m: None,
+                   budget: Budget | None = None) -> State:
     """Bring a generation to ``done`` if it can be: calls the model only when no valid raw exists.
 
     Returns its state afterwards: ``done``, ``failed`` (the reason is recorded in the store) or
     ``blocked`` (an ancestor failed; nothing is written). A failed generation is an outcome, not
-    an exception; only a store that cannot record the outcome raises.
+    an exception; only a store that cannot record the outcome raises. Under a ``budget`` a call
+    that does not fit is not made: the generation stays ``pending`` with reason
+    ``spend.BUDGET_REACHED`` and nothing is written.
     """
     paths = rt.paths
     f = lambda name: paths.gen_file(stage, gen_id, name)  # noqa: E731
@@ -367,7 +372,7 @@ async def generate(rt: Runtime, stage: str, gen_id: str, status: Callable[[str],
         atomic_write_json(f("raw_metadata.json"), raw_metadata(
             gen_id=gen_id, stage=stage, mode="copy", llm_model_id=None, model_slug=None, provider=None,
             simulated=simulated, finish_reason=None, truncated=False, prompt_tokens=0, completion_tokens=0,
-            cost_usd=0.0, duration_s=0.0, attempts=0, started_at=now, finished_at=now, prompt_sha256=prompt_sha,
+            cost_usd=0.0, cost_source=None, duration_s=0.0, attempts=0, started_at=now, finished_at=now, prompt_sha256=prompt_sha,
             raw_sha256=prompt_sha, valid=True, invalid_reason=None))
         return _write_parsed(rt, stage, gen_id, inputs, inputs.prompt, simulated=simulated)
 
@@ -386,18 +391,29 @@ async def generate(rt: Runtime, stage: str, gen_id: str, status: Callable[[str],
             prompt=inputs.prompt, model_slug=model.model,
             temperature=model.temperature if model.temperature is not None else settings.temperature,
             max_tokens=model.max_tokens if model.max_tokens is not None else settings.max_tokens,
-            input_price_per_mtok=model.input_price_per_mtok, output_price_per_mtok=model.output_price_per_mtok,
             context=GenerationContext(stage=stage, template_id=md["template_id"], parser=inputs.parser,
                                       replicate=int(md.get("replicate", 1)),
                                       scale_min=inputs.scale[0], scale_max=inputs.scale[1]),
         )
         started = _now()
+        endpoint = rt.endpoint(model.id)
+        prices = spend.Prices.of(model)
+        slot = await reserve_call(budget, stage, gen_id, model.id, endpoint,
+                            spend.call_bound(prices, len(inputs.prompt.encode()), request.max_tokens))
+        if slot is None:
+            return State(PENDING, spend.BUDGET_REACHED)
         try:
-            endpoint = rt.endpoint(model.id)
             completion = await rt.provider(endpoint).generate(request, on_attempt=lambda n, of: status(
                 f"{stage} · {md['template_id']} · {model.id} · calling {endpoint}, attempt {n}/{of}"))
         except DaydreamError as exc:
+            slot.settle(0.0)  # providers do not bill a request they answered with an error
             return _write_failure(rt, stage, gen_id, inputs, exc.message, "", simulated=model.simulated)
+        except BaseException:
+            slot.abandon()  # interrupted mid-call: it may have been billed
+            raise
+        cost, cost_source = spend.cost_and_source(completion.cost_usd, spend.token_cost(
+            prices, completion.prompt_tokens, completion.completion_tokens))
+        slot.settle(cost)
         raw, simulated = completion.text, completion.simulated  # CRLF already normalised by the provider
         reason = validate_raw(raw, completion, settings.min_lines)
         atomic_write_text(f("raw.txt"), raw)
@@ -405,7 +421,7 @@ async def generate(rt: Runtime, stage: str, gen_id: str, status: Callable[[str],
             gen_id=gen_id, stage=stage, mode="llm", llm_model_id=model.id, model_slug=completion.model_slug,
             provider=completion.provider, simulated=completion.simulated, finish_reason=completion.finish_reason,
             truncated=completion.truncated, prompt_tokens=completion.prompt_tokens,
-            completion_tokens=completion.completion_tokens, cost_usd=completion.cost_usd,
+            completion_tokens=completion.completion_tokens, cost_usd=cost, cost_source=cost_source,
             duration_s=round(completion.duration_s, 4), attempts=completion.attempts, started_at=started,
             finished_at=_now(), prompt_sha256=prompt_sha, raw_sha256=sha256(raw), valid=reason is None,
             invalid_reason=reason))
@@ -416,7 +432,8 @@ async def generate(rt: Runtime, stage: str, gen_id: str, status: Callable[[str],
 
 
 def run_batch(rt: Runtime, stage: str, gen_ids: list[str], *, in_flight: int,
-              progress: Callable[[dict[str, State]], None] = lambda states: None) -> dict[str, State]:
+              progress: Callable[[dict[str, State]], None] = lambda states: None,
+              budget: Budget | None = None) -> dict[str, State]:
     """Run several generations concurrently on this thread's event loop, at most ``in_flight`` at
     once (the resource units the batch holds); returns each one's state.
 
@@ -430,7 +447,7 @@ def run_batch(rt: Runtime, stage: str, gen_ids: list[str], *, in_flight: int,
 
         async def one(gen_id: str) -> None:
             async with slots:
-                states[gen_id] = await generate(rt, stage, gen_id)
+                states[gen_id] = await generate(rt, stage, gen_id, budget=budget)
             progress(states)
 
         # every generation ends before an error is raised: none is left half-way on the loop

@@ -9,11 +9,12 @@ import os
 from collections import Counter
 from dataclasses import dataclass, field
 
-from . import config
+from . import config, ledger, spend
 from .cohort import read_membership
+from .errors import DaydreamError
 from .generation import runtime, state_of
 from .state import BLOCKED, DONE, FAILED, KINDS
-from .store import DataPaths
+from .store import DataPaths, read_json
 
 _MEMBERSHIP: dict[str, tuple[tuple, list[dict]]] = {}  # path -> (stat key, rows): read once per change
 
@@ -88,28 +89,50 @@ class Counts:
     done: int = 0
     failed: int = 0
     blocked: int = 0
+    not_run_budget: int = 0  # the run stopped at its spend cap before these
     by_stage: dict[str, Counter] = field(default_factory=dict)  # stage -> state -> n (every state listed)
     reasons: Counter = field(default_factory=Counter)  # (stage, first line of the reason) -> n
 
     @property
     def remaining(self) -> int:
-        return self.total - self.done - self.failed - self.blocked
+        return self.total - self.done - self.failed - self.blocked - self.not_run_budget
 
     def line(self) -> str:
-        return (f"done {self.done}, failed {self.failed}, not run {self.blocked}, "
+        budget = f", budget reached {self.not_run_budget}" if self.not_run_budget else ""
+        return (f"done {self.done}, failed {self.failed}, not run {self.blocked}{budget}, "
                 f"remaining {self.remaining} of {self.total}")
 
-    def summary(self) -> str:
+    def summary(self, spend_ledger: dict | None = None) -> str:
         text = (f"{self.total} generations: {self.done} done, {self.failed} failed, "
                 f"{self.blocked} not run because an ancestor failed, {self.remaining} remaining")
+        if self.not_run_budget:
+            text += f"; {self.not_run_budget} {spend.BUDGET_REACHED}"
+            if spend_ledger:
+                text += f" ({budget_line(spend_ledger)})"
         if self.reasons:
             text += "; failures: " + "; ".join(f"{n} × {stage}: {r}" for (stage, r), n in self.reasons.most_common(5))
         return text
 
 
-def cohort_counts(paths: DataPaths, rows: list[dict], since: str = "") -> Counts:
+def budget_line(spend_ledger: dict) -> str:
+    """What the ledger says about the cap, in words (the run summary and ``status``)."""
+    text = f"spent {spend.usd(spend_ledger['spent_usd'])}"
+    if spend_ledger.get("reserved"):
+        text += f", {spend.usd(spend.reserved_usd(spend_ledger))} reserved by calls in flight"
+    last = max(spend_ledger.get("prepared") or [""])  # the latest capped run
+    if last in (spend_ledger.get("reached") or {}):
+        r = spend_ledger["reached"][last]
+        text += (f"; the last run stopped at its cap of {spend.usd(r['cap_usd'])}: the next call "
+                 f"({r['next_call']}) could cost up to {spend.usd(r['next_call_usd'])}")
+    if spend_ledger.get("unknown_cost_calls"):
+        text += f"; {spend_ledger['unknown_cost_calls']} calls of unknown cost counted at their upper bound"
+    return text
+
+
+def cohort_counts(paths: DataPaths, rows: list[dict], since: str = "", *, budget_reached: bool = False) -> Counts:
     """Count ``rows`` by state; with ``since``, failures recorded before it count as remaining
-    (the run will retry them)."""
+    (the run will retry them). ``budget_reached``: the run stopped at its spend cap, so what it
+    did not settle is "not run: budget reached" rather than remaining."""
     rt, memo = runtime(), {}
     c = Counts(total=len(rows))
     for r in rows:
@@ -123,7 +146,60 @@ def cohort_counts(paths: DataPaths, rows: list[dict], since: str = "") -> Counts
                 c.reasons[(r["stage"], str(st.reason).split("\n")[0][:160])] += 1
             else:
                 c.blocked += 1
+        elif budget_reached:
+            c.not_run_budget += 1
     return c
+
+
+def check_max_cost(max_cost: float | None) -> float | None:
+    """``--max-cost`` as given (``daydream run``, the ``RunCohort`` parameter), or one error."""
+    try:
+        return spend.check_cap(max_cost, f"--max-cost {max_cost:g}" if max_cost is not None else "--max-cost")
+    except ValueError as exc:
+        raise DaydreamError("config", str(exc)) from None
+
+
+def spend_cap(paths: DataPaths, cohort_id: str, max_cost: float | None) -> float | None:
+    """The run's cap: ``--max-cost`` (the ``RunCohort`` parameter), else the spec's ``budget_usd``."""
+    from .spec import load_spec
+
+    if max_cost is not None:
+        return check_max_cost(max_cost)
+    return load_spec(paths.spec_file(cohort_id)).budget_usd
+
+
+def call_records(paths: DataPaths, rows: list[dict]) -> list[dict]:
+    """The recorded model call of each generation in ``rows`` (``spend.call_record``)."""
+    prices = spend.catalog_prices(runtime().catalog)
+    out = []
+    for r in rows:
+        if not r["llm_model_id"]:
+            continue
+        rec = spend.call_record(read_json(paths.gen_file(r["stage"], r["gen_id"], "raw_metadata.json")) or {},
+                                prices.get(r["llm_model_id"]))
+        if rec is not None:
+            out.append(rec)
+    return out
+
+
+def prepare_budget(paths: DataPaths, cohort_id: str, cap: float | None, since: str) -> dict | None:
+    """Before a capped run: refuse models with work left and no prices (the cap could not be
+    enforced), then let the ledger count what runs without a cap recorded in the store and make
+    the run its current one. Before a run without a cap: no capped run is current any more."""
+    if cap is None:
+        ledger.uncapped(paths, cohort_id)
+        return None
+    rt, memo = runtime(), {}
+    rows = membership(paths, cohort_id)
+    unpriced = {}
+    for r in rows:
+        model_id = r["llm_model_id"]
+        if model_id and model_id not in unpriced and not spend.Prices.of(rt.catalog.model(model_id)).known \
+                and state_of(rt, r["stage"], r["gen_id"], memo).kind != DONE:
+            unpriced[model_id] = r["stage"]
+    ledger.require_priced(unpriced, cap, paths.catalog_csv("llm_models.csv"))
+    recorded = sum(rec["cost_usd"] for rec in call_records(paths, rows) if rec["cost_usd"] is not None)
+    return ledger.reconcile(paths, cohort_id, recorded, since, cap)
 
 
 def prepare_providers(paths: DataPaths, cohort_id: str) -> None:

@@ -17,16 +17,18 @@ from urllib.parse import urlparse
 import luigi
 import luigi.interface
 
-from . import config
+from . import config, spend
 from .cohort import compile_cohort, terminal_progress
 from .errors import DaydreamError
-from .run_plan import cohort_counts, membership, prepare_providers
+from .estimate import estimate, left_to_do
+from .ledger import Budget, read_ledger
+from .run_plan import budget_line, call_records, check_max_cost, cohort_counts, membership, prepare_budget, prepare_providers, spend_cap
 from .generation import runtime, state_of
 from .state import DONE, KINDS
-from .store import STAGES, read_json
+from .store import STAGES
 from .tasks import ReportSite, RunCohort, run_stamp
 
-EXIT_OK, EXIT_FAILED = 0, 1
+EXIT_OK, EXIT_FAILED, EXIT_BUDGET = 0, 1, 3
 PROGRESS_POLL_S = 0.5
 MAX_BUILDS = 3  # against luigid: builds of RunCohort while a dead worker's tasks are released
 
@@ -145,32 +147,57 @@ def _wait_for_other_runner(task: RunCohort, scheduler_url: str, own_worker: str,
         time.sleep(1.0)
 
 
+def check_cost(cohort_id: str, rows: list[dict], cap: float | None, yes: bool) -> None:
+    """A run estimated above ``[daydream] confirm_cost_above`` needs ``--yes``, unless a cap at
+    or below that amount bounds it anyway."""
+    threshold = config.confirm_cost_above()
+    cost = rows[-1]["cost_usd"]
+    if yes or cost is None or cost <= threshold or (cap is not None and cap <= threshold):
+        return
+    raise DaydreamError(
+        "budget", f"cohort {cohort_id}: the remaining calls are estimated at {spend.usd(cost)} (at most "
+                  f"{spend.usd(rows[-1]['cost_max_usd'])}), above [daydream] confirm_cost_above = "
+                  f"{spend.usd(threshold)}; add --yes to go ahead, or cap the spend with --max-cost")
+
+
 def run_cohort(cohort_id: str, *, workers: int = 1, local_scheduler: bool = True,
-               scheduler_url: str | None = None, verbose: bool = False, yes: bool = False) -> int:
-    """The CLI's ``run``: compile, check, one ``luigi.build`` of ``RunCohort``, then the summary."""
+               scheduler_url: str | None = None, verbose: bool = False, yes: bool = False,
+               max_cost: float | None = None) -> int:
+    """The CLI's ``run``: compile, check, estimate, one ``luigi.build`` of ``RunCohort``, then
+    the summary. Exit status 3 (``EXIT_BUDGET``) when the run stopped at its spend cap."""
     if workers < 1:
         raise DaydreamError("config", f"--workers must be at least 1, got {workers}")
     paths = config.data_paths()
+    check_max_cost(max_cost)  # a mistyped cap is reported before anything is written
     compile_cohort(paths, cohort_id, confirm_above=None if yes else config.confirm_above(),
                    progress=terminal_progress())
+    cap = spend_cap(paths, cohort_id, max_cost)
     prepare_providers(paths, cohort_id)
+    rows = estimate(paths, cohort_id)
+    print(spend.format_estimate(cohort_id, rows), end="", file=sys.stderr)
+    check_cost(cohort_id, rows, cap, yes)
     build = {"workers": workers, "log_level": "INFO" if verbose else "CRITICAL", "detailed_summary": True}
     if local_scheduler:
         build.update(local_scheduler=True, worker_scheduler_factory=_UnprunedLocalScheduler())
     elif scheduler_url:
         build["scheduler_url"] = check_scheduler_url(scheduler_url)
-    task = RunCohort(cohort_id=cohort_id, since=run_stamp(), yes=yes)
+    task = RunCohort(cohort_id=cohort_id, since=run_stamp(), yes=yes, max_cost=max_cost)
+    spend_ledger = prepare_budget(paths, cohort_id, cap, task.since)
+    budget = None if cap is None else Budget(paths, cohort_id, cap, task.since)
+    if spend_ledger is not None:
+        print(f"spend cap {spend.usd(cap)}: {budget_line(spend_ledger)}", file=sys.stderr)
     with StoreProgress(cohort_id, task.since) as progress:
         for _ in range(MAX_BUILDS):
             result = luigi.build([task], **build)
-            if local_scheduler or task.complete() or _wait_for_other_runner(
+            if local_scheduler or task.complete() or (budget is not None and budget.reached()) or _wait_for_other_runner(
                     task, build.get("scheduler_url") or _configured_scheduler_url(), result.worker._id, progress):
                 break
             # a worker that died (a killed run) held some of the cohort's tasks until luigid let
             # them go: build again to finish them
-        counts = cohort_counts(paths, membership(paths, cohort_id), task.since)
+        counts = cohort_counts(paths, membership(paths, cohort_id), task.since,
+                               budget_reached=budget is not None and budget.reached())
         progress.set(counts.done + counts.failed + counts.blocked)
-    print(counts.summary(), file=sys.stderr)
+    print(counts.summary(read_ledger(paths, cohort_id) if budget is not None else None), file=sys.stderr)
     site = paths.site_dir / "build" / "index.html"
     if ReportSite().complete() and site.exists():
         print(f"report site: {site}\npreview it:  .venv/bin/daydream preview   (serves on 127.0.0.1)")
@@ -179,30 +206,51 @@ def run_cohort(cohort_id: str, *, workers: int = 1, local_scheduler: bool = True
         print(f"error: the reports or the site were not built (luigi: {status}; rerun with --verbose for "
               "Luigi's log)", file=sys.stderr)
         return EXIT_FAILED
+    if counts.not_run_budget:
+        print(f"the run stopped at its spend cap of {spend.usd(cap)}: {counts.not_run_budget} generations not run, "
+              f"{left_to_do(paths, cohort_id)}; raise the cap (--max-cost, or budget_usd in the spec) and run again "
+              "to continue", file=sys.stderr)
+        return EXIT_BUDGET
     if counts.failed or counts.blocked or counts.remaining:
         return EXIT_FAILED
     return EXIT_OK
 
 
 def cohort_status(cohort_id: str) -> dict:
-    """States per stage (the one classifier), failure reasons, tokens and cost, from the store."""
+    """States per stage (the one classifier), failure reasons, and the spend of the recorded
+    calls per stage and model (``spend.spend_rows``), from the store; the ledger if a cap was used."""
     paths = config.data_paths()
     rows = membership(paths, cohort_id)
     counts = cohort_counts(paths, rows)
-    tokens = {"prompt": 0, "completion": 0}
-    cost, cost_unknown, simulated = 0.0, 0, False
-    for row in rows:
-        rm = read_json(paths.gen_file(row["stage"], row["gen_id"], "raw_metadata.json")) or {}
-        tokens["prompt"] += rm.get("prompt_tokens") or 0
-        tokens["completion"] += rm.get("completion_tokens") or 0
-        if rm and rm.get("mode") != "copy":
-            if rm.get("cost_usd") is None:
-                cost_unknown += 1
-            else:
-                cost += rm["cost_usd"]
-        simulated |= bool(rm.get("simulated"))
-    return {"stages": counts.by_stage, "reasons": counts.reasons, "tokens": tokens, "cost_usd": cost,
-            "cost_unknown": cost_unknown, "simulated": simulated}
+    records = call_records(paths, rows)
+    spend_rows = spend.spend_rows(records)
+    total = next((r for r in spend_rows if r["stage"] == spend.ALL), None) or dict.fromkeys(
+        ("prompt_tokens", "completion_tokens", "cost_reported_usd", "cost_estimated_usd", "n_cost_unknown"), 0)
+    return {"stages": counts.by_stage, "reasons": counts.reasons, "spend": spend_rows,
+            "tokens": {"prompt": total["prompt_tokens"], "completion": total["completion_tokens"]},
+            "cost_usd": total["cost_reported_usd"] + total["cost_estimated_usd"],  # the known part
+            "cost_unknown": total["n_cost_unknown"], "simulated": any(r["simulated"] for r in records),
+            "ledger": read_ledger(paths, cohort_id)}
+
+
+def format_spend(rows: list[dict]) -> str:
+    """The recorded calls' tokens and cost per stage and model, and which part of the cost the
+    provider reported, which was estimated from the catalog prices, and how many calls are unknown."""
+    total = next((r for r in rows if r["stage"] == spend.ALL), None)
+    if total is None:
+        return "  spend: no model calls recorded\n"
+    lines = [f"  spend      {'model':<22}{'calls':>7}{'prompt tok':>12}{'compl. tok':>12}{'cost':>12}"
+             f"{'reported':>12}{'estimated':>12}{'unknown':>9}"]
+    models = {}
+    for r in rows:
+        models[r["stage"]] = models.get(r["stage"], 0) + 1
+    for r in rows:
+        if r["llm_model_id"] == spend.ALL and r["stage"] != spend.ALL and models[r["stage"]] == 2:
+            continue  # a stage with one model: its total repeats that model's row
+        lines.append(f"  {r['stage']:<11}{r['llm_model_id']:<22}{r['calls']:>7,}{r['prompt_tokens']:>12,}"
+                     f"{r['completion_tokens']:>12,}{spend.usd(r['cost_usd']):>12}{spend.usd(r['cost_reported_usd']):>12}"
+                     f"{spend.usd(r['cost_estimated_usd']):>12}{r['n_cost_unknown']:>9,}")
+    return "\n".join(lines) + "\n"
 
 
 def print_status(cohort_id: str) -> int:
@@ -214,10 +262,9 @@ def print_status(cohort_id: str) -> int:
         c = st["stages"].get(stage)
         if c is not None:
             print(f"  {stage:<11}" + "".join(f"{c[k]:>9}" for k in KINDS))
-    cost = f"${st['cost_usd']:.4f}"
-    if st["cost_unknown"]:
-        cost += f" + unknown for {st['cost_unknown']} calls"
-    print(f"  tokens: {st['tokens']['prompt']:,} prompt, {st['tokens']['completion']:,} completion; cost: {cost}")
+    print(format_spend(st["spend"]), end="")
+    if st["ledger"]:
+        print(f"  spend ledger (runs under a cap): {budget_line(st['ledger'])}")
     if st["reasons"]:
         print("  failures:")
         for (stage, reason), n in st["reasons"].most_common(20):

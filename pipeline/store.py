@@ -139,13 +139,16 @@ class DataPaths:
 
 def raw_metadata(*, gen_id: str, stage: str, mode: str, llm_model_id: str | None, model_slug: str | None,
                  provider: str | None, simulated: bool, finish_reason: str | None, truncated: bool,
-                 prompt_tokens: int, completion_tokens: int, cost_usd: float | None, duration_s: float,
-                 attempts: int, started_at: str, finished_at: str, prompt_sha256: str, raw_sha256: str,
-                 valid: bool, invalid_reason: str | None) -> dict:
-    """``raw_metadata.json``: the model call behind ``raw.txt`` (copy mode: the parent's text)."""
+                 prompt_tokens: int, completion_tokens: int, cost_usd: float | None, cost_source: str | None,
+                 duration_s: float, attempts: int, started_at: str, finished_at: str, prompt_sha256: str,
+                 raw_sha256: str, valid: bool, invalid_reason: str | None) -> dict:
+    """``raw_metadata.json``: the model call behind ``raw.txt`` (copy mode: the parent's text).
+    ``cost_source``: ``reported`` by the provider, ``estimated`` from the catalog prices, or
+    ``unknown`` (``cost_usd`` null); null in copy mode (no call)."""
     return dict(gen_id=gen_id, stage=stage, mode=mode, llm_model_id=llm_model_id, model_slug=model_slug,
                 provider=provider, simulated=simulated, finish_reason=finish_reason, truncated=truncated,
                 prompt_tokens=prompt_tokens, completion_tokens=completion_tokens, cost_usd=cost_usd,
+                cost_source=cost_source,
                 duration_s=duration_s, attempts=attempts, started_at=started_at, finished_at=finished_at,
                 prompt_sha256=prompt_sha256, raw_sha256=raw_sha256, valid=valid, invalid_reason=invalid_reason)
 

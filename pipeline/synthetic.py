@@ -192,7 +192,8 @@ class _Writer:
             provider=None if model is None else "offline", simulated=True,
             finish_reason="length" if truncated else ("copy" if mode == "copy" else "stop"),
             truncated=truncated, prompt_tokens=pt, completion_tokens=ct,
-            cost_usd=round((pt * pin + ct * pout) / 1e6, 8), duration_s=dur,
+            cost_usd=round((pt * pin + ct * pout) / 1e6, 8), cost_source=None if mode == "copy" else "estimated",
+            duration_s=dur,
             attempts=2 if _h("att", gen_id) < 0.05 else 1,
             started_at=start.isoformat(), finished_at=(start + timedelta(seconds=dur)).isoformat(),
             prompt_sha256=_sha(prompt), raw_sha256=_sha(raw), valid=valid, invalid_reason=reason))

@@ -38,8 +38,11 @@ from luigi.parameter import ParameterVisibility
 from . import config
 from .cohort import compile_cohort, is_compiled
 from .errors import DaydreamError
+from .estimate import left_to_do
 from .generation import metadata, run_batch, run_generation, runtime, state_of
-from .run_plan import chunk_members, cohort_counts, membership, prepare_providers
+from .ledger import Budget, current_budget, prepared, read_ledger
+from .run_plan import chunk_members, cohort_counts, membership, prepare_budget, prepare_providers, spend_cap
+from .spend import BUDGET_REACHED, usd
 from .state import DONE
 from .store import PARENT_STAGE, atomic_write_json, read_json, stat_fingerprint
 
@@ -62,6 +65,37 @@ def _since_parameter():
     """When the run started: failures recorded since then are settled for it. Not significant,
     so every run names the same tasks; hidden from the visualiser's task names."""
     return luigi.Parameter(default="", significant=False, visibility=ParameterVisibility.HIDDEN)
+
+
+def _run_parameter():
+    """Which cohort's run a generation belongs to (its spend ledger): not significant (a
+    generation is the same task in every cohort that shares it), hidden like ``since``."""
+    return luigi.Parameter(default="", significant=False, visibility=ParameterVisibility.HIDDEN)
+
+
+def _cap_parameter(hidden: bool = True, significant: bool = False):
+    """The run's spend cap in USD (None: no cap). Not significant for the run: a cap changes how
+    far a run goes, not what it produces."""
+    return luigi.OptionalFloatParameter(
+        default=None, significant=significant, description="spend cap in USD (overrides the spec's budget_usd)",
+        visibility=ParameterVisibility.HIDDEN if hidden else ParameterVisibility.PUBLIC)
+
+
+def _budget(task, own_run: bool = False) -> Budget | None:
+    """The budget of the cohort's current capped run, from its ledger (kept per task object once found).
+
+    A generation does not go by its own ``since``: luigid keeps the parameters a task was first
+    added with and hands a batch (or a task another worker added) out with those, which after a
+    run at a cap belong to a run that has ended. It is created by its chunk, after the run's
+    ``SpendLedger`` made the run current. A chunk or ``RunCohort`` is asked whether it is
+    complete before that (``own_run``): the ledger's run counts only once it is theirs."""
+    if "_budget_obj" in task.__dict__:
+        return task._budget_obj
+    budget = current_budget(config.data_paths(), task.run_cohort) if task.run_cohort else None
+    if budget is None or (own_run and budget.since != task.since):
+        return None
+    task._budget_obj = budget
+    return budget
 
 
 class _DaydreamTask(luigi.Task):
@@ -94,17 +128,19 @@ class CompileCohort(_DaydreamTask):
 
 
 class GenerationTarget(luigi.Target):
-    """A generation's outcome: exists when it is settled (see ``State.settled``)."""
+    """A generation's outcome: exists when it is settled (see ``State.settled``), or when its
+    run stopped at the spend cap (then it is "not run: budget reached" for that run)."""
 
-    def __init__(self, stage: str, gen_id: str, since: str = ""):
-        self.stage, self.gen_id, self.since = stage, gen_id, since
+    def __init__(self, stage: str, gen_id: str, since: str = "", budget: Budget | None = None):
+        self.stage, self.gen_id, self.since, self.budget = stage, gen_id, since, budget
 
     @property
     def path(self) -> str:
         return str(config.data_paths().gen_file(self.stage, self.gen_id, "parsed.txt"))
 
     def exists(self) -> bool:
-        return state_of(runtime(), self.stage, self.gen_id).settled(self.since)
+        return (state_of(runtime(), self.stage, self.gen_id).settled(self.since)
+                or (self.budget is not None and self.budget.reached()))
 
 
 _BATCH_TAGS: dict[tuple[str, ...], str] = {}  # members -> this process's tag for their batch
@@ -137,6 +173,7 @@ class _Generation(_DaydreamTask):
     stage: str = ""
     gen_id = luigi.Parameter(batch_method=_join_batch)
     since = _since_parameter()
+    run_cohort = _run_parameter()
 
     @property
     def priority(self):
@@ -178,14 +215,15 @@ class _Generation(_DaydreamTask):
         if self.stage == "draft":
             return []
         parent = TASKS[PARENT_STAGE[self.stage]]
-        return [parent(gen_id=self._metadata(g)["parent_gen_id"], since=self.since) for g in self.gen_ids()]
+        return [parent(gen_id=self._metadata(g)["parent_gen_id"], since=self.since, run_cohort=self.run_cohort)
+                for g in self.gen_ids()]
 
     @property
     def resources(self):
         return self._settings()[1]
 
     def output(self):
-        return [GenerationTarget(self.stage, g, self.since) for g in self.gen_ids()]
+        return [GenerationTarget(self.stage, g, self.since, _budget(self)) for g in self.gen_ids()]
 
     def _label(self, gen_id: str) -> str:
         md = self._metadata(gen_id)
@@ -194,14 +232,19 @@ class _Generation(_DaydreamTask):
     def run(self):
         rt = runtime()
         ids = self.gen_ids()
+        budget = _budget(self)
+        if budget is not None and budget.reached():
+            # scheduled before the run stopped at its cap (a child whose parent was not run)
+            self.set_status_message(f"{self._label(ids[0])} · {BUDGET_REACHED}")
+            return
         if len(ids) == 1:
             self.set_status_message(self._label(ids[0]))
-            st = run_generation(rt, self.stage, ids[0], status=self.set_status_message)
+            st = run_generation(rt, self.stage, ids[0], status=self.set_status_message, budget=budget)
             self.set_status_message(f"{self._label(ids[0])} · {st.kind}" + (f": {st.reason}" if st.reason else ""))
             self.set_progress_percentage(100)
             return
         in_flight = max(self.resources.values()) if self.resources else len(ids)
-        run_batch(rt, self.stage, ids, in_flight=in_flight, progress=self._batch_progress)
+        run_batch(rt, self.stage, ids, in_flight=in_flight, progress=self._batch_progress, budget=budget)
 
     def _batch_progress(self, states: dict) -> None:
         # Each update is an RPC to luigid: at most a few per second, and always the last one.
@@ -211,8 +254,9 @@ class _Generation(_DaydreamTask):
             return
         self._last_progress = now
         done = sum(1 for s in states.values() if s.kind == DONE)
-        self.set_status_message(f"{self.stage} batch: {done} done, {len(states) - done} failed or blocked, "
-                                f"{total - len(states)} running")
+        budget = sum(1 for s in states.values() if s.reason == BUDGET_REACHED)
+        self.set_status_message(f"{self.stage} batch: {done} done, {len(states) - done - budget} failed or blocked, "
+                                + (f"{budget} {BUDGET_REACHED}, " if budget else "") + f"{total - len(states)} running")
         self.set_progress_percentage(int(100 * len(states) / total))
 
 
@@ -242,7 +286,15 @@ class CohortChunk(_DaydreamTask):
     cohort_id = luigi.Parameter()
     index = luigi.IntParameter()
     since = _since_parameter()
+    max_cost = _cap_parameter()
     priority = CHUNK_PRIORITY
+
+    @property
+    def run_cohort(self) -> str:
+        return self.cohort_id
+
+    def requires(self):
+        return [SpendLedger(self.cohort_id, since=self.since, max_cost=self.max_cost)]
 
     def _members(self) -> list[dict]:
         return chunk_members(config.data_paths(), self.cohort_id, config.chunk_size())[self.index]
@@ -256,6 +308,9 @@ class CohortChunk(_DaydreamTask):
         return self._resources
 
     def _unsettled(self) -> list[dict]:
+        budget = _budget(self, own_run=True)
+        if budget is not None and budget.reached():
+            return []
         # Luigi asks a chunk several times per run (complete, then run before and after its
         # generations); a member settled for this run stays settled, so it is looked at once.
         settled = self.__dict__.setdefault("_settled", set())
@@ -276,9 +331,45 @@ class CohortChunk(_DaydreamTask):
         todo = self._unsettled()
         if todo:
             self.set_status_message(f"{len(todo)} of {len(self._members())} generations to run")
-            yield [TASKS[r["stage"]](gen_id=r["gen_id"], since=self.since) for r in todo]
-        counts = cohort_counts(config.data_paths(), self._members(), self.since)
+            yield [TASKS[r["stage"]](gen_id=r["gen_id"], since=self.since, run_cohort=self.cohort_id) for r in todo]
+        budget = _budget(self, own_run=True)
+        counts = cohort_counts(config.data_paths(), self._members(), self.since,
+                               budget_reached=budget is not None and budget.reached())
         self.set_status_message(counts.line())
+
+
+class SpendLedger(_DaydreamTask):
+    """Makes this run the cohort's current one in its spend ledger, before any call; every chunk
+    requires it. Under a cap: every model with work left has prices (else the cap cannot be
+    enforced: one error naming them), and the ledger counts what runs without a cap recorded in
+    the store. Without one, a ledger left by an earlier capped run stops capping.
+
+    One task per run (``since`` and the cap are significant here), so luigid never hands it out
+    with an earlier run's parameters."""
+
+    cohort_id = luigi.Parameter()
+    since = luigi.Parameter(visibility=ParameterVisibility.HIDDEN)
+    max_cost = _cap_parameter(significant=True)
+    priority = 1000
+
+    def complete(self):
+        return prepared(config.data_paths(), self.cohort_id, self.since, self.max_cost)
+
+    def run(self):
+        prepare_budget(config.data_paths(), self.cohort_id, self.max_cost, self.since)
+
+
+class SpendCapReached(luigi.ExternalTask):
+    """Stands for "a higher spend cap": ``RunCohort`` yields it when its run stopped at the cap,
+    so the run ends pending on an external requirement and the ``luigi`` command exits with
+    ``[retcode] missing_data`` (20), apart from generation failures (``task_failed``, 30).
+    Raise the cap (``--max-cost``, or ``budget_usd`` in the spec) and run again to continue."""
+
+    cohort_id = luigi.Parameter()
+    cap_usd = luigi.FloatParameter()
+
+    def complete(self):
+        return False
 
 
 def _report_inputs(cohort_id: str) -> str:
@@ -309,8 +400,13 @@ class CohortReports(_DaydreamTask):
     def complete(self):
         if not is_compiled(config.data_paths(), self.cohort_id):
             return False
+        from .reports import TABLES
+
         m = read_json(self._marker())
-        return bool(m) and m.get("fingerprint") == _report_inputs(self.cohort_id)
+        reports = config.data_paths().reports_dir(self.cohort_id)
+        # a table added since the reports were built (an upgrade) is built too
+        return (bool(m) and m.get("fingerprint") == _report_inputs(self.cohort_id)
+                and all((reports / f"{name}.csv").exists() for name in TABLES))
 
     def run(self):
         from .reports import build_reports
@@ -371,6 +467,7 @@ class RunCohort(_DaydreamTask):
     since = _since_parameter()
     yes = luigi.BoolParameter(default=False, significant=False,
                               description="compile even above [daydream] confirm_above generations")
+    max_cost = _cap_parameter(hidden=False)
     priority = CHUNK_PRIORITY
 
     def __init__(self, *args, **kwargs):
@@ -380,9 +477,16 @@ class RunCohort(_DaydreamTask):
             # workers that load this task get the stamp with its parameters.
             self.since = self.param_kwargs["since"] = run_stamp()
 
+    def _cap(self) -> float | None:
+        """``--max-cost``, else the spec's ``budget_usd``, else None (no cap); read once."""
+        if "_cap_value" not in self.__dict__:
+            self._cap_value = spend_cap(config.data_paths(), self.cohort_id, self.max_cost)
+        return self._cap_value
+
     def _chunks(self) -> list[CohortChunk]:
         n = len(chunk_members(config.data_paths(), self.cohort_id, config.chunk_size()))
-        return [CohortChunk(cohort_id=self.cohort_id, index=i, since=self.since) for i in range(n)]
+        return [CohortChunk(cohort_id=self.cohort_id, index=i, since=self.since, max_cost=self._cap())
+                for i in range(n)]
 
     def requires(self):
         # Chunks are named statically when the cohort is already compiled, so another process
@@ -390,8 +494,26 @@ class RunCohort(_DaydreamTask):
         # task object: Luigi checks these requirements again just before ``run``.
         if "_requirements" not in self.__dict__:
             compiled = is_compiled(config.data_paths(), self.cohort_id)
+            if compiled:
+                try:
+                    self._cap()
+                except DaydreamError:
+                    compiled = False  # an invalid --max-cost: run() reports it, as one line
             self._requirements = [CompileCohort(self.cohort_id, yes=self.yes)] + (self._chunks() if compiled else [])
+        budget = self._budget()
+        if budget is not None and budget.stopped():
+            # Once this run has ended at its cap, it also *requires* a higher one: Luigi's
+            # execution summary reads static requirements, and only then counts the run as
+            # waiting on an external dependency (missing_data) rather than "not run".
+            return self._requirements + [SpendCapReached(cohort_id=self.cohort_id, cap_usd=budget.cap)]
         return self._requirements
+
+    @property
+    def run_cohort(self) -> str:
+        return self.cohort_id
+
+    def _budget(self) -> Budget | None:
+        return _budget(self, own_run=True)
 
     def complete(self):
         paths = config.data_paths()
@@ -404,19 +526,28 @@ class RunCohort(_DaydreamTask):
     def run(self):
         # Luigi calls run() again from the top after each yield; what was settled stays settled.
         paths = config.data_paths()
+        cap = self._cap()
         if "_prepared" not in self.__dict__:
             prepare_providers(paths, self.cohort_id)
             self._prepared = True
         chunks = self._chunks()
-        self.set_status_message(f"{len(membership(paths, self.cohort_id))} generations in {len(chunks)} chunks")
+        self.set_status_message(f"{len(membership(paths, self.cohort_id))} generations in {len(chunks)} chunks"
+                                + (f", spend cap {usd(cap)}" if cap is not None else ""))
         yield chunks
+        budget = self._budget()
         if "_counts" not in self.__dict__:
-            self._counts = cohort_counts(paths, membership(paths, self.cohort_id), self.since)
+            self._counts = cohort_counts(paths, membership(paths, self.cohort_id), self.since,
+                                         budget_reached=budget is not None and budget.reached())
         counts = self._counts
         self.set_status_message(counts.line() + " · building reports and site")
         yield ReportSite()
         self.set_status_message(counts.line())
         self.set_progress_percentage(100)
+        if counts.not_run_budget:
+            logger.error("%s: %s; %s", self.cohort_id, counts.summary(read_ledger(paths, self.cohort_id)),
+                         left_to_do(paths, self.cohort_id))
+            budget.mark_stopped()
+            yield SpendCapReached(cohort_id=self.cohort_id, cap_usd=cap)
         if counts.failed or counts.blocked or counts.remaining:
             logger.error("%s: %s", self.cohort_id, counts.summary())
             raise DaydreamError("failed", f"cohort {self.cohort_id}: {counts.summary()}")

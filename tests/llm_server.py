@@ -16,8 +16,10 @@ close); ``hang`` (no answer until the server stops); ``drop`` (headers and half 
 close); ``malformed`` (200 with invalid JSON); ``empty_choices``; ``null_content``; ``truncated``
 (200, finish_reason ``length``); ``latency:<seconds>`` (delay, then a normal answer).
 
-``server.requests`` holds ``{"path", "headers" (lower-case names), "body"}`` per request;
-``server.successes`` counts well-formed 200 completions (``truncated`` included).
+``server.requests`` holds ``{"path", "headers" (lower-case names), "body"}`` per request, plus
+the ``usage`` it answered with; ``server.successes`` counts well-formed 200 completions
+(``truncated`` included). Token counts are words. ``server.cost`` (None by default) makes it
+report ``usage.cost`` as OpenRouter does: a number, or ``cost(body, usage) -> float``.
 
 Standalone, for benchmarks: ``python tests/llm_server.py --port 8765 --latency 0.2``.
 """
@@ -66,7 +68,7 @@ class LLMServer:
         self.latency = latency  # seconds added to every request
         self.responder: Callable[[dict], str] = default_responder
         self.rule: Callable[[dict], str | None] | None = None
-        self.cost: float | None = None  # when set, usage.cost is reported (as OpenRouter does)
+        self.cost: float | Callable[[dict, dict], float] | None = None  # when set, usage.cost is reported
         self.retry_after = "1"  # Retry-After value sent with mode "429" (seconds or HTTP-date)
         self.timeout_delay = 2.0  # how long mode "timeout" stays silent
         self._lock = threading.Lock()
@@ -161,7 +163,8 @@ class _Handler(BaseHTTPRequestHandler):
             body: Any = json.loads(raw)
         except ValueError:
             body = None
-        mode = server._begin({"path": self.path, "headers": {k.lower(): v for k, v in self.headers.items()}, "body": body})
+        self._record = {"path": self.path, "headers": {k.lower(): v for k, v in self.headers.items()}, "body": body}
+        mode = server._begin(self._record)
         self._ended = False
         try:
             if server._wait(server.latency):
@@ -208,7 +211,8 @@ class _Handler(BaseHTTPRequestHandler):
         }
         usage["total_tokens"] = usage["prompt_tokens"] + usage["completion_tokens"]
         if server.cost is not None:
-            usage["cost"] = server.cost
+            usage["cost"] = server.cost(body, usage) if callable(server.cost) else server.cost
+        self._record["usage"] = usage
         payload = {
             "id": f"chatcmpl-{len(server.requests)}",
             "object": "chat.completion",

@@ -37,8 +37,12 @@ DAY_TWO = (
     ".venv/bin/daydream purge demo-rubrics",
     ".venv/bin/daydream purge demo-rubrics --yes",
 )
+SPEND = (
+    ".venv/bin/daydream estimate demo",
+    ".venv/bin/daydream run demo --max-cost 5",
+)
 # `make test` is the command that runs this suite (CI runs it on a fresh clone).
-RUN_HERE = {"make demo", LOCAL, *LUIGID_START, DAYDREAM_LUIGID, LUIGI_LUIGID, LUIGID_STOP, *DAY_TWO}
+RUN_HERE = {"make demo", LOCAL, *LUIGID_START, DAYDREAM_LUIGID, LUIGI_LUIGID, LUIGID_STOP, *DAY_TWO, *SPEND}
 RUN_BY_CI = {"make test"}
 
 
@@ -166,6 +170,10 @@ def test_make_demo_then_day_two_commands(workdir):
     assert r.returncode == 0, r.stderr[-3000:]
     assert "report site:" in r.stdout
     assert_demo_done(workdir)
+    estimate = sh(workdir, SPEND[0])
+    assert estimate.returncode == 0 and "no model calls left to make" in estimate.stdout, estimate.stdout
+    capped = sh(workdir, SPEND[1])  # the simulator is free: a cap changes nothing
+    assert capped.returncode == 0 and f"{DEMO_GENERATIONS} generations: {DEMO_GENERATIONS} done" in capped.stderr
     status = sh(workdir, DAY_TWO[0])
     assert status.returncode == 0 and re.search(r"evaluation\s+72\s+0\s+0\s+0\s+0", status.stdout), status.stdout
     check = sh(workdir, DAY_TWO[1])

@@ -50,9 +50,6 @@ class CompletionRequest:
     model_slug: str  # provider's model name, e.g. "anthropic/claude-sonnet-4"
     temperature: float | None = None
     max_tokens: int | None = None
-    # USD per million tokens; cost fallback when the provider reports none
-    input_price_per_mtok: float | None = None
-    output_price_per_mtok: float | None = None
     context: GenerationContext = field(default_factory=GenerationContext)
 
 
@@ -65,7 +62,7 @@ class Completion:
     truncated: bool  # finish_reason == "length"
     prompt_tokens: int | None
     completion_tokens: int | None
-    cost_usd: float | None
+    cost_usd: float | None  # as the provider reported it; None when it reports none (spend.py prices it)
     duration_s: float  # wall time of the whole call, retries and waits included
     attempts: int
     simulated: bool
@@ -90,12 +87,3 @@ class ModelAPI(Protocol):
 
     async def generate(self, request: CompletionRequest) -> Completion:
         ...
-
-
-def price_cost(request: CompletionRequest, prompt_tokens: int | None, completion_tokens: int | None) -> float | None:
-    """Cost from configured prices, used only when the provider reports none."""
-    if request.input_price_per_mtok is None or request.output_price_per_mtok is None:
-        return None
-    if prompt_tokens is None or completion_tokens is None:
-        return None
-    return (prompt_tokens * request.input_price_per_mtok + completion_tokens * request.output_price_per_mtok) / 1e6

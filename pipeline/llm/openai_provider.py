@@ -20,7 +20,7 @@ import openai
 from openai.types.chat import ChatCompletion
 
 from pipeline.errors import DaydreamError
-from pipeline.llm.base import Completion, CompletionRequest, ProviderSettings, Transient, price_cost
+from pipeline.llm.base import Completion, CompletionRequest, ProviderSettings, Transient
 from pipeline.llm.registry import register_api
 
 _MAX_SERVER_MESSAGE = 200
@@ -127,7 +127,7 @@ class OpenAIAPI:
         prompt_tokens = getattr(usage, "prompt_tokens", None)
         completion_tokens = getattr(usage, "completion_tokens", None)
         cost = getattr(usage, "cost", None)
-        cost = float(cost) if isinstance(cost, (int, float)) else price_cost(request, prompt_tokens, completion_tokens)
+        cost = float(cost) if isinstance(cost, (int, float)) and not isinstance(cost, bool) else None
         return Completion(
             text=(content or "").replace("\r\n", "\n"),
             finish_reason=finish,

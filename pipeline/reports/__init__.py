@@ -38,8 +38,9 @@ Shared vocabulary
 Tables (file name = key)
 - ``generations``: one row per membership row. stage, gen_id, parent_gen_id (blank for drafts),
   combo_id, template_id, llm_model_id, replicate, mode, status, error, error_detail,
-  finish_reason, prompt_tokens, completion_tokens, cost_usd, duration_s, attempts, simulated,
-  started_at, finished_at.
+  finish_reason, prompt_tokens, completion_tokens, cost_usd, cost_source (``reported`` by the
+  provider, ``estimated`` from the catalog prices, ``unknown``; blank when no model was called),
+  duration_s, attempts, simulated, started_at, finished_at.
 - ``scores``: one row per evaluation in membership (none dropped). evaluation_gen_id,
   essay_gen_id, draft_gen_id, combo_id, draft_template, draft_llm, essay_template, essay_llm,
   essay_mode, evaluation_template, evaluation_llm, draft_replicate, essay_replicate,
@@ -99,6 +100,12 @@ Tables (file name = key)
   pending, coverage (done / expected), prompt_tokens, completion_tokens, cost_usd (blank =
   unknown when any model call of the stage recorded no cost; never 0 for unknown),
   n_cost_unknown (calls without a recorded cost), n_simulated.
+- ``spend``: the recorded model calls (each generation's last call; copy mode calls none) per
+  stage × model, then per stage (llm_model_id ``(all)``), then the cohort (stage and
+  llm_model_id ``(all)``): stage, llm_model_id, calls, prompt_tokens, completion_tokens, cost_usd
+  (blank = unknown when any of the calls' cost is unknown; never 0 for unknown),
+  cost_reported_usd (the part the provider reported), cost_estimated_usd (the part computed from
+  the catalog prices), n_cost_reported, n_cost_estimated, n_cost_unknown, simulated.
 - ``issues``: stage, gen_id (blank for catalog-level issues), issue, detail. issue ∈
   ``failed``, ``missing_file`` (detail lists the absent files), ``corrupt_metadata``,
   ``broken_lineage`` (blank/unknown parent, metadata.json disagreeing with membership, duplicate
@@ -125,7 +132,7 @@ from .collect import ISSUE_COLUMNS, collect
 
 TABLES = ("generations", "scores", "pivot_essay_evaluator", "pivot_generation", "pivot_draft_essay_template",
           "factors", "factor_effects", "paired_comparisons", "variance_models", "variance_rubrics", "variance_replicates", "agreement", "leaderboard",
-          "coverage", "issues")
+          "coverage", "spend", "issues")
 
 __all__ = ["TABLES", "build_reports", "build_cross_cohort", "write_table"]
 
@@ -168,6 +175,7 @@ def _compute(paths: DataPaths, cohort_id: str, high: float, low: float) -> dict[
         "agreement": tables.agreement(s),
         "leaderboard": tables.leaderboard(s, c.essays),
         "coverage": tables.coverage(c.generations),
+        "spend": tables.spend(c.generations),
         "issues": issues.sort_values(["issue", "stage", "gen_id"], kind="stable").reset_index(drop=True),
     }
     assert tuple(out) == TABLES

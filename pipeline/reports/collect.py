@@ -22,6 +22,7 @@ from ..catalog import DEFAULT_SCALE
 from ..cohort import MEMBERSHIP_COLUMNS
 from ..errors import DaydreamError
 from ..ids import is_safe_id
+from ..spend import call_record, catalog_prices
 from ..store import GEN_FILES, PARENT_STAGE, STAGES, DataPaths, read_text
 from .stats import finite
 
@@ -30,7 +31,7 @@ COPY = "copy"
 
 GENERATION_COLUMNS = MEMBERSHIP_COLUMNS + [
     "status", "error", "error_detail", "finish_reason", "prompt_tokens", "completion_tokens", "cost_usd",
-    "duration_s", "attempts", "simulated", "started_at", "finished_at",
+    "cost_source", "duration_s", "attempts", "simulated", "started_at", "finished_at",
 ]
 SCORE_COLUMNS = [
     "evaluation_gen_id", "essay_gen_id", "draft_gen_id", "combo_id", "draft_template", "draft_llm",
@@ -262,7 +263,7 @@ def collect(paths: DataPaths, cohort_id: str, catalog=None) -> Collected:
         if rec["status"] == "failed":
             reader.issue(rec["stage"], rec["gen_id"], "failed", f"{rec['error']}: {rec['error_detail']}")
 
-    gens = _generations_frame(members)
+    gens = _generations_frame(members, catalog)
     scores = _scores_frame(reader, members, scale_of)
     essays = _essays_frame(reader, members)
     issues = pd.DataFrame(reader.issues, columns=ISSUE_COLUMNS)
@@ -321,7 +322,8 @@ def _simulated(rec: dict, catalog) -> bool:
     return bool(model is not None and model.simulated)
 
 
-def _generations_frame(members: list[dict]) -> pd.DataFrame:
+def _generations_frame(members: list[dict], catalog) -> pd.DataFrame:
+    prices = {} if catalog is None else catalog_prices(catalog)
     rows = []
     for rec in members:
         raw = rec["raw"] or {}
@@ -329,6 +331,8 @@ def _generations_frame(members: list[dict]) -> pd.DataFrame:
         row["finish_reason"] = raw.get("finish_reason") or ""
         for k in ("prompt_tokens", "completion_tokens", "cost_usd", "duration_s", "attempts"):
             row[k] = finite(raw.get(k))
+        call = call_record(raw, prices.get(rec["llm_model_id"]))
+        row["cost_source"] = call["cost_source"] if call else ""
         row["started_at"], row["finished_at"] = raw.get("started_at") or "", raw.get("finished_at") or ""
         rows.append(row)
     df = pd.DataFrame(rows, columns=GENERATION_COLUMNS)

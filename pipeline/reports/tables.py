@@ -10,6 +10,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from ..spend import SPEND_COLUMNS, spend_rows
 from ..store import STAGES
 from . import stats
 
@@ -47,6 +48,7 @@ COLUMNS = {
                     "ci_high", "std", "min", "max", "n_cells", "n", "expected", "coverage", "simulated"],
     "coverage": ["stage", "expected", "done", "failed", "pending", "coverage", "prompt_tokens",
                  "completion_tokens", "cost_usd", "n_cost_unknown", "n_simulated"],
+    "spend": list(SPEND_COLUMNS),
     "cross_cohort": ["essay_gen_id", "cohort_id", "n_cohorts", "draft_template", "draft_llm", "essay_template",
                      "essay_llm", "n_cells", "n", "mean", "ci_low", "ci_high", "std", "min", "max", "rubrics",
                      "evaluators", "mean_across_cohorts", "delta", "delta_ci_low", "delta_ci_high"],
@@ -363,6 +365,19 @@ def coverage(generations: pd.DataFrame) -> pd.DataFrame:
             "n_simulated": int(g["simulated"].sum()),
         })
     return pd.DataFrame(rows, columns=COLUMNS["coverage"])
+
+
+def spend(generations: pd.DataFrame) -> pd.DataFrame:
+    """Tokens and cost of the recorded model calls per stage and model, per stage, and for the
+    cohort (``spend.spend_rows``): which part the provider reported, which was estimated from the
+    catalog prices, and how many calls' cost is unknown."""
+    called = generations[generations["cost_source"] != ""]
+    records = [{"stage": r.stage, "llm_model_id": r.llm_model_id, "cost_source": r.cost_source,
+                "prompt_tokens": None if pd.isna(r.prompt_tokens) else int(r.prompt_tokens),
+                "completion_tokens": None if pd.isna(r.completion_tokens) else int(r.completion_tokens),
+                "cost_usd": None if pd.isna(r.cost_usd) else float(r.cost_usd), "simulated": bool(r.simulated)}
+               for r in called.itertuples(index=False)]
+    return pd.DataFrame(spend_rows(records), columns=COLUMNS["spend"])
 
 
 def _delta_ci(grp: pd.DataFrame) -> np.ndarray:

@@ -31,7 +31,7 @@ from ..store import check_id
 Level = str | None  # None is "no value" (YAML null), e.g. the essay_llm of a copy-mode essay
 Columns = list[str] | Callable[[list[str]], list[str]] | None
 
-TOP_KEYS = ("axes", "rules", "output", "combos", "annotations", "replicates")
+TOP_KEYS = ("axes", "rules", "output", "combos", "annotations", "replicates", "budget_usd")
 RULE_KINDS = ("subsets", "ties", "pairs", "tuples")
 PAIR_KEYS = ("left", "right", "allowed", "balance")
 TUPLE_KEYS = ("axes", "items", "key")
@@ -113,6 +113,7 @@ class Spec:
     combos: dict[str, ComboDef]
     combo_ids_from_catalog: list[str]
     annotations: list[str] = field(default_factory=list)  # free axes, not design fields
+    budget_usd: float | None = None  # the cohort's spend cap (``daydream run --max-cost`` overrides it)
 
 
 def load_spec(path: str | Path) -> Spec:
@@ -209,7 +210,16 @@ class _Loader:
             for name, body in self.mapping(rules.get("ties"), "ties").items()
         }
         annotations = self.names(doc.get("annotations") or [], "annotations")
-        return Spec(self.path, axes, subsets, ties, pairs, tuples, field_order, combos, from_catalog, annotations)
+        return Spec(self.path, axes, subsets, ties, pairs, tuples, field_order, combos, from_catalog, annotations,
+                    self.budget(doc.get("budget_usd")))
+
+    def budget(self, raw: object) -> float | None:
+        from ..spend import check_cap
+
+        try:
+            return check_cap(raw, "budget_usd")
+        except ValueError as exc:
+            self.fail("", str(exc))
 
     # the earlier system's shapes, translated into this one's ---------------------------------
     def axis(self, raw: object, name: str, where: str) -> list[Level]:
