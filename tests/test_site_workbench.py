@@ -264,9 +264,23 @@ def test_unknown_cost_is_unknown_not_zero(tmp_path):
     assert meta["cost_usd"] is not None
     atomic_write_json(meta_path, dict(meta, cost_usd=None))
     build_reports(paths, "alpha")
-    html = (build_site(paths, ["alpha"]) / "cohorts" / "alpha" / "essays" / f"{eid}.html").read_text()
+    cohort = build_site(paths, ["alpha"]) / "cohorts" / "alpha"
+    html = (cohort / "essays" / f"{eid}.html").read_text()
     essay = html[html.index('<h2 id="essay">'):html.index('<h2 id="compare">')]
     assert "cost unknown" in essay and "$0.0000" not in essay
+    # the overview's spend table: that call's stage and the cohort total are unknown, the known
+    # parts stay in the reported / estimated columns, and the unknown call is counted
+    overview = (cohort / "index.html").read_text()
+    spend_table = overview[overview.index('data-table="spend"'):]
+    spend_table = spend_table[:spend_table.index("</table>")]
+    cells = [[re.sub(r"<[^>]+>", "", c).strip() for c in re.findall(r"<td[^>]*>(.*?)</td>", row, re.S)]
+             for row in re.findall(r"<tr>(.*?)</tr>", spend_table, re.S)]
+    rows = {(r[0], r[1]): r for r in cells if r}
+    for key in (("essay", "all models"), ("all stages", "all models")):
+        assert rows[key][5] == "unknown" and rows[key][-1] == "1", (key, rows[key])
+    assert rows[("draft", "all models")][5].startswith("$"), "a stage whose costs are all known has a total"
+    assert any(k[0] == "essay" and k[1] != "all models" for k in rows), "per-model rows too"
+    assert (cohort / "data" / "spend.csv").exists()
 
 
 # -- charts -------------------------------------------------------------------------------------

@@ -26,7 +26,8 @@ NUMERIC = {
     "ci_low", "ci_high", "icc2_1_ci_low", "icc2_1_ci_high", "mean_pearson_ci_low", "mean_pearson_ci_high",
     "n_pearson_essays", "retest_icc2_1_ci_low", "retest_icc2_1_ci_high", "n_cost_unknown", "n_essays_reference",
     "mean_reference", "diff", "n_units", "mean_a", "mean_b", "r", "r_ci_low", "r_ci_high", "delta_ci_low",
-    "delta_ci_high", "n_cells",
+    "delta_ci_high", "n_cells", "calls", "cost_reported_usd", "cost_estimated_usd", "n_cost_reported",
+    "n_cost_estimated",
 }
 BOOLEAN = {"simulated", "in_cohort"}
 

@@ -21,6 +21,7 @@ from ..reports.stats import cluster_mean_ci
 from . import figures
 from .data import Names, records
 from .render import Cell, Col, Link, chart, interval, num, score, status_tag, table, usd
+from ..spend import ALL as ALL_ROWS
 from .search import search_ui
 
 ROW_CAP = 500          # rows of a table on one page; the full table is the CSV download
@@ -37,7 +38,7 @@ COHORT_PAGES = (
 DOWNLOADS = ("leaderboard", "scores", "generations", "factors", "factor_effects", "paired_comparisons",
              "pivot_essay_evaluator", "pivot_generation",
              "pivot_draft_essay_template", "variance_models", "variance_rubrics", "variance_replicates",
-             "agreement", "coverage", "issues", "long")
+             "agreement", "coverage", "spend", "issues", "long")
 CI_NOTE = ("Intervals are 95%: a cluster bootstrap that resamples essays with all their evaluations "
            "(expanded percentile, fixed seed), so n_essays is the n behind them; blank when there are fewer "
            "than 3 essays.")
@@ -210,19 +211,17 @@ def overview(c: Cohort) -> Page:
              .reset_index(name="n") if len(g) else pd.DataFrame())
     fail_table = table([Col("stage"), Col("status"), Col("error"), Col("n", kind="int")], records(fails),
                        empty="Every generation is done.", tid="failures")
-    # a generation that made no call (pending, copy) costs nothing; one that did and recorded no
-    # cost makes its group's cost unknown
-    called = (g["status"] != "pending") & (g["llm_model_id"] != "copy") if len(g) else None
-    gc = g.assign(cost_usd=g["cost_usd"].where(called, g["cost_usd"].fillna(0))) if len(g) else g
-    usage = (gc.groupby(["stage", "llm_model_id"], sort=True)
-             .agg(n=("gen_id", "size"), prompt_tokens=("prompt_tokens", "sum"),
-                  completion_tokens=("completion_tokens", "sum"), cost_usd=("cost_usd", _known_sum),
-                  mean_duration_s=("duration_s", "mean")).reset_index() if len(g) else pd.DataFrame())
-    for r in (usage_rows := records(usage)):
-        r["llm"] = c.names.model(r["llm_model_id"])
-    usage_table = table([Col("stage"), Col("llm"), Col("n", kind="int"), Col("prompt_tokens", kind="int"),
-                         Col("completion_tokens", kind="int"), Col("cost_usd", kind="usd"),
-                         Col("mean_duration_s", kind="duration", title="mean wall time per call")], usage_rows, tid="usage")
+    spend_rows = records(c.t["spend"])
+    for r in spend_rows:
+        r["stage"] = "all stages" if r["stage"] == ALL_ROWS else r["stage"]
+        r["llm"] = "all models" if r["llm_model_id"] == ALL_ROWS else c.names.model(r["llm_model_id"])
+    usage_table = table([Col("stage"), Col("llm"), Col("calls", kind="int", title="model calls recorded"),
+                         Col("prompt_tokens", kind="int"), Col("completion_tokens", kind="int"),
+                         Col("cost_usd", kind="usd", title="unknown when any call's cost is unknown"),
+                         Col("cost_reported_usd", "reported", kind="usd", title="as the provider reported it"),
+                         Col("cost_estimated_usd", "estimated", kind="usd", title="tokens × llm_models.csv prices"),
+                         Col("n_cost_unknown", "calls of unknown cost", kind="int")],
+                        spend_rows, tid="spend", csv="data/spend.csv", empty="No model calls recorded yet.")
     pages = _links([(t, f"{stem}.html") for stem, t in COHORT_PAGES[1:]])
     downloads = Markup(" · ").join(_csv_link(n) for n in DOWNLOADS)
     return Page(f"cohorts/{c.id}/index.md", f"{c.id}: overview", f"Cohort {c.id}", [
@@ -234,8 +233,10 @@ def overview(c: Cohort) -> Page:
                                    'the end of its response and its files is in the <a href="failures.html">failures '
                                    'browser</a>; missing files and catalog problems on the <a href="quality.html">data '
                                    'quality</a> page.'), [fail_table]),
-        Section("Tokens and cost", "Usage per stage and model, summed from each response's metadata. A cost is "
-                "unknown when any call recorded none (the offline simulator records none).", [usage_table]),
+        Section("Tokens and spend", "Per stage and model, then per stage and for the cohort. A call's cost is "
+                "the provider's own figure when it reports one, else its tokens at the catalog prices (estimated), "
+                "else unknown; a total is unknown when any of its calls is (the offline simulator is free).",
+                [usage_table]),
         Section("Pages", "", [pages]),
         Section("Downloads", Markup("Report tables (CSV): ") + downloads),
     ], c.simulated, lead=f"{len(c.essay_ids):,} essays; every table below is built from the cohort's report CSVs.")
