@@ -21,6 +21,7 @@ from . import config
 from .cohort import compile_cohort, terminal_progress
 from .errors import DaydreamError
 from .run_plan import cohort_counts, membership, prepare_providers
+from .search_store import derive, is_search_cohort
 from .generation import runtime, state_of
 from .state import DONE, KINDS
 from .store import STAGES, read_json
@@ -80,7 +81,7 @@ class StoreProgress:
     def __init__(self, cohort_id: str, since: str):
         from tqdm import tqdm
 
-        self.paths = config.data_paths()
+        self.paths, self.cohort_id = config.data_paths(), cohort_id
         self.rows = membership(self.paths, cohort_id)
         self.since = datetime.fromisoformat(since).timestamp()
         rt, memo = runtime(), {}
@@ -100,8 +101,31 @@ class StoreProgress:
         while not self._stop.wait(PROGRESS_POLL_S):
             self.advance()
 
+    def _grown(self) -> int:
+        """A search cohort's membership grows by a round at a time: follow it. Returns how many of
+        the new generations were finished before this run (shared with earlier work)."""
+        rows = membership(self.paths, self.cohort_id)
+        if rows is self.rows:
+            return 0
+        known = {(r["stage"], r["gen_id"]) for r in self.rows}
+        gens, old = str(self.paths.gens), 0
+        for r in rows:
+            if (r["stage"], r["gen_id"]) not in known:
+                path = f"{gens}/{r['stage']}/{r['gen_id']}/parsed_metadata.json"
+                try:
+                    if os.stat(path).st_mtime < self.since:
+                        old += 1
+                        continue
+                except FileNotFoundError:
+                    pass
+                self.waiting.append(path)
+        self.rows = rows
+        self.bar.total = len(rows)
+        self.bar.refresh()
+        return old
+
     def advance(self):
-        fresh = 0
+        fresh = self._grown()
         still = []
         for path in self.waiting:
             try:
@@ -171,6 +195,8 @@ def run_cohort(cohort_id: str, *, workers: int = 1, local_scheduler: bool = True
         counts = cohort_counts(paths, membership(paths, cohort_id), task.since)
         progress.set(counts.done + counts.failed + counts.blocked)
     print(counts.summary(), file=sys.stderr)
+    if is_search_cohort(paths, cohort_id):
+        print(derive(paths, cohort_id)[0].line(), file=sys.stderr)
     site = paths.site_dir / "build" / "index.html"
     if ReportSite().complete() and site.exists():
         print(f"report site: {site}\npreview it:  .venv/bin/daydream preview   (serves on 127.0.0.1)")
@@ -201,8 +227,9 @@ def cohort_status(cohort_id: str) -> dict:
             else:
                 cost += rm["cost_usd"]
         simulated |= bool(rm.get("simulated"))
+    search = derive(paths, cohort_id)[0].line() if is_search_cohort(paths, cohort_id) else None
     return {"stages": counts.by_stage, "reasons": counts.reasons, "tokens": tokens, "cost_usd": cost,
-            "cost_unknown": cost_unknown, "simulated": simulated}
+            "cost_unknown": cost_unknown, "simulated": simulated, "search": search}
 
 
 def print_status(cohort_id: str) -> int:
@@ -217,6 +244,8 @@ def print_status(cohort_id: str) -> int:
     cost = f"${st['cost_usd']:.4f}"
     if st["cost_unknown"]:
         cost += f" + unknown for {st['cost_unknown']} calls"
+    if st["search"]:
+        print(f"  {st['search']}")
     print(f"  tokens: {st['tokens']['prompt']:,} prompt, {st['tokens']['completion']:,} completion; cost: {cost}")
     if st["reasons"]:
         print("  failures:")
