@@ -139,7 +139,11 @@ def _usable(x: float | None) -> bool:
 def ranked(results: list[ComboResult], statistic: str) -> list[ComboResult]:
     """Best first by ``statistic``; ties by combo_id; combos without a value (no scores, or too
     few essays for an interval) last, and never kept."""
-    return sorted(results, key=lambda r: (not _usable(r.value(statistic)), -(r.value(statistic) if _usable(r.value(statistic)) else 0.0), r.combo_id))
+    def key(r: ComboResult):
+        v = r.value(statistic)
+        return (0, -v, r.combo_id) if _usable(v) else (1, 0.0, r.combo_id)
+
+    return sorted(results, key=key)
 
 
 def select(results: list[ComboResult], top: int, statistic: str) -> list[ComboResult]:

@@ -29,7 +29,16 @@ _SCORED: dict[tuple, ComboResult] = {}  # a combo's statistics, by its scores: e
 
 
 def is_search_cohort(paths: DataPaths, cohort_id: str) -> bool:
-    return load_spec(require_known_cohort(paths, cohort_id)).search is not None
+    """Whether the cohort's spec has a ``search:`` section: from its manifest when that was compiled
+    from the current spec (parsing a big spec would enumerate its combos), else from the spec."""
+    spec_path = require_known_cohort(paths, cohort_id)
+    try:
+        m = read_json(paths.manifest_json(cohort_id)) or {}
+    except DaydreamError:
+        m = {}
+    if m.get("fingerprints", {}).get("spec") == spec_fingerprint(spec_path.parent):
+        return "search" in m
+    return load_spec(spec_path).search is not None
 
 
 class _Rounds:

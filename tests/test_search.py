@@ -419,3 +419,28 @@ def test_the_pool_may_come_from_a_file(tmp_path):
     s = load_spec(tmp_path / "spec" / "config.yaml")
     assert s.search.pool == ("creativity", "feedback-loops", "serendipity")
     assert list(s.axes)[0] == "combo_id" and len(s.axes["combo_id"]) == 3
+
+
+def test_two_searches_reaching_the_same_combo_share_its_generations(demo_root):
+    """Combos keep their concepts sorted, so a combo has one prompt and one set of gen_ids
+    whichever search (or pool order) reaches it."""
+    from pipeline.cohort import compile_cohort
+    from pipeline.store import DataPaths
+
+    paths = DataPaths(demo_root)
+    for name, pool in (("search-a", ["serendipity", "creativity", "feedback-loops"]),
+                       ("search-b", ["feedback-loops", "serendipity", "deliberate-practice"])):
+        spec = json.loads(json.dumps(GOOD))
+        spec["search"]["pool"] = pool
+        d = demo_root / "cohorts" / name / "spec"
+        d.mkdir(parents=True)
+        (d / "config.yaml").write_text(json.dumps(spec))
+        compile_cohort(paths, name)
+    a, b = ({r.strip().split(",")[1] for r in (demo_root / "cohorts" / c / "membership.csv").read_text().splitlines()[1:]}
+            for c in ("search-a", "search-b"))
+    shared = a & b
+    assert len(shared) == 3  # the pair {feedback-loops, serendipity}: its draft, essay and evaluation
+    for gen_id in shared:
+        stage = {"d": "draft", "e": "essay", "v": "evaluation"}[gen_id[0]]
+        md = json.loads(paths.gen_file(stage, gen_id, "metadata.json").read_text())
+        assert md["cohorts"] == ["search-a", "search-b"]

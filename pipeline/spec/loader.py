@@ -254,8 +254,7 @@ class _Loader:
             self.fail("search.level", f"{level!r} is not one of {', '.join(COMBO_LEVELS)}")
 
         def integer(part: str, key: str, lo: int, hi: int | None = None, why: str = "") -> int | None:
-            where = f"search.{part}.{key}" if part else f"search.{key}"
-            value = (parts[part] if part else body).get(key)
+            where, value = f"search.{part}.{key}", parts[part].get(key)
             if value is None:
                 return None
             if isinstance(value, bool) or not isinstance(value, int) or value < lo:
@@ -291,8 +290,12 @@ class _Loader:
         seed = body.get("seed", 0)
         if isinstance(seed, bool) or not isinstance(seed, int):
             self.fail("search.seed", f"{seed!r} must be an integer")
+        start_sample = integer("start", "sample", 1)
+        if start_sample is None and math.comb(len(pool), k0) > MAX_ROWS:
+            self.fail("search.start", f"{len(pool)} concepts choose {k0} is {math.comb(len(pool), k0)} combos; "
+                                      f"the limit is {MAX_ROWS}: give a sample (start: {{k: {k0}, sample: N}})")
         return SearchDef(pool, level, k0, top, statistic,
-                         start_sample=integer("start", "sample", 1), expand_sample=integer("expand", "sample", 1),
+                         start_sample=start_sample, expand_sample=integer("expand", "sample", 1),
                          seed=seed, max_k=max_k, rounds=integer("stop", "rounds", 1),
                          target=None if target is None else float(target), budget=budget)
 
