@@ -206,6 +206,7 @@ def bad(**edits) -> dict:
     (bad(search__selekt={"top": 1}), ["search", "unknown key 'selekt'"]),
     (bad(combos=[{"concepts": ["creativity", "serendipity"], "level": "paragraph"}]), ["search", "remove combos:"]),
     (bad(axes__combo_id=["combo_v1_85128e4e5ef3"]), ["axes.combo_id", "remove this axis"]),
+    (bad(rules={"subsets": {"combo_id": ["combo_v1_85128e4e5ef3"]}}), ["subsets.combo_id", "no rule may name combo_id"]),
 ])
 def test_bad_search_specs_are_one_clear_error(tmp_path, spec, needles):
     path = tmp_path / "config.yaml"
@@ -293,6 +294,10 @@ def test_demo_search_runs_with_daydream_then_luigi_reuses_everything(demo_root):
     assert r.returncode == 0, r.stderr[-3000:]
     assert parsed_stamps(demo_root) == before
     assert outcome(demo_root) == rec
+    # purging the cohort removes its search record with its membership
+    r = daydream(demo_root, "purge", "demo-search", "--yes")
+    assert r.returncode == 0 and "removed" in r.stdout, r.stdout + r.stderr
+    assert not (demo_root / "cohorts" / "demo-search" / "search.json").exists()
 
 
 @pytest.mark.slow

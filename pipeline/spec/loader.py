@@ -234,6 +234,11 @@ class _Loader:
             for axis in ("combo_id", "essay_gen_id"):
                 if any(axis in t.axes for t in tuples.values()):
                     self.search_axis(axis)
+            ruled = [f"subsets.{a}" for a in subsets if a == "combo_id"]
+            ruled += [f"ties.{n}" for n, axes_ in ties.items() if "combo_id" in axes_]
+            ruled += [f"pairs.{n}" for n, p in pairs.items() if "combo_id" in (p.left, p.right)]
+            if ruled:
+                self.fail(ruled[0], "a search cohort's combos come from search:; no rule may name combo_id")
         return Spec(self.path, axes, subsets, ties, pairs, tuples, field_order, combos, from_catalog, annotations,
                     search)
 
