@@ -4,7 +4,7 @@
 every generation of it is done, so the rounds never depend on what a crash interrupted or on a
 failure that the next run retries. ``sync`` records the result in the cohort's search.json and
 compiles the cohort over the rounds it reached (the new round's generations join membership.csv);
-only the runner calls it. Status and reports call ``derive``, which writes nothing.
+only the runner's tasks (``RunCohort``, ``SearchRound``) call it. Status and reports call ``derive``, which writes nothing.
 """
 
 from __future__ import annotations

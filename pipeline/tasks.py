@@ -1,7 +1,9 @@
 """Luigi tasks: wiring only (parameters, requires, output, run; one call into the library).
 
 ``luigi --module pipeline.tasks RunCohort --cohort-id demo [--local-scheduler] [--workers N]``
-runs a cohort: compile, every generation, reports and the site. The shape of a run:
+runs a cohort: compile, every generation, reports and the site. The shape of a run (a search
+cohort yields ``SearchRound`` 0, 1, … instead of the chunks, each yielding its ``SearchChunk``
+tasks; see ``RunCohort``):
 
     RunCohort ──requires──► CompileCohort
         │ run(): yield CohortChunk 0..K-1            (low priority, one unit of each provider)
@@ -292,6 +294,41 @@ class SearchChunk(CohortChunk):
         return round_chunks(config.data_paths(), self.cohort_id, self.round, config.chunk_size())[self.index]
 
 
+class SearchRound(_DaydreamTask):
+    """Round ``round`` of a search cohort: requires the round before it, and is known only once
+    that one is scored, so ``RunCohort`` yields the rounds one at a time (dynamic dependencies).
+    ``run`` syncs the search with the store (which compiles this round when it was just reached)
+    and yields the round's chunks."""
+
+    cohort_id = luigi.Parameter()
+    round = luigi.IntParameter()
+    since = _since_parameter()
+    priority = CHUNK_PRIORITY
+
+    def requires(self):
+        return [SearchRound(cohort_id=self.cohort_id, round=self.round - 1, since=self.since)] if self.round else []
+
+    def _chunks(self) -> list[SearchChunk]:
+        paths = config.data_paths()
+        if not search_record_path(paths, self.cohort_id).exists():
+            return []
+        n = len(round_chunks(paths, self.cohort_id, self.round, config.chunk_size()))
+        return [SearchChunk(cohort_id=self.cohort_id, round=self.round, index=i, since=self.since) for i in range(n)]
+
+    def complete(self):
+        chunks = self._chunks()  # none until the round is reached and compiled
+        return bool(chunks) and all(c.complete() for c in chunks)
+
+    def run(self):
+        state = sync(config.data_paths(), self.cohort_id)
+        if self.round >= len(state.rounds):  # not reached: an earlier round has a failure
+            return
+        rnd = state.rounds[self.round]
+        self.set_status_message(f"round {rnd.index}: {len(rnd.combos)} combos of {rnd.k} concepts")
+        yield self._chunks()
+        self.set_status_message(f"round {rnd.index}: {len(rnd.combos)} combos of {rnd.k} concepts, settled")
+
+
 def _report_inputs(cohort_id: str) -> str:
     """Fingerprint of everything a cohort's reports read: membership and each generation's files."""
     paths = config.data_paths()
@@ -384,8 +421,8 @@ class RunCohort(_DaydreamTask):
     generation failed; the reports and the site are built first either way.
 
     A search cohort runs round by round: ``run`` syncs the search with the store (which may
-    compile a new round), yields the round's ``SearchChunk`` tasks, and once they are settled
-    syncs again. Luigi calls ``run`` again from the top after each yield, and every round is
+    compile a new round), yields the round's ``SearchRound`` task, and once its chunks are
+    settled syncs again. Luigi calls ``run`` again from the top after each yield, and every round is
     re-derived from the stored scores, so a re-run (or a run after a kill) finds the rounds
     already scored, reuses their generations and continues the same search. A round with a
     failed generation is never scored: the search waits there for the next run to retry it.
@@ -463,8 +500,7 @@ class RunCohort(_DaydreamTask):
         logger.info("%s: %s", self.cohort_id, summary)
 
     def _search_rounds(self, paths):
-        """Yield each round's chunks, the next round once they are settled; returns the search's
-        status line. Stops when the search does, or at a round that a failure keeps unscored."""
+        """Yield each round, the next one once it is settled; returns the search's status line. Stops when the search does, or at a round that a failure keeps unscored."""
         index = 0
         while True:
             state = sync(paths, self.cohort_id)
@@ -474,6 +510,5 @@ class RunCohort(_DaydreamTask):
                     return state.line()
                 last = state.rounds[-1]
                 return f"search paused at round {last.index}: a generation of it failed (the next run retries it)"
-            n = len(round_chunks(paths, self.cohort_id, index, config.chunk_size()))
-            yield [SearchChunk(cohort_id=self.cohort_id, round=index, index=i, since=self.since) for i in range(n)]
+            yield SearchRound(cohort_id=self.cohort_id, round=index, since=self.since)
             index += 1
