@@ -372,7 +372,7 @@ class CohortReports(_DaydreamTask):
             from .reports.search import build_search_reports
 
             build_search_reports(config.data_paths(), self.cohort_id, *derive(config.data_paths(), self.cohort_id),
-                                 tables["generations"])
+                                 tables)
         atomic_write_json(self._marker(), {"fingerprint": fingerprint})
 
 

@@ -279,6 +279,11 @@ def test_demo_search_runs_with_daydream_then_luigi_reuses_everything(demo_root):
     reports = demo_root / "cohorts" / "demo-search" / "reports"
     rounds = (reports / "search_rounds.csv").read_text().splitlines()
     assert rounds[0].startswith("round,k,combo_id,concepts,parents,status,n,n_essays,mean,ci_low,ci_high")
+    import csv
+
+    best = next(r for r in csv.DictReader(rounds) if r["combo_id"] == rec["best"][0]["combo_id"])
+    assert best["kept"] == "True" and len(best["essay_gen_ids"].split(";")) == 3
+    assert all((demo_root / "gens" / "essay" / e).is_dir() for e in best["essay_gen_ids"].split(";"))
     summary = (reports / "search_summary.csv").read_text().splitlines()
     assert len(summary) == 1 + len(rec["rounds"]) and ",stopped,target," in summary[-1]
     # the ratio of generations used to the full factorial, reported

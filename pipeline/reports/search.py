@@ -9,7 +9,8 @@ Written next to the other tables under ``data/cohorts/<cohort_id>/reports/``:
   fewer than 3 essays), statistic (the selection statistic's name), value (its value), rank
   (1 = best of its round by value, ties by combo_id; blank while running or without a value),
   kept (True/False), calls (model calls its generations take), calls_made (model calls recorded
-  in the store, retries not counted), cost_usd (recorded cost; blank when any call recorded none).
+  in the store, retries not counted), cost_usd (recorded cost; blank when any call recorded none),
+  essay_gen_ids (``;``-joined, best mean score_norm first: the combo's essays, for links).
 - ``search_summary.csv``: one row per round: round, k, status, combos, kept (``;``-joined
   combo_ids, best first), calls, calls_made, cost_usd, best_combo_id, best_concepts, best_value,
   best_mean, best_ci_low, best_ci_high (the round's best combo), cumulative_calls, then the search's
@@ -31,7 +32,7 @@ from ..search import SearchState, ranked
 from ..store import DataPaths, atomic_write_json
 
 ROUND_COLUMNS = ["round", "k", "combo_id", "concepts", "parents", "status", "n", "n_essays", "mean", "ci_low",
-                 "ci_high", "statistic", "value", "rank", "kept", "calls", "calls_made", "cost_usd"]
+                 "ci_high", "statistic", "value", "rank", "kept", "calls", "calls_made", "cost_usd", "essay_gen_ids"]
 SUMMARY_COLUMNS = ["round", "k", "status", "combos", "kept", "calls", "calls_made", "cost_usd", "best_combo_id",
                    "best_concepts", "best_value", "best_mean", "best_ci_low", "best_ci_high", "cumulative_calls",
                    "search_status", "stop_code", "stop_reason", "combos_tried", "combos_full_factorial",
@@ -49,10 +50,19 @@ def _spend(generations: pd.DataFrame) -> dict[str, tuple[int, float | None]]:
     return out
 
 
-def search_tables(state: SearchState, record: dict, generations: pd.DataFrame) -> dict[str, pd.DataFrame]:
+def _essays(scores: pd.DataFrame) -> dict[str, str]:
+    """Per combo_id: its essays, best mean score_norm first (ties by id)."""
+    s = scores.assign(score_norm=pd.to_numeric(scores["score_norm"], errors="coerce"))
+    means = s.groupby(["combo_id", "essay_gen_id"])["score_norm"].mean().reset_index()
+    means = means.assign(order=-means["score_norm"].fillna(-1)).sort_values(["combo_id", "order", "essay_gen_id"])
+    return {cid: ";".join(g["essay_gen_id"]) for cid, g in means.groupby("combo_id")}
+
+
+def search_tables(state: SearchState, record: dict, generations: pd.DataFrame,
+                  scores: pd.DataFrame) -> dict[str, pd.DataFrame]:
     """``search_rounds`` and ``search_summary`` of a derived search (pure)."""
     stat = state.defn.statistic
-    spend = _spend(generations)
+    spend, essays = _spend(generations), _essays(scores)
     rows, summary, cumulative = [], [], 0.0
     kept_before: list[tuple[str, set]] = []
     for rnd in state.rounds:
@@ -71,7 +81,7 @@ def search_tables(state: SearchState, record: dict, generations: pd.DataFrame) -
                 "n_essays": r.n_essays if r else 0, "mean": r.mean if r else None, "ci_low": r.ci_low if r else None,
                 "ci_high": r.ci_high if r else None, "statistic": stat, "value": r.value(stat) if r else None,
                 "rank": ranks.get(cid), "kept": cid in rnd.kept, "calls": r.calls if r else None,
-                "calls_made": made, "cost_usd": cost,
+                "calls_made": made, "cost_usd": cost, "essay_gen_ids": essays.get(cid, ""),
             })
         rows += round_rows
         cumulative += rnd.cost
@@ -99,11 +109,11 @@ def search_tables(state: SearchState, record: dict, generations: pd.DataFrame) -
 
 
 def build_search_reports(paths: DataPaths, cohort_id: str, state: SearchState, record: dict,
-                         generations: pd.DataFrame) -> dict[str, pd.DataFrame]:
+                         tables: dict[str, pd.DataFrame]) -> dict[str, pd.DataFrame]:
     """Write the tables and the record of a search (``search_store.derive``) under the reports dir."""
     from . import write_table
 
-    out = search_tables(state, record, generations)
+    out = search_tables(state, record, tables["generations"], tables["scores"])
     for name, df in out.items():
         write_table(paths.reports_dir(cohort_id) / f"{name}.csv", df)
     atomic_write_json(paths.reports_dir(cohort_id) / "search.json", record)
