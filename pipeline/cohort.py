@@ -250,7 +250,8 @@ def _validate_references(plan: CohortPlan, catalog: Catalog, where: Path) -> Non
             raise DaydreamError("template", exc.message, path=t.path) from None
 
 
-def manifest(plan: CohortPlan, catalog: Catalog, spec_fingerprint: str) -> dict:
+def manifest(plan: CohortPlan, catalog: Catalog, spec_fingerprint: str, search: dict | None = None) -> dict:
+    """``search`` (search cohorts): which recorded rounds the plan includes (see ``is_compiled``)."""
     gens = plan.generations
 
     def per_stage(attr: str) -> dict:
@@ -267,6 +268,7 @@ def manifest(plan: CohortPlan, catalog: Catalog, spec_fingerprint: str) -> dict:
         "counts": {s: len(gens[s]) for s in gens},
         "external_essays": sorted(plan.external_essays),
         "fingerprints": {"catalog": catalog.fingerprint, "spec": spec_fingerprint},
+        **({"search": search} if search is not None else {}),
     }
 
 
@@ -386,7 +388,7 @@ def metadata_bytes(md: dict) -> bytes:
 
 def write_cohort(paths: DataPaths, plan: CohortPlan, catalog: Catalog, spec: Spec,
                  existing: Callable[[str, str], dict | None] | None = None,
-                 progress: Progress | None = None) -> dict[str, int]:
+                 progress: Progress | None = None, search: dict | None = None) -> dict[str, int]:
     """Seed metadata, then membership and manifest. Returns counts of files written per kind.
 
     ``existing`` reads stored metadata (default: from disk); ``compile_cohort`` passes the reads
@@ -422,7 +424,7 @@ def write_cohort(paths: DataPaths, plan: CohortPlan, catalog: Catalog, spec: Spe
 
     written["membership"] += atomic_write_csv(mpath, MEMBERSHIP_COLUMNS, (g.membership_row() for g in generations))
     written["manifest"] += atomic_write_json(
-        paths.manifest_json(cohort), manifest(plan, catalog, spec_fingerprint(spec.path.parent))
+        paths.manifest_json(cohort), manifest(plan, catalog, spec_fingerprint(spec.path.parent), search)
     )
     return written
 
@@ -460,14 +462,103 @@ def compile_cohort(paths: DataPaths, cohort_id: str, *, confirm_above: int | Non
     spec_path = require_known_cohort(paths, cohort_id)
     catalog = load_catalog(paths)
     spec = load_spec(spec_path)
+    search = None
+    if spec.search is not None:
+        record = search_record(paths, cohort_id, spec_fingerprint(spec_path.parent), catalog.fingerprint)
+        spec = search_spec(spec, catalog, record)
+        search = {"recorded": _recorded_key(record)}
     design = compile_design(spec)
     existing = StoredMetadata(paths)
     plan = plan_cohort(cohort_id, spec, design, catalog, existing)
+    if spec.search is not None:
+        check_search_plan(spec, plan)
     if confirm_above is not None:
         check_size(paths, plan, confirm_above)
-    return plan, write_cohort(paths, plan, catalog, spec, existing, progress)
+    return plan, write_cohort(paths, plan, catalog, spec, existing, progress, search)
 
 
+# -- search cohorts --------------------------------------------------------------------------------
+# A search cohort's combos are its rounds so far. The runner (pipeline.search_store) derives the
+# rounds from the scores in the gens store and records them in the cohort's search.json; compiling
+# includes the recorded rounds, as long as the record was made from the current spec and
+# catalogs (otherwise round 0 only, and the next run derives the rest again, reusing every
+# generation).
+
+SEARCH_RECORD = "search.json"
+
+
+def search_record_path(paths: DataPaths, cohort_id: str) -> Path:
+    return paths.cohort_dir(cohort_id) / SEARCH_RECORD
+
+
+def search_record(paths: DataPaths, cohort_id: str, spec_fp: str, catalog_fp: str) -> dict | None:
+    """The search state recorded for this spec and these catalogs, or None (absent, corrupt,
+    or made from other ones)."""
+    try:
+        rec = read_json(search_record_path(paths, cohort_id))
+    except DaydreamError:
+        return None
+    if not rec or rec.get("fingerprints") != {"spec": spec_fp, "catalog": catalog_fp}:
+        return None
+    rounds = rec.get("rounds")
+    ok = isinstance(rounds, list) and all(
+        isinstance(r, dict) and isinstance(r.get("combos"), list)
+        and all(isinstance(c, list) and c and all(isinstance(x, str) for x in c) for c in r["combos"])
+        for r in rounds)
+    return rec if ok else None
+
+
+def recorded_combos(record: dict | None) -> list[tuple[str, ...]]:
+    return [tuple(c) for r in (record or {}).get("rounds", []) for c in r["combos"]]
+
+
+def _recorded_key(record: dict | None) -> str:
+    return hashlib.sha256(json.dumps(recorded_combos(record)).encode()).hexdigest()
+
+
+def search_spec(spec: Spec, catalog: Catalog, record: dict | None) -> Spec:
+    """``spec`` over round 0 plus the recorded rounds' combos, its pool checked against the catalog."""
+    defn = spec.search
+    for c in defn.pool:
+        if c not in catalog.concepts:
+            raise DaydreamError("spec", f"search.pool: unknown concept {c!r} (not in concepts_metadata.csv)",
+                                path=spec.path)
+    combos = dict(spec.combos)
+    for combo in recorded_combos(record):
+        if set(combo) <= set(defn.pool):
+            combos.setdefault(defn.combo_id(combo), ComboDef(combo, defn.level, len(combo)))
+    return spec.with_combos(combos)
+
+
+def combo_costs(plan: CohortPlan) -> dict[str, tuple[int, int]]:
+    """Per combo: (model calls, essays) of its generations in ``plan``."""
+    calls: dict[str, int] = {}
+    essays: dict[str, int] = {}
+    for g in plan.all():
+        calls[g.combo_id] = calls.get(g.combo_id, 0) + (g.mode == "llm")
+        essays[g.combo_id] = essays.get(g.combo_id, 0) + (g.stage == "essay")
+    return {c: (calls[c], essays.get(c, 0)) for c in calls}
+
+
+def check_search_plan(spec: Spec, plan: CohortPlan) -> None:
+    """A search that could not rank its combos, or run its first round, is a spec error."""
+    from .search import MIN_ESSAYS, start_combos
+
+    defn = spec.search
+    costs = combo_costs(plan)
+    essays = min((e for _, e in costs.values()), default=0)
+    if defn.statistic in MIN_ESSAYS and essays < MIN_ESSAYS[defn.statistic]:
+        raise DaydreamError("spec", f"search.select.statistic: {defn.statistic} needs at least "
+                                    f"{MIN_ESSAYS[defn.statistic]} essays per combo for an interval; the design "
+                                    f"gives {essays} (add draft or essay replicates, or use mean)", path=spec.path)
+    if defn.budget is not None:
+        first = [defn.combo_id(c) for c in start_combos(defn)]
+        need = sum(costs[c][0] for c in first)
+        if need > defn.budget.limit:
+            raise DaydreamError("spec", f"search.stop.budget_{defn.budget.unit}: {defn.budget.limit:g} is less than "
+                                        f"the {need} model calls of round 0 ({len(first)} combos × "
+                                        f"{need // max(1, len(first))}); raise it or sample fewer start combos",
+                                path=spec.path)
 def check_size(paths: DataPaths, plan: CohortPlan, confirm_above: int) -> None:
     """A plan above ``confirm_above`` generations needs the user's ``--yes``, unless the cohort's
     manifest already counts at least as many (it was confirmed at that size before)."""
@@ -525,6 +616,10 @@ def is_compiled(paths: DataPaths, cohort_id: str) -> bool:
     fp = m.get("fingerprints", {})
     if (fp.get("spec") != spec_fingerprint(paths.spec_file(cohort_id).parent)
             or fp.get("catalog") != load_catalog(paths).fingerprint):
+        return False
+    # a search cohort is compiled over the rounds recorded so far: a new round needs compiling
+    if "search" in m and m["search"].get("recorded") != _recorded_key(
+            search_record(paths, cohort_id, fp["spec"], fp["catalog"])):
         return False
     # a gens store edited by hand (metadata deleted) needs the metadata seeded again
     gens = str(paths.gens)  # ids in a membership we wrote are safe: plain joins, no Path objects

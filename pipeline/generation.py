@@ -392,7 +392,7 @@ async def generate(rt: Runtime, stage: str, gen_id: str, status: Callable[[str],
             temperature=model.temperature if model.temperature is not None else settings.temperature,
             max_tokens=model.max_tokens if model.max_tokens is not None else settings.max_tokens,
             context=GenerationContext(stage=stage, template_id=md["template_id"], parser=inputs.parser,
-                                      replicate=int(md.get("replicate", 1)),
+                                      replicate=int(md.get("replicate", 1)), concept_ids=_concept_ids(rt, stage, md),
                                       scale_min=inputs.scale[0], scale_max=inputs.scale[1]),
         )
         started = _now()
@@ -429,6 +429,14 @@ async def generate(rt: Runtime, stage: str, gen_id: str, status: Callable[[str],
             return _write_failure(rt, stage, gen_id, inputs, reason, raw, simulated=completion.simulated)
     status(f"{stage} · {md['template_id']} · {model.id} · parsing ({inputs.parser})")
     return _write_parsed(rt, stage, gen_id, inputs, raw, simulated=simulated)
+
+
+def _concept_ids(rt: Runtime, stage: str, md: dict) -> tuple[str, ...]:
+    """The concepts of the combo a generation descends from (its draft's), for the simulator."""
+    while stage != "draft":
+        stage = PARENT_STAGE[stage]
+        md = metadata(rt, stage, md["parent_gen_id"])
+    return tuple((md.get("combo") or {}).get("concept_ids", ()))
 
 
 def run_batch(rt: Runtime, stage: str, gen_ids: list[str], *, in_flight: int,

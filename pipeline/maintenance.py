@@ -12,7 +12,7 @@ import os
 import shutil
 from dataclasses import dataclass
 
-from .cohort import read_membership
+from .cohort import SEARCH_RECORD, read_membership
 from .errors import DaydreamError
 from .state import BLOCKED, DONE, PENDING
 from .store import PARENT_STAGE, STAGES, TMP_GLOB, DataPaths, atomic_write_json, read_json, read_text
@@ -191,7 +191,7 @@ def purge(paths: DataPaths, cohort_id: str, *, dry_run: bool = True) -> dict[str
                 md["cohorts"] = [c for c in md["cohorts"] if c != cohort_id]
                 atomic_write_json(path, md)
         cdir = paths.cohort_dir(cohort_id)
-        for name in ("membership.csv", "manifest.json"):
+        for name in ("membership.csv", "manifest.json", SEARCH_RECORD):  # a search's rounds go too
             (cdir / name).unlink(missing_ok=True)
         shutil.rmtree(paths.reports_dir(cohort_id), ignore_errors=True)
     return {"removed": remove, "kept_shared": keep}

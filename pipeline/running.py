@@ -23,6 +23,7 @@ from .errors import DaydreamError
 from .estimate import estimate, left_to_do
 from .ledger import Budget, read_ledger
 from .run_plan import budget_line, call_records, check_max_cost, cohort_counts, membership, prepare_budget, prepare_providers, spend_cap
+from .search_store import derive, is_search_cohort
 from .generation import runtime, state_of
 from .state import DONE, KINDS
 from .store import STAGES
@@ -82,7 +83,7 @@ class StoreProgress:
     def __init__(self, cohort_id: str, since: str):
         from tqdm import tqdm
 
-        self.paths = config.data_paths()
+        self.paths, self.cohort_id = config.data_paths(), cohort_id
         self.rows = membership(self.paths, cohort_id)
         self.since = datetime.fromisoformat(since).timestamp()
         rt, memo = runtime(), {}
@@ -102,8 +103,31 @@ class StoreProgress:
         while not self._stop.wait(PROGRESS_POLL_S):
             self.advance()
 
+    def _grown(self) -> int:
+        """A search cohort's membership grows by a round at a time: follow it. Returns how many of
+        the new generations were finished before this run (shared with earlier work)."""
+        rows = membership(self.paths, self.cohort_id)
+        if rows is self.rows:
+            return 0
+        known = {(r["stage"], r["gen_id"]) for r in self.rows}
+        gens, old = str(self.paths.gens), 0
+        for r in rows:
+            if (r["stage"], r["gen_id"]) not in known:
+                path = f"{gens}/{r['stage']}/{r['gen_id']}/parsed_metadata.json"
+                try:
+                    if os.stat(path).st_mtime < self.since:
+                        old += 1
+                        continue
+                except FileNotFoundError:
+                    pass
+                self.waiting.append(path)
+        self.rows = rows
+        self.bar.total = len(rows)
+        self.bar.refresh()
+        return old
+
     def advance(self):
-        fresh = 0
+        fresh = self._grown()
         still = []
         for path in self.waiting:
             try:
@@ -198,6 +222,8 @@ def run_cohort(cohort_id: str, *, workers: int = 1, local_scheduler: bool = True
                                budget_reached=budget is not None and budget.reached())
         progress.set(counts.done + counts.failed + counts.blocked)
     print(counts.summary(read_ledger(paths, cohort_id) if budget is not None else None), file=sys.stderr)
+    if is_search_cohort(paths, cohort_id):
+        print(derive(paths, cohort_id)[0].line(), file=sys.stderr)
     site = paths.site_dir / "build" / "index.html"
     if ReportSite().complete() and site.exists():
         print(f"report site: {site}\npreview it:  .venv/bin/daydream preview   (serves on 127.0.0.1)")
@@ -230,7 +256,8 @@ def cohort_status(cohort_id: str) -> dict:
             "tokens": {"prompt": total["prompt_tokens"], "completion": total["completion_tokens"]},
             "cost_usd": total["cost_reported_usd"] + total["cost_estimated_usd"],  # the known part
             "cost_unknown": total["n_cost_unknown"], "simulated": any(r["simulated"] for r in records),
-            "ledger": read_ledger(paths, cohort_id)}
+            "ledger": read_ledger(paths, cohort_id),
+            "search": derive(paths, cohort_id)[0].line() if is_search_cohort(paths, cohort_id) else None}
 
 
 def format_spend(rows: list[dict]) -> str:
@@ -262,6 +289,8 @@ def print_status(cohort_id: str) -> int:
         c = st["stages"].get(stage)
         if c is not None:
             print(f"  {stage:<11}" + "".join(f"{c[k]:>9}" for k in KINDS))
+    if st["search"]:
+        print(f"  {st['search']}")
     print(format_spend(st["spend"]), end="")
     if st["ledger"]:
         print(f"  spend ledger (runs under a cap): {budget_line(st['ledger'])}")

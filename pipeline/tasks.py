@@ -1,7 +1,9 @@
 """Luigi tasks: wiring only (parameters, requires, output, run; one call into the library).
 
 ``luigi --module pipeline.tasks RunCohort --cohort-id demo [--local-scheduler] [--workers N]``
-runs a cohort: compile, every generation, reports and the site. The shape of a run:
+runs a cohort: compile, every generation, reports and the site. The shape of a run (a search
+cohort yields ``SearchRound`` 0, 1, … instead of the chunks, each yielding its ``SearchChunk``
+tasks; see ``RunCohort``):
 
     RunCohort ──requires──► CompileCohort
         │ run(): yield CohortChunk 0..K-1            (low priority, one unit of each provider)
@@ -36,12 +38,13 @@ import luigi
 from luigi.parameter import ParameterVisibility
 
 from . import config
-from .cohort import compile_cohort, is_compiled
+from .cohort import compile_cohort, is_compiled, search_record_path
 from .errors import DaydreamError
 from .estimate import left_to_do
 from .generation import metadata, run_batch, run_generation, runtime, state_of
 from .ledger import Budget, current_budget, prepared, read_ledger
 from .run_plan import chunk_members, cohort_counts, membership, prepare_budget, prepare_providers, spend_cap
+from .search_store import derive, is_current, is_search_cohort, round_chunks, sync
 from .spend import BUDGET_REACHED, usd
 from .state import DONE
 from .store import PARENT_STAGE, atomic_write_json, read_json, stat_fingerprint
@@ -372,6 +375,54 @@ class SpendCapReached(luigi.ExternalTask):
         return False
 
 
+class SearchChunk(CohortChunk):
+    """A slice of one round of a search cohort (see ``RunCohort``): a round's combos never change
+    once the round is reached, so neither do its chunks, while the cohort's membership grows."""
+
+    round = luigi.IntParameter()
+
+    def _members(self) -> list[dict]:
+        return round_chunks(config.data_paths(), self.cohort_id, self.round, config.chunk_size())[self.index]
+
+
+class SearchRound(_DaydreamTask):
+    """Round ``round`` of a search cohort: requires the round before it, and is known only once
+    that one is scored, so ``RunCohort`` yields the rounds one at a time (dynamic dependencies).
+    ``run`` syncs the search with the store (which compiles this round when it was just reached)
+    and yields the round's chunks."""
+
+    cohort_id = luigi.Parameter()
+    round = luigi.IntParameter()
+    since = _since_parameter()
+    max_cost = _cap_parameter()
+    priority = CHUNK_PRIORITY
+
+    def requires(self):
+        return ([SearchRound(cohort_id=self.cohort_id, round=self.round - 1, since=self.since, max_cost=self.max_cost)]
+                if self.round else [])
+
+    def _chunks(self) -> list[SearchChunk]:
+        paths = config.data_paths()
+        if not search_record_path(paths, self.cohort_id).exists():
+            return []
+        n = len(round_chunks(paths, self.cohort_id, self.round, config.chunk_size()))
+        return [SearchChunk(cohort_id=self.cohort_id, round=self.round, index=i, since=self.since,
+                            max_cost=self.max_cost) for i in range(n)]
+
+    def complete(self):
+        chunks = self._chunks()  # none until the round is reached and compiled
+        return bool(chunks) and all(c.complete() for c in chunks)
+
+    def run(self):
+        state = sync(config.data_paths(), self.cohort_id)
+        if self.round >= len(state.rounds):  # not reached: an earlier round has a failure
+            return
+        rnd = state.rounds[self.round]
+        self.set_status_message(f"round {rnd.index}: {len(rnd.combos)} combos of {rnd.k} concepts")
+        yield self._chunks()
+        self.set_status_message(f"round {rnd.index}: {len(rnd.combos)} combos of {rnd.k} concepts, settled")
+
+
 def _report_inputs(cohort_id: str) -> str:
     """Fingerprint of everything a cohort's reports read: membership and each generation's files."""
     paths = config.data_paths()
@@ -382,7 +433,8 @@ def _report_inputs(cohort_id: str) -> str:
         # its cohort list, which changes nothing in this cohort's reports
         d = paths.gen_dir(r["stage"], r["gen_id"])
         files += [d / "raw_metadata.json", d / "parsed_metadata.json"]
-    return stat_fingerprint(files)
+    search = search_record_path(paths, cohort_id)
+    return stat_fingerprint(files + ([search] if search.exists() else []))
 
 
 class CohortReports(_DaydreamTask):
@@ -414,7 +466,12 @@ class CohortReports(_DaydreamTask):
         self.set_status_message(f"building reports of {self.cohort_id}")
         fingerprint = _report_inputs(self.cohort_id)
         high, low = config.score_thresholds()
-        build_reports(config.data_paths(), self.cohort_id, high=high, low=low)
+        tables = build_reports(config.data_paths(), self.cohort_id, high=high, low=low)
+        if is_search_cohort(config.data_paths(), self.cohort_id):
+            from .reports.search import build_search_reports
+
+            build_search_reports(config.data_paths(), self.cohort_id, *derive(config.data_paths(), self.cohort_id),
+                                 tables)
         atomic_write_json(self._marker(), {"fingerprint": fingerprint})
 
 
@@ -461,6 +518,13 @@ class RunCohort(_DaydreamTask):
     Complete when every generation is done and the site is current, so a run with failures is
     retried by the next run. Ends failed, with the failures and their reasons, when any
     generation failed; the reports and the site are built first either way.
+
+    A search cohort runs round by round: ``run`` syncs the search with the store (which may
+    compile a new round), yields the round's ``SearchRound`` task, and once its chunks are
+    settled syncs again. Luigi calls ``run`` again from the top after each yield, and every round is
+    re-derived from the stored scores, so a re-run (or a run after a kill) finds the rounds
+    already scored, reuses their generations and continues the same search. A round with a
+    failed generation is never scored: the search waits there for the next run to retry it.
     """
 
     cohort_id = luigi.Parameter()
@@ -488,12 +552,20 @@ class RunCohort(_DaydreamTask):
         return [CohortChunk(cohort_id=self.cohort_id, index=i, since=self.since, max_cost=self._cap())
                 for i in range(n)]
 
+    def _search(self) -> bool:
+        if "_is_search" not in self.__dict__:
+            try:
+                self._is_search = is_search_cohort(config.data_paths(), self.cohort_id)
+            except DaydreamError:  # CompileCohort reports it, as one line
+                self._is_search = False
+        return self._is_search
+
     def requires(self):
         # Chunks are named statically when the cohort is already compiled, so another process
         # or machine running the same command finds them and works on them too. Decided once per
         # task object: Luigi checks these requirements again just before ``run``.
         if "_requirements" not in self.__dict__:
-            compiled = is_compiled(config.data_paths(), self.cohort_id)
+            compiled = is_compiled(config.data_paths(), self.cohort_id) and not self._search()
             if compiled:
                 try:
                     self._cap()
@@ -519,6 +591,8 @@ class RunCohort(_DaydreamTask):
         paths = config.data_paths()
         if not is_compiled(paths, self.cohort_id):
             return False
+        if self._search() and not is_current(paths, self.cohort_id):
+            return False
         rt, memo = runtime(), {}
         return (all(state_of(rt, r["stage"], r["gen_id"], memo).kind == DONE for r in membership(paths, self.cohort_id))
                 and ReportSite().complete())
@@ -530,25 +604,45 @@ class RunCohort(_DaydreamTask):
         if "_prepared" not in self.__dict__:
             prepare_providers(paths, self.cohort_id)
             self._prepared = True
-        chunks = self._chunks()
-        self.set_status_message(f"{len(membership(paths, self.cohort_id))} generations in {len(chunks)} chunks"
-                                + (f", spend cap {usd(cap)}" if cap is not None else ""))
-        yield chunks
+        search = ""
+        if self._search():
+            search = yield from self._search_rounds(paths)
+        else:
+            chunks = self._chunks()
+            self.set_status_message(f"{len(membership(paths, self.cohort_id))} generations in {len(chunks)} chunks"
+                                    + (f", spend cap {usd(cap)}" if cap is not None else ""))
+            yield chunks
         budget = self._budget()
         if "_counts" not in self.__dict__:
             self._counts = cohort_counts(paths, membership(paths, self.cohort_id), self.since,
                                          budget_reached=budget is not None and budget.reached())
         counts = self._counts
-        self.set_status_message(counts.line() + " · building reports and site")
+        line = counts.line() + (f" · {search}" if search else "")
+        self.set_status_message(line + " · building reports and site")
         yield ReportSite()
-        self.set_status_message(counts.line())
+        self.set_status_message(line)
         self.set_progress_percentage(100)
+        summary = counts.summary() + (f"; {search}" if search else "")
         if counts.not_run_budget:
             logger.error("%s: %s; %s", self.cohort_id, counts.summary(read_ledger(paths, self.cohort_id)),
                          left_to_do(paths, self.cohort_id))
             budget.mark_stopped()
             yield SpendCapReached(cohort_id=self.cohort_id, cap_usd=cap)
         if counts.failed or counts.blocked or counts.remaining:
-            logger.error("%s: %s", self.cohort_id, counts.summary())
-            raise DaydreamError("failed", f"cohort {self.cohort_id}: {counts.summary()}")
-        logger.info("%s: %s", self.cohort_id, counts.summary())
+            logger.error("%s: %s", self.cohort_id, summary)
+            raise DaydreamError("failed", f"cohort {self.cohort_id}: {summary}")
+        logger.info("%s: %s", self.cohort_id, summary)
+
+    def _search_rounds(self, paths):
+        """Yield each round, the next one once it is settled; returns the search's status line. Stops when the search does, or at a round that a failure keeps unscored."""
+        index = 0
+        while True:
+            state = sync(paths, self.cohort_id)
+            self.set_status_message(state.line())
+            if index >= len(state.rounds):
+                if state.stopped:
+                    return state.line()
+                last = state.rounds[-1]
+                return f"search paused at round {last.index}: a generation of it failed (the next run retries it)"
+            yield SearchRound(cohort_id=self.cohort_id, round=index, since=self.since, max_cost=self._cap())
+            index += 1

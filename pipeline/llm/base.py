@@ -40,6 +40,9 @@ class GenerationContext:
     scale_min: float = 0
     scale_max: float = 9
     replicate: int = 1  # replicates of one request differ only through this (and real sampling)
+    # the combo's concepts, for every stage of its lineage: the simulator's planted target
+    # (a rubric's "Target concepts:" line) scores a combo by how many of them it holds
+    concept_ids: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

@@ -15,6 +15,13 @@ candidate texts the one whose simulated quality is nearest the shifted target (e
 ever see the text). Draft effects cannot be planted: a draft reaches its evaluators only through
 an essay written by another template.
 
+A rubric can plant a target to search for (``target_shift``): when the evaluation prompt has a
+line ``Target concepts: a, b, c`` (concept ids), the score rises with the share of those concepts
+in the combo being evaluated (``GenerationContext.concept_ids``), and falls a little with each
+concept outside the target. The target thus lives in the rubric, where a researcher describes the
+idea they are looking for, and needs no configuration; it is part of the prompt, so of every
+evaluation's fingerprint.
+
 Simulation is marked only in metadata (``Completion.simulated``), never in the text, so parsers
 and validators see exactly what a real model could have written.
 """
@@ -115,6 +122,9 @@ QUALITY_WEIGHT = 0.10  # normalised-score change per unit of essay quality (see 
 NOISE = 0.07  # default sd of the per-request noise on the normalised scale (replicates differ by it)
 EFFECT_KINDS = ("essay_template", "essay_llm", "evaluation_template", "evaluation_llm")
 _CANDIDATES = 48  # essay texts tried when planting an essay effect
+TARGET_WEIGHT = 0.4  # normalised-score span from a combo without the planted target to one with all of it
+TARGET_DILUTION = 0.03  # loss per concept of the combo outside the target
+_TARGET_LINE = re.compile(r"^[ \t*#_-]*target concepts:[ \t*_]*(.+?)[ \t*_]*$", re.I | re.M)
 
 
 @dataclass(frozen=True)
@@ -359,6 +369,23 @@ def _quality(essay: str) -> float:
     return z * math.sqrt(3)
 
 
+def planted_target(prompt: str) -> frozenset[str]:
+    """The concept ids a rubric's ``Target concepts:`` line names (empty when it has none)."""
+    m = _TARGET_LINE.search(prompt)
+    return frozenset(t.strip() for t in re.split(r"[,;]", m.group(1)) if t.strip()) if m else frozenset()
+
+
+def target_shift(target: frozenset[str], concept_ids) -> float:
+    """Quadratic in the share of the target present (its concepts pay off together), centred so
+    that a rubric with a target spreads its scores both ways, minus a little per concept outside
+    the target: the best combo is the target itself."""
+    if not target or not concept_ids:
+        return 0.0
+    hits = len(target & set(concept_ids))
+    return (TARGET_WEIGHT * ((hits / len(target)) ** 2 - 0.5)
+            - TARGET_DILUTION * (len(set(concept_ids)) - hits))
+
+
 def _step(request: CompletionRequest) -> float:
     if re.search(r"whole number|integer", request.prompt, re.I):
         return 1.0
@@ -367,7 +394,7 @@ def _step(request: CompletionRequest) -> float:
 
 def simulated_score(request: CompletionRequest, rng: random.Random, effects: Effects | None = None) -> float:
     """A score on the request's scale: model bias + template bias + essay quality + planted
-    evaluator effects + noise."""
+    evaluator effects + the planted target + noise."""
     effects = effects or Effects()
     lo, hi = float(request.context.scale_min), float(request.context.scale_max)
     p = (
@@ -376,6 +403,7 @@ def simulated_score(request: CompletionRequest, rng: random.Random, effects: Eff
         + 0.06 * _unit("template-bias", request.context.template_id)
         + QUALITY_WEIGHT * _quality(_focus(request.prompt))
         + effects.shift("evaluation", request)
+        + target_shift(planted_target(request.prompt), request.context.concept_ids)
         + rng.gauss(0, effects.noise)
     )
     step = _step(request)

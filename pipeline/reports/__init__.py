@@ -117,6 +117,9 @@ Tables (file name = key)
   mean_across_cohorts), delta_ci_low, delta_ci_high (t interval from the cohorts' cell stds,
   treated as independent: conservative, as shared cells are the same files). Shared evaluations
   are the same files, so differences come from the rubrics and evaluators each cohort used.
+
+A search cohort (a spec with ``search:``) also gets ``search_rounds``, ``search_summary`` and
+``search.json``: see ``pipeline/reports/search.py``.
 """
 
 from __future__ import annotations

@@ -18,7 +18,7 @@ import json
 import math
 import re
 from collections.abc import Callable, Hashable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import yaml
@@ -26,12 +26,16 @@ import yaml
 from ..catalog import ComboDef  # one type for combos, whether a spec or the catalog defines them
 from ..errors import DaydreamError
 from ..ids import combo_id
+from ..search import BUDGET_UNITS, STATISTICS, Budget, SearchDef, start_combos
 from ..store import check_id
 
 Level = str | None  # None is "no value" (YAML null), e.g. the essay_llm of a copy-mode essay
 Columns = list[str] | Callable[[list[str]], list[str]] | None
 
-TOP_KEYS = ("axes", "rules", "output", "combos", "annotations", "replicates", "budget_usd")
+TOP_KEYS = ("axes", "rules", "output", "combos", "annotations", "replicates", "budget_usd", "search")
+SEARCH_KEYS = ("pool", "level", "seed", "start", "select", "expand", "stop")
+SEARCH_PARTS = {"start": ("k", "sample"), "select": ("top", "statistic"), "expand": ("sample",),
+                "stop": ("max_k", "rounds", "target", *(f"budget_{u}" for u in BUDGET_UNITS))}
 RULE_KINDS = ("subsets", "ties", "pairs", "tuples")
 PAIR_KEYS = ("left", "right", "allowed", "balance")
 TUPLE_KEYS = ("axes", "items", "key")
@@ -114,6 +118,12 @@ class Spec:
     combo_ids_from_catalog: list[str]
     annotations: list[str] = field(default_factory=list)  # free axes, not design fields
     budget_usd: float | None = None  # the cohort's spend cap (``daydream run --max-cost`` overrides it)
+    search: SearchDef | None = None  # a search cohort: ``combos`` holds round 0 only
+
+    def with_combos(self, combos: dict[str, ComboDef]) -> "Spec":
+        """The same spec over ``combos`` (a search's rounds so far) as its combo_id axis."""
+        axes = {"combo_id": list(combos), **{k: v for k, v in self.axes.items() if k != "combo_id"}}
+        return replace(self, axes=axes, combos=dict(combos))
 
 
 def load_spec(path: str | Path) -> Spec:
@@ -181,6 +191,17 @@ class _Loader:
         field_order = self.output(doc.get("output"))
 
         combo_order, combos, from_catalog = self.combos(doc.get("combos"))
+        search = None
+        if doc.get("search") is not None:
+            if doc.get("combos") is not None:
+                self.fail("search", "a search makes its own combos; remove combos: (or the search: section)")
+            search = self.search(doc["search"])
+            raw_axes = doc.get("axes") if isinstance(doc.get("axes"), dict) else {}
+            for axis in ("combo_id", "essay_gen_id"):
+                if axis in raw_axes:
+                    self.search_axis(axis)
+            combos = {search.combo_id(c): ComboDef(c, search.level, len(c)) for c in start_combos(search)}
+            combo_order = list(combos)
         axes: dict[str, list[Level]] = {"combo_id": combo_order} if combo_order else {}
         for name, raw in self.mapping(doc.get("axes"), "axes").items():
             self.axis_name(name, "axes")
@@ -210,8 +231,17 @@ class _Loader:
             for name, body in self.mapping(rules.get("ties"), "ties").items()
         }
         annotations = self.names(doc.get("annotations") or [], "annotations")
+        if search is not None:
+            for axis in ("combo_id", "essay_gen_id"):
+                if any(axis in t.axes for t in tuples.values()):
+                    self.search_axis(axis)
+            ruled = [f"subsets.{a}" for a in subsets if a == "combo_id"]
+            ruled += [f"ties.{n}" for n, axes_ in ties.items() if "combo_id" in axes_]
+            ruled += [f"pairs.{n}" for n, p in pairs.items() if "combo_id" in (p.left, p.right)]
+            if ruled:
+                self.fail(ruled[0], "a search cohort's combos come from search:; no rule may name combo_id")
         return Spec(self.path, axes, subsets, ties, pairs, tuples, field_order, combos, from_catalog, annotations,
-                    self.budget(doc.get("budget_usd")))
+                    self.budget(doc.get("budget_usd")), search)
 
     def budget(self, raw: object) -> float | None:
         from ..spend import check_cap
@@ -220,6 +250,68 @@ class _Loader:
             return check_cap(raw, "budget_usd")
         except ValueError as exc:
             self.fail("", str(exc))
+
+    def search_axis(self, axis: str):
+        self.fail(f"axes.{axis}", "a search cohort's combos come from search:, and its essays are generated "
+                                  "from them; remove this axis")
+
+    def search(self, raw: object) -> SearchDef:
+        """``search:`` → SearchDef; each mistake one message naming the key and the value."""
+        body = self.body(raw, "search", SEARCH_KEYS, ("pool", "start", "select", "stop"))
+        parts = {name: self.body(body.get(name) or {}, f"search.{name}", keys, ())
+                 for name, keys in SEARCH_PARTS.items()}
+        pool = tuple(sorted(self.levels(body["pool"], "concept_id", "search.pool")))
+        if not pool:
+            self.fail("search.pool", "has no concepts")
+        level = body.get("level", "paragraph")
+        if level not in COMBO_LEVELS:
+            self.fail("search.level", f"{level!r} is not one of {', '.join(COMBO_LEVELS)}")
+
+        def integer(part: str, key: str, lo: int, hi: int | None = None, why: str = "") -> int | None:
+            where, value = f"search.{part}.{key}", parts[part].get(key)
+            if value is None:
+                return None
+            if isinstance(value, bool) or not isinstance(value, int) or value < lo:
+                self.fail(where, f"{value!r} must be an integer ≥ {lo}{why}")
+            if hi is not None and value > hi:
+                self.fail(where, f"{value} is larger than the pool ({len(pool)} concepts)")
+            return value
+
+        k0 = integer("start", "k", 1, len(pool))
+        if k0 is None:
+            self.fail("search.start", "missing 'k' (the number of concepts of the first round's combos)")
+        top = integer("select", "top", 1, why=" (the number of combos kept per round)")
+        if top is None:
+            self.fail("search.select", "missing 'top' (the number of combos kept per round)")
+        statistic = parts["select"].get("statistic", "mean")
+        if statistic not in STATISTICS:
+            self.fail("search.select.statistic", f"unknown statistic {statistic!r} (expected one of "
+                                                 f"{', '.join(STATISTICS)})")
+        stop = parts["stop"]
+        if not stop:
+            self.fail("search.stop", f"no stopping rule; give at least one of {', '.join(SEARCH_PARTS['stop'])}")
+        max_k = integer("stop", "max_k", k0, len(pool), why=f" (the first round's k is {k0})")
+        target = stop.get("target")
+        if target is not None and (isinstance(target, bool) or not isinstance(target, (int, float))
+                                   or not 0 <= target <= 1):
+            self.fail("search.stop.target", f"{target!r} must be a number from 0 to 1 (the {statistic} of "
+                                            "the normalised 0-1 score)")
+        budget = None
+        for unit in BUDGET_UNITS:
+            limit = integer("stop", f"budget_{unit}", 1)
+            if limit is not None:
+                budget = Budget(unit, limit)
+        seed = body.get("seed", 0)
+        if isinstance(seed, bool) or not isinstance(seed, int):
+            self.fail("search.seed", f"{seed!r} must be an integer")
+        start_sample = integer("start", "sample", 1)
+        if start_sample is None and math.comb(len(pool), k0) > MAX_ROWS:
+            self.fail("search.start", f"{len(pool)} concepts choose {k0} is {math.comb(len(pool), k0)} combos; "
+                                      f"the limit is {MAX_ROWS}: give a sample (start: {{k: {k0}, sample: N}})")
+        return SearchDef(pool, level, k0, top, statistic,
+                         start_sample=start_sample, expand_sample=integer("expand", "sample", 1),
+                         seed=seed, max_k=max_k, rounds=integer("stop", "rounds", 1),
+                         target=None if target is None else float(target), budget=budget)
 
     # the earlier system's shapes, translated into this one's ---------------------------------
     def axis(self, raw: object, name: str, where: str) -> list[Level]:

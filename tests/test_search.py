@@ -1,0 +1,456 @@
+"""Adaptive search cohorts (issue 14): the pure round planning, the search against the offline
+simulator's planted target, the demo end to end, and one clear error per bad search spec."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from pipeline.errors import DaydreamError
+from pipeline.llm.base import CompletionRequest, GenerationContext
+from pipeline.llm.offline import planted_target, simulated_score, target_shift
+from pipeline.search import Budget, ComboResult, SearchDef, expand, replay, score_combo, select, start_combos
+from pipeline.spec import load_spec
+
+REPO = Path(__file__).resolve().parents[1]
+DEMO_SPEC = REPO / "data" / "cohorts" / "demo-search" / "spec" / "config.yaml"
+POOL = tuple(f"c{i:02d}" for i in range(8))
+
+
+def defn(**kw) -> SearchDef:
+    base = dict(pool=POOL, level="paragraph", k0=2, top=2, statistic="mean", max_k=4)
+    return SearchDef(**{**base, **kw})
+
+
+def result(d: SearchDef, combo, value: float) -> ComboResult:
+    return ComboResult(combo, d.combo_id(combo), 3, 3, value, value - 0.1, value + 0.1, 1)
+
+
+# -- pure planning -------------------------------------------------------------------------------
+
+
+def test_start_is_every_k0_subset_or_a_seeded_sample():
+    assert len(start_combos(defn())) == 28 and start_combos(defn())[0] == ("c00", "c01")
+    sample = start_combos(defn(start_sample=5, seed=3))
+    assert len(sample) == 5 == len(set(sample)) and sample == start_combos(defn(start_sample=5, seed=3))
+    assert sample != start_combos(defn(start_sample=5, seed=4))
+    assert all(c == tuple(sorted(c)) for c in sample)
+
+
+def test_selection_keeps_the_top_m_ties_by_id_and_never_an_unscored_combo():
+    d = defn(top=2)
+    a, b, c, e = (("c00", "c01"), ("c02", "c03"), ("c04", "c05"), ("c06", "c07"))
+    results = [result(d, a, 0.5), result(d, b, 0.7), result(d, c, 0.7), result(d, e, float("nan"))]
+    kept = select(results, 2, "mean")
+    assert [r.combo for r in kept] == sorted([b, c], key=d.combo_id)
+    assert select(list(reversed(results)), 2, "mean") == kept  # the order scores arrive in does not matter
+    assert [r.combo for r in select(results, 9, "mean")] == [r.combo for r in kept] + [a]
+
+
+def test_expansion_grows_each_kept_combo_by_one_concept_all_or_a_seeded_sample():
+    d = defn()
+    grown = expand(d, [("c00", "c01")], set())
+    assert grown == [("c00", "c01", f"c{i:02d}") for i in range(2, 8)]
+    assert expand(d, [("c00", "c01")], {("c00", "c01", "c02")})[0] == ("c00", "c01", "c03")
+    s = defn(expand_sample=2, seed=1)
+    assert len(expand(s, [("c00", "c01")], set())) == 2
+    # seeded by the combo: the same whatever else is kept
+    assert expand(s, [("c00", "c01")], set())[0] in expand(s, [("c02", "c03"), ("c00", "c01")], set())
+    assert expand(defn(max_k=2), [("c00", "c01")], set()) == []
+
+
+def scorer(d: SearchDef, best: set[str]):
+    """Scores by overlap with ``best``: the more of it a combo holds, the higher."""
+    def evaluate(index, combos):
+        return [result(d, c, len(best & set(c)) / len(best) - 0.01 * len(c)) for c in combos]
+    return evaluate
+
+
+@pytest.mark.parametrize("rule, code", [
+    (dict(target=0.9), "target"), (dict(rounds=2), "rounds"), (dict(max_k=3), "max_k"),
+    (dict(budget=Budget("calls", 40)), "budget"),
+])
+def test_each_stopping_rule_stops_the_search(rule, code):
+    d = defn(**{"max_k": None, **rule})
+    state = replay(d, scorer(d, {"c01", "c04", "c06"}), cost=len)
+    assert state.stop_code == code, state.stop_reason
+    assert state.spent <= 40 or code != "budget"
+    assert replay(d, scorer(d, {"c01", "c04", "c06"}), cost=len).line() == state.line()  # reproducible
+
+
+def test_an_unfinished_round_is_the_running_round():
+    d = defn()
+    calls = []
+
+    def evaluate(index, combos):
+        calls.append(index)
+        return scorer(d, {"c01", "c02", "c03"})(index, combos) if index == 0 else None
+
+    state = replay(d, evaluate, cost=len)
+    assert not state.stopped and state.running.index == 1 and calls == [0, 1]
+    assert "search round 1 running" in state.line()
+
+
+def test_a_search_over_the_whole_pool_ends_exhausted():
+    d = defn(pool=POOL[:4], k0=1, top=9, max_k=None)
+    state = replay(d, scorer(d, {"c00"}), cost=len)
+    assert state.stop_code == "max_k" and [r.k for r in state.rounds] == [1, 2, 3, 4]
+
+
+# -- against the simulator's planted target --------------------------------------------------------
+
+
+def test_planted_target_rewards_the_whole_target_set():
+    prompt = "The target idea...\nTarget concepts: a, b, c\nEssay:\n<<<\ntext\n>>>\n"
+    t = planted_target(prompt)
+    assert t == {"a", "b", "c"} and planted_target("no target here") == frozenset()
+    shifts = [target_shift(t, c) for c in (("x", "y"), ("a", "y"), ("a", "b"), ("a", "b", "c"), ("a", "b", "c", "x"))]
+    assert shifts[:4] == sorted(shifts[:4]) and max(shifts) == shifts[3]  # more of it is better; the rest dilutes
+    assert target_shift(frozenset(), ("a",)) == 0.0
+
+
+def simulated(d: SearchDef, target: set[str], seed: int, essays: int = 3):
+    """Score a round as the offline simulator scores evaluations of target-fit-v1 by sim-gamma:
+    one evaluation per essay, each essay a different text (its quality varies), the rubric's
+    Target concepts line naming ``target``."""
+    rubric = f"The target idea, in a few words.\nTarget concepts: {', '.join(sorted(target))}\n"
+
+    def evaluate(index, combos):
+        out = []
+        for c in combos:
+            cid = d.combo_id(c)
+            units, scores = [], []
+            for rep in range(essays):
+                rng = random.Random(f"{seed}|{cid}|{rep}")
+                essay = "\n".join(f"Line {rng.random():.6f} about {' and '.join(c)}." for _ in range(12))
+                request = CompletionRequest(
+                    prompt=f"{rubric}Essay to review:\n<<<\n{essay}\n>>>\nFinal Score: X/10\n",
+                    model_slug="offline/sim-gamma",
+                    context=GenerationContext(stage="evaluation", template_id="target-fit-v1", parser="score",
+                                              scale_min=0, scale_max=10, concept_ids=c))
+                units.append(f"{cid}/{rep}")
+                scores.append(simulated_score(request, rng) / 10)
+            out.append(score_combo(c, cid, units, scores, calls=2 * essays))
+        return out
+
+    return evaluate
+
+
+def test_the_search_finds_the_planted_target_for_nine_seeds_in_ten(capsys):
+    """20 seeds: each plants a different 3-concept target in the demo's pool and seeds the search
+    (a sample of 30 of the 45 start pairs): the search must reach a combo holding the whole
+    target within its budget for at least 18, using a fraction of the full factorial."""
+    demo = load_spec(DEMO_SPEC).search
+    d = dataclasses.replace(demo, start_sample=30, target=None, max_k=5, budget=Budget("calls", 6 * 120))
+    found, used = 0, []
+    t0 = time.monotonic()
+    for seed in range(20):
+        target = set(random.Random(seed).sample(d.pool, 3))
+        ds = dataclasses.replace(d, seed=seed)
+        state = replay(ds, simulated(ds, target, seed), cost=lambda combos: 6 * len(combos))
+        assert state.stopped and state.spent <= 6 * 120
+        scored = [r.combo for rnd in state.rounds for r in rnd.results]
+        found += any(target <= set(c) for c in scored)
+        used.append(len(scored) / d.space())
+    ratio = sum(used) / len(used)
+    with capsys.disabled():
+        print(f"\nsearch found the planted target for {found}/20 seeds, trying on average {ratio:.1%} of the "
+              f"{d.space()} combos of the full factorial (k = 2..5) in {time.monotonic() - t0:.1f} s")
+    assert found >= 18
+    assert ratio < 0.25
+
+
+# -- bad search specs: one clear error each ----------------------------------------------------------
+
+GOOD = {
+    "search": {"pool": ["creativity", "serendipity", "feedback-loops"], "start": {"k": 2},
+               "select": {"top": 1, "statistic": "mean"}, "stop": {"max_k": 3}},
+    "axes": {"draft_template": ["essay-block-v1"], "draft_llm": ["sim-alpha"], "essay_template": ["essay-copy-v1"],
+             "essay_llm": [None], "evaluation_template": ["target-fit-v1"], "evaluation_llm": ["sim-gamma"]},
+}
+
+
+def bad(**edits) -> dict:
+    spec = json.loads(json.dumps(GOOD))
+    for path, value in edits.items():
+        *parents, key = path.split("__")
+        node = spec
+        for p in parents:
+            node = node[p]
+        if value is None:
+            node.pop(key)
+        else:
+            node[key] = value
+    return spec
+
+
+@pytest.mark.parametrize("spec, needles", [
+    (bad(search__start={"k": 4}), ["search.start.k", "4 is larger than the pool (3 concepts)"]),
+    (bad(search__select={"top": 0}), ["search.select.top", "0 must be an integer ≥ 1"]),
+    (bad(search__select={"top": 1, "statistic": "median"}), ["search.select.statistic", "unknown statistic 'median'",
+                                                             "mean, ci_low"]),
+    (bad(search__stop={}), ["search.stop", "no stopping rule", "max_k, rounds, target, budget_calls"]),
+    (bad(search__stop=None), ["search", "missing 'stop'"]),
+    (bad(search__stop={"target": 7}), ["search.stop.target", "7 must be a number from 0 to 1"]),
+    (bad(search__stop={"max_k": 1}), ["search.stop.max_k", "1 must be an integer ≥ 2"]),
+    (bad(search__stop={"budget_usd": 5}), ["search.stop", "unknown key 'budget_usd'"]),
+    (bad(search__selekt={"top": 1}), ["search", "unknown key 'selekt'"]),
+    (bad(combos=[{"concepts": ["creativity", "serendipity"], "level": "paragraph"}]), ["search", "remove combos:"]),
+    (bad(axes__combo_id=["combo_v1_85128e4e5ef3"]), ["axes.combo_id", "remove this axis"]),
+    (bad(rules={"subsets": {"combo_id": ["combo_v1_85128e4e5ef3"]}}), ["subsets.combo_id", "no rule may name combo_id"]),
+])
+def test_bad_search_specs_are_one_clear_error(tmp_path, spec, needles):
+    path = tmp_path / "config.yaml"
+    path.write_text(json.dumps(spec))
+    with pytest.raises(DaydreamError) as err:
+        load_spec(path)
+    assert err.value.code == "spec" and str(path) in err.value.message
+    for n in needles:
+        assert n in err.value.message, err.value.message
+
+
+def daydream(root: Path, *args, timeout=120) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if k != "LUIGI_CONFIG_PATH"}
+    return subprocess.run([sys.executable, "-m", "pipeline.cli", *args], cwd=REPO, capture_output=True, text=True,
+                          timeout=timeout, env={**env, "DAYDREAM_DATA_ROOT": str(root)})
+
+
+@pytest.mark.parametrize("spec, needles", [
+    (bad(search__pool=["creativity", "serendipity", "nonesuch"]), ["search.pool", "unknown concept 'nonesuch'"]),
+    (bad(search__select={"top": 1, "statistic": "ci_low"}), ["search.select.statistic", "ci_low needs at least 3 essays",
+                                                             "gives 1"]),
+    (bad(search__stop={"budget_calls": 5}), ["search.stop.budget_calls", "5 is less than the 6 model calls of round 0"]),
+    (bad(search__stop={"rounds": "two"}), ["search.stop.rounds", "'two' must be an integer ≥ 1"]),
+])
+def test_bad_search_specs_are_one_line_from_the_command(demo_root, spec, needles):
+    """Checks that need the catalog or the design fail at compile time, as one line."""
+    d = demo_root / "cohorts" / "bad-search" / "spec"
+    d.mkdir(parents=True)
+    (d / "config.yaml").write_text(json.dumps(spec))
+    r = daydream(demo_root, "compile", "bad-search")
+    assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error[spec]: ") and "config.yaml" in lines[0], r.stderr
+    for n in needles:
+        assert n in lines[0], lines[0]
+    assert not (demo_root / "cohorts" / "bad-search" / "membership.csv").exists()
+
+
+# -- the demo, end to end ----------------------------------------------------------------------------
+
+TARGET = {"explore-exploit-tradeoff", "feedback-loops", "serendipity"}
+
+
+def luigi_run(root: Path, workers: int, timeout=240) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if k != "LUIGI_CONFIG_PATH"}
+    cmd = [sys.executable, "-m", "luigi", "--module", "pipeline.tasks", "RunCohort", "--cohort-id", "demo-search",
+           "--local-scheduler", "--workers", str(workers)]
+    return subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=timeout,
+                          env={**env, "DAYDREAM_DATA_ROOT": str(root)})
+
+
+def parsed_stamps(root: Path) -> dict[str, float]:
+    return {str(p): p.stat().st_mtime_ns for p in (root / "gens").rglob("parsed_metadata.json")}
+
+
+def outcome(root: Path) -> dict:
+    rec = json.loads((root / "cohorts" / "demo-search" / "search.json").read_text())
+    return {k: rec[k] for k in ("status", "stop_code", "rounds", "best", "generations")}
+
+
+@pytest.mark.slow
+def test_demo_search_runs_with_daydream_then_luigi_reuses_everything(demo_root):
+    t0 = time.monotonic()
+    r = daydream(demo_root, "run", "demo-search", timeout=180)
+    assert r.returncode == 0, r.stderr[-3000:]
+    elapsed = time.monotonic() - t0
+    rec = outcome(demo_root)
+    assert rec["status"] == "stopped" and TARGET <= set(rec["best"][0]["concepts"]), rec
+    assert "search stopped after round" in r.stderr
+    reports = demo_root / "cohorts" / "demo-search" / "reports"
+    rounds = (reports / "search_rounds.csv").read_text().splitlines()
+    assert rounds[0].startswith("round,k,combo_id,concepts,parents,status,n,n_essays,mean,ci_low,ci_high")
+    import csv
+
+    best = next(r for r in csv.DictReader(rounds) if r["combo_id"] == rec["best"][0]["combo_id"])
+    assert best["kept"] == "True" and len(best["essay_gen_ids"].split(";")) == 3
+    assert all((demo_root / "gens" / "essay" / e).is_dir() for e in best["essay_gen_ids"].split(";"))
+    summary = (reports / "search_summary.csv").read_text().splitlines()
+    assert len(summary) == 1 + len(rec["rounds"]) and ",stopped,target," in summary[-1]
+    # the ratio of generations used to the full factorial, reported
+    full = json.loads((reports / "search.json").read_text())
+    assert full["generations"] < 0.35 * full["generations_full_factorial"]
+    print(f"\ndemo-search: {full['generations']} of {full['generations_full_factorial']} generations of the full "
+          f"factorial ({full['generations'] / full['generations_full_factorial']:.0%}), {elapsed:.0f} s")
+    status = daydream(demo_root, "status", "demo-search")
+    assert status.returncode == 0 and "search stopped after round" in status.stdout, status.stdout
+    # the luigi command finds everything done: no generation written again, same search
+    before = parsed_stamps(demo_root)
+    r = luigi_run(demo_root, 2)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert parsed_stamps(demo_root) == before
+    assert outcome(demo_root) == rec
+    # purging the cohort removes its search record with its membership
+    r = daydream(demo_root, "purge", "demo-search", "--yes")
+    assert r.returncode == 0 and "removed" in r.stdout, r.stdout + r.stderr
+    assert not (demo_root / "cohorts" / "demo-search" / "search.json").exists()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("workers", [1, 4])
+def test_demo_search_with_the_luigi_command_is_the_same_search(demo_root, tmp_path, workers):
+    r = luigi_run(demo_root, workers)
+    assert r.returncode == 0, r.stderr[-3000:]
+    rec = outcome(demo_root)
+    assert rec["status"] == "stopped" and TARGET <= set(rec["best"][0]["concepts"])
+    assert (demo_root / "site" / "build" / "index.html").exists()
+    assert not list(demo_root.rglob("*.tmp"))
+
+
+# -- kill -9 mid-round, then re-run: the same search, no call made twice ------------------------------
+
+SERVER_SPEC = """
+search:
+  pool: [c-alpha, c-beta, c-gamma]
+  start: {k: 1}
+  select: {top: 1, statistic: mean}
+  stop: {max_k: 3}
+axes:
+  draft_template: [d-block]
+  draft_llm: [srv-a]
+  draft_replicate: 2
+  essay_template: [e-copy]
+  essay_llm: [None]
+  evaluation_template: [v-nine, v-ten]
+  evaluation_llm: [srv-b]
+"""
+SERVER_CALLS = (3 + 2 + 1) * 6  # combos over the three rounds × (2 drafts + 4 evaluations)
+
+
+def server_run(root: Path, cfg: Path, **popen) -> subprocess.Popen:
+    env = dict(os.environ, DAYDREAM_DATA_ROOT=str(root), LUIGI_CONFIG_PATH=str(cfg))
+    cmd = [sys.executable, "-m", "luigi", "--module", "pipeline.tasks", "RunCohort", "--cohort-id", "t1",
+           "--local-scheduler", "--workers", "4"]
+    return subprocess.Popen(cmd, cwd=REPO, env=env, **popen)
+
+
+def finished_at(root: Path) -> dict[str, str]:
+    return {p.parent.name: json.loads(p.read_text())["finished_at"] for p in (root / "gens").rglob("parsed_metadata.json")}
+
+
+@pytest.mark.slow
+def test_kill_9_mid_round_then_rerun_continues_the_same_search(project, tmp_path):
+    from datafactory import make_data_root
+
+    cfg = tmp_path / "srv.cfg"
+    cfg.write_text(f"[llm.testsrv]\nbase_url = {project.server.base_url}\napi_key_env =\nconcurrency = 4\n"
+                   "timeout = 5\nmax_attempts = 2\nbackoff_base = 0.05\nbackoff_max = 0.2\n"
+                   "[resources]\nllm_testsrv = 4\n[daydream]\nbatch_size = 2\nchunk_size = 10\n")
+    server = project.server
+    # the same search, uninterrupted, in a root of its own
+    reference = make_data_root(tmp_path / "reference", spec=SERVER_SPEC)
+    ref = server_run(reference, cfg, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    _, err = ref.communicate(timeout=180)
+    assert ref.returncode == 0, err[-3000:]
+    assert server.successes == SERVER_CALLS
+    expected = json.loads((reference / "cohorts" / "t1" / "search.json").read_text())
+    assert expected["status"] == "stopped" and len(expected["rounds"]) == 3
+
+    (project.root / "cohorts" / "t1" / "spec" / "config.yaml").write_text(SERVER_SPEC)
+    start = server.successes
+    server.latency = 0.15
+    p = server_run(project.root, cfg, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.time() + 120
+    while server.successes < start + 3 * 6 + 2 and time.time() < deadline and p.poll() is None:
+        time.sleep(0.02)  # round 0 (18 calls) is done and round 1 has started
+    os.killpg(p.pid, signal.SIGKILL)  # the worker and every forked task process
+    p.wait()
+    before = finished_at(project.root)
+    record = json.loads((project.root / "cohorts" / "t1" / "search.json").read_text())
+    assert record["status"] == "running" and record["running_round"] == 1, record["line"]
+    server.latency = 0
+    again = server_run(project.root, cfg, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    _, err = again.communicate(timeout=180)
+    assert again.returncode == 0, err[-3000:]
+    after = finished_at(project.root)
+    assert all(after[g] == t for g, t in before.items()), "finished work is reused, not redone"
+    made = server.successes - start
+    assert SERVER_CALLS <= made <= SERVER_CALLS + 4  # only calls in flight at the kill are made again
+    result = json.loads((project.root / "cohorts" / "t1" / "search.json").read_text())
+    same = ("status", "stop_code", "stop_reason", "rounds", "best", "generations")
+    assert {k: result[k] for k in same} == {k: expected[k] for k in same}
+
+
+@pytest.mark.slow
+def test_a_failed_generation_pauses_the_search_at_its_round_until_a_rerun(project, tmp_path):
+    cfg = tmp_path / "srv.cfg"
+    cfg.write_text(f"[llm.testsrv]\nbase_url = {project.server.base_url}\napi_key_env =\nconcurrency = 4\n"
+                   "timeout = 5\nmax_attempts = 2\nbackoff_base = 0.05\nbackoff_max = 0.2\n"
+                   "[resources]\nllm_testsrv = 4\n")
+    (project.root / "cohorts" / "t1" / "spec" / "config.yaml").write_text(SERVER_SPEC)
+    base = project.server.responder
+
+    def broken(body):  # the drafts of the combo {c-beta} are unusable
+        prompt = body["messages"][0]["content"]
+        if prompt.startswith("TASK:DRAFT") and "- Beta" in prompt and "- Alpha" not in prompt and "- Gamma" not in prompt:
+            return "too short"
+        return base(body)
+
+    project.server.responder = broken
+    run = server_run(project.root, cfg, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    _, err = run.communicate(timeout=180)
+    assert run.returncode == 30, err[-3000:]
+    assert "search paused at round 0" in err
+    record = json.loads((project.root / "cohorts" / "t1" / "search.json").read_text())
+    assert record["status"] == "running" and len(record["rounds"]) == 1
+    project.server.responder = base
+    run = server_run(project.root, cfg, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    _, err = run.communicate(timeout=180)
+    assert run.returncode == 0, err[-3000:]
+    record = json.loads((project.root / "cohorts" / "t1" / "search.json").read_text())
+    assert record["status"] == "stopped" and record["stop_code"] == "max_k" and len(record["rounds"]) == 3
+
+
+def test_the_pool_may_come_from_a_file(tmp_path):
+    spec = json.loads(json.dumps(GOOD))
+    spec["search"]["pool"] = "@file:pool.txt"
+    (tmp_path / "spec").mkdir()
+    (tmp_path / "spec" / "pool.txt").write_text("serendipity\ncreativity\n\nfeedback-loops\n")
+    (tmp_path / "spec" / "config.yaml").write_text(json.dumps(spec))
+    s = load_spec(tmp_path / "spec" / "config.yaml")
+    assert s.search.pool == ("creativity", "feedback-loops", "serendipity")
+    assert list(s.axes)[0] == "combo_id" and len(s.axes["combo_id"]) == 3
+
+
+def test_two_searches_reaching_the_same_combo_share_its_generations(demo_root):
+    """Combos keep their concepts sorted, so a combo has one prompt and one set of gen_ids
+    whichever search (or pool order) reaches it."""
+    from pipeline.cohort import compile_cohort
+    from pipeline.store import DataPaths
+
+    paths = DataPaths(demo_root)
+    for name, pool in (("search-a", ["serendipity", "creativity", "feedback-loops"]),
+                       ("search-b", ["feedback-loops", "serendipity", "deliberate-practice"])):
+        spec = json.loads(json.dumps(GOOD))
+        spec["search"]["pool"] = pool
+        d = demo_root / "cohorts" / name / "spec"
+        d.mkdir(parents=True)
+        (d / "config.yaml").write_text(json.dumps(spec))
+        compile_cohort(paths, name)
+    a, b = ({r.strip().split(",")[1] for r in (demo_root / "cohorts" / c / "membership.csv").read_text().splitlines()[1:]}
+            for c in ("search-a", "search-b"))
+    shared = a & b
+    assert len(shared) == 3  # the pair {feedback-loops, serendipity}: its draft, essay and evaluation
+    for gen_id in shared:
+        stage = {"d": "draft", "e": "essay", "v": "evaluation"}[gen_id[0]]
+        md = json.loads(paths.gen_file(stage, gen_id, "metadata.json").read_text())
+        assert md["cohorts"] == ["search-a", "search-b"]
