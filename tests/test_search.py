@@ -291,6 +291,17 @@ def test_demo_search_runs_with_daydream_then_luigi_reuses_everything(demo_root):
     assert full["generations"] < 0.35 * full["generations_full_factorial"]
     print(f"\ndemo-search: {full['generations']} of {full['generations_full_factorial']} generations of the full "
           f"factorial ({full['generations'] / full['generations_full_factorial']:.0%}), {elapsed:.0f} s")
+    # the site's search page: why it stopped, each round's combos, the best combo linking to its essay
+    site = demo_root / "site" / "build" / "cohorts" / "demo-search"
+    page = (site / "search.html").read_text()
+    assert "Stopped: target reached" in page and f"of {full['combos_full_factorial']:,} combos tried" in page
+    for rnd in rec["rounds"]:
+        assert f"Round {rnd['index']}: {len(rnd['combos'])} combos, {len(rnd['kept'])} kept" in page, rnd
+    best_section = page[page.index("Best combos"):page.index("Round 0:")]
+    assert f'href="essays/{best["essay_gen_ids"].split(";")[0]}.html"' in best_section
+    assert (site / best_section.split('href="')[1].split('"')[0]).exists()
+    assert 'href="search.html"' in (site / "index.html").read_text()  # listed among the cohort's pages
+    assert (site / "data" / "search_rounds.csv").read_text().splitlines() == rounds
     status = daydream(demo_root, "status", "demo-search")
     assert status.returncode == 0 and "search stopped after round" in status.stdout, status.stdout
     # the luigi command finds everything done: no generation written again, same search

@@ -31,6 +31,7 @@ import pandas as pd
 from ..search import SearchState, ranked
 from ..store import DataPaths, atomic_write_json
 
+SEARCH_TABLES = ("search_rounds", "search_summary")
 ROUND_COLUMNS = ["round", "k", "combo_id", "concepts", "parents", "status", "n", "n_essays", "mean", "ci_low",
                  "ci_high", "statistic", "value", "rank", "kept", "calls", "calls_made", "cost_usd", "essay_gen_ids"]
 SUMMARY_COLUMNS = ["round", "k", "status", "combos", "kept", "calls", "calls_made", "cost_usd", "best_combo_id",
@@ -104,8 +105,8 @@ def search_tables(state: SearchState, record: dict, generations: pd.DataFrame,
                  combos_tried=record["combos_tried"], combos_full_factorial=record["combos_full_factorial"],
                  generations=record["generations"], generations_full_factorial=record["generations_full_factorial"],
                  generations_ratio=ratio)
-    return {"search_rounds": pd.DataFrame(rows, columns=ROUND_COLUMNS),
-            "search_summary": pd.DataFrame(summary, columns=SUMMARY_COLUMNS)}
+    return dict(zip(SEARCH_TABLES, (pd.DataFrame(rows, columns=ROUND_COLUMNS),
+                                    pd.DataFrame(summary, columns=SUMMARY_COLUMNS))))
 
 
 def build_search_reports(paths: DataPaths, cohort_id: str, state: SearchState, record: dict,

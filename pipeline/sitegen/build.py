@@ -31,7 +31,8 @@ from ..errors import DaydreamError
 from ..ids import is_safe_id
 from ..store import DataPaths, atomic_write_bytes, atomic_write_text, check_id, read_json, read_text
 from . import pages as P
-from .data import Names, cohorts_with_reports, load_cohort_tables, load_cross_cohort, records
+from ..reports.search import SEARCH_TABLES
+from .data import Names, cohorts_with_reports, load_cohort_tables, load_cross_cohort, read_table, records
 from . import search as S
 from .diff import side_by_side
 from .gens import EssayBundle, failure_files, load_essays
@@ -271,7 +272,7 @@ def _nav(cohorts: list[P.Cohort]) -> list:
     one), so ten cohorts are ten lines, not eighty."""
     nav: list = [{"All cohorts": "index.md"}, {"Cross-cohort": "cross-cohort.md"}, {"Search": "search.md"}]
     if cohorts:
-        nav.append({"Cohorts": [{c.id: [{title: f"cohorts/{c.id}/{stem}.md"} for stem, title in P.COHORT_PAGES]}
+        nav.append({"Cohorts": [{c.id: [{title: f"cohorts/{c.id}/{stem}.md"} for stem, title in c.pages]}
                                 for c in cohorts]})
     return nav
 
@@ -307,7 +308,9 @@ def build_site(paths: DataPaths, cohort_ids: list[str] | None = None) -> Path:
             pass  # a corrupt manifest only costs concept names (the reports list it as an issue)
         tables = load_cohort_tables(paths, cid)
         bundles[cid] = _pageable(load_essays(paths, tables["generations"], tables["scores"], tables["leaderboard"]))
-        cohorts.append(P.Cohort(cid, tables, names, {b.essay.row["gen_id"] for b in bundles[cid]}))
+        search = {n: df for n in SEARCH_TABLES if (df := read_table(paths.reports_dir(cid) / f"{n}.csv")) is not None}
+        cohorts.append(P.Cohort(cid, tables, names, {b.essay.row["gen_id"] for b in bundles[cid]},
+                                search if len(search) == len(SEARCH_TABLES) else {}))
     in_cohorts: dict[str, list[str]] = {}
     for c in cohorts:
         for eid in sorted(c.essay_ids):
@@ -342,7 +345,7 @@ def build_site(paths: DataPaths, cohort_ids: list[str] | None = None) -> Path:
     shell = env.get_template("essay_shell.md").render().encode("utf-8")
     for c in cohorts:
         files[f"cohorts/{c.id}/essays/{SHELL}.md"] = shell
-        for name in P.DOWNLOADS:
+        for name in P.DOWNLOADS + (SEARCH_TABLES if c.search else ()):
             if name != "long":
                 files[f"cohorts/{c.id}/data/{name}.csv"] = (paths.reports_dir(c.id) / f"{name}.csv").read_bytes()
         files[f"cohorts/{c.id}/data/long.csv"] = P.long_table(c).to_csv(

@@ -27,7 +27,9 @@ NUMERIC = {
     "n_pearson_essays", "retest_icc2_1_ci_low", "retest_icc2_1_ci_high", "n_cost_unknown", "n_essays_reference",
     "mean_reference", "diff", "n_units", "mean_a", "mean_b", "r", "r_ci_low", "r_ci_high", "delta_ci_low",
     "delta_ci_high", "n_cells", "calls", "cost_reported_usd", "cost_estimated_usd", "n_cost_reported",
-    "n_cost_estimated",
+    "n_cost_estimated", "round", "k", "combos", "value", "calls_made", "best_value", "best_mean", "best_ci_low",
+    "best_ci_high", "cumulative_calls", "combos_tried", "combos_full_factorial", "generations",
+    "generations_full_factorial", "generations_ratio",
 }
 BOOLEAN = {"simulated", "in_cohort"}
 

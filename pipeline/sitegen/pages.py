@@ -20,7 +20,7 @@ from markupsafe import Markup
 from ..reports.stats import cluster_mean_ci
 from . import figures
 from .data import Names, records
-from .render import Cell, Col, Link, chart, interval, num, score, status_tag, table, usd
+from .render import Cell, Col, Link, chart, interval, is_blank, num, pct, score, status_tag, table, usd
 from ..spend import ALL as ALL_ROWS
 from .search import search_ui
 
@@ -35,6 +35,8 @@ COHORT_PAGES = (
     ("evaluators", "Evaluator heatmaps"), ("rubrics", "Rubric comparison"), ("agreement", "Agreement & variance"),
     ("essays/index", "Essays"), ("matrix", "Score matrix"), ("failures", "Failures"), ("quality", "Data quality"),
 )
+SEARCH_PAGE = ("search", "Search rounds")  # search cohorts only
+BEST_COMBOS = 5
 DOWNLOADS = ("leaderboard", "scores", "generations", "factors", "factor_effects", "paired_comparisons",
              "pivot_essay_evaluator", "pivot_generation",
              "pivot_draft_essay_template", "variance_models", "variance_rubrics", "variance_replicates",
@@ -81,6 +83,12 @@ class Cohort:
     t: dict[str, pd.DataFrame]
     names: Names
     essay_ids: set[str]            # essays that get a page
+    search: dict[str, pd.DataFrame] = field(default_factory=dict)  # a search cohort's search tables
+
+    @property
+    def pages(self) -> tuple[tuple[str, str], ...]:
+        """(file stem, nav title) of every page of the cohort."""
+        return COHORT_PAGES + ((SEARCH_PAGE,) if self.search else ())
 
     @property
     def simulated(self) -> bool:
@@ -222,7 +230,7 @@ def overview(c: Cohort) -> Page:
                          Col("cost_estimated_usd", "estimated", kind="usd", title="tokens × llm_models.csv prices"),
                          Col("n_cost_unknown", "calls of unknown cost", kind="int")],
                         spend_rows, tid="spend", csv="data/spend.csv", empty="No model calls recorded yet.")
-    pages = _links([(t, f"{stem}.html") for stem, t in COHORT_PAGES[1:]])
+    pages = _links([(t, f"{stem}.html") for stem, t in c.pages[1:]])
     downloads = Markup(" · ").join(_csv_link(n) for n in DOWNLOADS)
     return Page(f"cohorts/{c.id}/index.md", f"{c.id}: overview", f"Cohort {c.id}", [
         Section(parts=[key_numbers]),
@@ -740,8 +748,9 @@ def essay_index(c: Cohort) -> list[Page]:
 
 def cohort_pages(c: Cohort) -> list[Page]:
     """Every page of a cohort except its failures page (which needs the store, see ``failures``)."""
-    return [overview(c), leaderboard(c), factors(c), evaluators(c), rubrics(c), agreement(c), quality(c),
-            *essay_index(c), *matrix(c)]
+    out = [overview(c), leaderboard(c), factors(c), evaluators(c), rubrics(c), agreement(c), quality(c),
+           *essay_index(c), *matrix(c)]
+    return out + ([search_rounds(c)] if c.search else [])
 
 
 # ---------------------------------------------------------------------------------------------
@@ -1008,3 +1017,77 @@ def cross_cohort(df: pd.DataFrame | None, cohorts: list[Cohort], names: Names) -
                 "differently stands out. Means and deltas carry 95% t intervals over the essay's cells (a cell is "
                 "one evaluation model × rubric, replicates averaged); a delta whose interval includes 0 is "
                 "within noise.", body)], simulated)
+
+
+# ---------------------------------------------------------------------------------------------
+# Search cohorts
+
+
+def _search_combo(c: Cohort, concepts: str) -> str:
+    """A combo's concepts by name (``concepts`` is ``;``-joined ids, as the search tables hold them)."""
+    return " · ".join(c.names.concept(x) for x in str(concepts or "").split(";") if x)
+
+
+def search_rounds(c: Cohort) -> Page:
+    """A search cohort's rounds: why it stopped, the best score per round with its interval, the
+    combos of each round (kept or dropped, with n and interval) and the best combos' essays."""
+    rounds, summary = c.search["search_rounds"], c.search["search_summary"]
+    s0 = summary.iloc[0]
+    status = (f"Stopped: {s0['stop_reason']}." if s0["search_status"] == "stopped"
+              else f"Running round {int(summary['round'].max())}.")
+    lead = Markup("{} {} of {} combos tried; {} of {} generations of the full factorial ({}).").format(
+        status, num(s0["combos_tried"], 0), num(s0["combos_full_factorial"], 0), num(s0["generations"], 0),
+        num(s0["generations_full_factorial"], 0), pct(s0["generations_ratio"]))
+    srows = records(summary)
+    for r in srows:
+        r["best"] = _search_combo(c, r["best_concepts"])
+        r["ci"] = interval(r["best_ci_low"], r["best_ci_high"])
+    per_round = table([Col("round", kind="int"), Col("k", kind="int", title="concepts per combo"),
+                       Col("status"), Col("combos", kind="int"), Col("best", "best combo", wrap=True),
+                       Col("best_value", "value", kind="num", title="the selection statistic of the round's best combo"),
+                       Col("best_mean", "mean", kind="num"), Col("ci", "95% CI"),
+                       Col("calls", kind="int", title="model calls the round's generations take"),
+                       Col("calls_made", kind="int", title="model calls recorded in the store"),
+                       Col("cumulative_calls", kind="int"), Col("cost_usd", kind="usd")],
+                      srows, sortable=False, tid="search_summary", csv="data/search_summary.csv")
+    labels = [f"round {int(r['round'])} (k={int(r['k'])})" for r in srows]
+    best = chart(figures.bars(labels, {"best mean": [r["best_mean"] for r in srows]},
+                              title="best combo's mean score_norm per round", y_title="mean score_norm (0–1)",
+                              intervals={"best mean": ([r["best_ci_low"] for r in srows],
+                                                       [r["best_ci_high"] for r in srows])},
+                              y_range=(0, 1)),
+                 "search-best", "Whiskers: the 95% interval (cluster bootstrap over the combo's essays).")
+    sections = [Section("Rounds", "Each round's best combo and what the round cost.", [per_round, best])]
+    all_rows = records(rounds)
+    concepts_of = {r["combo_id"]: _search_combo(c, r["concepts"]) for r in all_rows}
+    for r in all_rows:
+        r["combo"] = concepts_of[r["combo_id"]]
+        r["grew_from"] = Markup("<br>").join(concepts_of.get(p, p) for p in str(r.get("parents") or "").split(";") if p)
+        r["ci"] = interval(r["ci_low"], r["ci_high"])
+        r["kept_mark"] = "kept" if str(r["kept"]).lower() == "true" else "dropped"
+        essays = [e for e in str(r.get("essay_gen_ids") or "").split(";") if e]
+        r["essay"] = c.essay(essays[0]) if essays else ""
+    for rnd in sorted({int(r["round"]) for r in all_rows}):
+        rows_r = sorted((r for r in all_rows if int(r["round"]) == rnd),
+                        key=lambda r: (r["rank"] if not is_blank(r["rank"]) else math.inf, str(r["combo_id"])))
+        kept = sum(1 for r in rows_r if r["kept_mark"] == "kept")
+        sections.append(Section(
+            f"Round {rnd}: {len(rows_r)} combos, {kept} kept",
+            "Ranked by the selection statistic (ties by combo id); a kept combo grows by one concept in the next "
+            "round. A combo without an interval has fewer than 3 essays.",
+            [table([Col("rank", kind="int"), Col("combo", "concepts", wrap=True), Col("kept_mark", "kept"),
+                    *([Col("grew_from", "grew from", wrap=True, title="the kept combos of the round before that "
+                                                                      "this one adds a concept to")] if rnd else []),
+                    Col("n", kind="int"), Col("n_essays", kind="int"), Col("mean", kind="num"), Col("ci", "95% CI"),
+                    Col("value", kind="num", title="the selection statistic"), Col("status"),
+                    Col("calls_made", kind="int"), Col("essay", "best essay")],
+                   rows_r, tid=f"search_round_{rnd}", csv="data/search_rounds.csv")]))
+    scored = [r for r in all_rows if not is_blank(r["value"])]
+    top = sorted(scored, key=lambda r: (-float(r["value"]), str(r["combo_id"])))[:BEST_COMBOS]
+    sections.insert(1, Section(
+        "Best combos", "Over every round, by the selection statistic (ties by combo id), with the combo's best essay.",
+        [table([Col("combo", "concepts", wrap=True), Col("round", kind="int"), Col("n", kind="int"),
+                Col("n_essays", kind="int"), Col("mean", kind="num"), Col("ci", "95% CI"),
+                Col("value", kind="num", title="the selection statistic"), Col("essay", "best essay")],
+               top, sortable=False, tid="search_best", empty="No combo is scored yet.")]))
+    return Page(f"cohorts/{c.id}/search.md", f"{c.id}: search", "Search rounds", sections, c.simulated, lead=lead)
