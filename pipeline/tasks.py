@@ -95,8 +95,9 @@ def _budget(task, own_run: bool = False) -> Budget | None:
     if "_budget_obj" in task.__dict__:
         return task._budget_obj
     budget = current_budget(config.data_paths(), task.run_cohort) if task.run_cohort else None
-    if budget is None or (own_run and budget.since != task.since):
-        return None
+    if own_run and (budget is None or budget.since != task.since):
+        return None  # asked again once the run's SpendLedger has run
+    # a generation is created after its run's SpendLedger ran: what it finds then stays true
     task._budget_obj = budget
     return budget
 
