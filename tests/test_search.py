@@ -354,6 +354,15 @@ def server_run(root: Path, cfg: Path, **popen) -> subprocess.Popen:
     return subprocess.Popen(cmd, cwd=REPO, env=env, **popen)
 
 
+def server_cfg(tmp_path: Path, server, extra: str = "") -> Path:
+    """A luigi.cfg layer pointing provider ``testsrv`` at the test server (4 calls at a time)."""
+    cfg = tmp_path / "srv.cfg"
+    cfg.write_text(f"[llm.testsrv]\nbase_url = {server.base_url}\napi_key_env =\nconcurrency = 4\n"
+                   "timeout = 5\nmax_attempts = 2\nbackoff_base = 0.05\nbackoff_max = 0.2\n"
+                   "[resources]\nllm_testsrv = 4\n" + extra)
+    return cfg
+
+
 def finished_at(root: Path) -> dict[str, str]:
     return {p.parent.name: json.loads(p.read_text())["finished_at"] for p in (root / "gens").rglob("parsed_metadata.json")}
 
@@ -362,10 +371,7 @@ def finished_at(root: Path) -> dict[str, str]:
 def test_kill_9_mid_round_then_rerun_continues_the_same_search(project, tmp_path):
     from datafactory import make_data_root
 
-    cfg = tmp_path / "srv.cfg"
-    cfg.write_text(f"[llm.testsrv]\nbase_url = {project.server.base_url}\napi_key_env =\nconcurrency = 4\n"
-                   "timeout = 5\nmax_attempts = 2\nbackoff_base = 0.05\nbackoff_max = 0.2\n"
-                   "[resources]\nllm_testsrv = 4\n[daydream]\nbatch_size = 2\nchunk_size = 10\n")
+    cfg = server_cfg(tmp_path, project.server, "[daydream]\nbatch_size = 2\nchunk_size = 10\n")
     server = project.server
     # the same search, uninterrupted, in a root of its own
     reference = make_data_root(tmp_path / "reference", spec=SERVER_SPEC)
@@ -403,10 +409,7 @@ def test_kill_9_mid_round_then_rerun_continues_the_same_search(project, tmp_path
 
 @pytest.mark.slow
 def test_a_failed_generation_pauses_the_search_at_its_round_until_a_rerun(project, tmp_path):
-    cfg = tmp_path / "srv.cfg"
-    cfg.write_text(f"[llm.testsrv]\nbase_url = {project.server.base_url}\napi_key_env =\nconcurrency = 4\n"
-                   "timeout = 5\nmax_attempts = 2\nbackoff_base = 0.05\nbackoff_max = 0.2\n"
-                   "[resources]\nllm_testsrv = 4\n")
+    cfg = server_cfg(tmp_path, project.server)
     (project.root / "cohorts" / "t1" / "spec" / "config.yaml").write_text(SERVER_SPEC)
     base = project.server.responder
 
