@@ -410,7 +410,15 @@ def write_cohort(paths: DataPaths, plan: CohortPlan, catalog: Catalog, spec: Spe
     for n, g in enumerate(generations, 1):
         old = existing(g.stage, g.gen_id) or {}
         cohorts = set(old.get("cohorts", [])) | {cohort}
-        data = metadata_bytes(g.metadata(sorted(cohorts)))
+        md = g.metadata(sorted(cohorts))
+        kept = (old.get("combo") or {}).get("concept_ids")
+        if "combo" in md and kept and sorted(kept) == sorted(md["combo"]["concept_ids"]):
+            # A combo is a set (its id sorts the concepts), but its draft's prompt lists them in
+            # the order of the spec that first compiled it: a cohort listing them in another
+            # order shares the draft and must not rewrite it, or each cohort's run would
+            # regenerate the draft, its essays and their evaluations for the other.
+            md["combo"]["concept_ids"] = list(kept)
+        data = metadata_bytes(md)
         if unchanged is None or not unchanged(g.stage, g.gen_id, data):
             written["metadata"] += atomic_write_bytes(Path(_metadata_path(gens, g.stage, g.gen_id)), data)
         if progress is not None and (n % PROGRESS_EVERY == 0 or n == total):

@@ -7,6 +7,8 @@ import json
 from pipeline.maintenance import check_store, invalidate, purge
 from pipeline.running import cohort_status
 
+from conftest import reset_luigi_state
+
 
 def kinds(problems):
     return sorted({p.kind for p in problems})
@@ -139,3 +141,31 @@ def test_purge_keeps_generations_shared_with_other_cohorts(project):
         assert json.loads(project.read(s, g, "metadata.json"))["cohorts"] == ["t2"]
     assert not project.paths.membership_csv("t1").exists()
     assert (project.root / "cohorts" / "t1" / "spec" / "config.yaml").exists()
+
+
+def test_a_cohort_listing_the_same_concepts_in_another_order_shares_the_drafts_without_regenerating(project):
+    """A combo is a set: a second cohort naming its concepts in another order gets the same drafts
+    (same ids) and must leave them as the first cohort wrote them, or every run of either cohort
+    would regenerate the shared drafts and make the other's essays and evaluations stale."""
+    from pipeline.cohort import compile_cohort
+
+    assert project.run()
+    drafts = [r["gen_id"] for r in project.membership("draft")]
+    before = {g: project.read("draft", g, "metadata.json") for g in drafts}
+    other = project.root / "cohorts" / "t2" / "spec"
+    other.mkdir(parents=True)
+    spec = (project.root / "cohorts" / "t1" / "spec" / "config.yaml").read_text()
+    (other / "config.yaml").write_text(spec.replace("[c-alpha, c-beta, c-gamma]", "[c-gamma, c-beta, c-alpha]"))
+    compile_cohort(project.paths, "t2")
+    for g in drafts:
+        md, old = json.loads(project.read("draft", g, "metadata.json")), json.loads(before[g])
+        assert md["combo"] == old["combo"] and md["cohorts"] == ["t1", "t2"]
+    requests = len(project.server.requests)
+    from pipeline.running import run_cohort
+
+    for cohort in ("t2", "t1"):
+        reset_luigi_state()
+        assert run_cohort(cohort) == 0
+    assert len(project.server.requests) == requests, "no generation is made again"
+    problems, _ = check_store(project.paths)
+    assert problems == []
