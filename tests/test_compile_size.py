@@ -104,7 +104,7 @@ def test_invalid_confirm_above(tmp_path, value):
 def test_compile_cohort_task_takes_yes(tmp_path):
     root = make_data_root(tmp_path / "data", provider="offline")
     cfg = threshold_cfg(tmp_path, 5)
-    luigi_cmd = ("luigi", "--module", "pipeline.tasks", "CompileCohort", "--cohort-id", "t1", "--local-scheduler")
+    luigi_cmd = ("luigi", "--module", "pipeline.tasks", "CompileCohort", "--cohort-id", "t1", "--local-scheduler", "--no-lock")
     r = run_cli(root, *luigi_cmd[1:], cfg=cfg, module=luigi_cmd[:1])
     assert "more than [daydream] confirm_above = 5" in r.stderr and "add --yes" in r.stderr, r.stderr
     assert not (root / "cohorts/t1/membership.csv").exists()
@@ -116,7 +116,8 @@ def test_compile_cohort_task_takes_yes(tmp_path):
 def test_run_cohort_passes_yes_to_compile(tmp_path):
     root = make_data_root(tmp_path / "data", provider="offline")
     cfg = threshold_cfg(tmp_path, 5)
-    luigi_cmd = ("luigi", "--module", "pipeline.tasks", "RunCohort", "--cohort-id", "t1", "--local-scheduler")
+    # --no-lock: Luigi refuses a command line that another test is running at the same moment
+    luigi_cmd = ("luigi", "--module", "pipeline.tasks", "RunCohort", "--cohort-id", "t1", "--local-scheduler", "--no-lock")
     r = run_cli(root, *luigi_cmd[1:], cfg=cfg, module=luigi_cmd[:1])
     assert r.returncode != 0 and "add --yes" in r.stderr, r.stderr[-2000:]
     r = run_cli(root, *luigi_cmd[1:], "--yes", cfg=cfg, module=luigi_cmd[:1])

@@ -194,7 +194,8 @@ def test_luigi_command_exit_codes(project, tmp_path):
     cfg.write_text(f"[llm.testsrv]\nbase_url = {project.server.base_url}\napi_key_env =\nmax_attempts = 1\n"
                    "[resources]\nllm_testsrv = 4\n")
     env = dict(os.environ, DAYDREAM_DATA_ROOT=str(project.root), LUIGI_CONFIG_PATH=str(cfg))
-    cmd = [sys.executable, "-m", "luigi", "--module", "pipeline.tasks", "RunCohort", "--cohort-id", "t1", "--local-scheduler"]
+    cmd = [sys.executable, "-m", "luigi", "--module", "pipeline.tasks", "RunCohort", "--cohort-id", "t1", "--local-scheduler",
+           "--no-lock"]  # Luigi refuses a command line that another test is running at the same moment
     project.server.push_faults("400")
     r = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=120)
     assert r.returncode == 30, r.stderr[-2000:]

@@ -42,7 +42,7 @@ def env_for(project, cfg) -> dict:
 
 def luigi_cmd(workers: int, *extra: str) -> list[str]:
     return [sys.executable, "-m", "luigi", "--module", "pipeline.tasks", "RunCohort", "--cohort-id", "t1",
-            "--local-scheduler", "--workers", str(workers), *extra]
+            "--local-scheduler", "--no-lock", "--workers", str(workers), *extra]  # other tests run the same command
 
 
 def daydream(project, cfg, *args, timeout=180) -> subprocess.CompletedProcess:
@@ -215,7 +215,7 @@ def test_luigi_command_outside_the_project_reads_its_config(project, cfg, tmp_pa
     env = dict(os.environ, DAYDREAM_DATA_ROOT=str(project.root))
     env.pop("LUIGI_CONFIG_PATH", None)
     cmd = [sys.executable, "-m", "luigi", "--module", "pipeline.tasks", "RunCohort", "--cohort-id", "nosuch",
-           "--local-scheduler"]
+           "--local-scheduler", "--no-lock"]
     r = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
     assert r.returncode == 30, r.stderr[-2000:]
     assert "unknown cohort 'nosuch'" in r.stderr

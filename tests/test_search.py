@@ -253,7 +253,7 @@ TARGET = {"explore-exploit-tradeoff", "feedback-loops", "serendipity"}
 def luigi_run(root: Path, workers: int, timeout=240) -> subprocess.CompletedProcess:
     env = {k: v for k, v in os.environ.items() if k != "LUIGI_CONFIG_PATH"}
     cmd = [sys.executable, "-m", "luigi", "--module", "pipeline.tasks", "RunCohort", "--cohort-id", "demo-search",
-           "--local-scheduler", "--workers", str(workers)]
+           "--local-scheduler", "--no-lock", "--workers", str(workers)]
     return subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=timeout,
                           env={**env, "DAYDREAM_DATA_ROOT": str(root)})
 
@@ -350,7 +350,7 @@ SERVER_CALLS = (3 + 2 + 1) * 6  # combos over the three rounds × (2 drafts + 4 
 def server_run(root: Path, cfg: Path, **popen) -> subprocess.Popen:
     env = dict(os.environ, DAYDREAM_DATA_ROOT=str(root), LUIGI_CONFIG_PATH=str(cfg))
     cmd = [sys.executable, "-m", "luigi", "--module", "pipeline.tasks", "RunCohort", "--cohort-id", "t1",
-           "--local-scheduler", "--workers", "4"]
+           "--local-scheduler", "--no-lock", "--workers", "4"]  # others may run the same command
     return subprocess.Popen(cmd, cwd=REPO, env=env, **popen)
 
 
