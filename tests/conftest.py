@@ -62,6 +62,19 @@ def reset_luigi_state():
     generation._RUNTIMES.clear()
 
 
+def server_cfg(path: Path, server, daydream: dict | None = None, **provider) -> Path:
+    """A luigi.cfg layer (for ``LUIGI_CONFIG_PATH``) pointing provider ``testsrv`` at ``server``: 4
+    calls at a time, its ``[resources]`` to match, ``provider`` settings (None leaves one out) and
+    ``[daydream]`` settings; returns ``path``."""
+    settings = {"base_url": server.base_url, "api_key_env": "", "concurrency": 4, **provider}
+    lines = ["[llm.testsrv]", *(f"{k} = {v}" for k, v in settings.items() if v is not None),
+             "[resources]", "llm_testsrv = 4"]
+    if daydream:
+        lines += ["[daydream]", *(f"{k} = {v}" for k, v in daydream.items())]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
 TEST_PROVIDER = {
     "api_key_env": "", "concurrency": "4", "timeout": "1.5", "max_attempts": "3",
     "backoff_base": "0.05", "backoff_max": "1.5",

@@ -12,6 +12,7 @@ import time
 import pytest
 
 from datafactory import SPEC
+from conftest import server_cfg
 
 pytestmark = [pytest.mark.luigid, pytest.mark.slow]
 
@@ -30,10 +31,8 @@ def start_driver(project, luigid, cfg, workers=2, *extra):
 @pytest.fixture
 def big_project(project, tmp_path):
     (project.root / "cohorts" / "t1" / "spec" / "config.yaml").write_text(BIG_SPEC)
-    cfg = tmp_path / "workers.cfg"
-    cfg.write_text(f"[llm.testsrv]\nbase_url = {project.server.base_url}\napi_key_env =\nconcurrency = 4\n"
-                   "timeout = 5\nmax_attempts = 3\nbackoff_base = 0.05\n[resources]\nllm_testsrv = 4\n"
-                   "[daydream]\nbatch_size = 2\nchunk_size = 20\n")
+    cfg = server_cfg(tmp_path / "workers.cfg", project.server, {"batch_size": 2, "chunk_size": 20},
+                     timeout=5, max_attempts=3, backoff_base=0.05)
     project.server.latency = 0.15
     return project, cfg
 

@@ -15,6 +15,7 @@ import time
 import pytest
 
 from datafactory import SPEC
+from conftest import server_cfg
 
 N_LLM = 3 + 3 + 12
 
@@ -33,11 +34,8 @@ def cli(project, *args, cfg=None, preexec=None, env_extra=None, **popen):
 
 @pytest.fixture
 def cfg(project, tmp_path):
-    path = tmp_path / "srv.cfg"
-    path.write_text(f"[llm.testsrv]\nbase_url = {project.server.base_url}\napi_key_env =\nconcurrency = 4\n"
-                    "timeout = 1.5\nmax_attempts = 3\nbackoff_base = 0.05\nbackoff_max = 1\n"
-                    "[resources]\nllm_testsrv = 4\n[daydream]\nbatch_size = 2\n")
-    return path
+    return server_cfg(tmp_path / "srv.cfg", project.server, {"batch_size": 2},
+                      timeout=1.5, max_attempts=3, backoff_base=0.05, backoff_max=1)
 
 
 def intact(project) -> dict[str, str]:

@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from datafactory import SPEC
+from conftest import server_cfg
 
 REPO = Path(__file__).resolve().parents[1]
 BIG_SPEC = SPEC.replace("  evaluation_llm: [srv-b]\n", "  evaluation_llm: [srv-b]\n  evaluation_replicate: 4\n")
@@ -29,11 +30,8 @@ def completions(server):
 
 @pytest.fixture
 def cfg(project, tmp_path):
-    path = tmp_path / "srv.cfg"
-    path.write_text(f"[llm.testsrv]\nbase_url = {project.server.base_url}\napi_key_env =\nconcurrency = 4\n"
-                    "timeout = 2\nmax_attempts = 2\nbackoff_base = 0.05\nbackoff_max = 0.2\n"
-                    "[resources]\nllm_testsrv = 4\n[daydream]\nbatch_size = 2\nchunk_size = 10\n")
-    return path
+    return server_cfg(tmp_path / "srv.cfg", project.server, {"batch_size": 2, "chunk_size": 10},
+                      timeout=2, max_attempts=2, backoff_base=0.05, backoff_max=0.2)
 
 
 def env_for(project, cfg) -> dict:

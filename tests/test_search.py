@@ -20,6 +20,7 @@ from pipeline.llm.base import CompletionRequest, GenerationContext
 from pipeline.llm.offline import planted_target, simulated_score, target_shift
 from pipeline.search import Budget, ComboResult, SearchDef, expand, replay, score_combo, select, start_combos
 from pipeline.spec import load_spec
+from conftest import server_cfg
 
 REPO = Path(__file__).resolve().parents[1]
 DEMO_SPEC = REPO / "data" / "cohorts" / "demo-search" / "spec" / "config.yaml"
@@ -354,13 +355,7 @@ def server_run(root: Path, cfg: Path, **popen) -> subprocess.Popen:
     return subprocess.Popen(cmd, cwd=REPO, env=env, **popen)
 
 
-def server_cfg(tmp_path: Path, server, extra: str = "") -> Path:
-    """A luigi.cfg layer pointing provider ``testsrv`` at the test server (4 calls at a time)."""
-    cfg = tmp_path / "srv.cfg"
-    cfg.write_text(f"[llm.testsrv]\nbase_url = {server.base_url}\napi_key_env =\nconcurrency = 4\n"
-                   "timeout = 5\nmax_attempts = 2\nbackoff_base = 0.05\nbackoff_max = 0.2\n"
-                   "[resources]\nllm_testsrv = 4\n" + extra)
-    return cfg
+SERVER_PROVIDER = {"timeout": 5, "max_attempts": 2, "backoff_base": 0.05, "backoff_max": 0.2}
 
 
 def finished_at(root: Path) -> dict[str, str]:
@@ -371,7 +366,7 @@ def finished_at(root: Path) -> dict[str, str]:
 def test_kill_9_mid_round_then_rerun_continues_the_same_search(project, tmp_path):
     from datafactory import make_data_root
 
-    cfg = server_cfg(tmp_path, project.server, "[daydream]\nbatch_size = 2\nchunk_size = 10\n")
+    cfg = server_cfg(tmp_path / "srv.cfg", project.server, {"batch_size": 2, "chunk_size": 10}, **SERVER_PROVIDER)
     server = project.server
     # the same search, uninterrupted, in a root of its own
     reference = make_data_root(tmp_path / "reference", spec=SERVER_SPEC)
@@ -409,7 +404,7 @@ def test_kill_9_mid_round_then_rerun_continues_the_same_search(project, tmp_path
 
 @pytest.mark.slow
 def test_a_failed_generation_pauses_the_search_at_its_round_until_a_rerun(project, tmp_path):
-    cfg = server_cfg(tmp_path, project.server)
+    cfg = server_cfg(tmp_path / "srv.cfg", project.server, **SERVER_PROVIDER)
     (project.root / "cohorts" / "t1" / "spec" / "config.yaml").write_text(SERVER_SPEC)
     base = project.server.responder
 

@@ -19,6 +19,7 @@ import pytest
 from datafactory import SPEC
 
 from pipeline import spend
+from conftest import server_cfg
 
 REPO = Path(__file__).resolve().parents[1]
 BIG_SPEC = SPEC.replace("  evaluation_llm: [srv-b]\n", "  evaluation_llm: [srv-b]\n  evaluation_replicate: 4\n")
@@ -54,10 +55,8 @@ def priced(project, tmp_path):
     (project.root / "cohorts" / "t1" / "spec" / "config.yaml").write_text(BIG_SPEC)
     project.server.cost = provider_cost
     project.server.latency = 0.05  # calls overlap, so reservations are in flight together
-    cfg = tmp_path / "srv.cfg"
-    cfg.write_text(f"[llm.testsrv]\nbase_url = {project.server.base_url}\napi_key_env =\nconcurrency = 4\n"
-                   "timeout = 5\nmax_attempts = 2\nbackoff_base = 0.05\nbackoff_max = 0.2\n"
-                   "[resources]\nllm_testsrv = 4\n[daydream]\nbatch_size = 2\nchunk_size = 10\n")
+    cfg = server_cfg(tmp_path / "srv.cfg", project.server, {"batch_size": 2, "chunk_size": 10},
+                     timeout=5, max_attempts=2, backoff_base=0.05, backoff_max=0.2)
     project.cfg = cfg
     return project
 
