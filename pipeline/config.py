@@ -57,6 +57,18 @@ def _where() -> str:
     return os.environ.get("LUIGI_CONFIG_PATH") or "luigi.cfg"
 
 
+def _boolean(text: str) -> bool:
+    """A config flag, as Luigi reads its own (``true``/``false``, ``yes``/``no``, ``1``/``0``)."""
+    value = {"true": True, "yes": True, "on": True, "1": True,
+             "false": False, "no": False, "off": False, "0": False}.get(text.lower())
+    if value is None:
+        raise ValueError(text)
+    return value
+
+
+_boolean.__name__ = "boolean"
+
+
 def _get(section: str, key: str, kind, default):
     cfg = _cfg()
     if not cfg.has_option(section, key):
@@ -234,6 +246,12 @@ def batch_size() -> int | None:
 def chunk_size() -> int:
     """How many generations are handed to the scheduler at once (keeps scheduling linear)."""
     return _count("chunk_size", 500)
+
+
+def lookahead() -> bool:
+    """``[daydream] lookahead``: an opened chunk starts its members' calls ahead of their tasks
+    (``executor.start_ahead``), so calls stay in flight while Luigi schedules."""
+    return _get("daydream", "lookahead", _boolean, True)
 
 
 def confirm_above() -> int:

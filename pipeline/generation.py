@@ -13,7 +13,6 @@ never mistaken for a finished phase. A valid raw response is reused when the pro
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import os
 import threading
@@ -59,36 +58,26 @@ class Runtime:
 
     One per data root. A Luigi worker forks a process per task when it has several: the child
     inherits the catalog and the warm caches (plain data), but opens its own provider clients
-    (connection pools do not survive a fork), keyed by process id.
+    and executor (connection pools and threads do not survive a fork), keyed by process id.
     """
 
     paths: DataPaths
     catalog: Catalog
     _providers: dict[tuple[int, str], Provider] = field(default_factory=dict)
     _locks: dict[int, threading.Lock] = field(default_factory=dict)
-    _loops: dict[tuple[int, int], asyncio.AbstractEventLoop] = field(default_factory=dict)
+    executors: dict[int, object] = field(default_factory=dict)  # process id -> executor.Executor
     _endpoints: dict[str, str] = field(default_factory=dict)
 
     def provider(self, name: str) -> Provider:
         pid = os.getpid()
-        with self._locks.setdefault(pid, threading.Lock()):
+        with self.lock():
             if (pid, name) not in self._providers:
                 self._providers[(pid, name)] = make_provider(config.provider_settings(name))
             return self._providers[(pid, name)]
 
-    def run(self, coro):
-        """Run ``coro`` to completion on this thread's event loop.
-
-        The model calls of a batch are coroutines on one loop: 64 calls in flight as 64 threads
-        cost about twice the CPU per generation (each GIL hand-off a context switch, ~100 per
-        generation, measured). One loop per process and thread, kept for the process's life: the
-        provider clients' pooled connections belong to the loop that opened them.
-        """
-        key = (os.getpid(), threading.get_ident())
-        loop = self._loops.get(key)
-        if loop is None:
-            loop = self._loops[key] = asyncio.new_event_loop()
-        return loop.run_until_complete(coro)
+    def lock(self) -> threading.Lock:
+        """This process's lock over the runtime's lazily built parts."""
+        return self._locks.setdefault(os.getpid(), threading.Lock())
 
     def endpoint(self, model_id: str) -> str:
         """The ``[llm.<name>]`` endpoint a catalog model calls (``config.endpoint_for``), once per model."""
@@ -330,12 +319,6 @@ def validate_raw(text: str, completion: Completion | None, min_lines: int) -> st
     return None
 
 
-def run_generation(rt: Runtime, stage: str, gen_id: str, status: Callable[[str], None] = lambda m: None,
-                   budget: Budget | None = None) -> State:
-    """``generate`` one generation, on this thread's event loop."""
-    return rt.run(generate(rt, stage, gen_id, status, budget))
-
-
 async def generate(rt: Runtime, stage: str, gen_id: str, status: Callable[[str], None] = lambda m: None,
                    budget: Budget | None = None) -> State:
     """Bring a generation to ``done`` if it can be: calls the model only when no valid raw exists.
@@ -437,34 +420,6 @@ def _concept_ids(rt: Runtime, stage: str, md: dict) -> tuple[str, ...]:
         stage = PARENT_STAGE[stage]
         md = metadata(rt, stage, md["parent_gen_id"])
     return tuple((md.get("combo") or {}).get("concept_ids", ()))
-
-
-def run_batch(rt: Runtime, stage: str, gen_ids: list[str], *, in_flight: int,
-              progress: Callable[[dict[str, State]], None] = lambda states: None,
-              budget: Budget | None = None) -> dict[str, State]:
-    """Run several generations concurrently on this thread's event loop, at most ``in_flight`` at
-    once (the resource units the batch holds); returns each one's state.
-
-    Each generation writes only its own files, and one generation's failure is its own: its
-    batch-mates finish and their children can run. ``progress`` sees the states so far each time
-    one finishes.
-    """
-    async def batch() -> dict[str, State]:
-        states: dict[str, State] = {}
-        slots = asyncio.Semaphore(max(1, in_flight))
-
-        async def one(gen_id: str) -> None:
-            async with slots:
-                states[gen_id] = await generate(rt, stage, gen_id, budget=budget)
-            progress(states)
-
-        # every generation ends before an error is raised: none is left half-way on the loop
-        errors = [e for e in await asyncio.gather(*(one(g) for g in gen_ids), return_exceptions=True) if e]
-        if errors:
-            raise errors[0]
-        return states
-
-    return rt.run(batch())
 
 
 def _parent_simulated(rt: Runtime, stage: str, md: dict) -> bool:

@@ -41,7 +41,8 @@ from . import config
 from .cohort import compile_cohort, is_compiled, search_record_path
 from .errors import DaydreamError
 from .estimate import left_to_do
-from .generation import metadata, run_batch, run_generation, runtime, state_of
+from .executor import run_batch, run_generation, start_ahead
+from .generation import metadata, runtime, state_of
 from .ledger import Budget, current_budget, prepared, read_ledger
 from .run_plan import chunk_members, cohort_counts, membership, prepare_budget, prepare_providers, spend_cap
 from .search_store import derive, is_current, is_search_cohort, round_chunks, sync
@@ -243,12 +244,14 @@ class _Generation(_DaydreamTask):
             return
         if len(ids) == 1:
             self.set_status_message(self._label(ids[0]))
-            st = run_generation(rt, self.stage, ids[0], status=self.set_status_message, budget=budget)
+            st = run_generation(rt, self.stage, ids[0], since=self.since, status=self.set_status_message,
+                                budget=budget)
             self.set_status_message(f"{self._label(ids[0])} · {st.kind}" + (f": {st.reason}" if st.reason else ""))
             self.set_progress_percentage(100)
             return
         in_flight = max(self.resources.values()) if self.resources else len(ids)
-        run_batch(rt, self.stage, ids, in_flight=in_flight, progress=self._batch_progress, budget=budget)
+        run_batch(rt, self.stage, ids, in_flight=in_flight, since=self.since, progress=self._batch_progress,
+                  budget=budget)
 
     def _batch_progress(self, states: dict) -> None:
         # Each update is an RPC to luigid: at most a few per second, and always the last one.
@@ -335,6 +338,7 @@ class CohortChunk(_DaydreamTask):
         todo = self._unsettled()
         if todo:
             self.set_status_message(f"{len(todo)} of {len(self._members())} generations to run")
+            start_ahead(runtime(), todo, self.since, _budget(self, own_run=True))
             yield [TASKS[r["stage"]](gen_id=r["gen_id"], since=self.since, run_cohort=self.cohort_id) for r in todo]
         budget = _budget(self, own_run=True)
         counts = cohort_counts(config.data_paths(), self._members(), self.since,

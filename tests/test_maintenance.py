@@ -74,7 +74,8 @@ def test_regenerated_parent_makes_children_stale(project):
     invalidate(project.paths, gen_ids=[essay])  # removes the essay and its 2 evaluations' outputs
     base = project.server.responder
     project.server.responder = lambda b: base(b).replace("Essay paragraph", "New paragraph")
-    from pipeline.generation import run_generation, runtime
+    from pipeline.executor import run_generation
+    from pipeline.generation import runtime
 
     run_generation(runtime(), "essay", essay)
     problems, counts = check_store(project.paths, "t1")

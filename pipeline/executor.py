@@ -1,0 +1,192 @@
+"""Where generations run in a process: one event loop on a background thread, each generation
+started once, and a chunk's members started ahead of their tasks.
+
+A Luigi worker that runs its tasks itself (``--workers 1``, the ``luigi`` command's default)
+runs them one after another on its own thread, and between two tasks it does its bookkeeping
+(the batch's completion, the next ``get_work``, the next batch's task objects, opening the next
+chunk) with, until now, no model call in flight: 85 % of the ideal throughput at 16 calls in
+flight, 60 % at 64 (``bench/README.md``). So the calls run on this module's loop, on its own
+thread, and an opened chunk starts its members here at once (``start_ahead``), at most as many
+calls at a time as one of its provider's tasks may hold (``config.calls_per_task``). A
+generation task then waits for its members already under way, and starts only those that are
+not; Luigi still schedules every generation as its own task, shows its status, and checks its
+completeness, and a generation finished ahead is complete when its task comes up.
+
+Started ahead only where it is safe:
+
+* not in a process Luigi forked for one task (``--workers`` > 1): it ends with its task, and
+  would take its members' calls with it;
+* not a generation another cohort shares: a second process running that cohort could be handed
+  its task by luigid at the same time, and call the model twice.
+
+With several worker processes sharing one provider through luigid, luigid's ``[resources]``
+bound the calls of running tasks, and each process's calls started ahead of their tasks stay
+within that process's ``calls_per_task``; ``[daydream] lookahead = false`` turns it off.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import multiprocessing
+import os
+import threading
+from dataclasses import dataclass, field
+from typing import Callable, Iterable
+
+from . import config
+from .generation import Runtime, generate, metadata, state_of
+from .ledger import Budget
+from .state import DONE, State
+from .store import PARENT_STAGE
+
+Key = tuple[str, str, str]  # stage, gen_id, the run's since
+
+
+@dataclass
+class Executor:
+    """One per process and data root: its loop, and the generations running on it."""
+
+    rt: Runtime
+    loop: asyncio.AbstractEventLoop = field(default_factory=asyncio.new_event_loop)
+    running: dict[Key, asyncio.Future] = field(default_factory=dict)
+    waiting: dict[Key, asyncio.Future] = field(default_factory=dict)  # started ahead, not yet running
+    gates: dict[str, asyncio.Semaphore] = field(default_factory=dict)
+
+    def __post_init__(self):
+        threading.Thread(target=self.loop.run_forever, name="daydream-executor", daemon=True).start()
+
+    def run(self, coro):
+        """Run ``coro`` on the executor's loop; wait for it on this thread."""
+        future = asyncio.run_coroutine_threadsafe(coro, self.loop)
+        try:
+            return future.result()
+        except BaseException:
+            future.cancel()  # interrupted: do not leave the batch running behind the caller
+            raise
+
+    # Everything below runs on the executor's loop.
+
+    def generation(self, stage: str, gen_id: str, since: str, budget: Budget | None,
+                   status: Callable[[str], None] = lambda m: None) -> asyncio.Future | State:
+        """The generation's run under way, or a new one; its state when it is already settled
+        for this run (so a failure recorded ahead of its task is not called again)."""
+        key = (stage, gen_id, since)
+        future = self.running.get(key)
+        if future is not None:
+            return future
+        st = state_of(self.rt, stage, gen_id)
+        if st.settled(since):
+            return st
+        future = self.running[key] = asyncio.ensure_future(generate(self.rt, stage, gen_id, status, budget))
+        future.add_done_callback(lambda f: self._finished(key, f))
+        return future
+
+    def _finished(self, key: Key, future: asyncio.Future) -> None:
+        # the store records the outcome: only a generation under way is kept here
+        self.running.pop(key, None)
+        if not future.cancelled():
+            future.exception()  # whoever awaits it still gets it; nobody else need to
+
+    async def ahead(self, stage: str, gen_id: str, since: str, budget: Budget | None) -> None:
+        """Start a generation once its parent, if started ahead too, has settled: at most a gate's
+        worth at once; nothing when its task or the budget got there first."""
+        parent_id = metadata(self.rt, stage, gen_id).get("parent_gen_id") if stage != "draft" else None
+        if parent_id:
+            pkey = (PARENT_STAGE[stage], parent_id, since)
+            for under_way in (self.waiting, self.running):  # its task may have started it instead
+                if pkey in under_way:
+                    await asyncio.wait([under_way[pkey]])
+            if state_of(self.rt, PARENT_STAGE[stage], parent_id).kind != DONE:
+                return  # failed or blocked: its task records that
+        key = (stage, gen_id, since)
+        async with self._gate(stage, gen_id):
+            if key in self.running or budget is not None and budget.reached():
+                return
+            started = self.generation(stage, gen_id, since, budget)
+            if isinstance(started, asyncio.Future):
+                await asyncio.wait([started])  # its error, if any, is its task's to raise
+
+    def _gate(self, stage: str, gen_id: str) -> asyncio.Semaphore:
+        model = metadata(self.rt, stage, gen_id).get("llm_model_id")
+        endpoint = self.rt.endpoint(model) if model else ""
+        gate = self.gates.get(endpoint)
+        if gate is None:
+            gate = self.gates[endpoint] = asyncio.Semaphore(
+                config.calls_per_task(endpoint) if endpoint else config.COPY_BATCH)
+        return gate
+
+
+def executor(rt: Runtime) -> Executor:
+    """This process's executor for ``rt`` (a forked worker process builds its own)."""
+    key = os.getpid()
+    ex = rt.executors.get(key)
+    if ex is None:
+        with rt.lock():
+            ex = rt.executors.get(key) or rt.executors.setdefault(key, Executor(rt))
+    return ex
+
+
+def run_generation(rt: Runtime, stage: str, gen_id: str, *, since: str = "",
+                   status: Callable[[str], None] = lambda m: None, budget: Budget | None = None) -> State:
+    """Bring one generation to a settled state (see ``generation.generate``)."""
+    ex = executor(rt)
+
+    async def one() -> State:
+        started = ex.generation(stage, gen_id, since, budget, status)
+        return await started if isinstance(started, asyncio.Future) else started
+
+    return ex.run(one())
+
+
+def run_batch(rt: Runtime, stage: str, gen_ids: list[str], *, in_flight: int, since: str = "",
+              progress: Callable[[dict[str, State]], None] = lambda states: None,
+              budget: Budget | None = None) -> dict[str, State]:
+    """Run several generations concurrently, starting at most ``in_flight`` at once (the resource
+    units the batch holds) and joining those already under way; returns each one's state.
+
+    Each generation writes only its own files, and one generation's failure is its own: its
+    batch-mates finish and their children can run. ``progress`` sees the states so far each time
+    one finishes.
+    """
+    ex = executor(rt)
+
+    async def batch() -> dict[str, State]:
+        states: dict[str, State] = {}
+        slots = asyncio.Semaphore(max(1, in_flight))
+
+        async def one(gen_id: str) -> None:
+            under_way = ex.running.get((stage, gen_id, since))
+            if under_way is not None:
+                states[gen_id] = await under_way
+            else:
+                async with slots:
+                    started = ex.generation(stage, gen_id, since, budget)
+                    states[gen_id] = await started if isinstance(started, asyncio.Future) else started
+            progress(states)
+
+        # every generation ends before an error is raised: none is left half-way on the loop
+        errors = [e for e in await asyncio.gather(*(one(g) for g in gen_ids), return_exceptions=True) if e]
+        if errors:
+            raise errors[0]
+        return states
+
+    return ex.run(batch())
+
+
+def start_ahead(rt: Runtime, members: Iterable[dict], since: str, budget: Budget | None) -> None:
+    """Start a chunk's members (rows with ``stage`` and ``gen_id``, parents first) ahead of their
+    tasks, each once its parent is done; returns at once (see the module's docstring)."""
+    if multiprocessing.parent_process() is not None or not config.lookahead():
+        return
+    ex = executor(rt)
+    rows = [(r["stage"], r["gen_id"]) for r in members
+            if len(metadata(rt, r["stage"], r["gen_id"]).get("cohorts", ())) <= 1]
+
+    async def start() -> None:
+        for stage, gen_id in rows:  # all registered before any runs: a child finds its parent
+            key = (stage, gen_id, since)
+            if key not in ex.waiting and key not in ex.running:
+                ex.waiting[key] = asyncio.ensure_future(ex.ahead(stage, gen_id, since, budget))
+                ex.waiting[key].add_done_callback(lambda _, key=key: ex.waiting.pop(key, None))
+
+    asyncio.run_coroutine_threadsafe(start(), ex.loop)

@@ -1,0 +1,120 @@
+"""The executor: generations started ahead of their tasks (a chunk's members), each once, on one
+background loop; the tasks then join them instead of calling the model again."""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import time
+
+import luigi.configuration
+import pytest
+
+from pipeline import config
+from pipeline.cohort import compile_cohort
+from pipeline.executor import executor, run_batch, run_generation, start_ahead
+from pipeline.generation import runtime, state_of
+from pipeline.run_plan import membership
+from pipeline.state import BLOCKED, DONE, FAILED
+from pipeline.tasks import run_stamp
+
+
+def completions(server):
+    return [r for r in server.requests if r["path"].endswith("/chat/completions")]
+
+
+def compiled(project, *cohorts: str) -> list[dict]:
+    for cohort in cohorts:
+        compile_cohort(config.data_paths(), cohort)
+    return membership(config.data_paths(), cohorts[0])
+
+
+def settle(rt, rows, since, timeout=30.0) -> dict[str, str]:
+    """Wait for the executor to have nothing under way; each member's state kind."""
+    ex = executor(rt)
+    ex.run(asyncio.sleep(0))  # after start_ahead's registrations, which the loop runs in order
+    deadline = time.monotonic() + timeout
+    while (ex.running or ex.waiting) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert not ex.running and not ex.waiting, "generations still under way"
+    return {r["gen_id"]: state_of(rt, r["stage"], r["gen_id"]).kind for r in rows}
+
+
+def by_stage(rows, stage):
+    return [r["gen_id"] for r in rows if r["stage"] == stage]
+
+
+def test_a_chunk_started_ahead_settles_parents_first_and_its_tasks_call_nothing_again(project):
+    rows = compiled(project, "t1")
+    rt, since = runtime(), run_stamp()
+    project.server.latency = 0.02
+    start_ahead(rt, rows, since, None)
+    states = settle(rt, rows, since)
+    assert set(states.values()) == {DONE}  # an essay started before its draft was done would not be
+    llm_rows = [r for r in rows if r["llm_model_id"]]
+    assert len(completions(project.server)) == len(llm_rows)
+    project.server.reset()
+    for stage in ("draft", "essay", "evaluation"):
+        got = run_batch(rt, stage, by_stage(rows, stage), in_flight=2, since=since)
+        assert {s.kind for s in got.values()} == {DONE}
+    assert completions(project.server) == []
+
+
+def test_a_failure_started_ahead_is_not_called_again_by_its_task_and_blocks_its_children(project):
+    rows = compiled(project, "t1")
+    rt, since = runtime(), run_stamp()
+    project.server.rule = lambda body: "400" if body["messages"][-1]["content"].startswith("TASK:DRAFT") and \
+        "Alpha" in body["messages"][-1]["content"] and "Beta" in body["messages"][-1]["content"] else None
+    start_ahead(rt, rows, since, None)
+    states = settle(rt, rows, since)
+    failed = [g for g, k in states.items() if k == FAILED]
+    assert len(failed) == 1 and failed[0] in by_stage(rows, "draft")  # the one combo of Alpha and Beta
+    bad_draft = failed[0]
+    calls = len(completions(project.server))
+    # the failed draft's task finds it settled for this run; its children are blocked, uncalled
+    assert run_generation(rt, "draft", bad_draft, since=since).kind == FAILED
+    children = [r for r in rows if r["stage"] == "essay" and
+                state_of(rt, "essay", r["gen_id"]).kind == BLOCKED]
+    assert children, "the failed draft's essays are blocked"
+    got = run_batch(rt, "essay", [r["gen_id"] for r in children], in_flight=2, since=since)
+    assert {s.kind for s in got.values()} == {BLOCKED}
+    assert len(completions(project.server)) == calls
+    # a later run (a new since) retries it
+    project.server.rule = None
+    assert run_generation(rt, "draft", bad_draft, since=run_stamp()).kind == DONE
+    assert len(completions(project.server)) == calls + 1
+
+
+def test_a_task_joins_the_generation_its_chunk_started_instead_of_calling_twice(project):
+    rows = compiled(project, "t1")
+    rt, since = runtime(), run_stamp()
+    project.server.latency = 0.3
+    drafts = by_stage(rows, "draft")
+    start_ahead(rt, [r for r in rows if r["stage"] == "draft"], since, None)
+    time.sleep(0.1)  # the drafts' calls are under way
+    got = run_batch(rt, "draft", drafts, in_flight=1, since=since)
+    assert {s.kind for s in got.values()} == {DONE}
+    assert len(completions(project.server)) == len(drafts)
+    # joined, not queued one at a time behind in_flight=1: the batch took about one call's time
+    assert project.server.max_concurrency_seen == len(drafts)
+
+
+@pytest.mark.parametrize("why", ["lookahead off", "shared with another cohort"])
+def test_nothing_is_started_ahead_when_off_or_shared(project, why):
+    if why == "lookahead off":
+        cfg = luigi.configuration.get_config()
+        if not cfg.has_section("daydream"):
+            cfg.add_section("daydream")
+        cfg.set("daydream", "lookahead", "false")
+        rows = compiled(project, "t1")
+    else:
+        shutil.copytree(project.root / "cohorts" / "t1", project.root / "cohorts" / "t2")
+        rows = compiled(project, "t1", "t2")
+    try:
+        rt = runtime()
+        start_ahead(rt, rows, run_stamp(), None)
+        executor(rt).run(asyncio.sleep(0.3))
+        assert completions(project.server) == [] and not executor(rt).running
+    finally:
+        if why == "lookahead off":
+            luigi.configuration.get_config().remove_option("daydream", "lookahead")
