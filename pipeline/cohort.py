@@ -559,7 +559,7 @@ def check_search_plan(spec: Spec, plan: CohortPlan) -> None:
         raise DaydreamError("spec", f"search.select.statistic: {defn.statistic} needs at least "
                                     f"{MIN_ESSAYS[defn.statistic]} essays per combo for an interval; the design "
                                     f"gives {essays} (add draft or essay replicates, or use mean)", path=spec.path)
-    if defn.budget is not None:
+    if defn.budget is not None and defn.budget.unit == "calls":  # a USD budget needs the store: see search_store
         first = [defn.combo_id(c) for c in start_combos(defn)]
         need = sum(costs[c][0] for c in first)
         if need > defn.budget.limit:
@@ -567,6 +567,8 @@ def check_search_plan(spec: Spec, plan: CohortPlan) -> None:
                                         f"the {need} model calls of round 0 ({len(first)} combos × "
                                         f"{need // max(1, len(first))}); raise it or sample fewer start combos",
                                 path=spec.path)
+
+
 def check_size(paths: DataPaths, plan: CohortPlan, confirm_above: int) -> None:
     """A plan above ``confirm_above`` generations needs the user's ``--yes``, unless the cohort's
     manifest already counts at least as many (it was confirmed at that size before)."""

@@ -13,10 +13,9 @@ import os
 from functools import lru_cache
 
 from . import config, spend
-from .generation import resolve_inputs, runtime, state_of
+from .generation import is_done, resolve_inputs, runtime
 from .render import essay_context, evaluation_context, render
 from .run_plan import membership
-from .state import DONE
 from .store import PARENT_STAGE, DataPaths
 
 HISTORY_SCAN = 2000  # recorded calls read per stage beyond the cohort's own (a bounded sample)
@@ -77,14 +76,16 @@ def history(paths: DataPaths, rows: list[dict], stages: set[str]) -> spend.Histo
     return h
 
 
-def remaining_calls(paths: DataPaths, cohort_id: str) -> list[spend.CallEstimate]:
-    """One ``CallEstimate`` per generation of the cohort that still needs a model call."""
+def remaining_calls(paths: DataPaths, cohort_id: str, planned: list | None = None) -> list[spend.CallEstimate]:
+    """One ``CallEstimate`` per generation of the cohort that still needs a model call; or of
+    ``planned`` (``cohort.Generation``s: a search round's, compiled or not yet)."""
     rt, memo = runtime(), {}
-    rows = membership(paths, cohort_id)
+    rows = membership(paths, cohort_id) if planned is None else [g.membership_row() for g in planned]
     by_id = {r["gen_id"]: r for r in rows}
-    todo = [r for r in rows if r["llm_model_id"] and state_of(rt, r["stage"], r["gen_id"], memo).kind != DONE]
+    todo = [r for r in rows if r["llm_model_id"] and not is_done(rt, r["stage"], r["gen_id"], memo)]
     if not todo:
         return []
+    planned_md = {g.gen_id: g.metadata([cohort_id]) for g in planned or ()}  # what is not compiled renders from
     hist = history(paths, rows, {r["stage"] for r in todo} | {PARENT_STAGE.get(r["stage"], "draft") for r in todo})
 
     @lru_cache(maxsize=None)
@@ -104,7 +105,7 @@ def remaining_calls(paths: DataPaths, cohort_id: str) -> list[spend.CallEstimate
     def parsed_bytes(stage: str, gen_id: str) -> float:
         """The size the output of ``gen_id`` has, or is expected to have."""
         size = _size(f"{paths.gens}/{stage}/{gen_id}/parsed.txt")
-        if size is not None and state_of(rt, stage, gen_id, memo).kind == DONE:
+        if size is not None and is_done(rt, stage, gen_id, memo):
             return size
         row = by_id.get(gen_id) or _row_from_store(paths, stage, gen_id)
         if row is None:
@@ -121,8 +122,8 @@ def remaining_calls(paths: DataPaths, cohort_id: str) -> list[spend.CallEstimate
     calls = []
     for r in todo:
         stage, model = r["stage"], rt.catalog.model(r["llm_model_id"])
-        parent_done = stage == "draft" or state_of(rt, PARENT_STAGE[stage], r["parent_gen_id"], memo).kind == DONE
-        inputs = resolve_inputs(rt, stage, r["gen_id"]) if parent_done else None
+        parent_done = stage == "draft" or is_done(rt, PARENT_STAGE[stage], r["parent_gen_id"], memo)
+        inputs = resolve_inputs(rt, stage, r["gen_id"], planned_md.get(r["gen_id"])) if parent_done else None
         if inputs is not None:
             prompt_bytes = float(len(inputs.prompt.encode()))
         else:

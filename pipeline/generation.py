@@ -216,6 +216,13 @@ def state_of(rt: Runtime, stage: str, gen_id: str, memo: dict | None = None) -> 
     return _state_and_token(rt, stage, gen_id, {} if memo is None else memo)[0]
 
 
+def is_done(rt: Runtime, stage: str, gen_id: str, memo: dict | None = None) -> bool:
+    """Whether a generation is done; one not compiled yet (a search round just planned) is not."""
+    if (stage, gen_id) not in rt._metadata and not os.path.exists(rt.gen_dir(stage, gen_id) + "/metadata.json"):
+        return False
+    return state_of(rt, stage, gen_id, memo).kind == DONE
+
+
 def _file_token(path: str) -> tuple | None:
     try:
         st = os.stat(path)

@@ -195,6 +195,8 @@ def run_cohort(cohort_id: str, *, workers: int = 1, local_scheduler: bool = True
     check_max_cost(max_cost)  # a mistyped cap is reported before anything is written
     compile_cohort(paths, cohort_id, confirm_above=None if yes else config.confirm_above(),
                    progress=terminal_progress())
+    if is_search_cohort(paths, cohort_id):
+        derive(paths, cohort_id)  # a USD budget it cannot judge, or that round 0 exceeds: one error before any call
     cap = spend_cap(paths, cohort_id, max_cost)
     prepare_providers(paths, cohort_id)
     rows = estimate(paths, cohort_id)

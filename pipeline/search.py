@@ -5,7 +5,7 @@ once a round is scored, its top ``m`` combos by a named statistic are kept (ties
 combo_id, so the same scores always keep the same combos) and each kept combo grows by one pool
 concept (all of them, or a seeded sample of ``s``) to make the next round. The stopping rules
 are checked after each round: a target value of the statistic, a number of rounds, a maximum k,
-a budget, or nothing left to try.
+a budget (model calls or USD), or nothing left to try.
 
 ``replay`` is the whole search as a function of the scores: given a way to score a round (None
 while it is unfinished) it returns every round so far and why the search stopped. The runner
@@ -19,16 +19,17 @@ import itertools
 import math
 import random
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Callable, Collection
 
 from .ids import combo_id
+from .spend import usd
 
 STATISTICS = {
     "mean": "mean normalised score (0-1) over the combo's evaluations",
     "ci_low": "lower bound of the 95 % interval of that mean (cluster bootstrap over essays)",
 }
 MIN_ESSAYS = {"ci_low": 3}  # the bootstrap gives no interval below this many essays per combo
-BUDGET_UNITS = ("calls",)
+BUDGET_UNITS = ("calls", "usd")
 ENUMERATE_LIMIT = 200_000  # above this many k0-subsets a sample is drawn without listing them all
 
 Combo = tuple[str, ...]  # concept ids, sorted: one canonical order, so one prompt per combo_id
@@ -37,11 +38,15 @@ Combo = tuple[str, ...]  # concept ids, sorted: one canonical order, so one prom
 @dataclass(frozen=True)
 class Budget:
     """A spending limit. ``unit`` says what the cost function passed to ``replay`` counts:
-    ``calls`` (model calls the rounds' generations make). Another unit (USD) needs only its own
-    cost function; the rule (a round runs only if it fits in what is left) is the same."""
+    ``calls`` (model calls the rounds' generations make) or ``usd``; the rule (a round runs only
+    if it fits in what is left) is the same."""
 
     unit: str
     limit: float
+
+    def show(self, amount: float) -> str:
+        """An amount in this unit, for people."""
+        return usd(amount) if self.unit == "usd" else f"{amount:g}"
 
 
 @dataclass(frozen=True)
@@ -208,11 +213,14 @@ class SearchState:
 
 
 def replay(defn: SearchDef, evaluate: Callable[[int, list[Combo]], list[ComboResult] | None],
-           cost: Callable[[list[Combo]], float]) -> SearchState:
+           cost: Callable[[list[Combo]], float], reached: Collection[tuple[Combo, ...]] = ()) -> SearchState:
     """Every round so far, from the scores ``evaluate`` gives (None: the round is unfinished).
 
     ``cost(combos)`` is what running those combos takes, in the budget's unit; a round runs only
-    if it fits in what the budget has left (round 0 is checked when the cohort compiles).
+    if it fits in what the budget has left (round 0 is checked before the search starts). A round
+    in ``reached`` (its combos, as recorded when it was reached) was judged then and is not judged
+    again: a USD cost is an estimate until the calls are made, and a round that cost more than
+    expected must not be dropped after the fact.
     """
     combos = start_combos(defn)
     seen = set(combos)
@@ -226,7 +234,7 @@ def replay(defn: SearchDef, evaluate: Callable[[int, list[Combo]], list[ComboRes
         rnd.results = results
         kept = select(results, defn.top, defn.statistic)
         rnd.kept = [r.combo_id for r in kept]
-        code, reason, combos = _next(defn, state, kept, seen, cost)
+        code, reason, combos = _next(defn, state, kept, seen, cost, reached)
         if code is not None:
             state.stop_code, state.stop_reason = code, reason
             return state
@@ -234,7 +242,8 @@ def replay(defn: SearchDef, evaluate: Callable[[int, list[Combo]], list[ComboRes
 
 
 def _next(defn: SearchDef, state: SearchState, kept: list[ComboResult], seen: set[Combo],
-          cost: Callable[[list[Combo]], float]) -> tuple[str | None, str, list[Combo]]:
+          cost: Callable[[list[Combo]], float], reached: Collection[tuple[Combo, ...]]
+          ) -> tuple[str | None, str, list[Combo]]:
     """(stop code, reason, []) or (None, "", the next round's combos)."""
     rnd, stat = state.rounds[-1], defn.statistic
     if defn.target is not None and kept and kept[0].value(stat) >= defn.target:
@@ -249,9 +258,11 @@ def _next(defn: SearchDef, state: SearchState, kept: list[ComboResult], seen: se
     combos = expand(defn, [r.combo for r in kept], seen)
     if not combos:
         return "exhausted", "every combo the kept ones grow into was already tried", []
-    if defn.budget is not None:
-        need, left = cost(combos), defn.budget.limit - state.spent
+    budget = defn.budget
+    if budget is not None and tuple(combos) not in reached:
+        need, left = cost(combos), budget.limit - state.spent
         if need > left:
-            return "budget", (f"budget: round {rnd.index + 1} needs {need:g} {defn.budget.unit}, "
-                              f"{left:g} of {defn.budget.limit:g} left"), []
+            unit = "" if budget.unit == "usd" else f" {budget.unit}"  # "$" says it
+            return "budget", (f"budget: round {rnd.index + 1} needs {budget.show(need)}{unit}, "
+                              f"{budget.show(left)} of {budget.show(budget.limit)} left"), []
     return None, "", combos

@@ -14,14 +14,14 @@ import os
 from .catalog import Catalog
 from .errors import DaydreamError
 from .cohort import (
-    CohortPlan, combo_costs, compile_cohort, is_compiled, plan_cohort, require_known_cohort, search_record_path,
-    spec_fingerprint,
+    CohortPlan, combo_costs, compile_cohort, is_compiled, plan_cohort, require_known_cohort, search_record,
+    search_record_path, spec_fingerprint,
 )
-from .generation import runtime, state_of
-from .run_plan import lineage_chunks, membership
+from .estimate import remaining_calls
+from .generation import is_done, runtime
+from .run_plan import call_records, lineage_chunks, membership
 from .search import Combo, ComboResult, SearchState, replay, score_combo
 from .spec import ComboDef, Spec, compile_design, load_spec
-from .state import DONE
 from .reports.stats import finite
 from .store import DataPaths, atomic_write_json, read_json
 
@@ -48,6 +48,7 @@ class _Rounds:
         self.paths, self.cohort_id, self.spec, self.catalog = paths, cohort_id, spec, catalog
         self.defn = spec.search
         self.plans: dict[tuple[Combo, ...], CohortPlan] = {}
+        self.costs: dict[tuple[Combo, ...], float] = {}
         self.rt, self.memo = runtime(), {}
 
     def plan(self, combos: list[Combo]) -> CohortPlan:
@@ -58,17 +59,38 @@ class _Rounds:
         return self.plans[key]
 
     def cost(self, combos: list[Combo]) -> float:
+        """What running ``combos`` takes, in the budget's unit (calls without a budget)."""
+        key = tuple(combos)
+        if key not in self.costs:
+            usd = self.defn.budget is not None and self.defn.budget.unit == "usd"
+            self.costs[key] = self.usd(combos) if usd else self.calls(combos)
+        return self.costs[key]
+
+    def calls(self, combos: list[Combo]) -> int:
         return sum(calls for calls, _ in combo_costs(self.plan(combos)).values())
 
+    def usd(self, combos: list[Combo]) -> float:
+        """What the combos' generations recorded as their cost (those done: the provider's figure,
+        else tokens × prices), plus the estimate of the calls still to make (``daydream
+        estimate``'s). An unknown cost is an error, never $0."""
+        gens = self.plan(combos).all()
+        made = [r["cost_usd"] for r in call_records(self.paths, [g.membership_row() for g in gens
+                                                                 if is_done(self.rt, g.stage, g.gen_id, self.memo)])]
+        todo = remaining_calls(self.paths, self.cohort_id, gens)
+        unpriced = sorted({c.model_id for c in todo if c.cost is None})
+        if unpriced or None in made:
+            why = (f"no input/output prices in llm_models.csv for {', '.join(unpriced)}" if unpriced
+                   else f"{made.count(None)} of their model calls recorded no cost")
+            raise DaydreamError("spec", f"search.stop.budget_usd: the cost of {len(combos)} combos cannot be "
+                                        f"judged: {why}; add the prices, or use budget_calls", path=self.spec.path)
+        return sum(made) + sum(c.cost for c in todo)
+
     def evaluate(self, index: int, combos: list[Combo]) -> list[ComboResult] | None:
-        """The round's scores once every generation of it is done; None before."""
+        """The round's scores once every generation of it is done (None before, also while not
+        compiled yet: the round has just been reached)."""
         plan = self.plan(combos)
-        gens = str(self.paths.gens)
-        for g in plan.all():
-            if not os.path.exists(f"{gens}/{g.stage}/{g.gen_id}/metadata.json"):
-                return None  # not compiled yet: the round has just been reached
-            if state_of(self.rt, g.stage, g.gen_id, self.memo).kind != DONE:
-                return None
+        if not all(is_done(self.rt, g.stage, g.gen_id, self.memo) for g in plan.all()):
+            return None
         costs = combo_costs(plan)
         units: dict[str, tuple[list[str], list[float]]] = {self.defn.combo_id(c): ([], []) for c in combos}
         for g in plan.generations["evaluation"].values():
@@ -99,12 +121,20 @@ def derive(paths: DataPaths, cohort_id: str) -> tuple[SearchState, dict]:
     if spec.search is None:
         raise ValueError(f"cohort {cohort_id} has no search: section")
     catalog = load_catalog(paths)
+    fingerprints = {"spec": spec_fingerprint(spec_path.parent), "catalog": catalog.fingerprint}
+    recorded = search_record(paths, cohort_id, fingerprints["spec"], fingerprints["catalog"]) or {}
+    reached = {tuple(tuple(c) for c in r["combos"]) for r in recorded.get("rounds", [])}
     rounds = _Rounds(paths, cohort_id, spec, catalog)
-    state = replay(spec.search, rounds.evaluate, rounds.cost)
+    state = replay(spec.search, rounds.evaluate, rounds.cost, reached)
+    budget, first = spec.search.budget, state.rounds[0]
+    if budget is not None and tuple(first.combos) not in reached and first.cost > budget.limit:
+        raise DaydreamError("spec", f"search.stop.budget_{budget.unit}: {budget.show(budget.limit)} is less than the "
+                                    f"{budget.show(first.cost)} round 0 needs ({len(first.combos)} combos); raise it "
+                                    "or sample fewer start combos", path=spec.path)
     per_combo = rounds.generations_per_combo(state.rounds[0].combos)
     tried = len(state.combos())
     record = {
-        "fingerprints": {"spec": spec_fingerprint(spec_path.parent), "catalog": catalog.fingerprint},
+        "fingerprints": fingerprints,
         "status": "stopped" if state.stopped else "running",
         "running_round": None if state.stopped else state.rounds[-1].index,
         "stop_code": state.stop_code,
@@ -119,7 +149,8 @@ def derive(paths: DataPaths, cohort_id: str) -> tuple[SearchState, dict]:
         "generations": round(tried * per_combo),
         "generations_full_factorial": round(spec.search.space() * per_combo),
         "rounds": [{"index": r.index, "k": r.k, "status": "running" if r.results is None else "scored",
-                    "cost": r.cost, "kept": r.kept, "combos": [list(c) for c in r.combos]} for r in state.rounds],
+                    "calls": rounds.calls(r.combos), "cost": r.cost, "kept": r.kept,
+                    "combos": [list(c) for c in r.combos]} for r in state.rounds],
         "best": [{"combo_id": b.combo_id, "concepts": list(b.combo), "mean": finite(b.mean),
                   "ci_low": finite(b.ci_low), "ci_high": finite(b.ci_high), "n": b.n, "n_essays": b.n_essays}
                  for b in state.best()],
@@ -129,10 +160,10 @@ def derive(paths: DataPaths, cohort_id: str) -> tuple[SearchState, dict]:
 
 def is_current(paths: DataPaths, cohort_id: str) -> bool:
     """The search has stopped and search.json records it as the store has it now."""
-    state, record = derive(paths, cohort_id)
     try:
+        state, record = derive(paths, cohort_id)
         return state.stopped and read_json(search_record_path(paths, cohort_id)) == record
-    except DaydreamError:  # a corrupt record: the next run rewrites it
+    except DaydreamError:  # a corrupt record (the next run rewrites it), or a search that cannot run (its run says why)
         return False
 
 

@@ -3,10 +3,12 @@ simulator's planted target, the demo end to end, and one clear error per bad sea
 
 from __future__ import annotations
 
+import csv
 import dataclasses
 import json
 import os
 import random
+import re
 import signal
 import subprocess
 import sys
@@ -86,6 +88,34 @@ def test_each_stopping_rule_stops_the_search(rule, code):
     assert state.stop_code == code, state.stop_reason
     assert state.spent <= 40 or code != "budget"
     assert replay(d, scorer(d, {"c01", "c04", "c06"}), cost=len).line() == state.line()  # reproducible
+
+
+def test_a_usd_budget_runs_a_round_only_if_its_cost_fits_what_is_left():
+    """$0.01 a combo: 28 pairs ($0.28), then 11 triples ($0.11), then 9 combos of 4 ($0.09): $0.45
+    holds rounds 0 and 1, not round 2."""
+    d = defn(budget=Budget("usd", 0.45))
+    state = replay(d, scorer(d, {"c01", "c04", "c06"}), cost=lambda combos: 0.01 * len(combos))
+    assert [len(r.combos) for r in state.rounds] == [28, 11] and state.spent == pytest.approx(0.39)
+    assert state.stop_code == "budget"
+    assert state.stop_reason == "budget: round 2 needs $0.0900, $0.0600 of $0.4500 left"
+    assert replay(dataclasses.replace(d, budget=Budget("usd", 0.50)), scorer(d, {"c01", "c04", "c06"}),
+                  cost=lambda combos: 0.01 * len(combos)).stop_code == "max_k"  # $0.50 holds round 2 too
+
+
+def test_a_round_once_reached_is_not_judged_again_by_what_it_cost():
+    """Round 1 was estimated at $0.11 and reached; it then cost $0.30, more than was left. It
+    stays part of the search (its calls were made), and the next round is judged on the actual
+    spend."""
+    d = defn(budget=Budget("usd", 0.45))
+    estimated = replay(d, scorer(d, {"c01", "c04", "c06"}), cost=lambda combos: 0.01 * len(combos))
+    round1 = tuple(estimated.rounds[1].combos)
+    actual = lambda combos: 0.30 if tuple(combos) == round1 else 0.01 * len(combos)
+    assert replay(d, scorer(d, {"c01", "c04", "c06"}), cost=actual).stop_reason.startswith(
+        "budget: round 1 needs $0.3000, $0.1700 of")  # judged afresh, round 1 would not run
+    reached = {tuple(estimated.rounds[0].combos), round1}
+    state = replay(d, scorer(d, {"c01", "c04", "c06"}), cost=actual, reached=reached)
+    assert len(state.rounds) == 2 and state.spent == pytest.approx(0.58)
+    assert state.stop_reason == "budget: round 2 needs $0.0900, $-0.1300 of $0.4500 left"
 
 
 def test_an_unfinished_round_is_the_running_round():
@@ -199,11 +229,15 @@ def bad(**edits) -> dict:
     (bad(search__select={"top": 0}), ["search.select.top", "0 must be an integer ≥ 1"]),
     (bad(search__select={"top": 1, "statistic": "median"}), ["search.select.statistic", "unknown statistic 'median'",
                                                              "mean, ci_low"]),
-    (bad(search__stop={}), ["search.stop", "no stopping rule", "max_k, rounds, target, budget_calls"]),
+    (bad(search__stop={}), ["search.stop", "no stopping rule", "max_k, rounds, target, budget_calls, budget_usd"]),
     (bad(search__stop=None), ["search", "missing 'stop'"]),
     (bad(search__stop={"target": 7}), ["search.stop.target", "7 must be a number from 0 to 1"]),
     (bad(search__stop={"max_k": 1}), ["search.stop.max_k", "1 must be an integer ≥ 2"]),
-    (bad(search__stop={"budget_usd": 5}), ["search.stop", "unknown key 'budget_usd'"]),
+    (bad(search__stop={"budget_usd": 0}), ["search.stop.budget_usd", "0 must be an amount in USD > 0"]),
+    (bad(search__stop={"budget_usd": -0.5}), ["search.stop.budget_usd", "-0.5 must be an amount in USD > 0"]),
+    (bad(search__stop={"budget_usd": "$5"}), ["search.stop.budget_usd", "'$5' must be an amount in USD > 0"]),
+    (bad(search__stop={"budget_usd": True}), ["search.stop.budget_usd", "True must be an amount in USD > 0"]),
+    (bad(search__stop={"budget_usd": 5, "budget_calls": 100}), ["search.stop", "budget_calls or budget_usd, not both"]),
     (bad(search__selekt={"top": 1}), ["search", "unknown key 'selekt'"]),
     (bad(combos=[{"concepts": ["creativity", "serendipity"], "level": "paragraph"}]), ["search", "remove combos:"]),
     (bad(axes__combo_id=["combo_v1_85128e4e5ef3"]), ["axes.combo_id", "remove this axis"]),
@@ -280,7 +314,6 @@ def test_demo_search_runs_with_daydream_then_luigi_reuses_everything(demo_root):
     reports = demo_root / "cohorts" / "demo-search" / "reports"
     rounds = (reports / "search_rounds.csv").read_text().splitlines()
     assert rounds[0].startswith("round,k,combo_id,concepts,parents,status,n,n_essays,mean,ci_low,ci_high")
-    import csv
 
     best = next(r for r in csv.DictReader(rounds) if r["combo_id"] == rec["best"][0]["combo_id"])
     assert best["kept"] == "True" and len(best["essay_gen_ids"].split(";")) == 3
@@ -427,6 +460,102 @@ def test_a_failed_generation_pauses_the_search_at_its_round_until_a_rerun(projec
     assert run.returncode == 0, err[-3000:]
     record = json.loads((project.root / "cohorts" / "t1" / "search.json").read_text())
     assert record["status"] == "stopped" and record["stop_code"] == "max_k" and len(record["rounds"]) == 3
+
+
+# -- a budget in USD, against the test server's reported costs -------------------------------------
+
+PRICED = ("id,model,provider,display_name,temperature,max_tokens,input_price_per_mtok,output_price_per_mtok\n"
+          "srv-a,test/model-a,testsrv,Model A,,64,1000.0,2000.0\n"
+          "srv-b,test/model-b,testsrv,Model B,0.1,64,2000.0,4000.0\n")
+PRICES = {"test/model-a": (1000.0, 2000.0), "test/model-b": (2000.0, 4000.0)}  # USD per million tokens
+
+
+def billed(body: dict, usage: dict) -> float:
+    """What the provider reports a call cost: 5 % over the catalog prices, so what a round spent
+    (reported) and what it was expected to (estimated from prices) differ."""
+    pin, pout = PRICES[body["model"]]
+    return 1.05 * (usage["prompt_tokens"] * pin + usage["completion_tokens"] * pout) / 1e6
+
+
+def write_spec(project, stop: str, cohort: str = "t1", spec: str = SERVER_SPEC) -> None:
+    path = project.root / "cohorts" / cohort / "spec" / "config.yaml"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(spec.replace("stop: {max_k: 3}", f"stop: {stop}"))
+
+
+def run(project, cohort: str = "t1") -> int:
+    from conftest import reset_luigi_state
+    from pipeline.running import run_cohort
+
+    reset_luigi_state()
+    return run_cohort(cohort)
+
+
+@pytest.mark.slow
+def test_a_usd_budget_stops_the_search_before_a_round_it_cannot_afford_and_a_higher_one_continues(project, capsys):
+    from pipeline.cohort import compile_cohort
+    from pipeline.estimate import estimate
+    from pipeline.running import print_status
+
+    (project.root / "1_raw" / "llm_models.csv").write_text(PRICED)
+    project.server.cost = billed
+    # another cohort's calls of the same templates and models (replicate 3 of one combo's draft):
+    # the estimate of round 0 then expects what the models write, not their max_tokens
+    write_spec(project, "{rounds: 1}", "warm", SERVER_SPEC.replace("[c-alpha, c-beta, c-gamma]", "[c-alpha]")
+               .replace("draft_replicate: 2", "draft_replicate: [3]"))
+    assert run(project, "warm") == 0
+    project.server.reset()
+    write_spec(project, "{max_k: 3}")
+    compile_cohort(project.paths, "t1")
+    round0 = estimate(project.paths, "t1")[-1]["cost_usd"]
+    # rounds cost about 18, 12 and 6 calls' worth: this holds rounds 0 and 1, not round 2
+    budget = round(2.2 * round0, 4)
+    write_spec(project, f"{{max_k: 3, budget_usd: {budget}}}")
+    assert run(project) == 0
+    record = json.loads((project.root / "cohorts" / "t1" / "search.json").read_text())
+    assert record["stop_code"] == "budget" and len(record["rounds"]) == 2, record["line"]
+    assert project.server.successes == (3 + 2) * 6
+    spent = sum(r["usage"]["cost"] for r in project.server.requests if "usage" in r)
+    assert record["spent"] == pytest.approx(spent, rel=1e-9)  # what the provider reported, not the estimate
+    match = re.fullmatch(r"budget: round 2 needs \$(\d\.\d{4}), \$(\d\.\d{4}) of \$(\d\.\d{4}) left",
+                         record["stop_reason"])
+    assert match, record["stop_reason"]
+    need, left, limit = map(float, match.groups())
+    assert limit == budget and left == pytest.approx(budget - spent, abs=1e-4) and need > left
+    capsys.readouterr()
+    print_status("t1")
+    assert f"search stopped after round 1: {record['stop_reason']}" in capsys.readouterr().out
+    reports = project.root / "cohorts" / "t1" / "reports"
+    summary = list(csv.DictReader((reports / "search_summary.csv").open()))
+    assert [r["calls"] for r in summary] == ["18", "12"] and summary[-1]["stop_reason"] == record["stop_reason"]
+    page = (project.root / "site" / "build" / "cohorts" / "t1" / "search.html").read_text()
+    assert f"Stopped: {record['stop_reason']}." in page
+    # the same search again: nothing to do, no call made
+    before = finished_at(project.root)
+    assert run(project) == 0 and project.server.successes == 30 and finished_at(project.root) == before
+    # a higher budget continues the search: round 2 only, every earlier generation reused
+    write_spec(project, "{max_k: 3, budget_usd: 100}")
+    assert run(project) == 0
+    record = json.loads((project.root / "cohorts" / "t1" / "search.json").read_text())
+    assert record["stop_code"] == "max_k" and len(record["rounds"]) == 3
+    assert project.server.successes == SERVER_CALLS
+    assert all(finished_at(project.root)[g] == t for g, t in before.items())
+
+
+def test_a_usd_budget_that_cannot_be_judged_or_round_0_exceeds_is_one_error_before_any_call(project):
+    write_spec(project, "{max_k: 3, budget_usd: 5}")  # srv-b has no prices in datafactory's catalog
+    with pytest.raises(DaydreamError) as err:
+        run(project)
+    assert err.value.code == "spec" and "config.yaml" in err.value.message
+    assert "search.stop.budget_usd: the cost of 3 combos cannot be judged: no input/output prices in " \
+           "llm_models.csv for srv-b" in err.value.message
+    (project.root / "1_raw" / "llm_models.csv").write_text(PRICED)
+    write_spec(project, "{max_k: 3, budget_usd: 0.01}")
+    with pytest.raises(DaydreamError) as err:
+        run(project)
+    assert re.search(r"search.stop.budget_usd: \$0\.0100 is less than the \$\d+\.\d{4} round 0 needs \(3 combos\)",
+                     err.value.message), err.value.message
+    assert project.server.successes == 0
 
 
 def test_the_pool_may_come_from_a_file(tmp_path):

@@ -66,7 +66,7 @@ def search_tables(state: SearchState, record: dict, generations: pd.DataFrame,
     spend, essays = _spend(generations), _essays(scores)
     rows, summary, cumulative = [], [], 0.0
     kept_before: list[tuple[str, set]] = []
-    for rnd in state.rounds:
+    for rnd, recorded in zip(state.rounds, record["rounds"]):
         results = {r.combo_id: r for r in rnd.results or []}
         ranks = {r.combo_id: i for i, r in enumerate(ranked(list(results.values()), stat), 1)
                  if math.isfinite(r.value(stat))}
@@ -85,12 +85,12 @@ def search_tables(state: SearchState, record: dict, generations: pd.DataFrame,
                 "calls_made": made, "cost_usd": cost, "essay_gen_ids": essays.get(cid, ""),
             })
         rows += round_rows
-        cumulative += rnd.cost
+        cumulative += recorded["calls"]
         best = results.get(rnd.kept[0]) if rnd.kept else None
         costs = [x["cost_usd"] for x in round_rows]
         summary.append({
             "round": rnd.index, "k": rnd.k, "status": "running" if rnd.results is None else "scored",
-            "combos": len(rnd.combos), "kept": ";".join(rnd.kept), "calls": rnd.cost,
+            "combos": len(rnd.combos), "kept": ";".join(rnd.kept), "calls": recorded["calls"],
             "calls_made": sum(x["calls_made"] for x in round_rows),
             "cost_usd": None if any(c is None for c in costs) else sum(costs),
             "best_combo_id": best.combo_id if best else None, "best_concepts": ";".join(best.combo) if best else None,

@@ -296,11 +296,15 @@ class _Loader:
                                    or not 0 <= target <= 1):
             self.fail("search.stop.target", f"{target!r} must be a number from 0 to 1 (the {statistic} of "
                                             "the normalised 0-1 score)")
-        budget = None
-        for unit in BUDGET_UNITS:
-            limit = integer("stop", f"budget_{unit}", 1)
-            if limit is not None:
-                budget = Budget(unit, limit)
+        usd = stop.get("budget_usd")
+        if usd is not None and (isinstance(usd, bool) or not isinstance(usd, (int, float)) or not 0 < usd < math.inf):
+            self.fail("search.stop.budget_usd", f"{usd!r} must be an amount in USD > 0")
+        limits = {"calls": integer("stop", "budget_calls", 1), "usd": usd}
+        budgets = [Budget(unit, limits[unit]) for unit in BUDGET_UNITS if limits[unit] is not None]
+        if len(budgets) > 1:
+            self.fail("search.stop", "give one budget, budget_calls or budget_usd, not both (a top-level "
+                                     "budget_usd caps the run's spend too)")
+        budget = budgets[0] if budgets else None
         seed = body.get("seed", 0)
         if isinstance(seed, bool) or not isinstance(seed, int):
             self.fail("search.seed", f"{seed!r} must be an integer")
