@@ -334,7 +334,7 @@ def reset_state() -> None:
     from pipeline import generation
 
     luigi.task_register.Register.clear_instance_cache()
-    generation._RUNTIMES.clear()
+    generation.forget_runtimes()
 
 
 def quiet_luigi() -> None:
@@ -411,7 +411,7 @@ def build_run_cohort(workers: int, scheduler_url: str | None = None, cohort: str
         kw["scheduler_url"] = scheduler_url
     else:  # as `daydream run` builds it (the `luigi --local-scheduler` command: see noop.py)
         kw.update(local_scheduler=True, worker_scheduler_factory=_UnprunedLocalScheduler())
-    task = RunCohort(cohort_id=cohort, since=run_stamp())
+    task = RunCohort(cohort_id=cohort, since=run_stamp(), ahead=scheduler_url is None)
     started_at = time.time()
     cpu0 = cpu_s()
     t0 = time.perf_counter()

@@ -244,8 +244,13 @@ def batch_size() -> int | None:
 
 
 def chunk_size() -> int:
-    """How many generations are handed to the scheduler at once (keeps scheduling linear)."""
-    return _count("chunk_size", 500)
+    """How many generations are handed to the scheduler at once (keeps scheduling linear).
+
+    A chunk's calls run ahead of its tasks, but the next chunk opens only once this one's
+    calls have drained: 2,000 keep that pause to one every 25 rounds of 64 calls (95 % of the
+    ideal throughput at 16 calls in flight against 93 % with 500, measured in
+    ``bench/throughput.py``), and a scheduler's work per request stays small."""
+    return _count("chunk_size", 2000)
 
 
 def lookahead() -> bool:

@@ -95,6 +95,7 @@ class Runtime:
     _dirs: dict[tuple[str, str], str] = field(default_factory=dict)
     _states: dict[tuple[str, str], tuple[tuple, State]] = field(default_factory=dict)
     _catalog_files: dict[tuple, list[str]] = field(default_factory=dict)
+    settled: dict[tuple[str, str, str], State] = field(default_factory=dict)  # see run_state
 
     def gen_dir(self, stage: str, gen_id: str) -> str:
         key = (stage, gen_id)
@@ -105,6 +106,15 @@ class Runtime:
 
 
 _RUNTIMES: dict[str, Runtime] = {}
+
+
+def forget_runtimes() -> None:
+    """Drop every runtime of this process and stop their executors (tests and benchmarks that
+    change the data root or the config in-process)."""
+    for rt in _RUNTIMES.values():
+        for ex in rt.executors.values():
+            ex.close()
+    _RUNTIMES.clear()
 
 
 def runtime() -> Runtime:
@@ -214,6 +224,20 @@ def state_of(rt: Runtime, stage: str, gen_id: str, memo: dict | None = None) -> 
     (this generation's or an ancestor's parsed output and metadata) changed: a ``stat`` each.
     """
     return _state_and_token(rt, stage, gen_id, {} if memo is None else memo)[0]
+
+
+def run_state(rt: Runtime, stage: str, gen_id: str, since: str, memo: dict | None = None) -> State:
+    """The generation's state for the run that started at ``since``. Once settled for that run
+    it is kept for the rest of it, with no look at the store: the run settles a parent before
+    its children, so nothing the run does afterwards unsettles it, and a chunk of 2,000
+    generations is looked at three times as it finishes (measured: 0.5 s with no call in flight)."""
+    key = (stage, gen_id, since)
+    st = rt.settled.get(key)
+    if st is None:
+        st = state_of(rt, stage, gen_id, memo)
+        if since and st.settled(since):
+            rt.settled[key] = st
+    return st
 
 
 def is_done(rt: Runtime, stage: str, gen_id: str, memo: dict | None = None) -> bool:

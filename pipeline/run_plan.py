@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from . import config, ledger, spend
 from .cohort import read_membership
 from .errors import DaydreamError
-from .generation import runtime, state_of
+from .generation import run_state, runtime, state_of
 from .state import BLOCKED, DONE, FAILED, KINDS
 from .store import DataPaths, read_json
 
@@ -136,7 +136,7 @@ def cohort_counts(paths: DataPaths, rows: list[dict], since: str = "", *, budget
     rt, memo = runtime(), {}
     c = Counts(total=len(rows))
     for r in rows:
-        st = state_of(rt, r["stage"], r["gen_id"], memo)
+        st = run_state(rt, r["stage"], r["gen_id"], since, memo)
         c.by_stage.setdefault(r["stage"], Counter({k: 0 for k in KINDS}))[st.kind] += 1
         if st.kind == DONE:
             c.done += 1

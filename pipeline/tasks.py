@@ -35,6 +35,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import luigi
+import luigi.interface
 from luigi.parameter import ParameterVisibility
 
 from . import config
@@ -42,7 +43,7 @@ from .cohort import compile_cohort, is_compiled, search_record_path
 from .errors import DaydreamError
 from .estimate import left_to_do
 from .executor import run_batch, run_generation, start_ahead
-from .generation import metadata, runtime, state_of
+from .generation import metadata, run_state, runtime, state_of
 from .ledger import Budget, current_budget, prepared, read_ledger
 from .run_plan import chunk_members, cohort_counts, membership, prepare_budget, prepare_providers, spend_cap
 from .search_store import derive, is_current, is_search_cohort, round_chunks, sync
@@ -75,6 +76,14 @@ def _run_parameter():
     """Which cohort's run a generation belongs to (its spend ledger): not significant (a
     generation is the same task in every cohort that shares it), hidden like ``since``."""
     return luigi.Parameter(default="", significant=False, visibility=ParameterVisibility.HIDDEN)
+
+
+def _ahead_parameter():
+    """Whether a chunk starts its members' calls ahead of their tasks (``executor.start_ahead``):
+    only under the local scheduler, where this process runs every task it adds. Against luigid
+    another process may be handed the same tasks (``[core] assistant``) and would call again.
+    Decided by the process that names the run; hidden and not significant, like ``since``."""
+    return luigi.OptionalBoolParameter(default=None, significant=False, visibility=ParameterVisibility.HIDDEN)
 
 
 def _cap_parameter(hidden: bool = True, significant: bool = False):
@@ -144,7 +153,7 @@ class GenerationTarget(luigi.Target):
         return str(config.data_paths().gen_file(self.stage, self.gen_id, "parsed.txt"))
 
     def exists(self) -> bool:
-        return (state_of(runtime(), self.stage, self.gen_id).settled(self.since)
+        return (run_state(runtime(), self.stage, self.gen_id, self.since).settled(self.since)
                 or (self.budget is not None and self.budget.reached()))
 
 
@@ -294,6 +303,7 @@ class CohortChunk(_DaydreamTask):
     index = luigi.IntParameter()
     since = _since_parameter()
     max_cost = _cap_parameter()
+    ahead = _ahead_parameter()
     priority = CHUNK_PRIORITY
 
     @property
@@ -319,26 +329,24 @@ class CohortChunk(_DaydreamTask):
         if budget is not None and budget.reached():
             return []
         # Luigi asks a chunk several times per run (complete, then run before and after its
-        # generations); a member settled for this run stays settled, so it is looked at once.
-        settled = self.__dict__.setdefault("_settled", set())
-        rt, memo, todo = runtime(), {}, []
-        for r in self._members():
-            if r["gen_id"] in settled:
-                continue
-            if state_of(rt, r["stage"], r["gen_id"], memo).settled(self.since):
-                settled.add(r["gen_id"])
-            else:
-                todo.append(r)
-        return todo
+        # generations); a member settled for this run stays settled (run_state).
+        rt, memo = runtime(), {}
+        self._todo = [r for r in self._members()
+                      if not run_state(rt, r["stage"], r["gen_id"], self.since, memo).settled(self.since)]
+        return self._todo
 
     def complete(self):
         return not self._unsettled()
 
     def run(self):
+        if self.ahead and not self.__dict__.get("_started_ahead"):  # run again once its generations settle
+            # from what complete() found unsettled (it ran when the chunk was yielded): looking
+            # at every member again first would hold the calls back
+            self._started_ahead = True
+            start_ahead(runtime(), self.__dict__.get("_todo") or [], self.since, _budget(self, own_run=True))
         todo = self._unsettled()
         if todo:
             self.set_status_message(f"{len(todo)} of {len(self._members())} generations to run")
-            start_ahead(runtime(), todo, self.since, _budget(self, own_run=True))
             yield [TASKS[r["stage"]](gen_id=r["gen_id"], since=self.since, run_cohort=self.cohort_id) for r in todo]
         budget = _budget(self, own_run=True)
         counts = cohort_counts(config.data_paths(), self._members(), self.since,
@@ -400,10 +408,12 @@ class SearchRound(_DaydreamTask):
     round = luigi.IntParameter()
     since = _since_parameter()
     max_cost = _cap_parameter()
+    ahead = _ahead_parameter()
     priority = CHUNK_PRIORITY
 
     def requires(self):
-        return ([SearchRound(cohort_id=self.cohort_id, round=self.round - 1, since=self.since, max_cost=self.max_cost)]
+        return ([SearchRound(cohort_id=self.cohort_id, round=self.round - 1, since=self.since, max_cost=self.max_cost,
+                             ahead=self.ahead)]
                 if self.round else [])
 
     def _chunks(self) -> list[SearchChunk]:
@@ -412,7 +422,7 @@ class SearchRound(_DaydreamTask):
             return []
         n = len(round_chunks(paths, self.cohort_id, self.round, config.chunk_size()))
         return [SearchChunk(cohort_id=self.cohort_id, round=self.round, index=i, since=self.since,
-                            max_cost=self.max_cost) for i in range(n)]
+                            max_cost=self.max_cost, ahead=self.ahead) for i in range(n)]
 
     def complete(self):
         chunks = self._chunks()  # none until the round is reached and compiled
@@ -537,6 +547,7 @@ class RunCohort(_DaydreamTask):
     yes = luigi.BoolParameter(default=False, significant=False,
                               description="compile even above [daydream] confirm_above generations")
     max_cost = _cap_parameter(hidden=False)
+    ahead = _ahead_parameter()
     priority = CHUNK_PRIORITY
 
     def __init__(self, *args, **kwargs):
@@ -545,6 +556,9 @@ class RunCohort(_DaydreamTask):
             # The process that names the run (the `luigi` or `daydream` command) stamps it once;
             # workers that load this task get the stamp with its parameters.
             self.since = self.param_kwargs["since"] = run_stamp()
+        # the `luigi` command's --local-scheduler (daydream run says which scheduler it uses)
+        ahead = luigi.interface.core().local_scheduler if self.ahead is None else self.ahead
+        self.ahead = self.param_kwargs["ahead"] = bool(ahead) and config.lookahead()
 
     def _cap(self) -> float | None:
         """``--max-cost``, else the spec's ``budget_usd``, else None (no cap); read once."""
@@ -554,7 +568,7 @@ class RunCohort(_DaydreamTask):
 
     def _chunks(self) -> list[CohortChunk]:
         n = len(chunk_members(config.data_paths(), self.cohort_id, config.chunk_size()))
-        return [CohortChunk(cohort_id=self.cohort_id, index=i, since=self.since, max_cost=self._cap())
+        return [CohortChunk(cohort_id=self.cohort_id, index=i, since=self.since, max_cost=self._cap(), ahead=self.ahead)
                 for i in range(n)]
 
     def _search(self) -> bool:
@@ -649,5 +663,6 @@ class RunCohort(_DaydreamTask):
                     return state.line()
                 last = state.rounds[-1]
                 return f"search paused at round {last.index}: a generation of it failed (the next run retries it)"
-            yield SearchRound(cohort_id=self.cohort_id, round=index, since=self.since, max_cost=self._cap())
+            yield SearchRound(cohort_id=self.cohort_id, round=index, since=self.since, max_cost=self._cap(),
+                              ahead=self.ahead)
             index += 1

@@ -59,7 +59,7 @@ def reset_luigi_state():
     from pipeline import generation
 
     luigi.task_register.Register.clear_instance_cache()
-    generation._RUNTIMES.clear()
+    generation.forget_runtimes()
 
 
 def server_cfg(path: Path, server, daydream: dict | None = None, **provider) -> Path:

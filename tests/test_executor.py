@@ -47,7 +47,7 @@ def by_stage(rows, stage):
 def test_a_chunk_started_ahead_settles_parents_first_and_its_tasks_call_nothing_again(project):
     rows = compiled(project, "t1")
     rt, since = runtime(), run_stamp()
-    project.server.latency = 0.02
+    project.server.latency = 0.15  # calls faster than executor.AHEAD_MIN_LATENCY_S are not started ahead
     start_ahead(rt, rows, since, None)
     states = settle(rt, rows, since)
     assert set(states.values()) == {DONE}  # an essay started before its draft was done would not be
@@ -63,6 +63,7 @@ def test_a_chunk_started_ahead_settles_parents_first_and_its_tasks_call_nothing_
 def test_a_failure_started_ahead_is_not_called_again_by_its_task_and_blocks_its_children(project):
     rows = compiled(project, "t1")
     rt, since = runtime(), run_stamp()
+    project.server.latency = 0.15
     project.server.rule = lambda body: "400" if body["messages"][-1]["content"].startswith("TASK:DRAFT") and \
         "Alpha" in body["messages"][-1]["content"] and "Beta" in body["messages"][-1]["content"] else None
     start_ahead(rt, rows, since, None)
@@ -99,22 +100,47 @@ def test_a_task_joins_the_generation_its_chunk_started_instead_of_calling_twice(
     assert project.server.max_concurrency_seen == len(drafts)
 
 
-@pytest.mark.parametrize("why", ["lookahead off", "shared with another cohort"])
-def test_nothing_is_started_ahead_when_off_or_shared(project, why):
-    if why == "lookahead off":
-        cfg = luigi.configuration.get_config()
+def test_a_generation_another_cohort_shares_is_not_started_ahead(project):
+    shutil.copytree(project.root / "cohorts" / "t1", project.root / "cohorts" / "t2")
+    rows = compiled(project, "t1", "t2")
+    rt = runtime()
+    start_ahead(rt, rows, run_stamp(), None)
+    executor(rt).run(asyncio.sleep(0.3))
+    assert completions(project.server) == [] and not executor(rt).running
+
+
+@pytest.mark.parametrize("argv, lookahead, expected", [
+    (["RunCohort", "--cohort-id", "t1", "--local-scheduler"], None, True),
+    (["RunCohort", "--cohort-id", "t1"], None, False),  # luigid: another process may run the same tasks
+    (["RunCohort", "--cohort-id", "t1", "--local-scheduler"], "false", False),
+])
+def test_the_luigi_command_starts_calls_ahead_only_under_the_local_scheduler(project, argv, lookahead, expected):
+    from luigi.cmdline_parser import CmdlineParser
+
+    compiled(project, "t1")
+    cfg = luigi.configuration.get_config()
+    if lookahead is not None:
         if not cfg.has_section("daydream"):
             cfg.add_section("daydream")
-        cfg.set("daydream", "lookahead", "false")
-        rows = compiled(project, "t1")
-    else:
-        shutil.copytree(project.root / "cohorts" / "t1", project.root / "cohorts" / "t2")
-        rows = compiled(project, "t1", "t2")
+        cfg.set("daydream", "lookahead", lookahead)
     try:
-        rt = runtime()
-        start_ahead(rt, rows, run_stamp(), None)
-        executor(rt).run(asyncio.sleep(0.3))
-        assert completions(project.server) == [] and not executor(rt).running
+        with CmdlineParser.global_instance(argv) as cp:
+            task = cp.get_task_obj()
+            assert task.ahead is expected
+            assert all(chunk.ahead is expected for chunk in task._chunks())
     finally:
-        if why == "lookahead off":
-            luigi.configuration.get_config().remove_option("daydream", "lookahead")
+        if lookahead is not None:
+            cfg.remove_option("daydream", "lookahead")
+
+
+def test_calls_that_answer_at_once_are_not_started_ahead_past_the_first_few(project):
+    # nothing to hide behind an instant call: starting it ahead would only make two threads take turns
+    rows = compiled(project, "t1")
+    rt, since = runtime(), run_stamp()
+    start_ahead(rt, rows, since, None)
+    states = settle(rt, rows, since)
+    drafts = by_stage(rows, "draft")
+    assert len(completions(project.server)) == len(drafts)  # the first gate's worth, which measured them
+    assert all(states[g] == DONE for g in drafts)
+    llm_essays = [r["gen_id"] for r in rows if r["stage"] == "essay" and r["llm_model_id"]]
+    assert llm_essays and all(states[g] != DONE for g in llm_essays)
