@@ -3,25 +3,19 @@ started once, and a chunk's members started ahead of their tasks.
 
 A Luigi worker that runs its tasks itself (``--workers 1``, the ``luigi`` command's default)
 runs them one after another on its own thread, and between two tasks it does its bookkeeping
-(the batch's completion, the next ``get_work``, the next batch's task objects, opening the next
-chunk) with, until now, no model call in flight: 85 % of the ideal throughput at 16 calls in
-flight, 60 % at 64 (``bench/README.md``). So the calls run on this module's loop, on its own
-thread, and an opened chunk starts its members here at once (``start_ahead``), at most as many
-calls at a time as one of its provider's tasks may hold (``config.calls_per_task``). A
-generation task then waits for its members already under way, and starts only those that are
-not; Luigi still schedules every generation as its own task, shows its status, and checks its
-completeness, and a generation finished ahead is complete when its task comes up.
+(the batch's completion, the next ``get_work``, the next task objects, opening the next chunk)
+with no call of its own in flight: 85 % of the ideal throughput at 16 calls in flight, 60 % at
+64 (``bench/README.md``). So the calls run on this module's loop, on its own thread, and an
+opened chunk starts its members here at once (``start_ahead``), at most as many calls at a time
+as one of its provider's tasks may hold (``config.calls_per_task``). A generation task then
+joins its generation already under way and starts only those that are not; Luigi still
+schedules every generation as its own task, shows its status and checks its completeness, and a
+generation finished ahead is complete when its task comes up.
 
-Started ahead only where it is safe:
-
-* not in a process Luigi forked for one task (``--workers`` > 1): it ends with its task, and
-  would take its members' calls with it;
-* not a generation another cohort shares: a second process running that cohort could be handed
-  its task by luigid at the same time, and call the model twice.
-
-With several worker processes sharing one provider through luigid, luigid's ``[resources]``
-bound the calls of running tasks, and each process's calls started ahead of their tasks stay
-within that process's ``calls_per_task``; ``[daydream] lookahead = false`` turns it off.
+The chunk decides whether to start ahead (``RunCohort.ahead``: only under the local scheduler,
+where this process runs every task it adds). Here it is also skipped in a process Luigi forked
+for one task (``--workers`` > 1: the process ends with its task and would take the calls with
+it) and for calls that answer in under ``AHEAD_MIN_LATENCY_S``.
 """
 
 from __future__ import annotations
@@ -55,6 +49,7 @@ class Executor:
     loop: asyncio.AbstractEventLoop = field(default_factory=asyncio.new_event_loop)
     running: dict[Key, asyncio.Future] = field(default_factory=dict)
     waiting: dict[Key, asyncio.Future] = field(default_factory=dict)  # started ahead, not yet running
+    claimed: set[Key] = field(default_factory=set)  # started ahead and not finished (any thread reads it)
     gates: dict[str, asyncio.Semaphore] = field(default_factory=dict)
     # endpoint -> seconds its recent generations took; the shortest is the least delayed by
     # the loop's other work, so it says how long the calls themselves take
@@ -154,6 +149,16 @@ def executor(rt: Runtime) -> Executor:
     return ex
 
 
+def under_way(rt: Runtime, stage: str, gen_id: str, since: str) -> bool:
+    """Started ahead or running in this process for the run ``since``, so not settled: nothing to
+    look at in the store (a chunk's 2,000 members are asked about as it opens)."""
+    ex = rt.executors.get(os.getpid())
+    key = (stage, gen_id, since)
+    if ex is None or key in rt.settled:  # settled before its future resolves or its ahead slot ends
+        return False
+    return key in ex.claimed or key in ex.running
+
+
 def run_generation(rt: Runtime, stage: str, gen_id: str, *, since: str = "",
                    status: Callable[[str], None] = lambda m: None, budget: Budget | None = None) -> State:
     """Bring one generation to a settled state (see ``generation.generate``)."""
@@ -207,14 +212,17 @@ def start_ahead(rt: Runtime, members: Iterable[dict], since: str, budget: Budget
     if multiprocessing.parent_process() is not None:
         return
     ex = executor(rt)
-    rows = [(r["stage"], r["gen_id"]) for r in members
-            if len(metadata(rt, r["stage"], r["gen_id"]).get("cohorts", ())) <= 1]
+    keys = [(r["stage"], r["gen_id"], since) for r in members]
+    ex.claimed.update(keys)  # before returning: the caller's next look at them finds them under way
+
+    def finished(key: Key) -> None:
+        ex.waiting.pop(key, None)
+        ex.claimed.discard(key)
 
     async def start() -> None:
-        for stage, gen_id in rows:  # all registered before any runs: a child finds its parent
-            key = (stage, gen_id, since)
+        for key in keys:  # all registered before any runs: a child finds its parent
             if key not in ex.waiting and key not in ex.running:
-                ex.waiting[key] = asyncio.ensure_future(ex.ahead(stage, gen_id, since, budget))
-                ex.waiting[key].add_done_callback(lambda _, key=key: ex.waiting.pop(key, None))
+                ex.waiting[key] = asyncio.ensure_future(ex.ahead(*key, budget))
+                ex.waiting[key].add_done_callback(lambda _, key=key: finished(key))
 
     asyncio.run_coroutine_threadsafe(start(), ex.loop)

@@ -312,7 +312,9 @@ def _catalog_files(rt: Runtime, stage: str, template_id: str, key: tuple) -> lis
 def _classify(rt: Runtime, stage: str, gen_id: str, md: dict, parent: State | None, parent_id: str | None) -> State:
     outcome = _recorded_outcome(rt, stage, gen_id)
     current = None
-    if parent is None or parent.kind == DONE:
+    # nothing recorded is pending whatever the inputs render to: a cohort's fresh generations
+    # are classified without rendering their prompts
+    if outcome is not None and (parent is None or parent.kind == DONE):
         inputs = resolve_inputs(rt, stage, gen_id, md)
         if inputs is None:  # the parent's output vanished since it was classified
             parent = State(STALE, f"the output of {parent_id} changed while being read")
