@@ -105,7 +105,7 @@ def test_a_generation_its_task_settled_is_not_under_way_while_its_ahead_slot_sti
     drafts = [r for r in rows if r["stage"] == "draft"]
     rt, since = runtime(), run_stamp()
     first = []
-    project.server.rule = lambda body: None if first else first.append(1) or "latency:1.5"
+    project.server.rule = lambda body: None if first else first.append(1) or "latency:0.8"  # < the 1.5 s timeout
     start_ahead(rt, drafts, since, None)  # the first draft holds the one slot; the others wait for it
     executor(rt).run(asyncio.sleep(0.2))
     others = [r["gen_id"] for r in drafts[1:]]
