@@ -294,7 +294,18 @@ class EvaluationGeneration(_Generation):
 TASKS = {"draft": DraftGeneration, "essay": EssayGeneration, "evaluation": EvaluationGeneration}
 
 
-class CohortChunk(_DaydreamTask):
+class _RunPart(_DaydreamTask):
+    """A part of one cohort's run (a chunk, a search round): it carries the run's ``since``, spend
+    cap and ``ahead`` as ``RunCohort`` named them, and hands them on with ``clone``."""
+
+    cohort_id = luigi.Parameter()
+    since = _since_parameter()
+    max_cost = _cap_parameter()
+    ahead = _ahead_parameter()
+    priority = CHUNK_PRIORITY
+
+
+class CohortChunk(_RunPart):
     """A slice of a cohort's lineages (whole drafts with their essays and evaluations).
 
     Cheap until opened: ``run`` yields only the generations not yet settled. It holds one unit
@@ -302,12 +313,7 @@ class CohortChunk(_DaydreamTask):
     providers are busy (that would hand the scheduler all N tasks at once).
     """
 
-    cohort_id = luigi.Parameter()
     index = luigi.IntParameter()
-    since = _since_parameter()
-    max_cost = _cap_parameter()
-    ahead = _ahead_parameter()
-    priority = CHUNK_PRIORITY
 
     @property
     def run_cohort(self) -> str:
@@ -401,31 +407,23 @@ class SearchChunk(CohortChunk):
         return round_chunks(config.data_paths(), self.cohort_id, self.round, config.chunk_size())[self.index]
 
 
-class SearchRound(_DaydreamTask):
+class SearchRound(_RunPart):
     """Round ``round`` of a search cohort: requires the round before it, and is known only once
     that one is scored, so ``RunCohort`` yields the rounds one at a time (dynamic dependencies).
     ``run`` syncs the search with the store (which compiles this round when it was just reached)
     and yields the round's chunks."""
 
-    cohort_id = luigi.Parameter()
     round = luigi.IntParameter()
-    since = _since_parameter()
-    max_cost = _cap_parameter()
-    ahead = _ahead_parameter()
-    priority = CHUNK_PRIORITY
 
     def requires(self):
-        return ([SearchRound(cohort_id=self.cohort_id, round=self.round - 1, since=self.since, max_cost=self.max_cost,
-                             ahead=self.ahead)]
-                if self.round else [])
+        return [self.clone(round=self.round - 1)] if self.round else []
 
     def _chunks(self) -> list[SearchChunk]:
         paths = config.data_paths()
         if not search_record_path(paths, self.cohort_id).exists():
             return []
         n = len(round_chunks(paths, self.cohort_id, self.round, config.chunk_size()))
-        return [SearchChunk(cohort_id=self.cohort_id, round=self.round, index=i, since=self.since,
-                            max_cost=self.max_cost, ahead=self.ahead) for i in range(n)]
+        return [self.clone(SearchChunk, index=i) for i in range(n)]
 
     def complete(self):
         chunks = self._chunks()  # none until the round is reached and compiled
@@ -571,8 +569,7 @@ class RunCohort(_DaydreamTask):
 
     def _chunks(self) -> list[CohortChunk]:
         n = len(chunk_members(config.data_paths(), self.cohort_id, config.chunk_size()))
-        return [CohortChunk(cohort_id=self.cohort_id, index=i, since=self.since, max_cost=self._cap(), ahead=self.ahead)
-                for i in range(n)]
+        return [self.clone(CohortChunk, index=i, max_cost=self._cap()) for i in range(n)]
 
     def _search(self) -> bool:
         if "_is_search" not in self.__dict__:
@@ -666,6 +663,5 @@ class RunCohort(_DaydreamTask):
                     return state.line()
                 last = state.rounds[-1]
                 return f"search paused at round {last.index}: a generation of it failed (the next run retries it)"
-            yield SearchRound(cohort_id=self.cohort_id, round=index, since=self.since, max_cost=self._cap(),
-                              ahead=self.ahead)
+            yield self.clone(SearchRound, round=index, max_cost=self._cap())
             index += 1
