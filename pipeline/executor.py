@@ -159,6 +159,11 @@ def under_way(rt: Runtime, stage: str, gen_id: str, since: str) -> bool:
     return key in ex.claimed or key in ex.running
 
 
+def settled_for_run(rt: Runtime, stage: str, gen_id: str, since: str, memo: dict | None = None) -> bool:
+    """Settled for the run ``since`` (``State.settled``); one under way here is not, unlooked at."""
+    return not under_way(rt, stage, gen_id, since) and run_state(rt, stage, gen_id, since, memo).settled(since)
+
+
 def run_generation(rt: Runtime, stage: str, gen_id: str, *, since: str = "",
                    status: Callable[[str], None] = lambda m: None, budget: Budget | None = None) -> State:
     """Bring one generation to a settled state (see ``generation.generate``)."""

@@ -42,8 +42,8 @@ from . import config
 from .cohort import compile_cohort, is_compiled, search_record_path
 from .errors import DaydreamError
 from .estimate import left_to_do
-from .executor import run_batch, run_generation, start_ahead, under_way
-from .generation import metadata, run_state, runtime, state_of
+from .executor import run_batch, run_generation, settled_for_run, start_ahead
+from .generation import metadata, runtime, state_of
 from .ledger import Budget, current_budget, prepared, read_ledger
 from .run_plan import chunk_members, cohort_counts, membership, prepare_budget, prepare_providers, spend_cap
 from .search_store import derive, is_current, is_search_cohort, round_chunks, sync
@@ -155,9 +155,7 @@ class GenerationTarget(luigi.Target):
     def exists(self) -> bool:
         if self.budget is not None and self.budget.reached():
             return True
-        rt = runtime()
-        return (not under_way(rt, self.stage, self.gen_id, self.since)
-                and run_state(rt, self.stage, self.gen_id, self.since).settled(self.since))
+        return settled_for_run(runtime(), self.stage, self.gen_id, self.since)
 
 
 _BATCH_TAGS: dict[tuple[str, ...], str] = {}  # members -> this process's tag for their batch
@@ -340,8 +338,8 @@ class CohortChunk(_RunPart):
         # Luigi asks a chunk several times per run (complete, then run before and after its
         # generations); a member settled for this run stays settled (run_state).
         rt, memo = runtime(), {}
-        self._todo = [r for r in self._members() if under_way(rt, r["stage"], r["gen_id"], self.since)
-                      or not run_state(rt, r["stage"], r["gen_id"], self.since, memo).settled(self.since)]
+        self._todo = [r for r in self._members()
+                      if not settled_for_run(rt, r["stage"], r["gen_id"], self.since, memo)]
         return self._todo
 
     def complete(self):
