@@ -69,8 +69,13 @@ class Executor:
             raise
 
     def close(self) -> None:
-        """Stop the loop's thread; whatever is under way is dropped (the store has what finished)."""
+        """Close the providers' connections and stop the loop's thread; whatever is under way is
+        dropped (the store has what finished)."""
         if os.getpid() == self.pid:
+            async def close_providers() -> None:
+                await asyncio.gather(*(p.aclose() for p in self.rt.providers_here()), return_exceptions=True)
+
+            asyncio.run_coroutine_threadsafe(close_providers(), self.loop).result(timeout=10)
             self.loop.call_soon_threadsafe(self.loop.stop)
 
     # Everything below runs on the executor's loop.

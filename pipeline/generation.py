@@ -75,6 +75,10 @@ class Runtime:
                 self._providers[(pid, name)] = make_provider(config.provider_settings(name))
             return self._providers[(pid, name)]
 
+    def providers_here(self) -> list[Provider]:
+        """The providers this process has opened."""
+        return [p for (pid, _), p in self._providers.items() if pid == os.getpid()]
+
     def lock(self) -> threading.Lock:
         """This process's lock over the runtime's lazily built parts."""
         return self._locks.setdefault(os.getpid(), threading.Lock())

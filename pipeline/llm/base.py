@@ -90,3 +90,6 @@ class ModelAPI(Protocol):
 
     async def generate(self, request: CompletionRequest) -> Completion:
         ...
+
+    async def aclose(self) -> None:
+        """Close what ``generate`` opened on the running loop (its connections), before the loop ends."""

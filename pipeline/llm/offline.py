@@ -198,6 +198,9 @@ class OfflineAPI:
     def __repr__(self) -> str:
         return f"OfflineAPI(name={self.name!r})"
 
+    async def aclose(self) -> None:
+        pass  # nothing opened
+
     async def generate(self, request: CompletionRequest) -> Completion:
         started = time.monotonic()
         seed = [request.prompt, request.model_slug, request.context.template_id, request.context.stage]

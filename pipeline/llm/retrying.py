@@ -67,6 +67,10 @@ class Provider:
             f"last error {reason}",
         )
 
+    async def aclose(self) -> None:
+        """Close this loop's connections (``ModelAPI.aclose``)."""
+        await self.api.aclose()
+
     def _slots_of_this_loop(self) -> asyncio.Semaphore:
         loop = asyncio.get_running_loop()
         slots = self._slots.get(loop)
