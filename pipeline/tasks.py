@@ -211,8 +211,9 @@ class _Generation(_DaydreamTask):
             if md.get("mode") == "copy":
                 self._cached_settings = (config.batch_size() or config.COPY_BATCH, {})
             else:
-                provider = runtime().endpoint(md["llm_model_id"])
-                calls = config.calls_per_task(provider)
+                rt = runtime()
+                provider = rt.endpoint(md["llm_model_id"])
+                calls = rt.calls_per_task(provider)
                 size = config.batch_size() or calls * BATCH_ROUNDS
                 self._cached_settings = (size, {config.resource_name(provider): calls})
         return self._cached_settings
@@ -320,8 +321,12 @@ class CohortChunk(_RunPart):
     def requires(self):
         return [SpendLedger(self.cohort_id, since=self.since, max_cost=self.max_cost)]
 
+    def _chunk_rows(self) -> list[list[dict]]:
+        """The members of every chunk this one is among."""
+        return chunk_members(config.data_paths(), self.cohort_id, config.chunk_size())
+
     def _members(self) -> list[dict]:
-        return chunk_members(config.data_paths(), self.cohort_id, config.chunk_size())[self.index]
+        return self._chunk_rows()[self.index]
 
     @property
     def resources(self):
@@ -350,7 +355,9 @@ class CohortChunk(_RunPart):
             # from what complete() found unsettled (it ran when the chunk was yielded): looking
             # at every member again first would hold the calls back
             self._started_ahead = True
-            start_ahead(runtime(), self.__dict__.get("_todo") or [], self.since, _budget(self, own_run=True))
+            chunks = self._chunk_rows()
+            start_ahead(runtime(), self.__dict__.get("_todo") or [], self.since, _budget(self, own_run=True),
+                        following=chunks[self.index + 1] if self.index + 1 < len(chunks) else [])
         todo = self._unsettled()
         if todo:
             self.set_status_message(f"{len(todo)} of {len(self._members())} generations to run")
@@ -401,8 +408,8 @@ class SearchChunk(CohortChunk):
 
     round = luigi.IntParameter()
 
-    def _members(self) -> list[dict]:
-        return round_chunks(config.data_paths(), self.cohort_id, self.round, config.chunk_size())[self.index]
+    def _chunk_rows(self) -> list[list[dict]]:
+        return round_chunks(config.data_paths(), self.cohort_id, self.round, config.chunk_size())
 
 
 class SearchRound(_RunPart):

@@ -153,3 +153,22 @@ def test_calls_that_answer_at_once_are_not_started_ahead_past_the_first_few(proj
     assert all(states[g] == DONE for g in drafts)
     llm_essays = [r["gen_id"] for r in rows if r["stage"] == "essay" and r["llm_model_id"]]
     assert llm_essays and all(states[g] != DONE for g in llm_essays)
+
+
+def test_the_next_chunk_is_started_behind_this_one_and_what_it_settled_before_is_not_called(project):
+    from pipeline.run_plan import chunk_members
+
+    compiled(project, "t1")
+    first, second = chunk_members(config.data_paths(), "t1", 2)[:2]  # two lineages' worth each
+    rt, since = runtime(), run_stamp()
+    project.server.latency = 0.15
+    done_before = next(r["gen_id"] for r in second if r["stage"] == "draft")
+    assert run_generation(rt, "draft", done_before, since=run_stamp()).kind == DONE  # an earlier run's
+    project.server.reset()
+    start_ahead(rt, first, since, None, following=second)
+    states = settle(rt, first + second, since)
+    assert set(states.values()) == {DONE}
+    called = [r for r in first + second if r["llm_model_id"] and r["gen_id"] != done_before]
+    assert len(completions(project.server)) == len(called)
+    assert not executor(rt).claimed  # nothing left looking under way to the next chunk's tasks
+    assert not any(under_way(rt, r["stage"], r["gen_id"], since) for r in second)

@@ -7,6 +7,7 @@ import dataclasses
 import email.utils
 import logging
 import re
+import socket
 import statistics
 import subprocess
 import sys
@@ -180,6 +181,18 @@ def test_hang_is_bounded_by_client_timeout(llm_server):
     llm_server.push_faults("hang", "hang")
     with pytest.raises(DaydreamError, match=r"gave up after 2 attempts: last error timeout after 0.3s"):
         run(provider_for(llm_server, timeout_s=0.3, max_attempts=2).generate(REQ))
+
+
+def test_refused_connection_is_a_connection_error_not_a_timeout():
+    with socket.socket() as s:  # a port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    settings = ProviderSettings(name="gone", base_url=f"http://127.0.0.1:{port}/v1", api_key_env=None,
+                                max_attempts=2, backoff_base_s=0.01, timeout_s=5)
+    started = time.monotonic()
+    with pytest.raises(DaydreamError, match=rf"gave up after 2 attempts: last error connection error \(.*127.0.0.1:{port}"):
+        run(make_provider(settings, environ={}).generate(REQ))
+    assert time.monotonic() - started < 2  # refused at once, not waited out
 
 
 def test_dropped_connection_mid_body_retried(llm_server):

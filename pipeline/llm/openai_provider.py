@@ -15,6 +15,7 @@ import time
 import weakref
 from typing import Any
 
+import aiohttp
 import openai
 from openai.types.chat import ChatCompletion
 
@@ -96,8 +97,10 @@ class OpenAIAPI:
             # The SDK's documented raw route: the body is already plain JSON, so its per-call
             # TypedDict transform of the params (15 % of its CPU per call) has nothing to do.
             return await self._client().post("/chat/completions", body=params, cast_to=ChatCompletion)
-        except openai.APITimeoutError:
-            failure = Transient(f"timeout after {self.settings.timeout_s:g}s")
+        except openai.APITimeoutError as exc:
+            refused = _connect_error(exc)
+            failure = Transient(f"connection error ({self._scrub(refused)})" if refused
+                                else f"timeout after {self.settings.timeout_s:g}s")
         except openai.APIConnectionError as exc:
             cause = exc.__cause__
             detail = f"{type(cause).__name__}: {cause}" if cause else str(exc)
@@ -163,6 +166,16 @@ class OpenAIAPI:
 
 def _shorten(text: str, limit: int) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _connect_error(exc: BaseException) -> str | None:
+    """What a connection that could not be made said, when the SDK reports it as a timeout: its
+    aiohttp transport maps every failed connect (refused, unknown host) to a connect timeout."""
+    while exc is not None:
+        if isinstance(exc, aiohttp.ClientConnectorError):
+            return f"{type(exc).__name__}: {exc}"
+        exc = exc.__cause__
+    return None
 
 
 def _retry_after(headers: Any) -> float | None:
