@@ -21,6 +21,7 @@ it) and for calls that answer in under ``AHEAD_MIN_LATENCY_S``.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import multiprocessing
 import os
 import threading
@@ -74,12 +75,17 @@ class Executor:
     def close(self) -> None:
         """Close the providers' connections and stop the loop's thread; whatever is under way is
         dropped (the store has what finished)."""
-        if os.getpid() == self.pid:
-            async def close_providers() -> None:
-                await asyncio.gather(*(p.aclose() for p in self.rt.providers_here()), return_exceptions=True)
+        if os.getpid() != self.pid or not self.loop.is_running():
+            return
 
+        async def close_providers() -> None:
+            await asyncio.gather(*(p.aclose() for p in self.rt.providers_here()), return_exceptions=True)
+
+        try:
             asyncio.run_coroutine_threadsafe(close_providers(), self.loop).result(timeout=10)
-            self.loop.call_soon_threadsafe(self.loop.stop)
+        except concurrent.futures.TimeoutError:
+            pass  # a loop stuck in a call: stopped all the same, its connections go with the process
+        self.loop.call_soon_threadsafe(self.loop.stop)
 
     # Everything below runs on the executor's loop.
 

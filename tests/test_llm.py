@@ -17,7 +17,8 @@ from pathlib import Path
 import pytest
 
 from pipeline.errors import DaydreamError
-from pipeline.llm import CompletionRequest, GenerationContext, Provider, ProviderSettings, make_provider, require_keys
+from pipeline.llm import CompletionRequest, GenerationContext, Provider, ProviderSettings, require_keys
+from pipeline.llm import make_provider as _make_provider
 from pipeline.llm.offline import OfflineAPI
 from pipeline.llm.openai_provider import OpenAIAPI
 from pipeline.parsers import parse
@@ -52,6 +53,22 @@ _LOOP = asyncio.new_event_loop()  # one loop for the module: a provider's client
 
 def run(coro):
     return _LOOP.run_until_complete(coro)
+
+
+_MADE: list[Provider] = []
+
+
+def make_provider(*args, **kwargs) -> Provider:
+    """``make_provider``, closed after the test (its connections belong to the module's loop)."""
+    _MADE.append(_make_provider(*args, **kwargs))
+    return _MADE[-1]
+
+
+@pytest.fixture(autouse=True)
+def _close_providers():
+    yield
+    while _MADE:
+        run(_MADE.pop().aclose())
 
 
 def ask(prompt: str, model_slug: str, **context) -> CompletionRequest:
@@ -472,6 +489,9 @@ def test_a_section_picks_its_model_api_by_name_and_gets_the_one_retry_policy():
             return Completion(text=request.prompt[::-1], finish_reason="stop", truncated=False, prompt_tokens=1,
                               completion_tokens=1, cost_usd=None, duration_s=0.0, attempts=1, simulated=False,
                               provider=self.name, model_slug=request.model_slug)
+
+        async def aclose(self):
+            pass
 
     waits: list[float] = []
 
