@@ -54,7 +54,6 @@ class Executor:
     waiting: dict[Key, asyncio.Future] = field(default_factory=dict)  # started ahead, not yet running
     claimed: set[Key] = field(default_factory=set)  # started ahead and not finished (any thread reads it)
     gates: dict[str, asyncio.Semaphore] = field(default_factory=dict)
-    widths: dict[str, int] = field(default_factory=dict)  # endpoint -> its gate's calls at once
     # endpoint -> seconds its recent generations took; the shortest is the least delayed by
     # the loop's other work, so it says how long the calls themselves take
     durations: dict[str, deque] = field(default_factory=dict)
@@ -105,6 +104,12 @@ class Executor:
         future.add_done_callback(lambda f: self._finished(key, f))
         return future
 
+    async def outcome(self, stage: str, gen_id: str, since: str, budget: Budget | None,
+                      status: Callable[[str], None] = lambda m: None) -> State:
+        """The state ``generation`` gives, once the run under way (if any) has ended."""
+        started = self.generation(stage, gen_id, since, budget, status)
+        return await started if isinstance(started, asyncio.Future) else started
+
     async def _generate(self, stage: str, gen_id: str, since: str, budget: Budget | None,
                         status: Callable[[str], None]) -> State:
         endpoint, started = self._endpoint(stage, gen_id), time.perf_counter()
@@ -143,24 +148,18 @@ class Executor:
             if isinstance(started, asyncio.Future):
                 await asyncio.wait([started])  # its error, if any, is its task's to raise
 
-    def start_all(self, keys: list[Key], budget: Budget | None) -> Callable[[], int]:
-        """Start ``keys`` ahead (registered together, so a child finds its parent); returns how
-        many of them are not finished yet."""
-        pending = [0]
-
+    def start_all(self, keys: list[Key], budget: Budget | None) -> None:
+        """Start ``keys`` ahead (registered together, so a child finds its parent)."""
         def finished(key: Key) -> None:
             self.waiting.pop(key, None)
             self.claimed.discard(key)
-            pending[0] -= 1
 
         for key in keys:
             if key in self.running and key not in self.waiting:  # its task started it: claimed until it ends
                 self.running[key].add_done_callback(lambda _, key=key: self.claimed.discard(key))
             elif key not in self.waiting:
-                pending[0] += 1
                 self.waiting[key] = asyncio.ensure_future(self.ahead(*key, budget))
                 self.waiting[key].add_done_callback(lambda _, key=key: finished(key))
-        return lambda: pending[0]
 
     def _quick(self, endpoint: str) -> bool:
         """Its calls answer too fast to gain from being started ahead (``AHEAD_MIN_LATENCY_S``)."""
@@ -173,9 +172,15 @@ class Executor:
     def _gate(self, endpoint: str) -> asyncio.Semaphore:
         gate = self.gates.get(endpoint)
         if gate is None:
-            width = self.widths[endpoint] = self.rt.calls_per_task(endpoint) if endpoint else config.COPY_BATCH
-            gate = self.gates[endpoint] = asyncio.Semaphore(width)
+            gate = self.gates[endpoint] = asyncio.Semaphore(self._width(endpoint))
         return gate
+
+    def _width(self, endpoint: str) -> int:
+        """How many of an endpoint's generations its gate lets run at once."""
+        return self.rt.calls_per_task(endpoint) if endpoint else config.COPY_BATCH
+
+    def widest_gate(self) -> int:
+        return max(map(self._width, self.gates), default=config.COPY_BATCH)
 
 
 def executor(rt: Runtime) -> Executor:
@@ -207,12 +212,7 @@ def run_generation(rt: Runtime, stage: str, gen_id: str, *, since: str = "",
                    status: Callable[[str], None] = lambda m: None, budget: Budget | None = None) -> State:
     """Bring one generation to a settled state (see ``generation.generate``)."""
     ex = executor(rt)
-
-    async def one() -> State:
-        started = ex.generation(stage, gen_id, since, budget, status)
-        return await started if isinstance(started, asyncio.Future) else started
-
-    return ex.run(one())
+    return ex.run(ex.outcome(stage, gen_id, since, budget, status))
 
 
 def run_batch(rt: Runtime, stage: str, gen_ids: list[str], *, in_flight: int, since: str = "",
@@ -237,8 +237,7 @@ def run_batch(rt: Runtime, stage: str, gen_ids: list[str], *, in_flight: int, si
                 states[gen_id] = await under_way
             else:
                 async with slots:
-                    started = ex.generation(stage, gen_id, since, budget)
-                    states[gen_id] = await started if isinstance(started, asyncio.Future) else started
+                    states[gen_id] = await ex.outcome(stage, gen_id, since, budget)
             progress(states)
 
         # every generation ends before an error is raised: none is left half-way on the loop
@@ -267,9 +266,9 @@ def start_ahead(rt: Runtime, members: Iterable[dict], since: str, budget: Budget
     ex.claimed.update(keys)  # before returning: the caller's next look at them finds them under way
 
     async def start() -> None:
-        left = ex.start_all(keys, budget)
+        ex.start_all(keys, budget)
         if later:
-            while left() > FOLLOW_AT * max(ex.widths.values(), default=config.COPY_BATCH):
+            while sum(key in ex.waiting for key in keys) > FOLLOW_AT * ex.widest_gate():
                 await asyncio.sleep(FOLLOW_POLL_S)
             ex.claimed.update(later)  # the next chunk, opened from now on, finds them under way
             ex.start_all(later, budget)
