@@ -7,6 +7,7 @@ and task. Invalid values are ``config`` errors naming the section and key, never
 
 from __future__ import annotations
 
+import configparser
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -58,9 +59,8 @@ def _where() -> str:
 
 
 def _boolean(text: str) -> bool:
-    """A config flag, as Luigi reads its own (``true``/``false``, ``yes``/``no``, ``1``/``0``)."""
-    value = {"true": True, "yes": True, "on": True, "1": True,
-             "false": False, "no": False, "off": False, "0": False}.get(text.lower())
+    """A config flag, read as configparser (hence Luigi) reads its own: true/false, yes/no, on/off, 1/0."""
+    value = configparser.ConfigParser.BOOLEAN_STATES.get(text.lower())
     if value is None:
         raise ValueError(text)
     return value
@@ -246,10 +246,11 @@ def batch_size() -> int | None:
 def chunk_size() -> int:
     """How many generations are handed to the scheduler at once (keeps scheduling linear).
 
-    A chunk's calls run ahead of its tasks, but the next chunk opens only once this one's
-    calls have drained: 2,000 keep that pause to one every 25 rounds of 64 calls (95 % of the
-    ideal throughput at 16 calls in flight against 93 % with 500, measured in
-    ``bench/throughput.py``), and a scheduler's work per request stays small."""
+    The next chunk opens only once this one's calls have drained: 2,000 keep that pause to one
+    every 25 rounds of 64 calls (95 % of the ideal throughput at 16 calls in flight against 93 %
+    with 500, measured in ``bench/throughput.py``), and a scheduler's work per request stays
+    small. Under calls ahead the next chunk's calls start before this one's have drained
+    (``executor.start_ahead``), so only runs without them (luigid, ``--workers`` > 1) pause."""
     return _count("chunk_size", 2000)
 
 
