@@ -70,7 +70,8 @@ def test_killing_a_driver_loses_nothing(big_project, luigid):
     os.killpg(drivers[0].pid, signal.SIGKILL)
     killed_at = {r["gen_id"]: project.json(r["stage"], r["gen_id"], "parsed_metadata.json")["finished_at"]
                  for r in project.membership()
-                 if project.paths.gen_file(r["stage"], r["gen_id"], "parsed.txt").exists()}
+                 # parsed_metadata.json is written last: the other drivers may be between the two files
+                 if project.paths.gen_file(r["stage"], r["gen_id"], "parsed_metadata.json").exists()}
     assert killed_at, "some generations finished before the kill"
     for d in drivers[1:]:
         d.communicate(timeout=240)
