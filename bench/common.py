@@ -227,6 +227,7 @@ class ServerProcess:
             [sys.executable, "-u", __file__, "--serve", str(latency)],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, bufsize=1,
         )
+        NOT_THE_PIPELINE.add(self.proc.pid)
         self.base_url = self.proc.stdout.readline().strip()
         if not self.base_url.startswith("http://127.0.0.1:"):
             self.stop()
@@ -385,14 +386,31 @@ def compile_and_prepare(cohort: str = COHORT):
     return plan, written, time.perf_counter() - t0
 
 
+NOT_THE_PIPELINE: set[int] = set()  # child processes whose CPU is not the pipeline's (the test server)
+
+
 def cpu_s() -> float:
-    """CPU seconds of this process (every thread) plus its reaped children (Luigi's forked task
-    processes when workers > 1; commands run by ``run_command``)."""
+    """CPU seconds of this process (every thread) plus its children: the reaped ones (Luigi's
+    forked task processes when workers > 1; commands run by ``run_command``) and the ones still
+    running but the test server (the pipeline's executor process, which lives as long as its runtime)."""
     import resource
 
     own = resource.getrusage(resource.RUSAGE_SELF)
     kids = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
+    return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime + _running_children_cpu_s()
+
+
+def _running_children_cpu_s() -> float:
+    pids = set()
+    for task in Path("/proc/self/task").glob("*/children"):
+        with contextlib.suppress(OSError):
+            pids.update(int(p) for p in task.read_text().split())
+    total = 0.0
+    for pid in pids - NOT_THE_PIPELINE:
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            total += sum(int(x) for x in fields[11:15]) / os.sysconf("SC_CLK_TCK")  # its and its reaped children's
+    return total
 
 
 def build_run_cohort(workers: int, scheduler_url: str | None = None, cohort: str = COHORT) -> dict:

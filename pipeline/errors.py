@@ -44,6 +44,17 @@ class DaydreamError(Exception):
     def __str__(self) -> str:
         return self.message
 
+    def __reduce__(self):
+        # as it is, across processes (a generation's error reaches the task from the executor's process)
+        return _restore, (type(self), self.__dict__.copy())
+
+
+def _restore(cls: type, state: dict) -> DaydreamError:
+    error = cls.__new__(cls)
+    Exception.__init__(error, state["message"])
+    error.__dict__.update(state)
+    return error
+
 
 class ParseError(DaydreamError):
     """A parser could not extract its value; ``message`` is the recorded reason."""

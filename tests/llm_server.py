@@ -13,8 +13,10 @@ empty): ``ok``; any HTTP status as digits (``429`` carries ``Retry-After: <serve
 other errors a JSON error body that echoes the request's Authorization header, like providers that
 quote a bad key); ``429-noretry-after``; ``timeout`` (no answer for ``timeout_delay`` s, then
 close); ``hang`` (no answer until the server stops); ``drop`` (headers and half the body, then
-close); ``malformed`` (200 with invalid JSON); ``empty_choices``; ``null_content``; ``truncated``
-(200, finish_reason ``length``); ``latency:<seconds>`` (delay, then a normal answer).
+close); ``malformed`` (200 with invalid JSON); ``empty_choices``; ``null_content``;
+``list_content`` (the message content is a list, not a string); ``text_plain`` (a normal answer
+sent as ``text/plain``, as some local servers do); ``truncated`` (200, finish_reason ``length``);
+``latency:<seconds>`` (delay, then a normal answer).
 
 ``server.requests`` holds ``{"path", "headers" (lower-case names), "body"}`` per request, plus
 the ``usage`` it answered with; ``server.successes`` counts well-formed 200 completions
@@ -38,7 +40,8 @@ from typing import Any, Callable
 
 FAULT_MODES = (
     "ok", "429", "429-noretry-after", "500", "502", "503", "400", "401", "403", "404", "422",
-    "timeout", "hang", "drop", "malformed", "empty_choices", "null_content", "truncated", "latency:<s>",
+    "timeout", "hang", "drop", "malformed", "empty_choices", "null_content", "list_content", "text_plain",
+    "truncated", "latency:<s>",
 )
 
 
@@ -204,7 +207,8 @@ class _Handler(BaseHTTPRequestHandler):
         finish = "stop"
         if mode == "truncated":
             content, finish = content[: max(1, len(content) // 2)], "length"
-        message = {"role": "assistant", "content": None if mode == "null_content" else content}
+        message = {"role": "assistant",
+                   "content": None if mode == "null_content" else [content] if mode == "list_content" else content}
         usage: dict[str, Any] = {
             "prompt_tokens": len(_prompt(body).split()),
             "completion_tokens": len(content.split()),
@@ -231,7 +235,8 @@ class _Handler(BaseHTTPRequestHandler):
             self.wfile.write(data[: len(data) // 2])
             self.wfile.flush()
             return self._close()
-        self._send(200, data, success=mode in ("ok", "truncated"))
+        self._send(200, data, {"Content-Type": "text/plain"} if mode == "text_plain" else None,
+                   success=mode in ("ok", "truncated", "text_plain"))
 
     def _error(self, status: int, headers: dict[str, str] | None = None) -> None:
         phrase = HTTPStatus(status).phrase if status in HTTPStatus._value2member_map_ else "Error"
@@ -244,9 +249,9 @@ class _Handler(BaseHTTPRequestHandler):
     def _send(self, status: int, data: bytes, headers: dict[str, str] | None = None, success: bool = False) -> None:
         self._end(success)
         self.send_response(status)
-        self.send_header("Content-Type", "application/json")
+        headers = {"Content-Type": "application/json", **(headers or {})}
         self.send_header("Content-Length", str(len(data)))
-        for key, value in (headers or {}).items():
+        for key, value in headers.items():
             self.send_header(key, value)
         self.end_headers()
         self.wfile.write(data)

@@ -220,7 +220,8 @@ def test_dropped_connection_mid_body_retried(llm_server):
 
 @pytest.mark.parametrize(
     "mode, reason",
-    [("malformed", "invalid body"), ("empty_choices", "no choices"), ("null_content", "message content is null")],
+    [("malformed", "invalid body"), ("empty_choices", "no choices"), ("null_content", "message content is null"),
+     ("list_content", "message content is a list")],
 )
 def test_bad_bodies_retried_then_fail_with_reason(llm_server, mode, reason):
     llm_server.push_faults(mode)
@@ -230,6 +231,12 @@ def test_bad_bodies_retried_then_fail_with_reason(llm_server, mode, reason):
     with pytest.raises(DaydreamError, match=rf"gave up after 3 attempts: last error bad response \({reason}"):
         run(provider_for(llm_server, max_attempts=3).generate(REQ))
     assert len(llm_server.requests) == 3
+
+
+def test_json_answer_under_another_content_type_is_read(llm_server):
+    llm_server.push_faults("text_plain")
+    c = run(provider_for(llm_server).generate(REQ))
+    assert c.attempts == 1 and c.text.startswith("echo") and c.prompt_tokens == len(REQ.prompt.split())
 
 
 def test_truncation_is_returned_not_retried(llm_server):
