@@ -31,14 +31,15 @@ in under ``AHEAD_MIN_LATENCY_S``.
 from __future__ import annotations
 
 import asyncio
+import atexit
 import concurrent.futures
+import contextlib
 import itertools
 import multiprocessing
 import os
 import queue
 import signal
 import threading
-import time
 import traceback
 from collections import deque
 from dataclasses import dataclass, field
@@ -46,11 +47,14 @@ from typing import Callable, Iterable
 
 from . import config
 from .generation import Runtime, generate, metadata, run_state
+from .errors import DaydreamError
 from .ledger import Budget
 from .state import DONE, State
 from .store import PARENT_STAGE
 
 Key = tuple[str, str, str]  # stage, gen_id, the run's since
+# a generation to start ahead: its key, the endpoint it calls ("" for none) and its parent's key
+Ahead = tuple[Key, str, "Key | None"]
 Status = Callable[[str], None]
 Each = Callable[[str, State], None]  # a batch member's gen_id and state, as each one ends
 # Calls faster than this gain nothing from being started ahead: no wait to hide, only the
@@ -78,11 +82,12 @@ class Executor:
     events: Callable[[tuple], None] | None = None
     loop: asyncio.AbstractEventLoop = field(default_factory=asyncio.new_event_loop)
     running: dict[Key, asyncio.Future] = field(default_factory=dict)
-    waiting: dict[Key, asyncio.Future] = field(default_factory=dict)  # started ahead, not yet running
+    waiting: dict[Key, asyncio.Future] = field(default_factory=dict)  # started ahead: set when it is over
     claimed: set[Key] = field(default_factory=set)  # started ahead and not finished (any thread reads it)
-    gates: dict[str, asyncio.Semaphore] = field(default_factory=dict)
-    # endpoint -> seconds its recent generations took; the shortest is the least delayed by
-    # the loop's other work, so it says how long the calls themselves take
+    queued: dict[str, deque] = field(default_factory=dict)  # endpoint -> started ahead, waiting for its gate
+    busy: dict[str, int] = field(default_factory=dict)  # endpoint -> its generations started ahead running
+    stopping: bool = False  # nothing more is started ahead
+    # endpoint -> seconds its recent calls took
     durations: dict[str, deque] = field(default_factory=dict)
 
     def __post_init__(self):
@@ -99,12 +104,12 @@ class Executor:
                   each: Each) -> dict[str, State]:
         return self._wait(self.batch(stage, gen_ids, in_flight, since, budget, each))
 
-    def start(self, keys: list[Key], budget: Budget | None) -> None:
-        """Claim ``keys`` and start them ahead; returns at once. Called in order, parents' first."""
-        self.claimed.update(keys)  # before returning: the caller's next look at them finds them under way
-        self.loop.call_soon_threadsafe(self.start_all, keys, budget)
+    def start(self, entries: list[Ahead], budget: Budget | None) -> None:
+        """Claim ``entries`` and start them ahead; returns at once. Called in order, parents' first."""
+        self.claimed.update(key for key, _, _ in entries)  # the caller's next look at them finds them under way
+        self.loop.call_soon_threadsafe(self.start_all, entries, budget)
 
-    def follow(self, keys: list[Key], later: list[Key], budget: Budget | None) -> None:
+    def follow(self, keys: list[Key], later: list[Ahead], budget: Budget | None) -> None:
         asyncio.run_coroutine_threadsafe(self.start_behind(keys, later, budget), self.loop)
 
     def under_way(self, key: Key) -> bool:
@@ -180,10 +185,10 @@ class Executor:
 
     async def _generate(self, stage: str, gen_id: str, since: str, budget: Budget | None,
                         status: Status) -> State:
-        endpoint, started = self._endpoint(stage, gen_id), time.perf_counter()
-        st = await generate(self.rt, stage, gen_id, status, budget)
-        if endpoint:
-            self.durations.setdefault(endpoint, deque(maxlen=32)).append(time.perf_counter() - started)
+        def called(seconds: float) -> None:  # only calls made: one found done would look quick
+            self.durations.setdefault(self._endpoint(stage, gen_id), deque(maxlen=32)).append(seconds)
+
+        st = await generate(self.rt, stage, gen_id, status, budget, on_call=called)
         if since and st.settled(since):
             self.rt.settled[(stage, gen_id, since)] = st  # what its task and chunk then ask
         return st
@@ -194,47 +199,71 @@ class Executor:
         if not future.cancelled():
             future.exception()  # whoever awaits it still gets it; nobody else need to
 
-    async def ahead(self, stage: str, gen_id: str, since: str, budget: Budget | None) -> None:
-        """Start a generation once its parent, if started ahead too, has settled: at most a gate's
-        worth at once; nothing when its task or the budget got there first."""
-        key, endpoint = (stage, gen_id, since), self._endpoint(stage, gen_id)
-        if self._quick(endpoint):
-            return
-        parent_id = metadata(self.rt, stage, gen_id).get("parent_gen_id") if stage != "draft" else None
-        if parent_id:
-            pkey = (PARENT_STAGE[stage], parent_id, since)
-            for under_way in (self.waiting, self.running):  # its task may have started it instead
-                if pkey in under_way:
-                    await asyncio.wait([under_way[pkey]])
-            if run_state(self.rt, PARENT_STAGE[stage], parent_id, since).kind != DONE:
-                return  # failed or blocked: its task records that
-        async with self._gate(endpoint):
-            if key in self.running or budget is not None and budget.reached() or self._quick(endpoint):
-                return
-            # found unsettled by its chunk (``generate`` looks again: the next chunk's are not)
-            started = self.generation(stage, gen_id, since, budget, look=False)
-            if isinstance(started, asyncio.Future):
-                await asyncio.wait([started])  # its error, if any, is its task's to raise
-
-    def start_all(self, keys: list[Key], budget: Budget | None) -> None:
-        """Start ``keys`` ahead (registered together, so a child finds its parent)."""
-        def finished(key: Key) -> None:
-            self.waiting.pop(key, None)
-            self._release(key)
-
-        for key in keys:
+    def start_all(self, entries: list[Ahead], budget: Budget | None) -> None:
+        """Start ``entries`` ahead, each once its parent has settled (registered together, so a
+        child finds its parent) and its endpoint's gate has room: at most a gate's worth at
+        once; nothing when its task or the budget got there first. An entry costs a future until
+        it starts (a chunk's 2,000 are registered as it opens, ahead of the first calls)."""
+        for key, endpoint, parent in entries:
             if key in self.running and key not in self.waiting:  # its task started it: claimed until it ends
                 self.running[key].add_done_callback(lambda _, key=key: self._release(key))
             elif key not in self.waiting:
-                self.waiting[key] = asyncio.ensure_future(self.ahead(*key, budget))
-                self.waiting[key].add_done_callback(lambda _, key=key: finished(key))
+                over = self.waiting[key] = self.loop.create_future()
+                over.add_done_callback(lambda _, key=key: self._over(key))
+                self._after_parent(key, endpoint, parent, budget)
 
-    async def start_behind(self, keys: list[Key], later: list[Key], budget: Budget | None) -> None:
+    def _after_parent(self, key: Key, endpoint: str, parent: Key | None, budget: Budget | None) -> None:
+        for under_way in (self.waiting, self.running):  # its task may have started the parent instead
+            if parent in under_way:
+                under_way[parent].add_done_callback(lambda _: self._after_parent(key, endpoint, parent, budget))
+                return
+        try:
+            parent_done = parent is None or run_state(self.rt, *parent).kind == DONE
+        except DaydreamError:
+            parent_done = False  # its task reports it
+        if not parent_done:
+            return self._drop(key)  # failed or blocked: its task records that
+        self.queued.setdefault(endpoint, deque()).append((key, budget))
+        self._pump(endpoint)
+
+    def _pump(self, endpoint: str) -> None:
+        """Start the endpoint's queued entries while its gate has room."""
+        queued, width = self.queued.get(endpoint), self._width(endpoint)
+        while queued and not self.stopping and self.busy.get(endpoint, 0) < width:
+            key, budget = queued.popleft()
+            if key in self.running or budget is not None and budget.reached() or self._quick(endpoint):
+                self._drop(key)
+                continue
+            # found unsettled by its chunk (``generate`` looks again: the next chunk's are not)
+            started = self.generation(*key, budget, look=False)
+            if not isinstance(started, asyncio.Future):
+                self._drop(key)
+                continue
+            self.busy[endpoint] = self.busy.get(endpoint, 0) + 1
+            started.add_done_callback(lambda _, key=key: self._gate_freed(key, endpoint))  # its error is its task's
+
+    def _gate_freed(self, key: Key, endpoint: str) -> None:
+        self.busy[endpoint] -= 1
+        self._drop(key)
+        self._pump(endpoint)
+
+    def _drop(self, key: Key) -> None:
+        """The entry is over: started and ended, or not to be started."""
+        over = self.waiting.get(key)
+        if over is not None and not over.done():
+            over.set_result(None)
+
+    def _over(self, key: Key) -> None:
+        self.waiting.pop(key, None)
+        self._release(key)
+
+    async def start_behind(self, keys: list[Key], later: list[Ahead], budget: Budget | None) -> None:
         """Start ``later`` once only ``FOLLOW_AT`` gates' worth of ``keys`` are left waiting."""
         await self.until_left(keys, FOLLOW_AT * self.widest_gate())
-        self.claimed.update(later)  # the next chunk, opened from now on, finds them under way
+        claims = [key for key, _, _ in later]
+        self.claimed.update(claims)  # the next chunk, opened from now on, finds them under way
         if self.events:
-            self.events(("claim", later))
+            self.events(("claim", claims))
         self.start_all(later, budget)
 
     def _release(self, key: Key) -> None:
@@ -269,18 +298,12 @@ class Executor:
         model = metadata(self.rt, stage, gen_id).get("llm_model_id")
         return self.rt.endpoint(model) if model else ""  # "": copy mode, no call
 
-    def _gate(self, endpoint: str) -> asyncio.Semaphore:
-        gate = self.gates.get(endpoint)
-        if gate is None:
-            gate = self.gates[endpoint] = asyncio.Semaphore(self._width(endpoint))
-        return gate
-
     def _width(self, endpoint: str) -> int:
         """How many of an endpoint's generations its gate lets run at once."""
         return self.rt.calls_per_task(endpoint) if endpoint else config.COPY_BATCH
 
     def widest_gate(self) -> int:
-        return max(map(self._width, self.gates), default=config.COPY_BATCH)
+        return max(map(self._width, self.busy), default=config.COPY_BATCH)
 
 
 class ExecutorProcess:
@@ -310,6 +333,9 @@ class ExecutorProcess:
         theirs_commands.close()  # so each side sees the other's end when it goes
         theirs_events.close()
         threading.Thread(target=self._read, name="daydream-executor-events", daemon=True).start()
+        # before multiprocessing's own exit handler kills it: an interrupted run's calls are
+        # cancelled there, which gives their spend reservations back
+        atexit.register(self.close)
 
     def run_generation(self, stage: str, gen_id: str, since: str, budget: Budget | None,
                        status: Status = _quiet) -> State:
@@ -326,11 +352,11 @@ class ExecutorProcess:
 
         return self._request(("batch", stage, gen_ids, in_flight, since, budget), event, stage, since)
 
-    def start(self, keys: list[Key], budget: Budget | None) -> None:
-        self.claimed.update(keys)
-        self._send(("start", keys, budget))
+    def start(self, entries: list[Ahead], budget: Budget | None) -> None:
+        self.claimed.update(key for key, _, _ in entries)
+        self._send(("start", entries, budget))
 
-    def follow(self, keys: list[Key], later: list[Key], budget: Budget | None) -> None:
+    def follow(self, keys: list[Key], later: list[Ahead], budget: Budget | None) -> None:
         self._send(("follow", keys, later, budget))
 
     def under_way(self, key: Key) -> bool:
@@ -371,8 +397,9 @@ class ExecutorProcess:
                     raise args[0]
                 event(kind, *args)
         except BaseException:
-            if self._requests.get(rid) is answers and not self.ended:
-                self._send(("cancel", rid))  # interrupted: do not leave it running behind the caller
+            if not self.ended:
+                with contextlib.suppress(OSError, RuntimeError):  # gone meanwhile: nothing to cancel
+                    self._send(("cancel", rid))  # interrupted: do not leave it running behind the caller
             raise
         finally:
             self._requests.pop(rid, None)
@@ -411,8 +438,12 @@ def _serve(rt: Runtime, commands, events, *parent_ends) -> None:
     for end in parent_ends:
         end.close()
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    ex = Executor(rt)
-    ex.events = events.send  # only ever called on the loop's thread
+
+    def send(message: tuple) -> None:  # only ever called on the loop's thread
+        with contextlib.suppress(OSError):  # the driver has gone: this process is about to stop
+            events.send(message)
+
+    ex = Executor(rt, events=send)
     rt.executors[os.getpid()] = ex
     requests: dict[int, asyncio.Future] = {}
 
@@ -421,7 +452,7 @@ def _serve(rt: Runtime, commands, events, *parent_ends) -> None:
         if task.cancelled():
             return  # its caller cancelled it and is not waiting
         error = task.exception()
-        events.send(("done", rid, task.result()) if error is None else ("error", rid, _portable(error)))
+        send(("done", rid, task.result()) if error is None else ("error", rid, _portable(error)))
 
     def handle(kind: str, *args) -> None:
         if kind == "start":
@@ -434,9 +465,9 @@ def _serve(rt: Runtime, commands, events, *parent_ends) -> None:
         else:
             rid, *rest = args
             if kind == "one":
-                coro = ex.outcome(*rest, status=lambda message: events.send(("status", rid, message)))
+                coro = ex.outcome(*rest, status=lambda message: send(("status", rid, message)))
             else:
-                coro = ex.batch(*rest, each=lambda gen_id, st: events.send(("each", rid, gen_id, st)))
+                coro = ex.batch(*rest, each=lambda gen_id, st: send(("each", rid, gen_id, st)))
             task = requests[rid] = asyncio.ensure_future(coro)
             task.add_done_callback(lambda t: answer(rid, t))
 
@@ -450,6 +481,7 @@ def _serve(rt: Runtime, commands, events, *parent_ends) -> None:
         ex.loop.call_soon_threadsafe(handle, kind, *args)
 
     async def stop() -> None:
+        ex.stopping = True  # a cancelled generation frees its gate: nothing queued may take it
         under_way = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
         for task in under_way:
             task.cancel()  # a call's spend reservation is given back as it is cancelled
@@ -555,9 +587,16 @@ def start_ahead(rt: Runtime, members: list[dict], since: str, budget: Budget | N
     todo: list[dict] = []
     for at in range(0, len(members), AHEAD_SLICE):
         found = unsettled(members[at:at + AHEAD_SLICE])
-        ex.start([(r["stage"], r["gen_id"], since) for r in found], budget)
+        ex.start([_ahead(rt, r, since) for r in found], budget)
         todo += found
-    later = [(r["stage"], r["gen_id"], since) for r in following]
+    later = [_ahead(rt, r, since) for r in following]
     if later:
         ex.follow([(r["stage"], r["gen_id"], since) for r in todo], later, budget)
     return todo
+
+
+def _ahead(rt: Runtime, row: dict, since: str) -> Ahead:
+    """A membership row as the executor starts it ahead."""
+    stage, model, parent = row["stage"], row["llm_model_id"], row["parent_gen_id"]
+    return ((stage, row["gen_id"], since), rt.endpoint(model) if model else "",
+            (PARENT_STAGE[stage], parent, since) if parent else None)

@@ -115,6 +115,10 @@ class Runtime:
             d = self._dirs[key] = str(self.paths.gen_dir(stage, gen_id))
         return d
 
+    def gen_file(self, stage: str, gen_id: str, name: str) -> str:
+        """``DataPaths.gen_file`` from the cached directory (a generation names its files ~10 times)."""
+        return f"{self.gen_dir(stage, gen_id)}/{name}"
+
 
 _RUNTIMES: dict[str, Runtime] = {}
 
@@ -169,15 +173,15 @@ def metadata(rt: Runtime, stage: str, gen_id: str) -> dict:
     md = rt._metadata.get((stage, gen_id))
     if md is not None:
         return md
-    md = read_json(rt.paths.gen_file(stage, gen_id, "metadata.json"))
+    md = read_json(rt.gen_file(stage, gen_id, "metadata.json"))
     if md is None:
         raise DaydreamError(
             "store", f"{stage} {gen_id} has no metadata.json (compile the cohort that includes it)",
-            path=rt.paths.gen_file(stage, gen_id, "metadata.json"),
+            path=rt.gen_file(stage, gen_id, "metadata.json"),
         )
     for key in ("stage", "template_id", "mode"):
         if key not in md:
-            raise DaydreamError("store", f"corrupt metadata: no {key!r}", path=rt.paths.gen_file(stage, gen_id, "metadata.json"))
+            raise DaydreamError("store", f"corrupt metadata: no {key!r}", path=rt.gen_file(stage, gen_id, "metadata.json"))
     rt._metadata[(stage, gen_id)] = md
     return md
 
@@ -188,9 +192,9 @@ def parent_output(rt: Runtime, stage: str, md: dict) -> str | None:
     pstage = PARENT_STAGE[stage]
     pid = md.get("parent_gen_id")
     if not pid:
-        raise DaydreamError("store", f"{stage} {md.get('gen_id')} has no parent_gen_id", path=rt.paths.gen_file(stage, md["gen_id"], "metadata.json"))
-    pmeta = phase_json(rt.paths.gen_file(pstage, pid, "parsed_metadata.json"))
-    text = read_text(rt.paths.gen_file(pstage, pid, "parsed.txt"))
+        raise DaydreamError("store", f"{stage} {md.get('gen_id')} has no parent_gen_id", path=rt.gen_file(stage, md["gen_id"], "metadata.json"))
+    pmeta = phase_json(rt.gen_file(pstage, pid, "parsed_metadata.json"))
+    text = read_text(rt.gen_file(pstage, pid, "parsed.txt"))
     if not pmeta or not pmeta.get("success") or text is None or pmeta.get("parsed_sha256") != sha256(text):
         return None
     return text
@@ -209,7 +213,7 @@ def resolve_inputs(rt: Runtime, stage: str, gen_id: str, md: dict | None = None)
         concepts = [(rt.catalog.concepts[c].name if c in rt.catalog.concepts else c, rt.catalog.concept_text(c, level))
                     for c in combo.get("concept_ids", [])]
         if not concepts:
-            raise DaydreamError("store", f"draft {gen_id} metadata has no combo concepts", path=rt.paths.gen_file(stage, gen_id, "metadata.json"))
+            raise DaydreamError("store", f"draft {gen_id} metadata has no combo concepts", path=rt.gen_file(stage, gen_id, "metadata.json"))
         context = draft_context(concepts)
         parent_sha = None
     else:
@@ -276,7 +280,7 @@ def _state_and_token(rt: Runtime, stage: str, gen_id: str, memo: dict) -> tuple[
     if stage != "draft":
         if not parent_id:
             raise DaydreamError("store", f"{stage} {gen_id} has no parent_gen_id",
-                                path=rt.paths.gen_file(stage, gen_id, "metadata.json"))
+                                path=rt.gen_file(stage, gen_id, "metadata.json"))
         parent, parent_token = _state_and_token(rt, PARENT_STAGE[stage], parent_id, memo)
     d = rt.gen_dir(stage, gen_id)
     token = (_file_token(d + "/parsed_metadata.json"), _file_token(d + "/parsed.txt"), parent_token,
@@ -335,12 +339,12 @@ def _classify(rt: Runtime, stage: str, gen_id: str, md: dict, parent: State | No
 
 
 def _recorded_outcome(rt: Runtime, stage: str, gen_id: str) -> Outcome | None:
-    pm = phase_json(rt.paths.gen_file(stage, gen_id, "parsed_metadata.json"))
+    pm = phase_json(rt.gen_file(stage, gen_id, "parsed_metadata.json"))
     if not pm:
         return None
     intact = False
     if pm.get("success"):
-        text = read_text(rt.paths.gen_file(stage, gen_id, "parsed.txt"))
+        text = read_text(rt.gen_file(stage, gen_id, "parsed.txt"))
         intact = text is not None and pm.get("parsed_sha256") == sha256(text)
     return Outcome(success=bool(pm.get("success")), input_fingerprint=pm.get("input_fingerprint"),
                    output_intact=intact, error=pm.get("error"), finished_at=pm.get("finished_at"),
@@ -364,17 +368,17 @@ def validate_raw(text: str, completion: Completion | None, min_lines: int) -> st
 
 
 async def generate(rt: Runtime, stage: str, gen_id: str, status: Callable[[str], None] = lambda m: None,
-                   budget: Budget | None = None) -> State:
+                   budget: Budget | None = None, on_call: Callable[[float], None] = lambda seconds: None) -> State:
     """Bring a generation to ``done`` if it can be: calls the model only when no valid raw exists.
 
     Returns its state afterwards: ``done``, ``failed`` (the reason is recorded in the store) or
     ``blocked`` (an ancestor failed; nothing is written). A failed generation is an outcome, not
     an exception; only a store that cannot record the outcome raises. Under a ``budget`` a call
     that does not fit is not made: the generation stays ``pending`` with reason
-    ``spend.BUDGET_REACHED`` and nothing is written.
+    ``spend.BUDGET_REACHED`` and nothing is written. ``on_call`` hears how long a model call
+    that answered took.
     """
-    paths = rt.paths
-    f = lambda name: paths.gen_file(stage, gen_id, name)  # noqa: E731
+    f = lambda name: rt.gen_file(stage, gen_id, name)  # noqa: E731
     memo: dict = {}
     st = state_of(rt, stage, gen_id, memo)
     if st.kind in (DONE, BLOCKED):
@@ -386,7 +390,7 @@ async def generate(rt: Runtime, stage: str, gen_id: str, status: Callable[[str],
     inputs = resolve_inputs(rt, stage, gen_id)
     if inputs is None:  # the parent's output changed since it was classified
         raise DaydreamError("store", f"{stage} {gen_id}: parent {parent_id} is not done")
-    remove_stale_temporaries(paths.gen_dir(stage, gen_id))
+    remove_stale_temporaries(rt.gen_dir(stage, gen_id))
     md = inputs.metadata
     prompt_sha = sha256(inputs.prompt)
     atomic_write_text(f("prompt.txt"), inputs.prompt)
@@ -438,6 +442,7 @@ async def generate(rt: Runtime, stage: str, gen_id: str, status: Callable[[str],
         except BaseException:
             slot.abandon()  # interrupted mid-call: it may have been billed
             raise
+        on_call(completion.duration_s)
         cost, cost_source = spend.cost_and_source(completion.cost_usd, spend.token_cost(
             prices, completion.prompt_tokens, completion.completion_tokens))
         slot.settle(cost)
@@ -467,7 +472,7 @@ def _concept_ids(rt: Runtime, stage: str, md: dict) -> tuple[str, ...]:
 
 
 def _parent_simulated(rt: Runtime, stage: str, md: dict) -> bool:
-    pm = phase_json(rt.paths.gen_file(PARENT_STAGE[stage], md["parent_gen_id"], "parsed_metadata.json")) or {}
+    pm = phase_json(rt.gen_file(PARENT_STAGE[stage], md["parent_gen_id"], "parsed_metadata.json")) or {}
     return bool(pm.get("simulated"))
 
 
@@ -479,20 +484,20 @@ def _write_parsed(rt: Runtime, stage: str, gen_id: str, inputs: Inputs, raw: str
     except ParseError as exc:
         return _write_failure(rt, stage, gen_id, inputs, f"parser {inputs.parser!r} failed: {exc.message}", raw,
                               simulated=simulated)
-    atomic_write_text(rt.paths.gen_file(stage, gen_id, "parsed.txt"), parsed)
+    atomic_write_text(rt.gen_file(stage, gen_id, "parsed.txt"), parsed)
     pm = parsed_metadata(
         gen_id=gen_id, stage=stage, parser=inputs.parser, success=True, error=None, raw_tail_preview=None,
         simulated=simulated, input_fingerprint=inputs.fingerprint, parsed_sha256=sha256(parsed), finished_at=_now(),
         template_sha256=inputs.template_sha256, parent_sha256=inputs.parent_sha256,
         score=float(parsed) if stage == "evaluation" else None, scale=inputs.scale)
-    atomic_write_json(rt.paths.gen_file(stage, gen_id, "parsed_metadata.json"), pm)
+    atomic_write_json(rt.gen_file(stage, gen_id, "parsed_metadata.json"), pm)
     return State(DONE)
 
 
 def _write_failure(rt: Runtime, stage: str, gen_id: str, inputs: Inputs, reason: str, raw: str, *, simulated: bool) -> State:
     """Record why a generation failed; remove any parsed.txt so nothing stale looks like output."""
     try:
-        os.unlink(rt.paths.gen_file(stage, gen_id, "parsed.txt"))
+        os.unlink(rt.gen_file(stage, gen_id, "parsed.txt"))
     except FileNotFoundError:
         pass
     pm = parsed_metadata(
@@ -500,5 +505,5 @@ def _write_failure(rt: Runtime, stage: str, gen_id: str, inputs: Inputs, reason:
         raw_tail_preview=raw[-PREVIEW_CHARS:], simulated=simulated, input_fingerprint=inputs.fingerprint,
         parsed_sha256=None, finished_at=_now(), template_sha256=inputs.template_sha256,
         parent_sha256=inputs.parent_sha256, scale=inputs.scale)
-    atomic_write_json(rt.paths.gen_file(stage, gen_id, "parsed_metadata.json"), pm)
+    atomic_write_json(rt.gen_file(stage, gen_id, "parsed_metadata.json"), pm)
     return State(FAILED, reason, pm["finished_at"])

@@ -9,10 +9,11 @@ file or the new one, never a half-written file.
 from __future__ import annotations
 
 import csv
+import fnmatch
 import io
+import itertools
 import json
 import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Sequence
@@ -23,6 +24,7 @@ from .ids import is_safe_id
 STAGES = ("draft", "essay", "evaluation")
 PARENT_STAGE = {"essay": "draft", "evaluation": "essay"}  # the lineage: each stage's parent stage
 TMP_GLOB = ".*.tmp"  # the atomic writer's temporary files; a kill -9 may leave one behind
+_TMP_IDS = itertools.count()
 
 
 def _file_mode() -> int:
@@ -177,26 +179,49 @@ def atomic_write_bytes(path: Path, data: bytes) -> bool:
     """Write ``data`` to ``path`` atomically. Returns False (and writes nothing) if unchanged.
 
     Skipping identical content keeps recompiles byte- and mtime-stable and makes re-runs free.
+    Plain ``os`` calls on a file name unique to this process: a generation writes five files,
+    and pathlib, ``tempfile`` and a buffered file object took twice as long (36 µs a write
+    against 18, measured).
     """
-    path = Path(path)
+    target = os.fspath(path)
     try:
-        if path.read_bytes() == data:
-            return False
+        fd = os.open(target, os.O_RDONLY)
     except OSError:
-        pass  # absent or unreadable: the write below reports any real problem
+        fd = -1  # absent or unreadable: the write below reports any real problem
+    if fd >= 0:
+        try:
+            same = os.fstat(fd).st_size == len(data) and os.read(fd, len(data) + 1) == data
+        except OSError:
+            same = False
+        finally:
+            os.close(fd)
+        if same:
+            return False
+    directory, name = os.path.split(target)
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        while True:
+            tmp = f"{directory}/.{name}.{os.getpid()}-{next(_TMP_IDS)}.tmp"  # matches TMP_GLOB
+            try:
+                fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, _FILE_MODE)
+                break
+            except FileExistsError:
+                continue  # left by a killed process that had this process id
+            except FileNotFoundError:
+                os.makedirs(directory, exist_ok=True)
     except OSError as exc:
         raise DaydreamError("store", f"cannot write: {exc.strerror or exc}", path=path) from None
     try:
-        os.fchmod(fd, _FILE_MODE)
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
+        os.fchmod(fd, _FILE_MODE)  # the mode given to open is cut by the umask
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view):]
+        os.fsync(fd)
+        os.close(fd)
+        fd = -1
+        os.replace(tmp, target)
     except BaseException as exc:
+        if fd >= 0:
+            os.close(fd)
         try:
             os.unlink(tmp)
         except OSError:
@@ -211,9 +236,13 @@ def remove_stale_temporaries(directory: Path) -> int:
     """Delete temporary files a killed writer left in ``directory``; only call this where no
     other writer can be active (a generation's directory while its task runs)."""
     n = 0
-    for tmp in Path(directory).glob(TMP_GLOB):
+    try:
+        names = [e.name for e in os.scandir(directory) if fnmatch.fnmatchcase(e.name, TMP_GLOB)]
+    except FileNotFoundError:
+        return 0
+    for name in names:
         try:
-            tmp.unlink()
+            os.unlink(os.path.join(directory, name))
             n += 1
         except FileNotFoundError:
             pass

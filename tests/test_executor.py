@@ -171,3 +171,21 @@ def test_the_next_chunk_is_started_behind_this_one_and_what_it_settled_before_is
     assert len(completions(project.server)) == len(called)
     assert not executor(rt).claimed  # nothing left looking under way to the next chunk's tasks
     assert not any(under_way(rt, r["stage"], r["gen_id"], since) for r in second)
+
+
+def test_a_generation_found_done_ahead_does_not_make_its_endpoint_look_quick(project):
+    # only calls made say how long the endpoint takes: one found done takes no time at all
+    luigi.configuration.get_config().set("resources", "llm_testsrv", "1")  # through the gate one at a time
+    rows = compiled(project, "t1")
+    drafts = [r for r in rows if r["stage"] == "draft"]
+    rt = runtime()
+    project.server.latency = 0.15
+    assert run_generation(rt, "draft", drafts[0]["gen_id"], since=run_stamp()).kind == DONE  # an earlier run's
+    project.server.reset()
+    since = run_stamp()
+    start_ahead(rt, [], since, None, following=drafts)  # the next chunk's are not looked at first
+    deadline = time.monotonic() + 10
+    while not executor(rt).claimed and time.monotonic() < deadline:  # claimed as the executor starts them
+        time.sleep(0.01)
+    assert set(settle(rt, drafts, since).values()) == {DONE}
+    assert len(completions(project.server)) == len(drafts) - 1

@@ -3,6 +3,7 @@ and the API key kept out of every file."""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -80,6 +81,51 @@ def test_kill_9_mid_cohort_then_rerun(project, cfg, kill_after):
     assert len(after) == 21
     assert all(after[g] == t for g, t in before.items()), "finished work is reused, not redone"
     assert project.server.successes <= N_LLM + 4  # at most the calls in flight at the kill repeat
+    assert not list(project.root.joinpath("gens").rglob("*.tmp"))
+
+
+def _children(pid: int) -> list[int]:
+    from pathlib import Path
+
+    return [int(c) for t in Path(f"/proc/{pid}/task").glob("*/children") for c in t.read_text().split()]
+
+
+def _running(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().rsplit(")", 1)[1].split()[0] != "Z"  # a zombie has ended
+    except FileNotFoundError:
+        return False
+
+
+def test_the_executor_process_ends_with_the_process_that_drives_it(project, cfg):
+    # calls started ahead run in a process forked from the driver; killing the driver alone must
+    # not leave it calling on (or holding the store) behind it
+    project.server.latency = 0.5
+    p = cli(project, "run", "t1", cfg=cfg, start_new_session=True)
+    try:
+        deadline = time.time() + 60
+        while time.time() < deadline and project.server.in_flight < 2:
+            time.sleep(0.01)
+        executors = _children(p.pid)
+        assert len(executors) == 1, "the calls run in one child process of the driver"
+        os.kill(p.pid, signal.SIGKILL)
+        p.wait()
+        deadline = time.time() + 10
+        while time.time() < deadline and _running(executors[0]):
+            time.sleep(0.05)
+        assert not _running(executors[0]), "the executor's process outlived its driver"
+        calls = len(completions(project.server))
+        time.sleep(1.0)
+        assert len(completions(project.server)) == calls  # nothing calls on behind the dead driver
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(p.pid, signal.SIGKILL)
+    project.server.latency = 0
+    r = cli(project, "run", "t1", cfg=cfg)
+    out, err = r.communicate(timeout=120)
+    assert r.returncode == 0, err[-2000:]
+    assert len(intact(project)) == 21
     assert not list(project.root.joinpath("gens").rglob("*.tmp"))
 
 

@@ -396,3 +396,30 @@ def test_the_ledger_holds_the_cap_across_processes(tmp_path):
     # each call reserves 0.03 and costs 0.01: exactly 98 fit (0.97 + 0.03 = 1.00), then none
     assert made == led["calls"] == 98 and led["spent_usd"] == pytest.approx(0.98) and led["reserved"] == {}
     assert list(led["reached"]) == ["run"]
+
+
+def test_ctrl_c_mid_run_charges_the_calls_in_flight_and_leaves_no_reservation(priced):
+    # the calls run in the executor's own process, which ignores Ctrl-C: the driver's interrupted
+    # wait cancels them there, and each call's reservation is charged at its bound (its fate is unknown)
+    import signal
+    import time
+
+    priced.server.latency = 1.0
+    p = subprocess.Popen([sys.executable, "-m", "pipeline.cli", "run", "t1", "--max-cost", "1"], cwd=REPO,
+                         env=env_for(priced), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                         start_new_session=True)
+    try:
+        deadline = time.time() + 60
+        while time.time() < deadline and priced.server.in_flight < 2:
+            time.sleep(0.01)
+        assert ledger(priced)["reserved"], "calls in flight hold reservations"
+        os.killpg(p.pid, signal.SIGINT)  # what a terminal's Ctrl-C sends: the driver and the executor
+        out, err = p.communicate(timeout=60)
+    finally:
+        if p.poll() is None:
+            os.killpg(p.pid, signal.SIGKILL)
+    assert p.returncode == 130
+    after = ledger(priced)
+    assert after["reserved"] == {} and after["abandoned"], err[-3000:]
+    with pytest.raises(ProcessLookupError):
+        os.killpg(p.pid, 0)  # nothing of the run is left running
