@@ -15,9 +15,10 @@ finished ahead is complete when its task comes up.
 Where the loop runs. The process that starts calls ahead runs every task of the run, so Luigi's
 bookkeeping and the generations' work (the model client, rendering, writing the files) share
 one interpreter lock there: each time the loop's thread waited for a file or the network, it
-queued behind Luigi's thread for the lock, and 64 calls in flight made 80-85 % of the ideal. So
+queued behind Luigi's thread for the lock, and 64 calls in flight made 84-86 % of the ideal. So
 that process forks the loop into a process of its own the first time it starts calls ahead
-(``ExecutorProcess``, driven over two pipes) and keeps it for the rest of its life: 88-90 %. A
+(``ExecutorProcess``, driven over two pipes) and keeps it for the rest of its life: 88-90 % with
+nothing else changed (``bench/README.md``). A
 process Luigi forked for one task (``--workers`` > 1), or one that never starts calls ahead
 (against luigid), runs the loop on a thread of its own (``Executor``): nothing is started ahead
 there, so nothing runs beside Luigi's thread but the task's own calls.
