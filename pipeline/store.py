@@ -200,7 +200,7 @@ def atomic_write_bytes(path: Path, data: bytes) -> bool:
     directory, name = os.path.split(target)
     try:
         while True:
-            tmp = f"{directory}/.{name}.{os.getpid()}-{next(_TMP_IDS)}.tmp"  # matches TMP_GLOB
+            tmp = os.path.join(directory, f".{name}.{os.getpid()}-{next(_TMP_IDS)}.tmp")  # matches TMP_GLOB
             try:
                 fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, _FILE_MODE)
                 break
