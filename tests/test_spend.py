@@ -413,12 +413,18 @@ def test_ctrl_c_mid_run_charges_the_calls_in_flight_and_leaves_no_reservation(pr
         while time.time() < deadline and priced.server.in_flight < 2:
             time.sleep(0.01)
         assert ledger(priced)["reserved"], "calls in flight hold reservations"
-        os.killpg(p.pid, signal.SIGINT)  # what a terminal's Ctrl-C sends: the driver and the executor
-        out, err = p.communicate(timeout=60)
+        err = ""
+        for _ in range(10):  # what a terminal's Ctrl-C sends (the driver and the executor), again if need be
+            os.killpg(p.pid, signal.SIGINT)
+            try:
+                out, err = p.communicate(timeout=3)
+                break
+            except subprocess.TimeoutExpired:
+                continue
     finally:
         if p.poll() is None:
             os.killpg(p.pid, signal.SIGKILL)
-    assert p.returncode == 130
+    assert p.returncode == 130, err[-3000:]
     after = ledger(priced)
     assert after["reserved"] == {} and after["abandoned"], err[-3000:]
     with pytest.raises(ProcessLookupError):
