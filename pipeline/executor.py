@@ -102,8 +102,8 @@ class Executor:
         return self._wait(self.outcome(stage, gen_id, since, budget, status))
 
     def run_batch(self, stage: str, gen_ids: list[str], in_flight: int, since: str, budget: Budget | None,
-                  each: Each) -> dict[str, State]:
-        return self._wait(self.batch(stage, gen_ids, in_flight, since, budget, each))
+                  each: Each) -> None:
+        self._wait(self.batch(stage, gen_ids, in_flight, since, budget, each))
 
     def start(self, entries: list[Ahead], budget: Budget | None) -> None:
         """Claim ``entries`` and start them ahead; returns at once. Called in order, parents' first."""
@@ -164,25 +164,24 @@ class Executor:
         return await started if isinstance(started, asyncio.Future) else started
 
     async def batch(self, stage: str, gen_ids: list[str], in_flight: int, since: str, budget: Budget | None,
-                    each: Each) -> dict[str, State]:
-        """Several generations, at most ``in_flight`` started at once, joining those under way."""
-        states: dict[str, State] = {}
+                    each: Each) -> None:
+        """Several generations, at most ``in_flight`` started at once, joining those under way;
+        ``each`` hears each one's state as it ends."""
         slots = asyncio.Semaphore(max(1, in_flight))
 
         async def one(gen_id: str) -> None:
             under_way = self.running.get((stage, gen_id, since))
             if under_way is not None:
-                states[gen_id] = await under_way
+                st = await under_way
             else:
                 async with slots:
-                    states[gen_id] = await self.outcome(stage, gen_id, since, budget)
-            each(gen_id, states[gen_id])
+                    st = await self.outcome(stage, gen_id, since, budget)
+            each(gen_id, st)
 
         # every generation ends before an error is raised: none is left half-way on the loop
         errors = [e for e in await asyncio.gather(*(one(g) for g in gen_ids), return_exceptions=True) if e]
         if errors:
             raise errors[0]
-        return states
 
     async def _generate(self, stage: str, gen_id: str, since: str, budget: Budget | None,
                         status: Status) -> State:
@@ -340,18 +339,17 @@ class ExecutorProcess:
 
     def run_generation(self, stage: str, gen_id: str, since: str, budget: Budget | None,
                        status: Status = _quiet) -> State:
-        def event(kind: str, *args) -> None:
-            status(*args)
-
-        return self._request(("one", stage, gen_id, since, budget), event, stage, since)
+        st = self._request(("one", stage, gen_id, since, budget), lambda kind, message: status(message))
+        self._settled(stage, gen_id, since, st)
+        return st
 
     def run_batch(self, stage: str, gen_ids: list[str], in_flight: int, since: str, budget: Budget | None,
-                  each: Each) -> dict[str, State]:
+                  each: Each) -> None:
         def event(kind: str, gen_id: str, st: State) -> None:
             self._settled(stage, gen_id, since, st)
             each(gen_id, st)
 
-        return self._request(("batch", stage, gen_ids, in_flight, since, budget), event, stage, since)
+        self._request(("batch", stage, gen_ids, in_flight, since, budget), event)
 
     def start(self, entries: list[Ahead], budget: Budget | None) -> None:
         self.claimed.update(key for key, _, _ in entries)
@@ -382,7 +380,8 @@ class ExecutorProcess:
         with self._lock:
             self._commands.send(message)
 
-    def _request(self, command: tuple, event: Callable, stage: str, since: str):
+    def _request(self, command: tuple, event: Callable):
+        """Send ``command`` and wait for its result, running ``event`` for each of its events."""
         rid = next(self._ids)
         answers = self._requests[rid] = queue.SimpleQueue()
         try:
@@ -390,10 +389,7 @@ class ExecutorProcess:
             while True:
                 kind, *args = answers.get()
                 if kind == "done":
-                    result = args[0]
-                    if isinstance(result, State):
-                        self._settled(stage, command[2], since, result)
-                    return result
+                    return args[0]
                 if kind == "error":
                     raise args[0]
                 event(kind, *args)
@@ -560,7 +556,7 @@ def run_batch(rt: Runtime, stage: str, gen_ids: list[str], *, in_flight: int, si
         progress(states)
 
     executor(rt).run_batch(stage, gen_ids, in_flight, since, budget, each)
-    return states
+    return states  # filled as each one ended
 
 
 def start_ahead(rt: Runtime, members: list[dict], since: str, budget: Budget | None,

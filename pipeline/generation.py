@@ -257,7 +257,7 @@ def run_state(rt: Runtime, stage: str, gen_id: str, since: str, memo: dict | Non
 
 def is_done(rt: Runtime, stage: str, gen_id: str, memo: dict | None = None) -> bool:
     """Whether a generation is done; one not compiled yet (a search round just planned) is not."""
-    if (stage, gen_id) not in rt._metadata and not os.path.exists(rt.gen_dir(stage, gen_id) + "/metadata.json"):
+    if (stage, gen_id) not in rt._metadata and not os.path.exists(rt.gen_file(stage, gen_id, "metadata.json")):
         return False
     return state_of(rt, stage, gen_id, memo).kind == DONE
 

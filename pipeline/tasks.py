@@ -31,6 +31,7 @@ from __future__ import annotations
 import logging
 import time
 import uuid
+from collections.abc import Iterator
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -350,20 +351,18 @@ class CohortChunk(_RunPart):
         budget = _budget(self, own_run=True)
         return budget is not None and budget.reached()
 
-    def _unsettled(self) -> list[dict]:
-        # Luigi asks a chunk several times per run (complete, then run before and after its
-        # generations); a member settled for this run stays settled (run_state).
+    def _unsettled(self) -> Iterator[dict]:
+        """The members not settled for this run (none once it stopped at its cap), one at a time:
+        ``complete``, asked of every chunk before the run starts, stops at the first. Luigi asks
+        a chunk several times per run (complete, then run before and after its generations); a
+        member settled for this run stays settled (run_state)."""
         if self._budget_reached():
-            return []
+            return
         rt, memo = runtime(), {}
-        return [r for r in self._members() if not settled_for_run(rt, r["stage"], r["gen_id"], self.since, memo)]
+        yield from (r for r in self._members() if not settled_for_run(rt, r["stage"], r["gen_id"], self.since, memo))
 
     def complete(self):
-        # asked of every chunk before the run starts: the first unsettled member answers it
-        if self._budget_reached():
-            return True
-        rt, memo = runtime(), {}
-        return all(settled_for_run(rt, r["stage"], r["gen_id"], self.since, memo) for r in self._members())
+        return next(self._unsettled(), None) is None
 
     def run(self):
         if self.ahead and not self.__dict__.get("_started_ahead") and not self._budget_reached():
@@ -373,7 +372,7 @@ class CohortChunk(_RunPart):
             todo = start_ahead(runtime(), self._members(), self.since, _budget(self, own_run=True),
                                following=chunks[self.index + 1] if self.index + 1 < len(chunks) else [])
         else:
-            todo = self._unsettled()
+            todo = list(self._unsettled())
         if todo:
             self.set_status_message(f"{len(todo)} of {len(self._members())} generations to run")
             yield [TASKS[r["stage"]](gen_id=r["gen_id"], since=self.since, run_cohort=self.cohort_id) for r in todo]

@@ -128,7 +128,7 @@ class OpenAIAPI:
         if not isinstance(choices, list) or not choices:
             raise Transient("bad response (no choices)" if isinstance(choices, list)
                             else "bad response (not a chat completion)")
-        choice = _field(choices, 0)
+        choice = choices[0]
         finish = _field(choice, "finish_reason")
         content = _field(_field(choice, "message"), "content")
         if content is None and finish != "length":  # null content on a truncation is just a truncation
@@ -171,10 +171,8 @@ class OpenAIAPI:
         return _shorten(self._scrub(text), _MAX_SERVER_MESSAGE)
 
 
-def _field(value: Any, key: str | int) -> Any:
-    """``value[key]`` of a JSON answer, or None where its shape is not the expected one."""
-    if isinstance(key, int):
-        return value[key] if isinstance(value, list) and len(value) > key else None
+def _field(value: Any, key: str) -> Any:
+    """``value[key]`` of a JSON object in the answer, or None where it is not an object."""
     return value.get(key) if isinstance(value, dict) else None
 
 
