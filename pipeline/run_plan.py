@@ -68,6 +68,15 @@ def lineage_chunks(rows: list[dict], size: int) -> list[list[dict]]:
     return chunks
 
 
+def lineage_ends(rows: list[dict]) -> list[dict]:
+    """The rows no other row names as its parent: the tasks a chunk yields. Each one's
+    ``requires`` reaches the rest, and Luigi adds a task once per path it is reached by, each
+    time with a completeness check and, against luigid, an RPC: a draft with one essay and two
+    evaluations is six adds from its two evaluations, nine when every row is yielded."""
+    parents = {r.get("parent_gen_id") for r in rows}
+    return [r for r in rows if r["gen_id"] not in parents]
+
+
 _CHUNKS: dict[tuple[str, int], tuple[list[dict], list[list[dict]]]] = {}  # (path, size) -> (rows, chunks)
 
 

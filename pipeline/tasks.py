@@ -46,7 +46,7 @@ from .estimate import left_to_do
 from .executor import run_batch, run_generation, settled_for_run, start_ahead
 from .generation import metadata, runtime, state_of
 from .ledger import Budget, current_budget, prepared, read_ledger
-from .run_plan import chunk_members, cohort_counts, membership, prepare_budget, prepare_providers, spend_cap
+from .run_plan import chunk_members, cohort_counts, lineage_ends, membership, prepare_budget, prepare_providers, spend_cap
 from .search_store import derive, is_current, is_search_cohort, round_chunks, sync
 from .spend import BUDGET_REACHED, usd
 from .state import DONE
@@ -375,7 +375,8 @@ class CohortChunk(_RunPart):
             todo = list(self._unsettled())
         if todo:
             self.set_status_message(f"{len(todo)} of {len(self._members())} generations to run")
-            yield [TASKS[r["stage"]](gen_id=r["gen_id"], since=self.since, run_cohort=self.cohort_id) for r in todo]
+            yield [TASKS[r["stage"]](gen_id=r["gen_id"], since=self.since, run_cohort=self.cohort_id)
+                   for r in lineage_ends(todo)]
         counts = cohort_counts(config.data_paths(), self._members(), self.since, budget_reached=self._budget_reached())
         self.set_status_message(counts.line())
 

@@ -189,3 +189,24 @@ def test_a_generation_found_done_ahead_does_not_make_its_endpoint_look_quick(pro
         time.sleep(0.01)
     assert set(settle(rt, drafts, since).values()) == {DONE}
     assert len(completions(project.server)) == len(drafts) - 1
+
+
+def test_a_chunk_yields_the_ends_of_its_lineages_and_reaches_the_rest_through_requires():
+    """Luigi adds a yielded task and, through ``requires``, every ancestor, once per path: a chunk
+    that also yielded the ancestors paid for each of them again (against luigid, an RPC each)."""
+    from pipeline.run_plan import lineage_ends
+
+    rows = [{"gen_id": "d1", "parent_gen_id": ""}, {"gen_id": "e1", "parent_gen_id": "d1"},
+            {"gen_id": "v1", "parent_gen_id": "e1"}, {"gen_id": "v2", "parent_gen_id": "e1"},
+            {"gen_id": "e2", "parent_gen_id": "d1"},  # an essay not evaluated (yet) in this chunk
+            {"gen_id": "d2", "parent_gen_id": ""},  # a draft whose essays are settled
+            {"gen_id": "v3", "parent_gen_id": "e9"}]  # scores an essay of another cohort
+    ends = [r["gen_id"] for r in lineage_ends(rows)]
+    assert ends == ["v1", "v2", "e2", "d2", "v3"]
+    parent = {r["gen_id"]: r["parent_gen_id"] for r in rows}
+    reached = set()
+    for g in ends:
+        while g in parent:
+            reached.add(g)
+            g = parent[g]
+    assert reached == set(parent)  # every row is an end or the ancestor of one
