@@ -97,6 +97,35 @@ def test_kill_9_of_a_four_worker_luigi_run_loses_nothing(project, cfg):
     assert not list(project.root.rglob("*.tmp"))
 
 
+OPENED = """
+import sys, luigi, luigi.cmdline
+from pipeline.tasks import CHUNKS_OPEN, CohortChunk
+
+@CohortChunk.event_handler(luigi.Event.START)
+def opened(task):  # in the process Luigi forked for the chunk
+    if task.index >= CHUNKS_OPEN:
+        with open(sys.argv[1], "a") as fh:
+            fh.write(f"{task.index} {task.clone(index=task.index - CHUNKS_OPEN).complete()}\\n")
+
+luigi.cmdline.luigi_run(sys.argv[2:])
+"""
+
+
+def test_four_workers_open_a_chunk_only_once_the_one_two_before_it_has_settled(project, cfg, tmp_path):
+    """Idle workers would open every chunk at once (handing the scheduler every task), so a chunk
+    waits for the one CHUNKS_OPEN before it; the next one opens while this one's calls run."""
+    (project.root / "cohorts" / "t1" / "spec" / "config.yaml").write_text(BIG_SPEC)  # 3 chunks of 19
+    project.server.latency = 0.05
+    log = tmp_path / "opened.txt"
+    r = subprocess.run([sys.executable, "-c", OPENED, str(log), *luigi_cmd(4)[3:]], cwd=REPO,
+                       env=env_for(project, cfg), capture_output=True, text=True, timeout=180)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert len(finished(project)) == N_BIG
+    opened = [line.split() for line in log.read_text().splitlines()]
+    assert opened and {index for index, _ in opened} == {"2"}
+    assert all(before == "True" for _, before in opened), opened
+
+
 @pytest.mark.slow
 def test_a_failing_generation_fails_only_itself_and_its_descendants(project, cfg):
     """One draft's response is always unusable: its essays and evaluations are blocked, the other
