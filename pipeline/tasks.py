@@ -6,10 +6,11 @@ cohort yields ``SearchRound`` 0, 1, … instead of the chunks, each yielding its
 tasks; see ``RunCohort``):
 
     RunCohort ──requires──► CompileCohort
-        │ run(): yield CohortChunk 0..K-1            (low priority, one unit of each provider)
+        │ run(): yield CohortChunk 0..K-1            (low priority)
         │        yield ReportSite ──► CohortReports of every compiled cohort
         ▼
-    CohortChunk k ── run(): yield its unsettled generations     (high priority)
+    CohortChunk k ──requires──► CohortChunk k-2 (settled)
+        │ run(): yield the ends of its unsettled lineages     (high priority)
         ▼
     EvaluationGeneration ──requires──► EssayGeneration ──requires──► DraftGeneration
 
@@ -22,8 +23,8 @@ next run starts a new ``since`` and retries what failed.
 
 Why chunks: Luigi's scheduler scans every pending task on each work request, so handing it all N
 generations at once costs O(N²). A chunk is cheap until a worker opens it, and a worker opens
-one only when no generation is runnable and its provider has a free unit, so the scheduler's
-pending set stays near a chunk per worker.
+one only when no generation is runnable and the chunk two before it has settled, so the
+scheduler's pending set stays within two chunks whatever the number of workers.
 """
 
 from __future__ import annotations
@@ -218,8 +219,8 @@ class _Generation(_DaydreamTask):
         until the last round, so the pause between two batches (scheduling, the next task; with
         ``--workers`` > 1 a process forked for it, with its own connections) is paid once per
         several rounds of calls, not once per round. Eight rounds against four: 3.3–3.4 against
-        3.7–4.0 ms per generation through luigid with four workers (10k, instant server), the
-        same figures under the local scheduler and against a 200 ms server.
+        3.7–4.0 ms per generation through luigid with four workers (10k, instant server); the
+        local scheduler's figures and those against a 200 ms server did not move.
         """
         if "_cached_settings" not in self.__dict__:
             md = self._metadata(self.gen_ids()[0])
@@ -323,8 +324,8 @@ class CohortChunk(_RunPart):
     """A slice of a cohort's lineages (whole drafts with their essays and evaluations).
 
     Cheap until opened: ``run`` yields only the generations not yet settled. It requires the
-    chunk ``CHUNKS_OPEN`` before it, so at most that many chunks' generations are before the
-    scheduler whatever the number of workers (idle workers would otherwise open every chunk and
+    chunk ``CHUNKS_OPEN`` before it, so at most that many chunks' generations are pending at
+    the scheduler whatever the number of workers (idle workers would otherwise open every chunk and
     hand it all N tasks at once), and the next chunk opens while this one's batches run: the
     worker adding its tasks to the scheduler (against luigid an RPC each) no longer waits for
     the provider to drain first, as it did when a chunk held a unit of the provider's resource
