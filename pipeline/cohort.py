@@ -561,12 +561,9 @@ def check_search_plan(spec: Spec, plan: CohortPlan) -> None:
                                     f"gives {essays} (add draft or essay replicates, or use mean)", path=spec.path)
     if defn.budget is not None and defn.budget.unit == "calls":  # a USD budget needs the store: see search_store
         first = [defn.combo_id(c) for c in start_combos(defn)]
-        need = sum(costs[c][0] for c in first)
-        if need > defn.budget.limit:
-            raise DaydreamError("spec", f"search.stop.budget_{defn.budget.unit}: {defn.budget.limit:g} is less than "
-                                        f"the {need} model calls of round 0 ({len(first)} combos × "
-                                        f"{need // max(1, len(first))}); raise it or sample fewer start combos",
-                                path=spec.path)
+        error = defn.budget.first_round_error(sum(costs[c][0] for c in first), len(first))
+        if error:
+            raise DaydreamError("spec", error, path=spec.path)
 
 
 def check_size(paths: DataPaths, plan: CohortPlan, confirm_above: int) -> None:

@@ -48,6 +48,15 @@ class Budget:
         """An amount in this unit, for people."""
         return usd(amount) if self.unit == "usd" else f"{amount:g}"
 
+    def first_round_error(self, cost: float, combos: int) -> str | None:
+        """Why round 0, costing ``cost`` for ``combos`` start combos, cannot run (None: it fits).
+        Checked when the cohort compiles (calls) and before the search starts (both units)."""
+        if cost <= self.limit:
+            return None
+        unit = "" if self.unit == "usd" else " model calls"  # "$" says it
+        return (f"search.stop.budget_{self.unit}: {self.show(self.limit)} is less than the {self.show(cost)}{unit} "
+                f"round 0 needs ({combos} combos); raise it or sample fewer start combos")
+
 
 @dataclass(frozen=True)
 class SearchDef:

@@ -127,10 +127,10 @@ def derive(paths: DataPaths, cohort_id: str) -> tuple[SearchState, dict]:
     rounds = _Rounds(paths, cohort_id, spec, catalog)
     state = replay(spec.search, rounds.evaluate, rounds.cost, reached)
     budget, first = spec.search.budget, state.rounds[0]
-    if budget is not None and tuple(first.combos) not in reached and first.cost > budget.limit:
-        raise DaydreamError("spec", f"search.stop.budget_{budget.unit}: {budget.show(budget.limit)} is less than the "
-                                    f"{budget.show(first.cost)} round 0 needs ({len(first.combos)} combos); raise it "
-                                    "or sample fewer start combos", path=spec.path)
+    error = None if budget is None or tuple(first.combos) in reached else budget.first_round_error(
+        first.cost, len(first.combos))
+    if error:
+        raise DaydreamError("spec", error, path=spec.path)
     per_combo = rounds.generations_per_combo(state.rounds[0].combos)
     tried = len(state.combos())
     record = {

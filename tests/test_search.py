@@ -263,7 +263,7 @@ def daydream(root: Path, *args, timeout=120) -> subprocess.CompletedProcess:
     (bad(search__pool=["creativity", "serendipity", "nonesuch"]), ["search.pool", "unknown concept 'nonesuch'"]),
     (bad(search__select={"top": 1, "statistic": "ci_low"}), ["search.select.statistic", "ci_low needs at least 3 essays",
                                                              "gives 1"]),
-    (bad(search__stop={"budget_calls": 5}), ["search.stop.budget_calls", "5 is less than the 6 model calls of round 0"]),
+    (bad(search__stop={"budget_calls": 5}), ["search.stop.budget_calls", "5 is less than the 6 model calls round 0 needs (3 combos)"]),
     (bad(search__stop={"rounds": "two"}), ["search.stop.rounds", "'two' must be an integer ≥ 1"]),
 ])
 def test_bad_search_specs_are_one_line_from_the_command(demo_root, spec, needles):
