@@ -189,8 +189,7 @@ class Executor:
             self.durations.setdefault(self._endpoint(stage, gen_id), deque(maxlen=32)).append(seconds)
 
         st = await generate(self.rt, stage, gen_id, status, budget, on_call=called)
-        if since and st.settled(since):
-            self.rt.settled[(stage, gen_id, since)] = st  # what its task and chunk then ask
+        self.rt.keep_settled(stage, gen_id, since, st)
         return st
 
     def _finished(self, key: Key, future: asyncio.Future) -> None:
@@ -340,13 +339,13 @@ class ExecutorProcess:
     def run_generation(self, stage: str, gen_id: str, since: str, budget: Budget | None,
                        status: Status = _quiet) -> State:
         st = self._request(("one", stage, gen_id, since, budget), lambda kind, message: status(message))
-        self._settled(stage, gen_id, since, st)
+        self.rt.keep_settled(stage, gen_id, since, st)
         return st
 
     def run_batch(self, stage: str, gen_ids: list[str], in_flight: int, since: str, budget: Budget | None,
                   each: Each) -> None:
         def event(kind: str, gen_id: str, st: State) -> None:
-            self._settled(stage, gen_id, since, st)
+            self.rt.keep_settled(stage, gen_id, since, st)
             each(gen_id, st)
 
         self._request(("batch", stage, gen_ids, in_flight, since, budget), event)
@@ -400,10 +399,6 @@ class ExecutorProcess:
             raise
         finally:
             self._requests.pop(rid, None)
-
-    def _settled(self, stage: str, gen_id: str, since: str, st: State) -> None:
-        if since and st.settled(since):
-            self.rt.settled[(stage, gen_id, since)] = st  # what its task and chunk then ask
 
     def _read(self) -> None:
         """The events thread: keys claimed and ended, and each request's events to its caller."""

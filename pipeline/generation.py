@@ -119,6 +119,12 @@ class Runtime:
         """``DataPaths.gen_file`` from the cached directory (a generation names its files ~10 times)."""
         return f"{self.gen_dir(stage, gen_id)}/{name}"
 
+    def keep_settled(self, stage: str, gen_id: str, since: str, st: State) -> None:
+        """Keep ``st`` for the rest of the run that started at ``since`` once it is settled for
+        it (see ``run_state``): what the generation's task and chunk then ask."""
+        if since and st.settled(since):
+            self.settled[(stage, gen_id, since)] = st
+
 
 _RUNTIMES: dict[str, Runtime] = {}
 
@@ -246,12 +252,10 @@ def run_state(rt: Runtime, stage: str, gen_id: str, since: str, memo: dict | Non
     it is kept for the rest of it, with no look at the store: the run settles a parent before
     its children, so nothing the run does afterwards unsettles it, and a chunk of 2,000
     generations is looked at three times as it finishes (measured: 0.5 s with no call in flight)."""
-    key = (stage, gen_id, since)
-    st = rt.settled.get(key)
+    st = rt.settled.get((stage, gen_id, since))
     if st is None:
         st = state_of(rt, stage, gen_id, memo)
-        if since and st.settled(since):
-            rt.settled[key] = st
+        rt.keep_settled(stage, gen_id, since, st)
     return st
 
 
@@ -282,9 +286,8 @@ def _state_and_token(rt: Runtime, stage: str, gen_id: str, memo: dict) -> tuple[
             raise DaydreamError("store", f"{stage} {gen_id} has no parent_gen_id",
                                 path=rt.gen_file(stage, gen_id, "metadata.json"))
         parent, parent_token = _state_and_token(rt, PARENT_STAGE[stage], parent_id, memo)
-    d = rt.gen_dir(stage, gen_id)
-    token = (_file_token(d + "/parsed_metadata.json"), _file_token(d + "/parsed.txt"), parent_token,
-             _catalog_token(rt, stage, md, memo))
+    token = (_file_token(rt.gen_file(stage, gen_id, "parsed_metadata.json")),
+             _file_token(rt.gen_file(stage, gen_id, "parsed.txt")), parent_token, _catalog_token(rt, stage, md, memo))
     cached = rt._states.get(key)
     if cached is not None and cached[0] == token:
         st = cached[1]
