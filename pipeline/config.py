@@ -225,6 +225,20 @@ def sync_resources(providers) -> None:
             cfg.set("resources", key, str(s.concurrency))
 
 
+def default_resources() -> None:
+    """``sync_resources`` for every provider the config names, where it can: before a scheduler
+    in this process reads ``[resources]``. The local scheduler reads them once, as it is made;
+    the ``luigi`` command makes it after the task it runs, and before any of its ``run``. A
+    provider whose settings are invalid or disagree is left as it is: ``run_plan.prepare_providers``
+    reports it if the cohort uses it."""
+    named = {s[len("llm."):] for s in _cfg().sections() if s.startswith("llm.")} | set(_PROVIDER_DEFAULTS)
+    for name in sorted(named):
+        try:
+            sync_resources([name])
+        except DaydreamError:
+            pass
+
+
 def _count(key: str, default: int) -> int:
     n = _get("daydream", key, int, default)
     if n < 1:

@@ -68,6 +68,7 @@ class Runtime:
     executors: dict[int, object] = field(default_factory=dict)  # process id -> executor.Executor
     _endpoints: dict[str, str] = field(default_factory=dict)
     _calls_per_task: dict[str, int] = field(default_factory=dict)
+    _stage_settings: dict[str, config.StageSettings] = field(default_factory=dict)
 
     def provider(self, name: str) -> Provider:
         pid = os.getpid()
@@ -95,6 +96,12 @@ class Runtime:
         if endpoint not in self._calls_per_task:
             self._calls_per_task[endpoint] = config.calls_per_task(endpoint)
         return self._calls_per_task[endpoint]
+
+    def stage_settings(self, stage: str) -> config.StageSettings:
+        """``config.stage_settings``, once per stage: every call asks (three config reads)."""
+        if stage not in self._stage_settings:
+            self._stage_settings[stage] = config.stage_settings(stage)
+        return self._stage_settings[stage]
 
     def require_keys(self, providers) -> None:
         require_keys([config.provider_settings(p) for p in sorted(set(providers))])
@@ -286,8 +293,11 @@ def _state_and_token(rt: Runtime, stage: str, gen_id: str, memo: dict) -> tuple[
             raise DaydreamError("store", f"{stage} {gen_id} has no parent_gen_id",
                                 path=rt.gen_file(stage, gen_id, "metadata.json"))
         parent, parent_token = _state_and_token(rt, PARENT_STAGE[stage], parent_id, memo)
-    token = (_file_token(rt.gen_file(stage, gen_id, "parsed_metadata.json")),
-             _file_token(rt.gen_file(stage, gen_id, "parsed.txt")), parent_token, _catalog_token(rt, stage, md, memo))
+    outcome_token = _file_token(rt.gen_file(stage, gen_id, "parsed_metadata.json"))
+    # with no outcome recorded the state is pending (or blocked) whatever the catalog renders:
+    # a fresh generation is looked at with no look at its template's and concepts' files
+    token = (outcome_token, _file_token(rt.gen_file(stage, gen_id, "parsed.txt")), parent_token,
+             outcome_token and _catalog_token(rt, stage, md, memo))
     cached = rt._states.get(key)
     if cached is not None and cached[0] == token:
         st = cached[1]
@@ -420,7 +430,7 @@ async def generate(rt: Runtime, stage: str, gen_id: str, status: Callable[[str],
     )
     simulated = bool(raw_md and raw_md.get("simulated"))
     if not reusable:
-        settings = config.stage_settings(stage)
+        settings = rt.stage_settings(stage)
         request = CompletionRequest(
             prompt=inputs.prompt, model_slug=model.model,
             temperature=model.temperature if model.temperature is not None else settings.temperature,

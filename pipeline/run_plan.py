@@ -211,16 +211,19 @@ def prepare_budget(paths: DataPaths, cohort_id: str, cap: float | None, since: s
     return ledger.reconcile(paths, cohort_id, recorded, since, cap)
 
 
-def prepare_providers(paths: DataPaths, cohort_id: str) -> None:
+def prepare_providers(paths: DataPaths, cohort_id: str, since: str = "") -> None:
     """Before any generation runs: validate the settings, bound each provider through its Luigi
-    resource, and fail with one clear error if a provider with work left has no API key."""
+    resource, and fail with one clear error if a provider with work left has no API key.
+
+    ``since``: the run's stamp, when the run may already have settled generations (a compiled
+    cohort's chunks run before ``RunCohort.run``): those are not looked at again."""
     rt, memo = runtime(), {}
     used, todo = set(), set()
     for r in membership(paths, cohort_id):
         if r["llm_model_id"]:
             provider = rt.endpoint(r["llm_model_id"])
             used.add(provider)
-            if provider not in todo and state_of(rt, r["stage"], r["gen_id"], memo).kind != DONE:
+            if provider not in todo and run_state(rt, r["stage"], r["gen_id"], since, memo).kind != DONE:
                 todo.add(provider)
     config.validate(used)
     config.sync_resources(used)

@@ -235,7 +235,10 @@ class _Generation(_DaydreamTask):
         return self._cached_settings
 
     def gen_ids(self) -> list[str]:
-        return self.gen_id.split(BATCH_TAG)[0].split(",")
+        # once per task object: a batch's progress asks as each of its 512 members ends
+        if "_gen_ids" not in self.__dict__:
+            self._gen_ids = self.gen_id.split(BATCH_TAG)[0].split(",")
+        return self._gen_ids
 
     def _metadata(self, gen_id: str) -> dict:
         cache = self.__dict__.setdefault("_md", {})
@@ -580,6 +583,7 @@ class RunCohort(_DaydreamTask):
         # the `luigi` command's --local-scheduler (daydream run says which scheduler it uses)
         ahead = luigi.interface.core().local_scheduler if self.ahead is None else self.ahead
         self.ahead = self.param_kwargs["ahead"] = bool(ahead) and config.lookahead()
+        config.default_resources()  # a provider that sets only its concurrency is bounded by it
 
     def _cap(self) -> float | None:
         """``--max-cost``, else the spec's ``budget_usd``, else None (no cap); read once."""
@@ -641,7 +645,7 @@ class RunCohort(_DaydreamTask):
         paths = config.data_paths()
         cap = self._cap()
         if "_prepared" not in self.__dict__:
-            prepare_providers(paths, self.cohort_id)
+            prepare_providers(paths, self.cohort_id, self.since)
             self._prepared = True
         search = ""
         if self._search():

@@ -205,6 +205,22 @@ def test_luigi_command_exit_codes(project, tmp_path):
     assert len(completions(project.server)) == 1 + 1 + 4  # the failed draft, its llm essay, four evaluations
 
 
+def test_luigi_command_bounds_a_provider_that_sets_only_its_concurrency(project, tmp_path, monkeypatch):
+    # no [resources] entry: the local scheduler, made by the command after RunCohort, must still
+    # grant the provider its concurrency (unsynced, it granted 1 unit and no batch ever ran)
+    cfg = tmp_path / "srv.cfg"
+    cfg.write_text(f"[llm.testsrv]\nbase_url = {project.server.base_url}\napi_key_env =\nconcurrency = 3\n")
+    monkeypatch.setattr(project.server, "latency", 0.2)  # calls overlap: the bound is seen
+    env = dict(os.environ, DAYDREAM_DATA_ROOT=str(project.root), LUIGI_CONFIG_PATH=str(cfg))
+    cmd = [sys.executable, "-m", "luigi", "--module", "pipeline.tasks", "RunCohort", "--cohort-id", "t1", "--local-scheduler",
+           "--no-lock"]
+    r = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=120)
+    assert r.returncode == 0, r.stderr[-2000:]
+    llm = [m for m in project.membership() if m["llm_model_id"]]
+    assert len(completions(project.server)) == len(llm) > 3
+    assert 1 < project.server.max_concurrency_seen <= 3
+
+
 def test_scoring_existing_essays_with_a_new_rubric_regenerates_nothing(project):
     assert project.run()
     essays = [r["gen_id"] for r in project.membership("essay")][:2]
