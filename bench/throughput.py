@@ -144,6 +144,7 @@ def model_client(server, n: int, latency: float, C: int) -> dict:
         loop.run_until_complete(calls(n))
         seconds, cpu = time.perf_counter() - t0, c.cpu_s() - cpu0
     finally:
+        loop.run_until_complete(provider.aclose())
         loop.close()
     stats = server.stats()
     out = {"concurrency": C, "calls": n, "seconds": round(seconds, 2),
