@@ -69,8 +69,9 @@ CLOSE_TIMEOUT_S = 10.0
 
 # A process forked from this one (a task's with ``--workers`` > 1, the executor's) keeps what it
 # inherited for as long as it lives: out of the collector's sight, a full collection looks only
-# at what the child allocates. Without it each of a 10k run's batch processes spent ~0.8 s
-# collecting through the 10k tasks' worth of objects it inherited (``bench/README.md``).
+# at what the child allocates. Without it a 10k run's batch processes through luigid spent 4.4 s
+# collecting, walking again and again the run's tasks they inherited; 0.5 s with it
+# (``bench/README.md``).
 os.register_at_fork(after_in_child=gc.freeze)
 
 
@@ -319,10 +320,10 @@ class ExecutorProcess:
     Commands go one way (``start``, ``follow``, ``one``, ``batch``, ``cancel``, ``close``); events
     come back (``claim`` and ``ended`` of the keys started ahead; ``status``, ``each``, ``done``
     and ``error`` of a request; those of one turn of its loop in one pickled message), read by a
-    thread here. The caller's thread waits for its
-    request and runs its callbacks itself. The executor's process ignores Ctrl-C (the caller's
-    wait is what is interrupted, and it cancels its request) and ends when this process does:
-    its pipe then closes, it cancels what is under way and exits. The store has what finished.
+    thread here. The caller's thread waits for its request and runs its callbacks itself. The
+    executor's process ignores Ctrl-C (the caller's wait is what is interrupted, and it cancels
+    its request) and ends when this process does: its pipe then closes, it cancels what is
+    under way and exits. The store has what finished.
     """
 
     def __init__(self, rt: Runtime):

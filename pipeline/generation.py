@@ -297,7 +297,7 @@ def _state_and_token(rt: Runtime, stage: str, gen_id: str, memo: dict) -> tuple[
     # with no outcome recorded the state is pending (or blocked) whatever the catalog renders:
     # a fresh generation is looked at with no look at its template's and concepts' files
     token = (outcome_token, _file_token(rt.gen_file(stage, gen_id, "parsed.txt")), parent_token,
-             outcome_token and _catalog_token(rt, stage, md, memo))
+             _catalog_token(rt, stage, md, memo) if outcome_token else None)
     cached = rt._states.get(key)
     if cached is not None and cached[0] == token:
         st = cached[1]
