@@ -11,7 +11,7 @@ import hashlib
 import json
 import os
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import cached_property
 from pathlib import Path
 from typing import Callable
@@ -471,11 +471,15 @@ def compile_cohort(paths: DataPaths, cohort_id: str, *, confirm_above: int | Non
     catalog = load_catalog(paths)
     spec = load_spec(spec_path)
     search = None
+    confirmed: list[tuple[str, ...]] = []
     if spec.search is not None:
         record = search_record(paths, cohort_id, spec_fingerprint(spec_path.parent), catalog.fingerprint)
         spec = search_spec(spec, catalog, record)
         search = {"recorded": _recorded_key(record)}
+        confirmed = [c for c in recorded_confirmations(record) if set(c) <= set(spec.search.pool)]
     design = compile_design(spec)
+    if confirmed:
+        design = _joined(design, compile_design(confirmation_spec(spec, confirmed)))
     existing = StoredMetadata(paths)
     plan = plan_cohort(cohort_id, spec, design, catalog, existing)
     if spec.search is not None:
@@ -509,9 +513,13 @@ def search_record(paths: DataPaths, cohort_id: str, spec_fp: str, catalog_fp: st
     if not rec or rec.get("fingerprints") != {"spec": spec_fp, "catalog": catalog_fp}:
         return None
     rounds = rec.get("rounds")
+
+    def concepts(c) -> bool:
+        return isinstance(c, list) and bool(c) and all(isinstance(x, str) for x in c)
+
     ok = isinstance(rounds, list) and all(
-        isinstance(r, dict) and isinstance(r.get("combos"), list)
-        and all(isinstance(c, list) and c and all(isinstance(x, str) for x in c) for c in r["combos"])
+        isinstance(r, dict) and isinstance(r.get("combos"), list) and all(concepts(c) for c in r["combos"])
+        and (r.get("confirm") is None or isinstance(r["confirm"], dict) and concepts(r["confirm"].get("concepts")))
         for r in rounds)
     return rec if ok else None
 
@@ -520,8 +528,34 @@ def recorded_combos(record: dict | None) -> list[tuple[str, ...]]:
     return [tuple(c) for r in (record or {}).get("rounds", []) for c in r["combos"]]
 
 
+def recorded_confirmations(record: dict | None) -> list[tuple[str, ...]]:
+    """The combos the recorded rounds confirm on fresh draft replicates."""
+    return [tuple(r["confirm"]["concepts"]) for r in (record or {}).get("rounds", []) if r.get("confirm")]
+
+
 def _recorded_key(record: dict | None) -> str:
-    return hashlib.sha256(json.dumps(recorded_combos(record)).encode()).hexdigest()
+    confirmed = recorded_confirmations(record)
+    key = [recorded_combos(record), confirmed] if confirmed else recorded_combos(record)
+    return hashlib.sha256(json.dumps(key).encode()).hexdigest()
+
+
+def confirm_replicates(spec: Spec) -> list[int]:
+    """The draft replicates a confirmation generates: the next ``search.confirm`` after the
+    spec's own, so they are fresh drafts with gen_ids of their own, the same on every run."""
+    base = max((int(r) for r in spec.axes.get("draft_replicate") or [] if r is not None), default=1)
+    return list(range(base + 1, base + 1 + spec.search.confirm))
+
+
+def confirmation_spec(spec: Spec, combos: list[tuple[str, ...]]) -> Spec:
+    """``spec`` over ``combos`` with the confirmation's draft replicates in place of its own."""
+    defn = spec.search
+    out = spec.with_combos({defn.combo_id(c): ComboDef(c, defn.level, len(c)) for c in combos})
+    return replace(out, axes={**out.axes, "draft_replicate": [str(r) for r in confirm_replicates(spec)]})
+
+
+def _joined(design: Design, more: Design) -> Design:
+    """The rows of both designs (a search's rounds and its confirmations)."""
+    return Design(design.columns + [c for c in more.columns if c not in design.columns], design.rows + more.rows)
 
 
 def search_spec(spec: Spec, catalog: Catalog, record: dict | None) -> Spec:
@@ -550,17 +584,23 @@ def combo_costs(plan: CohortPlan) -> dict[str, tuple[int, int]]:
 
 def check_search_plan(spec: Spec, plan: CohortPlan) -> None:
     """A search that could not rank its combos, or run its first round, is a spec error."""
-    from .search import MIN_ESSAYS, start_combos
+    from .search import MIN_UNITS, start_combos
 
     defn = spec.search
     costs = combo_costs(plan)
-    essays = min((e for _, e in costs.values()), default=0)
-    if defn.statistic in MIN_ESSAYS and essays < MIN_ESSAYS[defn.statistic]:
-        raise DaydreamError("spec", f"search.select.statistic: {defn.statistic} needs at least "
-                                    f"{MIN_ESSAYS[defn.statistic]} essays per combo for an interval; the design "
-                                    f"gives {essays} (add draft or essay replicates, or use mean)", path=spec.path)
+    first = set(defn.combo_id(c) for c in start_combos(defn))
+    drafts = min((sum(1 for g in plan.generations["draft"].values() if g.combo_id == cid) for cid in first), default=0)
+    if defn.statistic == "ci_low" and drafts < MIN_UNITS:
+        raise DaydreamError("spec", f"search.select.statistic: ci_low needs at least {MIN_UNITS} drafts per combo "
+                                    f"for an interval (essays of one draft share it); the design gives {drafts} "
+                                    "(add draft replicates, or use mean)", path=spec.path)
+    replicates = len(spec.axes.get("draft_replicate") or ["1"])
+    confirming = drafts // replicates * defn.confirm
+    if defn.target is not None and confirming < MIN_UNITS:
+        raise DaydreamError("spec", f"search.confirm.replicates: a confirmation of {defn.confirm} draft replicates "
+                                    f"gives {confirming} drafts per combo; a target needs at least {MIN_UNITS}",
+                            path=spec.path)
     if defn.budget is not None and defn.budget.unit == "calls":  # a USD budget needs the store: see search_store
-        first = [defn.combo_id(c) for c in start_combos(defn)]
         error = defn.budget.first_round_error(sum(costs[c][0] for c in first), len(first))
         if error:
             raise DaydreamError("spec", error, path=spec.path)

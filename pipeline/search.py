@@ -4,8 +4,22 @@ A search runs in rounds. Round 0 holds every k0-subset of the pool (or a seeded 
 once a round is scored, its top ``m`` combos by a named statistic are kept (ties broken by
 combo_id, so the same scores always keep the same combos) and each kept combo grows by one pool
 concept (all of them, or a seeded sample of ``s``) to make the next round. The stopping rules
-are checked after each round: a target value of the statistic, a number of rounds, a maximum k,
-a budget (model calls or USD), or nothing left to try.
+are checked after each round: a target, a number of rounds, a maximum k, a budget (model calls
+or USD), or nothing left to try.
+
+A combo's estimates are Student-t intervals over its drafts' mean scores: essays and evaluations
+of one draft share it, so the draft is the unit that replicates the combo (with one essay per
+draft that is the essay). A combo whose drafts all score the same has no interval: "not
+estimable", never ranked by ``ci_low`` as if it were certain.
+
+A target is never reached on the scores that selected a combo: the best of many noisy combos
+looks better than it is (the winner's curse). When a kept combo's mean reaches the target, the
+combo is confirmed on fresh generations (``confirm`` new draft replicates, the round's
+confirmation step), and the search stops only when the lower bound of the t interval over the
+confirming drafts alone reaches the target. At most one confirmation per round; the i-th of a
+search uses a one-sided error of 2.5 % / 2^(i-1) (95 %, 97.5 %, 98.75 % … intervals), so that
+however many a search runs, one with no combo truly at the target claims it at most 5 % of the
+time.
 
 ``replay`` is the whole search as a function of the scores: given a way to score a round (None
 while it is unfinished) it returns every round so far and why the search stopped. The runner
@@ -19,16 +33,23 @@ import itertools
 import math
 import random
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Callable, Collection
 
 from .ids import combo_id
 from .spend import usd
 
 STATISTICS = {
-    "mean": "mean normalised score (0-1) over the combo's evaluations",
-    "ci_low": "lower bound of the 95 % interval of that mean (cluster bootstrap over essays)",
+    "mean": "mean normalised score (0-1) of the combo: the mean over its drafts of each draft's mean",
+    "ci_low": "lower bound of the 95 % Student-t interval of that mean, over the drafts' means",
 }
-MIN_ESSAYS = {"ci_low": 3}  # the bootstrap gives no interval below this many essays per combo
+MIN_UNITS = 3  # drafts per combo: below this ci_low ranks nothing useful, and no target is claimed
+# Fresh draft replicates per confirmation unless the spec says (search.confirm): with 10 drafts a
+# combo whose true mean is one draft-sd above the target is confirmed about 80 % of the time
+# (t with 9 df); with 3 (t with 2 df) hardly ever.
+CONFIRM_REPLICATES = 10
+CLAIM_ERROR = 0.05  # the chance, at most, that a search claims a target no combo truly reaches
+CI_METHOD = "t over draft means"
 BUDGET_UNITS = ("calls", "usd")
 ENUMERATE_LIMIT = 200_000  # above this many k0-subsets a sample is drawn without listing them all
 
@@ -74,6 +95,7 @@ class SearchDef:
     rounds: int | None = None
     target: float | None = None
     budget: Budget | None = None
+    confirm: int = CONFIRM_REPLICATES  # fresh draft replicates that confirm a combo reaching the target
 
     def combo_id(self, combo: Combo) -> str:
         return combo_id(combo, self.level, len(combo))
@@ -120,30 +142,86 @@ def expand(defn: SearchDef, kept: list[Combo], seen: set[Combo]) -> list[Combo]:
     return list(out)
 
 
+@lru_cache(maxsize=None)
+def _t_quantile(p: float, df: int) -> float:
+    from scipy.stats import t  # only when a combo is summarised
+
+    return float(t.ppf(p, df))
+
+
+@lru_cache(maxsize=65536)
+def t_interval(values: tuple[float, ...], level: float = 0.95) -> tuple[float, float, float, str]:
+    """(mean, low, high, why not) of ``values``: a Student-t interval on their mean at ``level``.
+    With fewer than two values or no spread the bounds are NaN and ``why not`` says why; a
+    zero-width interval would claim certainty from too little data."""
+    n = len(values)
+    if n == 0:
+        return math.nan, math.nan, math.nan, "no scores"
+    mean = math.fsum(values) / n
+    if n < 2:
+        return mean, math.nan, math.nan, "one draft: no spread to judge its mean by"
+    sd = math.sqrt(math.fsum((v - mean) ** 2 for v in values) / (n - 1))
+    if not sd > 1e-12:
+        return mean, math.nan, math.nan, f"its {n} drafts score the same: no spread to judge its mean by"
+    half = _t_quantile((1 + level) / 2, n - 1) * sd / math.sqrt(n)
+    return mean, mean - half, mean + half, ""
+
+
 @dataclass(frozen=True)
 class ComboResult:
-    """A scored combo: its statistics over score_norm, and the model calls its generations take."""
+    """A scored combo: its drafts' mean scores (the interval's units), and what it took."""
 
     combo: Combo
     combo_id: str
     n: int  # scored evaluations
     n_essays: int
-    mean: float
-    ci_low: float
-    ci_high: float
+    units: tuple[float, ...]  # mean score_norm of each draft, in the drafts' id order
     calls: int = 0
+
+    @property
+    def n_units(self) -> int:
+        return len(self.units)
+
+    def interval(self, level: float = 0.95) -> tuple[float, float, float, str]:
+        return t_interval(self.units, level)
+
+    @property
+    def mean(self) -> float:
+        return self.interval()[0]
+
+    @property
+    def ci_low(self) -> float:
+        return self.interval()[1]
+
+    @property
+    def ci_high(self) -> float:
+        return self.interval()[2]
+
+    @property
+    def not_estimable(self) -> str:
+        """Why the combo has no interval ("" when it has one)."""
+        return self.interval()[3]
 
     def value(self, statistic: str) -> float:
         return getattr(self, statistic)
 
 
-def score_combo(combo: Combo, cid: str, essays: list[str], scores: list[float], calls: int = 0) -> ComboResult:
-    """Mean of ``scores`` (score_norm of each evaluation) with the reports' 95 % cluster-bootstrap
-    interval over the evaluations' ``essays`` (pipeline.reports.stats.cluster_mean_ci)."""
-    from .reports.stats import cluster_mean_ci  # numpy/scipy: only when scores are summarised
+def score_combo(combo: Combo, cid: str, drafts: list[str], essays: list[str], scores: list[float],
+                calls: int = 0) -> ComboResult:
+    """The combo's result from its evaluations' ``scores`` (score_norm), each with the ``drafts``
+    and ``essays`` it descends from: a draft's unit is the mean of its evaluations (with several
+    essays per draft, each essay weighs by its evaluations)."""
+    by_draft: dict[str, list[float]] = {}
+    for d, x in zip(drafts, scores):
+        by_draft.setdefault(d, []).append(x)
+    units = tuple(math.fsum(v) / len(v) for _, v in sorted(by_draft.items()))
+    return ComboResult(combo, cid, len(scores), len(set(essays)), units, calls)
 
-    mean, lo, hi, n_essays = cluster_mean_ci(essays, scores)
-    return ComboResult(combo, cid, len(scores), n_essays, mean, lo, hi, calls)
+
+def confirm_level(number: int) -> float:
+    """The two-sided level of the interval whose lower bound decides the ``number``-th confirmation
+    of a search (1-based): one-sided errors 2.5 %, 1.25 %, … sum to less than ``CLAIM_ERROR``."""
+    return 1 - CLAIM_ERROR / 2 ** (number - 1)
 
 
 def _usable(x: float | None) -> bool:
@@ -169,16 +247,56 @@ STOP_CODES = ("target", "rounds", "max_k", "budget", "exhausted", "no_scores")
 
 
 @dataclass
+class Confirmation:
+    """A kept combo whose mean reached the target, generated again on fresh draft replicates."""
+
+    combo: Combo
+    combo_id: str
+    number: int  # 1 for the search's first confirmation: it sets the level (confirm_level)
+    cost: float  # in the budget's unit
+    selection: ComboResult  # the estimate that made it a candidate
+    result: ComboResult | None = None  # the fresh drafts' scores; None while they are not all done
+
+    @property
+    def level(self) -> float:
+        return confirm_level(self.number)
+
+    @property
+    def bounds(self) -> tuple[float, float, float, str]:
+        """(mean, low, high, why not) over the confirming drafts, at ``level``."""
+        return self.result.interval(self.level) if self.result else (math.nan, math.nan, math.nan, "running")
+
+    def verdict(self, target: float) -> tuple[bool | None, str]:
+        """(whether the target is reached, why): None while running."""
+        if self.result is None:
+            return None, "running"
+        mean, lo, _, why = self.bounds
+        if self.result.n_units < MIN_UNITS:
+            return False, f"{self.result.n_units} confirming drafts scored, fewer than the {MIN_UNITS} a claim needs"
+        if why:
+            return False, f"not estimable: {why}"
+        level = f"{self.level * 100:g} %"
+        if lo >= target:
+            return True, f"lower {level} bound {lo:.3f} ≥ {target:g}"
+        return False, f"lower {level} bound {lo:.3f} < {target:g}"
+
+
+@dataclass
 class Round:
     index: int
     combos: list[Combo]
     cost: float  # in the budget's unit (calls when no budget is set)
     results: list[ComboResult] | None = None  # None while the round is not finished
     kept: list[str] = field(default_factory=list)  # combo_ids, best first
+    confirm: Confirmation | None = None  # the round's confirmation step, when a kept combo reached the target
 
     @property
     def k(self) -> int:
         return len(self.combos[0]) if self.combos else 0
+
+    @property
+    def spent(self) -> float:
+        return self.cost + (self.confirm.cost if self.confirm else 0)
 
 
 @dataclass
@@ -194,15 +312,22 @@ class SearchState:
 
     @property
     def running(self) -> Round | None:
-        """The round being generated (None once stopped)."""
+        """The round being generated, or being confirmed (None once stopped)."""
         return None if self.stopped else self.rounds[-1]
 
     @property
     def spent(self) -> float:
-        return sum(r.cost for r in self.rounds)
+        return sum(r.spent for r in self.rounds)
 
     def combos(self) -> list[Combo]:
         return [c for r in self.rounds for c in r.combos]
+
+    def confirmations(self) -> list[Confirmation]:
+        return [r.confirm for r in self.rounds if r.confirm is not None]
+
+    def claimed(self) -> Confirmation | None:
+        """The confirmation that reached the target (None unless the search stopped on it)."""
+        return self.rounds[-1].confirm if self.stop_code == "target" else None
 
     def best(self, n: int = 5) -> list[ComboResult]:
         scored = [x for r in self.rounds if r.results for x in r.results]
@@ -213,24 +338,38 @@ class SearchState:
         last = self.rounds[-1]
         tried = sum(len(r.combos) for r in self.rounds)
         if not self.stopped:
+            if last.confirm is not None:
+                return (f"search round {last.index} confirming {last.confirm.combo_id} ({', '.join(last.confirm.combo)}) "
+                        f"on {self.defn.confirm} fresh draft replicates ({tried} of {self.defn.space()} combos tried)")
             return (f"search round {last.index} running: {len(last.combos)} combos of {last.k} concepts "
                     f"({tried} of {self.defn.space()} combos tried)")
         best = self.best(1)
         top = (f"; best {best[0].combo_id} ({', '.join(best[0].combo)}) {self.defn.statistic} "
                f"{best[0].value(self.defn.statistic):.3f}") if best else ""
+        if self.claimed() is not None:
+            top = ""  # the reason names the confirmed combo
         return f"search stopped after round {last.index}: {self.stop_reason} ({tried} of {self.defn.space()} combos tried){top}"
 
 
-def replay(defn: SearchDef, evaluate: Callable[[int, list[Combo]], list[ComboResult] | None],
-           cost: Callable[[list[Combo]], float], reached: Collection[tuple[Combo, ...]] = ()) -> SearchState:
+Evaluate = Callable[[int, list[Combo]], "list[ComboResult] | None"]
+
+
+def replay(defn: SearchDef, evaluate: Evaluate, cost: Callable[[list[Combo]], float],
+           reached: Collection[tuple] = (), confirm: Callable[[int, Combo], ComboResult | None] | None = None,
+           confirm_cost: Callable[[Combo], float] | None = None) -> SearchState:
     """Every round so far, from the scores ``evaluate`` gives (None: the round is unfinished).
 
     ``cost(combos)`` is what running those combos takes, in the budget's unit; a round runs only
     if it fits in what the budget has left (round 0 is checked before the search starts). A round
     in ``reached`` (its combos, as recorded when it was reached) was judged then and is not judged
     again: a USD cost is an estimate until the calls are made, and a round that cost more than
-    expected must not be dropped after the fact.
+    expected must not be dropped after the fact. With a target, ``confirm(index, combo)`` scores
+    round ``index``'s confirmation of ``combo`` on fresh draft replicates (None: unfinished) and
+    ``confirm_cost(combo)`` says what it takes; a confirmation reached is in ``reached`` as
+    ``confirm_key(combo)``.
     """
+    if defn.target is not None and (confirm is None or confirm_cost is None):
+        raise ValueError("a search with a target needs confirm and confirm_cost")
     combos = start_combos(defn)
     seen = set(combos)
     state = SearchState(defn, [])
@@ -243,6 +382,13 @@ def replay(defn: SearchDef, evaluate: Callable[[int, list[Combo]], list[ComboRes
         rnd.results = results
         kept = select(results, defn.top, defn.statistic)
         rnd.kept = [r.combo_id for r in kept]
+        if defn.target is not None:
+            code, reason = _confirm(defn, state, kept, reached, confirm, confirm_cost)
+            if code == "running":
+                return state
+            if code is not None:
+                state.stop_code, state.stop_reason = code, reason
+                return state
         code, reason, combos = _next(defn, state, kept, seen, cost, reached)
         if code is not None:
             state.stop_code, state.stop_reason = code, reason
@@ -250,14 +396,50 @@ def replay(defn: SearchDef, evaluate: Callable[[int, list[Combo]], list[ComboRes
         seen.update(combos)
 
 
+def confirm_key(combo: Combo) -> tuple:
+    """How a reached confirmation is named in ``replay``'s ``reached``."""
+    return ("confirm", combo)
+
+
+def _left(defn: SearchDef, state: SearchState) -> float:
+    return defn.budget.limit - state.spent
+
+
+def _confirm(defn: SearchDef, state: SearchState, kept: list[ComboResult], reached: Collection[tuple],
+             confirm: Callable[[int, Combo], ComboResult | None], confirm_cost: Callable[[Combo], float]
+             ) -> tuple[str | None, str]:
+    """The round's confirmation step: ("running", "") while its generations are unfinished, a stop
+    (code, reason) when it fits no budget or reaches the target, else (None, "")."""
+    rnd = state.rounds[-1]
+    candidate = next((r for r in kept if _usable(r.mean) and r.mean >= defn.target), None)
+    if candidate is None:
+        return None, ""
+    c = Confirmation(candidate.combo, candidate.combo_id, len(state.confirmations()) + 1,
+                     confirm_cost(candidate.combo), candidate)
+    budget = defn.budget
+    if budget is not None and confirm_key(c.combo) not in reached and c.cost > _left(defn, state):
+        unit = "" if budget.unit == "usd" else f" {budget.unit}"
+        return "budget", (f"budget: confirming {c.combo_id} (mean {candidate.mean:.3f} ≥ {defn.target:g} in round "
+                          f"{rnd.index}) needs {budget.show(c.cost)}{unit}, {budget.show(_left(defn, state))} of "
+                          f"{budget.show(budget.limit)} left")
+    rnd.confirm = c
+    c.result = confirm(rnd.index, c.combo)
+    if c.result is None:
+        return "running", ""
+    reached_target, why = c.verdict(defn.target)
+    if not reached_target:
+        return None, ""
+    mean, lo, hi, _ = c.bounds
+    sel = candidate
+    return "target", (f"target reached: {c.combo_id} confirmed on {c.result.n_units} fresh drafts, mean {mean:.3f}, "
+                      f"{why} (selected on {sel.n_units} drafts, mean {sel.mean:.3f})")
+
+
 def _next(defn: SearchDef, state: SearchState, kept: list[ComboResult], seen: set[Combo],
-          cost: Callable[[list[Combo]], float], reached: Collection[tuple[Combo, ...]]
+          cost: Callable[[list[Combo]], float], reached: Collection[tuple]
           ) -> tuple[str | None, str, list[Combo]]:
     """(stop code, reason, []) or (None, "", the next round's combos)."""
     rnd, stat = state.rounds[-1], defn.statistic
-    if defn.target is not None and kept and kept[0].value(stat) >= defn.target:
-        return "target", (f"target reached: {kept[0].combo_id} has {stat} {kept[0].value(stat):.3f} "
-                          f"≥ {defn.target:g}"), []
     if defn.rounds is not None and len(state.rounds) >= defn.rounds:
         return "rounds", f"{defn.rounds} rounds run", []
     if not kept:
@@ -269,7 +451,7 @@ def _next(defn: SearchDef, state: SearchState, kept: list[ComboResult], seen: se
         return "exhausted", "every combo the kept ones grow into was already tried", []
     budget = defn.budget
     if budget is not None and tuple(combos) not in reached:
-        need, left = cost(combos), budget.limit - state.spent
+        need, left = cost(combos), _left(defn, state)
         if need > left:
             unit = "" if budget.unit == "usd" else f" {budget.unit}"  # "$" says it
             return "budget", (f"budget: round {rnd.index + 1} needs {budget.show(need)}{unit}, "

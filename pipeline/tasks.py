@@ -425,27 +425,32 @@ class SearchChunk(CohortChunk):
     once the round is reached, so neither do its chunks, while the cohort's membership grows."""
 
     round = luigi.IntParameter()
+    confirm = luigi.BoolParameter(default=False)
 
     def _chunk_rows(self) -> list[list[dict]]:
-        return round_chunks(config.data_paths(), self.cohort_id, self.round, config.chunk_size())
+        return round_chunks(config.data_paths(), self.cohort_id, self.round, config.chunk_size(), self.confirm)
 
 
 class SearchRound(_RunPart):
     """Round ``round`` of a search cohort: requires the round before it, and is known only once
     that one is scored, so ``RunCohort`` yields the rounds one at a time (dynamic dependencies).
     ``run`` syncs the search with the store (which compiles this round when it was just reached)
-    and yields the round's chunks."""
+    and yields the round's chunks. With ``confirm``, the round's confirmation step instead (a kept
+    combo on fresh draft replicates), known only once the round itself is scored."""
 
     round = luigi.IntParameter()
+    confirm = luigi.BoolParameter(default=False)
 
     def requires(self):
+        if self.confirm:
+            return [self.clone(confirm=False)]
         return [self.clone(round=self.round - 1)] if self.round else []
 
     def _chunks(self) -> list[SearchChunk]:
         paths = config.data_paths()
         if not search_record_path(paths, self.cohort_id).exists():
             return []
-        n = len(round_chunks(paths, self.cohort_id, self.round, config.chunk_size()))
+        n = len(round_chunks(paths, self.cohort_id, self.round, config.chunk_size(), self.confirm))
         return [self.clone(SearchChunk, index=i) for i in range(n)]
 
     def complete(self):
@@ -457,9 +462,13 @@ class SearchRound(_RunPart):
         if self.round >= len(state.rounds):  # not reached: an earlier round has a failure
             return
         rnd = state.rounds[self.round]
-        self.set_status_message(f"round {rnd.index}: {len(rnd.combos)} combos of {rnd.k} concepts")
+        if self.confirm and rnd.confirm is None:  # not reached
+            return
+        what = (f"round {rnd.index}: confirming {rnd.confirm.combo_id}" if self.confirm
+                else f"round {rnd.index}: {len(rnd.combos)} combos of {rnd.k} concepts")
+        self.set_status_message(what)
         yield self._chunks()
-        self.set_status_message(f"round {rnd.index}: {len(rnd.combos)} combos of {rnd.k} concepts, settled")
+        self.set_status_message(f"{what}, settled")
 
 
 def _report_inputs(cohort_id: str) -> str:
@@ -686,6 +695,10 @@ class RunCohort(_DaydreamTask):
                 if state.stopped:
                     return state.line()
                 last = state.rounds[-1]
-                return f"search paused at round {last.index}: a generation of it failed (the next run retries it)"
+                step = f"round {last.index}'s confirmation" if last.results is not None else f"round {last.index}"
+                return f"search paused at {step}: a generation of it failed (the next run retries it)"
             yield self.clone(SearchRound, round=index, max_cost=self._cap())
+            state = sync(paths, self.cohort_id)
+            if index < len(state.rounds) and state.rounds[index].confirm is not None:
+                yield self.clone(SearchRound, round=index, confirm=True, max_cost=self._cap())
             index += 1

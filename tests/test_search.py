@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import dataclasses
 import json
+import math
 import os
 import random
 import re
@@ -20,7 +21,10 @@ import pytest
 from pipeline.errors import DaydreamError
 from pipeline.llm.base import CompletionRequest, GenerationContext
 from pipeline.llm.offline import planted_target, simulated_score, target_shift
-from pipeline.search import Budget, ComboResult, SearchDef, expand, replay, score_combo, select, start_combos
+from pipeline.search import (
+    Budget, ComboResult, SearchDef, confirm_key, confirm_level, expand, replay, score_combo, select, start_combos,
+    t_interval,
+)
 from pipeline.spec import load_spec
 from conftest import server_cfg
 
@@ -34,8 +38,10 @@ def defn(**kw) -> SearchDef:
     return SearchDef(**{**base, **kw})
 
 
-def result(d: SearchDef, combo, value: float) -> ComboResult:
-    return ComboResult(combo, d.combo_id(combo), 3, 3, value, value - 0.1, value + 0.1, 1)
+def result(d: SearchDef, combo, value: float, spread: float = 0.05) -> ComboResult:
+    """Three drafts with mean ``value`` (NaN: none scored)."""
+    units = () if math.isnan(value) else (value - spread, value, value + spread)
+    return ComboResult(combo, d.combo_id(combo), len(units), len(units), units, 1)
 
 
 # -- pure planning -------------------------------------------------------------------------------
@@ -78,16 +84,30 @@ def scorer(d: SearchDef, best: set[str]):
     return evaluate
 
 
+def confirmer(d: SearchDef, best: set[str], shift: float = 0.0):
+    """A confirmation's fresh drafts: ``d.confirm`` of them around the combo's score plus ``shift``."""
+    def confirm(index, combo):
+        mean = len(best & set(combo)) / len(best) - 0.01 * len(combo) + shift
+        units = tuple(mean + 0.02 * (i - (d.confirm - 1) / 2) for i in range(d.confirm))
+        return ComboResult(combo, d.combo_id(combo), len(units), len(units), units, 2 * d.confirm)
+    return confirm
+
+
+def searched(d: SearchDef, best=frozenset({"c01", "c04", "c06"}), shift: float = 0.0, **kw):
+    return replay(d, scorer(d, set(best)), cost=len, confirm=confirmer(d, set(best), shift),
+                  confirm_cost=lambda combo: 2 * d.confirm, **kw)
+
+
 @pytest.mark.parametrize("rule, code", [
     (dict(target=0.9), "target"), (dict(rounds=2), "rounds"), (dict(max_k=3), "max_k"),
     (dict(budget=Budget("calls", 40)), "budget"),
 ])
 def test_each_stopping_rule_stops_the_search(rule, code):
     d = defn(**{"max_k": None, **rule})
-    state = replay(d, scorer(d, {"c01", "c04", "c06"}), cost=len)
+    state = searched(d)
     assert state.stop_code == code, state.stop_reason
     assert state.spent <= 40 or code != "budget"
-    assert replay(d, scorer(d, {"c01", "c04", "c06"}), cost=len).line() == state.line()  # reproducible
+    assert searched(d).line() == state.line()  # reproducible
 
 
 def test_a_usd_budget_runs_a_round_only_if_its_cost_fits_what_is_left():
@@ -137,6 +157,129 @@ def test_a_search_over_the_whole_pool_ends_exhausted():
     assert state.stop_code == "max_k" and [r.k for r in state.rounds] == [1, 2, 3, 4]
 
 
+# -- honest intervals, and a target claimed only on fresh drafts ---------------------------------------
+
+
+def test_a_t_interval_is_honest_at_three_drafts_and_never_certain_from_no_spread():
+    """The issue's combo: drafts scoring 0.80, 0.85, 0.80. A t interval (2 df) is [0.745, 0.888],
+    wider than the data's range, which a bootstrap over 3 values returns."""
+    mean, lo, hi, why = t_interval((0.80, 0.85, 0.80))
+    assert (round(mean, 4), round(lo, 3), round(hi, 3), why) == (0.8167, 0.745, 0.888, "")
+    assert lo < 0.80 and hi > 0.85
+    assert t_interval((0.80, 0.85, 0.80), 0.975)[1] < lo  # a stricter level, a lower bound
+    for units, reason in (((0.7, 0.7, 0.7), "score the same"), ((0.7,), "one draft"), ((), "no scores")):
+        _, lo, hi, why = t_interval(units)
+        assert math.isnan(lo) and math.isnan(hi) and reason in why
+    d = defn()
+    flat = ComboResult(("c00", "c01"), d.combo_id(("c00", "c01")), 3, 3, (0.9, 0.9, 0.9))
+    spread = result(d, ("c02", "c03"), 0.5)
+    assert flat.not_estimable and [r.combo for r in select([flat, spread], 2, "ci_low")] == [("c02", "c03")]
+    assert select([flat, spread], 1, "mean")[0] is flat  # its mean is known; only its interval is not
+
+
+def test_a_combo_s_unit_is_its_draft_whatever_its_essays_and_evaluations():
+    """Two essays of one draft, each scored twice, are one unit: the draft's mean."""
+    r = score_combo(("a", "b"), "cid", ["d1", "d1", "d1", "d1", "d2", "d2", "d3"],
+                    ["e1", "e1", "e2", "e2", "e3", "e3", "e4"], [0.2, 0.4, 0.6, 0.8, 0.5, 0.7, 0.1])
+    assert r.units == (0.5, 0.6, 0.1) and (r.n, r.n_essays, r.n_units) == (7, 4, 3)
+    assert r.mean == pytest.approx(0.4) and r.ci_low == pytest.approx(t_interval((0.5, 0.6, 0.1))[1])
+
+
+def test_a_target_is_claimed_on_fresh_drafts_never_on_the_scores_that_selected_it():
+    d = defn(target=0.6, max_k=None)  # combos holding 2 of 3 concepts of the best set score 0.65 > 0.6
+    # the fresh drafts score 0.5 lower than the selection did (the winner's curse): no claim
+    cursed = searched(d, shift=-0.5)
+    assert cursed.stop_code != "target" and cursed.confirmations()
+    first = cursed.confirmations()[0]
+    assert first.selection.mean >= 0.6 and first.result.mean < 0.6 and first.verdict(0.6)[0] is False
+    assert [c.number for c in cursed.confirmations()] == list(range(1, len(cursed.confirmations()) + 1))
+    assert all(sum(r.confirm is not None for r in cursed.rounds[:i + 1]) <= i + 1 for i in range(len(cursed.rounds)))
+    # fresh drafts that hold up: the search stops on the confirmation, naming both estimates
+    state = searched(d)
+    claim = state.claimed()
+    assert state.stop_code == "target" and claim is state.rounds[-1].confirm and claim.number == 1
+    mean, lo, _, _ = claim.bounds
+    assert lo >= 0.6 and claim.result.n_units == d.confirm and claim.level == 0.95
+    assert state.stop_reason.startswith(f"target reached: {claim.combo_id} confirmed on {d.confirm} fresh drafts")
+    assert f"lower 95 % bound {lo:.3f} ≥ 0.6" in state.stop_reason and "selected on 3 drafts" in state.stop_reason
+    assert state.spent == sum(r.cost for r in state.rounds) + 2 * d.confirm  # the confirmation was paid for
+
+
+def test_each_later_confirmation_needs_a_stricter_bound_so_claims_stay_under_five_percent():
+    assert [confirm_level(i) for i in (1, 2, 3)] == [0.95, 0.975, 0.9875]
+    assert sum((1 - confirm_level(i)) / 2 for i in range(1, 60)) < 0.05  # one-sided errors, any number of them
+    d = defn(target=0.6, max_k=None)
+    state = searched(d, shift=-0.5)
+    assert len(state.confirmations()) >= 2
+    assert [c.level for c in state.confirmations()][:2] == [0.95, 0.975]
+
+
+def test_too_few_confirming_drafts_never_claim_and_an_unfinished_confirmation_is_running():
+    d = defn(target=0.6, confirm=2, max_k=None)
+    state = searched(d)
+    assert state.stop_code != "target" and all(
+        "fewer than the 3 a claim needs" in c.verdict(0.6)[1] for c in state.confirmations())
+    d = defn(target=0.6)
+    state = replay(d, scorer(d, {"c01", "c04", "c06"}), cost=len, confirm=lambda i, c: None,
+                   confirm_cost=lambda c: 20)
+    assert not state.stopped and state.running.confirm is not None and state.running.confirm.result is None
+    assert "confirming" in state.line() and f"on {d.confirm} fresh draft replicates" in state.line()
+    with pytest.raises(ValueError):
+        replay(d, scorer(d, {"c01"}), cost=len)  # a target needs a way to confirm
+
+
+def test_a_confirmation_runs_only_if_it_fits_the_budget_and_once_reached_is_not_judged_again():
+    d = defn(target=0.6, budget=Budget("calls", 28 + 5))  # round 0 (28 combos) fits, a 20-call confirmation not
+    state = searched(d)
+    assert state.stop_code == "budget" and state.rounds[0].confirm is None
+    assert re.fullmatch(r"budget: confirming combo_v1_\w+ \(mean 0\.\d{3} ≥ 0\.6 in round 0\) needs 20 calls, "
+                        r"5 of 33 left", state.stop_reason), state.stop_reason
+    reached = {tuple(state.rounds[0].combos)}
+    unbudgeted = searched(dataclasses.replace(d, budget=None))
+    reached.add(confirm_key(unbudgeted.confirmations()[0].combo))
+    again = searched(d, reached=reached)
+    assert again.confirmations() and again.stop_code in ("target", "budget")
+
+
+# -- calibration: claims on simulated scores (bench/search_calibration.py runs more) -------------------
+
+
+def calibration():
+    sys.path.insert(0, str(REPO / "bench"))
+    try:
+        import search_calibration
+    finally:
+        sys.path.remove(str(REPO / "bench"))
+    return search_calibration
+
+
+@pytest.mark.parametrize("statistic", ["ci_low", "mean"])
+def test_with_no_real_differences_a_search_claims_the_target_at_most_5_percent_of_the_time(statistic):
+    """Every combo's true mean exactly at the target (the hardest case): 2,000 searches of the
+    demo's design, 3 drafts per combo, the target checked on 10 fresh drafts. Selecting by the
+    scores alone claimed it in nearly every search (the winner's ci_low above the truth)."""
+    cal = calibration()
+    demo = load_spec(DEMO_SPEC).search
+    runs = 2000
+    claims = cal.null_claims(runs, statistic, confirm=demo.confirm, target=demo.target)
+    assert claims / runs <= 0.05, claims
+    naive = sum(max(r.ci_low for r in cal.simulate(dataclasses.replace(cal.demo_defn(statistic=statistic,
+                                                                                       target=None, rounds=1), seed=s),
+                                                   lambda c: 0.6, s).rounds[0].results if math.isfinite(r.ci_low))
+                >= 0.6 for s in range(200))
+    assert naive / 200 > 0.5  # the selection data alone would have claimed it most of the time
+
+
+def test_with_a_planted_target_the_search_confirms_it_at_least_90_percent_of_the_time():
+    """The offline simulator's planted target (a different 3-concept target per search) under the
+    demo's spec: the claimed combo holds the whole target in at least 90 % of 1,000 searches."""
+    cal = calibration()
+    demo = load_spec(DEMO_SPEC).search
+    runs = 1000
+    right = cal.planted_claims(runs, demo.statistic, confirm=demo.confirm, target=demo.target)
+    assert right / runs >= 0.90, right
+
+
 # -- against the simulator's planted target --------------------------------------------------------
 
 
@@ -149,10 +292,10 @@ def test_planted_target_rewards_the_whole_target_set():
     assert target_shift(frozenset(), ("a",)) == 0.0
 
 
-def simulated(d: SearchDef, target: set[str], seed: int, essays: int = 3):
+def simulated(d: SearchDef, target: set[str], seed: int, essays: int = 3, tag: str = ""):
     """Score a round as the offline simulator scores evaluations of target-fit-v1 by sim-gamma:
-    one evaluation per essay, each essay a different text (its quality varies), the rubric's
-    Target concepts line naming ``target``."""
+    one evaluation per essay, one essay per draft, each a different text (its quality varies), the
+    rubric's Target concepts line naming ``target``. ``tag`` draws other texts (fresh drafts)."""
     rubric = f"The target idea, in a few words.\nTarget concepts: {', '.join(sorted(target))}\n"
 
     def evaluate(index, combos):
@@ -161,16 +304,16 @@ def simulated(d: SearchDef, target: set[str], seed: int, essays: int = 3):
             cid = d.combo_id(c)
             units, scores = [], []
             for rep in range(essays):
-                rng = random.Random(f"{seed}|{cid}|{rep}")
+                rng = random.Random(f"{seed}|{cid}|{tag}{rep}")
                 essay = "\n".join(f"Line {rng.random():.6f} about {' and '.join(c)}." for _ in range(12))
                 request = CompletionRequest(
                     prompt=f"{rubric}Essay to review:\n<<<\n{essay}\n>>>\nFinal Score: X/10\n",
                     model_slug="offline/sim-gamma",
                     context=GenerationContext(stage="evaluation", template_id="target-fit-v1", parser="score",
                                               scale_min=0, scale_max=10, concept_ids=c))
-                units.append(f"{cid}/{rep}")
+                units.append(f"{cid}/{tag}{rep}")
                 scores.append(simulated_score(request, rng) / 10)
-            out.append(score_combo(c, cid, units, scores, calls=2 * essays))
+            out.append(score_combo(c, cid, units, units, scores, calls=2 * essays))
         return out
 
     return evaluate
@@ -238,6 +381,10 @@ def bad(**edits) -> dict:
     (bad(search__stop={"budget_usd": "$5"}), ["search.stop.budget_usd", "'$5' must be an amount in USD > 0"]),
     (bad(search__stop={"budget_usd": True}), ["search.stop.budget_usd", "True must be an amount in USD > 0"]),
     (bad(search__stop={"budget_usd": 5, "budget_calls": 100}), ["search.stop", "budget_calls or budget_usd, not both"]),
+    (bad(search__confirm={"replicates": 0}), ["search.confirm.replicates", "0 must be an integer ≥ 1"]),
+    (bad(search__confirm={"drafts": 3}), ["search.confirm", "unknown key 'drafts'"]),
+    (bad(search__stop={"target": 0.7}, axes__draft_replicate=[1, 2, 3],
+         rules={"subsets": {"draft_replicate": [1, 2]}}), ["subsets.draft_replicate", "fresh draft replicates"]),
     (bad(search__selekt={"top": 1}), ["search", "unknown key 'selekt'"]),
     (bad(combos=[{"concepts": ["creativity", "serendipity"], "level": "paragraph"}]), ["search", "remove combos:"]),
     (bad(axes__combo_id=["combo_v1_85128e4e5ef3"]), ["axes.combo_id", "remove this axis"]),
@@ -261,8 +408,11 @@ def daydream(root: Path, *args, timeout=120) -> subprocess.CompletedProcess:
 
 @pytest.mark.parametrize("spec, needles", [
     (bad(search__pool=["creativity", "serendipity", "nonesuch"]), ["search.pool", "unknown concept 'nonesuch'"]),
-    (bad(search__select={"top": 1, "statistic": "ci_low"}), ["search.select.statistic", "ci_low needs at least 3 essays",
+    (bad(search__select={"top": 1, "statistic": "ci_low"}), ["search.select.statistic", "ci_low needs at least 3 drafts",
                                                              "gives 1"]),
+    (bad(search__stop={"target": 0.7}, search__confirm={"replicates": 2}),
+     ["search.confirm.replicates", "a confirmation of 2 draft replicates gives 2 drafts per combo",
+      "a target needs at least 3"]),
     (bad(search__stop={"budget_calls": 5}), ["search.stop.budget_calls", "5 is less than the 6 model calls round 0 needs (3 combos)"]),
     (bad(search__stop={"rounds": "two"}), ["search.stop.rounds", "'two' must be an integer ≥ 1"]),
 ])

@@ -26,16 +26,17 @@ import yaml
 from ..catalog import ComboDef  # one type for combos, whether a spec or the catalog defines them
 from ..errors import DaydreamError
 from ..ids import combo_id
-from ..search import BUDGET_UNITS, STATISTICS, Budget, SearchDef, start_combos
+from ..search import BUDGET_UNITS, CONFIRM_REPLICATES, STATISTICS, Budget, SearchDef, start_combos
 from ..store import check_id
 
 Level = str | None  # None is "no value" (YAML null), e.g. the essay_llm of a copy-mode essay
 Columns = list[str] | Callable[[list[str]], list[str]] | None
 
 TOP_KEYS = ("axes", "rules", "output", "combos", "annotations", "replicates", "budget_usd", "search")
-SEARCH_KEYS = ("pool", "level", "seed", "start", "select", "expand", "stop")
+SEARCH_KEYS = ("pool", "level", "seed", "start", "select", "expand", "stop", "confirm")
 SEARCH_PARTS = {"start": ("k", "sample"), "select": ("top", "statistic"), "expand": ("sample",),
-                "stop": ("max_k", "rounds", "target", *(f"budget_{u}" for u in BUDGET_UNITS))}
+                "stop": ("max_k", "rounds", "target", *(f"budget_{u}" for u in BUDGET_UNITS)),
+                "confirm": ("replicates",)}
 RULE_KINDS = ("subsets", "ties", "pairs", "tuples")
 PAIR_KEYS = ("left", "right", "allowed", "balance")
 TUPLE_KEYS = ("axes", "items", "key")
@@ -240,6 +241,15 @@ class _Loader:
             ruled += [f"pairs.{n}" for n, p in pairs.items() if "combo_id" in (p.left, p.right)]
             if ruled:
                 self.fail(ruled[0], "a search cohort's combos come from search:; no rule may name combo_id")
+            if search.target is not None:  # a confirmation adds draft replicates to one combo
+                ruled = [f"subsets.{a}" for a in subsets if a == "draft_replicate"]
+                ruled += [f"{kind}.{n}" for kind, rules_ in (("ties", {n: a for n, a in ties.items()}),
+                                                             ("tuples", {n: t.axes for n, t in tuples.items()}))
+                          for n, a in rules_.items() if "draft_replicate" in a]
+                ruled += [f"pairs.{n}" for n, p in pairs.items() if "draft_replicate" in (p.left, p.right)]
+                if ruled:
+                    self.fail(ruled[0], "a search with a target confirms a combo on fresh draft replicates; "
+                                        "no rule may name draft_replicate")
         return Spec(self.path, axes, subsets, ties, pairs, tuples, field_order, combos, from_catalog, annotations,
                     self.budget(doc.get("budget_usd")), search)
 
@@ -294,8 +304,8 @@ class _Loader:
         target = stop.get("target")
         if target is not None and (isinstance(target, bool) or not isinstance(target, (int, float))
                                    or not 0 <= target <= 1):
-            self.fail("search.stop.target", f"{target!r} must be a number from 0 to 1 (the {statistic} of "
-                                            "the normalised 0-1 score)")
+            self.fail("search.stop.target", f"{target!r} must be a number from 0 to 1 (the mean normalised "
+                                            "0-1 score a confirmed combo must reach)")
         usd = stop.get("budget_usd")
         if usd is not None and (isinstance(usd, bool) or not isinstance(usd, (int, float)) or not 0 < usd < math.inf):
             self.fail("search.stop.budget_usd", f"{usd!r} must be an amount in USD > 0")
@@ -312,10 +322,15 @@ class _Loader:
         if start_sample is None and math.comb(len(pool), k0) > MAX_ROWS:
             self.fail("search.start", f"{len(pool)} concepts choose {k0} is {math.comb(len(pool), k0)} combos; "
                                       f"the limit is {MAX_ROWS}: give a sample (start: {{k: {k0}, sample: N}})")
+        confirm = integer("confirm", "replicates", 1, why=" (fresh draft replicates that confirm a combo "
+                                                           "reaching the target)")
+        if confirm is not None and confirm > MAX_REPLICATES:
+            self.fail("search.confirm.replicates", f"{confirm} is more than {MAX_REPLICATES}")
         return SearchDef(pool, level, k0, top, statistic,
                          start_sample=start_sample, expand_sample=integer("expand", "sample", 1),
                          seed=seed, max_k=max_k, rounds=integer("stop", "rounds", 1),
-                         target=None if target is None else float(target), budget=budget)
+                         target=None if target is None else float(target), budget=budget,
+                         confirm=CONFIRM_REPLICATES if confirm is None else confirm)
 
     # the earlier system's shapes, translated into this one's ---------------------------------
     def axis(self, raw: object, name: str, where: str) -> list[Level]:
