@@ -1029,8 +1029,9 @@ def _search_combo(c: Cohort, concepts: str) -> str:
 
 
 def search_rounds(c: Cohort) -> Page:
-    """A search cohort's rounds: why it stopped, the best score per round with its interval, the
-    combos of each round (kept or dropped, with n and interval) and the best combos' essays."""
+    """A search cohort's rounds: why it stopped, each confirmation (the selection's estimate beside
+    the fresh drafts'), the best score per round with its interval, the combos of each round (kept
+    or dropped, with n and interval) and the best combos' essays."""
     rounds, summary = c.search["search_rounds"], c.search["search_summary"]
     s0 = summary.iloc[0]
     status = (f"Stopped: {s0['stop_reason']}." if s0["search_status"] == "stopped"
@@ -1038,6 +1039,8 @@ def search_rounds(c: Cohort) -> Page:
     lead = Markup("{} {} of {} combos tried; {} of {} generations of the full factorial ({}).").format(
         status, num(s0["combos_tried"], 0), num(s0["combos_full_factorial"], 0), num(s0["generations"], 0),
         num(s0["generations_full_factorial"], 0), pct(s0["generations_ratio"]))
+    t_note = ("Intervals: Student t over the combo's drafts' mean scores (a draft's essays and evaluations "
+              "share it), blank when not estimable (one draft, or drafts that all score the same).")
     srows = records(summary)
     for r in srows:
         r["best"] = _search_combo(c, r["best_concepts"])
@@ -1045,9 +1048,11 @@ def search_rounds(c: Cohort) -> Page:
     per_round = table([Col("round", kind="int"), Col("k", kind="int", title="concepts per combo"),
                        Col("status"), Col("combos", kind="int"), Col("best", "best combo", wrap=True),
                        Col("best_value", "value", kind="num", title="the selection statistic of the round's best combo"),
-                       Col("best_mean", "mean", kind="num"), Col("ci", "95% CI"),
+                       Col("best_mean", "mean", kind="num"), Col("ci", "95% CI (t)", title=t_note),
                        Col("calls", kind="int", title="model calls the round's generations take"),
                        Col("calls_made", kind="int", title="model calls recorded in the store"),
+                       Col("confirm_calls", "confirmation calls", kind="int",
+                           title="model calls of the round's confirmation on fresh drafts"),
                        Col("cumulative_calls", kind="int"), Col("cost_usd", kind="usd")],
                       srows, sortable=False, tid="search_summary", csv="data/search_summary.csv")
     labels = [f"round {int(r['round'])} (k={int(r['k'])})" for r in srows]
@@ -1056,17 +1061,43 @@ def search_rounds(c: Cohort) -> Page:
                               intervals={"best mean": ([r["best_ci_low"] for r in srows],
                                                        [r["best_ci_high"] for r in srows])},
                               y_range=(0, 1)),
-                 "search-best", "Whiskers: the 95% interval (cluster bootstrap over the combo's essays).")
-    sections = [Section("Rounds", "Each round's best combo and what the round cost.", [per_round, best])]
+                 "search-best", "Whiskers: the 95% t interval over the combo's drafts' means.")
+    sections = [Section("Rounds", "Each round's best combo and what the round cost. " + t_note, [per_round, best])]
     all_rows = records(rounds)
     concepts_of = {r["combo_id"]: _search_combo(c, r["concepts"]) for r in all_rows}
     for r in all_rows:
         r["combo"] = concepts_of[r["combo_id"]]
         r["grew_from"] = Markup("<br>").join(concepts_of.get(p, p) for p in str(r.get("parents") or "").split(";") if p)
-        r["ci"] = interval(r["ci_low"], r["ci_high"])
+        r["ci"] = interval(r["ci_low"], r["ci_high"]) or ("not estimable" if not is_blank(r.get("not_estimable")) else "")
         r["kept_mark"] = "kept" if str(r["kept"]).lower() == "true" else "dropped"
         essays = [e for e in str(r.get("essay_gen_ids") or "").split(";") if e]
         r["essay"] = c.essay(essays[0]) if essays else ""
+    confirmed = [r for r in all_rows if not is_blank(r.get("confirm_number"))]
+    for r in confirmed:
+        r["level"] = f"{float(r['confirm_level']) * 100:g}%"
+        r["confirm_ci"] = interval(r["confirm_ci_low"], r["confirm_ci_high"]) or "not estimable"
+        r["outcome"] = ("running" if r["confirm_status"] == "running"
+                        else "target reached" if str(r["confirmed"]).lower() == "true" else "not reached")
+        fresh = [e for e in str(r.get("confirm_essay_gen_ids") or "").split(";") if e]
+        r["confirm_essay"] = c.essay(fresh[0]) if fresh else ""
+    target = "" if is_blank(s0.get("target")) else num(s0["target"])
+    sections.insert(0, Section(
+        "Confirmations",
+        Markup("A target is never claimed on the scores that selected a combo: the best of many noisy combos "
+               "looks better than it is. When a kept combo's mean reaches the target ({}), the combo is written "
+               "and scored again on fresh draft replicates, and the search stops only if the lower bound of the "
+               "t interval over those fresh drafts alone reaches the target. Each later confirmation of a search "
+               "needs a stricter bound (95%, then 97.5%, 98.75%, …), so a search with no combo truly at the "
+               "target claims it at most 5% of the time.").format(target or "none set"),
+        [table([Col("round", kind="int"), Col("combo", "concepts", wrap=True),
+                Col("n_drafts", "selection drafts", kind="int"), Col("mean", "selection mean", kind="num"),
+                Col("ci", "selection 95% CI (t)", title=t_note),
+                Col("confirm_n_drafts", "fresh drafts", kind="int"), Col("confirm_mean", "fresh mean", kind="num"),
+                Col("level", "level", title="the two-sided level of the fresh drafts' interval"),
+                Col("confirm_ci", "fresh CI (t)", title="the t interval at that level over the fresh drafts only"),
+                Col("outcome"), Col("confirm_verdict", "why", wrap=True), Col("confirm_essay", "best fresh essay")],
+               confirmed, sortable=False, tid="search_confirmations",
+               empty="No kept combo's mean has reached the target: nothing to confirm.")]))
     for rnd in sorted({int(r["round"]) for r in all_rows}):
         rows_r = sorted((r for r in all_rows if int(r["round"]) == rnd),
                         key=lambda r: (r["rank"] if not is_blank(r["rank"]) else math.inf, str(r["combo_id"])))
@@ -1074,20 +1105,22 @@ def search_rounds(c: Cohort) -> Page:
         sections.append(Section(
             f"Round {rnd}: {len(rows_r)} combos, {kept} kept",
             "Ranked by the selection statistic (ties by combo id); a kept combo grows by one concept in the next "
-            "round. A combo without an interval has fewer than 3 essays.",
+            "round. A combo without a value of ci_low is not ranked by it (not estimable).",
             [table([Col("rank", kind="int"), Col("combo", "concepts", wrap=True), Col("kept_mark", "kept"),
                     *([Col("grew_from", "grew from", wrap=True, title="the kept combos of the round before that "
                                                                       "this one adds a concept to")] if rnd else []),
-                    Col("n", kind="int"), Col("n_essays", kind="int"), Col("mean", kind="num"), Col("ci", "95% CI"),
+                    Col("n", kind="int"), Col("n_essays", kind="int"), Col("n_drafts", kind="int"),
+                    Col("mean", kind="num"), Col("ci", "95% CI (t)", title=t_note),
                     Col("value", kind="num", title="the selection statistic"), Col("status"),
                     Col("calls_made", kind="int"), Col("essay", "best essay")],
                    rows_r, tid=f"search_round_{rnd}", csv="data/search_rounds.csv")]))
     scored = [r for r in all_rows if not is_blank(r["value"])]
     top = sorted(scored, key=lambda r: (-float(r["value"]), str(r["combo_id"])))[:BEST_COMBOS]
-    sections.insert(1, Section(
-        "Best combos", "Over every round, by the selection statistic (ties by combo id), with the combo's best essay.",
+    sections.insert(2, Section(
+        "Best combos", "Over every round, by the selection statistic (ties by combo id), with the combo's best "
+                       "essay. These are selection estimates: only a confirmation above claims a target.",
         [table([Col("combo", "concepts", wrap=True), Col("round", kind="int"), Col("n", kind="int"),
-                Col("n_essays", kind="int"), Col("mean", kind="num"), Col("ci", "95% CI"),
+                Col("n_drafts", kind="int"), Col("mean", kind="num"), Col("ci", "95% CI (t)", title=t_note),
                 Col("value", kind="num", title="the selection statistic"), Col("essay", "best essay")],
                top, sortable=False, tid="search_best", empty="No combo is scored yet.")]))
     return Page(f"cohorts/{c.id}/search.md", f"{c.id}: search", "Search rounds", sections, c.simulated, lead=lead)
