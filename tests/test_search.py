@@ -449,7 +449,12 @@ def parsed_stamps(root: Path) -> dict[str, float]:
 
 def outcome(root: Path) -> dict:
     rec = json.loads((root / "cohorts" / "demo-search" / "search.json").read_text())
-    return {k: rec[k] for k in ("status", "stop_code", "rounds", "best", "generations")}
+    return {k: rec[k] for k in ("status", "stop_code", "rounds", "best", "generations", "claimed")}
+
+
+def claim(rec: dict) -> dict:
+    """The confirmation that reached the target."""
+    return next(r["confirm"] for r in rec["rounds"] if r["confirm"] and r["confirm"]["combo_id"] == rec["claimed"])
 
 
 @pytest.mark.slow
@@ -459,8 +464,10 @@ def test_demo_search_runs_with_daydream_then_luigi_reuses_everything(demo_root):
     assert r.returncode == 0, r.stderr[-3000:]
     elapsed = time.monotonic() - t0
     rec = outcome(demo_root)
-    assert rec["status"] == "stopped" and TARGET <= set(rec["best"][0]["concepts"]), rec
-    assert "search stopped after round" in r.stderr
+    assert rec["status"] == "stopped" and rec["stop_code"] == "target", rec
+    confirmation = claim(rec)
+    assert TARGET <= set(confirmation["concepts"]) and confirmation["confirmed"] is True
+    assert "search stopped after round" in r.stderr and "confirmed on 10 fresh drafts" in r.stderr
     reports = demo_root / "cohorts" / "demo-search" / "reports"
     rounds = (reports / "search_rounds.csv").read_text().splitlines()
     assert rounds[0].startswith("round,k,combo_id,concepts,parents,status,n,n_essays,mean,ci_low,ci_high")
@@ -468,6 +475,22 @@ def test_demo_search_runs_with_daydream_then_luigi_reuses_everything(demo_root):
     best = next(r for r in csv.DictReader(rounds) if r["combo_id"] == rec["best"][0]["combo_id"])
     assert best["kept"] == "True" and len(best["essay_gen_ids"].split(";")) == 3
     assert all((demo_root / "gens" / "essay" / e).is_dir() for e in best["essay_gen_ids"].split(";"))
+    # the claim, recomputed from scores.csv: a t interval over the 10 fresh drafts alone supports it
+    row = next(r for r in csv.DictReader(rounds) if r["combo_id"] == rec["claimed"])
+    fresh = row["confirm_essay_gen_ids"].split(";")
+    assert len(fresh) == 10 and not set(fresh) & set(row["essay_gen_ids"].split(";"))
+    scores = [r for r in csv.DictReader((reports / "scores.csv").open()) if r["essay_gen_id"] in fresh]
+    assert {int(r["draft_replicate"]) for r in scores} == set(range(4, 14))  # fresh replicates, after the spec's 3
+    drafts: dict[str, list[float]] = {}
+    for r in scores:
+        drafts.setdefault(r["draft_gen_id"], []).append(float(r["score_norm"]))
+    from scipy import stats
+
+    means = [sum(v) / len(v) for v in drafts.values()]
+    lo, _ = stats.t.interval(float(row["confirm_level"]), len(means) - 1, loc=sum(means) / len(means),
+                             scale=stats.sem(means))
+    assert lo >= 0.6 and float(row["confirm_ci_low"]) == pytest.approx(lo, abs=1e-6)
+    assert row["confirmed"] == "True" and float(row["mean"]) >= 0.6  # selected on its mean, claimed on the fresh drafts
     summary = (reports / "search_summary.csv").read_text().splitlines()
     assert len(summary) == 1 + len(rec["rounds"]) and ",stopped,target," in summary[-1]
     # the ratio of generations used to the full factorial, reported
@@ -479,6 +502,9 @@ def test_demo_search_runs_with_daydream_then_luigi_reuses_everything(demo_root):
     site = demo_root / "site" / "build" / "cohorts" / "demo-search"
     page = (site / "search.html").read_text()
     assert "Stopped: target reached" in page and f"of {full['combos_full_factorial']:,} combos tried" in page
+    confirmations = page[page.index("Confirmations"):page.index("Best combos")]
+    assert "target reached" in confirmations and f'href="essays/{fresh[0]}.html"' in confirmations
+    assert f"[{float(row['confirm_ci_low']):.2f}, {float(row['confirm_ci_high']):.2f}]" in confirmations
     for rnd in rec["rounds"]:
         assert f"Round {rnd['index']}: {len(rnd['combos'])} combos, {len(rnd['kept'])} kept" in page, rnd
     best_section = page[page.index("Best combos"):page.index("Round 0:")]
@@ -506,7 +532,7 @@ def test_demo_search_with_the_luigi_command_is_the_same_search(demo_root, tmp_pa
     r = luigi_run(demo_root, workers)
     assert r.returncode == 0, r.stderr[-3000:]
     rec = outcome(demo_root)
-    assert rec["status"] == "stopped" and TARGET <= set(rec["best"][0]["concepts"])
+    assert rec["status"] == "stopped" and rec["stop_code"] == "target" and TARGET <= set(claim(rec)["concepts"])
     assert (demo_root / "site" / "build" / "index.html").exists()
     assert not list(demo_root.rglob("*.tmp"))
 
@@ -583,6 +609,57 @@ def test_kill_9_mid_round_then_rerun_continues_the_same_search(project, tmp_path
     result = json.loads((project.root / "cohorts" / "t1" / "search.json").read_text())
     same = ("status", "stop_code", "stop_reason", "rounds", "best", "generations")
     assert {k: result[k] for k in same} == {k: expected[k] for k in same}
+
+
+CONFIRM_SPEC = SERVER_SPEC.replace("start: {k: 1}", "start: {k: 2}").replace(
+    "stop: {max_k: 3}", "stop: {max_k: 2, target: 0.1}\n  confirm: {replicates: 4}").replace(
+    "draft_replicate: 2", "draft_replicate: 3").replace("[v-nine, v-ten]", "[v-ten]")
+CONFIRM_ROUND_CALLS = 3 * (3 + 3)  # 3 pairs × (3 drafts + 3 evaluations)
+
+
+@pytest.mark.slow
+def test_kill_9_mid_confirmation_then_rerun_finishes_it_reusing_its_done_generations(project, tmp_path):
+    """Round 0's best pair reaches the (low) target, so 4 fresh drafts of it are generated: the run
+    is killed while they are, and the next run finishes them without redoing any."""
+    import itertools
+
+    from datafactory import responder
+
+    count = itertools.count()
+
+    def varied(body):  # drafts that differ (as a sampling model's do), so their scores spread
+        text = responder(body)
+        return text.replace("A third line.", f"Draft {next(count)}.") if "<essay>" in text else text
+
+    project.server.responder = varied
+    cfg = server_cfg(tmp_path / "srv.cfg", project.server, {"batch_size": 1, "chunk_size": 4}, **SERVER_PROVIDER)
+    (project.root / "cohorts" / "t1" / "spec" / "config.yaml").write_text(CONFIRM_SPEC)
+    project.server.latency = 0.2
+    p = server_run(project.root, cfg, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.time() + 120
+    while project.server.successes < CONFIRM_ROUND_CALLS + 2 and time.time() < deadline and p.poll() is None:
+        time.sleep(0.02)
+    os.killpg(p.pid, signal.SIGKILL)
+    p.wait()
+    record = json.loads((project.root / "cohorts" / "t1" / "search.json").read_text())
+    confirm = record["rounds"][0]["confirm"]
+    assert record["status"] == "running" and confirm["status"] == "running", record["line"]
+    assert "confirming" in record["line"] and confirm["replicates"] == [4, 5, 6, 7]
+    before = finished_at(project.root)
+    made_before = project.server.successes
+    project.server.latency = 0
+    again = server_run(project.root, cfg, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    _, err = again.communicate(timeout=180)
+    assert again.returncode == 0, err[-3000:]
+    after = finished_at(project.root)
+    assert all(after[g] == t for g, t in before.items()), "finished work is reused, not redone"
+    assert len(after) == 3 * 3 * 3 + 4 * 3  # round 0's and the confirmation's drafts, essays and evaluations
+    assert project.server.successes - made_before <= 8 - 2 + 4  # the rest of the confirmation (+ those in flight)
+    record = json.loads((project.root / "cohorts" / "t1" / "search.json").read_text())
+    confirm = record["rounds"][0]["confirm"]
+    assert record["status"] == "stopped" and confirm["status"] == "scored"
+    assert confirm["confirmation"]["n_drafts"] == 4 and confirm["selection"]["n_drafts"] == 3
+    assert (record["stop_code"] == "target") == confirm["confirmed"]
 
 
 @pytest.mark.slow
