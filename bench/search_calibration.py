@@ -8,6 +8,8 @@ worlds, each over the demo-search design (10 concepts, round 0 every pair, top 3
 
 - ``null``: no real differences, every combo's true mean exactly at the target (the case where a
   claim is hardest to avoid): any claim is false. The rate must stay at or below 5 %.
+- ``null_selection_only``: the null world judged as before confirmations, on the selection data
+  alone (the best kept combo's statistic at or above the target): the winner's curse.
 - ``planted``: the offline simulator's planted target (``pipeline.llm.offline.target_shift``) over
   a base mean, a different 3-concept target per run: a claim is right when the confirmed combo
   holds the whole target. The rate of right claims must reach 90 %.
@@ -31,8 +33,9 @@ from pathlib import Path
 from typing import Callable
 
 REPO = Path(__file__).resolve().parents[1]
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))
+for _p in (REPO, REPO / "bench"):
+    if str(_p) not in sys.path:
+        sys.path.insert(0, str(_p))
 
 from pipeline.llm.offline import target_shift  # noqa: E402
 from pipeline.search import Combo, ComboResult, SearchDef, SearchState, replay  # noqa: E402
@@ -87,6 +90,20 @@ def null_claims(runs: int, statistic: str = "ci_low", **kw) -> int:
                for s in range(runs))
 
 
+def null_selection_claims(runs: int, statistic: str = "ci_low", **kw) -> int:
+    """What a stop on the selection data alone would have claimed in the null world: searches in
+    which some round's best kept combo has its statistic at or above the target (the rule before
+    confirmations)."""
+    d = demo_defn(statistic=statistic, **kw)
+    target, d = d.target, dataclasses.replace(d, target=None)
+    claims = 0
+    for s in range(runs):
+        state = simulate(dataclasses.replace(d, seed=s), lambda c: target, s)
+        claims += any(r.results and r.kept and next(x for x in r.results if x.combo_id == r.kept[0]).value(statistic)
+                      >= target for r in state.rounds)
+    return claims
+
+
 def planted_claims(runs: int, statistic: str = "ci_low", **kw) -> int:
     """Searches (of ``runs``) that claim the target on a combo holding the whole planted target."""
     d = demo_defn(statistic=statistic, **kw)
@@ -114,14 +131,17 @@ def main(argv: list[str] | None = None) -> dict:
     kw = {} if args.confirm is None else {"confirm": args.confirm}
     t0 = time.monotonic()
     rows = []
-    for world, fn in (("null", null_claims), ("planted", planted_claims)):
+    for world, fn in (("null", null_claims), ("planted", planted_claims),
+                      ("null_selection_only", null_selection_claims)):
         for statistic in ("ci_low", "mean"):
             k = fn(args.runs, statistic, **kw)
             lo, hi = wilson(k, args.runs)
             rows.append({"world": world, "statistic": statistic, "runs": args.runs, "claims": k,
                          "rate": k / args.runs, "rate_ci95": [round(lo, 4), round(hi, 4)]})
             print(f"{world} {statistic}: {k}/{args.runs}", file=sys.stderr)
-    out = {"benchmark": "search_calibration", "design": {"pool": len(POOL), "k0": 2, "top": 3, "max_k": 4,
+    from common import machine
+
+    out = {"benchmark": "search_calibration", "machine": machine(), "design": {"pool": len(POOL), "k0": 2, "top": 3, "max_k": 4,
                                                            "drafts": DRAFTS, "sd": SD, "step": STEP,
                                                            "target": TARGET, "confirm": demo_defn(**kw).confirm},
            "results": rows, "seconds": round(time.monotonic() - t0, 1)}

@@ -80,3 +80,13 @@ def test_reports_site():
     out = bench("reports_site", "--evaluations", "80")
     assert out["n_evaluations"] == 80 and out["pages"] > out["n_essays"]
     assert out["largest_search_index"]["kb"] > 0
+
+
+def test_search_calibration_reports_each_world_with_its_interval():
+    out = bench("search_calibration", "--runs", "20")
+    worlds = {(r["world"], r["statistic"]): r for r in out["results"]}
+    assert set(worlds) == {(w, s) for w in ("null", "planted", "null_selection_only") for s in ("ci_low", "mean")}
+    for r in worlds.values():
+        assert r["runs"] == 20 and 0 <= r["claims"] <= 20 and r["rate"] == r["claims"] / 20
+        assert r["rate_ci95"][0] <= r["rate"] <= r["rate_ci95"][1]
+    assert out["design"]["confirm"] == 10 and out["design"]["target"] == 0.6
