@@ -346,8 +346,8 @@ class SearchState:
         best = self.best(1)
         top = (f"; best {best[0].combo_id} ({', '.join(best[0].combo)}) {self.defn.statistic} "
                f"{best[0].value(self.defn.statistic):.3f}") if best else ""
-        if self.claimed() is not None:
-            top = ""  # the reason names the confirmed combo
+        if self.claimed() is not None:  # the reason names the confirmed combo and both estimates
+            top = f"; confirmed combo: {', '.join(self.claimed().combo)}"
         return f"search stopped after round {last.index}: {self.stop_reason} ({tried} of {self.defn.space()} combos tried){top}"
 
 

@@ -1080,7 +1080,7 @@ def search_rounds(c: Cohort) -> Page:
                         else "target reached" if str(r["confirmed"]).lower() == "true" else "not reached")
         fresh = [e for e in str(r.get("confirm_essay_gen_ids") or "").split(";") if e]
         r["confirm_essay"] = c.essay(fresh[0]) if fresh else ""
-    target = "" if is_blank(s0.get("target")) else num(s0["target"])
+    target = None if is_blank(s0.get("target")) else num(s0["target"])
     sections.insert(0, Section(
         "Confirmations",
         Markup("A target is never claimed on the scores that selected a combo: the best of many noisy combos "
@@ -1088,7 +1088,7 @@ def search_rounds(c: Cohort) -> Page:
                "and scored again on fresh draft replicates, and the search stops only if the lower bound of the "
                "t interval over those fresh drafts alone reaches the target. Each later confirmation of a search "
                "needs a stricter bound (95%, then 97.5%, 98.75%, …), so a search with no combo truly at the "
-               "target claims it at most 5% of the time.").format(target or "none set"),
+               "target claims it at most 5% of the time.").format(target),
         [table([Col("round", kind="int"), Col("combo", "concepts", wrap=True),
                 Col("n_drafts", "selection drafts", kind="int"), Col("mean", "selection mean", kind="num"),
                 Col("ci", "selection 95% CI (t)", title=t_note),
@@ -1098,6 +1098,9 @@ def search_rounds(c: Cohort) -> Page:
                 Col("outcome"), Col("confirm_verdict", "why", wrap=True), Col("confirm_essay", "best fresh essay")],
                confirmed, sortable=False, tid="search_confirmations",
                empty="No kept combo's mean has reached the target: nothing to confirm.")]))
+    if target is None:  # a search without a target confirms nothing
+        sections.pop(0)
+    best_at = 2 if target is not None else 1
     for rnd in sorted({int(r["round"]) for r in all_rows}):
         rows_r = sorted((r for r in all_rows if int(r["round"]) == rnd),
                         key=lambda r: (r["rank"] if not is_blank(r["rank"]) else math.inf, str(r["combo_id"])))
@@ -1116,9 +1119,9 @@ def search_rounds(c: Cohort) -> Page:
                    rows_r, tid=f"search_round_{rnd}", csv="data/search_rounds.csv")]))
     scored = [r for r in all_rows if not is_blank(r["value"])]
     top = sorted(scored, key=lambda r: (-float(r["value"]), str(r["combo_id"])))[:BEST_COMBOS]
-    sections.insert(2, Section(
+    sections.insert(best_at, Section(
         "Best combos", "Over every round, by the selection statistic (ties by combo id), with the combo's best "
-                       "essay. These are selection estimates: only a confirmation above claims a target.",
+                       "essay. These are selection estimates: only a confirmation on fresh drafts claims a target.",
         [table([Col("combo", "concepts", wrap=True), Col("round", kind="int"), Col("n", kind="int"),
                 Col("n_drafts", kind="int"), Col("mean", kind="num"), Col("ci", "95% CI (t)", title=t_note),
                 Col("value", kind="num", title="the selection statistic"), Col("essay", "best essay")],
