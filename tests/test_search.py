@@ -454,6 +454,33 @@ def claim(rec: dict) -> dict:
     return next(r["confirm"] for r in rec["rounds"] if r["confirm"] and r["confirm"]["combo_id"] == rec["claimed"])
 
 
+def search_page_in_chromium(page_path: Path) -> dict:
+    """The search page opened from its file in headless Chromium (as a researcher opens a site
+    they were sent): errors, charts drawn, and the Confirmations table's rows."""
+    from playwright.sync_api import sync_playwright
+
+    from test_site_browser import CHROMIUM, CHROMIUM_ARGS
+
+    assert CHROMIUM.exists(), f"{CHROMIUM} not found: install the Debian package `chromium`"
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        page = browser.new_page()
+        errors: list[str] = []
+        page.on("console", lambda m: m.type == "error" and errors.append(m.text))
+        page.on("pageerror", lambda e: errors.append(str(e)))
+        page.goto(page_path.as_uri())
+        page.wait_for_load_state("load")
+        charts = page.locator("div.dd-chart")
+        for i in range(charts.count()):
+            charts.nth(i).locator("svg.main-svg").first.wait_for(state="attached", timeout=15000)
+        table = page.locator("table[data-table=search_confirmations] tbody tr")
+        out = {"errors": errors, "charts": charts.count(),
+               "confirmations": [table.nth(i).locator("td").first.inner_text().strip() for i in range(table.count())],
+               "confirmation_text": table.first.inner_text() if table.count() else ""}
+        browser.close()
+    return out
+
+
 @pytest.mark.slow
 def test_demo_search_runs_with_daydream_then_luigi_reuses_everything(demo_root):
     t0 = time.monotonic()
@@ -508,6 +535,10 @@ def test_demo_search_runs_with_daydream_then_luigi_reuses_everything(demo_root):
     assert f'href="essays/{best["essay_gen_ids"].split(";")[0]}.html"' in best_section
     assert (site / best_section.split('href="')[1].split('"')[0]).exists()
     assert 'href="search.html"' in (site / "index.html").read_text()  # listed among the cohort's pages
+    shown = search_page_in_chromium(site / "search.html")
+    assert shown["errors"] == [] and shown["charts"] >= 1
+    assert shown["confirmations"] == [[str(rnd["index"]) for rnd in rec["rounds"] if rnd["confirm"]][0]] and \
+        "target reached" in shown["confirmation_text"]
     assert (site / "data" / "search_rounds.csv").read_text().splitlines() == rounds
     status = daydream(demo_root, "status", "demo-search")
     assert status.returncode == 0 and "search stopped after round" in status.stdout, status.stdout
