@@ -380,6 +380,7 @@ def bad(**edits) -> dict:
     (bad(search__stop={"budget_usd": 5, "budget_calls": 100}), ["search.stop", "budget_calls or budget_usd, not both"]),
     (bad(search__confirm={"replicates": 0}), ["search.confirm.replicates", "0 must be an integer ≥ 1"]),
     (bad(search__confirm={"drafts": 3}), ["search.confirm", "unknown key 'drafts'"]),
+    (bad(search__confirm={"replicates": 5}), ["search.confirm", "only a search with a stop.target confirms"]),
     (bad(search__stop={"target": 0.7}, axes__draft_replicate=[1, 2, 3],
          rules={"subsets": {"draft_replicate": [1, 2]}}), ["subsets.draft_replicate", "fresh draft replicates"]),
     (bad(search__selekt={"top": 1}), ["search", "unknown key 'selekt'"]),

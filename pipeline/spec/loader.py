@@ -326,6 +326,9 @@ class _Loader:
                                                            "reaching the target)")
         if confirm is not None and confirm > MAX_REPLICATES:
             self.fail("search.confirm.replicates", f"{confirm} is more than {MAX_REPLICATES}")
+        if "confirm" in body and target is None:
+            self.fail("search.confirm", "only a search with a stop.target confirms a combo; add a target or "
+                                        "remove confirm")
         return SearchDef(pool, level, k0, top, statistic,
                          start_sample=start_sample, expand_sample=integer("expand", "sample", 1),
                          seed=seed, max_k=max_k, rounds=integer("stop", "rounds", 1),
