@@ -193,7 +193,11 @@ def test_a_target_is_claimed_on_fresh_drafts_never_on_the_scores_that_selected_i
     first = cursed.confirmations()[0]
     assert first.selection.mean >= 0.6 and first.result.mean < 0.6 and first.verdict(0.6)[0] is False
     assert [c.number for c in cursed.confirmations()] == list(range(1, len(cursed.confirmations()) + 1))
-    assert all(sum(r.confirm is not None for r in cursed.rounds[:i + 1]) <= i + 1 for i in range(len(cursed.rounds)))
+    assert [c.combo_id for c in cursed.confirmations()] == [  # each round confirms its first kept combo at the target
+        next(r.combo_id for r in select(rnd.results, d.top, d.statistic) if r.mean >= 0.6)
+        for rnd in cursed.rounds if rnd.confirm is not None]
+    assert [rnd.index for rnd in cursed.rounds if rnd.confirm] == [
+        rnd.index for rnd in cursed.rounds if rnd.results and any(r.mean >= 0.6 for r in select(rnd.results, d.top, "mean"))]
     # fresh drafts that hold up: the search stops on the confirmation, naming both estimates
     state = searched(d)
     claim = state.claimed()
