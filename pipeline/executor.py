@@ -607,13 +607,17 @@ def start_ahead(rt: Runtime, members: list[dict], since: str, budget: Budget | N
     unsettled = lambda rows: [r for r in rows if not settled_for_run(rt, r["stage"], r["gen_id"], since, memo)]  # noqa: E731
     if multiprocessing.parent_process() is not None:
         return unsettled(members)
+    from .batch_jobs import Router
+
+    router = Router(rt)  # generations sent in batch jobs are their tasks' to submit and poll
+    called = lambda r: not router.routed(r["stage"], r["gen_id"], r["llm_model_id"])  # noqa: E731
     ex = executor(rt, own_process=True)
     todo: list[dict] = []
     for at in range(0, len(members), AHEAD_SLICE):
         found = unsettled(members[at:at + AHEAD_SLICE])
-        ex.start([_ahead(rt, r, since) for r in found], budget)
+        ex.start([_ahead(rt, r, since) for r in found if called(r)], budget)
         todo += found
-    later = [_ahead(rt, r, since) for r in following]
+    later = [_ahead(rt, r, since) for r in following if called(r)]
     if later:
         ex.follow([(r["stage"], r["gen_id"], since) for r in todo], later, budget)
     return todo

@@ -228,3 +228,6 @@ def prepare_providers(paths: DataPaths, cohort_id: str, since: str = "") -> None
     config.validate(used)
     config.sync_resources(used)
     rt.require_keys(todo)
+    from .batch_jobs import check_providers
+
+    check_providers(todo)  # a provider in batch mode without a batch API: one error now

@@ -43,6 +43,18 @@ class Prices:
         return cls(model.input_price_per_mtok, model.output_price_per_mtok, free=model.simulated)
 
 
+DEFAULT_BATCH_DISCOUNT = 0.5  # what OpenAI, Anthropic and Google take off batch tokens
+
+
+def batch_prices(model) -> Prices:
+    """A catalog model's prices in a provider's batch jobs: its ``batch_discount`` (else
+    ``DEFAULT_BATCH_DISCOUNT``) off both token prices."""
+    prices = Prices.of(model)
+    off = DEFAULT_BATCH_DISCOUNT if model.batch_discount is None else model.batch_discount
+    scale = lambda price: None if price is None else price * (1 - off)  # noqa: E731
+    return Prices(scale(prices.input_per_mtok), scale(prices.output_per_mtok), free=prices.free)
+
+
 def catalog_prices(catalog) -> dict[str, Prices]:
     """Every catalog model's prices (``catalog.Catalog``), looked up once for many records."""
     return {model_id: Prices.of(model) for model_id, model in catalog.models.items()}
@@ -175,8 +187,9 @@ def reconcile(ledger: dict, recorded_usd: float, since: str, cap: float) -> None
     ledger["prepared"] = (ledger.get("prepared", []) + [since])[-REACHED_KEPT:]
 
 
-def settle(ledger: dict, token: str, cost: float | None) -> None:
-    """Replace a reservation by what the call cost; an unknown cost stays charged at the bound."""
+def settle(ledger: dict, token: str, cost: float | None, calls: int = 1) -> None:
+    """Replace a reservation by what the call cost; an unknown cost stays charged at the bound.
+    ``calls``: the calls it reserved for (a batch job reserves once for all of its requests)."""
     r = ledger["reserved"].pop(token, None)
     if r is None:
         r = ledger["abandoned"].pop(token, None)
@@ -184,7 +197,7 @@ def settle(ledger: dict, token: str, cost: float | None) -> None:
             return
         ledger["spent_usd"] -= r["usd"]  # charged when it expired; now we know better
         ledger["abandoned_usd"] -= r["usd"]
-    ledger["calls"] += 1
+    ledger["calls"] += calls
     if cost is None:
         ledger["unknown_cost_calls"] += 1
     ledger["spent_usd"] += r["usd"] if cost is None else cost
