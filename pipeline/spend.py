@@ -219,10 +219,22 @@ class CallEstimate:
     completion_tokens: float  # this model's mean on this stage (and template), else max_tokens
     from_history: bool  # completion_tokens is a mean of earlier calls, not max_tokens
     max_tokens: int | None
+    # the prices of the same call made one by one and in a batch job (``prices`` is one of them:
+    # what the run will pay); None: the same as ``prices``
+    sync_prices: Prices | None = None
+    batch_prices: Prices | None = None
 
     @property
     def prompt_tokens(self) -> float:
         return self.prompt_bytes / self.bytes_per_token
+
+    @property
+    def cost_sync(self) -> float | None:
+        return token_cost(self.sync_prices or self.prices, self.prompt_tokens, self.completion_tokens)
+
+    @property
+    def cost_batch(self) -> float | None:
+        return token_cost(self.batch_prices or self.prices, self.prompt_tokens, self.completion_tokens)
 
     @property
     def cost(self) -> float | None:
@@ -304,7 +316,8 @@ def estimate_rows(calls: list[CallEstimate]) -> list[dict]:
                 "prompt_tokens": round(sum(c.prompt_tokens for c in cs)),
                 "completion_tokens": round(sum(c.completion_tokens for c in cs)),
                 "completion_basis": "mixed" if len(basis) > 1 else ("history" if basis == {True} else "max_tokens"),
-                "cost_usd": _sum(c.cost for c in cs), "cost_max_usd": _sum(c.bound for c in cs)}
+                "cost_usd": _sum(c.cost for c in cs), "cost_max_usd": _sum(c.bound for c in cs),
+                "cost_sync_usd": _sum(c.cost_sync for c in cs), "cost_batch_usd": _sum(c.cost_batch for c in cs)}
 
     order = {"draft": 0, "essay": 1, "evaluation": 2}
     rows = [row(s, m, cs) for (s, m), cs in sorted(groups.items(), key=lambda kv: (order.get(kv[0][0], 9), kv[0][1]))]
@@ -326,6 +339,11 @@ def format_estimate(cohort_id: str, rows: list[dict]) -> str:
         lines.append(f"  {r['stage']:<11}{r['llm_model_id']:<22}{r['calls']:>7,}{r['prompt_tokens']:>12,}"
                      f"{r['completion_tokens']:>12,}  {r['completion_basis']:<11}{usd(r['cost_usd']):>12}"
                      f"{usd(r['cost_max_usd']):>12}")
+    if total.get("cost_sync_usd") and total.get("cost_batch_usd") is not None:  # a free simulator saves nothing
+        saving = total["cost_sync_usd"] - total["cost_batch_usd"]
+        lines.append(f"  made one by one: {usd(total['cost_sync_usd'])}; as provider batch jobs: "
+                     f"{usd(total['cost_batch_usd'])} (saves {usd(saving)}; answers within 24 h; "
+                     "`daydream run --batch`)")
     unknown = sorted({r["llm_model_id"] for r in rows[:-1] if r["cost_usd"] is None})
     if unknown:
         lines.append(f"  cost unknown: no prices in llm_models.csv for {', '.join(unknown)}")

@@ -59,3 +59,199 @@ def test_cohort_runs_end_to_end_in_batch_jobs(batch_project):
     # a second run finds everything done: no new job
     assert project.run()
     assert len(server.batch_jobs) == 3
+
+
+def cli(project, *args, cfg):
+    env = dict(os.environ, DAYDREAM_DATA_ROOT=str(project.root), LUIGI_CONFIG_PATH=str(cfg))
+    return subprocess.Popen([sys.executable, "-m", "pipeline.cli", *args], env=env, start_new_session=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+@pytest.fixture
+def batch_cfg(project, tmp_path):
+    from conftest import server_cfg
+
+    return server_cfg(tmp_path / "srv.cfg", project.server, batch="true", batch_poll=0.05, timeout=5, max_attempts=2)
+
+
+def store_jobs(project) -> list[dict]:
+    from pipeline.batch_jobs import read_jobs
+
+    return read_jobs(project.paths)
+
+
+def wait_for(predicate, timeout=60.0):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.02)
+    raise AssertionError("timed out")
+
+
+def all_done(project) -> bool:
+    return all(project.json(r["stage"], r["gen_id"], "parsed_metadata.json")["success"] for r in project.membership())
+
+
+def test_kill_9_while_polling_then_another_process_polls_the_same_job(project, batch_cfg):
+    server = project.server
+    server.batch_delay = 1.5  # the drafts' job stays in progress while the first run polls it
+    first = cli(project, "run", "t1", "--batch", cfg=batch_cfg)
+    try:
+        wait_for(lambda: any(j.get("batch_id") for j in store_jobs(project)))
+        job = store_jobs(project)[0]
+        assert job["batch_id"] in server.batch_jobs and job["stage"] == "draft" and not job["collected"]
+        time.sleep(0.2)  # polling
+    finally:
+        os.killpg(first.pid, signal.SIGKILL)
+        first.wait()
+    # another process sees the live job and what waits on it
+    status = subprocess.run([sys.executable, "-m", "pipeline.cli", "status", "t1"], capture_output=True, text=True,
+                            env=dict(os.environ, DAYDREAM_DATA_ROOT=str(project.root), LUIGI_CONFIG_PATH=str(batch_cfg)))
+    assert job["batch_id"] in status.stdout and "waiting on it: 3 generations, 18 after them" in status.stdout, status.stdout
+    server.batch_delay = 0.2
+    second = cli(project, "run", "t1", cfg=batch_cfg)  # another process, batch mode from the config
+    out, err = second.communicate(timeout=120)
+    assert second.returncode == 0, err[-3000:]
+    assert all_done(project)
+    assert sorted(sent(server).values()) == [1] * ALL_CALLS, "a generation went out twice"
+    drafts = project.membership("draft")
+    assert all(project.json("draft", d["gen_id"], "raw_metadata.json")["batch_job"]["batch_id"] == job["batch_id"]
+               for d in drafts), "the second run collected the first run's job"
+
+
+def test_kill_between_creating_a_job_and_recording_it_submits_nothing_twice(project, batch_cfg):
+    server = project.server
+    first = cli(project, "run", "t1", "--batch", cfg=batch_cfg)
+    server.after_batch_create = lambda job: os.killpg(first.pid, signal.SIGKILL)  # before the answer goes out
+    first.wait(timeout=60)
+    server.after_batch_create = None
+    [job] = store_jobs(project)
+    assert job["creating"] and job["batch_id"] is None and len(server.batch_jobs) == 1
+    second = cli(project, "run", "t1", "--batch", cfg=batch_cfg)
+    out, err = second.communicate(timeout=120)
+    assert second.returncode == 0, err[-3000:]
+    assert all_done(project)
+    assert sorted(sent(server).values()) == [1] * ALL_CALLS, "a generation went out twice"
+    assert store_jobs(project)[0]["batch_id"] == "batch_1"  # found in the provider's list, not made again
+
+
+def test_expired_requests_go_into_the_next_job(batch_project):
+    project, server = batch_project, batch_project.server
+    server.push_batch_outcomes("expire:1")  # the drafts' job answers one of three, then expires
+    assert project.run()
+    assert all_done(project)
+    counts = sent(server)
+    assert sorted(counts.values()) == [1] * (ALL_CALLS - 2) + [2, 2]
+    first = store_jobs(project)[0]
+    assert first["status"] == "expired" and len(first["retry"]) == 2
+    assert all("expired" in reason for reason in first["retry"].values())
+
+
+def test_expired_requests_retried_by_ordinary_calls_when_configured(batch_project):
+    import luigi.configuration
+
+    luigi.configuration.get_config().set("llm.testsrv", "batch_retry", "sync")
+    project, server = batch_project, batch_project.server
+    server.push_batch_outcomes("expire:1")
+    assert project.run()
+    assert all_done(project)
+    assert len(completions(server)) == 2  # the two expired drafts, called one by one
+    assert sum(sent(server).values()) == ALL_CALLS
+
+
+def test_partial_failure_retries_transient_errors_and_records_final_ones(batch_project):
+    project, server = batch_project, batch_project.server
+    server.push_faults("500", "400")  # the drafts job's first two lines
+    assert not project.run()  # one draft failed for good
+    drafts = [r["gen_id"] for r in project.membership("draft")]
+    first = server.batch_jobs["batch_1"]["custom_ids"]
+    transient, final = first[0], first[1]
+    pm = project.json("draft", final, "parsed_metadata.json")
+    assert pm["success"] is False and "HTTP 400 in batch job" in pm["error"]
+    assert project.json("draft", transient, "parsed_metadata.json")["success"] is True
+    assert sent(server)[transient] == 2 and sent(server)[final] == 1
+    assert set(drafts) == set(first)
+    # the next run retries the failure (in a new job) and finishes the cohort
+    assert project.run()
+    assert sent(server)[final] == 2
+
+
+def test_a_job_that_fails_goes_out_again_and_gives_up_after_batch_max_jobs(batch_project):
+    import luigi.configuration
+
+    luigi.configuration.get_config().set("llm.testsrv", "batch_max_jobs", "2")
+    project, server = batch_project, batch_project.server
+    server.push_batch_outcomes("fail", "fail")
+    assert not project.run()
+    for d in project.membership("draft"):
+        pm = project.json("draft", d["gen_id"], "parsed_metadata.json")
+        assert pm["success"] is False and "no answer after 2 batch jobs" in pm["error"]
+        assert "simulated job failure" in pm["error"]
+    assert len(server.batch_jobs) == 2 and completions(server) == []
+
+
+def test_a_provider_without_a_batch_api_is_one_clear_error(project, batch_cfg):
+    project.server.batch_api = False
+    p = cli(project, "run", "t1", cfg=batch_cfg)
+    out, err = p.communicate(timeout=60)
+    assert p.returncode == 2
+    assert "provider 'testsrv'" in err and "has no batch API" in err and "batch = false" in err
+    assert "Traceback" not in err and completions(project.server) == []
+
+
+def test_the_simulator_has_no_batch_api(project, tmp_path):
+    from datafactory import SPEC
+
+    spec = SPEC.replace("draft_llm: [srv-a]", "draft_llm: [sim-a]")
+    (project.root / "cohorts" / "t1" / "spec" / "config.yaml").write_text(spec)
+    cfg = tmp_path / "b.cfg"
+    cfg.write_text(f"[llm.testsrv]\nbase_url = {project.server.base_url}\napi_key_env =\n")
+    p = cli(project, "run", "t1", "--batch", cfg=cfg)
+    out, err = p.communicate(timeout=60)
+    assert p.returncode == 2 and "provider 'offline' (api = offline) has no batch API" in err, err[-2000:]
+
+
+def price_model_b(project) -> None:
+    from conftest import reset_luigi_state
+
+    path = project.root / "1_raw" / "llm_models.csv"
+    path.write_text(path.read_text().replace("Model B,0.1,512,,", "Model B,0.1,512,1.0,2.0"))
+    reset_luigi_state()
+
+
+def test_spend_cap_counts_batch_prices(batch_project):
+    from pipeline.ledger import read_ledger
+    from pipeline.running import run_cohort
+
+    project = batch_project
+    price_model_b(project)
+    assert run_cohort("t1", max_cost=5.0) == 0
+    ledger = read_ledger(project.paths, "t1")
+    recorded = sum(project.json(r["stage"], r["gen_id"], "raw_metadata.json")["cost_usd"]
+                   for r in project.membership() if r["mode"] == "llm")
+    assert ledger["calls"] == ALL_CALLS and ledger["reserved"] == {}
+    assert ledger["spent_usd"] == pytest.approx(recorded)
+    sync_price = sum((rm["prompt_tokens"] * 1.0 + rm["completion_tokens"] * 2.0) / 1e6
+                     for rm in (project.json(r["stage"], r["gen_id"], "raw_metadata.json")
+                                for r in project.membership() if r["mode"] == "llm"))
+    assert recorded == pytest.approx(sync_price / 2)
+
+
+def test_estimate_compares_batch_and_synchronous_cost(project):
+    from pipeline.cli import main
+
+    import io
+    import contextlib
+
+    price_model_b(project)
+    buf = io.StringIO()
+    with contextlib.redirect_stdout(buf):
+        assert main(["estimate", "t1", "--json"]) == 0
+    total = json.loads(buf.getvalue())["rows"][-1]
+    assert total["cost_sync_usd"] > 0 and total["cost_batch_usd"] == pytest.approx(total["cost_sync_usd"] / 2)
+    assert total["cost_usd"] == pytest.approx(total["cost_sync_usd"])  # the run makes calls one by one
+    buf = io.StringIO()
+    with contextlib.redirect_stdout(buf):
+        assert main(["estimate", "t1", "--batch"]) == 0
+    assert "as provider batch jobs" in buf.getvalue() and "saves" in buf.getvalue()
