@@ -211,7 +211,7 @@ def run_cohort(cohort_id: str, *, workers: int = 1, local_scheduler: bool = True
     elif scheduler_url:
         build["scheduler_url"] = check_scheduler_url(scheduler_url)
     task = RunCohort(cohort_id=cohort_id, since=run_stamp(), yes=yes, max_cost=max_cost, ahead=local_scheduler,
-                     batch=batch)
+                     batch_mode=batch)
     spend_ledger = prepare_budget(paths, cohort_id, cap, task.since)
     budget = None if cap is None else Budget(paths, cohort_id, cap, task.since)
     if spend_ledger is not None:

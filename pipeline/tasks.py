@@ -585,13 +585,14 @@ class RunCohort(_DaydreamTask):
                               description="compile even above [daydream] confirm_above generations")
     max_cost = _cap_parameter(hidden=False)
     ahead = _ahead_parameter()
-    batch = luigi.BoolParameter(default=False, significant=False,
-                                description="send every provider's calls as batch jobs ([daydream] batch = true)")
+    # not ``--batch``: the `luigi` command reads that as an abbreviation of its --batch-email-* options
+    batch_mode = luigi.BoolParameter(default=False, significant=False,
+                                     description="send every provider's calls as batch jobs ([daydream] batch = true)")
     priority = CHUNK_PRIORITY
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
-        if self.batch:
+        if self.batch_mode:
             config.force_batch()
         if not self.since:
             # The process that names the run (the `luigi` or `daydream` command) stamps it once;

@@ -95,8 +95,12 @@ def all_done(project) -> bool:
 
 def test_kill_9_while_polling_then_another_process_polls_the_same_job(project, batch_cfg):
     server = project.server
-    server.batch_delay = 1.5  # the drafts' job stays in progress while the first run polls it
-    first = cli(project, "run", "t1", "--batch", cfg=batch_cfg)
+    server.batch_delay = 1.0  # the drafts' job stays in progress while the first run polls it
+    # the first run through the `luigi` command, in batch mode by its own flag
+    env = dict(os.environ, DAYDREAM_DATA_ROOT=str(project.root), LUIGI_CONFIG_PATH=str(batch_cfg))
+    first = subprocess.Popen([sys.executable, "-m", "luigi", "--module", "pipeline.tasks", "RunCohort",
+                              "--cohort-id", "t1", "--batch-mode", "--local-scheduler"], env=env, start_new_session=True,
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         wait_for(lambda: any(j.get("batch_id") for j in store_jobs(project)))
         job = store_jobs(project)[0]
@@ -106,11 +110,18 @@ def test_kill_9_while_polling_then_another_process_polls_the_same_job(project, b
         os.killpg(first.pid, signal.SIGKILL)
         first.wait()
     # another process sees the live job and what waits on it
-    status = subprocess.run([sys.executable, "-m", "pipeline.cli", "status", "t1"], capture_output=True, text=True,
-                            env=dict(os.environ, DAYDREAM_DATA_ROOT=str(project.root), LUIGI_CONFIG_PATH=str(batch_cfg)))
-    assert job["batch_id"] in status.stdout and "waiting on it: 3 generations, 18 after them" in status.stdout, status.stdout
+    import contextlib
+    import io
+
+    from pipeline.cli import main
+
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        main(["status", "t1"])
+    assert job["batch_id"] in out.getvalue() and "waiting on it: 3 generations, 18 after them" in out.getvalue(), \
+        out.getvalue()
     server.batch_delay = 0.2
-    second = cli(project, "run", "t1", cfg=batch_cfg)  # another process, batch mode from the config
+    second = cli(project, "run", "t1", cfg=batch_cfg)  # another process, batch mode from the provider's section
     out, err = second.communicate(timeout=120)
     assert second.returncode == 0, err[-3000:]
     assert all_done(project)
@@ -191,25 +202,45 @@ def test_a_job_that_fails_goes_out_again_and_gives_up_after_batch_max_jobs(batch
     assert len(server.batch_jobs) == 2 and completions(server) == []
 
 
-def test_a_provider_without_a_batch_api_is_one_clear_error(project, batch_cfg):
-    project.server.batch_api = False
-    p = cli(project, "run", "t1", cfg=batch_cfg)
-    out, err = p.communicate(timeout=60)
-    assert p.returncode == 2
-    assert "provider 'testsrv'" in err and "has no batch API" in err and "batch = false" in err
-    assert "Traceback" not in err and completions(project.server) == []
+def run_main(*args) -> tuple[int, str]:
+    """``daydream ARGS`` in this process: exit status and stderr."""
+    import contextlib
+    import io
+
+    from pipeline.cli import main
+    from conftest import reset_luigi_state
+
+    reset_luigi_state()
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err):
+        code = main(list(args))
+    return code, err.getvalue()
 
 
-def test_the_simulator_has_no_batch_api(project, tmp_path):
+def test_a_provider_without_a_batch_api_is_one_clear_error(batch_project):
+    batch_project.server.batch_api = False
+    code, err = run_main("run", "t1")
+    assert code == 2
+    assert "error[config]: provider 'testsrv'" in err and "has no batch API" in err and "batch = false" in err
+    assert "Traceback" not in err and completions(batch_project.server) == []
+
+
+@pytest.fixture
+def run_flag():
+    """``--batch`` sets ``[daydream] batch`` in this process's config: taken back after the test."""
+    import luigi.configuration
+
+    yield
+    luigi.configuration.get_config().remove_option("daydream", "batch")
+
+
+def test_the_simulator_has_no_batch_api(project, run_flag):
     from datafactory import SPEC
 
     spec = SPEC.replace("draft_llm: [srv-a]", "draft_llm: [sim-a]")
     (project.root / "cohorts" / "t1" / "spec" / "config.yaml").write_text(spec)
-    cfg = tmp_path / "b.cfg"
-    cfg.write_text(f"[llm.testsrv]\nbase_url = {project.server.base_url}\napi_key_env =\n")
-    p = cli(project, "run", "t1", "--batch", cfg=cfg)
-    out, err = p.communicate(timeout=60)
-    assert p.returncode == 2 and "provider 'offline' (api = offline) has no batch API" in err, err[-2000:]
+    code, err = run_main("run", "t1", "--batch")
+    assert code == 2 and "provider 'offline' (api = offline) has no batch API" in err, err[-2000:]
 
 
 def price_model_b(project) -> None:
