@@ -368,7 +368,12 @@ def _submit(rt: Runtime, api: OpenAIBatchAPI, job: dict) -> None:
         _write(paths, job)  # from now on the job may exist: a resume looks for it before creating
         _record(paths, job, api.create(job["input_file_id"], job["key"]))
     except Transient as exc:
-        job["last_error"] = exc.reason  # the next look tries again
+        job["last_error"] = exc.reason  # the next look tries again, as often as a call would
+        job["submit_failures"] = job.get("submit_failures", 0) + 1
+        if job["submit_failures"] >= config.provider_settings(job["endpoint"]).max_attempts:
+            _give_up(rt, job, f"could not be submitted: {exc.reason}")
+        else:
+            _write(paths, job)
     except NoBatchAPI:
         raise
     except DaydreamError as exc:
@@ -496,6 +501,16 @@ def cohort_jobs(paths: DataPaths, rows: list[dict]) -> list[tuple[dict, int, int
         out.append((job, len(held), downstream))
     live = [x for x in out if not x[0].get("collected")]
     return live + [x for x in out if x[0].get("collected")][-5:]
+
+
+def progress_line(paths: DataPaths) -> str:
+    """The live jobs in a few words, for ``daydream run``'s progress bar ("" when there are none)."""
+    live = [j for j in read_jobs(paths) if not j.get("collected")]
+    if not live:
+        return ""
+    parts = [f"{j['stage']} {j.get('status') or 'submitting'} {(j.get('request_counts') or {}).get('completed', 0)}"
+             f"/{len(j['gen_ids'])}" for j in live[:3]]
+    return f"batch jobs: {', '.join(parts)}" + (f" (+{len(live) - 3} more)" if len(live) > 3 else "")
 
 
 def format_jobs(jobs: list[tuple[dict, int, int]]) -> str:

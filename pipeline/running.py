@@ -18,7 +18,7 @@ import luigi
 import luigi.interface
 
 from . import config, spend
-from .batch_jobs import cohort_jobs, format_jobs
+from .batch_jobs import cohort_jobs, format_jobs, progress_line
 from .cohort import compile_cohort, terminal_progress
 from .errors import DaydreamError
 from .estimate import estimate, left_to_do
@@ -140,6 +140,9 @@ class StoreProgress:
             still.append(path)
         self.waiting = still
         self.set(self.bar.n + fresh)
+        jobs = progress_line(self.paths)  # provider batch jobs the run waits on
+        if jobs or self.bar.postfix:
+            self.bar.set_postfix_str(jobs)
 
     def set(self, n: int):
         if n > self.bar.n:

@@ -31,8 +31,8 @@ answer) into an output and an error file. ``push_batch_outcomes`` queues, one pe
 ``ok``; ``expire`` or ``expire:<n>`` (ends ``expired`` with only the first n lines answered, the
 rest in the error file as ``batch_expired``); ``fail`` (ends ``failed``, no output). A server
 with ``batch_api = False`` answers 404 there, like a provider without one. ``after_batch_create``
-(a callable) runs after a job is made and before the answer goes out (a client killed there
-never learns the job's id). ``batch_jobs`` holds every job made, with its lines' ``custom_id``s.
+and ``after_file_upload`` (callables given the job or file record) run after a job is made or a
+file stored and before the answer goes out (a client killed there never learns the id). ``batch_jobs`` holds every job made, with its lines' ``custom_id``s.
 
 Standalone, for benchmarks: ``python tests/llm_server.py --port 8765 --latency 0.2``.
 """
@@ -101,6 +101,7 @@ class LLMServer:
         self.batch_api = True
         self.batch_delay = 0.0
         self.after_batch_create: Callable[[dict], None] | None = None
+        self.after_file_upload: Callable[[dict], None] | None = None
         self._batch_outcomes: collections.deque[str] = collections.deque()
         self.files: dict[str, dict] = {}
         self.batch_jobs: dict[str, dict] = {}
@@ -377,6 +378,8 @@ class _BatchAPI:
             fid = f"file-{len(self.server.files) + 1}"
             self.server.files[fid] = {"filename": name, "data": data, "purpose": (fields.get("purpose") or (0, b""))[1].decode(),
                                       "created_at": int(time.time())}
+        if self.server.after_file_upload is not None:
+            self.server.after_file_upload(self.server.files[fid])
         self._json(200, self._file_view(fid))
 
     def _file_view(self, fid: str) -> dict:

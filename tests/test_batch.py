@@ -131,20 +131,26 @@ def test_kill_9_while_polling_then_another_process_polls_the_same_job(project, b
                for d in drafts), "the second run collected the first run's job"
 
 
-def test_kill_between_creating_a_job_and_recording_it_submits_nothing_twice(project, batch_cfg):
+@pytest.mark.parametrize("phase", ["upload", "create"])
+def test_kill_before_a_job_is_recorded_submits_nothing_twice(project, batch_cfg, phase):
+    """Killed as the provider stores the input file, or makes the job, before the answer comes back."""
     server = project.server
     first = cli(project, "run", "t1", "--batch", cfg=batch_cfg)
-    server.after_batch_create = lambda job: os.killpg(first.pid, signal.SIGKILL)  # before the answer goes out
+    kill = lambda record: os.killpg(first.pid, signal.SIGKILL)  # noqa: E731
+    setattr(server, f"after_{'file_upload' if phase == 'upload' else 'batch_create'}", kill)
     first.wait(timeout=60)
-    server.after_batch_create = None
-    [job] = store_jobs(project)
-    assert job["creating"] and job["batch_id"] is None and len(server.batch_jobs) == 1
+    server.after_file_upload = server.after_batch_create = None
+    [job] = store_jobs(project)  # the intent was recorded first
+    assert job["batch_id"] is None and len(job["gen_ids"]) == 3
+    assert (job["input_file_id"], job["creating"]) == ((None, False) if phase == "upload" else ("file-1", True))
+    assert len(server.batch_jobs) == (phase == "create")
     second = cli(project, "run", "t1", "--batch", cfg=batch_cfg)
     out, err = second.communicate(timeout=120)
     assert second.returncode == 0, err[-3000:]
     assert all_done(project)
     assert sorted(sent(server).values()) == [1] * ALL_CALLS, "a generation went out twice"
-    assert store_jobs(project)[0]["batch_id"] == "batch_1"  # found in the provider's list, not made again
+    # made once: found in the provider's list when it may have been made already
+    assert store_jobs(project)[0]["batch_id"] == "batch_1"
 
 
 def test_expired_requests_go_into_the_next_job(batch_project):
@@ -286,3 +292,21 @@ def test_estimate_compares_batch_and_synchronous_cost(project):
     with contextlib.redirect_stdout(buf):
         assert main(["estimate", "t1", "--batch"]) == 0
     assert "as provider batch jobs" in buf.getvalue() and "saves" in buf.getvalue()
+
+
+def test_a_task_status_shows_its_jobs_while_they_run(batch_project):
+    """What a generation task tells the visualiser as its job goes from submitted to collected."""
+    from pipeline import batch_jobs, config
+    from pipeline.cohort import compile_cohort
+    from pipeline.generation import runtime
+
+    project, server = batch_project, batch_project.server
+    compile_cohort(config.data_paths(), "t1")
+    server.batch_delay = 0.3
+    drafts = [r["gen_id"] for r in project.membership("draft")]
+    messages: list[str] = []
+    assert batch_jobs.run(runtime(), "draft", drafts, since="", budget=None, status=messages.append) == []
+    assert any("draft batch job batch_1 on testsrv (test/model-a): in_progress" in m
+               and "3 of this task's generations wait on it" in m for m in messages), messages
+    assert "collected, 3 of 3 answered, 0 failed" in messages[-1]
+    assert all(project.json("draft", g, "parsed_metadata.json")["success"] for g in drafts)
