@@ -138,7 +138,7 @@ def batch_api(name: str) -> OpenAIBatchAPI:
                                    f"in [llm.{name}], or run without --batch")
     require_keys([settings])
     key = os.environ.get(settings.api_key_env, "").strip() if settings.api_key_env else None
-    return factory(settings, key, batch)
+    return factory(settings, key, batch, state_dir=jobs_dir(config.data_paths()) / settings.name)
 
 
 def check_providers(names) -> None:
@@ -445,13 +445,14 @@ def _collect(rt: Runtime, api: OpenAIBatchAPI, job: dict, info: dict) -> None:
             continue
         answered.add(g)
         inputs = requests[g][1]
+        if item.completion is not None:  # billed, whether or not it is kept
+            called += 1
+            c = spend.token_cost(prices, item.completion.prompt_tokens, item.completion.completion_tokens)
+            cost += item.completion.cost_usd if item.completion.cost_usd is not None else (c or 0.0)
         if state_of(rt, stage, g).kind == DONE:
             continue  # made meanwhile another way: kept
         if item.completion is not None:
             write_call(rt, stage, g, inputs, item.completion, started=started, prices=prices, batch_job=record)
-            called += 1
-            c = spend.token_cost(prices, item.completion.prompt_tokens, item.completion.completion_tokens)
-            cost += item.completion.cost_usd if item.completion.cost_usd is not None else (c or 0.0)
         elif item.retry:
             retry[g] = item.error
         else:

@@ -240,13 +240,30 @@ def run_flag():
     luigi.configuration.get_config().remove_option("daydream", "batch")
 
 
-def test_the_simulator_has_no_batch_api(project, run_flag):
+def test_the_simulator_answers_batch_jobs_as_it_answers_calls(project, run_flag):
+    """The demo's provider in batch mode: instant jobs, the same outputs as calls one by one."""
     from datafactory import SPEC
+    from pipeline.maintenance import invalidate
 
-    spec = SPEC.replace("draft_llm: [srv-a]", "draft_llm: [sim-a]")
+    spec = SPEC.replace("srv-a", "sim-a").replace("srv-b", "sim-a")
     (project.root / "cohorts" / "t1" / "spec" / "config.yaml").write_text(spec)
     code, err = run_main("run", "t1", "--batch")
-    assert code == 2 and "provider 'offline' (api = offline) has no batch API" in err, err[-2000:]
+    assert code == 0, err[-2000:]
+    llm = [r for r in project.membership() if r["mode"] == "llm"]
+    in_jobs = {(r["stage"], r["gen_id"]): project.read(r["stage"], r["gen_id"], "parsed.txt") for r in llm}
+    for r in llm:
+        rm = project.json(r["stage"], r["gen_id"], "raw_metadata.json")
+        assert rm["simulated"] is True and rm["provider"] == "offline" and rm["batch_job"]["batch_id"].startswith("batch_")
+    assert len({project.json(r["stage"], r["gen_id"], "raw_metadata.json")["batch_job"]["key"] for r in llm}) == 3
+    import luigi.configuration
+
+    luigi.configuration.get_config().remove_option("daydream", "batch")
+    invalidate(project.paths, cohort_id="t1", stage="draft")
+    code, err = run_main("run", "t1")
+    assert code == 0, err[-2000:]
+    for r in llm:
+        assert "batch_job" not in project.json(r["stage"], r["gen_id"], "raw_metadata.json")
+        assert project.read(r["stage"], r["gen_id"], "parsed.txt") == in_jobs[(r["stage"], r["gen_id"])]
 
 
 def price_model_b(project) -> None:

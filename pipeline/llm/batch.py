@@ -14,14 +14,19 @@ submits nothing, and a job is created only after looking for one made from the s
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
 import json
+import uuid
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import openai
 
 from pipeline.errors import DaydreamError
-from pipeline.llm.base import BatchSettings, Completion, CompletionRequest, ProviderSettings, Transient
+from pipeline.llm.base import BatchSettings, Completion, CompletionRequest, GenerationContext, ProviderSettings, Transient
+from pipeline.llm.offline import OfflineAPI
 from pipeline.llm.openai_provider import OpenAIAPI, _NO_KEY
 from pipeline.llm.registry import register_batch_api
 
@@ -48,7 +53,7 @@ class NoBatchAPI(DaydreamError):
 class OpenAIBatchAPI:
     """Files and batches of an OpenAI-compatible server."""
 
-    def __init__(self, settings: ProviderSettings, api_key: str | None, batch: BatchSettings):
+    def __init__(self, settings: ProviderSettings, api_key: str | None, batch: BatchSettings, state_dir: Path | None = None):
         self.settings, self.batch = settings, batch
         self.name = settings.name
         self.chat = OpenAIAPI(settings, api_key)
@@ -145,6 +150,88 @@ class OpenAIBatchAPI:
             out.append(Item(cid, None, f"HTTP {status} in batch job: {message}" if status else f"batch job: {message}",
                             retry=retry))
         return out
+
+
+@register_batch_api("offline")
+class OfflineBatchAPI(OpenAIBatchAPI):
+    """The simulator's batch jobs, so the demo can run in batch mode: a job is answered as it is
+    made (``completed`` at once). Its files and jobs are kept in ``state_dir`` (the data root's
+    ``batches/offline``), the simulator's side, so another process resumes them as it would a
+    provider's. A line carries the request's ``GenerationContext`` beside its body: the simulator
+    writes to fit it (a real provider never sees it)."""
+
+    def __init__(self, settings: ProviderSettings, api_key: str | None, batch: BatchSettings, state_dir: Path | None = None):
+        self.settings, self.batch, self.name = settings, batch, settings.name
+        self.chat = OpenAIAPI(settings, None)  # reads the answers as a provider's
+        self.sim = OfflineAPI(settings)
+        self.dir = Path(state_dir or ".")
+
+    def close(self) -> None:
+        pass
+
+    def line(self, custom_id: str, request: CompletionRequest) -> bytes:
+        body = {"custom_id": custom_id, "method": "POST", "url": ENDPOINT, "body": self.chat.body(request),
+                "context": dataclasses.asdict(request.context)}
+        return (json.dumps(body, ensure_ascii=False, separators=(",", ":")) + "\n").encode()
+
+    def probe(self) -> None:
+        pass
+
+    def _save(self, name: str, data: bytes) -> None:
+        from pipeline.store import atomic_write_bytes
+
+        atomic_write_bytes(self.dir / name, data)
+
+    def upload(self, name: str, data: bytes) -> str:
+        fid = f"file-{uuid.uuid4().hex[:12]}"
+        self._save(fid, data)
+        return fid
+
+    def create(self, input_file_id: str, key: str) -> dict:
+        lines, requests = [json.loads(raw) for raw in (self.dir / input_file_id).read_text().splitlines()], []
+        for line in lines:
+            body, context = line["body"], dict(line["context"])
+            context["concept_ids"] = tuple(context.get("concept_ids") or ())
+            requests.append(CompletionRequest(prompt=body["messages"][-1]["content"], model_slug=body["model"],
+                                              temperature=body.get("temperature"), max_tokens=body.get("max_tokens"),
+                                              context=GenerationContext(**context)))
+
+        async def answer_all() -> list[Completion]:
+            return [await self.sim.generate(r) for r in requests]
+
+        out = []
+        for line, c in zip(lines, asyncio.run(answer_all())):
+            answer = {"object": "chat.completion", "model": c.model_slug,
+                      "usage": {"prompt_tokens": c.prompt_tokens, "completion_tokens": c.completion_tokens},
+                      "choices": [{"index": 0, "finish_reason": c.finish_reason,
+                                   "message": {"role": "assistant", "content": c.text}}]}
+            out.append(json.dumps({"custom_id": line["custom_id"], "response": {"status_code": 200, "body": answer}}))
+        output = self.upload("output.jsonl", ("\n".join(out) + "\n").encode())
+        job = {"id": f"batch_{uuid.uuid4().hex[:12]}", "object": "batch", "status": "completed",
+               "input_file_id": input_file_id, "output_file_id": output, "error_file_id": None,
+               "metadata": {JOB_KEY: key}, "request_counts": {"total": len(out), "completed": len(out), "failed": 0}}
+        self._save(f"{job['id']}.json", json.dumps(job).encode())
+        return job
+
+    def retrieve(self, batch_id: str) -> dict:
+        return json.loads((self.dir / f"{batch_id}.json").read_text())
+
+    def cancel(self, batch_id: str) -> dict:
+        return self.retrieve(batch_id)
+
+    def find(self, key: str, input_file_id: str | None) -> dict | None:
+        for path in sorted(self.dir.glob("batch_*.json")):
+            job = json.loads(path.read_text())
+            if job["metadata"].get(JOB_KEY) == key:
+                return job
+        return None
+
+    def content(self, file_id: str) -> str:
+        return (self.dir / file_id).read_text()
+
+    def items(self, text: str, requests: dict[str, CompletionRequest], duration_s: float) -> list[Item]:
+        return [dataclasses.replace(i, completion=dataclasses.replace(i.completion, simulated=True))
+                if i.completion else i for i in super().items(text, requests, duration_s)]
 
 
 def _plain(obj: Any) -> dict:
