@@ -327,3 +327,33 @@ def test_a_task_status_shows_its_jobs_while_they_run(batch_project):
                and "3 of this task's generations wait on it" in m for m in messages), messages
     assert "collected, 3 of 3 answered, 0 failed" in messages[-1]
     assert all(project.json("draft", g, "parsed_metadata.json")["success"] for g in drafts)
+
+
+def test_a_models_batch_discount_column(project):
+    from conftest import reset_luigi_state
+    from pipeline import config
+    from pipeline.cohort import compile_cohort
+    from pipeline.errors import DaydreamError
+    from pipeline.estimate import estimate
+
+    path = project.root / "1_raw" / "llm_models.csv"
+    original = path.read_text()
+    lines = original.splitlines()
+    lines[0] += ",batch_discount"
+    lines[1] += ",0.25"  # srv-a
+    lines[2] = lines[2].replace("Model B,0.1,512,,", "Model B,0.1,512,1.0,2.0") + ","
+    lines[3] += ","
+    path.write_text("\n".join(lines) + "\n")
+    reset_luigi_state()
+    compile_cohort(config.data_paths(), "t1")
+    rows = {(r["stage"], r["llm_model_id"]): r for r in estimate(config.data_paths(), "t1")}
+    draft = rows[("draft", "srv-a")]
+    assert draft["cost_batch_usd"] == pytest.approx(draft["cost_sync_usd"] * 0.75)
+    evals = rows[("evaluation", "srv-b")]
+    assert evals["cost_batch_usd"] == pytest.approx(evals["cost_sync_usd"] * 0.5)  # blank: the usual half
+    lines = original.splitlines()
+    path.write_text("\n".join([lines[0] + ",batch_discount"]
+                              + [line + (",1.5" if line.startswith("srv-a") else ",") for line in lines[1:]]) + "\n")
+    reset_luigi_state()
+    with pytest.raises(DaydreamError, match="srv-a: batch_discount must be in"):
+        compile_cohort(config.data_paths(), "t1")
