@@ -205,8 +205,7 @@ def run(rt: Runtime, stage: str, gen_ids: list[str], *, since: str, budget: Budg
                 alive |= not job.get("collected")
             status(describe(mine, wanted))
             if alive:
-                time.sleep(min(router.settings(j["endpoint"]).poll_s if router.settings(j["endpoint"])
-                               else BatchSettings().poll_s for j in mine))
+                time.sleep(min((router.settings(j["endpoint"]) or BatchSettings()).poll_s for j in mine))
     finally:
         for a in apis.values():
             a.close()

@@ -131,22 +131,27 @@ def test_kill_9_while_polling_then_another_process_polls_the_same_job(project, b
                for d in drafts), "the second run collected the first run's job"
 
 
-@pytest.mark.parametrize("phase", ["upload", "create"])
-def test_kill_before_a_job_is_recorded_submits_nothing_twice(project, batch_cfg, phase):
-    """Killed as the provider stores the input file, or makes the job, before the answer comes back."""
+def test_kills_before_a_job_is_recorded_submit_nothing_twice(project, batch_cfg):
+    """Killed as the provider stores the input file, then (the next run) as it makes the job:
+    each time before the answer comes back, so the store never learns the id."""
     server = project.server
-    first = cli(project, "run", "t1", "--batch", cfg=batch_cfg)
-    kill = lambda record: os.killpg(first.pid, signal.SIGKILL)  # noqa: E731
-    setattr(server, f"after_{'file_upload' if phase == 'upload' else 'batch_create'}", kill)
-    first.wait(timeout=60)
-    server.after_file_upload = server.after_batch_create = None
-    [job] = store_jobs(project)  # the intent was recorded first
-    assert job["batch_id"] is None and len(job["gen_ids"]) == 3
-    assert (job["input_file_id"], job["creating"]) == ((None, False) if phase == "upload" else ("file-1", True))
-    assert len(server.batch_jobs) == (phase == "create")
-    second = cli(project, "run", "t1", "--batch", cfg=batch_cfg)
-    out, err = second.communicate(timeout=120)
-    assert second.returncode == 0, err[-3000:]
+
+    def killed_at(hook: str) -> dict:
+        run = cli(project, "run", "t1", "--batch", cfg=batch_cfg)
+        setattr(server, hook, lambda record: os.killpg(run.pid, signal.SIGKILL))
+        run.wait(timeout=60)
+        setattr(server, hook, None)
+        [job] = store_jobs(project)  # the intent was recorded first, and is the one job
+        assert job["batch_id"] is None and len(job["gen_ids"]) == 3
+        return job
+
+    job = killed_at("after_file_upload")
+    assert (job["input_file_id"], job["creating"]) == (None, False) and not server.batch_jobs
+    job = killed_at("after_batch_create")  # the resumed record: uploaded again, then made
+    assert (job["input_file_id"], job["creating"]) == ("file-2", True) and len(server.batch_jobs) == 1
+    last = cli(project, "run", "t1", "--batch", cfg=batch_cfg)
+    out, err = last.communicate(timeout=120)
+    assert last.returncode == 0, err[-3000:]
     assert all_done(project)
     assert sorted(sent(server).values()) == [1] * ALL_CALLS, "a generation went out twice"
     # made once: found in the provider's list when it may have been made already
@@ -156,7 +161,7 @@ def test_kill_before_a_job_is_recorded_submits_nothing_twice(project, batch_cfg,
 def test_expired_requests_go_into_the_next_job(batch_project):
     project, server = batch_project, batch_project.server
     server.push_batch_outcomes("expire:1")  # the drafts' job answers one of three, then expires
-    assert project.run()
+    assert project.run(workers=2)  # tasks in processes of their own
     assert all_done(project)
     counts = sent(server)
     assert sorted(counts.values()) == [1] * (ALL_CALLS - 2) + [2, 2]
