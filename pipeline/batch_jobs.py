@@ -52,7 +52,7 @@ from .llm import require_keys
 from .llm.base import BatchSettings, CompletionRequest
 from .llm.batch import Item, NoBatchAPI, OpenAIBatchAPI
 from .llm.registry import batch_api_factory
-from .state import DONE, PENDING, State
+from .state import DONE
 from .store import DataPaths, atomic_write_json, read_json, read_text
 
 TERMINAL = ("completed", "failed", "expired", "cancelled")
@@ -341,7 +341,10 @@ def _requests(rt: Runtime, job: dict) -> dict[str, tuple[CompletionRequest, obje
     """gen_id → (request, inputs) for the job's members whose inputs are current."""
     out = {}
     for g in job["gen_ids"]:
-        inputs = resolve_inputs(rt, job["stage"], g)
+        try:
+            inputs = resolve_inputs(rt, job["stage"], g)
+        except DaydreamError:
+            continue  # purged or broken since it was sent: nothing to write it to
         if inputs is not None:
             out[g] = (completion_request(rt, job["stage"], inputs), inputs)
     return out
@@ -388,9 +391,8 @@ def _record(paths: DataPaths, job: dict, info: dict) -> None:
 
 def _give_up(rt: Runtime, job: dict, reason: str) -> None:
     """A job the provider refused: its members fail (the next run tries again), its spend is released."""
-    for g in job["gen_ids"]:
-        inputs = resolve_inputs(rt, job["stage"], g)
-        if inputs is not None and state_of(rt, job["stage"], g).kind != DONE:
+    for g, (_, inputs) in _requests(rt, job).items():
+        if state_of(rt, job["stage"], g).kind != DONE:
             write_call_failure(rt, job["stage"], g, inputs, f"batch job refused: {reason}")
     _settle(rt.paths, job, 0.0, 0)
     job.update(collected=True, status=job.get("status") or "refused", collected_at=_now())
@@ -458,7 +460,7 @@ def _collect(rt: Runtime, api: OpenAIBatchAPI, job: dict, info: dict) -> None:
             write_call_failure(rt, stage, g, inputs, item.error or "batch job: no answer")
     why = f"batch job {job['batch_id']} {info.get('status')}" + _errors(info)
     for g in job["gen_ids"]:
-        if g not in answered and state_of(rt, stage, g).kind != DONE:
+        if g not in answered and (g not in requests or state_of(rt, stage, g).kind != DONE):
             retry[g] = why + (" (inputs changed since it was sent)" if g not in requests else ", no answer")
     _settle(rt.paths, job, cost, called)
     job.update(collected=True, collected_at=_now(), retry=retry, answered=called)
