@@ -283,9 +283,14 @@ def test_spend_cap_counts_batch_prices(batch_project):
     from pipeline.ledger import read_ledger
     from pipeline.running import run_cohort
 
+    import luigi.configuration
+
+    luigi.configuration.get_config().set("llm.testsrv", "batch_max_requests", "5")
     project = batch_project
     price_model_b(project)
     assert run_cohort("t1", max_cost=5.0) == 0
+    # jobs sized to the limit: 3 drafts, 3 essays, 12 evaluations in jobs of 5, 5 and 2
+    assert sorted(len(j["custom_ids"]) for j in project.server.batch_jobs.values()) == [2, 3, 3, 5, 5]
     ledger = read_ledger(project.paths, "t1")
     recorded = sum(project.json(r["stage"], r["gen_id"], "raw_metadata.json")["cost_usd"]
                    for r in project.membership() if r["mode"] == "llm")
@@ -362,3 +367,29 @@ def test_a_models_batch_discount_column(project):
     reset_luigi_state()
     with pytest.raises(DaydreamError, match="srv-a: batch_discount must be in"):
         compile_cohort(config.data_paths(), "t1")
+
+
+def test_a_job_cancelled_at_the_provider_goes_out_again(batch_project):
+    import threading
+
+    from pipeline import batch_jobs, config
+    from pipeline.cohort import compile_cohort
+    from pipeline.generation import runtime
+
+    project, server = batch_project, batch_project.server
+    compile_cohort(config.data_paths(), "t1")
+    server.batch_delay = 0.5
+    api = batch_jobs.batch_api("testsrv")
+
+    def cancel_first(job):  # someone cancels it from the provider's console
+        if job["id"] == "batch_1":
+            threading.Thread(target=api.cancel, args=(job["id"],)).start()
+
+    server.after_batch_create = cancel_first
+    drafts = [r["gen_id"] for r in project.membership("draft")]
+    assert batch_jobs.run(runtime(), "draft", drafts, since="", budget=None) == []
+    api.close()
+    first, second = store_jobs(project)
+    assert first["status"] == "cancelled" and sorted(first["retry"]) == sorted(drafts)
+    assert second["status"] == "completed" and sorted(second["gen_ids"]) == sorted(drafts)
+    assert all(project.json("draft", g, "raw_metadata.json")["batch_job"]["batch_id"] == "batch_2" for g in drafts)
