@@ -49,7 +49,7 @@ from .generation import (Runtime, completion_request, generate, metadata, phase_
                          sha256, state_of, write_call, write_call_failure)
 from .ledger import Budget, locked as ledger_locked
 from .llm import require_keys
-from .llm.base import BatchSettings, CompletionRequest
+from .llm.base import BatchSettings, CompletionRequest, Transient
 from .llm.batch import Item, NoBatchAPI, OpenAIBatchAPI
 from .llm.registry import batch_api_factory
 from .state import DONE
@@ -83,15 +83,28 @@ def _locked(paths: DataPaths):
             os.close(fd)
 
 
+_READ: dict[str, tuple[int, list[dict]]] = {}  # jobs dir -> (its mtime, records): read again only when it changed
+
+
 def read_jobs(paths: DataPaths) -> list[dict]:
-    """Every job record, oldest first (a corrupt one cannot be: the atomic writer)."""
+    """Every job record, oldest first (a corrupt one cannot be: the atomic writer). Every sync
+    generation task asks (is any of its members in a live job?): the records are read again only
+    when the directory changed, which every write does (the atomic writer renames into it). A
+    directory changed in the last second is always read again: its timestamp is coarser than
+    the time between two writes, so a second write could leave it as it was."""
     d = jobs_dir(paths)
     try:
-        names = sorted(n for n in os.listdir(d) if n.endswith(".json"))
+        mtime = os.stat(d).st_mtime_ns
     except FileNotFoundError:
         return []
-    jobs = [read_json(d / n) for n in names]
-    return sorted((j for j in jobs if j), key=lambda j: j.get("created_at", ""))
+    cached = _READ.get(str(d))
+    if cached is None or cached[0] != mtime:
+        names = sorted(n for n in os.listdir(d) if n.endswith(".json"))
+        jobs = sorted((j for j in (read_json(d / n) for n in names) if j), key=lambda j: j.get("created_at", ""))
+        cached = (mtime, jobs)
+        if time.time_ns() - mtime > 1_000_000_000:
+            _READ[str(d)] = cached
+    return [dict(j) for j in cached[1]]  # callers update their copies
 
 
 def _write(paths: DataPaths, job: dict) -> None:
@@ -352,8 +365,6 @@ def _requests(rt: Runtime, job: dict) -> dict[str, tuple[CompletionRequest, obje
 
 def _submit(rt: Runtime, api: OpenAIBatchAPI, job: dict) -> None:
     """Upload and create the job of a record that has no job id yet (under the jobs' lock)."""
-    from .llm.base import Transient
-
     paths = rt.paths
     try:
         if job.get("creating"):
@@ -401,8 +412,6 @@ def _give_up(rt: Runtime, job: dict, reason: str) -> None:
 
 def _poll(rt: Runtime, api: OpenAIBatchAPI, job: dict) -> dict:
     """Look at a job once; collect it when it has ended. Returns the record as it is now."""
-    from .llm.base import Transient
-
     paths = rt.paths
     try:
         info = api.retrieve(job["batch_id"])

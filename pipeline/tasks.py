@@ -226,10 +226,9 @@ class _Generation(_DaydreamTask):
             md = self._metadata(self.gen_ids()[0])
             if md.get("mode") == "copy":
                 self._cached_settings = (config.batch_size() or config.COPY_BATCH, {})
-            elif config.batch_settings(runtime().endpoint(md["llm_model_id"])) is not None:
+            elif (batch := config.batch_settings(runtime().endpoint(md["llm_model_id"]))) is not None:
                 # batch jobs: a task's members go out as jobs and hold no call slot while they wait
-                provider = runtime().endpoint(md["llm_model_id"])
-                self._cached_settings = (min(config.batch_settings(provider).max_requests, config.chunk_size()), {})
+                self._cached_settings = (min(batch.max_requests, config.chunk_size()), {})
             else:
                 rt = runtime()
                 provider = rt.endpoint(md["llm_model_id"])
