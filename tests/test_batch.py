@@ -400,3 +400,23 @@ def test_a_job_cancelled_at_the_provider_goes_out_again(batch_project):
     assert first["status"] == "cancelled" and sorted(first["retry"]) == sorted(drafts)
     assert second["status"] == "completed" and sorted(second["gen_ids"]) == sorted(drafts)
     assert all(project.json("draft", g, "raw_metadata.json")["batch_job"]["batch_id"] == "batch_2" for g in drafts)
+
+
+def test_a_run_in_batch_jobs_stops_at_its_cap(batch_project):
+    """Each job reserves what fits under the cap; the essays' (8,192 tokens at most each) never fit."""
+    from pipeline.ledger import read_ledger
+    from pipeline.running import EXIT_BUDGET, run_cohort
+
+    project = batch_project
+    price_model_b(project)
+    assert run_cohort("t1", max_cost=0.006) == EXIT_BUDGET
+    ledger = read_ledger(project.paths, "t1")
+    assert ledger["reserved"] == {} and ledger["spent_usd"] <= 0.006
+    drafts = {d["gen_id"] for d in project.membership("draft")}
+    assert all(project.json("draft", d, "parsed_metadata.json")["success"] for d in drafts)
+    # one draft's bound (4,096 tokens) fits at a time; the copied essays' evaluations (512) may go too
+    draft_jobs = [j["custom_ids"] for j in project.server.batch_jobs.values() if set(j["custom_ids"]) & drafts]
+    assert [len(ids) for ids in draft_jobs] == [1, 1, 1]
+    assert ledger["calls"] == sum(len(j["custom_ids"]) for j in project.server.batch_jobs.values())
+    assert not any(project.paths.gen_file("essay", e["gen_id"], "raw.txt").exists()
+                   for e in project.membership("essay") if e["mode"] == "llm")
