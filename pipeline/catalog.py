@@ -83,6 +83,9 @@ class Model:
     # ``provider`` only names the vendor. Resolve what a model calls with
     # ``config.endpoint_for(model)``, never from this field alone.
     endpoint: str | None = None
+    # Share of the price a provider's batch jobs take off (``batch_discount`` column; blank: the
+    # usual 0.5 when the endpoint runs batch jobs, see ``spend.batch_prices``).
+    batch_discount: float | None = None
     catalog_path: Path | None = field(default=None, compare=False, repr=False)  # named in errors
 
     @property
@@ -262,7 +265,11 @@ def load_catalog(paths: DataPaths) -> Catalog:
             input_price_per_mtok=_number(p, mid, "input_price_per_mtok", r.get("input_price_per_mtok", "")),
             output_price_per_mtok=_number(p, mid, "output_price_per_mtok", r.get("output_price_per_mtok", "")),
             endpoint=endpoint, catalog_path=p,
+            batch_discount=_number(p, mid, "batch_discount", r.get("batch_discount", "")),
         )
+        if models[mid].batch_discount is not None and not 0 <= models[mid].batch_discount < 1:
+            raise DaydreamError("catalog", f"{mid}: batch_discount must be in [0, 1), got {models[mid].batch_discount:g}",
+                                path=p)
 
     p = paths.catalog_csv("combo_mappings.csv")
     grouped: dict[str, list[dict[str, str]]] = {}

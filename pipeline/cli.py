@@ -50,7 +50,8 @@ def cmd_run(args) -> int:
     from .running import run_cohort
 
     return run_cohort(args.cohort_id, workers=args.workers, local_scheduler=not args.scheduler,
-                      scheduler_url=args.scheduler_url, verbose=args.verbose, yes=args.yes, max_cost=args.max_cost)
+                      scheduler_url=args.scheduler_url, verbose=args.verbose, yes=args.yes, max_cost=args.max_cost,
+                      batch=args.batch)
 
 
 def cmd_estimate(args) -> int:
@@ -61,6 +62,8 @@ def cmd_estimate(args) -> int:
     from .estimate import estimate
 
     paths = config.data_paths()
+    if args.batch:
+        config.force_batch()
     compile_cohort(paths, args.cohort_id, confirm_above=None if args.yes else config.confirm_above())
     rows = estimate(paths, args.cohort_id)
     if args.json:
@@ -246,11 +249,15 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--max-cost", type=float, metavar="USD",
                    help="spend cap in USD for the cohort (overrides budget_usd in its spec); the run stops "
                         "before a call that could exceed it and exits 3")
+    r.add_argument("--batch", action="store_true",
+                   help="send the calls as provider batch jobs (about half price, answers within 24 h; "
+                        "resumable: run again to pick the same jobs up)")
     r.set_defaults(func=cmd_run)
 
     e = sub.add_parser("estimate", help="what the model calls still to make will cost (per stage and model)")
     e.add_argument("cohort_id")
     e.add_argument("--json", action="store_true", help="print the rows as JSON")
+    e.add_argument("--batch", action="store_true", help="price the calls as batch jobs, as `run --batch` would")
     e.add_argument("--yes", action="store_true", help="compile even above [daydream] confirm_above generations")
     e.set_defaults(func=cmd_estimate)
 

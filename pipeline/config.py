@@ -15,7 +15,7 @@ from pathlib import Path
 import luigi.configuration
 
 from .errors import DaydreamError
-from .llm.base import ProviderSettings
+from .llm.base import BatchSettings, ProviderSettings
 from .store import DataPaths
 
 DATA_ROOT_ENV = "DAYDREAM_DATA_ROOT"
@@ -195,6 +195,41 @@ def provider_settings(name: str) -> ProviderSettings:
     )
     if s.concurrency < 1 or s.max_attempts < 1 or s.timeout_s <= 0:
         raise DaydreamError("config", f"[{section}] concurrency, max_attempts and timeout must be positive", path=_where())
+    return s
+
+
+def force_batch() -> None:
+    """``--batch`` (``daydream run``, ``RunCohort``): every provider of this process's run sends
+    its calls as batch jobs, as ``[daydream] batch = true`` would (the config of this process and
+    the workers it forks; other machines set it in their own luigi.cfg)."""
+    cfg = _cfg()
+    if not cfg.has_section("daydream"):
+        cfg.add_section("daydream")
+    cfg.set("daydream", "batch", "true")
+
+
+def batch_settings(name: str) -> BatchSettings | None:
+    """How ``[llm.<name>]`` makes batch jobs, or None when its calls are made one by one:
+    ``batch = true`` in its section, or ``[daydream] batch = true`` (``--batch``) unless the
+    section says ``batch = false``."""
+    section = f"llm.{name}"
+    on = _get(section, "batch", _boolean, None)
+    if on is None:
+        on = _get("daydream", "batch", _boolean, False)
+    if not on:
+        return None
+    d = BatchSettings()
+    s = BatchSettings(
+        max_requests=_get(section, "batch_max_requests", int, d.max_requests),
+        max_bytes=_get(section, "batch_max_bytes", int, d.max_bytes),
+        poll_s=_get(section, "batch_poll", float, d.poll_s),
+        window=_get(section, "batch_window", str, d.window),
+        retry=_get(section, "batch_retry", str, d.retry),
+        max_jobs=_get(section, "batch_max_jobs", int, d.max_jobs),
+    )
+    if s.max_requests < 1 or s.max_bytes < 1 or s.poll_s <= 0 or s.max_jobs < 1 or s.retry not in ("batch", "sync"):
+        raise DaydreamError("config", f"[{section}] batch_max_requests, batch_max_bytes, batch_poll and "
+                                      f"batch_max_jobs must be positive, batch_retry batch or sync", path=_where())
     return s
 
 

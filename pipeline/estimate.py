@@ -119,6 +119,13 @@ def remaining_calls(paths: DataPaths, cohort_id: str, planned: list | None = Non
         tokens, _ = completion(stage, row["template_id"], model)
         return (tokens or 0) * hist.bytes_per_token(model.id)
 
+    @lru_cache(maxsize=None)
+    def batch_endpoint(endpoint: str) -> bool:
+        return config.batch_settings(endpoint) is not None
+
+    def in_batch(model) -> bool:  # the run sends it in a batch job (``batch_jobs``)
+        return batch_endpoint(rt.endpoint(model.id))
+
     calls = []
     for r in todo:
         stage, model = r["stage"], rt.catalog.model(r["llm_model_id"])
@@ -129,10 +136,11 @@ def remaining_calls(paths: DataPaths, cohort_id: str, planned: list | None = Non
         else:
             prompt_bytes = template_bytes(stage, r["template_id"]) + parsed_bytes(PARENT_STAGE[stage], r["parent_gen_id"])
         tokens, from_history = completion(stage, r["template_id"], model)
+        sync, batch = spend.Prices.of(model), spend.batch_prices(model)
         calls.append(spend.CallEstimate(
-            stage=stage, model_id=model.id, prices=spend.Prices.of(model), prompt_bytes=prompt_bytes,
+            stage=stage, model_id=model.id, prices=batch if in_batch(model) else sync, prompt_bytes=prompt_bytes,
             bytes_per_token=hist.bytes_per_token(model.id), completion_tokens=tokens or 0.0,
-            from_history=from_history, max_tokens=max_tokens(stage, model)))
+            from_history=from_history, max_tokens=max_tokens(stage, model), sync_prices=sync, batch_prices=batch))
     return calls
 
 

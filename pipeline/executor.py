@@ -49,6 +49,7 @@ from dataclasses import dataclass, field
 from typing import Callable, Iterable
 
 from . import config
+from .batch_jobs import Router
 from .generation import Runtime, generate, metadata, run_state
 from .errors import DaydreamError
 from .ledger import Budget
@@ -607,13 +608,15 @@ def start_ahead(rt: Runtime, members: list[dict], since: str, budget: Budget | N
     unsettled = lambda rows: [r for r in rows if not settled_for_run(rt, r["stage"], r["gen_id"], since, memo)]  # noqa: E731
     if multiprocessing.parent_process() is not None:
         return unsettled(members)
+    router = Router(rt)  # generations sent in batch jobs are their tasks' to submit and poll
+    called = lambda r: not router.routed(r["stage"], r["gen_id"], r["llm_model_id"])  # noqa: E731
     ex = executor(rt, own_process=True)
     todo: list[dict] = []
     for at in range(0, len(members), AHEAD_SLICE):
         found = unsettled(members[at:at + AHEAD_SLICE])
-        ex.start([_ahead(rt, r, since) for r in found], budget)
+        ex.start([_ahead(rt, r, since) for r in found if called(r)], budget)
         todo += found
-    later = [_ahead(rt, r, since) for r in following]
+    later = [_ahead(rt, r, since) for r in following if called(r)]
     if later:
         ex.follow([(r["stage"], r["gen_id"], since) for r in todo], later, budget)
     return todo

@@ -520,3 +520,49 @@ def _write_failure(rt: Runtime, stage: str, gen_id: str, inputs: Inputs, reason:
         parent_sha256=inputs.parent_sha256, scale=inputs.scale)
     atomic_write_json(rt.gen_file(stage, gen_id, "parsed_metadata.json"), pm)
     return State(FAILED, reason, pm["finished_at"])
+
+
+def write_call(rt: Runtime, stage: str, gen_id: str, inputs: Inputs, completion: Completion, *, started: str,
+               prices: spend.Prices, batch_job: dict | None = None) -> State:
+    """Commit a model call's answer made elsewhere (a provider batch job, ``batch_jobs.py``) as
+    ``generate`` commits its own: raw.txt, raw_metadata.json, then validate and parse. Returns
+    the state and leaves the cost in the raw record (``recorded_cost``)."""
+    f = lambda name: rt.gen_file(stage, gen_id, name)  # noqa: E731
+    model = rt.catalog.model(inputs.model_id)
+    cost, cost_source = spend.cost_and_source(completion.cost_usd, spend.token_cost(
+        prices, completion.prompt_tokens, completion.completion_tokens))
+    raw = completion.text
+    reason = validate_raw(raw, completion, rt.stage_settings(stage).min_lines)
+    remove_stale_temporaries(rt.gen_dir(stage, gen_id))
+    atomic_write_text(f("prompt.txt"), inputs.prompt)
+    atomic_write_text(f("raw.txt"), raw)
+    atomic_write_json(f("raw_metadata.json"), raw_metadata(
+        gen_id=gen_id, stage=stage, mode="llm", llm_model_id=model.id, model_slug=completion.model_slug,
+        provider=completion.provider, simulated=completion.simulated, finish_reason=completion.finish_reason,
+        truncated=completion.truncated, prompt_tokens=completion.prompt_tokens,
+        completion_tokens=completion.completion_tokens, cost_usd=cost, cost_source=cost_source,
+        duration_s=round(completion.duration_s, 4), attempts=completion.attempts, started_at=started,
+        finished_at=_now(), prompt_sha256=sha256(inputs.prompt), raw_sha256=sha256(raw), valid=reason is None,
+        invalid_reason=reason, batch_job=batch_job))
+    if reason is not None:
+        return _write_failure(rt, stage, gen_id, inputs, reason, raw, simulated=completion.simulated)
+    return _write_parsed(rt, stage, gen_id, inputs, raw, simulated=completion.simulated)
+
+
+def write_call_failure(rt: Runtime, stage: str, gen_id: str, inputs: Inputs, reason: str) -> State:
+    """Record that a model call made elsewhere (a batch job) failed for good, as ``generate`` does."""
+    model = rt.catalog.model(inputs.model_id)
+    return _write_failure(rt, stage, gen_id, inputs, reason, "", simulated=model.simulated)
+
+
+def completion_request(rt: Runtime, stage: str, inputs: Inputs) -> CompletionRequest:
+    """The request ``generate`` would send for ``inputs`` (a batch job sends the same)."""
+    md, model, settings = inputs.metadata, rt.catalog.model(inputs.model_id), rt.stage_settings(stage)
+    return CompletionRequest(
+        prompt=inputs.prompt, model_slug=model.model,
+        temperature=model.temperature if model.temperature is not None else settings.temperature,
+        max_tokens=model.max_tokens if model.max_tokens is not None else settings.max_tokens,
+        context=GenerationContext(stage=stage, template_id=md["template_id"], parser=inputs.parser,
+                                  replicate=int(md.get("replicate", 1)), concept_ids=_concept_ids(rt, stage, md),
+                                  scale_min=inputs.scale[0], scale_max=inputs.scale[1]),
+    )

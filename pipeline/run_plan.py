@@ -10,6 +10,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 
 from . import config, ledger, spend
+from .batch_jobs import check_providers
 from .cohort import read_membership
 from .errors import DaydreamError
 from .generation import run_state, runtime, state_of
@@ -228,3 +229,4 @@ def prepare_providers(paths: DataPaths, cohort_id: str, since: str = "") -> None
     config.validate(used)
     config.sync_resources(used)
     rt.require_keys(todo)
+    check_providers(todo)  # a provider in batch mode without a batch API: one error now

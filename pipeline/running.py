@@ -18,6 +18,7 @@ import luigi
 import luigi.interface
 
 from . import config, spend
+from .batch_jobs import cohort_jobs, format_jobs, progress_line
 from .cohort import compile_cohort, terminal_progress
 from .errors import DaydreamError
 from .estimate import estimate, left_to_do
@@ -139,6 +140,9 @@ class StoreProgress:
             still.append(path)
         self.waiting = still
         self.set(self.bar.n + fresh)
+        jobs = progress_line(self.paths)  # provider batch jobs the run waits on
+        if jobs or self.bar.postfix:
+            self.bar.set_postfix_str(jobs)
 
     def set(self, n: int):
         if n > self.bar.n:
@@ -186,13 +190,15 @@ def check_cost(cohort_id: str, rows: list[dict], cap: float | None, yes: bool) -
 
 def run_cohort(cohort_id: str, *, workers: int = 1, local_scheduler: bool = True,
                scheduler_url: str | None = None, verbose: bool = False, yes: bool = False,
-               max_cost: float | None = None) -> int:
+               max_cost: float | None = None, batch: bool = False) -> int:
     """The CLI's ``run``: compile, check, estimate, one ``luigi.build`` of ``RunCohort``, then
     the summary. Exit status 3 (``EXIT_BUDGET``) when the run stopped at its spend cap."""
     if workers < 1:
         raise DaydreamError("config", f"--workers must be at least 1, got {workers}")
     paths = config.data_paths()
     check_max_cost(max_cost)  # a mistyped cap is reported before anything is written
+    if batch:
+        config.force_batch()
     compile_cohort(paths, cohort_id, confirm_above=None if yes else config.confirm_above(),
                    progress=terminal_progress())
     if is_search_cohort(paths, cohort_id):
@@ -207,7 +213,8 @@ def run_cohort(cohort_id: str, *, workers: int = 1, local_scheduler: bool = True
         build.update(local_scheduler=True, worker_scheduler_factory=_UnprunedLocalScheduler())
     elif scheduler_url:
         build["scheduler_url"] = check_scheduler_url(scheduler_url)
-    task = RunCohort(cohort_id=cohort_id, since=run_stamp(), yes=yes, max_cost=max_cost, ahead=local_scheduler)
+    task = RunCohort(cohort_id=cohort_id, since=run_stamp(), yes=yes, max_cost=max_cost, ahead=local_scheduler,
+                     batch_mode=batch)
     spend_ledger = prepare_budget(paths, cohort_id, cap, task.since)
     budget = None if cap is None else Budget(paths, cohort_id, cap, task.since)
     if spend_ledger is not None:
@@ -296,6 +303,7 @@ def print_status(cohort_id: str) -> int:
     print(format_spend(st["spend"]), end="")
     if st["ledger"]:
         print(f"  spend ledger (runs under a cap): {budget_line(st['ledger'])}")
+    print(format_jobs(cohort_jobs(config.data_paths(), membership(config.data_paths(), cohort_id))), end="")
     if st["reasons"]:
         print("  failures:")
         for (stage, reason), n in st["reasons"].most_common(20):

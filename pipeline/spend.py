@@ -43,6 +43,18 @@ class Prices:
         return cls(model.input_price_per_mtok, model.output_price_per_mtok, free=model.simulated)
 
 
+DEFAULT_BATCH_DISCOUNT = 0.5  # what OpenAI, Anthropic and Google take off batch tokens
+
+
+def batch_prices(model) -> Prices:
+    """A catalog model's prices in a provider's batch jobs: its ``batch_discount`` (else
+    ``DEFAULT_BATCH_DISCOUNT``) off both token prices."""
+    prices = Prices.of(model)
+    off = DEFAULT_BATCH_DISCOUNT if model.batch_discount is None else model.batch_discount
+    scale = lambda price: None if price is None else price * (1 - off)  # noqa: E731
+    return Prices(scale(prices.input_per_mtok), scale(prices.output_per_mtok), free=prices.free)
+
+
 def catalog_prices(catalog) -> dict[str, Prices]:
     """Every catalog model's prices (``catalog.Catalog``), looked up once for many records."""
     return {model_id: Prices.of(model) for model_id, model in catalog.models.items()}
@@ -175,8 +187,9 @@ def reconcile(ledger: dict, recorded_usd: float, since: str, cap: float) -> None
     ledger["prepared"] = (ledger.get("prepared", []) + [since])[-REACHED_KEPT:]
 
 
-def settle(ledger: dict, token: str, cost: float | None) -> None:
-    """Replace a reservation by what the call cost; an unknown cost stays charged at the bound."""
+def settle(ledger: dict, token: str, cost: float | None, calls: int = 1) -> None:
+    """Replace a reservation by what the call cost; an unknown cost stays charged at the bound.
+    ``calls``: the calls it reserved for (a batch job reserves once for all of its requests)."""
     r = ledger["reserved"].pop(token, None)
     if r is None:
         r = ledger["abandoned"].pop(token, None)
@@ -184,7 +197,7 @@ def settle(ledger: dict, token: str, cost: float | None) -> None:
             return
         ledger["spent_usd"] -= r["usd"]  # charged when it expired; now we know better
         ledger["abandoned_usd"] -= r["usd"]
-    ledger["calls"] += 1
+    ledger["calls"] += calls
     if cost is None:
         ledger["unknown_cost_calls"] += 1
     ledger["spent_usd"] += r["usd"] if cost is None else cost
@@ -206,10 +219,22 @@ class CallEstimate:
     completion_tokens: float  # this model's mean on this stage (and template), else max_tokens
     from_history: bool  # completion_tokens is a mean of earlier calls, not max_tokens
     max_tokens: int | None
+    # the prices of the same call made one by one and in a batch job (``prices`` is one of them:
+    # what the run will pay); None: the same as ``prices``
+    sync_prices: Prices | None = None
+    batch_prices: Prices | None = None
 
     @property
     def prompt_tokens(self) -> float:
         return self.prompt_bytes / self.bytes_per_token
+
+    @property
+    def cost_sync(self) -> float | None:
+        return token_cost(self.sync_prices or self.prices, self.prompt_tokens, self.completion_tokens)
+
+    @property
+    def cost_batch(self) -> float | None:
+        return token_cost(self.batch_prices or self.prices, self.prompt_tokens, self.completion_tokens)
 
     @property
     def cost(self) -> float | None:
@@ -291,7 +316,8 @@ def estimate_rows(calls: list[CallEstimate]) -> list[dict]:
                 "prompt_tokens": round(sum(c.prompt_tokens for c in cs)),
                 "completion_tokens": round(sum(c.completion_tokens for c in cs)),
                 "completion_basis": "mixed" if len(basis) > 1 else ("history" if basis == {True} else "max_tokens"),
-                "cost_usd": _sum(c.cost for c in cs), "cost_max_usd": _sum(c.bound for c in cs)}
+                "cost_usd": _sum(c.cost for c in cs), "cost_max_usd": _sum(c.bound for c in cs),
+                "cost_sync_usd": _sum(c.cost_sync for c in cs), "cost_batch_usd": _sum(c.cost_batch for c in cs)}
 
     order = {"draft": 0, "essay": 1, "evaluation": 2}
     rows = [row(s, m, cs) for (s, m), cs in sorted(groups.items(), key=lambda kv: (order.get(kv[0][0], 9), kv[0][1]))]
@@ -313,6 +339,11 @@ def format_estimate(cohort_id: str, rows: list[dict]) -> str:
         lines.append(f"  {r['stage']:<11}{r['llm_model_id']:<22}{r['calls']:>7,}{r['prompt_tokens']:>12,}"
                      f"{r['completion_tokens']:>12,}  {r['completion_basis']:<11}{usd(r['cost_usd']):>12}"
                      f"{usd(r['cost_max_usd']):>12}")
+    if total.get("cost_sync_usd") and total.get("cost_batch_usd") is not None:  # a free simulator saves nothing
+        saving = total["cost_sync_usd"] - total["cost_batch_usd"]
+        lines.append(f"  made one by one: {usd(total['cost_sync_usd'])}; as provider batch jobs: "
+                     f"{usd(total['cost_batch_usd'])} (saves {usd(saving)}; answers within 24 h; "
+                     "`daydream run --batch`)")
     unknown = sorted({r["llm_model_id"] for r in rows[:-1] if r["cost_usd"] is None})
     if unknown:
         lines.append(f"  cost unknown: no prices in llm_models.csv for {', '.join(unknown)}")

@@ -143,11 +143,13 @@ def raw_metadata(*, gen_id: str, stage: str, mode: str, llm_model_id: str | None
                  provider: str | None, simulated: bool, finish_reason: str | None, truncated: bool,
                  prompt_tokens: int, completion_tokens: int, cost_usd: float | None, cost_source: str | None,
                  duration_s: float, attempts: int, started_at: str, finished_at: str, prompt_sha256: str,
-                 raw_sha256: str, valid: bool, invalid_reason: str | None) -> dict:
+                 raw_sha256: str, valid: bool, invalid_reason: str | None, batch_job: dict | None = None) -> dict:
     """``raw_metadata.json``: the model call behind ``raw.txt`` (copy mode: the parent's text).
     ``cost_source``: ``reported`` by the provider, ``estimated`` from the catalog prices, or
-    ``unknown`` (``cost_usd`` null); null in copy mode (no call)."""
-    return dict(gen_id=gen_id, stage=stage, mode=mode, llm_model_id=llm_model_id, model_slug=model_slug,
+    ``unknown`` (``cost_usd`` null); null in copy mode (no call). ``batch_job``: the provider
+    batch job the call went out in (its record's key and the provider's job id), only then."""
+    extra = {"batch_job": batch_job} if batch_job else {}
+    return dict(**extra, gen_id=gen_id, stage=stage, mode=mode, llm_model_id=llm_model_id, model_slug=model_slug,
                 provider=provider, simulated=simulated, finish_reason=finish_reason, truncated=truncated,
                 prompt_tokens=prompt_tokens, completion_tokens=completion_tokens, cost_usd=cost_usd,
                 cost_source=cost_source,

@@ -40,7 +40,7 @@ import luigi
 import luigi.interface
 from luigi.parameter import ParameterVisibility
 
-from . import config
+from . import batch_jobs, config
 from .cohort import compile_cohort, is_compiled, search_record_path
 from .errors import DaydreamError
 from .estimate import left_to_do
@@ -226,6 +226,9 @@ class _Generation(_DaydreamTask):
             md = self._metadata(self.gen_ids()[0])
             if md.get("mode") == "copy":
                 self._cached_settings = (config.batch_size() or config.COPY_BATCH, {})
+            elif (batch := config.batch_settings(runtime().endpoint(md["llm_model_id"]))) is not None:
+                # batch jobs: a task's members go out as jobs and hold no call slot while they wait
+                self._cached_settings = (min(batch.max_requests, config.chunk_size()), {})
             else:
                 rt = runtime()
                 provider = rt.endpoint(md["llm_model_id"])
@@ -272,6 +275,15 @@ class _Generation(_DaydreamTask):
             # scheduled before the run stopped at its cap (a child whose parent was not run)
             self.set_status_message(f"{self._label(ids[0])} · {BUDGET_REACHED}")
             return
+        router = batch_jobs.Router(rt)
+        in_jobs = [g for g in ids if router.routed(self.stage, g, self._metadata(g).get("llm_model_id"))]
+        if in_jobs:  # a provider's batch jobs (pipeline/batch_jobs.py); what they hand back is called here
+            again = batch_jobs.run(rt, self.stage, in_jobs, since=self.since, budget=budget,
+                                   status=self.set_status_message)
+            ids = [g for g in ids if g not in in_jobs] + again
+            if not ids:
+                self.set_progress_percentage(100)
+                return
         if len(ids) == 1:
             self.set_status_message(self._label(ids[0]))
             st = run_generation(rt, self.stage, ids[0], since=self.since, status=self.set_status_message,
@@ -581,10 +593,15 @@ class RunCohort(_DaydreamTask):
                               description="compile even above [daydream] confirm_above generations")
     max_cost = _cap_parameter(hidden=False)
     ahead = _ahead_parameter()
+    # not ``--batch``: the `luigi` command reads that as an abbreviation of its --batch-email-* options
+    batch_mode = luigi.BoolParameter(default=False, significant=False,
+                                     description="send every provider's calls as batch jobs ([daydream] batch = true)")
     priority = CHUNK_PRIORITY
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
+        if self.batch_mode:
+            config.force_batch()
         if not self.since:
             # The process that names the run (the `luigi` or `daydream` command) stamps it once;
             # workers that load this task get the stamp with its parameters.

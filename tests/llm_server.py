@@ -23,6 +23,17 @@ the ``usage`` it answered with; ``server.successes`` counts well-formed 200 comp
 (``truncated`` included). Token counts are words. ``server.cost`` (None by default) makes it
 report ``usage.cost`` as OpenRouter does: a number, or ``cost(body, usage) -> float``.
 
+Batch API (``/v1/files``: upload, retrieve, content; ``/v1/batches``: create, retrieve, cancel,
+list), as OpenAI's: a job stays ``in_progress`` for ``batch_delay`` seconds after it is created,
+then its lines are answered by the same responder and fault modes as calls (one queued fault or
+rule verdict per line: a status becomes a line of the error file, ``truncated`` a truncated
+answer) into an output and an error file. ``push_batch_outcomes`` queues, one per created job:
+``ok``; ``expire`` or ``expire:<n>`` (ends ``expired`` with only the first n lines answered, the
+rest in the error file as ``batch_expired``); ``fail`` (ends ``failed``, no output). A server
+with ``batch_api = False`` answers 404 there, like a provider without one. ``after_batch_create``
+and ``after_file_upload`` (callables given the job or file record) run after a job is made or a
+file stored and before the answer goes out (a client killed there never learns the id). ``batch_jobs`` holds every job made, with its lines' ``custom_id``s.
+
 Standalone, for benchmarks: ``python tests/llm_server.py --port 8765 --latency 0.2``.
 """
 
@@ -86,6 +97,14 @@ class LLMServer:
         self.port = self._httpd.server_address[1]
         self.base_url = f"http://{host}:{self.port}/v1"
         self._thread: threading.Thread | None = None
+        # the batch API
+        self.batch_api = True
+        self.batch_delay = 0.0
+        self.after_batch_create: Callable[[dict], None] | None = None
+        self.after_file_upload: Callable[[dict], None] | None = None
+        self._batch_outcomes: collections.deque[str] = collections.deque()
+        self.files: dict[str, dict] = {}
+        self.batch_jobs: dict[str, dict] = {}
 
     # -- lifecycle -------------------------------------------------------------------------
     def start(self) -> "LLMServer":
@@ -118,6 +137,13 @@ class LLMServer:
             self.requests.clear()
             self.successes = 0
             self.max_concurrency_seen = 0
+
+    def push_batch_outcomes(self, *outcomes: str) -> None:
+        for outcome in outcomes:
+            if outcome not in ("ok", "expire", "fail") and not outcome.startswith("expire:"):
+                raise ValueError(f"unknown batch outcome {outcome!r}: ok, expire, expire:<n> or fail")
+        with self._lock:
+            self._batch_outcomes.extend(outcomes)
 
     @property
     def faults_pending(self) -> int:
@@ -162,6 +188,8 @@ class _Handler(BaseHTTPRequestHandler):
     def do_POST(self) -> None:
         server: LLMServer = self.server.owner  # type: ignore[attr-defined]
         raw = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        if self.path.startswith(("/v1/files", "/v1/batches")):
+            return _BatchAPI(self, server).post(raw)
         try:
             body: Any = json.loads(raw)
         except ValueError:
@@ -180,6 +208,12 @@ class _Handler(BaseHTTPRequestHandler):
                 self._respond(server, mode, body)
         finally:
             self._end(False)
+
+    def do_GET(self) -> None:
+        server: LLMServer = self.server.owner  # type: ignore[attr-defined]
+        if self.path.startswith(("/v1/files", "/v1/batches")):
+            return _BatchAPI(self, server).get()
+        self._send(404, b'{"error": {"message": "not found"}}')
 
     def _end(self, success: bool) -> None:
         """Account for the request once, before its last byte goes out, so counters never lag
@@ -264,6 +298,187 @@ class _Handler(BaseHTTPRequestHandler):
             self.connection.shutdown(socket.SHUT_RDWR)
         except OSError:
             pass
+
+
+class _BatchAPI:
+    """Files and batches, on the handler's connection (see the module's docstring)."""
+
+    def __init__(self, handler: _Handler, server: LLMServer):
+        self.h, self.server = handler, server
+        handler._ended = True  # not counted among the calls
+        handler._record = {"path": handler.path, "headers": {k.lower(): v for k, v in handler.headers.items()},
+                           "body": None}
+        with server._lock:
+            server.requests.append(handler._record)
+
+    def _json(self, status: int, obj: dict) -> None:
+        self.h._send(status, json.dumps(obj).encode())
+
+    def _missing(self) -> None:
+        self._json(404, {"error": {"message": f"no route {self.h.path}", "type": "invalid_request_error"}})
+
+    def post(self, raw: bytes) -> None:
+        if not self.server.batch_api:
+            return self._missing()
+        parts = self.h.path.split("?")[0].rstrip("/").split("/")  # "", "v1", "files" | "batches", ...
+        if parts[2:] == ["files"]:
+            return self._upload(raw)
+        if parts[2:] == ["batches"]:
+            return self._create(json.loads(raw or b"{}"))
+        if len(parts) == 5 and parts[2] == "batches" and parts[4] == "cancel":
+            job = self.server.batch_jobs.get(parts[3])
+            if job is None:
+                return self._missing()
+            if job["status"] not in ("completed", "failed", "expired", "cancelled"):
+                job["status"] = "cancelled"
+                self._finish(job, answered=0, status="cancelled")
+            return self._json(200, self._view(job))
+        self._missing()
+
+    def get(self) -> None:
+        if not self.server.batch_api:
+            return self._missing()
+        path, _, query = self.h.path.partition("?")
+        parts = path.rstrip("/").split("/")
+        if parts[2:] == ["batches"]:
+            jobs = [self._view(self._advance(j)) for j in reversed(list(self.server.batch_jobs.values()))]
+            params = dict(p.split("=", 1) for p in query.split("&") if "=" in p)
+            if "after" in params:
+                ids = [j["id"] for j in jobs]
+                jobs = jobs[ids.index(params["after"]) + 1:] if params["after"] in ids else []
+            limit = int(params.get("limit", 20))
+            page = jobs[:limit]
+            return self._json(200, {"object": "list", "data": page, "has_more": len(jobs) > limit,
+                                    "first_id": page[0]["id"] if page else None,
+                                    "last_id": page[-1]["id"] if page else None})
+        if len(parts) == 4 and parts[2] == "batches":
+            job = self.server.batch_jobs.get(parts[3])
+            return self._json(200, self._view(self._advance(job))) if job else self._missing()
+        if len(parts) >= 4 and parts[2] == "files" and parts[3] in self.server.files:
+            f = self.server.files[parts[3]]
+            if parts[4:] == ["content"]:
+                return self.h._send(200, f["data"], {"Content-Type": "application/octet-stream"})
+            return self._json(200, self._file_view(parts[3]))
+        self._missing()
+
+    def _upload(self, raw: bytes) -> None:
+        import email.parser
+        import email.policy
+
+        head = f"Content-Type: {self.h.headers.get('Content-Type')}\r\n\r\n".encode()
+        message = email.parser.BytesParser(policy=email.policy.HTTP).parsebytes(head + raw)
+        fields = {}
+        for part in message.iter_parts():
+            fields[part.get_param("name", header="content-disposition")] = (
+                part.get_filename(), part.get_payload(decode=True))
+        name, data = fields.get("file", (None, None))
+        if data is None:
+            return self._json(400, {"error": {"message": "no file"}})
+        with self.server._lock:
+            fid = f"file-{len(self.server.files) + 1}"
+            self.server.files[fid] = {"filename": name, "data": data, "purpose": (fields.get("purpose") or (0, b""))[1].decode(),
+                                      "created_at": int(time.time())}
+        if self.server.after_file_upload is not None:
+            self.server.after_file_upload(self.server.files[fid])
+        self._json(200, self._file_view(fid))
+
+    def _file_view(self, fid: str) -> dict:
+        f = self.server.files[fid]
+        return {"id": fid, "object": "file", "bytes": len(f["data"]), "created_at": f["created_at"],
+                "filename": f["filename"], "purpose": f["purpose"], "status": "processed"}
+
+    def _create(self, body: dict) -> None:
+        f = self.server.files.get(body.get("input_file_id"))
+        if f is None:
+            return self._json(400, {"error": {"message": "unknown input_file_id"}})
+        lines = [json.loads(x) for x in f["data"].decode().splitlines() if x.strip()]
+        with self.server._lock:
+            outcome = self.server._batch_outcomes.popleft() if self.server._batch_outcomes else "ok"
+            bid = f"batch_{len(self.server.batch_jobs) + 1}"
+            job = self.server.batch_jobs[bid] = {
+                "id": bid, "input_file_id": body["input_file_id"], "endpoint": body.get("endpoint"),
+                "completion_window": body.get("completion_window"), "metadata": body.get("metadata"),
+                "status": "in_progress", "created_at": time.time(), "lines": lines, "outcome": outcome,
+                "custom_ids": [x["custom_id"] for x in lines], "output_file_id": None, "error_file_id": None,
+                "completed": 0, "failed": 0, "errors": None}
+        if self.server.after_batch_create is not None:
+            self.server.after_batch_create(job)
+        self._json(200, self._view(job))
+
+    def _advance(self, job: dict) -> dict:
+        """A job past its delay ends, as its outcome says."""
+        with self.server._lock:
+            if job["status"] != "in_progress" or time.time() < job["created_at"] + self.server.batch_delay:
+                return job
+            job["status"] = "finalizing"
+        outcome = job["outcome"]
+        if outcome == "fail":
+            job["errors"] = {"object": "list", "data": [{"code": "invalid_request", "message": "simulated job failure"}]}
+            self._finish(job, 0, "failed", with_files=False)
+        elif outcome.startswith("expire"):
+            n = int(outcome.split(":", 1)[1]) if ":" in outcome else 0
+            self._finish(job, n, "expired")
+        else:
+            self._finish(job, len(job["lines"]), "completed")
+        return job
+
+    def _finish(self, job: dict, answered: int, status: str, with_files: bool = True) -> None:
+        out, err = [], []
+        for i, line in enumerate(job["lines"]):
+            cid = line["custom_id"]
+            if i >= answered:
+                if with_files:
+                    err.append({"id": f"req_{i}", "custom_id": cid, "response": None,
+                                "error": {"code": f"batch_{status}", "message": f"this request was not run: batch {status}"}})
+                continue
+            status_code, payload = self._answer(line["body"])
+            entry = {"id": f"req_{i}", "custom_id": cid,
+                     "response": {"status_code": status_code, "request_id": f"r{i}", "body": payload}, "error": None}
+            (out if status_code == 200 else err).append(entry)
+        job["completed"], job["failed"] = len(out), len(err)
+        with self.server._lock:
+            for name, entries in (("output_file_id", out), ("error_file_id", err)):
+                if entries and with_files:
+                    fid = f"file-{len(self.server.files) + 1}"
+                    self.server.files[fid] = {"filename": f"{job['id']}-{name}.jsonl", "purpose": "batch_output",
+                                              "data": "".join(json.dumps(e) + "\n" for e in entries).encode(),
+                                              "created_at": int(time.time())}
+                    job[name] = fid
+            job["status"] = status
+
+    def _answer(self, body: dict) -> tuple[int, dict]:
+        """One line, answered as a call would be (the responder, queued faults or the rule)."""
+        server = self.server
+        with server._lock:
+            mode = server._faults.popleft() if server._faults else None
+        if mode is None and server.rule is not None:
+            mode = server.rule(body)
+        mode = _check_mode(mode or "ok")
+        if mode.isdigit() or mode == "429-noretry-after":
+            status = int(mode[:3])
+            return status, {"error": {"message": f"simulated {status}", "type": "test_server_error", "code": status}}
+        content = server.responder(body)
+        finish = "stop"
+        if mode == "truncated":
+            content, finish = content[: max(1, len(content) // 2)], "length"
+        usage = {"prompt_tokens": len(_prompt(body).split()), "completion_tokens": len(content.split())}
+        usage["total_tokens"] = usage["prompt_tokens"] + usage["completion_tokens"]
+        with server._lock:
+            server.successes += 1
+        return 200, {"id": "chatcmpl-batch", "object": "chat.completion", "created": int(time.time()),
+                     "model": body.get("model"), "usage": usage,
+                     "choices": [{"index": 0, "message": {"role": "assistant", "content": content}, "finish_reason": finish}]}
+
+    def _view(self, job: dict) -> dict:
+        total = len(job["lines"])
+        done = job["completed"]
+        if job["status"] == "in_progress" and self.server.batch_delay > 0:  # progress, as providers show it
+            done = min(total, int(total * (time.time() - job["created_at"]) / self.server.batch_delay))
+        return {"id": job["id"], "object": "batch", "endpoint": job["endpoint"], "errors": job["errors"],
+                "input_file_id": job["input_file_id"], "completion_window": job["completion_window"],
+                "status": job["status"], "output_file_id": job["output_file_id"], "error_file_id": job["error_file_id"],
+                "created_at": int(job["created_at"]), "metadata": job["metadata"],
+                "request_counts": {"total": total, "completed": done, "failed": job["failed"]}}
 
 
 def main(argv: list[str] | None = None) -> None:

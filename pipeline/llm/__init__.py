@@ -15,6 +15,7 @@ from typing import Awaitable, Callable
 
 from pipeline.errors import DaydreamError
 from pipeline.llm import offline as _offline, openai_provider as _openai  # noqa: F401  (they register their APIs)
+from pipeline.llm import batch as _batch  # noqa: F401,E402  (registers the batch adapters)
 from pipeline.llm.base import Completion, CompletionRequest, GenerationContext, ModelAPI, ProviderSettings, Transient
 from pipeline.llm.registry import api_factory, api_names
 from pipeline.llm.retrying import Provider

@@ -93,3 +93,15 @@ class ModelAPI(Protocol):
 
     async def aclose(self) -> None:
         """Close what ``generate`` opened on the running loop (its connections), before the loop ends."""
+
+
+@dataclass(frozen=True)
+class BatchSettings:
+    """How a provider's batch jobs are made (``[llm.<name>] batch = true``; resolved by config.py)."""
+
+    max_requests: int = 50_000  # requests per job (OpenAI's limit)
+    max_bytes: int = 190_000_000  # bytes of one job's input file (OpenAI's limit is 200 MB)
+    poll_s: float = 30.0  # seconds between two looks at a job
+    window: str = "24h"  # the completion window asked for
+    retry: str = "batch"  # failed or expired items: "batch" (the next job) or "sync" (ordinary calls)
+    max_jobs: int = 3  # jobs a generation goes out in before its failure is recorded

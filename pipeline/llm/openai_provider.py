@@ -76,12 +76,9 @@ class OpenAIAPI:
         response = await self._create(request)
         return self._completion(request, response, time.monotonic() - started)
 
-    # -- one attempt -------------------------------------------------------------------------------
-    async def _create(self, request: CompletionRequest) -> Any:
-        """One HTTP call; transient failures become ``Transient``, permanent ones ``DaydreamError``.
-
-        Both are raised after the ``except`` block so they carry no SDK exception as context.
-        """
+    def body(self, request: CompletionRequest) -> dict[str, Any]:
+        """The chat-completion request body of ``request``: what a call posts, and what a batch
+        job's line carries (``pipeline/llm/batch.py``), so both paths send the same request."""
         params: dict[str, Any] = {
             "model": request.model_slug,
             "messages": [{"role": "user", "content": request.prompt}],
@@ -92,6 +89,15 @@ class OpenAIAPI:
             params["max_tokens"] = request.max_tokens
         if self._extra_body:
             params.update(self._extra_body)
+        return params
+
+    # -- one attempt -------------------------------------------------------------------------------
+    async def _create(self, request: CompletionRequest) -> Any:
+        """One HTTP call; transient failures become ``Transient``, permanent ones ``DaydreamError``.
+
+        Both are raised after the ``except`` block so they carry no SDK exception as context.
+        """
+        params = self.body(request)
         failure: Exception
         try:
             # The SDK's documented raw route: the body is already plain JSON, so its per-call

@@ -25,3 +25,19 @@ def api_factory(name: str) -> Callable[[ProviderSettings, str | None], ModelAPI]
 
 def api_names() -> list[str]:
     return sorted(_APIS)
+
+
+# Batch-job adapters (``pipeline/llm/batch.py``), by the same names: a section with ``batch = true``
+# needs one for its ``api``.
+_BATCH_APIS: dict[str, Callable] = {}
+
+
+def register_batch_api(name: str):
+    def decorate(factory):
+        _BATCH_APIS[name] = factory
+        return factory
+    return decorate
+
+
+def batch_api_factory(name: str) -> Callable | None:
+    return _BATCH_APIS.get(name)
