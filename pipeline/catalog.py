@@ -62,7 +62,7 @@ class Template:
     @property
     def text(self) -> str | None:
         """The Jinja source, or None (copy mode / missing file; validation reports the latter)."""
-        return None if self.path is None else read_text(self.path)
+        return None if self.path is None else read_text(self.path, authored=True)
 
     @property
     def sha256(self) -> str:
@@ -124,7 +124,7 @@ class Catalog:
         """Description at ``level``, falling back paragraph → sentence → the concept's name."""
         order = [level] + [lv for lv in ("paragraph", "sentence") if lv != level]
         for lv in order:
-            text = read_text(self.paths.concept_description(lv, concept_id))
+            text = read_text(self.paths.concept_description(lv, concept_id), authored=True)
             if text is not None and text.strip():
                 return text.strip()
         return self.concepts[concept_id].name
@@ -159,7 +159,7 @@ def _rows(path: Path, required: tuple[str, ...], *, optional_file: bool = False)
 
 
 def _header(path: Path) -> list[str]:
-    text = read_text(path) or ""
+    text = read_text(path, authored=True) or ""
     first = text.splitlines()[0] if text else ""
     return [c.strip() for c in first.split(",") if c.strip()]
 

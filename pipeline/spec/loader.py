@@ -58,7 +58,18 @@ COMBO_LEVELS = ("sentence", "paragraph", "article")
 # unless the spec declares it under `annotations:`.
 DESIGN_FIELDS = ("combo_id", "draft_template", "draft_llm", "essay_template", "essay_llm",
                  "evaluation_template", "evaluation_llm", "essay_gen_id")
+DEFAULT_COMBO_LEVEL = "paragraph"  # a combo's description level when its entry gives none, as in search:
 REPLICATE_AXES = ("draft_replicate", "essay_replicate", "evaluation_replicate")
+# The earlier system's names of the replicate axes (its spec planner accepted each): read as the
+# canonical axis wherever the spec names an axis (axes, rules, output, CSV headers, replicates).
+AXIS_ALIASES = {
+    "draft_template_replicate": "draft_replicate",
+    "draft_rep": "draft_replicate",
+    "essay_template_replicate": "essay_replicate",
+    "essay_rep": "essay_replicate",
+    "evaluation_template_replicate": "evaluation_replicate",
+    "evaluation_rep": "evaluation_replicate",
+}
 ID_SUFFIXES = ("_id", "_template", "_llm", "_replicate")  # levels of these axes name files
 NOT_NULL_SUFFIXES = ("_id", "_template", "_replicate")
 INCLUDE = "@file:"
@@ -203,9 +214,11 @@ class _Loader:
             combos = {search.combo_id(c): ComboDef(c, search.level, len(c)) for c in start_combos(search)}
             combo_order = list(combos)
         axes: dict[str, list[Level]] = {"combo_id": combo_order} if combo_order else {}
-        for name, raw in self.mapping(doc.get("axes"), "axes").items():
-            self.axis_name(name, "axes")
+        for written, raw in self.mapping(doc.get("axes"), "axes").items():
+            name = self.axis_name(written, "axes")
             if name in axes:
+                if name != written:
+                    self.fail(f"axes.{written}", f"is another name of {name!r}, declared already; use one of them")
                 self.fail("axes.combo_id", "is declared both under axes and by combos:; use one of them")
             axes[name] = self.axis(raw, name, f"axes.{name}")
             if not axes[name]:
@@ -223,7 +236,7 @@ class _Loader:
             for name, body in self.mapping(rules.get("pairs"), "pairs").items()
         }
         subsets = {
-            axis: self.levels(raw, axis, f"subsets.{axis}")
+            self.axis_name(axis, "subsets"): self.levels(raw, self.axis_name(axis, "subsets"), f"subsets.{axis}")
             for axis, raw in self.mapping(rules.get("subsets"), "subsets").items()
         }
         ties = {
@@ -394,6 +407,7 @@ class _Loader:
             if axis not in axes and axis not in tuple_axes:
                 self.fail(where, f"{axis!r} is not an axis")
             column = body.get("column", f"{axis}_replicate")
+            column = AXIS_ALIASES.get(column, column) if isinstance(column, str) else column
             if column not in REPLICATE_AXES:
                 stage = f"{axis.split('_')[0]}_replicate"
                 hint = stage if stage in REPLICATE_AXES else difflib.get_close_matches(str(column), REPLICATE_AXES, 1, 0)[0]
@@ -463,7 +477,7 @@ class _Loader:
 
     def csv_include(self, text: str, ref: str, where: str, columns: Columns) -> list:
         reader = csv.reader(io.StringIO(text))
-        header = [h.strip() for h in next(reader, [])]
+        header = [AXIS_ALIASES.get(h.strip(), h.strip()) for h in next(reader, [])]
         if not any(header):
             self.fail(where, f"{ref!r}: empty CSV (a header row is required)")
         if len(set(header)) != len(header):
@@ -505,9 +519,10 @@ class _Loader:
         return raw
 
     def axis_name(self, name: object, where: str) -> str:
+        """The axis ``name`` refers to: itself, or the canonical axis of an earlier alias."""
         if not isinstance(name, str):
             self.fail(where, f"axis name {name!r} must be a string")
-        return check_id(name, f"{where}: axis name", path=self.path)
+        return AXIS_ALIASES.get(name) or check_id(name, f"{where}: axis name", path=self.path)
 
     def names(self, raw: object, where: str, at_least: int = 0) -> list[str]:
         """A list of distinct axis (or column) names."""
@@ -597,6 +612,7 @@ class _Loader:
         body = self.body(raw, where, TUPLE_KEYS, ("axes", "items"))
         axes = self.names(body["axes"], f"{where}.axes", at_least=2)
         key = body.get("key", axes[0])
+        key = AXIS_ALIASES.get(key, key) if isinstance(key, str) else key
         if key not in axes:
             self.fail(where, f"key {key!r} is not one of its axes ({', '.join(axes)})")
         return TupleDef(tuple(axes), self.rows(body["items"], axes, axes, where), key)
@@ -664,11 +680,11 @@ class _Loader:
                 body = self.body(entry, where, ("ids",), ("ids",))
                 order += self.levels(body["ids"], "combo_id", f"{where}.ids")
                 continue
-            body = self.body(entry, where, ("concepts", "level", "k"), ("concepts", "level"))
+            body = self.body(entry, where, ("concepts", "level", "k"), ("concepts",))
             concepts = self.levels(body["concepts"], "concept_id", f"{where}.concepts")
             if not concepts:
                 self.fail(f"{where}.concepts", "has no concepts")
-            level, k = body["level"], body.get("k", len(concepts))
+            level, k = body.get("level", DEFAULT_COMBO_LEVEL), body.get("k", len(concepts))
             if level not in COMBO_LEVELS:
                 self.fail(f"{where}.level", f"{level!r} is not one of {', '.join(COMBO_LEVELS)}")
             if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= len(concepts):
