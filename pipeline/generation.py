@@ -33,6 +33,12 @@ from .state import BLOCKED, DONE, FAILED, PENDING, STALE, CurrentInputs, Outcome
 from .store import PARENT_STAGE, DataPaths, atomic_write_json, parsed_metadata, raw_metadata, atomic_write_text, read_json, read_text, remove_stale_temporaries
 
 PREVIEW_CHARS = 400
+PARSE_FAILED = "parser "  # how a parse failure's reason starts: the raw response is kept and valid
+
+
+def is_parse_failure(reason: str | None) -> bool:
+    """Whether a failure reason is a parse failure (re-read, never re-called, by a re-run or reparse)."""
+    return bool(reason) and reason.startswith(PARSE_FAILED) and " failed: " in reason
 
 
 def sha256(text: str) -> str:
@@ -418,7 +424,7 @@ async def generate(rt: Runtime, stage: str, gen_id: str, status: Callable[[str],
             simulated=simulated, finish_reason=None, truncated=False, prompt_tokens=0, completion_tokens=0,
             cost_usd=0.0, cost_source=None, duration_s=0.0, attempts=0, started_at=now, finished_at=now, prompt_sha256=prompt_sha,
             raw_sha256=prompt_sha, valid=True, invalid_reason=None))
-        return _write_parsed(rt, stage, gen_id, inputs, inputs.prompt, simulated=simulated)
+        return write_parsed(rt, stage, gen_id, inputs, inputs.prompt, simulated=simulated)
 
     model = rt.catalog.model(inputs.model_id)
     raw_md = phase_json(f("raw_metadata.json"))
@@ -473,7 +479,7 @@ async def generate(rt: Runtime, stage: str, gen_id: str, status: Callable[[str],
         if reason is not None:
             return _write_failure(rt, stage, gen_id, inputs, reason, raw, simulated=completion.simulated)
     status(f"{stage} · {md['template_id']} · {model.id} · parsing ({inputs.parser})")
-    return _write_parsed(rt, stage, gen_id, inputs, raw, simulated=simulated)
+    return write_parsed(rt, stage, gen_id, inputs, raw, simulated=simulated)
 
 
 def _concept_ids(rt: Runtime, stage: str, md: dict) -> tuple[str, ...]:
@@ -489,13 +495,17 @@ def _parent_simulated(rt: Runtime, stage: str, md: dict) -> bool:
     return bool(pm.get("simulated"))
 
 
-def _write_parsed(rt: Runtime, stage: str, gen_id: str, inputs: Inputs, raw: str, *, simulated: bool) -> State:
-    """Parse ``raw`` and commit parsed.txt, then its metadata (or record the parse failure)."""
+def write_parsed(rt: Runtime, stage: str, gen_id: str, inputs: Inputs, raw: str, *, simulated: bool) -> State:
+    """Parse ``raw`` and commit parsed.txt, then its metadata (or record the parse failure).
+
+    A run calls it after the model answered (or with the kept raw response); ``reparse`` calls it
+    to read a kept response again with today's parser and scale. A parse failure keeps the raw
+    response valid, so neither a re-run nor ``reparse`` calls the model again for it."""
     lo, hi = inputs.scale
     try:
         parsed = parse(inputs.parser, raw, scale_min=lo, scale_max=hi, label=inputs.score_label)
     except ParseError as exc:
-        return _write_failure(rt, stage, gen_id, inputs, f"parser {inputs.parser!r} failed: {exc.message}", raw,
+        return _write_failure(rt, stage, gen_id, inputs, f"{PARSE_FAILED}{inputs.parser!r} failed: {exc.message}", raw,
                               simulated=simulated)
     atomic_write_text(rt.gen_file(stage, gen_id, "parsed.txt"), parsed)
     pm = parsed_metadata(

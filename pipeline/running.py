@@ -300,4 +300,11 @@ def print_status(cohort_id: str) -> int:
         print("  failures:")
         for (stage, reason), n in st["reasons"].most_common(20):
             print(f"    {n:>4} × {stage}: {reason}")
+        from .generation import is_parse_failure
+
+        parse_failures = sum(n for (_, reason), n in st["reasons"].items() if is_parse_failure(reason))
+        if parse_failures:
+            print(f"  {parse_failures} parse failures keep their paid response: a re-run re-reads it (no model call); "
+                  f"after a parser or scale fix `daydream reparse {cohort_id}` re-reads every stored response, "
+                  "and `--recall-failures` calls the model again")
     return EXIT_OK if all(c["done"] == sum(c.values()) for c in st["stages"].values()) else EXIT_FAILED
