@@ -16,6 +16,7 @@ from pathlib import Path
 
 from .errors import DaydreamError
 from .store import STAGES, DataPaths, check_id, read_csv_rows, read_text
+from .structured import OUTPUT_FORMATS
 
 LEVELS = ("sentence", "paragraph", "article")
 GENERATORS = ("llm", "copy")
@@ -55,6 +56,8 @@ class Template:
     score_min: float = DEFAULT_SCALE[0]
     score_max: float = DEFAULT_SCALE[1]
     score_label: str = DEFAULT_SCORE_LABEL
+    # "json": the evaluation's answer is structured output (pipeline/structured.py), else "text"
+    output_format: str = "text"
     # Earlier catalogs keep retired templates listed with active=false; compiling a spec that
     # names one is an error rather than silently running a template its author switched off.
     active: bool = True
@@ -229,6 +232,10 @@ def load_catalog(paths: DataPaths) -> Catalog:
                 raise DaydreamError("catalog", f"{tid}: generator {generator!r} is not allowed for {stage} templates", path=p)
             lo, hi = DEFAULT_SCALE
             label = DEFAULT_SCORE_LABEL
+            output_format = (r.get("output_format") or "").strip().lower() or "text"
+            if output_format not in OUTPUT_FORMATS or (output_format == "json" and stage != "evaluation"):
+                raise DaydreamError("catalog", f"{tid}: output_format {output_format!r} must be "
+                                    + ("text or json" if stage == "evaluation" else "text (json is for evaluations)"), path=p)
             if stage == "evaluation":
                 label = _score_label(p, tid, r.get("score_label", ""))
                 lo = _number(p, tid, "score_min", r.get("score_min", ""))
@@ -241,7 +248,7 @@ def load_catalog(paths: DataPaths) -> Catalog:
                 stage=stage, id=tid, name=r["template_name"] or tid, description=r["description"],
                 parser=r["parser"] or "identity", generator=generator,
                 path=None if generator == "copy" else paths.template_file(stage, tid),
-                score_min=lo, score_max=hi, score_label=label,
+                score_min=lo, score_max=hi, score_label=label, output_format=output_format,
                 active=_flag(p, tid, "active", r.get("active", "")),
             )
 

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Callable
 
-from . import config, spend
+from . import config, spend, structured
 from .catalog import Catalog, load_catalog
 from .errors import DaydreamError, ParseError
 from .ledger import Budget, reserve_call
@@ -177,6 +177,9 @@ class Inputs:
     template_sha256: str | None = None  # recorded so `check` can say *why* an output is stale
     parent_sha256: str | None = None
     score_label: str = DEFAULT_SCORE_LABEL
+    # structured output: the JSON schema the answer follows (stated at the end of ``prompt``, so
+    # part of the fingerprint through it); None for free text
+    json_schema: dict | None = field(default=None, hash=False, compare=False)
 
     @property
     def fingerprint(self) -> str:
@@ -247,7 +250,11 @@ def resolve_inputs(rt: Runtime, stage: str, gen_id: str, md: dict | None = None)
     prompt = render(source, context, stage=stage, template_id=template.id)
     scale = (template.score_min, template.score_max) if stage == "evaluation" else (0.0, 0.0)
     label = template.score_label if stage == "evaluation" else DEFAULT_SCORE_LABEL
-    return Inputs(md, prompt, template.parser, scale, md.get("llm_model_id"), sha256(source), parent_sha, label)
+    schema = None
+    if stage == "evaluation" and template.output_format == "json":
+        schema = structured.score_schema(*scale)
+        prompt = structured.with_schema(prompt, schema)
+    return Inputs(md, prompt, template.parser, scale, md.get("llm_model_id"), sha256(source), parent_sha, label, schema)
 
 
 def state_of(rt: Runtime, stage: str, gen_id: str, memo: dict | None = None) -> State:
@@ -444,6 +451,7 @@ async def generate(rt: Runtime, stage: str, gen_id: str, status: Callable[[str],
             context=GenerationContext(stage=stage, template_id=md["template_id"], parser=inputs.parser,
                                       replicate=int(md.get("replicate", 1)), concept_ids=_concept_ids(rt, stage, md),
                                       scale_min=inputs.scale[0], scale_max=inputs.scale[1]),
+            json_schema=inputs.json_schema,
         )
         started = _now()
         endpoint = rt.endpoint(model.id)
