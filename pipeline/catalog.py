@@ -86,6 +86,8 @@ class Model:
     # ``provider`` only names the vendor. Resolve what a model calls with
     # ``config.endpoint_for(model)``, never from this field alone.
     endpoint: str | None = None
+    # "json": every evaluation this model makes is asked for structured output, whatever the rubric
+    output_format: str = "text"
     catalog_path: Path | None = field(default=None, compare=False, repr=False)  # named in errors
 
     @property
@@ -262,13 +264,16 @@ def load_catalog(paths: DataPaths) -> Catalog:
         endpoint = check_id(r["endpoint"], f"{mid}: endpoint", path=p) if r.get("endpoint") else None
         if not r["model"]:
             raise DaydreamError("catalog", f"{mid}: empty model slug", path=p)
+        model_format = (r.get("output_format") or "").strip().lower() or "text"
+        if model_format not in OUTPUT_FORMATS:
+            raise DaydreamError("catalog", f"{mid}: output_format {model_format!r} must be text or json", path=p)
         models[mid] = Model(
             id=mid, model=r["model"], provider=provider, display_name=r["display_name"] or mid,
             temperature=_number(p, mid, "temperature", r.get("temperature", "")),
             max_tokens=_number(p, mid, "max_tokens", r.get("max_tokens", ""), int),
             input_price_per_mtok=_number(p, mid, "input_price_per_mtok", r.get("input_price_per_mtok", "")),
             output_price_per_mtok=_number(p, mid, "output_price_per_mtok", r.get("output_price_per_mtok", "")),
-            endpoint=endpoint, catalog_path=p,
+            endpoint=endpoint, output_format=model_format, catalog_path=p,
         )
 
     p = paths.catalog_csv("combo_mappings.csv")

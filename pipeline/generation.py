@@ -251,7 +251,8 @@ def resolve_inputs(rt: Runtime, stage: str, gen_id: str, md: dict | None = None)
     scale = (template.score_min, template.score_max) if stage == "evaluation" else (0.0, 0.0)
     label = template.score_label if stage == "evaluation" else DEFAULT_SCORE_LABEL
     schema = None
-    if stage == "evaluation" and template.output_format == "json":
+    model = rt.catalog.models.get(md.get("llm_model_id") or "")
+    if stage == "evaluation" and "json" in (template.output_format, model.output_format if model else None):
         schema = structured.score_schema(*scale)
         prompt = structured.with_schema(prompt, schema)
     return Inputs(md, prompt, template.parser, scale, md.get("llm_model_id"), sha256(source), parent_sha, label, schema)

@@ -114,3 +114,25 @@ def test_a_cohort_with_a_json_rubric_runs_end_to_end(project):
         pm = project.json("evaluation", row["gen_id"], "parsed_metadata.json")
         assert pm["success"] is True and pm["score"] == json.loads(raw)["score"]
     reset_luigi_state()
+
+
+def test_a_model_may_ask_for_json_on_every_rubric(project):
+    from pipeline.generation import resolve_inputs, runtime
+
+    assert project.run()
+    reset_luigi_state()
+    p = project.paths.raw / "llm_models.csv"
+    lines = p.read_text().splitlines()
+    p.write_text("\n".join([lines[0] + ",output_format"]
+                           + [line + (",json" if line.startswith("srv-b,") else ",") for line in lines[1:]]) + "\n")
+    rt = runtime()
+    for row in project.membership("evaluation"):
+        inputs = resolve_inputs(rt, "evaluation", row["gen_id"])
+        lo, hi = (0, 9) if row["template_id"] == "v-nine" else (0, 10)
+        assert inputs.json_schema == score_schema(lo, hi) and inputs.prompt.rstrip().endswith("}")
+    # the prompt changed, so the evaluations are stale and a run asks again, for JSON
+    project.server.reset()
+    assert project.run()
+    calls = completions(project.server)
+    assert len(calls) == 12 and all(INSTRUCTION in c["body"]["messages"][0]["content"] for c in calls)
+    reset_luigi_state()
