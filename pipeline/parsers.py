@@ -591,8 +591,9 @@ def _clean_label(label: str | None) -> str:
 def parse_score(text: str, scale_min: float, scale_max: float, *, label: str = DEFAULT_SCORE_LABEL) -> float:
     """The final score of an evaluation, on the template's scale; never clamped.
 
-    A JSON object holding a score key (the whole response, a fenced block, or an object opening a
-    line in the tail: structured output) is read first. Then the declared ``label`` (the rubric's
+    A JSON object holding a score key that ends the response (the whole response, a fenced block,
+    or an object opening a line in the tail: structured output) is read first; one followed by
+    more text counts only when the declared label is absent. Then the declared ``label`` (the rubric's
     "end with SCORE: <n>") decides: its last occurrence opening a line anywhere in the response,
     with its value on that line or the next non-blank one, wins over every sub-score, subtotal or
     breakdown around it; a mention inside a sentence or a quote is not the label, and a value out
@@ -611,11 +612,15 @@ def parse_score(text: str, scale_min: float, scale_max: float, *, label: str = D
         raise ParseError("empty response: no score")
     start = _tail_start(text, TAIL_LINES)
     structured = _json_candidate(text, start, label)
-    if structured is not None:
+    # an object the response ends with is its answer; one followed by more text (an echoed
+    # example of the format, say) yields to the declared label
+    if structured is not None and not text[structured.span[1]:].strip(" \t\n`"):
         return _value(structured, scale_min, scale_max, text)
     declared = _declared(text, label, scale_max)
     if declared is not None:
         return _value(declared, scale_min, scale_max, text)
+    if structured is not None:
+        return _value(structured, scale_min, scale_max, text)
     found, unnumbered = _candidates(text, start, scale_max)
     if not found:
         if unnumbered:

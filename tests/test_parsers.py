@@ -522,6 +522,10 @@ ROUNDED_THEN_LABEL = """Total Score: 6.5/10 → Rounded to **7/10**
         ('Notes: SCORE: 2\n```json\n{"total_score": 7}\n```', 10, "SCORE", "7"),
         ('{"evaluation": {"final_score": "8/10"}}', 10, "SCORE", "8"),
         ('{"OVERALL": 3, "score": 9}', 10, "OVERALL", "3"),
+        # an echoed example object followed by the answer yields to the label; one ending the response wins
+        ('The format asked for:\n```json\n{"score": 5}\n```\nMy reading: thin.\nSCORE: 7', 10, "SCORE", "7"),
+        ('SCORE: 2 (draft)\n{"score": 6, "reasoning": "revised"}\n', 10, "SCORE", "6"),
+        ('{"score": 6}\nHope this helps.', 10, "SCORE", "6"),
         # common closing forms
         ("I would rate this a 6 out of 10.", 10, "SCORE", "6"),
         ("Reasoning follows.\nOverall: 7.5", 10, "SCORE", "7.5"),
