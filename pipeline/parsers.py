@@ -240,6 +240,7 @@ _VERDICT = re.compile(
     r"(?=[-+\u2212]?[0-9.])",
     re.IGNORECASE,
 )
+_COUNT_OF = re.compile(r"[ \t]++(?:of|criteria|points?[ \t]++for)(?![A-Za-z])", re.IGNORECASE)
 # "6 out of 10" anywhere in the tail: a plain claim, a sub-score unless out of the scale maximum
 _OUT_OF = re.compile(r"(?<![A-Za-z0-9.,/])(?=[0-9]++(?:\.[0-9]++)?[ \t]++out[ \t]++of[ \t]++[0-9])", re.IGNORECASE)
 # "→ Rounded to **7/10**", "which I round up to 7"
@@ -498,8 +499,9 @@ def _candidates(text: str, start: int, hi: float) -> tuple[list[_Candidate], tup
                 if pattern is _LABEL:
                     unnumbered = label.span()
                 continue
-            if pattern is _VERDICT and _QUALIFIED.match(text, m.end(), m.end() + 40):
-                continue  # "I assign SCORE: 6 for originality" grades one aspect
+            if pattern is _VERDICT and (_QUALIFIED.match(text, m.end(), m.end() + 40)
+                                        or _COUNT_OF.match(text, m.end(), m.end() + 40)):
+                continue  # "I assign SCORE: 6 for originality" grades one aspect; "I rate 3 of them" counts
             c = _candidate(tier_of(label), label.start(), m)
             # "Total: 850 words" or a table's "Total | 3/5" is some other total, not the score
             if pattern is _BARE_TOTAL and (c.den is None or _float(c.den) != hi):

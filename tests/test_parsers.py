@@ -531,6 +531,7 @@ ROUNDED_THEN_LABEL = """Total Score: 6.5/10 → Rounded to **7/10**
         ("Reasoning follows.\nOverall: 7.5", 10, "SCORE", "7.5"),
         ("Final verdict: 7/10", 10, "SCORE", "7"),
         ("Overall, I'd give it a 7.", 10, "SCORE", "7"),
+        ("I rate 3 of the criteria as weak.\nTotal: 6/10", 10, "SCORE", "6"),
         ("I assign SCORE: 6 for originality.\nFinal Score: 5", 9, "SCORE", "5"),
         ("Weighing it all, Score: 6\nFinal Score: 5", 9, "SCORE", "5"),
         ("Weighing it all, Overall: 6\nOverall: 4", 9, "Overall", "4"),
