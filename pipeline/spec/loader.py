@@ -197,7 +197,7 @@ class _Loader:
         doc = self.parse(self.read(self.path, "", "spec file"), self.path.suffix.lower(), "")
         if not isinstance(doc, dict):
             self.fail("", f"a spec must be a mapping with keys {', '.join(TOP_KEYS)}, got {_kind(doc)}")
-        doc = self.mapping(doc, "", TOP_KEYS, "top-level key")
+        doc = self.earlier_axis_names(self.mapping(doc, "", TOP_KEYS, "top-level key"))
         rules = self.rule_sections(doc.get("rules"))
         field_order = self.output(doc.get("output"))
 
@@ -214,11 +214,9 @@ class _Loader:
             combos = {search.combo_id(c): ComboDef(c, search.level, len(c)) for c in start_combos(search)}
             combo_order = list(combos)
         axes: dict[str, list[Level]] = {"combo_id": combo_order} if combo_order else {}
-        for written, raw in self.mapping(doc.get("axes"), "axes").items():
-            name = self.axis_name(written, "axes")
+        for name, raw in self.mapping(doc.get("axes"), "axes").items():
+            self.axis_name(name, "axes")
             if name in axes:
-                if name != written:
-                    self.fail(f"axes.{written}", f"is another name of {name!r}, declared already; use one of them")
                 self.fail("axes.combo_id", "is declared both under axes and by combos:; use one of them")
             axes[name] = self.axis(raw, name, f"axes.{name}")
             if not axes[name]:
@@ -517,6 +515,20 @@ class _Loader:
             if allowed and key not in allowed:
                 self.fail(where, f"unknown {what} {key!r} (expected one of {', '.join(allowed)})")
         return raw
+
+    def earlier_axis_names(self, doc: dict) -> dict:
+        """``doc`` with the axes declared under an earlier alias renamed to their canonical axis."""
+        raw_axes = doc.get("axes")
+        if not isinstance(raw_axes, dict) or not any(a in AXIS_ALIASES for a in raw_axes):
+            return doc
+        renamed: dict = {}
+        for written, raw in raw_axes.items():
+            name = AXIS_ALIASES.get(written, written)
+            if name in renamed:
+                self.fail(f"axes.{written}", f"declares {name!r}, which another key of axes: declares too "
+                                                f"(one is the earlier system's name for it); use one of them")
+            renamed[name] = raw
+        return {**doc, "axes": renamed}
 
     def axis_name(self, name: object, where: str) -> str:
         """The axis ``name`` refers to: itself, or the canonical axis of an earlier alias."""
