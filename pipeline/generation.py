@@ -251,11 +251,16 @@ def resolve_inputs(rt: Runtime, stage: str, gen_id: str, md: dict | None = None)
     scale = (template.score_min, template.score_max) if stage == "evaluation" else (0.0, 0.0)
     label = template.score_label if stage == "evaluation" else DEFAULT_SCORE_LABEL
     schema = None
-    model = rt.catalog.models.get(md.get("llm_model_id") or "")
-    if stage == "evaluation" and "json" in (template.output_format, model.output_format if model else None):
+    if stage == "evaluation" and _asks_json(rt, template, md):
         schema = structured.score_schema(*scale)
         prompt = structured.with_schema(prompt, schema)
     return Inputs(md, prompt, template.parser, scale, md.get("llm_model_id"), sha256(source), parent_sha, label, schema)
+
+
+def _asks_json(rt: Runtime, template, md: dict) -> bool:
+    """Whether an evaluation asks for structured output: its template or its model says json."""
+    model = rt.catalog.models.get(md.get("llm_model_id") or "")
+    return template.output_format == "json" or (model is not None and model.output_format == "json")
 
 
 def state_of(rt: Runtime, stage: str, gen_id: str, memo: dict | None = None) -> State:
