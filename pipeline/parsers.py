@@ -352,7 +352,7 @@ def _after_declared(text: str, end: int) -> re.Match[str] | None:
     if nxt is None:
         return None
     label = _LABEL.match(text, nxt.end(), nxt.end() + 80)
-    if label is None or _tier(label) < _TOTAL and not label.group(0).lower().startswith("score"):
+    if label is None:
         return None
     return _AFTER_LABEL.match(text, label.end(), label.end() + _SCORE_REACH)
 
@@ -422,6 +422,9 @@ def _json_objects(text: str, start: int) -> list[tuple[int, int, dict]]:
             inner += 1
         if inner < closer.start() and text[inner] == "{":
             attempt(inner, closer.start())
+    whole = len(text) - len(text.lstrip())
+    if whole < len(text) and text[whole] == "{" and not found:
+        attempt(whole)  # the whole response, however long (structured output pretty-printed)
     covered = max((end for _, end, _ in found), default=-1)
     tried = 0
     for m in re.finditer(r"^[ \t]*+\{", text[start:], re.MULTILINE):

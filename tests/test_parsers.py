@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from pipeline.errors import DaydreamError, ParseError
@@ -526,6 +528,9 @@ ROUNDED_THEN_LABEL = """Total Score: 6.5/10 → Rounded to **7/10**
         ('The format asked for:\n```json\n{"score": 5}\n```\nMy reading: thin.\nSCORE: 7', 10, "SCORE", "7"),
         ('SCORE: 2 (draft)\n{"score": 6, "reasoning": "revised"}\n', 10, "SCORE", "6"),
         ('{"score": 6}\nHope this helps.', 10, "SCORE", "6"),
+        (json.dumps({"criteria": [{"name": f"c{i}", "note": "fine"} for i in range(60)], "score": 4}, indent=2),
+         10, "SCORE", "4"),
+        ("### SCORE\n\nRating: 6/10", 10, "SCORE", "6"),
         # common closing forms
         ("I would rate this a 6 out of 10.", 10, "SCORE", "6"),
         ("Reasoning follows.\nOverall: 7.5", 10, "SCORE", "7.5"),
