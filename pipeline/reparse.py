@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 
 from . import generation
 from .cohort import read_membership
+from .errors import DaydreamError
 from .generation import phase_json, resolve_inputs, sha256, state_of
 from .parsers import try_parse
 from .state import DONE
@@ -36,6 +37,7 @@ class ReparseResult:
     needs_call: list[tuple[str, str]] = field(default_factory=list)  # prompt changed or no valid raw
     waiting: int = 0  # parent not done: nothing to read against
     still_failing: list[tuple[str, str]] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)  # why a generation could not be read (e.g. its template left the catalog)
 
     def line(self, scope: str) -> str:
         parts = [f"{self.reread} raw responses re-read with today's parsers and scales (0 model calls)",
@@ -48,6 +50,8 @@ class ReparseResult:
                          "`daydream run` makes it)")
         if self.waiting:
             parts.append(f"{self.waiting} wait for a parent that is not done")
+        if self.skipped:
+            parts.append(f"{len(self.skipped)} skipped (first: {self.skipped[0]})")
         return f"reparse {scope}: " + "; ".join(parts)
 
 
@@ -72,8 +76,15 @@ def reparse(paths: DataPaths, cohort_id: str | None = None, stage: str | None = 
     result = ReparseResult()
     memo: dict = {}
     for st, gen_id in _generations(paths, cohort_id, stage):
-        if _reparse_one(rt, st, gen_id, memo, result):
-            memo.pop((st, gen_id), None)  # its children are judged against what was just written
+        try:
+            if _reparse_one(rt, st, gen_id, memo, result):
+                memo.pop((st, gen_id), None)  # its children are judged against what was just written
+        except DaydreamError as exc:
+            if exc.code not in ("catalog", "store"):
+                raise
+            # a generation of another cohort whose template left the catalog, or with corrupt
+            # metadata (`daydream check` lists those): the others are still read
+            result.skipped.append(f"{st} {gen_id}: {exc.message}")
     return result
 
 

@@ -121,3 +121,18 @@ def test_reparse_errors_are_one_line(project, capsys):
     assert daydream("reparse", "--recall-failures") == 2
     assert "needs a cohort" in capsys.readouterr().err
 
+
+
+def test_a_generation_whose_template_left_the_catalog_is_skipped_not_fatal(project):
+    from pipeline.reparse import reparse
+
+    assert project.run()
+    csv_path = project.paths.raw / "evaluation_templates.csv"
+    csv_path.write_text("\n".join(l for l in csv_path.read_text().splitlines() if not l.startswith("v-nine,")) + "\n")
+    project.server.reset()
+    reset_luigi_state()
+    result = reparse(project.paths)  # the whole store, as for generations of another cohort
+    assert len(result.skipped) == 6 and all("v-nine" in why for why in result.skipped)
+    assert result.reread == 3 + 3 + 6 and result.changed == 0  # the rest is read, unchanged
+    assert "6 skipped (first: evaluation " in result.line("gens store")
+    assert completions(project.server) == []
