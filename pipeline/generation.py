@@ -440,15 +440,9 @@ async def generate(rt: Runtime, stage: str, gen_id: str, status: Callable[[str],
         return write_parsed(rt, stage, gen_id, inputs, inputs.prompt, simulated=simulated)
 
     model = rt.catalog.model(inputs.model_id)
-    raw_md = phase_json(f("raw_metadata.json"))
-    raw = read_text(f("raw.txt"))
-    reusable = (
-        raw_md is not None and raw is not None and raw_md.get("valid") is True
-        and raw_md.get("prompt_sha256") == prompt_sha and raw_md.get("llm_model_id") == model.id
-        and raw_md.get("raw_sha256") == sha256(raw)
-    )
-    simulated = bool(raw_md and raw_md.get("simulated"))
-    if not reusable:
+    kept = reusable_raw(rt, stage, gen_id, inputs)
+    raw, simulated = (kept[0], bool(kept[1].get("simulated"))) if kept else (None, False)
+    if kept is None:
         settings = rt.stage_settings(stage)
         request = CompletionRequest(
             prompt=inputs.prompt, model_slug=model.model,
@@ -494,6 +488,18 @@ async def generate(rt: Runtime, stage: str, gen_id: str, status: Callable[[str],
             return _write_failure(rt, stage, gen_id, inputs, reason, raw, simulated=completion.simulated)
     status(f"{stage} · {md['template_id']} · {model.id} · parsing ({inputs.parser})")
     return write_parsed(rt, stage, gen_id, inputs, raw, simulated=simulated)
+
+
+def reusable_raw(rt: Runtime, stage: str, gen_id: str, inputs: Inputs) -> tuple[str, dict] | None:
+    """The kept raw response and its metadata when they can be parsed instead of calling the
+    model: valid, intact, from the same model and for the prompt the inputs render now."""
+    raw_md = phase_json(rt.gen_file(stage, gen_id, "raw_metadata.json"))
+    raw = read_text(rt.gen_file(stage, gen_id, "raw.txt"))
+    if (raw_md is not None and raw is not None and raw_md.get("valid") is True
+            and raw_md.get("prompt_sha256") == sha256(inputs.prompt) and raw_md.get("llm_model_id") == inputs.model_id
+            and raw_md.get("raw_sha256") == sha256(raw)):
+        return raw, raw_md
+    return None
 
 
 def _concept_ids(rt: Runtime, stage: str, md: dict) -> tuple[str, ...]:

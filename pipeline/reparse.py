@@ -22,7 +22,7 @@ from .errors import DaydreamError
 from .generation import phase_json, resolve_inputs, sha256, state_of
 from .parsers import try_parse
 from .state import DONE
-from .store import PARENT_STAGE, STAGES, DataPaths, read_text
+from .store import PARENT_STAGE, STAGES, DataPaths
 
 
 @dataclass
@@ -101,18 +101,16 @@ def _reparse_one(rt: generation.Runtime, stage: str, gen_id: str, memo: dict, re
         result.copied += 1
         return True
     inputs = resolve_inputs(rt, stage, gen_id, md)
-    f = lambda name: rt.gen_file(stage, gen_id, name)  # noqa: E731
-    raw_md, raw = phase_json(f("raw_metadata.json")), read_text(f("raw.txt"))
-    if inputs is None or raw_md is None or raw is None or raw_md.get("valid") is not True \
-            or raw_md.get("raw_sha256") != sha256(raw) or raw_md.get("llm_model_id") != inputs.model_id \
-            or raw_md.get("prompt_sha256") != sha256(inputs.prompt):
+    kept = None if inputs is None else generation.reusable_raw(rt, stage, gen_id, inputs)
+    if kept is None:
         if state_of(rt, stage, gen_id, memo).kind != DONE:
             result.needs_call.append((stage, gen_id))
         return False
+    raw, raw_md = kept
     result.reread += 1
     lo, hi = inputs.scale
     parsed = try_parse(inputs.parser, raw, scale_min=lo, scale_max=hi, label=inputs.score_label)
-    recorded = phase_json(f("parsed_metadata.json")) or {}
+    recorded = phase_json(rt.gen_file(stage, gen_id, "parsed_metadata.json")) or {}
     was_done = state_of(rt, stage, gen_id, memo).kind == DONE
     same_inputs = recorded.get("input_fingerprint") == inputs.fingerprint
     if parsed.success:
