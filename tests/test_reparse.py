@@ -9,6 +9,7 @@ from conftest import reset_luigi_state
 
 from pipeline import parsers
 from pipeline.cli import main
+from pipeline.estimate import remaining_calls
 
 
 def completions(server):
@@ -48,7 +49,9 @@ def test_reparse_after_a_scale_fix_makes_no_call_and_turns_failures_into_scores(
     assert {report[g]["error"] for g in failed} == {"parse_failure"}
     assert all("refusing to rescale" in report[g]["error_detail"] for g in failed)
 
-    # a plain re-run re-parses the kept raw and calls no model
+    # the estimate knows a re-run pays for none of them, and a plain re-run re-parses the kept raw
+    reset_luigi_state()
+    assert remaining_calls(project.paths, project.cohort) == []
     project.server.reset()
     assert not project.run()
     assert completions(project.server) == []
