@@ -24,7 +24,7 @@ from .estimate import estimate, left_to_do
 from .ledger import Budget, read_ledger
 from .run_plan import budget_line, call_records, check_max_cost, cohort_counts, membership, prepare_budget, prepare_providers, spend_cap
 from .search_store import derive, is_search_cohort
-from .generation import runtime, state_of
+from .generation import is_parse_failure, runtime, state_of
 from .state import DONE, KINDS
 from .store import STAGES
 from .tasks import ReportSite, RunCohort, run_stamp
@@ -300,8 +300,6 @@ def print_status(cohort_id: str) -> int:
         print("  failures:")
         for (stage, reason), n in st["reasons"].most_common(20):
             print(f"    {n:>4} × {stage}: {reason}")
-        from .generation import is_parse_failure
-
         parse_failures = sum(n for (_, reason), n in st["reasons"].items() if is_parse_failure(reason))
         if parse_failures:
             print(f"  {parse_failures} parse failures keep their paid response: a re-run re-reads it (no model call); "
