@@ -4,7 +4,7 @@ Each ``.txt`` is one evaluator response (written for this project, or a public r
 of the earlier system: ``legacy_*``, see the folder's README); ``expected.json`` holds what a
 careful human reader takes as its final score (or why there is none), the template's scale and
 its declared label. The expectations were written from the texts, not from the parser's output.
-``heldout/`` was written before the parser last changed and never used while changing it.
+``heldout/`` was written before the parser learnt the forms it holds and is not edited to fit it.
 """
 
 from __future__ import annotations
