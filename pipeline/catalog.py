@@ -16,6 +16,7 @@ from pathlib import Path
 
 from .errors import DaydreamError
 from .store import STAGES, DataPaths, check_id, read_csv_rows, read_text
+from .structured import OUTPUT_FORMATS
 
 LEVELS = ("sentence", "paragraph", "article")
 GENERATORS = ("llm", "copy")
@@ -55,6 +56,8 @@ class Template:
     score_min: float = DEFAULT_SCALE[0]
     score_max: float = DEFAULT_SCALE[1]
     score_label: str = DEFAULT_SCORE_LABEL
+    # "json": the evaluation's answer is structured output (pipeline/structured.py), else "text"
+    output_format: str = "text"
     # Earlier catalogs keep retired templates listed with active=false; compiling a spec that
     # names one is an error rather than silently running a template its author switched off.
     active: bool = True
@@ -62,7 +65,7 @@ class Template:
     @property
     def text(self) -> str | None:
         """The Jinja source, or None (copy mode / missing file; validation reports the latter)."""
-        return None if self.path is None else read_text(self.path)
+        return None if self.path is None else read_text(self.path, authored=True)
 
     @property
     def sha256(self) -> str:
@@ -86,6 +89,8 @@ class Model:
     # Share of the price a provider's batch jobs take off (``batch_discount`` column; blank: the
     # usual 0.5 when the endpoint runs batch jobs, see ``spend.batch_prices``).
     batch_discount: float | None = None
+    # "json": every evaluation this model makes is asked for structured output, whatever the rubric
+    output_format: str = "text"
     catalog_path: Path | None = field(default=None, compare=False, repr=False)  # named in errors
 
     @property
@@ -127,7 +132,7 @@ class Catalog:
         """Description at ``level``, falling back paragraph → sentence → the concept's name."""
         order = [level] + [lv for lv in ("paragraph", "sentence") if lv != level]
         for lv in order:
-            text = read_text(self.paths.concept_description(lv, concept_id))
+            text = read_text(self.paths.concept_description(lv, concept_id), authored=True)
             if text is not None and text.strip():
                 return text.strip()
         return self.concepts[concept_id].name
@@ -162,7 +167,7 @@ def _rows(path: Path, required: tuple[str, ...], *, optional_file: bool = False)
 
 
 def _header(path: Path) -> list[str]:
-    text = read_text(path) or ""
+    text = read_text(path, authored=True) or ""
     first = text.splitlines()[0] if text else ""
     return [c.strip() for c in first.split(",") if c.strip()]
 
@@ -232,6 +237,10 @@ def load_catalog(paths: DataPaths) -> Catalog:
                 raise DaydreamError("catalog", f"{tid}: generator {generator!r} is not allowed for {stage} templates", path=p)
             lo, hi = DEFAULT_SCALE
             label = DEFAULT_SCORE_LABEL
+            output_format = (r.get("output_format") or "").strip().lower() or "text"
+            if output_format not in OUTPUT_FORMATS or (output_format == "json" and stage != "evaluation"):
+                raise DaydreamError("catalog", f"{tid}: output_format {output_format!r} must be "
+                                    + ("text or json" if stage == "evaluation" else "text (json is for evaluations)"), path=p)
             if stage == "evaluation":
                 label = _score_label(p, tid, r.get("score_label", ""))
                 lo = _number(p, tid, "score_min", r.get("score_min", ""))
@@ -244,7 +253,7 @@ def load_catalog(paths: DataPaths) -> Catalog:
                 stage=stage, id=tid, name=r["template_name"] or tid, description=r["description"],
                 parser=r["parser"] or "identity", generator=generator,
                 path=None if generator == "copy" else paths.template_file(stage, tid),
-                score_min=lo, score_max=hi, score_label=label,
+                score_min=lo, score_max=hi, score_label=label, output_format=output_format,
                 active=_flag(p, tid, "active", r.get("active", "")),
             )
 
@@ -258,13 +267,16 @@ def load_catalog(paths: DataPaths) -> Catalog:
         endpoint = check_id(r["endpoint"], f"{mid}: endpoint", path=p) if r.get("endpoint") else None
         if not r["model"]:
             raise DaydreamError("catalog", f"{mid}: empty model slug", path=p)
+        model_format = (r.get("output_format") or "").strip().lower() or "text"
+        if model_format not in OUTPUT_FORMATS:
+            raise DaydreamError("catalog", f"{mid}: output_format {model_format!r} must be text or json", path=p)
         models[mid] = Model(
             id=mid, model=r["model"], provider=provider, display_name=r["display_name"] or mid,
             temperature=_number(p, mid, "temperature", r.get("temperature", "")),
             max_tokens=_number(p, mid, "max_tokens", r.get("max_tokens", ""), int),
             input_price_per_mtok=_number(p, mid, "input_price_per_mtok", r.get("input_price_per_mtok", "")),
             output_price_per_mtok=_number(p, mid, "output_price_per_mtok", r.get("output_price_per_mtok", "")),
-            endpoint=endpoint, catalog_path=p,
+            endpoint=endpoint, output_format=model_format, catalog_path=p,
             batch_discount=_number(p, mid, "batch_discount", r.get("batch_discount", "")),
         )
         if models[mid].batch_discount is not None and not 0 <= models[mid].batch_discount < 1:

@@ -1,4 +1,4 @@
-"""The ``daydream`` command: design, compile, estimate, run, report, status, check, invalidate, purge.
+"""The ``daydream`` command: design, compile, estimate, run, report, status, check, invalidate, reparse, purge.
 
 Conventions: ``--help`` everywhere; errors on stderr as ``error[<code>]: <message>`` with exit
 status 2 for user mistakes; exit 1 when work ran but some of it failed; 3 when a run stopped at
@@ -221,6 +221,33 @@ def cmd_purge(args) -> int:
     return EXIT_OK
 
 
+def cmd_reparse(args) -> int:
+    from . import config
+    from .cohort import require_known_cohort
+    from .reparse import reparse
+    from .tasks import ReportSite
+
+    paths = config.data_paths()
+    if args.cohort_id:
+        require_known_cohort(paths, args.cohort_id)
+    elif args.recall_failures:
+        raise DaydreamError("config", "reparse --recall-failures needs a cohort (it runs the cohort to make the calls)")
+    result = reparse(paths, args.cohort_id, args.stage)
+    print(result.line(f"cohort {args.cohort_id}" if args.cohort_id else "gens store"))
+    if args.recall_failures and result.still_failing:
+        from .maintenance import invalidate
+        from .running import run_cohort
+
+        # the user chose to pay again: drop the kept responses so the run calls the model
+        invalidate(paths, cohort_id=args.cohort_id, gen_ids=[g for _, g in result.still_failing])
+        print(f"calling the model again for {len(result.still_failing)} parse failures")
+        return run_cohort(args.cohort_id, yes=args.yes)
+    if not _build_local([ReportSite()]):
+        raise DaydreamError("site", "building the reports and the site failed (run with luigi for the log)")
+    print(f"reports and site rebuilt: {paths.site_dir / 'build' / 'index.html'}")
+    return EXIT_FAILED if result.still_failing else EXIT_OK
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="daydream", description="Run LLM idea-generation cohorts on Luigi.")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -290,6 +317,15 @@ def build_parser() -> argparse.ArgumentParser:
     ck.add_argument("cohort_id", nargs="?", help="check only this cohort's generations")
     ck.add_argument("--list", action="store_true", help="print every problem")
     ck.set_defaults(func=cmd_check)
+
+    rr = sub.add_parser("reparse", help="re-read every stored raw response with today's parsers and scales "
+                        "(0 model calls), then rebuild the reports and the site")
+    rr.add_argument("cohort_id", nargs="?", help="only this cohort's generations (default: the whole gens store)")
+    rr.add_argument("--stage", choices=STAGES, help="only this stage")
+    rr.add_argument("--recall-failures", action="store_true",
+                    help="then call the model again for the responses that still fail to parse, and run the cohort")
+    rr.add_argument("--yes", action="store_true", help="with --recall-failures: as `run --yes`")
+    rr.set_defaults(func=cmd_reparse)
 
     pg = sub.add_parser("purge", help="remove a cohort's outputs and the generations no other cohort uses")
     pg.add_argument("cohort_id", nargs="?")

@@ -17,6 +17,7 @@ import luigi.configuration
 from .errors import DaydreamError
 from .llm.base import BatchSettings, ProviderSettings
 from .store import DataPaths
+from .structured import STRUCTURED_OUTPUT
 
 DATA_ROOT_ENV = "DAYDREAM_DATA_ROOT"
 
@@ -192,7 +193,11 @@ def provider_settings(name: str) -> ProviderSettings:
         backoff_base_s=_get(section, "backoff_base", float, 1.0),
         backoff_max_s=_get(section, "backoff_max", float, 60.0),
         api=api,
+        structured_output=_get(section, "structured_output", str, "prompt"),
     )
+    if s.structured_output not in STRUCTURED_OUTPUT:
+        raise DaydreamError("config", f"[{section}] structured_output {s.structured_output!r} must be one of "
+                                      f"{', '.join(STRUCTURED_OUTPUT)}", path=_where())
     if s.concurrency < 1 or s.max_attempts < 1 or s.timeout_s <= 0:
         raise DaydreamError("config", f"[{section}] concurrency, max_attempts and timeout must be positive", path=_where())
     return s

@@ -13,7 +13,7 @@ import os
 from functools import lru_cache
 
 from . import config, spend
-from .generation import is_done, resolve_inputs, runtime
+from .generation import is_done, resolve_inputs, reusable_raw, runtime
 from .render import essay_context, evaluation_context, render
 from .run_plan import membership
 from .store import PARENT_STAGE, DataPaths
@@ -131,6 +131,8 @@ def remaining_calls(paths: DataPaths, cohort_id: str, planned: list | None = Non
         stage, model = r["stage"], rt.catalog.model(r["llm_model_id"])
         parent_done = stage == "draft" or is_done(rt, PARENT_STAGE[stage], r["parent_gen_id"], memo)
         inputs = resolve_inputs(rt, stage, r["gen_id"], planned_md.get(r["gen_id"])) if parent_done else None
+        if inputs is not None and reusable_raw(rt, stage, r["gen_id"], inputs):
+            continue  # a kept response (a parse failure, a scale change) is parsed again, not paid again
         if inputs is not None:
             prompt_bytes = float(len(inputs.prompt.encode()))
         else:

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Callable
 
-from . import config, spend
+from . import config, spend, structured
 from .catalog import Catalog, load_catalog
 from .errors import DaydreamError, ParseError
 from .ledger import Budget, reserve_call
@@ -33,6 +33,12 @@ from .state import BLOCKED, DONE, FAILED, PENDING, STALE, CurrentInputs, Outcome
 from .store import PARENT_STAGE, DataPaths, atomic_write_json, parsed_metadata, raw_metadata, atomic_write_text, read_json, read_text, remove_stale_temporaries
 
 PREVIEW_CHARS = 400
+PARSE_FAILED = "parser "  # how a parse failure's reason starts: the raw response is kept and valid
+
+
+def is_parse_failure(reason: str | None) -> bool:
+    """Whether a failure reason is a parse failure (re-read, never re-called, by a re-run or reparse)."""
+    return bool(reason) and reason.startswith(PARSE_FAILED) and " failed: " in reason
 
 
 def sha256(text: str) -> str:
@@ -171,6 +177,9 @@ class Inputs:
     template_sha256: str | None = None  # recorded so `check` can say *why* an output is stale
     parent_sha256: str | None = None
     score_label: str = DEFAULT_SCORE_LABEL
+    # structured output: the JSON schema the answer follows (stated at the end of ``prompt``, so
+    # part of the fingerprint through it); None for free text
+    json_schema: dict | None = field(default=None, hash=False, compare=False)
 
     @property
     def fingerprint(self) -> str:
@@ -241,7 +250,17 @@ def resolve_inputs(rt: Runtime, stage: str, gen_id: str, md: dict | None = None)
     prompt = render(source, context, stage=stage, template_id=template.id)
     scale = (template.score_min, template.score_max) if stage == "evaluation" else (0.0, 0.0)
     label = template.score_label if stage == "evaluation" else DEFAULT_SCORE_LABEL
-    return Inputs(md, prompt, template.parser, scale, md.get("llm_model_id"), sha256(source), parent_sha, label)
+    schema = None
+    if stage == "evaluation" and _asks_json(rt, template, md):
+        schema = structured.score_schema(*scale)
+        prompt = structured.with_schema(prompt, schema)
+    return Inputs(md, prompt, template.parser, scale, md.get("llm_model_id"), sha256(source), parent_sha, label, schema)
+
+
+def _asks_json(rt: Runtime, template, md: dict) -> bool:
+    """Whether an evaluation asks for structured output: its template or its model says json."""
+    model = rt.catalog.models.get(md.get("llm_model_id") or "")
+    return template.output_format == "json" or (model is not None and model.output_format == "json")
 
 
 def state_of(rt: Runtime, stage: str, gen_id: str, memo: dict | None = None) -> State:
@@ -418,18 +437,12 @@ async def generate(rt: Runtime, stage: str, gen_id: str, status: Callable[[str],
             simulated=simulated, finish_reason=None, truncated=False, prompt_tokens=0, completion_tokens=0,
             cost_usd=0.0, cost_source=None, duration_s=0.0, attempts=0, started_at=now, finished_at=now, prompt_sha256=prompt_sha,
             raw_sha256=prompt_sha, valid=True, invalid_reason=None))
-        return _write_parsed(rt, stage, gen_id, inputs, inputs.prompt, simulated=simulated)
+        return write_parsed(rt, stage, gen_id, inputs, inputs.prompt, simulated=simulated)
 
     model = rt.catalog.model(inputs.model_id)
-    raw_md = phase_json(f("raw_metadata.json"))
-    raw = read_text(f("raw.txt"))
-    reusable = (
-        raw_md is not None and raw is not None and raw_md.get("valid") is True
-        and raw_md.get("prompt_sha256") == prompt_sha and raw_md.get("llm_model_id") == model.id
-        and raw_md.get("raw_sha256") == sha256(raw)
-    )
-    simulated = bool(raw_md and raw_md.get("simulated"))
-    if not reusable:
+    kept = reusable_raw(rt, stage, gen_id, inputs)
+    raw, simulated = (kept[0], bool(kept[1].get("simulated"))) if kept else (None, False)
+    if kept is None:
         settings = rt.stage_settings(stage)
         request = CompletionRequest(
             prompt=inputs.prompt, model_slug=model.model,
@@ -438,6 +451,7 @@ async def generate(rt: Runtime, stage: str, gen_id: str, status: Callable[[str],
             context=GenerationContext(stage=stage, template_id=md["template_id"], parser=inputs.parser,
                                       replicate=int(md.get("replicate", 1)), concept_ids=_concept_ids(rt, stage, md),
                                       scale_min=inputs.scale[0], scale_max=inputs.scale[1]),
+            json_schema=inputs.json_schema,
         )
         started = _now()
         endpoint = rt.endpoint(model.id)
@@ -473,7 +487,19 @@ async def generate(rt: Runtime, stage: str, gen_id: str, status: Callable[[str],
         if reason is not None:
             return _write_failure(rt, stage, gen_id, inputs, reason, raw, simulated=completion.simulated)
     status(f"{stage} · {md['template_id']} · {model.id} · parsing ({inputs.parser})")
-    return _write_parsed(rt, stage, gen_id, inputs, raw, simulated=simulated)
+    return write_parsed(rt, stage, gen_id, inputs, raw, simulated=simulated)
+
+
+def reusable_raw(rt: Runtime, stage: str, gen_id: str, inputs: Inputs) -> tuple[str, dict] | None:
+    """The kept raw response and its metadata when they can be parsed instead of calling the
+    model: valid, intact, from the same model and for the prompt the inputs render now."""
+    raw_md = phase_json(rt.gen_file(stage, gen_id, "raw_metadata.json"))
+    raw = read_text(rt.gen_file(stage, gen_id, "raw.txt"))
+    if (raw_md is not None and raw is not None and raw_md.get("valid") is True
+            and raw_md.get("prompt_sha256") == sha256(inputs.prompt) and raw_md.get("llm_model_id") == inputs.model_id
+            and raw_md.get("raw_sha256") == sha256(raw)):
+        return raw, raw_md
+    return None
 
 
 def _concept_ids(rt: Runtime, stage: str, md: dict) -> tuple[str, ...]:
@@ -489,13 +515,17 @@ def _parent_simulated(rt: Runtime, stage: str, md: dict) -> bool:
     return bool(pm.get("simulated"))
 
 
-def _write_parsed(rt: Runtime, stage: str, gen_id: str, inputs: Inputs, raw: str, *, simulated: bool) -> State:
-    """Parse ``raw`` and commit parsed.txt, then its metadata (or record the parse failure)."""
+def write_parsed(rt: Runtime, stage: str, gen_id: str, inputs: Inputs, raw: str, *, simulated: bool) -> State:
+    """Parse ``raw`` and commit parsed.txt, then its metadata (or record the parse failure).
+
+    A run calls it after the model answered (or with the kept raw response); ``reparse`` calls it
+    to read a kept response again with today's parser and scale. A parse failure keeps the raw
+    response valid, so neither a re-run nor ``reparse`` calls the model again for it."""
     lo, hi = inputs.scale
     try:
         parsed = parse(inputs.parser, raw, scale_min=lo, scale_max=hi, label=inputs.score_label)
     except ParseError as exc:
-        return _write_failure(rt, stage, gen_id, inputs, f"parser {inputs.parser!r} failed: {exc.message}", raw,
+        return _write_failure(rt, stage, gen_id, inputs, f"{PARSE_FAILED}{inputs.parser!r} failed: {exc.message}", raw,
                               simulated=simulated)
     atomic_write_text(rt.gen_file(stage, gen_id, "parsed.txt"), parsed)
     pm = parsed_metadata(

@@ -5,14 +5,16 @@ because the earlier system swallowed parse reasons (defect §9.4); ``try_parse``
 reason, with a preview of the raw tail, for ``parsed_metadata.json``.
 
 Every regex here is linear in the input: tag patterns stop at the next ``<``, quantifiers that
-could overlap are possessive, the declared score label is anchored to a line start (or, in caps,
-to a word boundary), and the score reader looks at most ``_SCORE_REACH`` characters past each
-label, so hostile or megabyte-sized responses cannot trigger catastrophic backtracking.
+could overlap are possessive, the declared score label is anchored to a line start, the score
+reader looks at most ``_SCORE_REACH`` characters past each label, and at most
+``_JSON_OBJECTS_TRIED`` JSON objects are decoded, so hostile or megabyte-sized responses cannot
+trigger catastrophic backtracking.
 """
 
 from __future__ import annotations
 
 import functools
+import json
 import math
 import re
 import textwrap
@@ -220,12 +222,27 @@ _VALUE = rf"""
     (?P<bad>%|,[ \t]*+[0-9]|\.[0-9]|[ \t]*[-–][ \t]*[0-9])?
     (?:[ \t*_]*+(?:/|out[ \t]+of)[ \t*_]*+(?P<den>{_NUM}))?
 """
-# "Score", "SCORE", "Final Score", "**Total** Score", "Overall Quality Score", "Final Rating"
+# "Score", "SCORE", "Final Score", "**Total** Score", "Overall Quality Score", "Final Rating",
+# "Final verdict", "Grade"
 _LABEL = re.compile(
     r"(?<![A-Za-z0-9])(?:(?P<kind>final|total|overall|rounded)(?:[ \t*_]{1,6}[A-Za-z]{1,30})?[ \t*_]{0,6})?"
-    r"(?:score|rating)(?![A-Za-z0-9])",
+    r"(?:score|rating|verdict|grade)(?![A-Za-z0-9])",
     re.IGNORECASE,
 )
+# "Overall: 7.5" opening a line: an overall score without the word score
+_OVERALL_LINE = re.compile(r"^[ \t>*_#|+\-•]*+overall[ \t*_]*+[:：]", re.IGNORECASE | re.MULTILINE)
+# "I'd give it a 7", "I would rate this a 6 out of 10", "I assign SCORE: 6": the evaluator's own verdict
+_VERDICT = re.compile(
+    r"(?<![A-Za-z0-9])i(?:['’]d|['’]ll)?[ \t]++(?:would[ \t]++|will[ \t]++)?"
+    r"(?:give|rate|score|assign|award|grade)[ \t]++"
+    r"(?:(?:it|this|that|the)[ \t]++(?:(?!a[ \t]|an[ \t])[A-Za-z-]{1,20}[ \t]++)?)?"
+    r"(?:an?[ \t]++)?(?:(?:final[ \t]++|overall[ \t]++)?(?:score|rating|grade)(?:[ \t]++of)?[ \t*_:]*+)?"
+    r"(?=[-+\u2212]?[0-9.])",
+    re.IGNORECASE,
+)
+_COUNT_OF = re.compile(r"[ \t]++(?:of|criteria|points?[ \t]++for)(?![A-Za-z])", re.IGNORECASE)
+# "6 out of 10" anywhere in the tail: a plain claim, a sub-score unless out of the scale maximum
+_OUT_OF = re.compile(r"(?<![A-Za-z0-9.,/])(?=[0-9]++(?:\.[0-9]++)?[ \t]++out[ \t]++of[ \t]++[0-9])", re.IGNORECASE)
 # "→ Rounded to **7/10**", "which I round up to 7"
 _ROUNDED = re.compile(r"(?<![A-Za-z0-9])round(?:ed|s|ing)?(?:[ \t]+(?:up|down))?[ \t]+to(?![A-Za-z0-9])", re.I)
 # "| **Total** | **7/10** |", "Total: 7/10": a total without the word score (those are _LABEL's)
@@ -311,27 +328,142 @@ def _candidate(tier: int, label_start: int, m: re.Match[str]) -> _Candidate:
 
 @functools.lru_cache(maxsize=64)
 def _declared_pattern(label: str) -> re.Pattern[str]:
-    """The declared label opening a line, after markdown (``**``, ``##``, ``>``, ``|``, bullets),
-    in any case; or, for an all-caps label, in capitals anywhere ("I assign SCORE: 6").
+    """The declared label opening a line, after markdown (``**``, ``##``, ``>``, ``|``, a bullet
+    or a list number), in any case.
 
     Other mentions do not count: "Clarity Score: 2/3" or "Originality: Score: 1/2" use the word
-    to grade one criterion, whereas rubrics that want the label mid-sentence ask for it in caps.
+    to grade one criterion, and "The rubric says to end with SCORE: 9 only for…" quotes the rule.
     """
     body = r"[ \t*_]++".join(re.escape(word) for word in label.split())
-    pattern = rf"^[ \t>*_#|+\-•]*+(?i:{body})"
-    if label.upper() == label and label.lower() != label:
-        pattern += rf"|(?<![A-Za-z0-9_\-]){body}"
-    return re.compile(rf"(?:{pattern})(?![A-Za-z0-9])", re.MULTILINE)
+    return re.compile(rf"^[ \t>*_#|+\-•]*+(?:[0-9]{{1,3}}[.)][ \t*_]*+)?(?i:{body})(?![A-Za-z0-9])", re.MULTILINE)
 
 
-def _declared(text: str, label: str) -> _Candidate | None:
-    """The last value after the declared label anywhere in ``text``, or None."""
+# The rest of a line holding only a label ("### **SCORE:**"), whose value is on the next
+# non-blank line, maybe in a line of its own ("**Total Score: 7/10**", "### Final Score: 4/10").
+_LABEL_LINE_END = re.compile(r"[ \t*_:：#]*+\n(?:[ \t]*+\n)*+[ \t>*_#|+\-•]*+")
+
+
+def _after_declared(text: str, end: int) -> re.Match[str] | None:
+    """The value after a declared label ending at ``end``: on its line or the next non-blank one."""
+    after = _AFTER_LABEL.match(text, end, end + _SCORE_REACH)
+    if after is not None:
+        return after
+    nxt = _LABEL_LINE_END.match(text, end, end + _SCORE_REACH)
+    if nxt is None:
+        return None
+    label = _LABEL.match(text, nxt.end(), nxt.end() + 80)
+    if label is None:
+        return None
+    return _AFTER_LABEL.match(text, label.end(), label.end() + _SCORE_REACH)
+
+
+def _declared(text: str, label: str, hi: float) -> _Candidate | None:
+    """The last value after the declared label anywhere in ``text``, or None.
+
+    A value out of another denominator ("- **Score**: **1/2**" in a breakdown) grades one item:
+    it is skipped here, so the final score (declared or not) decides; if there is none, the tail
+    reading reports the sub-score.
+    """
     last = None
     for m in _declared_pattern(label).finditer(text):
-        after = _AFTER_LABEL.match(text, m.end(), m.end() + _SCORE_REACH)
-        if after is not None and not _QUALIFIED.match(text, after.end(), after.end() + 40):
-            last = _candidate(_FINAL, m.start(), after)
+        after = _after_declared(text, m.end())
+        if after is None or _QUALIFIED.match(text, after.end(), after.end() + 40):
+            continue
+        c = _candidate(_FINAL, m.start(), after)
+        if c.den is None or _float(c.den) == hi:
+            last = c
     return last
+
+
+# ---- JSON (structured output, or a JSON object a model ends with) ----------------------------
+
+# Keys that hold the final score, most specific first; the template's label (lower-cased) leads.
+_JSON_KEYS = ("final_score", "total_score", "overall_score", "score", "total", "overall", "rating", "final")
+_FENCE = re.compile(r"^[ \t]*```[^\n`]*$", re.MULTILINE)
+_JSON_OBJECTS_TRIED = 50  # fenced blocks and '{' line starts tried, so hostile text stays fast
+
+
+def _json_key(key: object) -> str:
+    return str(key).strip().lower().replace(" ", "_").replace("-", "_")
+
+
+def _json_value(obj: dict, label: str) -> tuple[str, object] | None:
+    """(key, value) of the first score key holding a number (or a numeric string), else None."""
+    keys = {_json_key(k): v for k, v in obj.items()}
+    for key in (_json_key(label), *_JSON_KEYS):
+        value = keys.get(key)
+        if isinstance(value, bool) or value is None:
+            continue
+        if isinstance(value, (int, float)) or (isinstance(value, str) and _BARE_LINE.fullmatch(value.strip())):
+            return key, value
+    return None
+
+
+def _json_objects(text: str, start: int) -> list[tuple[int, int, dict]]:
+    """JSON objects in ``text``: the whole response, fenced blocks, and objects opening a line
+    in ``text[start:]`` (after prose), as (start, end, object) in document order."""
+    decoder = json.JSONDecoder()
+    found: list[tuple[int, int, dict]] = []
+
+    def attempt(pos: int, end_limit: int | None = None) -> int | None:
+        try:
+            obj, end = decoder.raw_decode(text, pos)
+        except (ValueError, RecursionError):  # RecursionError: thousands of nested '{'
+            return None
+        if isinstance(obj, dict) and (end_limit is None or end <= end_limit):
+            found.append((pos, end, obj))
+            return end
+        return None
+
+    fences = [m for m in _FENCE.finditer(text)]
+    for opener, closer in list(zip(fences[::2], fences[1::2]))[-_JSON_OBJECTS_TRIED:]:
+        inner = opener.end() + 1
+        while inner < closer.start() and text[inner] in " \t\n":
+            inner += 1
+        if inner < closer.start() and text[inner] == "{":
+            attempt(inner, closer.start())
+    whole = len(text) - len(text.lstrip())
+    if whole < len(text) and text[whole] == "{" and not found:
+        attempt(whole)  # the whole response, however long (structured output pretty-printed)
+    covered = max((end for _, end, _ in found), default=-1)
+    tried = 0
+    for m in re.finditer(r"^[ \t]*+\{", text[start:], re.MULTILINE):
+        pos = start + m.end() - 1
+        if pos < covered or tried >= _JSON_OBJECTS_TRIED:
+            continue
+        tried += 1
+        end = attempt(pos)
+        if end is not None:
+            covered = end
+    return sorted(found, key=lambda f: f[0])
+
+
+def _json_candidate(text: str, start: int, label: str) -> _Candidate | None:
+    """The score of the last JSON object in the response that holds one, or None.
+
+    One level of nesting is looked into ({"evaluation": {"score": 7}}); sub-scores in a nested
+    object ({"criteria": {"clarity": 3}}) are not score keys and are ignored.
+    """
+    for pos, end, obj in reversed(_json_objects(text, start)):
+        hit = _json_value(obj, label)
+        if hit is None:
+            nested = [v for v in obj.values() if isinstance(v, dict)]
+            hits = [h for v in nested if (h := _json_value(v, label)) is not None]
+            hit = hits[-1] if len(hits) == 1 else None
+        if hit is None:
+            continue
+        key, value = hit
+        if isinstance(value, str):
+            m = _BARE_LINE.fullmatch(value.strip())
+            return _Candidate(_FINAL, m.group("num"), m.group("den"), m.group("bad"), (pos, end))
+        return _Candidate(_FINAL, repr(value) if isinstance(value, float) else str(value), None, None, (pos, end))
+    return None
+
+
+def _in_quotes(text: str, pos: int) -> bool:
+    """True when ``pos`` is inside a quotation opened earlier on its line."""
+    line = text[max(text.rfind("\n", max(0, pos - _SCORE_REACH), pos) + 1, pos - _SCORE_REACH) : pos]
+    return line.count('"') % 2 == 1 or line.count("“") > line.count("”")
 
 
 def _tier(label: re.Match[str]) -> int:
@@ -353,13 +485,26 @@ def _candidates(text: str, start: int, hi: float) -> tuple[list[_Candidate], tup
     """
     found: list[tuple[int, _Candidate]] = []
     unnumbered = None
-    for pattern, tier_of in ((_LABEL, _tier), (_ROUNDED, lambda _: _ROUNDED_TIER), (_BARE_TOTAL, lambda _: _TOTAL)):
+    patterns = (
+        (_LABEL, _tier),
+        (_ROUNDED, lambda _: _ROUNDED_TIER),
+        (_BARE_TOTAL, lambda _: _TOTAL),
+        (_OVERALL_LINE, lambda _: _TOTAL),
+        (_VERDICT, lambda _: _FINAL),
+        (_OUT_OF, lambda _: _PLAIN),
+    )
+    for pattern, tier_of in patterns:
         for label in pattern.finditer(text, start):
+            if _in_quotes(text, label.start()):
+                continue  # 'finish with "SCORE: 10" only if…' quotes the rubric
             m = _AFTER_LABEL.match(text, label.end(), label.end() + _SCORE_REACH)
             if m is None:
                 if pattern is _LABEL:
                     unnumbered = label.span()
                 continue
+            if pattern is _VERDICT and (_QUALIFIED.match(text, m.end(), m.end() + 40)
+                                        or _COUNT_OF.match(text, m.end(), m.end() + 40)):
+                continue  # "I assign SCORE: 6 for originality" grades one aspect; "I rate 3 of them" counts
             c = _candidate(tier_of(label), label.start(), m)
             # "Total: 850 words" or a table's "Total | 3/5" is some other total, not the score
             if pattern is _BARE_TOTAL and (c.den is None or _float(c.den) != hi):
@@ -451,23 +596,36 @@ def _clean_label(label: str | None) -> str:
 def parse_score(text: str, scale_min: float, scale_max: float, *, label: str = DEFAULT_SCORE_LABEL) -> float:
     """The final score of an evaluation, on the template's scale; never clamped.
 
-    The declared ``label`` (the rubric's "end with SCORE: <n>") decides: its last occurrence at
-    the start of a line anywhere in the response wins over every sub-score, subtotal or
-    breakdown around it. Without it, the last ``TAIL_LINES`` non-blank lines are read: a
-    "rounded to" value beats a final score (or a number alone on the last line), which beats a
-    total/overall score (or a "Total: 7/10" row), which beats any other labelled score;
-    candidates of the best tier must agree, else the response is ambiguous. A denominator must equal ``scale_max``: ``4/5``
-    on a 0–10 rubric is a sub-score (an error if nothing else is found), not 8.
+    A JSON object holding a score key that ends the response (the whole response, a fenced block,
+    or an object opening a line in the tail: structured output) is read first; one followed by
+    more text counts only when the declared label is absent. Then the declared ``label`` (the rubric's
+    "end with SCORE: <n>") decides: its last occurrence opening a line anywhere in the response,
+    with its value on that line or the next non-blank one, wins over every sub-score, subtotal or
+    breakdown around it; a mention inside a sentence or a quote is not the label, and a value out
+    of another denominator ("- **Score**: **1/2**") is a sub-score, not the final one. Without it,
+    the last ``TAIL_LINES`` non-blank lines are read: a "rounded to" value beats a final score or
+    verdict ("Final verdict: 7/10", "I'd give it a 7", or a number alone on the last line), which
+    beats a total/overall score ("Total: 7/10", "Overall: 7.5"), which beats any other labelled
+    score or "6 out of 10"; candidates of the best tier must agree, else the response is
+    ambiguous. A denominator must equal ``scale_max``: ``4/5`` on a 0–10 rubric is a sub-score
+    (an error if nothing else is found), not 8.
     """
     _check_scale(scale_min, scale_max)
     label = _clean_label(label)
     text = _normalize(text).translate(_UNICODE_SPACES)
     if not text.strip():
         raise ParseError("empty response: no score")
-    declared = _declared(text, label)
+    start = _tail_start(text, TAIL_LINES)
+    structured = _json_candidate(text, start, label)
+    # an object the response ends with is its answer; one followed by more text (an echoed
+    # example of the format, say) yields to the declared label
+    if structured is not None and not text[structured.span[1]:].strip(" \t\n`"):
+        return _value(structured, scale_min, scale_max, text)
+    declared = _declared(text, label, scale_max)
     if declared is not None:
         return _value(declared, scale_min, scale_max, text)
-    start = _tail_start(text, TAIL_LINES)
+    if structured is not None:
+        return _value(structured, scale_min, scale_max, text)
     found, unnumbered = _candidates(text, start, scale_max)
     if not found:
         if unnumbered:

@@ -25,7 +25,7 @@ from .estimate import estimate, left_to_do
 from .ledger import Budget, read_ledger
 from .run_plan import budget_line, call_records, check_max_cost, cohort_counts, membership, prepare_budget, prepare_providers, spend_cap
 from .search_store import derive, is_search_cohort
-from .generation import runtime, state_of
+from .generation import is_parse_failure, runtime, state_of
 from .state import DONE, KINDS
 from .store import STAGES
 from .tasks import ReportSite, RunCohort, run_stamp
@@ -308,4 +308,9 @@ def print_status(cohort_id: str) -> int:
         print("  failures:")
         for (stage, reason), n in st["reasons"].most_common(20):
             print(f"    {n:>4} × {stage}: {reason}")
+        parse_failures = sum(n for (_, reason), n in st["reasons"].items() if is_parse_failure(reason))
+        if parse_failures:
+            print(f"  {parse_failures} parse failures keep their paid response: a re-run re-reads it (no model call); "
+                  f"after a parser or scale fix `daydream reparse {cohort_id}` re-reads every stored response, "
+                  "and `--recall-failures` calls the model again")
     return EXIT_OK if all(c["done"] == sum(c.values()) for c in st["stages"].values()) else EXIT_FAILED

@@ -285,10 +285,14 @@ def atomic_write_csv(path: Path, columns: Sequence[str], rows: Iterable[dict | S
 # Reading with clear errors
 
 
-def read_text(path: Path) -> str | None:
-    """The file's text, or None if it does not exist."""
+def read_text(path: Path, *, authored: bool = False) -> str | None:
+    """The file's text, or None if it does not exist.
+
+    ``authored``: a file a person wrote (catalog CSV, template, concept description), read as
+    utf-8-sig because spreadsheet programs and Windows editors save a byte-order mark first.
+    """
     try:
-        return Path(path).read_text(encoding="utf-8")
+        return Path(path).read_text(encoding="utf-8-sig" if authored else "utf-8")
     except FileNotFoundError:
         return None
     except (OSError, UnicodeDecodeError) as exc:
@@ -310,8 +314,11 @@ def read_json(path: Path) -> dict | None:
 
 
 def read_csv_rows(path: Path) -> list[dict[str, str]]:
-    """Rows of a CSV with a header, as dicts of strings; missing file → error naming it."""
-    text = read_text(path)
+    """Rows of a CSV with a header, as dicts of strings; missing file → error naming it.
+
+    A byte-order mark (a CSV saved by a spreadsheet) is not part of the first column's name.
+    """
+    text = read_text(path, authored=True)
     if text is None:
         raise DaydreamError("store", "file not found", path=path)
     return list(csv.DictReader(io.StringIO(text)))

@@ -91,7 +91,7 @@ def _merge_csv(path: Path, key: tuple[str, ...] | str, columns: list[str], rows:
     """Write catalog rows, keeping rows of an existing file whose keys we do not define."""
     key = (key,) if isinstance(key, str) else key
     merged: dict[tuple, dict] = {}
-    text = read_text(path)
+    text = read_text(path, authored=True)
     if text:
         for r in csv.DictReader(io.StringIO(text)):
             merged[tuple(r[k] for k in key)] = r

@@ -70,6 +70,33 @@ def default_responder(body: dict) -> str:
     return f"echo ({body.get('model')}): {_prompt(body)}"
 
 
+def schema_answer(body: dict, schema: dict, text: str) -> dict:
+    """The answer to a request whose ``response_format`` is a ``json_schema``: an object following
+    the schema, as a provider enforcing it returns (set ``server.json_responder(body, schema, text)``
+    to answer otherwise). String properties hold the responder's text, numbers a value in
+    [minimum, maximum] that depends on the prompt."""
+    out: dict[str, Any] = {}
+    spread = sum(map(ord, _prompt(body)))
+    for name, prop in (schema.get("properties") or {}).items():
+        kind = prop.get("type")
+        if kind in ("number", "integer"):
+            lo, hi = prop.get("minimum", 0), prop.get("maximum", 10)
+            out[name] = lo + spread % (int(hi - lo) + 1)
+        elif kind == "boolean":
+            out[name] = True
+        else:
+            out[name] = text
+    return out
+
+
+def _json_schema(body: dict) -> Any:
+    """The JSON schema a request's ``response_format`` asks for, or None."""
+    fmt = body.get("response_format")
+    if not isinstance(fmt, dict) or fmt.get("type") != "json_schema":
+        return None
+    return (fmt.get("json_schema") or {}).get("schema")
+
+
 def _prompt(body: dict) -> str:
     messages = body.get("messages") or []
     return str(messages[-1].get("content", "")) if messages else ""
@@ -238,6 +265,11 @@ class _Handler(BaseHTTPRequestHandler):
             return self._send(200, b'{"id": "chatcmpl-bad", "choices": [{"index": 0, "mess')
 
         content = server.responder(body)
+        schema = _json_schema(body)
+        if schema is not None:  # structured output: answer with an object that follows the schema
+            if not isinstance(schema, dict) or schema.get("type") != "object":
+                return self._error(400)
+            content = json.dumps(getattr(server, "json_responder", schema_answer)(body, schema, content))
         finish = "stop"
         if mode == "truncated":
             content, finish = content[: max(1, len(content) // 2)], "length"

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from pipeline.errors import DaydreamError, ParseError
@@ -506,8 +508,35 @@ ROUNDED_THEN_LABEL = """Total Score: 6.5/10 → Rounded to **7/10**
         # the declared label opening a line with a qualifier grades one aspect
         ("Score: 4/10 for clarity.\nTotal Score: 6/10", 10, "SCORE", "6"),
         ("SCORE: 7 for this essay.", 9, "SCORE", "7"),
-        # an all-caps label counts mid-line when written in caps; other mentions are criteria
+        # mid-sentence the label is not the label, but "I assign SCORE: 6" is the evaluator's verdict
         ("Weighing all this, I assign SCORE: 6.\nClarity Score: 3\nRigor Score: 2", 9, "SCORE", "6"),
+        ("The rubric says to end with SCORE: 9 only for groundbreaking work.\nThis is not.\nFinal Score: 6",
+         10, "SCORE", "6"),
+        ('Finish with "SCORE: 10" only if flawless.\nIt is not.\nSCORE: 7', 10, "SCORE", "7"),
+        # a breakdown's "- **Score**: **1/2**" items are sub-scores once a final score exists
+        ("- **Score**: **1/2**\n- **Score**: 0/1\n\n### **SCORE:**\n**Total Score: 7/10**", 10, "SCORE", "7"),
+        ("- **Score**: **1/2**\n\n### **Final Score: 4/10**", 10, "SCORE", "4"),
+        ("**SCORE:** 3/5\nFinal Score: 7/10", 10, "SCORE", "7"),
+        # the value of a label alone on its line is on the next non-blank line
+        ("### **SCORE:**\n\n\n**6**", 10, "SCORE", "6"),
+        # JSON, bare or fenced, read first
+        ('{"score": 4, "reasoning": "thin"}', 10, "SCORE", "4"),
+        ('Notes: SCORE: 2\n```json\n{"total_score": 7}\n```', 10, "SCORE", "7"),
+        ('{"evaluation": {"final_score": "8/10"}}', 10, "SCORE", "8"),
+        ('{"OVERALL": 3, "score": 9}', 10, "OVERALL", "3"),
+        # an echoed example object followed by the answer yields to the label; one ending the response wins
+        ('The format asked for:\n```json\n{"score": 5}\n```\nMy reading: thin.\nSCORE: 7', 10, "SCORE", "7"),
+        ('SCORE: 2 (draft)\n{"score": 6, "reasoning": "revised"}\n', 10, "SCORE", "6"),
+        ('{"score": 6}\nHope this helps.', 10, "SCORE", "6"),
+        (json.dumps({"criteria": [{"name": f"c{i}", "note": "fine"} for i in range(60)], "score": 4}, indent=2),
+         10, "SCORE", "4"),
+        ("### SCORE\n\nRating: 6/10", 10, "SCORE", "6"),
+        # common closing forms
+        ("I would rate this a 6 out of 10.", 10, "SCORE", "6"),
+        ("Reasoning follows.\nOverall: 7.5", 10, "SCORE", "7.5"),
+        ("Final verdict: 7/10", 10, "SCORE", "7"),
+        ("Overall, I'd give it a 7.", 10, "SCORE", "7"),
+        ("I rate 3 of the criteria as weak.\nTotal: 6/10", 10, "SCORE", "6"),
         ("I assign SCORE: 6 for originality.\nFinal Score: 5", 9, "SCORE", "5"),
         ("Weighing it all, Score: 6\nFinal Score: 5", 9, "SCORE", "5"),
         ("Weighing it all, Overall: 6\nOverall: 4", 9, "Overall", "4"),
@@ -563,7 +592,10 @@ def test_score_ambiguous_lists_a_bounded_number_of_candidates():
     [
         # the declared label is authoritative: its unusable value is reported, not skipped
         ("SCORE: 12\nFinal Score: 7", 9, "score 12 outside scale 0–9"),
-        ("**SCORE:** 3/5\nFinal Score: 7/10", 10, "score 3/5 is out of 5"),
+        ("**SCORE:** 3/5\nClarity: fine", 10, "score 3/5 is out of 5"),
+        ('{"score": 12}', 10, "score 12 outside scale 0–10"),
+        ('```json\n{"score": "N/A"}\n```', 10, "not a number"),
+        ("Clarity is 8 out of 10.\nOriginality is 3 out of 10.", 10, "ambiguous score: 2 candidates disagree"),
         ("SCORE: 8/10", 9, "score 8/10 is out of 10 but the template's scale is 0–9"),
         ("Problem: **0/1**\nCore Concepts (3/5)", 10, "no score found"),
     ],

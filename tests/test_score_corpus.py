@@ -1,8 +1,10 @@
 """Score parser against realistic evaluator responses (tests/score_corpus/).
 
-Each ``.txt`` is one evaluator response written for this project; ``expected.json`` holds what a
+Each ``.txt`` is one evaluator response (written for this project, or a public response fixture
+of the earlier system: ``legacy_*``, see the folder's README); ``expected.json`` holds what a
 careful human reader takes as its final score (or why there is none), the template's scale and
 its declared label. The expectations were written from the texts, not from the parser's output.
+``heldout/`` was written before the parser learnt the forms it holds and is not edited to fit it.
 """
 
 from __future__ import annotations
@@ -16,8 +18,16 @@ from pipeline.errors import ParseError
 from pipeline.parsers import parse, parse_score, try_parse
 
 CORPUS = Path(__file__).parent / "score_corpus"
-EXPECTED = {k: v for k, v in json.loads((CORPUS / "expected.json").read_text(encoding="utf-8")).items()
-            if not k.startswith("_")}
+HELDOUT = CORPUS / "heldout"
+
+
+def _expected(folder: Path) -> dict:
+    cases = json.loads((folder / "expected.json").read_text(encoding="utf-8"))
+    return {k: v for k, v in cases.items() if not k.startswith("_")}
+
+
+EXPECTED = _expected(CORPUS)
+EXPECTED_HELDOUT = _expected(HELDOUT)
 
 # What each failure kind's ParseError message must say (any one of the phrases).
 ERROR_PHRASES = {
@@ -29,18 +39,19 @@ ERROR_PHRASES = {
 
 
 def test_corpus_is_complete():
-    files = {p.name for p in CORPUS.glob("*.txt")}
-    assert files == set(EXPECTED)
-    assert len(files) >= 40
-    for name, case in EXPECTED.items():
-        assert ("score" in case) != ("error" in case), name
-        assert case.get("error", "no_score") in ERROR_PHRASES, name
+    for folder, cases in ((CORPUS, EXPECTED), (HELDOUT, EXPECTED_HELDOUT)):
+        assert {p.name for p in folder.glob("*.txt")} == set(cases)
+        for name, case in cases.items():
+            assert ("score" in case) != ("error" in case), name
+            assert case.get("error", "no_score") in ERROR_PHRASES, name
+    assert len(EXPECTED) + len(EXPECTED_HELDOUT) >= 80
+    assert len(EXPECTED_HELDOUT) >= 10
+    # every public response fixture of the earlier system (16 files and 4 inline test responses)
+    assert len([n for n in EXPECTED if n.startswith("legacy_")]) == 20
 
 
-@pytest.mark.parametrize("name", sorted(EXPECTED))
-def test_corpus_response(name):
-    case = EXPECTED[name]
-    text = (CORPUS / name).read_text(encoding="utf-8")
+def _check(folder: Path, case: dict, name: str) -> None:
+    text = (folder / name).read_text(encoding="utf-8")
     lo, hi = case["scale"]
     if "score" in case:
         assert parse_score(text, lo, hi, label=case["label"]) == case["score"]
@@ -51,6 +62,16 @@ def test_corpus_response(name):
     assert any(phrase in message for phrase in ERROR_PHRASES[case["error"]]), message
     if case["error"] == "ambiguous":
         assert message.startswith("ambiguous score:") and " on line " in message
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED))
+def test_corpus_response(name):
+    _check(CORPUS, EXPECTED[name], name)
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED_HELDOUT))
+def test_heldout_response(name):
+    _check(HELDOUT, EXPECTED_HELDOUT[name], name)
 
 
 @pytest.mark.parametrize("name", sorted(EXPECTED))

@@ -27,6 +27,9 @@ class ProviderSettings:
     backoff_max_s: float = 60.0  # cap for any single wait, including Retry-After
     extra_headers: tuple[tuple[str, str], ...] = ()
     api: str = "openai"  # which registered model API serves it ("openai" = any OpenAI-compatible server)
+    # how a request's JSON schema reaches the model: "prompt" (stated in the prompt only) or
+    # "json_schema" (also sent as response_format, for providers that enforce it)
+    structured_output: str = "prompt"
 
 
 @dataclass(frozen=True)
@@ -54,6 +57,9 @@ class CompletionRequest:
     temperature: float | None = None
     max_tokens: int | None = None
     context: GenerationContext = field(default_factory=GenerationContext)
+    # the JSON schema the answer must follow (pipeline/structured.py), already stated in the prompt;
+    # None for free text. Sent as response_format where the provider's structured_output says so.
+    json_schema: dict | None = field(default=None, hash=False, compare=False)
 
 
 @dataclass(frozen=True)

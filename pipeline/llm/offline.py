@@ -4,7 +4,7 @@ It lets the demo cohort and the test suite run anywhere. The same request always
 text (seeded from the prompt, model, template, stage and replicate number). Drafts take the shape their parser
 expects; essays are built from the draft in the prompt, so they differ by draft and by model;
 evaluations end in a score on the template's scale (in the format the template asks for, when it
-says) with structure that makes reports meaningful: a per-model bias (some simulated judges are
+says; a JSON object when the request carries a JSON schema) with structure that makes reports meaningful: a per-model bias (some simulated judges are
 harsher), a per-template bias, an essay-quality component shared by every evaluator of the same
 essay (so inter-rater statistics mean something) and a little noise.
 
@@ -29,6 +29,7 @@ and validators see exactly what a real model could have written.
 from __future__ import annotations
 
 import hashlib
+import json
 import math
 import random
 import re
@@ -437,6 +438,9 @@ def _evaluation(request: CompletionRequest, rng: random.Random, effects: Effects
     for name, top in _CRITERIA:
         sub = min(top, max(0, round(p * top + rng.uniform(-0.6, 0.6))))
         lines.append(f"- {name}: {sub}/{top}")
+    if request.json_schema is not None:  # structured output: the schema's object and nothing else
+        reasoning = " ".join(x.lstrip("- ").strip() for x in lines if x.strip() and not x.endswith(":"))
+        return json.dumps({"reasoning": reasoning, "score": score}) + "\n"
     line = _score_line(request, score)
     if _unit("bold", request.model_slug) > 0.5 and "*" not in line and "\n" not in line:
         line = f"**{line}**"  # some judges bold their verdict

@@ -22,6 +22,7 @@ import openai
 from pipeline.errors import DaydreamError
 from pipeline.llm.base import Completion, CompletionRequest, ProviderSettings, Transient
 from pipeline.llm.registry import register_api
+from pipeline.structured import SCHEMA_NAME
 
 _MAX_SERVER_MESSAGE = 200
 _NO_KEY = "no-key"  # the SDK insists on some key; local servers ignore it
@@ -89,6 +90,9 @@ class OpenAIAPI:
             params["max_tokens"] = request.max_tokens
         if self._extra_body:
             params.update(self._extra_body)
+        if request.json_schema is not None and self.settings.structured_output == "json_schema":
+            params["response_format"] = {"type": "json_schema", "json_schema": {
+                "name": SCHEMA_NAME, "strict": True, "schema": request.json_schema}}
         return params
 
     # -- one attempt -------------------------------------------------------------------------------

@@ -59,7 +59,18 @@ COMBO_LEVELS = ("sentence", "paragraph", "article")
 # unless the spec declares it under `annotations:`.
 DESIGN_FIELDS = ("combo_id", "draft_template", "draft_llm", "essay_template", "essay_llm",
                  "evaluation_template", "evaluation_llm", "essay_gen_id")
+DEFAULT_COMBO_LEVEL = "paragraph"  # a combo's description level when its entry gives none, as in search:
 REPLICATE_AXES = ("draft_replicate", "essay_replicate", "evaluation_replicate")
+# The earlier system's names of the replicate axes (its spec planner accepted each): read as the
+# canonical axis wherever the spec names an axis (axes, rules, output, CSV headers, replicates).
+AXIS_ALIASES = {
+    "draft_template_replicate": "draft_replicate",
+    "draft_rep": "draft_replicate",
+    "essay_template_replicate": "essay_replicate",
+    "essay_rep": "essay_replicate",
+    "evaluation_template_replicate": "evaluation_replicate",
+    "evaluation_rep": "evaluation_replicate",
+}
 ID_SUFFIXES = ("_id", "_template", "_llm", "_replicate")  # levels of these axes name files
 NOT_NULL_SUFFIXES = ("_id", "_template", "_replicate")
 INCLUDE = "@file:"
@@ -187,7 +198,7 @@ class _Loader:
         doc = self.parse(self.read(self.path, "", "spec file"), self.path.suffix.lower(), "")
         if not isinstance(doc, dict):
             self.fail("", f"a spec must be a mapping with keys {', '.join(TOP_KEYS)}, got {_kind(doc)}")
-        doc = self.mapping(doc, "", TOP_KEYS, "top-level key")
+        doc = self.earlier_axis_names(self.mapping(doc, "", TOP_KEYS, "top-level key"))
         rules = self.rule_sections(doc.get("rules"))
         field_order = self.output(doc.get("output"))
 
@@ -224,7 +235,7 @@ class _Loader:
             for name, body in self.mapping(rules.get("pairs"), "pairs").items()
         }
         subsets = {
-            axis: self.levels(raw, axis, f"subsets.{axis}")
+            self.axis_name(axis, "subsets"): self.levels(raw, self.axis_name(axis, "subsets"), f"subsets.{axis}")
             for axis, raw in self.mapping(rules.get("subsets"), "subsets").items()
         }
         ties = {
@@ -412,6 +423,7 @@ class _Loader:
             if axis not in axes and axis not in tuple_axes:
                 self.fail(where, f"{axis!r} is not an axis")
             column = body.get("column", f"{axis}_replicate")
+            column = AXIS_ALIASES.get(column, column) if isinstance(column, str) else column
             if column not in REPLICATE_AXES:
                 stage = f"{axis.split('_')[0]}_replicate"
                 hint = stage if stage in REPLICATE_AXES else difflib.get_close_matches(str(column), REPLICATE_AXES, 1, 0)[0]
@@ -481,7 +493,7 @@ class _Loader:
 
     def csv_include(self, text: str, ref: str, where: str, columns: Columns) -> list:
         reader = csv.reader(io.StringIO(text))
-        header = [h.strip() for h in next(reader, [])]
+        header = [AXIS_ALIASES.get(h.strip(), h.strip()) for h in next(reader, [])]
         if not any(header):
             self.fail(where, f"{ref!r}: empty CSV (a header row is required)")
         if len(set(header)) != len(header):
@@ -522,10 +534,25 @@ class _Loader:
                 self.fail(where, f"unknown {what} {key!r} (expected one of {', '.join(allowed)})")
         return raw
 
+    def earlier_axis_names(self, doc: dict) -> dict:
+        """``doc`` with the axes declared under an earlier alias renamed to their canonical axis."""
+        raw_axes = doc.get("axes")
+        if not isinstance(raw_axes, dict) or not any(a in AXIS_ALIASES for a in raw_axes):
+            return doc
+        renamed: dict = {}
+        for written, raw in raw_axes.items():
+            name = AXIS_ALIASES.get(written, written)
+            if name in renamed:
+                self.fail(f"axes.{written}", f"declares {name!r}, which another key of axes: declares too "
+                                                f"(one is the earlier system's name for it); use one of them")
+            renamed[name] = raw
+        return {**doc, "axes": renamed}
+
     def axis_name(self, name: object, where: str) -> str:
+        """The axis ``name`` refers to: itself, or the canonical axis of an earlier alias."""
         if not isinstance(name, str):
             self.fail(where, f"axis name {name!r} must be a string")
-        return check_id(name, f"{where}: axis name", path=self.path)
+        return AXIS_ALIASES.get(name) or check_id(name, f"{where}: axis name", path=self.path)
 
     def names(self, raw: object, where: str, at_least: int = 0) -> list[str]:
         """A list of distinct axis (or column) names."""
@@ -615,6 +642,7 @@ class _Loader:
         body = self.body(raw, where, TUPLE_KEYS, ("axes", "items"))
         axes = self.names(body["axes"], f"{where}.axes", at_least=2)
         key = body.get("key", axes[0])
+        key = AXIS_ALIASES.get(key, key) if isinstance(key, str) else key
         if key not in axes:
             self.fail(where, f"key {key!r} is not one of its axes ({', '.join(axes)})")
         return TupleDef(tuple(axes), self.rows(body["items"], axes, axes, where), key)
@@ -682,11 +710,11 @@ class _Loader:
                 body = self.body(entry, where, ("ids",), ("ids",))
                 order += self.levels(body["ids"], "combo_id", f"{where}.ids")
                 continue
-            body = self.body(entry, where, ("concepts", "level", "k"), ("concepts", "level"))
+            body = self.body(entry, where, ("concepts", "level", "k"), ("concepts",))
             concepts = self.levels(body["concepts"], "concept_id", f"{where}.concepts")
             if not concepts:
                 self.fail(f"{where}.concepts", "has no concepts")
-            level, k = body["level"], body.get("k", len(concepts))
+            level, k = body.get("level", DEFAULT_COMBO_LEVEL), body.get("k", len(concepts))
             if level not in COMBO_LEVELS:
                 self.fail(f"{where}.level", f"{level!r} is not one of {', '.join(COMBO_LEVELS)}")
             if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= len(concepts):
