@@ -576,7 +576,7 @@ def write_call(rt: Runtime, stage: str, gen_id: str, inputs: Inputs, completion:
         invalid_reason=reason, batch_job=batch_job))
     if reason is not None:
         return _write_failure(rt, stage, gen_id, inputs, reason, raw, simulated=completion.simulated)
-    return _write_parsed(rt, stage, gen_id, inputs, raw, simulated=completion.simulated)
+    return write_parsed(rt, stage, gen_id, inputs, raw, simulated=completion.simulated)
 
 
 def write_call_failure(rt: Runtime, stage: str, gen_id: str, inputs: Inputs, reason: str) -> State:
