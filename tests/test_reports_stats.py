@@ -126,7 +126,8 @@ def test_agreement_table_by_hand():
                  ["z", "r", "B", "1", 7, 0, 10]])
     row = tables.agreement(s).iloc[0]
     assert row["n_raters"] == 2 and row["n_essays"] == 3
-    assert row["icc2_1"] == pytest.approx(6 / 7) and row["icc_class"] == "good"
+    # 6/7 would be "good", but three essays cannot tell good from poor (interval spans classes)
+    assert row["icc2_1"] == pytest.approx(6 / 7) and row["icc_class"] == "uncertain"
     assert row["mean_pearson"] == pytest.approx(10 / math.sqrt(112))
     # retest: only (x, A) has two replicates → one unit, ICC undefined
     assert row["n_retest_units"] == 1 and math.isnan(row["retest_icc2_1"])
@@ -152,6 +153,71 @@ def test_icc2_1_interval_matches_published_values():
     icc, lo, hi = stats.icc2_1_ci(sf)
     assert icc == pytest.approx(0.29, abs=0.005)
     assert lo == pytest.approx(0.019, abs=0.001) and hi == pytest.approx(0.76, abs=0.005)
+    # the same data's other forms as published: ICC(3,1) = 0.71 [0.34, 0.95], ICC(2,k) = 0.62 [0.07, 0.93]
+    forms = stats.icc_forms(sf)
+    assert forms["icc3_1"] == pytest.approx((0.715, 0.342, 0.946), abs=0.002)
+    assert forms["icc2_k"] == pytest.approx((0.620, 0.071, 0.927), abs=0.002)
+
+
+def test_icc_class_only_when_determined():
+    # few essays or an interval spanning classes → uncertain; a tight interval inside one class keeps it
+    assert stats.icc_class_of(0.8, 0.76, 0.85, 30) == "good"
+    assert stats.icc_class_of(0.8, 0.76, 0.85, 4) == "uncertain"
+    assert stats.icc_class_of(0.8, 0.3, 0.95, 30) == "uncertain"
+    assert stats.icc_class_of(0.8, float("nan"), float("nan"), 30) == "uncertain"
+    assert stats.icc_class_of(float("nan"), 0, 1, 30) == "n/a"
+
+
+def test_small_sample_mean_interval_is_t_not_the_range():
+    # essays 0.80, 0.85, 0.80: mean 0.8167, sd 0.02887, se 0.01667, t(2) = 4.3027 → [0.745, 0.888]
+    m, lo, hi, k = stats.cluster_mean_ci(["a", "b", "c"], [0.8, 0.85, 0.8])
+    assert k == 3 and m == pytest.approx(0.81667, abs=1e-4)
+    assert lo == pytest.approx(0.74496, abs=1e-4) and hi == pytest.approx(0.88838, abs=1e-4)
+    # identical essay means: not estimable (blank with the reason), never [x, x]
+    r = stats.t_cluster_mean([0.5, 0.5, 0.5], ["a", "b", "c"])
+    assert math.isnan(r["ci_low"]) and r["ci_note"].startswith("not estimable")
+    # one cluster only
+    assert stats.t_cluster_mean([0.4, 0.6], ["a", "a"])["ci_note"] == "not estimable: one essay only"
+
+
+def test_lineage_clusters_go_to_the_highest_shared_level():
+    rows = pd.DataFrame({"essay_gen_id": ["e1", "e2", "e3", "e4"], "draft_gen_id": ["d1", "d1", "d2", "d3"],
+                         "combo_id": ["c1", "c1", "c1", "c2"]})
+    level, ids = stats.lineage_clusters(rows)
+    assert level == "combo_id" and list(ids) == ["c1", "c1", "c1", "c2"]
+    # a single combo holds every row: the drafts are what varies
+    level, ids = stats.lineage_clusters(rows.iloc[:3])
+    assert level == "draft_gen_id" and list(ids) == ["d1", "d1", "d2"]
+    # unknown lineage is no evidence of sharing
+    unk = pd.DataFrame({"essay_gen_id": ["e1", "e2"], "draft_gen_id": ["unknown"] * 2, "combo_id": ["unknown"] * 2})
+    assert stats.lineage_clusters(unk)[0] == "essay_gen_id"
+
+
+def test_diff_is_paired_within_shared_clusters_and_welch_otherwise():
+    # combos c1..c3 each hold one essay of level a and one of b: the within-combo differences are
+    # 0.1, 0.2, 0.3 → mean 0.2, sd 0.1, se 0.0577, t(2) 4.3027 → [−0.0484, 0.4484]
+    v = [0.6, 0.5, 0.7, 0.5, 0.8, 0.5]
+    d = stats.t_cluster_diff(v, ["c1", "c1", "c2", "c2", "c3", "c3"], [True, False] * 3, "combo_id")
+    assert d["paired"] and d["n_clusters"] == 3 and d["estimate"] == pytest.approx(0.2)
+    assert (d["ci_low"], d["ci_high"]) == pytest.approx((0.2 - 4.302653 * 0.1 / math.sqrt(3),
+                                                         0.2 + 4.302653 * 0.1 / math.sqrt(3)), abs=1e-5)
+    # disjoint essays: Welch; a: 0.6, 0.7, 0.8 (var 0.01), b: 0.5, 0.5, 0.6 (var 1/300)
+    d = stats.t_cluster_diff([0.6, 0.7, 0.8, 0.5, 0.5, 0.6], list("abcdef"), [True] * 3 + [False] * 3)
+    va, vb = 0.01 / 3, (1 / 300) / 3
+    df = (va + vb) ** 2 / (va ** 2 / 2 + vb ** 2 / 2)
+    assert not d["paired"] and d["df"] == pytest.approx(df)
+    from scipy.stats import t
+    assert d["ci_high"] - d["estimate"] == pytest.approx(t.ppf(0.975, df) * math.sqrt(va + vb))
+    # a constant difference in every combo: not estimable, not [0.1, 0.1]
+    d = stats.t_cluster_diff([0.6, 0.5, 0.7, 0.6], ["c1", "c1", "c2", "c2"], [True, False] * 2, "combo_id")
+    assert math.isnan(d["ci_low"]) and "not estimable" in d["ci_note"]
+
+
+def test_holm_by_hand():
+    # p sorted 0.01, 0.03, 0.04 → ×3, ×2, ×1 = 0.03, 0.06, 0.04 → monotone 0.03, 0.06, 0.06
+    out = stats.holm([0.01, 0.04, np.nan, 0.03])
+    assert out[0] == pytest.approx(0.03) and out[1] == pytest.approx(0.06) and out[3] == pytest.approx(0.06)
+    assert math.isnan(out[2])
 
 
 def test_unknown_is_never_zero_on_the_site():
