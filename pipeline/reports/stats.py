@@ -126,12 +126,14 @@ def _rng():
 
 
 def _cluster_sums(units, values) -> tuple[np.ndarray, np.ndarray]:
-    """Per unit (cluster): sum and count of the finite values."""
-    v = pd.Series(np.asarray(values, dtype=float)).reset_index(drop=True)
-    u = pd.Series(np.asarray(units, dtype=object)).reset_index(drop=True)
-    ok = v.notna()
-    g = v[ok].groupby(u[ok].to_numpy(), sort=True)
-    return g.sum().to_numpy(dtype=float), g.count().to_numpy(dtype=float)
+    """Per unit (cluster), in sorted unit order: sum and count of the finite values."""
+    v = np.asarray(values, dtype=float).ravel()
+    u = np.asarray(units, dtype=object).astype(str).ravel()
+    ok = np.isfinite(v)
+    if not ok.any():
+        return np.zeros(0), np.zeros(0)
+    _, inv = np.unique(u[ok], return_inverse=True)
+    return np.bincount(inv, weights=v[ok]), np.bincount(inv).astype(float)
 
 
 def cluster_mean_ci(units, values) -> tuple[float, float, float, int]:
@@ -351,19 +353,25 @@ def t_quantile(df):
 def lineage_clusters(rows: pd.DataFrame) -> tuple[str, np.ndarray]:
     """(level, cluster id per row): the highest lineage level at which two of ``rows``' essays
     share a cluster (combo, then draft) and the rows span at least two clusters, else the essay.
-    A blank or ``unknown`` combo or draft
-    id is no evidence of sharing: such a row is its own essay's cluster."""
-    essay = rows["essay_gen_id"].astype(str).to_numpy()
-    for col in LINEAGE[:-1]:
-        if col not in rows.columns:
+    A blank or ``unknown`` combo or draft id is no evidence of sharing: such a row is its own
+    essay's cluster."""
+    return lineage_ids(*(rows[c].to_numpy() if c in rows.columns else None for c in LINEAGE[::-1]))
+
+
+def lineage_ids(essay, draft=None, combo=None) -> tuple[str, np.ndarray]:
+    """``lineage_clusters`` on arrays (essay, draft and combo id per row)."""
+    essay = np.asarray(essay).astype(str)
+    for col, ids in (("combo_id", combo), ("draft_gen_id", draft)):
+        if ids is None:
             continue
-        ids = rows[col].astype(str).to_numpy()
+        ids = np.asarray(ids).astype(str)
         bad = np.isin(ids, ["", "unknown", "nan", "None"])
-        ids = np.where(bad, "essay:" + essay, ids)
-        shared = pd.Series(essay).groupby(ids).nunique()
+        ids = np.where(bad, np.char.add("essay:", essay), ids)
+        n_ids = len(set(ids))
+        shared = len(set(zip(ids, essay))) > n_ids  # some cluster holds two essays
         # one cluster holding every row (a single combo's mean): the rows are conditional on it,
         # and the next level down is what varies
-        if (shared > 1).any() and len(shared) >= MIN_CLUSTERS:
+        if shared and n_ids >= MIN_CLUSTERS:
             return col, ids
     return "essay_gen_id", essay
 
@@ -438,9 +446,12 @@ def t_cluster_diff(values, clusters, is_a, level: str = "essay_gen_id") -> dict:
     ca, cb = set(c[a]), set(c[~a])
     both = ca & cb
     if both:
-        frame = pd.DataFrame({"c": c, "a": a, "v": v})
-        means = frame.groupby(["c", "a"])["v"].mean().unstack("a")
-        d = (means[True] - means[False]).dropna().to_numpy()
+        keys, inv = np.unique(c, return_inverse=True)
+        na, nb = np.bincount(inv[a], minlength=len(keys)), np.bincount(inv[~a], minlength=len(keys))
+        sa = np.bincount(inv[a], weights=v[a], minlength=len(keys))
+        sb = np.bincount(inv[~a], weights=v[~a], minlength=len(keys))
+        hold = (na > 0) & (nb > 0)
+        d = sa[hold] / na[hold] - sb[hold] / nb[hold]
         k = len(d)
         est = float(d.mean())
         out.update(estimate=est, n_clusters=k, paired=True, ci_method=f"paired t over {unit}s holding both")

@@ -160,17 +160,28 @@ def adjusted_values(s: pd.DataFrame, effects: dict[str, pd.Series], keep: str = 
     return y
 
 
-def _mix_note(rows: pd.DataFrame, table: pd.DataFrame, factor: str) -> str:
-    """Which evaluation factors a level's evaluations are unevenly spread over, against the table's."""
-    uneven = []
+def _mix_shares(rows: pd.DataFrame, factor: str) -> dict[str, pd.DataFrame]:
+    """{evaluation factor: each level's share of its levels − the table's share} for the
+    evaluation factors other than ``factor`` that vary in ``rows``."""
+    out = {}
+    lv, li = np.unique(rows[factor].astype(str).to_numpy(), return_inverse=True)
     for f in ADJUST:
-        if f in factor or table[f].nunique() < 2:
+        if f in factor:
             continue
-        share = rows[f].value_counts(normalize=True)
-        overall = table[f].value_counts(normalize=True)
-        if (share.reindex(overall.index, fill_value=0) - overall).abs().max() > MIX_TOL:
-            uneven.append(f)
-    return ", ".join(uneven)
+        fv, fi = np.unique(rows[f].astype(str).to_numpy(), return_inverse=True)
+        if len(fv) < 2:
+            continue
+        counts = np.bincount(li * len(fv) + fi, minlength=len(lv) * len(fv)).reshape(len(lv), len(fv)).astype(float)
+        share = counts / counts.sum(axis=1, keepdims=True)
+        overall = counts.sum(axis=0) / counts.sum()
+        out[f] = pd.DataFrame(share - overall, index=lv, columns=fv)
+    return out
+
+
+def _mix_note(mix: dict[str, pd.DataFrame], *levels) -> str:
+    """Which evaluation factors the levels' evaluations are unevenly spread over (``_mix_shares``)."""
+    return ", ".join(f for f, d in mix.items()
+                     if any(d.loc[str(lv)].abs().max() > MIX_TOL for lv in levels if str(lv) in d.index))
 
 
 def _confounding_note(marginal: float, adjusted: float, uneven: str, what: str = "mean") -> str:
@@ -194,9 +205,8 @@ def _subsets(s: pd.DataFrame):
         yield rubric, sub
 
 
-def _level_interval(sub: pd.DataFrame, y: np.ndarray) -> dict:
-    level, clusters = stats.lineage_clusters(sub)
-    return stats.t_cluster_mean(y, clusters, level)
+def _lineage_arrays(rows: pd.DataFrame) -> tuple[np.ndarray, ...]:
+    return tuple(rows[c].astype(str).to_numpy() if c in rows.columns else None for c in stats.LINEAGE[::-1])
 
 
 def factors(scores: pd.DataFrame, high: float, low: float) -> pd.DataFrame:
@@ -205,7 +215,7 @@ def factors(scores: pd.DataFrame, high: float, low: float) -> pd.DataFrame:
     ``mean`` is adjusted for which evaluators and rubrics scored the level (their effects from an
     additive fit with essays, ``evaluation_effects``); ``mean_marginal`` is the raw mean over
     scored evaluations (the two are equal in a crossed, balanced design). The interval is a t
-    interval over the highest lineage clusters the level's essays share (``stats.lineage_clusters``),
+    interval over the highest lineage clusters the level's essays share (``stats.lineage_ids``),
     ``ci_method`` says which; ``n_clusters`` is its n. Aliased factors appear once, as a joint
     factor, with a ``note``; so do partial confounding and unbalanced designs. share_high:
     score_norm ≥ ``high``; share_low: ≤ ``low``; share_max: the rubric's own maximum (so a 10 is
@@ -214,38 +224,42 @@ def factors(scores: pd.DataFrame, high: float, low: float) -> pd.DataFrame:
     if scores.empty:
         return _empty("factors")
     design, names, notes = factor_design(scores)
-    rows = []
+    parts = []
     for rubric, full in _subsets(design):
-        sub_scored = full[full["score_norm"].notna()]
-        effects = evaluation_effects(sub_scored)
+        scored = full[full["score_norm"].notna()]
+        effects = evaluation_effects(scored)
+        lineage = _lineage_arrays(scored)
+        norm = full["score_norm"]
+        flags = full.assign(_high=np.where(norm.notna(), norm >= high - EPS, np.nan),
+                            _low=np.where(norm.notna(), norm <= low + EPS, np.nan),
+                            _max=np.where(norm.notna(), norm >= 1 - EPS, np.nan))
         for factor in names:
             # within one rubric a factor involving the rubric itself has a single level: nothing to show
             if rubric != ALL and "evaluation_template" in factor:
                 continue
-            y_all = adjusted_values(sub_scored, effects, keep=factor)
-            for level, grp in full.groupby(factor, sort=True):
-                sc = grp["score_norm"].notna().to_numpy()
-                g = grp[sc]
-                norm = g["score_norm"]
-                row = {"factor": factor, "level": level, "rubric": rubric, "n": int(sc.sum()),
-                       "n_unscored": int((~sc).sum()), "n_essays": g["essay_gen_id"].nunique(),
-                       "mean_marginal": norm.mean(), "std": norm.std(), "min": norm.min(), "max": norm.max(),
-                       "share_high": (norm >= high - EPS).mean() if len(g) else np.nan,
-                       "share_low": (norm <= low + EPS).mean() if len(g) else np.nan,
-                       "share_max": (norm >= 1 - EPS).mean() if len(g) else np.nan}
-                if len(g):
-                    y = y_all[(sub_scored[factor] == level).to_numpy()]
-                    ci = _level_interval(g, y)
-                    row.update(mean=ci["estimate"], ci_low=ci["ci_low"], ci_high=ci["ci_high"],
-                               ci_method=ci["ci_method"], ci_note=ci["ci_note"], n_clusters=ci["n_clusters"])
-                    conf = _confounding_note(row["mean_marginal"], ci["estimate"], _mix_note(g, sub_scored, factor))
-                else:
-                    row.update(mean=np.nan, ci_low=np.nan, ci_high=np.nan, ci_method="",
-                               ci_note=f"{stats.NOT_ESTIMABLE}: no scored evaluations", n_clusters=0)
-                    conf = ""
-                row["note"] = _join(notes.get(factor, ""), conf)
-                rows.append(row)
-    out = pd.DataFrame(rows, columns=COLUMNS["factors"])
+            out = _norm_stats(full, [factor]).rename(columns={factor: "level", "mean": "mean_marginal"})
+            out[["share_high", "share_low", "share_max"]] = flags.groupby(factor, sort=True)[
+                ["_high", "_low", "_max"]].mean().to_numpy()
+            y_all = adjusted_values(scored, effects, keep=factor)
+            codes = scored[factor].to_numpy()
+            mix = _mix_shares(scored, factor) if len(scored) else {}
+            cis = []
+            for level, marginal in zip(out["level"], out["mean_marginal"]):
+                mask = codes == level
+                if not mask.any():
+                    cis.append({"mean": np.nan, "ci_low": np.nan, "ci_high": np.nan, "ci_method": "",
+                                "ci_note": f"{stats.NOT_ESTIMABLE}: no scored evaluations", "n_clusters": 0,
+                                "note": notes.get(factor, "")})
+                    continue
+                cl_level, clusters = stats.lineage_ids(*(a[mask] if a is not None else None for a in lineage))
+                ci = stats.t_cluster_mean(y_all[mask], clusters, cl_level)
+                cis.append({"mean": ci["estimate"], "ci_low": ci["ci_low"], "ci_high": ci["ci_high"],
+                            "ci_method": ci["ci_method"], "ci_note": ci["ci_note"], "n_clusters": ci["n_clusters"],
+                            "note": _join(notes.get(factor, ""),
+                                          _confounding_note(marginal, ci["estimate"], _mix_note(mix, level)))})
+            out = pd.concat([out, pd.DataFrame(cis, index=out.index)], axis=1)
+            parts.append(out.assign(factor=factor, rubric=rubric))
+    out = pd.concat(parts, ignore_index=True)
     # FACTORS order, pooled rubric first, then levels alphabetically
     out["_f"] = out["factor"].map(names.index)
     out["_r"] = out["rubric"] != ALL
@@ -284,25 +298,27 @@ def factor_effects(scores: pd.DataFrame) -> pd.DataFrame:
     for rubric, sub in _subsets(s):
         effects = evaluation_effects(sub)
         y_all = adjusted_values(sub, effects)
+        lineage = _lineage_arrays(sub)
+        essays, norm = sub["essay_gen_id"].to_numpy(), sub["score_norm"].to_numpy(dtype=float)
         for factor in names:
             if factor == "combo_id" or any(f in factor for f in EVALUATION_FACTORS) or factor not in s.columns:
                 continue
-            levels = sorted(sub[factor].unique())
+            codes = sub[factor].to_numpy()
+            levels = sorted(set(codes))
             if len(levels) < 2:
                 continue
-            is_ref = (sub[factor] == levels[0]).to_numpy()
-            ref = sub[is_ref]
+            mix = _mix_shares(sub, factor)
+            is_ref = codes == levels[0]
             for level in levels[1:]:
-                is_cur = (sub[factor] == level).to_numpy()
-                pair = sub[is_cur | is_ref]
-                cl_level, clusters = stats.lineage_clusters(pair)
-                d = stats.t_cluster_diff(y_all[is_cur | is_ref], clusters, is_cur[is_cur | is_ref], cl_level)
-                cur = sub[is_cur]
-                marginal = cur["score_norm"].mean() - ref["score_norm"].mean()
-                uneven = _join(_mix_note(cur, sub, factor), _mix_note(ref, sub, factor))
+                is_cur = codes == level
+                pair = is_cur | is_ref
+                cl_level, clusters = stats.lineage_ids(*(a[pair] if a is not None else None for a in lineage))
+                d = stats.t_cluster_diff(y_all[pair], clusters, is_cur[pair], cl_level)
+                marginal = norm[is_cur].mean() - norm[is_ref].mean()
+                uneven = _mix_note(mix, level, levels[0])
                 rows.append({"factor": factor, "rubric": rubric, "level": level, "reference": levels[0],
-                             "n_essays": cur["essay_gen_id"].nunique(), "n_essays_reference": ref["essay_gen_id"].nunique(),
-                             "mean": cur["score_norm"].mean(), "mean_reference": ref["score_norm"].mean(),
+                             "n_essays": len(set(essays[is_cur])), "n_essays_reference": len(set(essays[is_ref])),
+                             "mean": norm[is_cur].mean(), "mean_reference": norm[is_ref].mean(),
                              "diff": d["estimate"], "ci_low": d["ci_low"], "ci_high": d["ci_high"],
                              "ci_method": d["ci_method"], "ci_note": d["ci_note"], "n_clusters": d["n_clusters"],
                              "diff_marginal": marginal, "p_value": d["p_value"],
