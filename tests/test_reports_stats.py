@@ -226,3 +226,19 @@ def test_unknown_is_never_zero_on_the_site():
     assert usd(None) == usd(float("nan")) == "unknown" and usd(0.0) == "$0.0000"
     assert duration(0.0004) == "0.4 ms" and duration(None) == "unknown" and duration(2.5) == "2.50 s"
     assert interval(0.1, None) == "" and interval(0.1, 0.25) == "[0.10, 0.25]"
+
+
+def test_krippendorff_alpha_matches_the_package_and_its_resamples_use_the_same_formula():
+    import krippendorff
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(0, 1, (30, 3)) + rng.normal(0, 1, (30, 1))
+    x[0, 1] = x[3, 2] = np.nan
+    ref = krippendorff.alpha(reliability_data=x.T, level_of_measurement="interval")
+    # the resamples' formula, on the whole sample, is the package's α
+    assert stats._alpha_from_sums(*np.column_stack(stats._alpha_parts(x)).sum(axis=0)) == pytest.approx(ref)
+    a, lo, hi = stats.krippendorff_alpha(x)
+    assert a == pytest.approx(ref) and lo < a < hi
+    # under 5 units: α, but no interval
+    a, lo, hi = stats.krippendorff_alpha(x[:4])
+    assert math.isfinite(a) and math.isnan(lo) and math.isnan(hi)

@@ -241,12 +241,12 @@ def factors(scores: pd.DataFrame, high: float, low: float) -> pd.DataFrame:
             out[["share_high", "share_low", "share_max"]] = flags.groupby(factor, sort=True)[
                 ["_high", "_low", "_max"]].mean().to_numpy()
             y_all = adjusted_values(scored, effects, keep=factor)
-            codes = scored[factor].to_numpy()
+            index = scored.groupby(factor, sort=True).indices if len(scored) else {}
             mix = _mix_shares(scored, factor) if len(scored) else {}
             cis = []
             for level, marginal in zip(out["level"], out["mean_marginal"]):
-                mask = codes == level
-                if not mask.any():
+                mask = index.get(level)
+                if mask is None:
                     cis.append({"mean": np.nan, "ci_low": np.nan, "ci_high": np.nan, "ci_method": "",
                                 "ci_note": f"{stats.NOT_ESTIMABLE}: no scored evaluations", "n_clusters": 0,
                                 "note": notes.get(factor, "")})
