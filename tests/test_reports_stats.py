@@ -242,3 +242,95 @@ def test_krippendorff_alpha_matches_the_package_and_its_resamples_use_the_same_f
     # under 5 units: α, but no interval
     a, lo, hi = stats.krippendorff_alpha(x[:4])
     assert math.isfinite(a) and math.isnan(lo) and math.isnan(hi)
+
+
+def _cells(rows):
+    """A scores frame from (essay, rubric, evaluator, score_norm) rows on a 0–1 scale."""
+    return _scores([[e, r, m, "1", v, 0, 1] for e, r, m, v in rows])
+
+
+def _essays(ids):
+    return pd.DataFrame([{"essay_gen_id": e, "draft_gen_id": "d-" + e, "combo_id": "c-" + e, "draft_template": "x",
+                          "draft_llm": "x", "essay_template": "x", "essay_llm": "x", "essay_mode": "llm",
+                          "essay_status": "done", "in_cohort": True, "essay_simulated": False} for e in ids])
+
+
+def test_certainty_is_never_made_from_nothing():
+    # an essay whose two cells agree exactly borrows the other essays' spread: never [0.5, 0.5]
+    s = _cells([("a", "r", "A", 0.5), ("a", "r", "B", 0.5), ("b", "r", "A", 0.2), ("b", "r", "B", 0.4),
+                ("c", "r", "A", 0.9), ("c", "r", "B", 0.7)])  # B − A: +0.2 and −0.2, no net offset
+    essays = _essays("abc")
+    lb = tables.leaderboard(s, essays).set_index("essay_gen_id")
+    assert lb.loc["a", "ci_low"] < 0.5 < lb.loc["a", "ci_high"]
+    assert "pooled" in lb.loc["a", "ci_method"]
+    # alone, the same essay has no spread to borrow: not estimable, not a zero-width interval
+    alone = tables.leaderboard(s[s["essay_gen_id"] == "a"], essays[essays["essay_gen_id"] == "a"]).iloc[0]
+    assert math.isnan(alone["ci_low"]) and alone["ci_note"].startswith("not estimable")
+    # a constant evaluator offset over 5 essays: the paired difference has no spread, so no interval
+    # and no flag (it used to be [0.1, 0.1], excludes_zero)
+    rows = [(e, "r", "A", 0.3 + 0.1 * i) for i, e in enumerate("vwxyz")] + \
+           [(e, "r", "B", 0.2 + 0.1 * i) for i, e in enumerate("vwxyz")]
+    pc = tables.paired_comparisons(_cells(rows))
+    row = pc[pc["factor"] == "evaluation_llm"].iloc[0]
+    assert row["diff"] == pytest.approx(0.1) and math.isnan(row["ci_low"])
+    assert row["excludes_zero"] is None and row["excludes_zero_holm"] is None and "not estimable" in row["ci_note"]
+
+
+def test_partial_confounding_is_adjusted_and_said():
+    # novelty is scored by a fair and a harsh evaluator, rigor by the fair one only. Per essay the
+    # rubrics agree (fair: novelty = rigor), the harsh evaluator gives 0.3 less.
+    rows = []
+    for i, e in enumerate("abcdef"):
+        q = 0.5 + 0.05 * (i % 3)
+        rows += [(e, "novelty", "fair", q), (e, "rigor", "fair", q + 0.01 * (i % 2)), (e, "novelty", "harsh", q - 0.3)]
+    s = _cells(rows)
+    f = tables.factors(s, 0.8, 0.3)
+    by = f[(f["factor"] == "evaluation_template") & (f["rubric"] == tables.ALL)].set_index("level")
+    # raw: novelty pays for the harsh evaluator (−0.15 on average); adjusted, the rubrics are close
+    assert by.loc["rigor", "mean_marginal"] - by.loc["novelty", "mean_marginal"] > 0.14
+    assert abs(by.loc["rigor", "mean"] - by.loc["novelty", "mean"]) < 0.02
+    assert "partially confounded" in by.loc["novelty", "note"] and "unbalanced" in by.loc["novelty", "note"]
+    # an essay that lacks the harsh evaluator does not rank first for that alone
+    s2 = _cells(rows + [("g", "novelty", "fair", 0.56), ("g", "rigor", "fair", 0.56)])
+    essays = _essays("abcdefg")
+    lb = tables.leaderboard(s2, essays)
+    assert lb.iloc[0]["essay_gen_id"] != "g"
+    assert lb.set_index("essay_gen_id").loc["g", "mean_raw"] == lb["mean_raw"].max()
+
+
+def test_retest_is_per_model_and_a_model_bias_does_not_pass_for_reliability():
+    rng = np.random.default_rng(3)
+    rows = []
+    for i in range(12):
+        q = rng.normal(5, 1)
+        for m, bias in (("A", 0.0), ("B", 3.0)):
+            for rep in ("1", "2"):
+                rows.append([f"e{i}", "r", m, rep, q + bias + rng.normal(0, 1), 0, 10])
+    s = _scores(rows)
+    rt = tables.agreement_retest(s).set_index("evaluation_llm")
+    assert list(rt.index) == ["A", "B"] and (rt["n_essays"] == 12).all()
+    pooled_raw = stats.icc2_1(s.pivot_table(index=["essay_gen_id", "evaluation_llm"], columns="evaluation_replicate",
+                                            values="score").to_numpy())
+    ag = tables.agreement(s).iloc[0]
+    # the bias between models inflates a pooled retest ICC; with each model's mean removed it does not
+    assert pooled_raw > ag["retest_icc2_1"] + 0.2
+    assert ag["retest_icc2_1"] < max(rt["retest_icc2_1"]) + 0.15
+
+
+def test_variance_components_recover_planted_sizes():
+    # essay sd 0.15 (var .0225), replicate noise sd 0.05 (var .0025), evaluator offsets ±0.05
+    rng = np.random.default_rng(11)
+    rows = []
+    for i in range(40):
+        q = rng.normal(0.5, 0.15)
+        for m, off in (("A", -0.05), ("B", 0.05)):
+            for rep in ("1", "2"):
+                rows.append([f"e{i}", "r", m, rep, q + off + rng.normal(0, 0.05), 0, 1])
+    vc = tables.variance_components(_scores(rows)).set_index("component")
+    assert vc.loc["essay", "variance"] == pytest.approx(0.0225, rel=0.5)
+    assert vc.loc["replicate", "variance"] == pytest.approx(0.0025, rel=0.3)
+    assert vc.loc["essay", "ci_low"] < vc.loc["essay", "variance"] < vc.loc["essay", "ci_high"]
+    assert vc.loc["replicate", "ci_low"] < 0.0025 < vc.loc["replicate", "ci_high"]
+    assert vc.loc["evaluator", "variance"] > 0 and vc["share"].sum() == pytest.approx(1.0)
+    gain = stats.precision_gain(vc["variance"].to_dict(), 2, 2)
+    assert gain["noise_more_evaluators"] <= gain["noise_more_replicates"] < gain["noise"]

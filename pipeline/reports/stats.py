@@ -572,6 +572,7 @@ def backfit(df: pd.DataFrame, value: str, factors: list[str], iterations: int = 
 # ---------------------------------------------------------------------------------------------
 # Variance components: a linear mixed model (statsmodels MixedLM, REML) per rubric.
 
+MAX_VARIANCE = 0.25  # the largest variance a score on [0, 1] can have
 VC_MAX_ROWS = 400  # rows per fit: REML's cost grows fast with the random-effect levels
 VC_COMPONENTS = ("combo", "draft", "essay", "evaluator", "essay × evaluator", "replicate")
 
@@ -585,7 +586,10 @@ def _chi2_interval(var: float, nu: float) -> tuple[float, float]:
     a = (1 - CONFIDENCE) / 2
     with np.errstate(divide="ignore", invalid="ignore"):
         lo, hi = float(nu * var / chi2.ppf(1 - a, nu)), float(nu * var / chi2.ppf(a, nu))
-    return (lo, hi) if math.isfinite(lo) and math.isfinite(hi) else (float("nan"), float("nan"))
+    if not (math.isfinite(lo) and math.isfinite(hi)):
+        return float("nan"), float("nan")
+    # a 0–1 score's variance is at most 1/4: a bound beyond it says only that the data cannot bound it
+    return min(lo, MAX_VARIANCE), min(hi, MAX_VARIANCE)
 
 
 def variance_components(rows: pd.DataFrame, value: str = "score_norm") -> tuple[list[dict], str]:
@@ -603,6 +607,7 @@ def variance_components(rows: pd.DataFrame, value: str = "score_norm") -> tuple[
     """
     from statsmodels.regression.mixed_linear_model import MixedLM
 
+    rows = rows.assign(**{c: rows["essay_gen_id"] for c in LINEAGE if c not in rows.columns})
     df = rows[[value, "combo_id", "draft_gen_id", "essay_gen_id", "evaluation_llm"]].dropna().copy()
     df.columns = ["y", "combo", "draft", "essay", "ev"]
     for c in ("combo", "draft", "essay", "ev"):
@@ -658,7 +663,7 @@ def variance_components(rows: pd.DataFrame, value: str = "score_norm") -> tuple[
     out = []
     for lv in levels:
         var = max(est.get(lv, float("nan")), 0.0)
-        key = f"{'Group' if lv == group else lv} Var"
+        key = f"{lv} Var"  # statsmodels names the group's variance after its column
         se = float(bse.get(key, float("nan"))) * scale if key in bse.index else float("nan")
         nu = 2 * (var / se) ** 2 if se and math.isfinite(se) and se > 0 else float("nan")
         lo, hi = _chi2_interval(var, nu)
@@ -687,7 +692,8 @@ def variance_components(rows: pd.DataFrame, value: str = "score_norm") -> tuple[
     out.append({"component": "replicate" if has_cell else "residual", "variance": scale, "ci_low": lo, "ci_high": hi,
                 "n_levels": len(df), "ci_note": ""})
     left = [c for c in ("combo", "draft") if c not in levels]
-    method = ("REML mixed model (statsmodels MixedLM); Satterthwaite χ² intervals"
+    method = ("REML mixed model (statsmodels MixedLM); Satterthwaite χ² intervals (upper bounds capped at 0.25, "
+              "the largest variance of a 0–1 score)"
               + (f"; not separated: {', '.join(left)} (the design does not vary it apart from the level below)"
                  if left else "") + ("" if has_cell else "; one replicate per cell: the residual holds the "
                                      "essay × evaluator interaction and the replicate noise together") + note)

@@ -370,7 +370,10 @@ def paired_comparisons(scores: pd.DataFrame) -> pd.DataFrame:
                 d = both[a] - both[b]
                 ci = stats.t_cluster_mean(d.to_numpy(), clusters, cl_level)
                 ci["ci_method"] = ci["ci_method"].replace("t over", "paired t over", 1)
-                r, rlo, rhi, _, _ = stats.cluster_pearson_ci(clusters, both[a], both[b])
+                r, rlo, rhi, _, k_r = stats.cluster_pearson_ci(clusters, both[a], both[b])
+                unit = stats.LEVEL_NAMES[cl_level]
+                r_method = (f"Fisher z over {k_r} {unit}s" if np.isfinite(rlo) else
+                            f"{stats.NOT_ESTIMABLE}: Fisher z needs 4 {unit}s, {k_r} here" if np.isfinite(r) else "")
                 rows.append({"factor": factor, "level_a": a, "level_b": b, "matched_on": f"essay_gen_id × {other}",
                              "n_units": len(both), "n_essays": essays.nunique(), "mean_a": both[a].mean(),
                              "mean_b": both[b].mean(), "diff": ci["estimate"], "ci_low": ci["ci_low"],
@@ -378,7 +381,7 @@ def paired_comparisons(scores: pd.DataFrame) -> pd.DataFrame:
                              "n_clusters": ci["n_clusters"], "p_value": stats.t_p_value(ci["estimate"], ci["se"], ci["df"]),
                              "excludes_zero": _excludes_zero(ci["ci_low"], ci["ci_high"]),
                              "r": r, "r_ci_low": rlo, "r_ci_high": rhi,
-                             "r_ci_method": f"Fisher z over {stats.LEVEL_NAMES[cl_level]}s"})
+                             "r_ci_method": r_method})
     return _holm(pd.DataFrame(rows, columns=COLUMNS["paired_comparisons"]))[COLUMNS["paired_comparisons"]]
 
 
@@ -560,8 +563,8 @@ def _essay_stats(scores: pd.DataFrame) -> pd.DataFrame:
     # score_norm lives in [0, 1]; a symmetric t interval can overshoot it with few cells
     out["ci_low"] = np.where(ok, np.clip(out["mean"] - half, 0, 1), np.nan)
     out["ci_high"] = np.where(ok, np.clip(out["mean"] + half, 0, 1), np.nan)
-    out["_se"] = np.where(ok, half / np.where(use_own, stats.t_quantile(np.maximum(n - 1, 1)),
-                                                stats.t_quantile(max(df_pooled, 1))), np.nan)
+    out["_df"] = np.where(use_own, np.maximum(n - 1, 1), max(df_pooled, 1))
+    out["_se"] = np.where(ok, half / stats.t_quantile(out["_df"].to_numpy(dtype=float)), np.nan)
     out["ci_method"] = np.where(~ok, "", np.where(use_own, "t over the essay's cells",
                                                   f"t over cells, sd pooled over essays (df {max(df_pooled, 0)})"))
     out["ci_note"] = np.where(ok, "", f"{stats.NOT_ESTIMABLE}: one cell and no other essay's spread to borrow")
@@ -574,9 +577,9 @@ def _essay_stats(scores: pd.DataFrame) -> pd.DataFrame:
     return out.join(g2["score_norm"].count().rename("n"), how="outer").join(g2.size().rename("expected"), how="outer")
 
 
-def rank_intervals(mean: np.ndarray, se: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def rank_intervals(mean: np.ndarray, se: np.ndarray, df=None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """95 % intervals of each essay's rank (1 = best) from simulated leaderboards (each mean drawn
-    from a normal with its standard error, fixed seed), and tiers: essays whose rank intervals
+    from its t distribution: mean + se·T(df), normal without ``df``; fixed seed), and tiers: essays whose rank intervals
     overlap the tier's first essay's cannot be told apart from it. NaN means are left unranked;
     an essay without a standard error is drawn at its mean (its own rank interval then reflects
     only the others' uncertainty)."""
@@ -589,10 +592,14 @@ def rank_intervals(mean: np.ndarray, se: np.ndarray) -> tuple[np.ndarray, np.nda
     if not k:
         return lo, hi, tier
     sd = np.nan_to_num(np.asarray(se, dtype=float)[ok], nan=0.0)
+    dfs = np.full(k, np.inf) if df is None else np.nan_to_num(np.asarray(df, dtype=float)[ok], nan=np.inf)
     rng = stats._rng()
     ranks = np.empty((N_RANK_DRAWS, k))
     for start in range(0, N_RANK_DRAWS, 100):
-        draws = m[ok] + sd * rng.standard_normal((min(100, N_RANK_DRAWS - start), k))
+        size = (min(100, N_RANK_DRAWS - start), k)
+        noise = np.where(np.isfinite(dfs), rng.standard_t(np.where(np.isfinite(dfs), dfs, 1.0), size=size),
+                         rng.standard_normal(size))
+        draws = m[ok] + sd * noise
         ranks[start:start + len(draws)] = (-draws).argsort(axis=1).argsort(axis=1) + 1
     lo[ok], hi[ok] = np.floor(np.percentile(ranks, 2.5, axis=0)), np.ceil(np.percentile(ranks, 97.5, axis=0))
     order = np.argsort(-m[ok], kind="stable")
@@ -620,7 +627,8 @@ def leaderboard(scores: pd.DataFrame, essays: pd.DataFrame) -> pd.DataFrame:
     out["coverage"] = np.where(out["expected"] > 0, out["n"] / out["expected"].where(out["expected"] > 0, 1), np.nan)
     out["simulated"] = out["essay_simulated"].astype(bool) | out["_sim"].fillna(False).astype(bool)
     out["rank"] = out["mean"].rank(ascending=False, method="min").astype("Int64")
-    lo, hi, tier = rank_intervals(out["mean"].to_numpy(dtype=float), out["_se"].to_numpy(dtype=float))
+    lo, hi, tier = rank_intervals(out["mean"].to_numpy(dtype=float), out["_se"].to_numpy(dtype=float),
+                                  out["_df"].to_numpy(dtype=float))
     for col, v in (("rank_ci_low", lo), ("rank_ci_high", hi), ("tier", tier)):
         out[col] = pd.array(v, dtype="Float64").astype("Int64")
     out["n_cells_missing"] = out["n_cells_missing"].fillna(0).astype("int64")
