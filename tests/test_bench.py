@@ -80,3 +80,12 @@ def test_reports_site():
     out = bench("reports_site", "--evaluations", "80")
     assert out["n_evaluations"] == 80 and out["pages"] > out["n_essays"]
     assert out["largest_search_index"]["kb"] > 0
+
+
+def test_stats_calibration():
+    out = bench("stats_calibration", "--fast-seeds", "40", "--table-seeds", "2")
+    assert set(out["coverage_statistics_layer"]) == {"3", "4", "6", "12"}
+    for kinds in (*out["coverage_statistics_layer"].values(), *out["coverage_tables"].values()):
+        assert set(kinds) == {"mean", "diff", "paired"} and all(0 <= v <= 1 for v in kinds.values())
+    assert 0 <= out["template_coverage_with_draft_effect"] <= 1
+    assert set(out["tables_with_a_false_flag"]) == {"factor_effects", "paired_comparisons", "factor_effects_unadjusted"}
