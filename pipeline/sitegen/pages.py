@@ -427,7 +427,8 @@ def factors(c: Cohort) -> Page:
     if len(f) and any(x in set(f["factor"]) for x in EVALUATION_FACTORS):
         sections.append(Section("Evaluation factors", Markup(
             'Rubrics and evaluation models are compared on matched units (the same essay scored by both) on the '
-            '<a href="rubrics.html">rubric comparison</a> page; their raw level means are in {}.').format(
+            '<a href="rubrics.html">rubric comparison</a> page; their level means (adjusted for each other, and '
+            'raw) are in {}.').format(
             _csv_link("factors"))))
     combos = records(f[(f["factor"] == "combo_id") & (f["rubric"] == "(all)")].sort_values("mean", ascending=False)) \
         if len(f) else []
@@ -660,7 +661,10 @@ def _variance_components(c: Cohort) -> list[Section]:
     if vc is None or not len(vc):
         return []
     rows = records(vc)
-    _ci(rows)
+    for r in rows:  # shown as sds (score_norm units, readable at two decimals); variances are in the CSV
+        r["sd_ci_low"], r["sd_ci_high"] = (math.sqrt(r[k]) if not is_blank(r.get(k)) else None
+                                           for k in ("ci_low", "ci_high"))
+    _ci(rows, "sd_ci_low", "sd_ci_high", "ci")
     for r in rows:
         r["rubric"] = c.names.template("evaluation", r["evaluation_template"])
     fitted = vc[vc["component"] != "(none)"]
@@ -671,8 +675,8 @@ def _variance_components(c: Cohort) -> list[Section]:
     for rubric, grp in fitted.groupby("evaluation_template", sort=True):
         name = c.names.template("evaluation", rubric)
         g = grp.set_index("component").reindex(comps)
-        series[name] = g["variance"].tolist()
-        intervals[name] = (g["ci_low"].tolist(), g["ci_high"].tolist())
+        series[name] = g["sd"].tolist()
+        intervals[name] = ((g["ci_low"] ** 0.5).tolist(), (g["ci_high"] ** 0.5).tolist())
         sub = sc[sc["evaluation_template"] == rubric]
         e = sub.groupby("essay_gen_id")["evaluation_llm"].nunique().median() if len(sub) else 1
         r_ = sub.groupby(["essay_gen_id", "evaluation_llm"]).size().median() if len(sub) else 1
@@ -687,11 +691,15 @@ def _variance_components(c: Cohort) -> list[Section]:
                         f"{ev_cut:.0%}, for the same number of evaluations.")
     parts = []
     if series:
-        parts.append(chart(figures.bars(comps, series, intervals=intervals, title="Variance components of score_norm",
-                                        y_title="variance (95% CI, Satterthwaite)"), "variance-components",
-                           "Whiskers: Satterthwaite χ² intervals; none where the estimate is at 0."))
-    parts.append(table([Col("rubric", "evaluation_template"), Col("component"), Col("variance", kind="num"),
-                        Col("ci", "95% CI (Satterthwaite χ²)"), Col("sd", kind="num"), Col("share", kind="pct"),
+        parts.append(chart(figures.bars(comps, series, intervals=intervals,
+                                        title="Variance components of score_norm, as standard deviations",
+                                        y_title="sd of score_norm (95% CI, Satterthwaite)"), "variance-components",
+                           "Whiskers: Satterthwaite χ² intervals (square roots); none where the data cannot bound "
+                           "the component."))
+    parts.append(table([Col("rubric", "evaluation_template"), Col("component"),
+                        Col("sd", kind="num", title="square root of the variance component, score_norm units"),
+                        Col("ci", "sd 95% CI (Satterthwaite χ²)"),
+                        Col("share", "share of variance", kind="pct"),
                         Col("n_levels", kind="int"), Col("method", wrap=True)], rows, tid="variance-components",
                        csv="data/variance_components.csv"))
     text = ("Where the variance of score_norm comes from, per rubric: a linear mixed model (REML) with the "
