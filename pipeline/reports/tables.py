@@ -692,7 +692,7 @@ def _delta_ci(grp: pd.DataFrame) -> np.ndarray:
     n = grp["n_cells"].to_numpy(dtype=float)
     v = grp["std"].to_numpy(dtype=float) ** 2 / np.where(n > 0, n, np.nan)
     var = (1 - 1 / k) ** 2 * v + (v.sum() - v) / k ** 2
-    if n.min() < 2 or not np.isfinite(var).all():
+    if n.min() < 2 or not np.isfinite(var).all() or not (var > 0).all():  # zero width: no spread to estimate
         return np.full((k, 2), np.nan)
     half = t.ppf(0.975, n.min() - 1) * np.sqrt(var)
     d = grp["delta"].to_numpy(dtype=float)

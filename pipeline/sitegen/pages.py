@@ -17,7 +17,7 @@ from urllib.parse import urlencode
 import pandas as pd
 from markupsafe import Markup
 
-from ..reports.stats import cluster_mean_ci, lineage_clusters, precision_gain, t_cluster_mean
+from ..reports.stats import lineage_clusters, precision_gain, t_cluster_mean
 from . import figures
 from .data import Names, records
 from .render import Cell, Col, Link, chart, interval, is_blank, num, pct, score, status_tag, table, usd
@@ -477,11 +477,16 @@ def factors(c: Cohort) -> Page:
 
 def _cell_cis(scores: pd.DataFrame, keys: list[str]) -> dict[tuple, tuple]:
     """``{(key values): (mean, ci_low, ci_high, n_essays)}`` of score_norm per cell: a t interval
-    over the essays' means (``cluster_mean_ci``)."""
+    over the means of the highest lineage cluster the cell's essays share, as the tables use."""
     sc = scores[scores["score_norm"].notna()] if len(scores) else scores
     if not len(sc):
         return {}
-    return {k: cluster_mean_ci(g["essay_gen_id"], g["score_norm"]) for k, g in sc.groupby(keys, sort=True)}
+    out = {}
+    for k, g in sc.groupby(keys, sort=True):
+        level, clusters = lineage_clusters(g)
+        ci = t_cluster_mean(g["score_norm"].to_numpy(dtype=float), clusters, level)
+        out[k] = (ci["estimate"], ci["ci_low"], ci["ci_high"], g["essay_gen_id"].nunique())
+    return out
 
 
 def _evaluator_columns(c: Cohort, pe: pd.DataFrame) -> list[tuple[str, str]]:
