@@ -334,3 +334,28 @@ def test_variance_components_recover_planted_sizes():
     assert vc.loc["evaluator", "variance"] > 0 and vc["share"].sum() == pytest.approx(1.0)
     gain = stats.precision_gain(vc["variance"].to_dict(), 2, 2)
     assert gain["noise_more_evaluators"] <= gain["noise_more_replicates"] < gain["noise"]
+
+
+def test_intervals_recomputed_independently_from_cluster_means():
+    """The tables' intervals against scipy on the highest shared cluster's means (a crossed,
+    balanced design, where the evaluator adjustment moves every cluster mean alike)."""
+    import sys
+    from pathlib import Path
+
+    from scipy import stats as st
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from test_stats_calibration import lineage_scores
+
+    df = lineage_scores(5, per_level=4, essays_per_draft=2, drafts_per_combo=1, draft_sd=0.1, judge_b_bias=0.05)
+    f = tables.factors(df, 0.8, 0.3)
+    row = f[(f["factor"] == "essay_template") & (f["level"] == "tB") & (f["rubric"] == tables.ALL)].iloc[0]
+    means = df[df["essay_template"] == "tB"].groupby("combo_id")["score_norm"].mean()  # 2 essays share each combo
+    lo, hi = st.t.interval(0.95, len(means) - 1, loc=means.mean(), scale=st.sem(means))
+    assert row["ci_method"] == "t over combo means (df 1)" and row["n_clusters"] == 2
+    assert (row["ci_low"], row["ci_high"]) == (pytest.approx(lo), pytest.approx(hi))
+    fe = tables.factor_effects(df)
+    e = fe[(fe["factor"] == "essay_template") & (fe["rubric"] == tables.ALL)].iloc[0]
+    a = df[df["essay_template"] == "tA"].groupby("combo_id")["score_norm"].mean()
+    w = st.ttest_ind(means, a, equal_var=False)
+    assert e["p_value"] == pytest.approx(w.pvalue) and e["diff"] == pytest.approx(means.mean() - a.mean())
