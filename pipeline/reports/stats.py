@@ -7,7 +7,12 @@ Conventions, chosen once so every table agrees:
   0–10 rubrics are judged alike: range ≤ 10% of the scale → ``high``, ≤ 25% → ``moderate``,
   larger → ``low``; fewer than two values → ``n/a`` (nothing to agree with).
 - ICC(2,1): two-way random effects, absolute agreement, single rater (Shrout & Fleiss 1979),
-  classed after Koo & Li (2016): < 0.5 poor, < 0.75 moderate, < 0.9 good, else excellent.
+  classed after Koo & Li (2016): < 0.5 poor, < 0.75 moderate, < 0.9 good, else excellent; a class
+  is given only when determined (``icc_class_of``: ``uncertain`` with few subjects or an interval
+  spanning classes).
+- Intervals of means and differences are Student-t intervals on the lineage (see "Small-sample
+  intervals" below); none is ever the data's range by construction, and a zero-width or one-unit
+  interval is "not estimable" with the reason.
 """
 
 from __future__ import annotations
