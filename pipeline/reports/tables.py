@@ -60,7 +60,8 @@ COLUMNS = {
                  "completion_tokens", "cost_usd", "n_cost_unknown", "n_simulated"],
     "spend": list(SPEND_COLUMNS),
     "cross_cohort": ["essay_gen_id", "cohort_id", "n_cohorts", "draft_template", "draft_llm", "essay_template",
-                     "essay_llm", "n_cells", "n", "mean", "ci_low", "ci_high", "ci_method", "std", "min", "max", "rubrics",
+                     "essay_llm", "n_cells", "n", "mean", "ci_low", "ci_high", "ci_method", "std", "min", "max",
+                     "rubrics",
                      "evaluators", "mean_across_cohorts", "delta", "delta_ci_low", "delta_ci_high"],
 }
 
@@ -378,7 +379,8 @@ def paired_comparisons(scores: pd.DataFrame) -> pd.DataFrame:
                              "n_units": len(both), "n_essays": essays.nunique(), "mean_a": both[a].mean(),
                              "mean_b": both[b].mean(), "diff": ci["estimate"], "ci_low": ci["ci_low"],
                              "ci_high": ci["ci_high"], "ci_method": ci["ci_method"], "ci_note": ci["ci_note"],
-                             "n_clusters": ci["n_clusters"], "p_value": stats.t_p_value(ci["estimate"], ci["se"], ci["df"]),
+                             "n_clusters": ci["n_clusters"],
+                             "p_value": stats.t_p_value(ci["estimate"], ci["se"], ci["df"]),
                              "excludes_zero": _excludes_zero(ci["ci_low"], ci["ci_high"]),
                              "r": r, "r_ci_low": rlo, "r_ci_high": rhi,
                              "r_ci_method": r_method})
