@@ -170,8 +170,9 @@ def test_icc_class_only_when_determined():
 
 def test_small_sample_mean_interval_is_t_not_the_range():
     # essays 0.80, 0.85, 0.80: mean 0.8167, sd 0.02887, se 0.01667, t(2) = 4.3027 → [0.745, 0.888]
-    m, lo, hi, k = stats.cluster_mean_ci(["a", "b", "c"], [0.8, 0.85, 0.8])
-    assert k == 3 and m == pytest.approx(0.81667, abs=1e-4)
+    r = stats.t_cluster_mean([0.8, 0.85, 0.8], ["a", "b", "c"])
+    m, lo, hi, k = r["estimate"], r["ci_low"], r["ci_high"], r["n_clusters"]
+    assert k == 3 and m == pytest.approx(0.81667, abs=1e-4) and r["ci_method"] == "t over essay means (df 2)"
     assert lo == pytest.approx(0.74496, abs=1e-4) and hi == pytest.approx(0.88838, abs=1e-4)
     # identical essay means: not estimable (blank with the reason), never [x, x]
     r = stats.t_cluster_mean([0.5, 0.5, 0.5], ["a", "b", "c"])

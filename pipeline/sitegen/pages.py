@@ -1201,7 +1201,7 @@ def search_rounds(c: Cohort) -> Page:
                               intervals={"best mean": ([r["best_ci_low"] for r in srows],
                                                        [r["best_ci_high"] for r in srows])},
                               y_range=(0, 1)),
-                 "search-best", "Whiskers: the 95% interval (t over the combo's essays).")
+                 "search-best", "Whiskers: the 95% interval (cluster bootstrap over the combo's essays).")
     sections = [Section("Rounds", "Each round's best combo and what the round cost.", [per_round, best])]
     all_rows = records(rounds)
     concepts_of = {r["combo_id"]: _search_combo(c, r["concepts"]) for r in all_rows}
