@@ -397,9 +397,9 @@ def factors(c: Cohort) -> Page:
                 name = "all rubrics" if rubric == "(all)" else c.names.template("evaluation", rubric)
                 series[name] = grp["mean"].tolist()
                 intervals[name] = (grp["ci_low"].tolist(), grp["ci_high"].tolist())
-                hover[name] = [f"{lb}: mean {mean_text(m, lo, hi, k)}"
-                               for lb, m, lo, hi, k in zip(labels, grp["mean"], grp["ci_low"], grp["ci_high"],
-                                                           grp["n_essays"])]
+                hover[name] = [f"{lb}: mean {mean_text(m, lo, hi, k, 'independent units')}; {meth}"
+                               for lb, m, lo, hi, k, meth in zip(labels, grp["mean"], grp["ci_low"], grp["ci_high"],
+                                                                 grp["n_clusters"], grp["ci_method"].fillna(""))]
             fig = figures.bars(labels, series, intervals=intervals, hover=hover, title=f"Mean score_norm by {factor}",
                                y_title="mean score_norm (95% CI)", y_range=(0, 1))
             parts.append(chart(fig, f"factor-{factor}", "Whiskers: 95% t interval over the lineage clusters "
