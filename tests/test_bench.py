@@ -90,3 +90,12 @@ def test_search_calibration_reports_each_world_with_its_interval():
         assert r["runs"] == 20 and 0 <= r["claims"] <= 20 and r["rate"] == r["claims"] / 20
         assert r["rate_ci95"][0] <= r["rate"] <= r["rate_ci95"][1]
     assert out["design"]["confirm"] == 10 and out["design"]["target"] == 0.6
+
+
+def test_stats_calibration():
+    out = bench("stats_calibration", "--fast-seeds", "40", "--table-seeds", "2")
+    assert set(out["coverage_statistics_layer"]) == {"3", "4", "6", "12"}
+    for kinds in (*out["coverage_statistics_layer"].values(), *out["coverage_tables"].values()):
+        assert set(kinds) == {"mean", "diff", "paired"} and all(0 <= v <= 1 for v in kinds.values())
+    assert 0 <= out["template_coverage_with_draft_effect"] <= 1
+    assert set(out["tables_with_a_false_flag"]) == {"factor_effects", "paired_comparisons", "factor_effects_unadjusted"}

@@ -123,13 +123,19 @@ def test_hand_fixture_scores_and_leaderboard(hand):
     # replicates on r9 do not weigh double. e1 cells (in 36ths): r9/A (1 + 7/9)/2 = 32, r9/B 6/9 = 24,
     # r10/A 1 = 36, r10/B .5 = 18 → mean 110/4 = 27.5/36; deviations 4.5, −3.5, 8.5, −9.5 →
     # Σd² = 20.25 + 12.25 + 72.25 + 90.25 = 195 → sample var 65 → std √65/36.
-    assert lb.loc["e1", "mean"] == pytest.approx(27.5 / 36)
+    assert lb.loc["e1", "mean_raw"] == pytest.approx(27.5 / 36)
     assert lb.loc["e1", "std"] == pytest.approx(math.sqrt(65) / 36)
+    # The ranked mean is adjusted for which cells scored the essay: e2 lacks B's cells (failed,
+    # pending), so the essays are compared on the cells both have, A × r9 and A × r10: e1 − e2 =
+    # ((32/36 − 0) + (1 − .5))/2 = 25/36 (the B cells are fitted exactly by their own effects).
+    assert lb.loc["e1", "mean"] - lb.loc["e2", "mean"] == pytest.approx(25 / 36)
+    assert lb.loc["e2", "n_cells_missing"] == 2 and "missing cells" in lb.loc["e2", "note"]
+    assert lb.loc["e1", "ci_method"].startswith("t over") and lb.loc["e1", "ci_low"] < lb.loc["e1", "mean"]
     assert (lb.loc["e1", "min"], lb.loc["e1", "max"]) == (pytest.approx(0.5), pytest.approx(1.0))
     assert (lb.loc["e1", "rank"], lb.loc["e1", "n_cells"], lb.loc["e1", "n"], lb.loc["e1", "expected"]) == (1, 4, 5, 5)
     assert lb.loc["e1", "coverage"] == 1.0
     # e2 cells r9/A 0 and r10/A .5 → mean .25; 2 of 5 expected evaluations scored → coverage .4
-    assert lb.loc["e2", "mean"] == pytest.approx(0.25)
+    assert lb.loc["e2", "mean_raw"] == pytest.approx(0.25)
     assert (lb.loc["e2", "rank"], lb.loc["e2", "n"], lb.loc["e2", "expected"]) == (2, 2, 5)
     assert lb.loc["e2", "coverage"] == pytest.approx(0.4) and lb.loc["e2", "essay_llm"] == "copy"
 
@@ -145,7 +151,9 @@ def test_hand_fixture_pivots_factors_variance(hand):
     f = out["factors"]
     a = f[(f["factor"] == "evaluation_llm") & (f["level"] == "A") & (f["rubric"] == tables.ALL)].iloc[0]
     # A's norms: 1, 7/9, 1, 0, .5 → mean (2.5 + 7/9)/5 = 29.5/45; raw mean would be 31/5 = 6.2 (never used)
-    assert a["mean"] == pytest.approx(29.5 / 45) and a["n"] == 5 and a["n_unscored"] == 1
+    assert a["mean_marginal"] == pytest.approx(29.5 / 45) and a["n"] == 5 and a["n_unscored"] == 1
+    # ``mean`` is adjusted for the rubric mix (A: 3 of its 5 on r9, the table 4 of 7): close, not equal
+    assert a["mean"] == pytest.approx(29.5 / 45, abs=0.01) and a["ci_method"].startswith("t over")
     # high (≥ .8): 1, 1 → 2/5; low (≤ .3): 0 → 1/5; at max: 2/5
     assert a["share_high"] == pytest.approx(0.4) and a["share_low"] == pytest.approx(0.2)
     assert a["share_max"] == pytest.approx(0.4)

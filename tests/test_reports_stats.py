@@ -126,7 +126,8 @@ def test_agreement_table_by_hand():
                  ["z", "r", "B", "1", 7, 0, 10]])
     row = tables.agreement(s).iloc[0]
     assert row["n_raters"] == 2 and row["n_essays"] == 3
-    assert row["icc2_1"] == pytest.approx(6 / 7) and row["icc_class"] == "good"
+    # 6/7 would be "good", but three essays cannot tell good from poor (interval spans classes)
+    assert row["icc2_1"] == pytest.approx(6 / 7) and row["icc_class"] == "uncertain"
     assert row["mean_pearson"] == pytest.approx(10 / math.sqrt(112))
     # retest: only (x, A) has two replicates → one unit, ICC undefined
     assert row["n_retest_units"] == 1 and math.isnan(row["retest_icc2_1"])
@@ -152,6 +153,72 @@ def test_icc2_1_interval_matches_published_values():
     icc, lo, hi = stats.icc2_1_ci(sf)
     assert icc == pytest.approx(0.29, abs=0.005)
     assert lo == pytest.approx(0.019, abs=0.001) and hi == pytest.approx(0.76, abs=0.005)
+    # the same data's other forms as published: ICC(3,1) = 0.71 [0.34, 0.95], ICC(2,k) = 0.62 [0.07, 0.93]
+    forms = stats.icc_forms(sf)
+    assert forms["icc3_1"] == pytest.approx((0.715, 0.342, 0.946), abs=0.002)
+    assert forms["icc2_k"] == pytest.approx((0.620, 0.071, 0.927), abs=0.002)
+
+
+def test_icc_class_only_when_determined():
+    # few essays or an interval spanning classes → uncertain; a tight interval inside one class keeps it
+    assert stats.icc_class_of(0.8, 0.76, 0.85, 30) == "good"
+    assert stats.icc_class_of(0.8, 0.76, 0.85, 4) == "uncertain"
+    assert stats.icc_class_of(0.8, 0.3, 0.95, 30) == "uncertain"
+    assert stats.icc_class_of(0.8, float("nan"), float("nan"), 30) == "uncertain"
+    assert stats.icc_class_of(float("nan"), 0, 1, 30) == "n/a"
+
+
+def test_small_sample_mean_interval_is_t_not_the_range():
+    # essays 0.80, 0.85, 0.80: mean 0.8167, sd 0.02887, se 0.01667, t(2) = 4.3027 → [0.745, 0.888]
+    r = stats.t_cluster_mean([0.8, 0.85, 0.8], ["a", "b", "c"])
+    m, lo, hi, k = r["estimate"], r["ci_low"], r["ci_high"], r["n_clusters"]
+    assert k == 3 and m == pytest.approx(0.81667, abs=1e-4) and r["ci_method"] == "t over essay means (df 2)"
+    assert lo == pytest.approx(0.74496, abs=1e-4) and hi == pytest.approx(0.88838, abs=1e-4)
+    # identical essay means: not estimable (blank with the reason), never [x, x]
+    r = stats.t_cluster_mean([0.5, 0.5, 0.5], ["a", "b", "c"])
+    assert math.isnan(r["ci_low"]) and r["ci_note"].startswith("not estimable")
+    # one cluster only
+    assert stats.t_cluster_mean([0.4, 0.6], ["a", "a"])["ci_note"] == "not estimable: one essay only"
+
+
+def test_lineage_clusters_go_to_the_highest_shared_level():
+    rows = pd.DataFrame({"essay_gen_id": ["e1", "e2", "e3", "e4"], "draft_gen_id": ["d1", "d1", "d2", "d3"],
+                         "combo_id": ["c1", "c1", "c1", "c2"]})
+    level, ids = stats.lineage_clusters(rows)
+    assert level == "combo_id" and list(ids) == ["c1", "c1", "c1", "c2"]
+    # a single combo holds every row: the drafts are what varies
+    level, ids = stats.lineage_clusters(rows.iloc[:3])
+    assert level == "draft_gen_id" and list(ids) == ["d1", "d1", "d2"]
+    # unknown lineage is no evidence of sharing
+    unk = pd.DataFrame({"essay_gen_id": ["e1", "e2"], "draft_gen_id": ["unknown"] * 2, "combo_id": ["unknown"] * 2})
+    assert stats.lineage_clusters(unk)[0] == "essay_gen_id"
+
+
+def test_diff_is_paired_within_shared_clusters_and_welch_otherwise():
+    # combos c1..c3 each hold one essay of level a and one of b: the within-combo differences are
+    # 0.1, 0.2, 0.3 → mean 0.2, sd 0.1, se 0.0577, t(2) 4.3027 → [−0.0484, 0.4484]
+    v = [0.6, 0.5, 0.7, 0.5, 0.8, 0.5]
+    d = stats.t_cluster_diff(v, ["c1", "c1", "c2", "c2", "c3", "c3"], [True, False] * 3, "combo_id")
+    assert d["paired"] and d["n_clusters"] == 3 and d["estimate"] == pytest.approx(0.2)
+    assert (d["ci_low"], d["ci_high"]) == pytest.approx((0.2 - 4.302653 * 0.1 / math.sqrt(3),
+                                                         0.2 + 4.302653 * 0.1 / math.sqrt(3)), abs=1e-5)
+    # disjoint essays: Welch; a: 0.6, 0.7, 0.8 (var 0.01), b: 0.5, 0.5, 0.6 (var 1/300)
+    d = stats.t_cluster_diff([0.6, 0.7, 0.8, 0.5, 0.5, 0.6], list("abcdef"), [True] * 3 + [False] * 3)
+    va, vb = 0.01 / 3, (1 / 300) / 3
+    df = (va + vb) ** 2 / (va ** 2 / 2 + vb ** 2 / 2)
+    assert not d["paired"] and d["df"] == pytest.approx(df)
+    from scipy.stats import t
+    assert d["ci_high"] - d["estimate"] == pytest.approx(t.ppf(0.975, df) * math.sqrt(va + vb))
+    # a constant difference in every combo: not estimable, not [0.1, 0.1]
+    d = stats.t_cluster_diff([0.6, 0.5, 0.7, 0.6], ["c1", "c1", "c2", "c2"], [True, False] * 2, "combo_id")
+    assert math.isnan(d["ci_low"]) and "not estimable" in d["ci_note"]
+
+
+def test_holm_by_hand():
+    # p sorted 0.01, 0.03, 0.04 → ×3, ×2, ×1 = 0.03, 0.06, 0.04 → monotone 0.03, 0.06, 0.06
+    out = stats.holm([0.01, 0.04, np.nan, 0.03])
+    assert out[0] == pytest.approx(0.03) and out[1] == pytest.approx(0.06) and out[3] == pytest.approx(0.06)
+    assert math.isnan(out[2])
 
 
 def test_unknown_is_never_zero_on_the_site():
@@ -160,3 +227,136 @@ def test_unknown_is_never_zero_on_the_site():
     assert usd(None) == usd(float("nan")) == "unknown" and usd(0.0) == "$0.0000"
     assert duration(0.0004) == "0.4 ms" and duration(None) == "unknown" and duration(2.5) == "2.50 s"
     assert interval(0.1, None) == "" and interval(0.1, 0.25) == "[0.10, 0.25]"
+
+
+def test_krippendorff_alpha_matches_the_package_and_its_resamples_use_the_same_formula():
+    import krippendorff
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(0, 1, (30, 3)) + rng.normal(0, 1, (30, 1))
+    x[0, 1] = x[3, 2] = np.nan
+    ref = krippendorff.alpha(reliability_data=x.T, level_of_measurement="interval")
+    # the resamples' formula, on the whole sample, is the package's α
+    assert stats._alpha_from_sums(*np.column_stack(stats._alpha_parts(x)).sum(axis=0)) == pytest.approx(ref)
+    a, lo, hi = stats.krippendorff_alpha(x)
+    assert a == pytest.approx(ref) and lo < a < hi
+    # under 5 units: α, but no interval
+    a, lo, hi = stats.krippendorff_alpha(x[:4])
+    assert math.isfinite(a) and math.isnan(lo) and math.isnan(hi)
+
+
+def _cells(rows):
+    """A scores frame from (essay, rubric, evaluator, score_norm) rows on a 0–1 scale."""
+    return _scores([[e, r, m, "1", v, 0, 1] for e, r, m, v in rows])
+
+
+def _essays(ids):
+    return pd.DataFrame([{"essay_gen_id": e, "draft_gen_id": "d-" + e, "combo_id": "c-" + e, "draft_template": "x",
+                          "draft_llm": "x", "essay_template": "x", "essay_llm": "x", "essay_mode": "llm",
+                          "essay_status": "done", "in_cohort": True, "essay_simulated": False} for e in ids])
+
+
+def test_certainty_is_never_made_from_nothing():
+    # an essay whose two cells agree exactly borrows the other essays' spread: never [0.5, 0.5]
+    s = _cells([("a", "r", "A", 0.5), ("a", "r", "B", 0.5), ("b", "r", "A", 0.2), ("b", "r", "B", 0.4),
+                ("c", "r", "A", 0.9), ("c", "r", "B", 0.7)])  # B − A: +0.2 and −0.2, no net offset
+    essays = _essays("abc")
+    lb = tables.leaderboard(s, essays).set_index("essay_gen_id")
+    assert lb.loc["a", "ci_low"] < 0.5 < lb.loc["a", "ci_high"]
+    assert "pooled" in lb.loc["a", "ci_method"]
+    # alone, the same essay has no spread to borrow: not estimable, not a zero-width interval
+    alone = tables.leaderboard(s[s["essay_gen_id"] == "a"], essays[essays["essay_gen_id"] == "a"]).iloc[0]
+    assert math.isnan(alone["ci_low"]) and alone["ci_note"].startswith("not estimable")
+    # a constant evaluator offset over 5 essays: the paired difference has no spread, so no interval
+    # and no flag (it used to be [0.1, 0.1], excludes_zero)
+    rows = [(e, "r", "A", 0.3 + 0.1 * i) for i, e in enumerate("vwxyz")] + \
+           [(e, "r", "B", 0.2 + 0.1 * i) for i, e in enumerate("vwxyz")]
+    pc = tables.paired_comparisons(_cells(rows))
+    row = pc[pc["factor"] == "evaluation_llm"].iloc[0]
+    assert row["diff"] == pytest.approx(0.1) and math.isnan(row["ci_low"])
+    assert row["excludes_zero"] is None and row["excludes_zero_holm"] is None and "not estimable" in row["ci_note"]
+
+
+def test_partial_confounding_is_adjusted_and_said():
+    # novelty is scored by a fair and a harsh evaluator, rigor by the fair one only. Per essay the
+    # rubrics agree (fair: novelty = rigor), the harsh evaluator gives 0.3 less.
+    rows = []
+    for i, e in enumerate("abcdef"):
+        q = 0.5 + 0.05 * (i % 3)
+        rows += [(e, "novelty", "fair", q), (e, "rigor", "fair", q + 0.01 * (i % 2)), (e, "novelty", "harsh", q - 0.3)]
+    s = _cells(rows)
+    f = tables.factors(s, 0.8, 0.3)
+    by = f[(f["factor"] == "evaluation_template") & (f["rubric"] == tables.ALL)].set_index("level")
+    # raw: novelty pays for the harsh evaluator (−0.15 on average); adjusted, the rubrics are close
+    assert by.loc["rigor", "mean_marginal"] - by.loc["novelty", "mean_marginal"] > 0.14
+    assert abs(by.loc["rigor", "mean"] - by.loc["novelty", "mean"]) < 0.02
+    assert "partially confounded" in by.loc["novelty", "note"] and "unbalanced" in by.loc["novelty", "note"]
+    # an essay that lacks the harsh evaluator does not rank first for that alone
+    s2 = _cells(rows + [("g", "novelty", "fair", 0.56), ("g", "rigor", "fair", 0.56)])
+    essays = _essays("abcdefg")
+    lb = tables.leaderboard(s2, essays)
+    assert lb.iloc[0]["essay_gen_id"] != "g"
+    assert lb.set_index("essay_gen_id").loc["g", "mean_raw"] == lb["mean_raw"].max()
+
+
+def test_retest_is_per_model_and_a_model_bias_does_not_pass_for_reliability():
+    rng = np.random.default_rng(3)
+    rows = []
+    for i in range(12):
+        q = rng.normal(5, 1)
+        for m, bias in (("A", 0.0), ("B", 3.0)):
+            for rep in ("1", "2"):
+                rows.append([f"e{i}", "r", m, rep, q + bias + rng.normal(0, 1), 0, 10])
+    s = _scores(rows)
+    rt = tables.agreement_retest(s).set_index("evaluation_llm")
+    assert list(rt.index) == ["A", "B"] and (rt["n_essays"] == 12).all()
+    pooled_raw = stats.icc2_1(s.pivot_table(index=["essay_gen_id", "evaluation_llm"], columns="evaluation_replicate",
+                                            values="score").to_numpy())
+    ag = tables.agreement(s).iloc[0]
+    # the bias between models inflates a pooled retest ICC; with each model's mean removed it does not
+    assert pooled_raw > ag["retest_icc2_1"] + 0.2
+    assert ag["retest_icc2_1"] < max(rt["retest_icc2_1"]) + 0.15
+
+
+def test_variance_components_recover_planted_sizes():
+    # essay sd 0.15 (var .0225), replicate noise sd 0.05 (var .0025), evaluator offsets ±0.05
+    rng = np.random.default_rng(11)
+    rows = []
+    for i in range(40):
+        q = rng.normal(0.5, 0.15)
+        for m, off in (("A", -0.05), ("B", 0.05)):
+            for rep in ("1", "2"):
+                rows.append([f"e{i}", "r", m, rep, q + off + rng.normal(0, 0.05), 0, 1])
+    vc = tables.variance_components(_scores(rows)).set_index("component")
+    assert vc.loc["essay", "variance"] == pytest.approx(0.0225, rel=0.5)
+    assert vc.loc["replicate", "variance"] == pytest.approx(0.0025, rel=0.3)
+    assert vc.loc["essay", "ci_low"] < vc.loc["essay", "variance"] < vc.loc["essay", "ci_high"]
+    assert vc.loc["replicate", "ci_low"] < 0.0025 < vc.loc["replicate", "ci_high"]
+    assert vc.loc["evaluator", "variance"] > 0 and vc["share"].sum() == pytest.approx(1.0)
+    gain = stats.precision_gain(vc["variance"].to_dict(), 2, 2)
+    assert gain["noise_more_evaluators"] <= gain["noise_more_replicates"] < gain["noise"]
+
+
+def test_intervals_recomputed_independently_from_cluster_means():
+    """The tables' intervals against scipy on the highest shared cluster's means (a crossed,
+    balanced design, where the evaluator adjustment moves every cluster mean alike)."""
+    import sys
+    from pathlib import Path
+
+    from scipy import stats as st
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from test_stats_calibration import lineage_scores
+
+    df = lineage_scores(5, per_level=4, essays_per_draft=2, drafts_per_combo=1, draft_sd=0.1, judge_b_bias=0.05)
+    f = tables.factors(df, 0.8, 0.3)
+    row = f[(f["factor"] == "essay_template") & (f["level"] == "tB") & (f["rubric"] == tables.ALL)].iloc[0]
+    means = df[df["essay_template"] == "tB"].groupby("combo_id")["score_norm"].mean()  # 2 essays share each combo
+    lo, hi = st.t.interval(0.95, len(means) - 1, loc=means.mean(), scale=st.sem(means))
+    assert row["ci_method"] == "t over combo means (df 1)" and row["n_clusters"] == 2
+    assert (row["ci_low"], row["ci_high"]) == (pytest.approx(lo), pytest.approx(hi))
+    fe = tables.factor_effects(df)
+    e = fe[(fe["factor"] == "essay_template") & (fe["rubric"] == tables.ALL)].iloc[0]
+    a = df[df["essay_template"] == "tA"].groupby("combo_id")["score_norm"].mean()
+    w = st.ttest_ind(means, a, equal_var=False)
+    assert e["p_value"] == pytest.approx(w.pvalue) and e["diff"] == pytest.approx(means.mean() - a.mean())

@@ -22,13 +22,31 @@ Shared vocabulary
 - std is the sample std (ddof=1; blank for n = 1); cv = std / |mean| (blank when mean is 0).
 - Agreement class (column ``agreement`` of the variance tables), by ``range_norm`` = range /
   scale width: ≤ 0.10 ``high``, ≤ 0.25 ``moderate``, else ``low``; ``n/a`` when n < 2.
-- Intervals: every ``ci_low``/``ci_high`` pair (and ``*_ci_low``/``*_ci_high``) is a 95 % interval,
-  blank when there are too few units for one (fewer than 3 essays for a bootstrap, n < 2 for a t
-  interval). Means over evaluations get a cluster bootstrap that resamples essays with all their
-  evaluations (percentile, 2,000 resamples, fixed seed, so reports are reproducible): the unit of
-  such an interval is ``n_essays``. ICCs get the analytic interval of McGraw & Wong (1996), as
-  pingouin and psych::ICC report it. ``excludes_zero`` is True when a difference's interval
-  excludes 0, blank when there is no interval.
+- Intervals: every ``ci_low``/``ci_high`` pair (and ``*_ci_low``/``*_ci_high``) is a 95 % interval;
+  ``ci_method`` (``icc_ci_method``, ``alpha_ci_method``, ``r_ci_method``) names how it was made and
+  its df, ``ci_note`` why it is blank. An interval is blank ("not estimable: …", never [x, x]) when
+  it would have zero width (every unit agrees) or there is one unit only. Means and differences of
+  score_norm use a Student-t interval on the means of the highest lineage cluster the rows share
+  (combo → draft → essay: essays that share a draft or combo are not independent; a level held by
+  one combo uses the drafts below it; ``unknown`` lineage counts as no sharing), so its n is
+  ``n_clusters`` (with unequal cluster sizes: the ratio estimator's variance, the t interval on the
+  cluster means when sizes are equal). A difference whose levels share clusters (the factor varies
+  within combos or drafts) is a paired t over the clusters that hold both; otherwise Welch's t over
+  the two levels' cluster means. ICCs get the analytic F intervals of McGraw & Wong (1996), as
+  pingouin and psych::ICC report them; correlations Fisher's z over their essays (or clusters);
+  variance components Satterthwaite's χ² from the mixed model. ``excludes_zero`` is True when a
+  difference's interval excludes 0 (unadjusted, per row); ``p_value`` is the row's two-sided t test,
+  ``p_holm`` Holm's step-down correction over the ``n_family`` rows of the table that have one (the
+  table is the family) and ``excludes_zero_holm`` = ``p_holm`` < 0.05: the flag to read; blank
+  when there is no interval.
+- Adjusted means: evaluation effects (evaluator, rubric) come from an additive least-squares fit of
+  score_norm on essay + evaluation_llm + evaluation_template (backfitting), so an evaluator's effect
+  is judged on the essays it scored; a level's ``mean`` is its evaluations' score_norm less the
+  effects of the evaluation factors other than the one compared, so a rubric's mean is not raised
+  by having been scored by a lenient evaluator. In a crossed, balanced design adjusted = raw.
+  ``note`` says ``partially confounded`` when adjusted and raw differ by more than 0.005 and
+  ``unbalanced`` when a level's share of an evaluator or rubric differs from the table's by more
+  than 0.05.
 - Aliased factors: generation and evaluation factors whose levels pair one-to-one across the
   cohort's evaluations cannot be separated; they appear once, as a joint factor named
   ``draft_template × draft_llm`` with levels ``a × m``, and ``note`` says so.
@@ -57,19 +75,24 @@ Tables (file name = key)
 - ``factors``: factor (draft_template, draft_llm, essay_template, essay_llm, essay_mode,
   evaluation_template, evaluation_llm, combo_id; aliased ones joined, see above), level, rubric
   (``(all)`` = pooled on score_norm, else one evaluation template), n (scored evaluations),
-  n_unscored, n_essays, mean (over evaluations), ci_low, ci_high (cluster bootstrap over the
-  n_essays essays), std, min, max (over evaluations), share_high (score_norm ≥ high), share_low
-  (score_norm ≤ low), share_max (at the rubric's own maximum), note (aliasing, or a single level).
+  n_unscored, n_essays, mean (adjusted, see above), ci_low, ci_high, ci_method, ci_note, n_clusters
+  (t over the lineage clusters of the level's essays), mean_marginal (raw mean over evaluations),
+  std, min, max (over evaluations), share_high (score_norm ≥ high), share_low (score_norm ≤ low),
+  share_max (at the rubric's own maximum), note (aliasing, a single level, partial confounding,
+  an unbalanced design).
 - ``factor_effects`` (generation factors, joint when aliased; not combo_id): factor, rubric
   (``(all)`` or one), level, reference (the first level in sort order), n_essays,
-  n_essays_reference, mean, mean_reference, diff (mean − mean_reference, score_norm), ci_low,
-  ci_high (unpaired: each level's essays resampled on their own), excludes_zero, note.
+  n_essays_reference, mean, mean_reference (raw), diff (adjusted for evaluators and rubrics:
+  level − reference, score_norm), ci_low, ci_high, ci_method, ci_note, n_clusters (paired t within
+  shared clusters or Welch t, see above), diff_marginal (mean − mean_reference, raw), p_value,
+  p_holm, n_family, excludes_zero, excludes_zero_holm, note (as in factors).
 - ``paired_comparisons`` (matched units only): factor (``evaluation_template``: rubrics matched on
   the same essay and evaluation model; ``evaluation_llm``: models matched on the same essay and
   rubric), level_a, level_b, matched_on, n_units (matched units, replicates averaged), n_essays,
-  mean_a, mean_b (score_norm over the matched units), diff (mean of a − b), ci_low, ci_high
-  (cluster bootstrap over essays), excludes_zero, r (Pearson r of the matched pairs), r_ci_low,
-  r_ci_high (cluster bootstrap over essays).
+  mean_a, mean_b (score_norm over the matched units), diff (mean of a − b), ci_low, ci_high,
+  ci_method, ci_note, n_clusters (paired t over the lineage clusters of the units' essays), p_value,
+  p_holm, n_family, excludes_zero, excludes_zero_holm, r (Pearson r of the matched pairs), r_ci_low,
+  r_ci_high, r_ci_method (Fisher's z over the clusters).
 - ``variance_replicates`` (test-retest; per essay × rubric × model, raw score): essay_gen_id,
   evaluation_template, evaluation_llm, scale_min, scale_max, n, mean, std, min, max, range,
   range_norm, cv, agreement.
@@ -80,22 +103,51 @@ Tables (file name = key)
   score_norm): essay_gen_id, evaluation_llm, n, mean, std, min, max, range, range_norm, cv,
   agreement. Variance tables hold essays with ≥ 1 scored evaluation; different essays are never
   pooled.
-- ``agreement`` (per rubric): evaluation_template, scale_min, scale_max, n_raters (evaluation
-  models), n_essays (scored by every model), icc2_1 (two-way random, absolute, single rater, on
-  replicate means), icc2_1_ci_low, icc2_1_ci_high (analytic), icc_class (poor < 0.5 ≤ moderate <
-  0.75 ≤ good < 0.9 ≤ excellent; ``n/a``), mean_pearson (mean pairwise r between models,
-  pairwise-complete, ≥ 3 essays), mean_pearson_ci_low, mean_pearson_ci_high (bootstrap over
-  essays), n_pearson_essays (essays scored by ≥ 2 models), n_rater_pairs, retest_icc2_1
-  (replicates as raters of each essay × model), retest_icc2_1_ci_low, retest_icc2_1_ci_high,
-  n_retest_units (essay × model units with every replicate scored).
+- ``variance_components`` (per rubric, on score_norm; a linear mixed model, REML, statsmodels
+  MixedLM, one fit per rubric): evaluation_template, component (``combo``, ``draft``, ``essay``:
+  the lineage, nested; ``evaluator`` (fixed effects in the fit, their variance by moments);
+  ``essay × evaluator``; ``replicate``, or ``residual`` when no cell has two replicates; a level
+  the design does not vary apart from the one below is left out, and ``method`` says so), variance,
+  ci_low, ci_high (Satterthwaite χ²; the evaluator's with evaluators − 1 df), sd, share (of the
+  summed components), n_levels, ci_method, ci_note, method (the fit, what was left out, and the
+  subsample of whole combos when the rubric has more than 400 evaluations). Component ``(none)``
+  with the reason when the model cannot be fitted. The per-essay spread tables above are
+  descriptive; this is the decomposition.
+- ``agreement`` (per rubric, between evaluation models on replicate means of raw scores):
+  evaluation_template, scale_min, scale_max, n_raters (evaluation models), n_essays (scored by
+  every model), icc2_1 (two-way random, absolute agreement, single rater), icc2_1_ci_low,
+  icc2_1_ci_high, icc_class (Koo & Li: poor < 0.5 ≤ moderate < 0.75 ≤ good < 0.9 ≤ excellent, only
+  when determined: ``uncertain`` with fewer than 5 essays, no interval, or an interval spanning
+  classes; ``n/a`` when undefined), icc3_1 (two-way mixed, consistency: a constant offset between
+  models does not count), icc3_1_ci_low, icc3_1_ci_high, icc3_class, icc2_k (absolute agreement
+  of the mean of the n_raters models), icc2_k_ci_low, icc2_k_ci_high, icc_ci_method, alpha
+  (Krippendorff's α, interval metric, ``krippendorff`` package, essays scored by ≥ 2 models),
+  alpha_ci_low, alpha_ci_high (percentile bootstrap over essays, fixed seed; blank under 5 essays),
+  n_alpha_essays, alpha_ci_method, mean_pearson (mean pairwise r between models,
+  pairwise-complete, ≥ 3 essays), mean_pearson_ci_low, mean_pearson_ci_high, r_ci_method (Fisher's
+  z over the essays), n_pearson_essays (essays scored by ≥ 2 models), n_rater_pairs,
+  retest_icc2_1 (replicates as raters of each essay × model, each model's mean removed first so a
+  model's bias does not pass for reliability), retest_icc2_1_ci_low, retest_icc2_1_ci_high,
+  retest_class, n_retest_units (essay × model units with every replicate scored).
+- ``agreement_retest`` (test-retest per rubric × evaluation model, never pooled): evaluation_template,
+  evaluation_llm, scale_min, scale_max, n_replicates, n_essays (scored every replicate),
+  retest_icc2_1, retest_icc2_1_ci_low, retest_icc2_1_ci_high, retest_class, icc_ci_method.
 - ``leaderboard``: every essay of the cohort (member essays + essays its evaluations score),
-  best first: rank (1 = best, ties share the lowest rank, blank when unscored), essay_gen_id,
-  draft_gen_id, combo_id, draft_template, draft_llm, essay_template, essay_llm, essay_mode,
-  essay_status (``not_found`` if the essay is nowhere), in_cohort, mean, ci_low, ci_high (t
-  interval over the cells), std, min, max (all over the essay's n_cells cells: a cell is one
-  rubric × evaluation model, replicates averaged first, on score_norm, so extra replicates never
-  weigh more; a single evaluation can lie outside min–max), n_cells, n (scored evaluations),
-  expected (evaluations in membership), coverage (n / expected), simulated.
+  best first: rank (1 = best by ``mean``, ties share the lowest rank, blank when unscored),
+  essay_gen_id, draft_gen_id, combo_id, draft_template, draft_llm, essay_template, essay_llm,
+  essay_mode, essay_status (``not_found`` if the essay is nowhere), in_cohort, mean (over the
+  essay's cells, each cell less its evaluator × rubric effect from an additive fit over every
+  essay's cells: adjusted for which evaluators scored it; equal to mean_raw when every essay has
+  every cell), ci_low, ci_high (t over the essay's cells with the wider of its own cells' sd and
+  the sd pooled over all essays' residual cells, clipped to [0, 1]), ci_method, ci_note,
+  rank_ci_low, rank_ci_high (95 % interval of the rank from 1,000 simulated leaderboards, fixed
+  seed), tier (essays whose rank intervals overlap the tier's first essay's cannot be told apart
+  from it: tier 1 holds the essays that may be best), mean_raw (unadjusted mean over cells), std,
+  min, max (all over the essay's n_cells cells: a cell is one rubric × evaluation model,
+  replicates averaged first, on score_norm, so extra replicates never weigh more; a single
+  evaluation can lie outside min–max), n_cells, n_cells_missing (cells of the cohort's design this
+  essay has no score in), n (scored evaluations), expected (evaluations in membership), coverage
+  (n / expected), simulated, note (the missing cells, named).
 - ``coverage``: per stage (draft, essay, evaluation, always three rows): expected, done, failed,
   pending, coverage (done / expected), prompt_tokens, completion_tokens, cost_usd (blank =
   unknown when any model call of the stage recorded no cost; never 0 for unknown),
@@ -112,7 +164,9 @@ Tables (file name = key)
   rows), ``unknown_template``, ``unknown_model``, ``scale_mismatch``, ``catalog_error``.
 - ``cross_cohort`` (data/reports/cross_cohort.csv): essays scored in ≥ 2 cohorts, one row per
   essay × cohort: essay_gen_id, cohort_id, n_cohorts, draft_template, draft_llm, essay_template,
-  essay_llm, n_cells, n, mean, ci_low, ci_high, std, min, max (as in the leaderboard), rubrics,
+  essay_llm, n_cells, n, mean (the raw mean over cells: cohorts are compared on what their own
+  evaluators gave), ci_low, ci_high, ci_method (t over the essay's cells; blank when the cells
+  agree exactly), std, min, max (as in the leaderboard), rubrics,
   evaluators (``;``-joined), mean_across_cohorts (mean of the cohorts' means), delta (mean −
   mean_across_cohorts), delta_ci_low, delta_ci_high (t interval from the cohorts' cell stds,
   treated as independent: conservative, as shared cells are the same files). Shared evaluations
@@ -134,7 +188,7 @@ from . import tables
 from .collect import ISSUE_COLUMNS, collect
 
 TABLES = ("generations", "scores", "pivot_essay_evaluator", "pivot_generation", "pivot_draft_essay_template",
-          "factors", "factor_effects", "paired_comparisons", "variance_models", "variance_rubrics", "variance_replicates", "agreement", "leaderboard",
+          "factors", "factor_effects", "paired_comparisons", "variance_models", "variance_rubrics", "variance_replicates", "variance_components", "agreement", "agreement_retest", "leaderboard",
           "coverage", "spend", "issues")
 
 __all__ = ["TABLES", "build_reports", "build_cross_cohort", "write_table"]
@@ -175,7 +229,9 @@ def _compute(paths: DataPaths, cohort_id: str, high: float, low: float) -> dict[
         "variance_models": tables.variance_models(s),
         "variance_rubrics": tables.variance_rubrics(s),
         "variance_replicates": tables.variance_replicates(s),
+        "variance_components": tables.variance_components(s),
         "agreement": tables.agreement(s),
+        "agreement_retest": tables.agreement_retest(s),
         "leaderboard": tables.leaderboard(s, c.essays),
         "coverage": tables.coverage(c.generations),
         "spend": tables.spend(c.generations),

@@ -7,7 +7,12 @@ Conventions, chosen once so every table agrees:
   0–10 rubrics are judged alike: range ≤ 10% of the scale → ``high``, ≤ 25% → ``moderate``,
   larger → ``low``; fewer than two values → ``n/a`` (nothing to agree with).
 - ICC(2,1): two-way random effects, absolute agreement, single rater (Shrout & Fleiss 1979),
-  classed after Koo & Li (2016): < 0.5 poor, < 0.75 moderate, < 0.9 good, else excellent.
+  classed after Koo & Li (2016): < 0.5 poor, < 0.75 moderate, < 0.9 good, else excellent; a class
+  is given only when determined (``icc_class_of``: ``uncertain`` with few subjects or an interval
+  spanning classes).
+- Intervals of means and differences are Student-t intervals on the lineage (see "Small-sample
+  intervals" below); none is ever the data's range by construction, and a zero-width or one-unit
+  interval is "not estimable" with the reason.
 """
 
 from __future__ import annotations
@@ -114,18 +119,35 @@ def spread(df: pd.DataFrame, keys: list[str], value: str, width: str | None = No
 
 
 # ---------------------------------------------------------------------------------------------
-# Intervals. Every interval is 95 %; bootstraps use a fixed seed so a report rebuilt from the same
-# files prints the same numbers.
+# Intervals. Every interval is 95 %; anything random (the rank simulation, α's bootstrap) uses a
+# fixed seed so a report rebuilt from the same files prints the same numbers.
 
 CONFIDENCE = 0.95
 BOOT_SEED = 20240521
-N_BOOT = 2000
-BOOT_BATCH = 250  # resamples per vectorised batch: bounds memory for cohorts with thousands of essays
-MIN_UNITS = 3  # fewer independent units than this → no interval (a bootstrap of 2 values is not one)
 
 
 def _rng():
     return np.random.default_rng(BOOT_SEED)
+
+
+def _cluster_sums(units, values) -> tuple[np.ndarray, np.ndarray]:
+    """Per unit (cluster), in sorted unit order: sum and count of the finite values."""
+    v = np.asarray(values, dtype=float).ravel()
+    u = np.asarray(units, dtype=object).astype(str).ravel()
+    ok = np.isfinite(v)
+    if not ok.any():
+        return np.zeros(0), np.zeros(0)
+    _, inv = np.unique(u[ok], return_inverse=True)
+    return np.bincount(inv, weights=v[ok]), np.bincount(inv).astype(float)
+
+
+# The search's selection statistic (``pipeline/search.py`` calls ``cluster_mean_ci``) keeps the
+# expanded-percentile cluster bootstrap until the search moves to ``t_cluster_mean``: the search's
+# outcomes depend on it and it is reworked on its own. Nothing in the reports or the site uses it:
+# over 3 essays it returns the essays' [min, max] and covers ~75 %.
+N_BOOT = 2000
+BOOT_BATCH = 250  # resamples per vectorised batch: bounds memory for cohorts with thousands of essays
+MIN_UNITS = 3  # fewer independent units than this → no interval (a bootstrap of 2 values is not one)
 
 
 def expanded_level(k: int, confidence: float = CONFIDENCE) -> float:
@@ -161,18 +183,9 @@ def _percentile_bootstrap(n_units: tuple[int, ...], statistic) -> tuple[float, f
     return (lo, hi) if math.isfinite(lo) and math.isfinite(hi) else (float("nan"), float("nan"))
 
 
-def _cluster_sums(units, values) -> tuple[np.ndarray, np.ndarray]:
-    """Per unit (cluster): sum and count of the finite values."""
-    v = pd.Series(np.asarray(values, dtype=float)).reset_index(drop=True)
-    u = pd.Series(np.asarray(units, dtype=object)).reset_index(drop=True)
-    ok = v.notna()
-    g = v[ok].groupby(u[ok].to_numpy(), sort=True)
-    return g.sum().to_numpy(dtype=float), g.count().to_numpy(dtype=float)
-
-
 def cluster_mean_ci(units, values) -> tuple[float, float, float, int]:
-    """Mean of ``values`` with a 95 % cluster-bootstrap interval that resamples whole ``units``
-    (essays, with all their evaluations), so n for the interval is the number of units.
+    """The search's statistic (see above): mean of ``values`` with a 95 % expanded-percentile
+    cluster-bootstrap interval that resamples whole ``units``. Reports use ``t_cluster_mean``.
 
     Returns (mean, ci_low, ci_high, n_units); the interval is NaN with fewer than MIN_UNITS units.
     """
@@ -185,26 +198,6 @@ def cluster_mean_ci(units, values) -> tuple[float, float, float, int]:
         return mean, float("nan"), float("nan"), k
     lo, hi = _percentile_bootstrap((k,), lambda i, axis=-1: sums[i].sum(axis) / counts[i].sum(axis))
     return mean, lo, hi, k
-
-
-def cluster_diff_ci(units_a, values_a, units_b, values_b) -> tuple[float, float, float, int, int]:
-    """Unpaired difference of means (a − b) of two groups with disjoint units, each group's units
-    resampled on their own (stratified cluster bootstrap).
-
-    Returns (diff, ci_low, ci_high, n_units_a, n_units_b); no interval unless each group has at
-    least two units and both together at least MIN_UNITS + 1 (enough to see any spread).
-    """
-    sa, ca = _cluster_sums(units_a, values_a)
-    sb, cb = _cluster_sums(units_b, values_b)
-    ka, kb = len(sa), len(sb)
-    if not ka or not kb:
-        return float("nan"), float("nan"), float("nan"), ka, kb
-    diff = float(sa.sum() / ca.sum() - sb.sum() / cb.sum())
-    if min(ka, kb) < 2 or ka + kb < MIN_UNITS + 1:
-        return diff, float("nan"), float("nan"), ka, kb
-    lo, hi = _percentile_bootstrap(
-        (ka, kb), lambda i, j, axis=-1: sa[i].sum(axis) / ca[i].sum(axis) - sb[j].sum(axis) / cb[j].sum(axis))
-    return diff, lo, hi, ka, kb
 
 
 def cluster_pearson_ci(clusters, x, y) -> tuple[float, float, float, int, int]:
@@ -227,9 +220,11 @@ def cluster_pearson_ci(clusters, x, y) -> tuple[float, float, float, int, int]:
 
     r = float(r_of(s.sum(axis=0)))
     k = len(s)
-    if not math.isfinite(r) or k < MIN_UNITS:
-        return (r if math.isfinite(r) else float("nan")), float("nan"), float("nan"), n, k
-    lo, hi = _percentile_bootstrap((k,), lambda i, axis=-1: r_of(s[i].sum(axis=-2)))
+    if not math.isfinite(r):
+        return float("nan"), float("nan"), float("nan"), n, k
+    # Fisher's z with the clusters as the independent units: points of one essay are not
+    # independent, so n is the number of essays (conservative when each holds several points)
+    lo, hi = fisher_z_ci(r, min(k, n))
     return r, lo, hi, n, k
 
 
@@ -243,50 +238,128 @@ def mean_pairwise_pearson_ci(frame: pd.DataFrame, min_n: int = 3) -> tuple[float
     used = (~np.isnan(x)).sum(axis=1) >= 2
     x = x[used]
     k = len(x)
-    if not math.isfinite(r) or k < MIN_UNITS or not pairs:
+    if not math.isfinite(r) or not pairs:
         return r, float("nan"), float("nan"), k
-    stats_ = np.zeros((k, len(pairs), 6))
-    for p, (a, b) in enumerate(pairs):
-        ok = ~np.isnan(x[:, a]) & ~np.isnan(x[:, b])
-        xa, xb = np.where(ok, x[:, a], 0), np.where(ok, x[:, b], 0)
-        stats_[:, p] = np.column_stack([ok, xa, xb, xa * xa, xb * xb, xa * xb])
-
-    def mean_r(i, axis=-1):
-        tot = stats_[i].sum(axis=-3)
-        m, sx, sy, sxx, syy, sxy = (tot[..., j] for j in range(6))
-        with np.errstate(divide="ignore", invalid="ignore"):
-            rr = (m * sxy - sx * sy) / np.sqrt((m * sxx - sx ** 2) * (m * syy - sy ** 2))
-        rr = np.where((m >= min_n) & np.isfinite(rr), rr, np.nan)
-        with warnings.catch_warnings():  # a resample where no pair is defined gives NaN, by design
-            warnings.simplefilter("ignore", RuntimeWarning)
-            return np.nanmean(rr, axis=-1)
-
-    lo, hi = _percentile_bootstrap((k,), mean_r)
+    # Fisher's z over the essays (the units): approximate for a mean of pairwise r, never the
+    # resampled range of a handful of essays
+    lo, hi = fisher_z_ci(r, k)
     return r, lo, hi, k
+
+
+def icc_forms(matrix) -> dict:
+    """The named ICCs of an n-subjects × k-raters matrix without missing values (Shrout & Fleiss
+    1979; McGraw & Wong 1996), each with its analytic 95 % interval as pingouin and psych::ICC
+    report them: ``icc2_1`` (two-way random, absolute agreement, single rater), ``icc3_1``
+    (two-way mixed, consistency: a rater's constant offset does not count against it), ``icc2_k``
+    (absolute agreement of the mean of the k raters). Each as (value, ci_low, ci_high); NaN when
+    undefined (fewer than 2 subjects or raters, no variance) and the interval NaN with no residual.
+    """
+    from scipy.stats import f as fdist
+
+    nan3 = (float("nan"),) * 3
+    x = np.asarray(matrix, dtype=float)
+    if x.ndim != 2 or x.shape[0] < 2 or x.shape[1] < 2 or np.isnan(x).any():
+        return {"icc2_1": nan3, "icc3_1": nan3, "icc2_k": nan3}
+    n, k = x.shape
+    msr, msc, mse = _mean_squares(x)
+    a = (1 - CONFIDENCE) / 2
+    out = {}
+    icc2 = icc2_1(x)
+    d3 = msr + (k - 1) * mse
+    icc3 = float((msr - mse) / d3) if d3 > 0 else float("nan")
+    d2k = msr + (msc - mse) / n
+    icc2k = float((msr - mse) / d2k) if d2k > 0 else float("nan")
+    if mse <= 0 or not math.isfinite(icc2):  # raters differ by constants only: no sampling distribution
+        return {"icc2_1": (icc2, float("nan"), float("nan")), "icc3_1": (icc3, float("nan"), float("nan")),
+                "icc2_k": (icc2k, float("nan"), float("nan"))}
+    fj = msc / mse
+    vn = (k - 1) * (n - 1) * (k * icc2 * fj + n * (1 + (k - 1) * icc2) - k * icc2) ** 2
+    vd = (n - 1) * k ** 2 * icc2 ** 2 * fj ** 2 + (n * (1 + (k - 1) * icc2) - k * icc2) ** 2
+    v = vn / vd
+    fu, fl = fdist.ppf(1 - a, n - 1, v), fdist.ppf(1 - a, v, n - 1)
+    out["icc2_1"] = (icc2, float(n * (msr - fu * mse) / (fu * (k * msc + (k * n - k - n) * mse) + n * msr)),
+                     float(n * (fl * msr - mse) / (k * msc + (k * n - k - n) * mse + n * fl * msr)))
+    out["icc2_k"] = (icc2k, float(n * (msr - fu * mse) / (fu * (msc - mse) + n * msr)),
+                     float(n * (fl * msr - mse) / ((msc - mse) + n * fl * msr)))
+    f3 = msr / mse
+    df1, df2 = n - 1, (n - 1) * (k - 1)
+    f3l, f3u = f3 / fdist.ppf(1 - a, df1, df2), f3 * fdist.ppf(1 - a, df2, df1)
+    out["icc3_1"] = (icc3, float((f3l - 1) / (f3l + k - 1)), float((f3u - 1) / (f3u + k - 1)))
+    return out
 
 
 def icc2_1_ci(matrix) -> tuple[float, float, float]:
     """ICC(2,1) with its analytic 95 % interval (McGraw & Wong 1996, as pingouin's
     ``intraclass_corr`` and R's ``psych::ICC`` report it). NaN when undefined."""
-    from scipy.stats import f as fdist
+    return icc_forms(matrix)["icc2_1"]
 
-    icc = icc2_1(matrix)
-    if not math.isfinite(icc):
-        return float("nan"), float("nan"), float("nan")
+
+MIN_CLASS_UNITS = 5  # fewer subjects than this: an ICC gets no class, however high
+
+
+def icc_class_of(icc: float, lo: float, hi: float, n_units: int) -> str:
+    """Koo & Li's class of an ICC only when it is determined: ``uncertain`` with fewer than
+    MIN_CLASS_UNITS subjects, without an interval, or when the interval spans classes; ``n/a``
+    when there is no ICC."""
+    label = icc_class(icc)
+    if label == "n/a":
+        return label
+    if n_units < MIN_CLASS_UNITS or not (math.isfinite(lo) and math.isfinite(hi)):
+        return "uncertain"
+    return label if icc_class(lo) == icc_class(min(hi, 0.999999)) == label else "uncertain"
+
+
+N_ALPHA_BOOT = 1000  # resamples of essays for α's interval
+
+
+def _alpha_parts(x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Per unit (row) of a units × raters matrix: pairable values m, Σv, Σv² and the within-unit
+    disagreement Σ_{i≠j}(v_i − v_j)² / (m − 1): what interval α is made of."""
+    ok = ~np.isnan(x)
+    v = np.where(ok, x, 0.0)
+    m = ok.sum(axis=1).astype(float)
+    s1, s2 = v.sum(axis=1), (v * v).sum(axis=1)
+    within = 2 * (m * s2 - s1 ** 2) / np.where(m > 1, m - 1, 1)
+    return m, s1, s2, within
+
+
+def _alpha_from_sums(m, s1, s2, within):
+    """Interval α = 1 − D_o / D_e from summed unit parts (arrays: one α per row of sums)."""
+    n = m
+    with np.errstate(divide="ignore", invalid="ignore"):
+        d_o = within / n
+        d_e = 2 * (n * s2 - s1 ** 2) / (n * (n - 1))
+        return 1 - d_o / d_e
+
+
+def krippendorff_alpha(matrix, min_units: int = MIN_CLASS_UNITS) -> tuple[float, float, float]:
+    """Krippendorff's α (interval metric, the ``krippendorff`` package) of an n-units × k-raters
+    matrix (NaN = not rated), with a percentile-bootstrap 95 % interval over units (fixed seed;
+    each resample's α from the units' sums, the same formula, so 1,000 resamples of 1,000 essays
+    cost one matrix product); the interval is NaN with fewer than ``min_units`` units rated by at
+    least two raters."""
+    import krippendorff
+
     x = np.asarray(matrix, dtype=float)
-    n, k = x.shape
-    msr, msc, mse = _mean_squares(x)
-    if mse <= 0:  # raters differ by constants only: no residual, no sampling distribution to use
-        return icc, float("nan"), float("nan")
-    fj = msc / mse
-    vn = (k - 1) * (n - 1) * (k * icc * fj + n * (1 + (k - 1) * icc) - k * icc) ** 2
-    vd = (n - 1) * k ** 2 * icc ** 2 * fj ** 2 + (n * (1 + (k - 1) * icc) - k * icc) ** 2
-    v = vn / vd
-    a = (1 - CONFIDENCE) / 2
-    fu, fl = fdist.ppf(1 - a, n - 1, v), fdist.ppf(1 - a, v, n - 1)
-    lo = n * (msr - fu * mse) / (fu * (k * msc + (k * n - k - n) * mse) + n * msr)
-    hi = n * (fl * msr - mse) / (k * msc + (k * n - k - n) * mse + n * fl * msr)
-    return icc, float(lo), float(hi)
+    nan = float("nan")
+    if x.ndim != 2 or x.shape[1] < 2:
+        return nan, nan, nan
+    x = x[(~np.isnan(x)).sum(axis=1) >= 2]
+    n = len(x)
+    if n < 2 or np.nanstd(x) == 0:
+        return nan, nan, nan
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        alpha = float(krippendorff.alpha(reliability_data=x.T, level_of_measurement="interval"))
+    if n < min_units:
+        return alpha, nan, nan
+    parts = np.column_stack(_alpha_parts(x))
+    weights = _rng().multinomial(n, np.full(n, 1 / n), size=N_ALPHA_BOOT).astype(float)
+    boots = _alpha_from_sums(*(weights @ parts).T)
+    boots = boots[np.isfinite(boots)]
+    if len(boots) < N_ALPHA_BOOT // 2:
+        return alpha, nan, nan
+    return alpha, float(np.percentile(boots, 2.5)), float(np.percentile(boots, 97.5))
 
 
 def t_interval(mean, std, n) -> tuple[np.ndarray, np.ndarray]:
@@ -321,3 +394,392 @@ def aliased_groups(design: pd.DataFrame, factors: list[str]) -> list[list[str]]:
         else:
             groups.append([f])
     return groups
+
+
+# ---------------------------------------------------------------------------------------------
+# Small-sample intervals on the lineage. Essays that share a draft (or a combo) are not
+# independent, so an interval's unit is the highest level of the lineage (combo → draft →
+# essay) at which the rows in question share anything; its n is the number of such clusters and
+# it is a Student-t interval on their means (a ratio estimator when clusters hold different
+# numbers of evaluations: with equal sizes it is exactly the t interval on the cluster means).
+# A percentile bootstrap over 3–6 clusters returns the data's range and covers far less than
+# 95 %; a t interval on k clusters is exact under normality at any k ≥ 2.
+
+LINEAGE = ("combo_id", "draft_gen_id", "essay_gen_id")
+LEVEL_NAMES = {"combo_id": "combo", "draft_gen_id": "draft", "essay_gen_id": "essay",
+               "evaluation_llm": "evaluator", "cell": "cell"}
+MIN_CLUSTERS = 2  # a t interval needs a spread: two cluster means give one degree of freedom
+NOT_ESTIMABLE = "not estimable"
+
+
+def t_quantile(df):
+    """The two-sided 95 % Student-t quantile for ``df`` degrees of freedom (elementwise)."""
+    from scipy.stats import t
+
+    q = t.ppf(1 - (1 - CONFIDENCE) / 2, df)
+    return float(q) if np.ndim(q) == 0 else q
+
+
+def lineage_clusters(rows: pd.DataFrame) -> tuple[str, np.ndarray]:
+    """(level, cluster id per row): the highest lineage level at which two of ``rows``' essays
+    share a cluster (combo, then draft) and the rows span at least two clusters, else the essay.
+    A blank or ``unknown`` combo or draft id is no evidence of sharing: such a row is its own
+    essay's cluster."""
+    return lineage_ids(*(rows[c].to_numpy() if c in rows.columns else None for c in LINEAGE[::-1]))
+
+
+def lineage_ids(essay, draft=None, combo=None) -> tuple[str, np.ndarray]:
+    """``lineage_clusters`` on arrays (essay, draft and combo id per row)."""
+    essay = np.asarray(essay).astype(str)
+    for col, ids in (("combo_id", combo), ("draft_gen_id", draft)):
+        if ids is None:
+            continue
+        ids = np.asarray(ids).astype(str)
+        bad = np.isin(ids, ["", "unknown", "nan", "None"])
+        ids = np.where(bad, np.char.add("essay:", essay), ids)
+        n_ids = len(set(ids))
+        shared = len(set(zip(ids, essay))) > n_ids  # some cluster holds two essays
+        # one cluster holding every row (a single combo's mean): the rows are conditional on it,
+        # and the next level down is what varies
+        if shared and n_ids >= MIN_CLUSTERS:
+            return col, ids
+    return "essay_gen_id", essay
+
+
+def _ratio_var(sums: np.ndarray, counts: np.ndarray) -> tuple[float, float]:
+    """Mean Σs/Σc and the variance of that ratio estimator over k clusters (the t interval on the
+    cluster means when every cluster has the same count)."""
+    k = len(sums)
+    m = float(sums.sum() / counts.sum())
+    if k < 2:
+        return m, float("nan")
+    resid = sums - m * counts
+    return m, float(k / (k - 1) * (resid ** 2).sum() / counts.sum() ** 2)
+
+
+def _reason_zero(k: int, level: str) -> str:
+    return f"{NOT_ESTIMABLE}: the {k} {LEVEL_NAMES.get(level, level)} means are identical (no spread to estimate)"
+
+
+def t_cluster_mean(values, clusters, level: str = "essay_gen_id") -> dict:
+    """Mean of ``values`` with a 95 % t interval over the means of ``clusters``.
+
+    Returns {estimate, ci_low, ci_high, n_clusters, df, se, ci_method, ci_note}; the interval is
+    blank, with the reason in ``ci_note``, when there are fewer than two clusters or no spread.
+    """
+    sums, counts = _cluster_sums(clusters, values)
+    k = len(sums)
+    unit = LEVEL_NAMES.get(level, level)
+    out = {"estimate": float("nan"), "ci_low": float("nan"), "ci_high": float("nan"), "n_clusters": k,
+           "df": float("nan"), "se": float("nan"), "ci_method": f"t over {unit} means", "ci_note": ""}
+    if k == 0:
+        out["ci_note"] = f"{NOT_ESTIMABLE}: no scored evaluations"
+        return out
+    m, var = _ratio_var(sums, counts)
+    out["estimate"] = m
+    if k < MIN_CLUSTERS:
+        out["ci_note"] = f"{NOT_ESTIMABLE}: one {unit} only"
+    elif not var > 1e-18:
+        out["ci_note"] = _reason_zero(k, level)
+    else:
+        se = math.sqrt(var)
+        half = t_quantile(k - 1) * se
+        out.update(ci_low=m - half, ci_high=m + half, df=float(k - 1), se=se,
+                   ci_method=f"t over {unit} means (df {k - 1})")
+    return out
+
+
+def t_cluster_diff(values, clusters, is_a, level: str = "essay_gen_id") -> dict:
+    """Difference of means (a − b) of two groups of rows with a 95 % t interval on the lineage.
+
+    Where the groups' clusters are disjoint: Welch's t on the two groups' cluster means (each
+    group a ratio estimator). Where clusters hold both groups (the factor varies within combos or
+    drafts), the clusters are the matched units: the t interval of the within-cluster
+    differences over the clusters that hold both (clusters holding one group only are left out,
+    said in ``ci_note``). Returns {estimate, ci_low, ci_high, n_clusters, df, se, t, p_value,
+    ci_method, ci_note, paired}.
+    """
+    from scipy.stats import t as tdist
+
+    v = np.asarray(values, dtype=float)
+    c = np.asarray(clusters, dtype=object).astype(str)
+    a = np.asarray(is_a, dtype=bool)
+    ok = np.isfinite(v)
+    v, c, a = v[ok], c[ok], a[ok]
+    unit = LEVEL_NAMES.get(level, level)
+    nan = float("nan")
+    out = {"estimate": nan, "ci_low": nan, "ci_high": nan, "n_clusters": 0, "df": nan, "se": nan, "t": nan,
+           "p_value": nan, "ci_method": "", "ci_note": "", "paired": False}
+    if not a.any() or a.all():
+        out["ci_note"] = f"{NOT_ESTIMABLE}: one group has no scored evaluations"
+        return out
+    ca, cb = set(c[a]), set(c[~a])
+    both = ca & cb
+    if both:
+        keys, inv = np.unique(c, return_inverse=True)
+        na, nb = np.bincount(inv[a], minlength=len(keys)), np.bincount(inv[~a], minlength=len(keys))
+        sa = np.bincount(inv[a], weights=v[a], minlength=len(keys))
+        sb = np.bincount(inv[~a], weights=v[~a], minlength=len(keys))
+        hold = (na > 0) & (nb > 0)
+        d = sa[hold] / na[hold] - sb[hold] / nb[hold]
+        k = len(d)
+        est = float(d.mean())
+        out.update(estimate=est, n_clusters=k, paired=True, ci_method=f"paired t over {unit}s holding both")
+        dropped = len(ca | cb) - k
+        note = f"{dropped} {unit}(s) holding one level only left out" if dropped else ""
+        if k < MIN_CLUSTERS:
+            out["ci_note"] = f"{NOT_ESTIMABLE}: one {unit} holds both levels" + (f"; {note}" if note else "")
+            return out
+        var = float(d.var(ddof=1) / k)
+        df = float(k - 1)
+        out["ci_method"] = f"paired t over {unit}s holding both (df {k - 1})"
+    else:
+        sa, na = _cluster_sums(c[a], v[a])
+        sb, nb = _cluster_sums(c[~a], v[~a])
+        ma, va = _ratio_var(sa, na)
+        mb, vb = _ratio_var(sb, nb)
+        ka, kb = len(sa), len(sb)
+        est = ma - mb
+        out.update(estimate=est, n_clusters=ka + kb, ci_method=f"Welch t over {unit} means")
+        note = ""
+        if min(ka, kb) < MIN_CLUSTERS:
+            out["ci_note"] = f"{NOT_ESTIMABLE}: a level has one {unit} only"
+            return out
+        var = va + vb
+        df = var ** 2 / (va ** 2 / (ka - 1) + vb ** 2 / (kb - 1)) if va > 0 and vb > 0 else float(min(ka, kb) - 1)
+        out["ci_method"] = f"Welch t over {unit} means (df {df:.1f})"
+    if not var > 1e-18:
+        out["ci_note"] = f"{NOT_ESTIMABLE}: the {unit} differences do not vary (no spread to estimate)"
+        return out
+    se = math.sqrt(var)
+    half = t_quantile(df) * se
+    tt = est / se
+    out.update(ci_low=est - half, ci_high=est + half, df=df, se=se, t=tt, p_value=float(2 * tdist.sf(abs(tt), df)),
+               ci_note=note)
+    return out
+
+
+def t_p_value(estimate, se, df) -> float:
+    from scipy.stats import t as tdist
+
+    if not (math.isfinite(estimate) and math.isfinite(se) and se > 0 and math.isfinite(df) and df > 0):
+        return float("nan")
+    return float(2 * tdist.sf(abs(estimate / se), df))
+
+
+def holm(p_values) -> np.ndarray:
+    """Holm's step-down adjusted p-values (NaN stays NaN and does not count in the family)."""
+    p = np.asarray(p_values, dtype=float)
+    out = np.full_like(p, np.nan)
+    idx = np.flatnonzero(np.isfinite(p))
+    m = len(idx)
+    if not m:
+        return out
+    order = idx[np.argsort(p[idx], kind="stable")]
+    adj = np.minimum(1.0, np.maximum.accumulate((m - np.arange(m)) * p[order]))
+    out[order] = adj
+    return out
+
+
+def fisher_z_ci(r: float, n: int) -> tuple[float, float]:
+    """95 % interval of a correlation by Fisher's z with n independent units (n ≥ 4)."""
+    from scipy.stats import norm
+
+    if not (math.isfinite(r) and n >= 4) or abs(r) >= 1:
+        return float("nan"), float("nan")
+    z = math.atanh(r)
+    half = norm.ppf(1 - (1 - CONFIDENCE) / 2) / math.sqrt(n - 3)
+    return math.tanh(z - half), math.tanh(z + half)
+
+
+def backfit(df: pd.DataFrame, value: str, factors: list[str], iterations: int = 50, tol: float = 1e-10) -> dict:
+    """Additive least-squares fit value ~ μ + Σ factor effects (main effects only), by backfitting:
+    each factor's effects are the mean residual of its levels given the others, repeated until
+    they settle. Returns {factor: Series of effects by level} with each factor's effects centred
+    to a frequency-weighted mean of 0, so in a balanced design removing them moves no level mean.
+    Cost: a few groupbys per iteration, so 10,000 evaluations fit in milliseconds."""
+    y = df[value].to_numpy(dtype=float)
+    mu = float(y.mean())
+    codes = {f: pd.factorize(df[f].astype(str), sort=True) for f in factors}
+    eff = {f: np.zeros(len(codes[f][1])) for f in factors}
+    counts = {f: np.bincount(codes[f][0], minlength=len(codes[f][1])).astype(float) for f in factors}
+    fitted = np.zeros_like(y)
+    for _ in range(iterations):
+        change = 0.0
+        for f in factors:
+            code = codes[f][0]
+            fitted -= eff[f][code]
+            new = np.bincount(code, weights=y - mu - fitted, minlength=len(eff[f])) / counts[f]
+            change = max(change, float(np.abs(new - eff[f]).max()))
+            eff[f] = new
+            fitted += new[code]
+        if change < tol:
+            break
+    out = {}
+    for f in factors:
+        e = eff[f] - np.average(eff[f], weights=counts[f])
+        out[f] = pd.Series(e, index=codes[f][1])
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# Variance components: a linear mixed model (statsmodels MixedLM, REML) per rubric.
+
+MAX_VARIANCE = 0.25  # the largest variance a score on [0, 1] can have
+VC_MAX_ROWS = 400  # rows per fit: REML's cost grows fast with the random-effect levels
+VC_COMPONENTS = ("combo", "draft", "essay", "evaluator", "essay × evaluator", "replicate")
+
+
+def _chi2_interval(var: float, nu: float) -> tuple[float, float]:
+    """Satterthwaite's 95 % interval of a variance estimate with ν effective degrees of freedom."""
+    from scipy.stats import chi2
+
+    if not (math.isfinite(var) and math.isfinite(nu) and var > 0 and nu > 0):
+        return float("nan"), float("nan")
+    a = (1 - CONFIDENCE) / 2
+    with np.errstate(divide="ignore", invalid="ignore"):
+        lo, hi = float(nu * var / chi2.ppf(1 - a, nu)), float(nu * var / chi2.ppf(a, nu))
+    if not (math.isfinite(lo) and math.isfinite(hi)):
+        return float("nan"), float("nan")
+    # a 0–1 score's variance is at most 1/4: a bound beyond it says only that the data cannot bound it
+    return min(lo, MAX_VARIANCE), min(hi, MAX_VARIANCE)
+
+
+def variance_components(rows: pd.DataFrame, value: str = "score_norm") -> tuple[list[dict], str]:
+    """Variance of ``value`` split into the lineage (combo ⊃ draft ⊃ essay), the evaluator, the
+    essay × evaluator interaction and the replicate (residual) by REML (statsmodels MixedLM):
+    the top lineage level is the model's group, the levels below and the interaction are variance
+    components within it, and the evaluators, crossed with everything, are fixed effects whose
+    variance is estimated by moments (the spread of their effects less their sampling error).
+    Levels the design does not vary (one combo; one essay per draft; one replicate) are left out
+    and said in the method. Intervals: Satterthwaite's χ² with ν = 2·(estimate/SE)² from the fit's
+    standard errors; the evaluator's with (evaluators − 1) df. A cohort larger than VC_MAX_ROWS
+    is fitted on whole combos drawn in a fixed order up to that size (said in the method).
+
+    Returns ([{component, variance, ci_low, ci_high, n_levels, ci_note}], method) or ([], reason).
+    """
+    from statsmodels.regression.mixed_linear_model import MixedLM
+
+    rows = rows.assign(**{c: rows["essay_gen_id"] for c in LINEAGE if c not in rows.columns})
+    df = rows[[value, "combo_id", "draft_gen_id", "essay_gen_id", "evaluation_llm"]].dropna().copy()
+    df.columns = ["y", "combo", "draft", "essay", "ev"]
+    for c in ("combo", "draft", "essay", "ev"):
+        df[c] = df[c].astype(str)
+    df["cell"] = df["essay"] + "|" + df["ev"]
+    note = ""
+    if len(df) > VC_MAX_ROWS:
+        top = "combo" if df["combo"].nunique() >= 2 else "draft" if df["draft"].nunique() >= 2 else "essay"
+        order = sorted(df[top].unique(), key=lambda x: hash_order(x))
+        sizes = df.groupby(top).size().reindex(order).cumsum()
+        keep = set(sizes.index[sizes <= VC_MAX_ROWS]) or {order[0]}
+        df = df[df[top].isin(keep)]
+        note = f"; fitted on {len(keep)} {top}s ({len(df)} evaluations) of {len(order)}"
+    n_ess = df["essay"].nunique()
+    if n_ess < 3:
+        return [], f"{NOT_ESTIMABLE}: fewer than 3 scored essays"
+    per = lambda a, b: df.groupby(a)[b].nunique()  # noqa: E731
+    levels = []
+    if df["combo"].nunique() >= 2 and (per("combo", "draft") > 1).any():
+        levels.append("combo")
+    elif df["combo"].nunique() >= 2 and (per("combo", "essay") > 1).any():
+        levels.append("combo")
+    if (per("draft", "essay") > 1).any() and df["draft"].nunique() >= 2 and "combo" in levels \
+            and (per("combo", "draft") > 1).any():
+        levels.append("draft")
+    elif (per("draft", "essay") > 1).any() and df["draft"].nunique() >= 2 and not levels:
+        levels.append("draft")
+    levels.append("essay")
+    n_ev = df["ev"].nunique()
+    has_cell = n_ev >= 2 and (df.groupby("cell").size() > 1).any()
+    if has_cell:
+        levels.append("cell")
+    group = levels[0]
+    vcf = {lv: f"0 + C({lv})" for lv in levels[1:]}
+    formula = "y ~ C(ev)" if n_ev >= 2 else "y ~ 1"
+    import warnings as _w
+    try:
+        with _w.catch_warnings():
+            _w.simplefilter("ignore")
+            model = MixedLM.from_formula(formula, groups=group, re_formula="1", vc_formula=vcf or None, data=df)
+            # Powell first: derivative-free, it copes with a component at 0 (where the default
+            # gradient methods stall) and is the fastest here; L-BFGS when it does not converge
+            fit = model.fit(reml=True, method=["powell"])
+            if not fit.converged:
+                fit = model.fit(reml=True, method=["lbfgs"])
+    except Exception as exc:  # singular designs raise LinAlgError, ValueError...: said, never hidden
+        return [], f"{NOT_ESTIMABLE}: the mixed model could not be fitted ({type(exc).__name__})"
+    if not fit.converged:
+        return [], f"{NOT_ESTIMABLE}: the mixed model did not converge"
+    scale = float(fit.scale)
+    names = {"combo": "combo", "draft": "draft", "essay": "essay", "cell": "essay × evaluator"}
+    est = {group: float(fit.cov_re.iloc[0, 0])}
+    est.update({n: float(v) for n, v in zip(model.exog_vc.names, fit.vcomp)})
+    bse = fit.bse
+    out = []
+    for lv in levels:
+        var = max(est.get(lv, float("nan")), 0.0)
+        key = f"{lv} Var"  # statsmodels names the group's variance after its column
+        se = float(bse.get(key, float("nan"))) * scale if key in bse.index else float("nan")
+        nu = 2 * (var / se) ** 2 if se and math.isfinite(se) and se > 0 else float("nan")
+        lo, hi = _chi2_interval(var, nu)
+        out.append({"component": names[lv], "variance": var, "ci_low": lo, "ci_high": hi,
+                    "n_levels": int(df[lv].nunique()),
+                    "ci_note": "" if math.isfinite(lo) else f"{NOT_ESTIMABLE}: "
+                    + ("estimate at 0 (the boundary)" if var < 1e-9 else "too little information for an interval")})
+    if n_ev >= 2:
+        fe = fit.fe_params.to_numpy()[1:]
+        cov = fit.cov_params().to_numpy()[1:len(fe) + 1, 1:len(fe) + 1]
+        effects = np.concatenate([[0.0], fe])
+        # variance of k fixed effects around their mean, less what their sampling error adds
+        kk = len(effects)
+        contrast = np.eye(kk) - 1 / kk
+        full = np.zeros((kk, kk))
+        full[1:, 1:] = cov
+        noise = float(np.trace(contrast @ full @ contrast)) / (kk - 1)
+        var = max(float(effects.var(ddof=1)) - noise, 0.0)
+        lo, hi = _chi2_interval(var, kk - 1)
+        out.append({"component": "evaluator", "variance": var, "ci_low": lo, "ci_high": hi, "n_levels": kk,
+                    "ci_note": "" if math.isfinite(lo) else f"{NOT_ESTIMABLE}: estimate at 0 (the boundary)"})
+    # the residual's df: what is left within the lowest random level (cells, or essays less the
+    # evaluators' fixed effects)
+    n_resid = len(df) - df[levels[-1]].nunique() - (0 if has_cell else n_ev - 1)
+    lo, hi = _chi2_interval(scale, max(n_resid, 1))
+    out.append({"component": "replicate" if has_cell else "residual", "variance": scale, "ci_low": lo, "ci_high": hi,
+                "n_levels": len(df), "ci_note": ""})
+    left = [c for c in ("combo", "draft") if c not in levels]
+    method = ("REML mixed model (statsmodels MixedLM); Satterthwaite χ² intervals (upper bounds capped at 0.25, "
+              "the largest variance of a 0–1 score)"
+              + (f"; not separated: {', '.join(left)} (the design does not vary it apart from the level below)"
+                 if left else "") + ("" if has_cell else "; one replicate per cell: the residual holds the "
+                                     "essay × evaluator interaction and the replicate noise together") + note)
+    return out, method
+
+
+def hash_order(x: str) -> str:
+    """A fixed, id-independent order of clusters for subsampling (not the sorted ids, which may
+    follow the design)."""
+    import hashlib
+
+    return hashlib.sha256(str(x).encode()).hexdigest()
+
+
+def precision_gain(components: dict[str, float], n_evaluators: float, n_replicates: float) -> dict[str, float]:
+    """What more evaluations buy for an essay's mean on one rubric, from its variance components.
+
+    The noise of an essay's mean over E evaluators × R replicates, as essays scored by the same
+    panel are compared (the evaluators' own offsets are shared, so they cancel): σ²_{e×v}/E +
+    σ²_rep/(E·R). Doubling R or doubling E costs the same number of evaluations; returns the noise
+    now and after each, and the reliability of the essay mean now (essay-level variance, lineage
+    included, over itself plus the noise). NaN where a component is missing."""
+    inter = components.get("essay × evaluator", 0.0)
+    rep = components.get("replicate", components.get("residual", float("nan")))
+    essay = sum(components.get(k, 0.0) for k in ("combo", "draft", "essay"))
+    e, r = max(float(n_evaluators), 1.0), max(float(n_replicates), 1.0)
+
+    def noise(e_, r_):
+        return inter / e_ + rep / (e_ * r_)
+
+    now = noise(e, r)
+    return {"noise": now, "noise_more_replicates": noise(e, 2 * r), "noise_more_evaluators": noise(2 * e, r),
+            "reliability": essay / (essay + now) if essay + now > 0 else float("nan"),
+            "n_evaluators": e, "n_replicates": r}

@@ -30,6 +30,10 @@ NUMERIC = {
     "n_cost_estimated", "round", "k", "combos", "value", "calls_made", "best_value", "best_mean", "best_ci_low",
     "best_ci_high", "cumulative_calls", "combos_tried", "combos_full_factorial", "generations",
     "generations_full_factorial", "generations_ratio",
+    "n_clusters", "mean_marginal", "diff_marginal", "p_value", "p_holm", "n_family", "rank_ci_low", "rank_ci_high",
+    "tier", "mean_raw", "n_cells_missing", "icc3_1", "icc3_1_ci_low", "icc3_1_ci_high", "icc2_k", "icc2_k_ci_low",
+    "icc2_k_ci_high", "alpha", "alpha_ci_low", "alpha_ci_high", "n_alpha_essays", "variance", "sd", "share",
+    "n_levels", "n_replicates",
 }
 BOOLEAN = {"simulated", "in_cohort"}
 

@@ -17,7 +17,7 @@ from urllib.parse import urlencode
 import pandas as pd
 from markupsafe import Markup
 
-from ..reports.stats import cluster_mean_ci
+from ..reports.stats import lineage_clusters, precision_gain, t_cluster_mean
 from . import figures
 from .data import Names, records
 from .render import Cell, Col, Link, chart, interval, is_blank, num, pct, score, status_tag, table, usd
@@ -40,10 +40,14 @@ BEST_COMBOS = 5
 DOWNLOADS = ("leaderboard", "scores", "generations", "factors", "factor_effects", "paired_comparisons",
              "pivot_essay_evaluator", "pivot_generation",
              "pivot_draft_essay_template", "variance_models", "variance_rubrics", "variance_replicates",
-             "agreement", "coverage", "spend", "issues", "long")
-CI_NOTE = ("Intervals are 95%: a cluster bootstrap that resamples essays with all their evaluations "
-           "(expanded percentile, fixed seed), so n_essays is the n behind them; blank when there are fewer "
-           "than 3 essays.")
+             "variance_components", "agreement", "agreement_retest", "coverage", "spend", "issues", "long")
+CI_NOTE = ("Intervals are 95% Student-t intervals on the means of the highest lineage cluster the essays share "
+           "(combo, else draft, else essay: essays of one draft are not independent), so n clusters is the n "
+           "behind them; the method column names each interval and its df. \"not estimable\" (hover for the "
+           "reason) replaces an interval that would have zero width or rest on one cluster.")
+HOLM_NOTE = ("\"excludes 0\" is Holm-corrected over every comparison in the table (the family; its size in "
+             "brackets), so among many comparisons a chance difference is not flagged; \"excludes 0 (row alone)\" "
+             "is the row's own interval, uncorrected.")
 EVALUATION_FACTORS = ("evaluation_template", "evaluation_llm")
 NORM_NOTE = ("Means are of score_norm: each score rescaled to 0–1 on its own rubric's scale, so rubrics "
              "with different scales compare fairly. Failed and pending evaluations are not zeros: they only "
@@ -136,10 +140,13 @@ def _rubric_label(c: Cohort, template_id, lo=None, hi=None) -> str:
     return f"{label} ({num(lo)}–{num(hi)})"
 
 
-def _ci(rows: list[dict], lo: str = "ci_low", hi: str = "ci_high", key: str = "ci") -> None:
-    """Add a printable 95% interval to report rows (in place)."""
+def _ci(rows: list[dict], lo: str = "ci_low", hi: str = "ci_high", key: str = "ci", note: str = "ci_note") -> None:
+    """Add a printable 95% interval to report rows (in place): ``not estimable`` when the table
+    says why there is none (``ci_note``), never a zero-width interval."""
     for r in rows:
         r[key] = interval(r.get(lo), r.get(hi))
+        if not r[key] and str(r.get(note) or "").startswith("not estimable"):
+            r[key] = Cell(Markup('<span title="{}">not estimable</span>').format(r[note]), sort="")
 
 
 def _known_sum(values) -> float:
@@ -273,11 +280,21 @@ def leaderboard(c: Cohort) -> Page:
     _ci(rows)
     for r in rows:
         r["essay"] = c.essay(r["essay_gen_id"])
+    for r in rows:
+        r["rank_ci"] = (f"{num(r['rank_ci_low'])}–{num(r['rank_ci_high'])}"
+                        if not is_blank(r.get("rank_ci_low")) else "")
     per_cell = "over the essay's n_cells evaluator × rubric cells (replicates averaged first)"
     cols = [Col("rank", kind="int"), Col("essay", "essay_gen_id"),
-            Col("mean", kind="num", title=f"mean score_norm (0–1) {per_cell}"),
-            Col("ci", "95% CI", title=f"95% t interval of the mean, {per_cell}; blank with one cell"),
-            Col("n_cells", kind="int"), Col("std", "std (cells)", kind="num", title=f"sample std {per_cell}"),
+            Col("mean", kind="num", title=f"mean score_norm (0–1) {per_cell}, each cell less its "
+                "evaluator × rubric effect, so an essay missing a harsh evaluator does not rank higher for that"),
+            Col("ci", "95% CI (t over cells)", title=f"95% t interval of the adjusted mean {per_cell}, with the "
+                "wider of its own cells' sd and the sd pooled over essays"),
+            Col("rank_ci", "rank 95% range", title="ranks this essay takes in 95% of 1,000 simulated leaderboards"),
+            Col("tier", kind="int", title="essays in one tier cannot be told apart from the tier's first essay"),
+            Col("mean_raw", "mean (raw)", kind="num", title=f"unadjusted mean score_norm {per_cell}"),
+            Col("n_cells", kind="int"), Col("n_cells_missing", "missing cells", kind="int",
+                                            title="evaluator × rubric cells of the cohort this essay has no score in"),
+            Col("std", "std (cells)", kind="num", title=f"sample std {per_cell}"),
             Col("min", "min (cell)", kind="num", title=f"lowest cell mean; a single evaluation can be lower"),
             Col("max", "max (cell)", kind="num", title=f"highest cell mean; a single evaluation can be higher"),
             Col("n", "n evaluations", kind="int", title="scored evaluations"),
@@ -291,8 +308,10 @@ def leaderboard(c: Cohort) -> Page:
     return Page(f"cohorts/{c.id}/leaderboard.md", f"{c.id}: leaderboard", "Leaderboard", [
         Section("", NORM_NOTE + " An essay's mean, std, min, max and 95% interval (t, over cells) are all "
                 "over its n_cells cells: one cell is one evaluation model × rubric with its replicates averaged, "
-                "so a single evaluation on the essay's page can lie outside min–max. Click a column header to sort.",
-                parts),
+                "so a single evaluation on the essay's page can lie outside min–max. The mean is adjusted for "
+                "which evaluators scored the essay (mean (raw) is not). Ranks are uncertain: essays in the same "
+                "tier cannot be told apart, and the rank range says where each could stand. Click a column "
+                "header to sort.", parts),
         Section("Distribution of essay means", "", [hist] if hist else []),
     ], c.simulated, lead="Essays ranked by mean score_norm over every scored evaluation.")
 
@@ -319,27 +338,47 @@ def _yes_no(v) -> str:
 
 
 FACTOR_COLS = [Col("n_essays", kind="int"), Col("n", "n evaluations", kind="int"), Col("n_unscored", kind="int"),
-               Col("mean", kind="num", title="mean score_norm over the scored evaluations"), Col("ci", "95% CI"),
+               Col("mean", kind="num", title="mean score_norm, adjusted for which evaluators and "
+                   "rubrics scored the level"), Col("ci", "95% CI"),
+               Col("ci_method", "method", title="how the interval was made (t over the lineage clusters, its df)"),
+               Col("n_clusters", kind="int", title="independent units behind the interval"),
+               Col("mean_marginal", "mean (raw)", kind="num", title="raw mean score_norm over the scored evaluations"),
                Col("std", "std (evaluations)", kind="num", title="sample std of single evaluations (spread, "
                    "not uncertainty of the mean)"),
                Col("min", kind="num"), Col("max", kind="num"), Col("share_high", kind="pct"),
                Col("share_low", kind="pct"), Col("share_max", kind="pct")]
 EFFECT_COLS = [Col("rubric_name", "rubric"), Col("level_name", "level"), Col("reference_name", "reference"),
                Col("n_essays", kind="int"), Col("n_essays_reference", kind="int"),
-               Col("diff", kind="num", title="mean(level) − mean(reference), score_norm"),
-               Col("ci", "95% CI", title="95% interval of the difference: each level's essays resampled on their own"),
-               Col("excludes_zero", "excludes 0", title="yes when the 95% interval of the difference excludes 0")]
+               Col("diff", kind="num", title="level − reference, score_norm, adjusted for which "
+                   "evaluators and rubrics scored them"),
+               Col("ci", "95% CI"), Col("ci_method", "method", title="paired t within shared combos/drafts, or Welch t "
+                                                                     "over the levels' cluster means"),
+               Col("diff_marginal", "diff (raw)", kind="num", title="mean(level) − mean(reference), unadjusted"),
+               Col("p_holm", "p (Holm)", kind="num", title="p-value after Holm's correction over the table"),
+               Col("holm", "excludes 0", title="Holm: yes when the test corrected over the table's comparisons (the "
+                   "family, its size in brackets) rejects 0 at 5%"),
+               Col("excludes_zero", "excludes 0 (row alone)", title="yes when this row's own 95% interval excludes 0, "
+                   "uncorrected"),
+               Col("note", wrap=True)]
 
 
 def factors(c: Cohort) -> Page:
     f, fe = c.t["factors"], c.t["factor_effects"]
-    sections: list[Section] = [Section("", NORM_NOTE + " " + CI_NOTE)]
+    sections: list[Section] = [Section("", NORM_NOTE + " " + CI_NOTE + " " + HOLM_NOTE)]
     if not len(f):
         sections.append(Section(parts=[Markup('<p class="dd-empty">No scored evaluations yet.</p>')]))
     shown = [x for x in dict.fromkeys(f["factor"]) if x != "combo_id" and not any(e in x for e in EVALUATION_FACTORS)] \
         if len(f) else []
     aliased = [(x, n) for x, n in dict.fromkeys(zip(f["factor"], f["note"].fillna(""))) if "aliased" in n] \
         if len(f) else []
+    confounded = sorted({str(x) for x, n in zip(f["factor"], f["note"].fillna("")) if "confounded" in n
+                         or "unbalanced" in n}) if len(f) else []
+    if confounded:
+        sections.append(Section("Partial confounding", Markup(
+            "Some levels were scored by a different mix of evaluators or rubrics than others, so their raw means "
+            "differ for that reason too: {}. The means and differences shown are adjusted for it (the raw ones "
+            "are beside them); the note of each row says what moved.").format(
+            Markup(", ").join(Markup("<code>{}</code>").format(x) for x in confounded))))
     if aliased:
         items = Markup("").join(Markup("<li><code>{}</code>: {}</li>\n").format(x, n) for x, n in aliased)
         sections.append(Section("Aliased factors", "This cohort's design does not separate some factors: their "
@@ -358,12 +397,13 @@ def factors(c: Cohort) -> Page:
                 name = "all rubrics" if rubric == "(all)" else c.names.template("evaluation", rubric)
                 series[name] = grp["mean"].tolist()
                 intervals[name] = (grp["ci_low"].tolist(), grp["ci_high"].tolist())
-                hover[name] = [f"{lb}: mean {mean_text(m, lo, hi, k)}"
-                               for lb, m, lo, hi, k in zip(labels, grp["mean"], grp["ci_low"], grp["ci_high"],
-                                                           grp["n_essays"])]
+                hover[name] = [f"{lb}: mean {mean_text(m, lo, hi, k, 'independent units')}; {meth}"
+                               for lb, m, lo, hi, k, meth in zip(labels, grp["mean"], grp["ci_low"], grp["ci_high"],
+                                                                 grp["n_clusters"], grp["ci_method"].fillna(""))]
             fig = figures.bars(labels, series, intervals=intervals, hover=hover, title=f"Mean score_norm by {factor}",
                                y_title="mean score_norm (95% CI)", y_range=(0, 1))
-            parts.append(chart(fig, f"factor-{factor}", "Whiskers: 95% cluster-bootstrap interval over essays."))
+            parts.append(chart(fig, f"factor-{factor}", "Whiskers: 95% t interval over the lineage clusters "
+                                                        "(the table's method column)."))
         pooled = records(sub[sub["rubric"] == "(all)"])
         _ci(pooled)
         for r in pooled:
@@ -377,14 +417,18 @@ def factors(c: Cohort) -> Page:
             r["level_name"] = _factor_label(c, factor, r["level"])
             r["reference_name"] = _factor_label(c, factor, r["reference"])
             r["excludes_zero"] = _yes_no(r["excludes_zero"])
+            r["holm"] = _yes_no(r["excludes_zero_holm"])
+            if r["holm"]:
+                r["holm"] = f"{r['holm']} (of {num(r['n_family'])})"
         if eff:
-            parts.append(Markup("<p>Differences from the reference level (unpaired: different essays).</p>\n"))
+            parts.append(Markup("<p>Differences from the reference level, adjusted for evaluators and rubrics.</p>\n"))
             parts.append(table(EFFECT_COLS, eff, tid=f"effects-{factor}", csv="data/factor_effects.csv"))
         sections.append(Section(factor, note, parts))
     if len(f) and any(x in set(f["factor"]) for x in EVALUATION_FACTORS):
         sections.append(Section("Evaluation factors", Markup(
             'Rubrics and evaluation models are compared on matched units (the same essay scored by both) on the '
-            '<a href="rubrics.html">rubric comparison</a> page; their raw level means are in {}.').format(
+            '<a href="rubrics.html">rubric comparison</a> page; their level means (adjusted for each other, and '
+            'raw) are in {}.').format(
             _csv_link("factors"))))
     combos = records(f[(f["factor"] == "combo_id") & (f["rubric"] == "(all)")].sort_values("mean", ascending=False)) \
         if len(f) else []
@@ -394,7 +438,7 @@ def factors(c: Cohort) -> Page:
     sections.append(Section("combo_id", "Concept combinations, best first (all rubrics pooled).", [table(
         [Col("level", "combo_id", kind="code"), Col("concepts", wrap=True), Col("n_essays", kind="int"),
          Col("n", "n evaluations", kind="int"), Col("mean", kind="num"), Col("ci", "95% CI"),
-         Col("share_high", kind="pct"), Col("share_low", kind="pct")],
+         Col("ci_method", "method"), Col("share_high", kind="pct"), Col("share_low", kind="pct")],
         combos[:ROW_CAP], tid="combos", csv="data/factors.csv")]))
     pg = c.t["pivot_generation"]
     for stage in ("draft", "essay"):
@@ -411,7 +455,8 @@ def factors(c: Cohort) -> Page:
         fig = figures.heatmap(z, [c.names.model(m) for m in llms], [c.names.template(stage, t) for t in tpls],
                               title=f"{stage}_template × {stage}_llm: mean score_norm", colorbar_title="mean",
                               zmin=0, zmax=1, hover=hover, links=links)
-        sections.append(Section(f"{stage}_template × {stage}_llm", "Hover a cell for its 95% interval and n; click "
+        sections.append(Section(f"{stage}_template × {stage}_llm", "Hover a cell for its 95% interval (t over "
+                                "essays, unadjusted) and n; click "
                                 "it for those essays on the leaderboard.", [chart(fig, f"pivot-{stage}")]))
     pd_ = c.t["pivot_draft_essay_template"]
     if len(pd_):
@@ -431,12 +476,17 @@ def factors(c: Cohort) -> Page:
 
 
 def _cell_cis(scores: pd.DataFrame, keys: list[str]) -> dict[tuple, tuple]:
-    """``{(key values): (mean, ci_low, ci_high, n_essays)}`` of score_norm per cell: the cluster
-    bootstrap over essays that the report tables use."""
+    """``{(key values): (mean, ci_low, ci_high, n_essays)}`` of score_norm per cell: a t interval
+    over the means of the highest lineage cluster the cell's essays share, as the tables use."""
     sc = scores[scores["score_norm"].notna()] if len(scores) else scores
     if not len(sc):
         return {}
-    return {k: cluster_mean_ci(g["essay_gen_id"], g["score_norm"]) for k, g in sc.groupby(keys, sort=True)}
+    out = {}
+    for k, g in sc.groupby(keys, sort=True):
+        level, clusters = lineage_clusters(g)
+        ci = t_cluster_mean(g["score_norm"].to_numpy(dtype=float), clusters, level)
+        out[k] = (ci["estimate"], ci["ci_low"], ci["ci_high"], g["essay_gen_id"].nunique())
+    return out
 
 
 def _evaluator_columns(c: Cohort, pe: pd.DataFrame) -> list[tuple[str, str]]:
@@ -513,7 +563,8 @@ def evaluators(c: Cohort) -> Page:
                      Col("mean", kind="num", title="mean raw score on the rubric's own scale"),
                      Col("std", "std (evaluations)", kind="num"),
                      Col("mean_norm", kind="num", title="mean score_norm"),
-                     Col("ci", "mean_norm 95% CI", title="95% cluster-bootstrap interval of mean_norm over essays")],
+                     Col("ci", "mean_norm 95% CI", title="95% t interval of mean_norm over the essays' means "
+                         "(unadjusted: each cell is its own evaluator and rubric)")],
                     rows, tid="evaluator-rubric", csv="data/scores.csv")
         sections.append(Section("Evaluator × rubric", "How harsh each evaluation model is on each rubric. Cells "
                                 "scored on different essays are not comparable with each other: for matched "
@@ -529,9 +580,13 @@ PAIR_COLS = [Col("a_name", "level a"), Col("b_name", "level b"), Col("n_units", 
              Col("n_essays", kind="int"), Col("mean_a", kind="num", title="mean score_norm of a over the matched units"),
              Col("mean_b", kind="num", title="mean score_norm of b over the matched units"),
              Col("diff", "diff (a − b)", kind="num", title="mean paired difference a − b, score_norm"),
-             Col("ci", "95% CI", title="95% interval of the paired difference, resampling essays"),
-             Col("excludes_zero", "excludes 0", title="yes when the 95% interval of the difference excludes 0"),
-             Col("r", kind="num"), Col("r_ci", "r 95% CI", title="95% interval of r, resampling essays")]
+             Col("ci", "95% CI"), Col("ci_method", "method", title="paired t over the lineage clusters of the "
+                                                                   "matched units, with its df"),
+             Col("holm", "excludes 0", title="Holm: yes when the test corrected over the table's comparisons (the "
+                 "family, its size in brackets) rejects 0 at 5%"),
+             Col("excludes_zero", "excludes 0 (row alone)", title="yes when this row's own 95% interval excludes 0"),
+             Col("r", kind="num"), Col("r_ci", "r 95% CI (Fisher z)", title="95% interval of r by Fisher's z over "
+                                                                             "the clusters")]
 
 
 def _pair_rows(c: Cohort, pc: pd.DataFrame, factor: str) -> list[dict]:
@@ -543,6 +598,9 @@ def _pair_rows(c: Cohort, pc: pd.DataFrame, factor: str) -> list[dict]:
             lv = r[f"level_{k}"]
             r[f"{k}_name"] = c.names.template("evaluation", lv) if factor == "evaluation_template" else c.names.model(lv)
         r["excludes_zero"] = _yes_no(r["excludes_zero"])
+        r["holm"] = _yes_no(r["excludes_zero_holm"])
+        if r["holm"]:
+            r["holm"] = f"{r['holm']} (of {num(r['n_family'])})"
     return rows
 
 
@@ -560,7 +618,7 @@ def rubrics(c: Cohort) -> Page:
     sections.append(Section("Rubrics compared on matched units", "Two rubrics are compared only where the same "
                             "evaluation model scored the same essay with both (replicates averaged first), so a "
                             "harsher evaluator on one rubric cannot pass for a harsher rubric. n_units: matched "
-                            "(essay, evaluation model) units. " + CI_NOTE,
+                            "(essay, evaluation model) units. " + CI_NOTE + " " + HOLM_NOTE,
                             [table(PAIR_COLS, _pair_rows(c, pc, "evaluation_template"), tid="pairs-rubrics",
                                    csv="data/paired_comparisons.csv",
                                    empty="No two rubrics were used by the same evaluator on the same essay.")]))
@@ -602,6 +660,60 @@ def rubrics(c: Cohort) -> Page:
                                   "only where they match.")
 
 
+def _variance_components(c: Cohort) -> list[Section]:
+    """The decomposition per rubric: table, chart and what more evaluations would buy."""
+    vc = c.t.get("variance_components")
+    if vc is None or not len(vc):
+        return []
+    rows = records(vc)
+    for r in rows:  # shown as sds (score_norm units, readable at two decimals); variances are in the CSV
+        r["sd_ci_low"], r["sd_ci_high"] = (math.sqrt(r[k]) if not is_blank(r.get(k)) else None
+                                           for k in ("ci_low", "ci_high"))
+    _ci(rows, "sd_ci_low", "sd_ci_high", "ci")
+    for r in rows:
+        r["rubric"] = c.names.template("evaluation", r["evaluation_template"])
+    fitted = vc[vc["component"] != "(none)"]
+    comps = list(dict.fromkeys(fitted["component"]))
+    series, intervals, readings = {}, {}, []
+    s = c.t["scores"]
+    sc = s[s["score_norm"].notna()] if len(s) else s
+    for rubric, grp in fitted.groupby("evaluation_template", sort=True):
+        name = c.names.template("evaluation", rubric)
+        g = grp.set_index("component").reindex(comps)
+        series[name] = g["sd"].tolist()
+        intervals[name] = ((g["ci_low"] ** 0.5).tolist(), (g["ci_high"] ** 0.5).tolist())
+        sub = sc[sc["evaluation_template"] == rubric]
+        e = sub.groupby("essay_gen_id")["evaluation_llm"].nunique().median() if len(sub) else 1
+        r_ = sub.groupby(["essay_gen_id", "evaluation_llm"]).size().median() if len(sub) else 1
+        gain = precision_gain(dict(zip(grp["component"], grp["variance"])), e, r_)
+        if not math.isfinite(gain["noise"]) or gain["noise"] <= 0:
+            continue
+        rep_cut = 1 - gain["noise_more_replicates"] / gain["noise"]
+        ev_cut = 1 - gain["noise_more_evaluators"] / gain["noise"]
+        readings.append(f"{name}: an essay's mean over {num(e)} evaluator(s) × {num(r_)} replicate(s) has noise "
+                        f"sd {math.sqrt(gain['noise']):.3f} (reliability {gain['reliability']:.2f}); doubling the "
+                        f"replicates would cut its variance by {rep_cut:.0%}, doubling the evaluators by "
+                        f"{ev_cut:.0%}, for the same number of evaluations.")
+    parts = []
+    if series:
+        parts.append(chart(figures.bars(comps, series, intervals=intervals,
+                                        title="Variance components of score_norm, as standard deviations",
+                                        y_title="sd of score_norm (95% CI, Satterthwaite)"), "variance-components",
+                           "Whiskers: Satterthwaite χ² intervals (square roots); none where the data cannot bound "
+                           "the component."))
+    parts.append(table([Col("rubric", "evaluation_template"), Col("component"),
+                        Col("sd", kind="num", title="square root of the variance component, score_norm units"),
+                        Col("ci", "sd 95% CI (Satterthwaite χ²)"),
+                        Col("share", "share of variance", kind="pct"),
+                        Col("n_levels", kind="int"), Col("method", wrap=True)], rows, tid="variance-components",
+                       csv="data/variance_components.csv"))
+    text = ("Where the variance of score_norm comes from, per rubric: a linear mixed model (REML) with the "
+            "lineage (combo ⊃ draft ⊃ essay) and the essay × evaluator interaction as random effects and the "
+            "evaluators as fixed effects (their variance by moments). The per-essay spread tables below describe "
+            "single essays; this is the decomposition. " + " ".join(readings))
+    return [Section("Variance components", text, parts)]
+
+
 VARIANCE = (("variance_models", "across evaluation models", "one rubric, each model's replicates averaged"),
             ("variance_rubrics", "across rubrics", "one evaluation model, on score_norm"),
             ("variance_replicates", "across replicates", "one evaluator and rubric: test-retest"))
@@ -614,25 +726,51 @@ def agreement(c: Cohort) -> Page:
     ag = c.t["agreement"]
     rows = records(ag)
     _ci(rows, "icc2_1_ci_low", "icc2_1_ci_high", "icc_ci")
+    _ci(rows, "icc3_1_ci_low", "icc3_1_ci_high", "icc3_ci")
+    _ci(rows, "icc2_k_ci_low", "icc2_k_ci_high", "icc2k_ci")
+    _ci(rows, "alpha_ci_low", "alpha_ci_high", "alpha_ci")
     _ci(rows, "mean_pearson_ci_low", "mean_pearson_ci_high", "r_ci")
     _ci(rows, "retest_icc2_1_ci_low", "retest_icc2_1_ci_high", "retest_ci")
     for r in rows:
         r["rubric"] = _rubric_label(c, r["evaluation_template"], r["scale_min"], r["scale_max"])
     sections = [Section("Inter-rater agreement per rubric",
-                        "ICC(2,1): two-way random effects, absolute agreement, single rater, over the n_essays "
-                        "essays scored by every evaluation model, with its analytic 95% interval (McGraw & Wong "
-                        "1996); retest ICC treats replicates as raters of each essay × model unit. Mean Pearson r: "
-                        "over pairs of models, 95% interval by bootstrap over essays. Classes after Koo & Li "
-                        "(2016): < 0.5 poor, < 0.75 moderate, < 0.9 good, else excellent. With few essays the "
-                        "intervals are wide: read the interval, not the class.",
+                        "Between evaluation models, over the n_essays essays scored by every model (replicates "
+                        "averaged). ICC(2,1): two-way random effects, absolute agreement, single rater: would one "
+                        "model alone give the same scores? ICC(3,1): consistency: the same order, a constant offset "
+                        "forgiven. ICC(2,k): absolute agreement of the mean of all the models. Their intervals are "
+                        "analytic F intervals (McGraw & Wong 1996). Krippendorff's α (interval metric): the "
+                        "essays scored by at least two models, interval by bootstrap over essays. Mean Pearson r: "
+                        "over pairs of models, Fisher's z interval over essays. Retest ICC: replicates as raters "
+                        "of each essay × model, each model's own mean removed (per model below). Classes after "
+                        "Koo & Li (2016): < 0.5 poor, < 0.75 moderate, < 0.9 good, else excellent; "
+                        "\"uncertain\" when fewer than 5 essays or the interval spans classes.",
                         [table([Col("rubric", "evaluation_template"), Col("n_raters", kind="int"),
                                 Col("n_essays", kind="int", title="essays scored by every evaluation model (the n of ICC)"),
-                                Col("icc2_1", kind="num"), Col("icc_ci", "ICC 95% CI"), Col("icc_class"),
-                                Col("mean_pearson", kind="num"), Col("r_ci", "r 95% CI"),
+                                Col("icc2_1", "ICC(2,1)", kind="num"), Col("icc_ci", "ICC(2,1) 95% CI (F)"),
+                                Col("icc_class"), Col("icc3_1", "ICC(3,1)", kind="num"),
+                                Col("icc3_ci", "ICC(3,1) 95% CI (F)"), Col("icc2_k", "ICC(2,k)", kind="num"),
+                                Col("icc2k_ci", "ICC(2,k) 95% CI (F)"), Col("alpha", "α", kind="num"),
+                                Col("alpha_ci", "α 95% CI (bootstrap)"), Col("n_alpha_essays", kind="int"),
+                                Col("mean_pearson", kind="num"), Col("r_ci", "r 95% CI (Fisher z)"),
                                 Col("n_pearson_essays", kind="int"), Col("n_rater_pairs", kind="int"),
-                                Col("retest_icc2_1", kind="num"), Col("retest_ci", "retest 95% CI"),
-                                Col("n_retest_units", kind="int")], rows, tid="agreement", csv="data/agreement.csv",
-                               empty="No rubric has scores yet.")])]
+                                Col("retest_icc2_1", kind="num"), Col("retest_ci", "retest 95% CI (F)"),
+                                Col("retest_class"), Col("n_retest_units", kind="int")], rows, tid="agreement",
+                               csv="data/agreement.csv", empty="No rubric has scores yet.")])]
+    rt = records(c.t["agreement_retest"]) if "agreement_retest" in c.t else []
+    _ci(rt, "retest_icc2_1_ci_low", "retest_icc2_1_ci_high", "retest_ci")
+    for r in rt:
+        r["rubric"] = _rubric_label(c, r["evaluation_template"], r["scale_min"], r["scale_max"])
+        r["evaluator"] = c.names.model(r["evaluation_llm"])
+    if rt:
+        sections.append(Section("Test-retest per evaluation model", "ICC(2,1) of one model's replicates on the "
+                                "essays it scored every time. Models are not pooled: one model's bias would pass "
+                                "for reliability.",
+                                [table([Col("rubric", "evaluation_template"), Col("evaluator", "evaluation_llm"),
+                                        Col("n_replicates", kind="int"), Col("n_essays", kind="int"),
+                                        Col("retest_icc2_1", kind="num"), Col("retest_ci", "retest 95% CI (F)"),
+                                        Col("retest_class")], rt, tid="agreement-retest",
+                                       csv="data/agreement_retest.csv")]))
+    sections += _variance_components(c)
     series, ranges, counted = {}, {}, []
     for name, label, _ in VARIANCE:
         v = c.t[name]
@@ -941,19 +1079,25 @@ def home(cohorts: list[Cohort]) -> Page:
         cov = {r["stage"]: r for r in records(c.t["coverage"])}
         lb = c.t["leaderboard"]
         scored = lb[lb["mean"].notna()] if len(lb) else lb
-        mean, lo, hi, n = cluster_mean_ci(scored["essay_gen_id"], scored["mean"]) if len(scored) else (None,) * 3 + (0,)
+        mean, lo, hi, n, method = (None,) * 3 + (0, "")
+        if len(scored):  # essays sharing a draft or combo are not independent: t over the highest shared level
+            level, clusters = lineage_clusters(scored)
+            ci = t_cluster_mean(scored["mean"].to_numpy(dtype=float), clusters, level)
+            mean, lo, hi, method = ci["estimate"], ci["ci_low"], ci["ci_high"], ci["ci_method"]
+            n = len(scored)
         rows.append({
             "cohort": Link(c.id, f"cohorts/{c.id}/index.html", code=True),
             "essays": cov.get("essay", {}).get("expected"), "evaluations": cov.get("evaluation", {}).get("expected"),
             "coverage": cov.get("evaluation", {}).get("coverage"),
-            "mean": mean, "ci": interval(lo, hi), "n_ranked": n,
+            "mean": mean, "ci": interval(lo, hi), "ci_method": method, "n_ranked": n,
             "cost_usd": _known_sum(r.get("cost_usd") for r in cov.values()) if cov else None,
             "simulated": "yes" if c.simulated else "no",
         })
     tbl = table([Col("cohort", "cohort_id"), Col("essays", kind="int"), Col("evaluations", kind="int"),
                  Col("coverage", "evaluation coverage", kind="pct"),
                  Col("mean", "mean score_norm", kind="num", title="mean of the essays' means (each essay weighs the same)"),
-                 Col("ci", "95% CI", title="bootstrap over essays; blank with too few essays"),
+                 Col("ci", "95% CI", title="t interval over the essays' highest shared lineage clusters"),
+                 Col("ci_method", "method"),
                  Col("n_ranked", "essays scored", kind="int", title="n for the mean and its interval"),
                  Col("cost_usd", kind="usd"), Col("simulated")], rows, empty="No cohort has reports yet.", tid="cohorts")
     return Page("index.md", "Cohorts", "daydream reports", [
@@ -1004,7 +1148,8 @@ def cross_cohort(df: pd.DataFrame | None, cohorts: list[Cohort], names: Names) -
                            Col("essay_template_name", "essay_template"), Col("essay_llm_name", "essay_llm"),
                            Col("n_cells", kind="int"), Col("n", "n evaluations", kind="int"),
                            Col("mean", kind="num", title="mean score_norm over the essay's cells in this cohort"),
-                           Col("ci", "95% CI", title="95% t interval of the mean, over cells"),
+                           Col("ci", "95% CI (t over cells)", title="95% t interval of the mean, over cells; blank "
+                               "when the cells agree exactly (no spread to estimate)"),
                            Col("std", "std (cells)", kind="num"),
                            Col("mean_across_cohorts", kind="num"), Col("delta", kind="num"),
                            Col("delta_ci", "delta 95% CI", title="95% t interval of delta; a delta whose interval "
