@@ -141,68 +141,9 @@ def _cluster_sums(units, values) -> tuple[np.ndarray, np.ndarray]:
     return np.bincount(inv, weights=v[ok]), np.bincount(inv).astype(float)
 
 
-# The search's selection statistic (``pipeline/search.py`` calls ``cluster_mean_ci``) keeps the
-# expanded-percentile cluster bootstrap until the search moves to ``t_cluster_mean``: the search's
-# outcomes depend on it and it is reworked on its own. Nothing in the reports or the site uses it:
-# over 3 essays it returns the essays' [min, max] and covers ~75 %.
-N_BOOT = 2000
-BOOT_BATCH = 250  # resamples per vectorised batch: bounds memory for cohorts with thousands of essays
-MIN_UNITS = 3  # fewer independent units than this → no interval (a bootstrap of 2 values is not one)
-
-
-def expanded_level(k: int, confidence: float = CONFIDENCE) -> float:
-    """The percentile level of Hesterberg's *expanded percentile* interval for k units: the plain
-    percentile bootstrap is too narrow for small k (its spread is that of a z interval with the
-    ddof=0 variance), so widen it to match a t interval: z = √(k/(k−1))·t_{k−1}. For 8 essays a
-    nominal 95 % becomes 98.9 % of the bootstrap distribution; for 100 essays, 95.3 %."""
-    from scipy.stats import norm, t
-
-    if k < 2:
-        return confidence
-    z = math.sqrt(k / (k - 1)) * t.ppf(1 - (1 - confidence) / 2, k - 1)
-    return float(1 - 2 * norm.sf(z))
-
-
-def _percentile_bootstrap(n_units: tuple[int, ...], statistic) -> tuple[float, float]:
-    """Expanded percentile interval of ``statistic`` over resampled unit indices, one index array
-    per independent sample (the smallest sample sets the expansion).
-
-    scipy resamples the index arrays; the statistic gathers whole clusters through them, which is
-    what makes this a cluster bootstrap (scipy on its own would resample single observations).
-    """
-    from scipy.stats import bootstrap
-
-    data = tuple(np.arange(k) for k in n_units)
-    # a resample where the statistic is undefined (e.g. r of one essay) makes the interval NaN:
-    # too few units for an interval, reported as blank rather than warned about
-    with np.errstate(divide="ignore", invalid="ignore"), warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        res = bootstrap(data, statistic, n_resamples=N_BOOT, batch=BOOT_BATCH, vectorized=True, axis=-1,
-                        confidence_level=expanded_level(min(n_units)), method="percentile", rng=_rng())
-    lo, hi = float(res.confidence_interval.low), float(res.confidence_interval.high)
-    return (lo, hi) if math.isfinite(lo) and math.isfinite(hi) else (float("nan"), float("nan"))
-
-
-def cluster_mean_ci(units, values) -> tuple[float, float, float, int]:
-    """The search's statistic (see above): mean of ``values`` with a 95 % expanded-percentile
-    cluster-bootstrap interval that resamples whole ``units``. Reports use ``t_cluster_mean``.
-
-    Returns (mean, ci_low, ci_high, n_units); the interval is NaN with fewer than MIN_UNITS units.
-    """
-    sums, counts = _cluster_sums(units, values)
-    k = len(sums)
-    if k == 0:
-        return float("nan"), float("nan"), float("nan"), 0
-    mean = float(sums.sum() / counts.sum())
-    if k < MIN_UNITS:
-        return mean, float("nan"), float("nan"), k
-    lo, hi = _percentile_bootstrap((k,), lambda i, axis=-1: sums[i].sum(axis) / counts[i].sum(axis))
-    return mean, lo, hi, k
-
-
 def cluster_pearson_ci(clusters, x, y) -> tuple[float, float, float, int, int]:
-    """Pearson r of paired (x, y) points with a cluster-bootstrap interval over ``clusters``
-    (points of one essay are not independent). Returns (r, ci_low, ci_high, n_points, n_clusters).
+    """Pearson r of paired (x, y) points with a Fisher-z interval whose n is the number of
+    ``clusters`` (points of one essay are not independent). Returns (r, ci_low, ci_high, n_points, n_clusters).
     """
     df = pd.DataFrame({"c": np.asarray(clusters, dtype=object), "x": np.asarray(x, dtype=float),
                        "y": np.asarray(y, dtype=float)}).dropna()
@@ -230,7 +171,7 @@ def cluster_pearson_ci(clusters, x, y) -> tuple[float, float, float, int, int]:
 
 def mean_pairwise_pearson_ci(frame: pd.DataFrame, min_n: int = 3) -> tuple[float, float, float, int]:
     """Mean pairwise Pearson r of ``frame``'s columns (as ``mean_pairwise_pearson``) with a
-    bootstrap interval over its rows (essays). Returns (mean r, ci_low, ci_high, n rows used)."""
+    Fisher-z interval over its rows (essays). Returns (mean r, ci_low, ci_high, n rows used)."""
     r, _ = mean_pairwise_pearson(frame, min_n)
     cols = list(frame.columns)
     pairs = list(itertools.combinations(range(len(cols)), 2))
@@ -696,10 +637,9 @@ def variance_components(rows: pd.DataFrame, value: str = "score_norm") -> tuple[
     group = levels[0]
     vcf = {lv: f"0 + C({lv})" for lv in levels[1:]}
     formula = "y ~ C(ev)" if n_ev >= 2 else "y ~ 1"
-    import warnings as _w
     try:
-        with _w.catch_warnings():
-            _w.simplefilter("ignore")
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
             model = MixedLM.from_formula(formula, groups=group, re_formula="1", vc_formula=vcf or None, data=df)
             # Powell first: derivative-free, it copes with a component at 0 (where the default
             # gradient methods stall) and is the fastest here; L-BFGS when it does not converge
