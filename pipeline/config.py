@@ -289,6 +289,16 @@ def confirm_cost_above() -> float:
     return value
 
 
+def claim_timeout() -> float:
+    """``[daydream] claim_timeout``: seconds without a heartbeat after which a generation's claim
+    is stale and another run takes it over (``claims``; heartbeats come every 5 s)."""
+    value = _get("daydream", "claim_timeout", float, 30.0)
+    if not value >= 10:
+        raise DaydreamError("config", f"[daydream] claim_timeout must be ≥ 10 (seconds; heartbeats come every 5), "
+                                      f"got {value}", path=_where())
+    return value
+
+
 def calls_per_task(provider: str) -> int:
     """Resource units one (batched) generation task holds: the calls it may have in flight.
     Never more than the scheduler grants in total, or the task could never run."""

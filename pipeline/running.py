@@ -171,6 +171,14 @@ def _wait_for_other_runner(task: RunCohort, scheduler_url: str, own_worker: str,
         time.sleep(1.0)
 
 
+def _failed_in(result, families: tuple[str, ...]) -> list[str]:
+    """Which of the task ``families`` failed in this build (``luigi.build``'s detailed result)."""
+    from luigi.execution_summary import _summary_dict
+
+    failed = {t.task_family for t in _summary_dict(result.worker)["failed"]}
+    return [f for f in families if f in failed]
+
+
 def check_cost(cohort_id: str, rows: list[dict], cap: float | None, yes: bool) -> None:
     """A run estimated above ``[daydream] confirm_cost_above`` needs ``--yes``, unless a cap at
     or below that amount bounds it anyway."""
@@ -227,6 +235,12 @@ def run_cohort(cohort_id: str, *, workers: int = 1, local_scheduler: bool = True
     if is_search_cohort(paths, cohort_id):
         print(derive(paths, cohort_id)[0].line(), file=sys.stderr)
     site = paths.site_dir / "build" / "index.html"
+    unbuilt = _failed_in(result, ("CohortReports", "ReportSite"))
+    if unbuilt:
+        # another run may have built the site since: this run's failure is still its own
+        print(f"error: {' and '.join(unbuilt)} failed in this run (the site may be another run's); rerun with "
+              "--verbose for Luigi's log", file=sys.stderr)
+        return EXIT_FAILED
     if ReportSite().complete() and site.exists():
         print(f"report site: {site}\npreview it:  .venv/bin/daydream preview   (serves on 127.0.0.1)")
     else:

@@ -40,7 +40,7 @@ import luigi
 import luigi.interface
 from luigi.parameter import ParameterVisibility
 
-from . import config
+from . import claims, config
 from .cohort import compile_cohort, is_compiled, search_record_path
 from .errors import DaydreamError
 from .estimate import left_to_do
@@ -657,6 +657,9 @@ class RunCohort(_DaydreamTask):
             yield chunks
         budget = self._budget()
         if "_counts" not in self.__dict__:
+            # claims a killed run left on generations that had finished: nobody takes those over
+            claims.sweep((paths.gen_dir(r["stage"], r["gen_id"]) for r in membership(paths, self.cohort_id)),
+                         config.claim_timeout())
             self._counts = cohort_counts(paths, membership(paths, self.cohort_id), self.since,
                                          budget_reached=budget is not None and budget.reached())
         counts = self._counts
