@@ -299,6 +299,12 @@ def claim_timeout() -> float:
     return value
 
 
+def scheduler_disconnect_delay() -> float:
+    """``[scheduler] worker_disconnect_delay`` as this project configures luigid (Luigi's default
+    60 s): how long luigid keeps a silent worker's tasks."""
+    return _get("scheduler", "worker_disconnect_delay", float, 60.0)
+
+
 def calls_per_task(provider: str) -> int:
     """Resource units one (batched) generation task holds: the calls it may have in flight.
     Never more than the scheduler grants in total, or the task could never run."""
