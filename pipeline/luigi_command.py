@@ -178,10 +178,22 @@ def before_run(cohort_id: str, max_cost: float | None, yes: bool) -> None:
     if not is_compiled(paths, cohort_id):
         compile_cohort(paths, cohort_id, confirm_above=None if yes else config.confirm_above())
     prepare_providers(paths, cohort_id)
+    sweep_claims(paths, cohort_id)
     if not core.local_scheduler:
         url = check_scheduler_url(configured_scheduler_url())
         check_scheduler_resources(url, used_providers(paths, cohort_id))
         wait_for_dead_workers(url, logging.getLogger(LOGGER).warning)
+
+
+def sweep_claims(paths, cohort_id: str) -> int:
+    """Remove the stale claims of the cohort's generations (``claims.sweep``): a kill leaves
+    claims on generations that had finished, which no run takes over. Before a run, and again
+    by ``RunCohort`` at its end (a run killed meanwhile)."""
+    from . import claims
+    from .run_plan import membership
+
+    return claims.sweep((paths.gen_dir(r["stage"], r["gen_id"]) for r in membership(paths, cohort_id)),
+                        config.claim_timeout())
 
 
 def log_file(cohort_id: str, since: str) -> tuple[Path, logging.Handler]:

@@ -28,7 +28,8 @@ from .generation import runtime, state_of
 from .state import DONE, KINDS
 from .store import STAGES
 from .luigi_command import (check_config_layers, check_scheduler_resources, check_scheduler_url, check_workers,
-                            configured_scheduler_url, log_file, quiet_console, used_providers, wait_for_dead_workers)
+                            configured_scheduler_url, log_file, quiet_console, sweep_claims, used_providers,
+                            wait_for_dead_workers)
 from .tasks import ReportSite, RunCohort, run_stamp
 
 EXIT_OK, EXIT_FAILED, EXIT_BUDGET = 0, 1, 3
@@ -184,6 +185,7 @@ def run_cohort(cohort_id: str, *, workers: int = 1, local_scheduler: bool = True
         derive(paths, cohort_id)  # a USD budget it cannot judge, or that round 0 exceeds: one error before any call
     cap = spend_cap(paths, cohort_id, max_cost)
     prepare_providers(paths, cohort_id)
+    sweep_claims(paths, cohort_id)
     rows = estimate(paths, cohort_id)
     print(spend.format_estimate(cohort_id, rows), end="", file=sys.stderr)
     check_cost(cohort_id, rows, cap, yes)

@@ -40,7 +40,7 @@ import luigi
 import luigi.interface
 from luigi.parameter import ParameterVisibility
 
-from . import claims, config, luigi_command
+from . import config, luigi_command
 from .cohort import compile_cohort, is_compiled, search_record_path
 from .errors import DaydreamError
 from .estimate import left_to_do
@@ -592,6 +592,7 @@ class RunCohort(_DaydreamTask):
             # stamps it once; workers that load this task get the stamp with its parameters.
             self.since = self.param_kwargs["since"] = run_stamp()
             luigi_command.before_run(self.cohort_id, self.max_cost, self.yes)
+            self._prepared = True  # before_run prepared the providers (run() need not look again)
             self.log_path = str(luigi_command.log_file(self.cohort_id, self.since)[0])
         # the `luigi` command's --local-scheduler (daydream run says which scheduler it uses)
         ahead = luigi.interface.core().local_scheduler if self.ahead is None else self.ahead
@@ -670,9 +671,7 @@ class RunCohort(_DaydreamTask):
             yield chunks
         budget = self._budget()
         if "_counts" not in self.__dict__:
-            # claims a killed run left on generations that had finished: nobody takes those over
-            claims.sweep((paths.gen_dir(r["stage"], r["gen_id"]) for r in membership(paths, self.cohort_id)),
-                         config.claim_timeout())
+            luigi_command.sweep_claims(paths, self.cohort_id)  # a run killed meanwhile left some
             self._counts = cohort_counts(paths, membership(paths, self.cohort_id), self.since,
                                          budget_reached=budget is not None and budget.reached())
         counts = self._counts

@@ -8,6 +8,7 @@ import json
 import os
 import subprocess
 import sys
+import threading
 import time
 
 import pytest
@@ -57,3 +58,59 @@ def test_two_runs_of_one_cohort_make_each_call_once(shared):
     check = daydream(project, cfg, "check")
     out, err = check.communicate(timeout=60)
     assert check.returncode == 0, out + err
+
+
+def _plant_claim(path, *, host, pid, heartbeat):
+    path.write_text(json.dumps({"owner": f"{host}:{pid}:x", "host": host, "pid": pid, "run": "x",
+                                "started_at": heartbeat, "heartbeat_at": heartbeat}))
+
+
+def test_claims_left_by_a_kill_are_taken_over_reported_and_swept(project):
+    from pipeline import claims
+    from pipeline.cohort import compile_cohort
+    from pipeline.generation import runtime, state_of
+    from pipeline.maintenance import check_store
+
+    compile_cohort(project.paths, "t1")
+    dead = subprocess.Popen(["true"])
+    dead.wait()  # a process id that is gone
+    draft = project.membership("draft")[0]["gen_id"]
+    _plant_claim((project.paths.gen_dir("draft", draft) / "claim.json"), host=claims.HOST, pid=dead.pid,
+                 heartbeat="2099-01-01T00:00:00.000+00:00")
+    started = time.monotonic()
+    assert project.run()
+    assert time.monotonic() - started < 20, "a dead process's claim is taken over at once, not after the timeout"
+    assert not (project.paths.gen_dir("draft", draft) / "claim.json").exists()
+
+    # a claim on a finished generation (killed between the outcome and the unlink): not a state,
+    # a problem for `check`, and swept by the next run of its cohort
+    essay = project.membership("essay")[0]["gen_id"]
+    _plant_claim((project.paths.gen_dir("essay", essay) / "claim.json"), host="elsewhere", pid=1,
+                 heartbeat="2000-01-01T00:00:00.000+00:00")
+    assert state_of(runtime(), "essay", essay).kind == "done"
+    problems, _ = check_store(project.paths)
+    assert [(p.kind, p.gen_id) for p in problems] == [("stale_claim", essay)]
+    assert project.run()
+    assert check_store(project.paths)[0] == []
+    assert not list(project.root.rglob("claim.json"))
+
+
+def test_a_live_claim_is_waited_for_not_called(project):
+    from pipeline import claims
+    from pipeline.cohort import compile_cohort
+    from pipeline.generation import runtime
+    from pipeline.executor import run_generation
+
+    compile_cohort(project.paths, "t1")
+    draft = project.membership("draft")[0]["gen_id"]
+    owner = subprocess.Popen(["sleep", "30"])
+    now = time.strftime("%Y-%m-%dT%H:%M:%S.000+00:00", time.gmtime())
+    _plant_claim((project.paths.gen_dir("draft", draft) / "claim.json"), host=claims.HOST, pid=owner.pid, heartbeat=now)
+    threading.Timer(1.0, owner.kill).start()  # the owner goes away without an outcome: taken over
+    seen = []
+    started = time.monotonic()
+    st = run_generation(runtime(), "draft", draft, since="s", status=seen.append)
+    owner.wait()
+    assert st.kind == "done" and time.monotonic() - started >= 0.9
+    assert any("waiting" in m and f":{owner.pid}:" in m for m in seen), seen
+    assert len(project.server.requests) == 1
