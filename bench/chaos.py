@@ -46,7 +46,7 @@ def main() -> int:
                 result = run_chaos(root, cfg, server, iterations=args.iterations, seed=args.seed + r)
             c.log(f"round {r}: {result['seconds']} s, {result['successful_calls']} calls for "
                   f"{result['llm_generations']} generations (≤ {result['in_flight_at_kills']} in flight at kills), "
-                  f"{len(result['problems'])} problems")
+                  f"{len(result['problems'])} problems", *result["problems"][:5])
             rounds.append(result)
         fs_used = fs
     c.emit({"benchmark": "chaos", "machine": c.machine(), "data_root_fs": fs_used, "rounds": rounds,

@@ -49,7 +49,7 @@ rules:
       items: [[e-llm, srv-a], [e-copy, None]]
 """
 FAULTS = ("500", "503", "drop", "malformed")  # each retried by the provider: none fails a generation
-FAULT_RATE = 0.15
+FAULT_RATE = 0.2
 
 
 def prompt_of(body) -> str | None:
@@ -58,20 +58,22 @@ def prompt_of(body) -> str | None:
 
 
 class Recorder:
-    """The server's rule: picks faults (never two in a row for one prompt, so the provider's
-    retries always get through) and records when each request for each prompt began."""
+    """The server's rule: picks faults (at most one per prompt, so the provider's retries always
+    get through, replicates sharing a prompt included) and records when each request for each
+    prompt began."""
 
     def __init__(self, rng: random.Random):
         self.rng, self.lock = rng, threading.Lock()
         self.began: list[tuple[float, str, str]] = []  # time, prompt, mode
-        self.last: dict[str, str] = {}
+        self.faulted: set[str] = set()
 
     def __call__(self, body) -> str | None:
         prompt = prompt_of(body)
         with self.lock:
-            fault = self.last.get(prompt, "ok") == "ok" and self.rng.random() < FAULT_RATE
+            fault = prompt not in self.faulted and self.rng.random() < FAULT_RATE
             mode = self.rng.choice(FAULTS) if fault else "ok"
-            self.last[prompt] = mode
+            if fault:
+                self.faulted.add(prompt)
             self.began.append((time.time(), prompt, mode))
         return None if mode == "ok" else mode
 
@@ -132,7 +134,6 @@ def run_chaos(root: Path, cfg: Path, server, *, iterations: int, seed: int, coho
             live.append(start_run(root, cfg, rng, cohort))
         time.sleep(rng.uniform(*kill_after))
         victims = [p for p in live if rng.random() < 0.7] or live[:1]
-        at = time.time()
         for proc, info in victims:
             info["alive_at_kill"] = proc.poll() is None
             try:
@@ -140,6 +141,7 @@ def run_chaos(root: Path, cfg: Path, server, *, iterations: int, seed: int, coho
             except ProcessLookupError:
                 pass
             proc.wait()
+        at = time.time()  # after the kills: every request of the killed runs began before it
         live = [(p, info) for p, info in live if all(p is not v for v, _ in victims)]
         rows = read_membership(paths, cohort) if paths.membership_csv(cohort).exists() else []
         done = _done_now(paths, rows)
