@@ -28,6 +28,7 @@ def main() -> int:
     ap.add_argument("--iterations", type=int, default=20)
     ap.add_argument("--drafts", type=int, default=10, help="draft replicates (each: 1 + 1 + 8 LLM calls)")
     ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--kill-after", default="0.5:4", help="seconds after the runs start: a kill at a uniform moment in MIN:MAX")
     args = ap.parse_args()
 
     from chaos import SPEC, run_chaos
@@ -43,7 +44,8 @@ def main() -> int:
                 server.responder = responder
                 cfg = server_cfg(Path(scratch) / f"round{r}" / "chaos.cfg", server, {"chunk_size": 40}, timeout=5,
                                  max_attempts=3, backoff_base=0.05, backoff_max=0.2)
-                result = run_chaos(root, cfg, server, iterations=args.iterations, seed=args.seed + r)
+                result = run_chaos(root, cfg, server, iterations=args.iterations, seed=args.seed + r,
+                                   kill_after=tuple(float(x) for x in args.kill_after.split(":")))
             c.log(f"round {r}: {result['seconds']} s, {result['successful_calls']} calls for "
                   f"{result['llm_generations']} generations (≤ {result['in_flight_at_kills']} in flight at kills), "
                   f"{len(result['problems'])} problems", *result["problems"][:5])

@@ -11,10 +11,11 @@ What must hold afterwards (``check``):
   no request for a prompt begins after a moment when every generation with that prompt was done
   (replicates share a prompt);
 * successful calls ≤ the LLM generations + the calls in flight at the kills, for every prompt
-  and in all: a request in flight at a kill is one that began since the kill before and is for
-  a prompt with a generation not done when the kill's store was looked at (its answer, if any,
-  was not written). Runs left running across a kill count too, so the bound is generous by
-  their calls in flight, never short.
+  and in all. Calls in flight at a kill, per prompt: the requests for it that began since the
+  kill before, at most one per generation with that prompt not done just before the kill
+  (a killed call is one whose answer was not written; a generation is worked on by
+  one process at a time). Runs left running across a kill count too, so the bound is generous
+  by their calls in flight, never short.
 """
 
 from __future__ import annotations
@@ -114,6 +115,24 @@ def _prompts(paths, rows) -> dict[tuple[str, str], str]:
             for r in rows if r["mode"] == "llm"}
 
 
+STARTUP_WAIT_S = 15.0  # at most this long for a run's first call before a kill mid-calls
+
+
+def _pick_moment(rng: random.Random, recorder: Recorder, live, kill_after: tuple[float, float], *,
+                 cohort_done: bool) -> None:
+    """Sleep until the kill: a quarter of the kills at any moment from the start (start-up,
+    compiling, checking), the rest at a moment once calls are being made (a run's start-up
+    takes seconds on a loaded machine, and kills timed from the start would rarely reach a call);
+    once the cohort is done, any moment of the no-op run (reports, site)."""
+    if cohort_done or rng.random() < 0.25:
+        time.sleep(rng.uniform(*kill_after))
+        return
+    seen, deadline = len(recorder.began), time.monotonic() + STARTUP_WAIT_S
+    while len(recorder.began) == seen and time.monotonic() < deadline and any(p.poll() is None for p, _ in live):
+        time.sleep(0.02)
+    time.sleep(rng.uniform(0.0, kill_after[1] - kill_after[0]))
+
+
 def run_chaos(root: Path, cfg: Path, server, *, iterations: int, seed: int, cohort: str = "t1",
               kill_after: tuple[float, float] = (0.3, 3.0), latency: float = 0.1) -> dict:
     """``iterations`` kills, then a clean run; returns what happened and what was checked
@@ -126,14 +145,16 @@ def run_chaos(root: Path, cfg: Path, server, *, iterations: int, seed: int, coho
     server.rule, server.latency = recorder, latency
     paths = DataPaths(root)
     live: list[tuple[subprocess.Popen, dict]] = []
-    kills, snapshots = [], []  # (time, done set) at each kill
+    kills, snapshots = [], []  # per kill: its time, when the store was looked at, done then, done just before
     started = time.time()
     for i in range(iterations):
         live.append(start_run(root, cfg, rng, cohort))
         if rng.random() < 0.3:  # a second run of the same cohort alongside
             live.append(start_run(root, cfg, rng, cohort))
-        time.sleep(rng.uniform(*kill_after))
+        _pick_moment(rng, recorder, live, kill_after, cohort_done=bool(kills) and kills[-1]["done"] == kills[-1]["of"] > 0)
         victims = [p for p in live if rng.random() < 0.7] or live[:1]
+        rows = read_membership(paths, cohort) if paths.membership_csv(cohort).exists() else []
+        done_before = _done_now(paths, rows)  # a call of these was written: a kill cannot lose it
         for proc, info in victims:
             info["alive_at_kill"] = proc.poll() is None
             try:
@@ -145,7 +166,7 @@ def run_chaos(root: Path, cfg: Path, server, *, iterations: int, seed: int, coho
         live = [(p, info) for p, info in live if all(p is not v for v, _ in victims)]
         rows = read_membership(paths, cohort) if paths.membership_csv(cohort).exists() else []
         done = _done_now(paths, rows)
-        snapshots.append((at, time.time(), done))  # done by the second time: no call for them after it
+        snapshots.append((at, time.time(), done, done_before))  # done by the second time: no call after it
         kills.append({"iteration": i, "at_s": round(at - started, 2), "killed": [info for _, info in victims],
                       "left_running": len(live), "done": len(done), "of": len(rows)})
     for proc, _ in live:
@@ -190,7 +211,7 @@ def _verify(root, paths, cohort, recorder, snapshots, final, check) -> dict:
     ok_calls = collections.Counter(p for _, p, mode in recorder.began if mode == "ok")
     # no call once done: after a kill at which every generation with this prompt was done
     after_done = 0
-    for _, seen, done in snapshots:
+    for _, seen, done, _ in snapshots:
         for prompt, keys in by_prompt.items():
             if all(k in done for k in keys):
                 late = [t for t, p, _ in recorder.began if p == prompt and t > seen]
@@ -199,10 +220,12 @@ def _verify(root, paths, cohort, recorder, snapshots, final, check) -> dict:
                     problems.append(f"{len(late)} call(s) for a prompt of {keys[0]} after it was done")
     flying: collections.Counter = collections.Counter()  # prompt -> calls in flight at the kills
     before = 0.0
-    for at, _, done in snapshots:
-        for t, p, mode in recorder.began:
-            if mode == "ok" and before < t <= at and not all(k in done for k in by_prompt.get(p, ())):
-                flying[p] += 1
+    for at, _, _, done in snapshots:
+        window = collections.Counter(p for t, p, mode in recorder.began if mode == "ok" and before < t <= at)
+        for p, n in window.items():
+            # one process at a time works on a generation: a kill loses at most one call of each
+            # generation not done
+            flying[p] += min(n, sum(1 for k in by_prompt.get(p, ()) if k not in done))
         before = at
     in_flight = sum(flying.values())
     total_ok = sum(ok_calls.values())
