@@ -8,7 +8,7 @@ have been parsed, nothing is scheduled yet). A ``DaydreamError`` raised there en
 ``run_with_retcodes`` as an "uncaught exception": ``OneLineErrors`` on Luigi's logger turns that
 record (and a task failure's) into ``error[<code>]: <message>``.
 
-Every run writes a log file, ``data/logs/<cohort>-<stamp>.log`` (``log_file``), at INFO whatever
+Every run writes a log file, ``data/logs/<cohort>-<stamp>-<pid>.log`` (``log_file``), at INFO whatever
 the console shows; the run's summary names it.
 """
 
@@ -51,7 +51,8 @@ def check_config_layers() -> None:
     do not apply)."""
     for item in filter(None, os.environ.get("LUIGI_CONFIG_PATH", "").split(os.pathsep)):
         if not os.path.isfile(item):
-            raise DaydreamError("config", f"LUIGI_CONFIG_PATH names {item!r}, which is not a file (its settings would not apply)")
+            raise DaydreamError("config", f"LUIGI_CONFIG_PATH names {item!r}, which is not a file "
+                                          "(its settings would not apply)")
 
 
 def check_workers(workers: int) -> None:
@@ -163,24 +164,28 @@ def used_providers(paths, cohort_id: str) -> set[str]:
 
 def before_run(cohort_id: str, max_cost: float | None, yes: bool) -> None:
     """The ``luigi`` command's checks before its build, as ``daydream run`` makes them: the config
-    layers exist, ``--workers``, ``--max-cost``, the cohort compiles, API keys, luigid answers and
-    knows the run's providers."""
+    layers exist, ``--workers``, ``--max-cost``, luigid answers, the cohort compiles (and a search's
+    budget can be judged), API keys, luigid knows the run's providers; stale claims are swept and
+    a killed run's tasks waited for."""
     import luigi.interface
 
     from .cohort import compile_cohort, is_compiled
     from .run_plan import check_max_cost, prepare_providers
+    from .search_store import derive, is_search_cohort
 
     check_config_layers()
     core = luigi.interface.core()
     check_workers(core.workers)
     check_max_cost(max_cost)
+    url = None if core.local_scheduler else check_scheduler_url(configured_scheduler_url())
     paths = config.data_paths()
     if not is_compiled(paths, cohort_id):
         compile_cohort(paths, cohort_id, confirm_above=None if yes else config.confirm_above())
+    if is_search_cohort(paths, cohort_id):
+        derive(paths, cohort_id)  # a USD budget it cannot judge, or that round 0 exceeds
     prepare_providers(paths, cohort_id)
     sweep_claims(paths, cohort_id)
-    if not core.local_scheduler:
-        url = check_scheduler_url(configured_scheduler_url())
+    if url is not None:
         check_scheduler_resources(url, used_providers(paths, cohort_id))
         wait_for_dead_workers(url, logging.getLogger(LOGGER).warning)
 

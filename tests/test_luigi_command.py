@@ -60,6 +60,10 @@ def test_mistakes_are_one_line_with_their_own_exit_status(project, cfg, tmp_path
     one_line(luigi_cmd(project, keyed, "--cohort-id", "t1", *local), "DAYDREAM_TEST_MISSING_KEY")
     one_line(luigi_cmd(project, tmp_path / "absent.cfg", "--cohort-id", "t1", *local), "LUIGI_CONFIG_PATH",
              "absent.cfg")
+    env = dict(os.environ, DAYDREAM_DATA_ROOT=str(project.root), LUIGI_CONFIG_PATH=str(tmp_path / "absent.cfg"))
+    status = subprocess.run([sys.executable, "-m", "pipeline.cli", "status", "t1"], env=env, capture_output=True,
+                            text=True, timeout=60)
+    assert status.returncode == 2 and "absent.cfg" in status.stderr and "Traceback" not in status.stderr
     import socket
 
     with socket.socket() as s:
