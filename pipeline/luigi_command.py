@@ -201,6 +201,22 @@ def sweep_claims(paths, cohort_id: str) -> int:
                         config.claim_timeout())
 
 
+class _LogFile(logging.FileHandler):
+    """The run's log file. A write that fails (a full disk) stops it, with no traceback on the
+    console: the run reports the store's own write errors, as one line each."""
+
+    def handleError(self, record: logging.LogRecord) -> None:
+        self.setLevel(logging.CRITICAL + 1)
+
+    def flush(self) -> None:
+        with contextlib.suppress(OSError):
+            super().flush()
+
+    def close(self) -> None:
+        with contextlib.suppress(OSError):
+            super().close()
+
+
 def log_file(cohort_id: str, since: str) -> tuple[Path, logging.Handler]:
     """Start this run's log file (INFO and above of Luigi's logger, which the run's tasks use
     too); returns its path and handler (``daydream run`` removes it when its build is over)."""
@@ -209,7 +225,7 @@ def log_file(cohort_id: str, since: str) -> tuple[Path, logging.Handler]:
     path = paths.root / "logs" / f"{cohort_id}-{stamp}-{os.getpid()}.log"
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        handler = logging.FileHandler(path, encoding="utf-8")
+        handler = _LogFile(path, encoding="utf-8")
     except OSError as exc:
         raise DaydreamError("store", f"cannot write the run's log file: {exc.strerror or exc}", path=path) from None
     handler.setLevel(logging.INFO)
