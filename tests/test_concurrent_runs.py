@@ -117,3 +117,17 @@ def test_a_live_claim_is_waited_for_not_called(project):
     assert st.kind == "done" and 0.9 <= time.monotonic() - started < 10
     assert any("waiting" in m and f":{owner.pid}:" in m for m in seen), seen
     assert len(project.server.requests) == 1
+
+
+def test_a_failed_site_build_fails_the_run(project, capsys):
+    import shutil
+
+    assert project.run()
+    site = project.paths.site_dir
+    (site / "_inputs.json").unlink()  # the site is to be rebuilt ...
+    shutil.rmtree(site / "docs")
+    (site / "docs").write_text("not a directory")  # ... and its build fails
+    assert not project.run()
+    err = capsys.readouterr().err
+    assert "ReportSite failed in this run" in err and "Traceback" not in err
+    assert (site / "build" / "index.html").is_file(), "the site built before is still there"
