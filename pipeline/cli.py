@@ -356,6 +356,9 @@ def main(argv: list[str] | None = None) -> int:
     if getattr(args, "scheduler_url", None):
         args.scheduler = True
     try:
+        from .luigi_command import check_config_layers
+
+        check_config_layers()  # Luigi only warns, and the missing layer's settings silently do not apply
         return args.func(args)
     except DaydreamError as exc:
         print(f"error[{exc.code}]: {exc.message}", file=sys.stderr)

@@ -329,6 +329,22 @@ def confirm_cost_above() -> float:
     return value
 
 
+def claim_timeout() -> float:
+    """``[daydream] claim_timeout``: seconds without a heartbeat after which a generation's claim
+    is stale and another run takes it over (``claims``; heartbeats come every 5 s)."""
+    value = _get("daydream", "claim_timeout", float, 30.0)
+    if not value >= 10:
+        raise DaydreamError("config", f"[daydream] claim_timeout must be ≥ 10 (seconds; heartbeats come every 5), "
+                                      f"got {value}", path=_where())
+    return value
+
+
+def scheduler_disconnect_delay() -> float:
+    """``[scheduler] worker_disconnect_delay`` as this project configures luigid (Luigi's default
+    60 s): how long luigid keeps a silent worker's tasks."""
+    return _get("scheduler", "worker_disconnect_delay", float, 60.0)
+
+
 def calls_per_task(provider: str) -> int:
     """Resource units one (batched) generation task holds: the calls it may have in flight.
     Never more than the scheduler grants in total, or the task could never run."""

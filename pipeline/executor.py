@@ -198,7 +198,7 @@ class Executor:
         def called(seconds: float) -> None:  # only calls made: one found done would look quick
             self.durations.setdefault(self._endpoint(stage, gen_id), deque(maxlen=32)).append(seconds)
 
-        st = await generate(self.rt, stage, gen_id, status, budget, on_call=called)
+        st = await generate(self.rt, stage, gen_id, status, budget, on_call=called, since=since)
         self.rt.keep_settled(stage, gen_id, since, st)
         return st
 

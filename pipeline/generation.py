@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Callable
 
-from . import config, spend, structured
+from . import claims, config, spend, structured
 from .catalog import Catalog, load_catalog
 from .errors import DaydreamError, ParseError
 from .ledger import Budget, reserve_call
@@ -75,6 +75,7 @@ class Runtime:
     _endpoints: dict[str, str] = field(default_factory=dict)
     _calls_per_task: dict[str, int] = field(default_factory=dict)
     _stage_settings: dict[str, config.StageSettings] = field(default_factory=dict)
+    _claim_timeout: list[float] = field(default_factory=list)
 
     def provider(self, name: str) -> Provider:
         pid = os.getpid()
@@ -108,6 +109,12 @@ class Runtime:
         if stage not in self._stage_settings:
             self._stage_settings[stage] = config.stage_settings(stage)
         return self._stage_settings[stage]
+
+    def claim_timeout(self) -> float:
+        """``config.claim_timeout``, read once."""
+        if not self._claim_timeout:
+            self._claim_timeout.append(config.claim_timeout())
+        return self._claim_timeout[0]
 
     def require_keys(self, providers) -> None:
         require_keys([config.provider_settings(p) for p in sorted(set(providers))])
@@ -400,7 +407,8 @@ def validate_raw(text: str, completion: Completion | None, min_lines: int) -> st
 
 
 async def generate(rt: Runtime, stage: str, gen_id: str, status: Callable[[str], None] = lambda m: None,
-                   budget: Budget | None = None, on_call: Callable[[float], None] = lambda seconds: None) -> State:
+                   budget: Budget | None = None, on_call: Callable[[float], None] = lambda seconds: None,
+                   since: str = "") -> State:
     """Bring a generation to ``done`` if it can be: calls the model only when no valid raw exists.
 
     Returns its state afterwards: ``done``, ``failed`` (the reason is recorded in the store) or
@@ -409,12 +417,33 @@ async def generate(rt: Runtime, stage: str, gen_id: str, status: Callable[[str],
     that does not fit is not made: the generation stays ``pending`` with reason
     ``spend.BUDGET_REACHED`` and nothing is written. ``on_call`` hears how long a model call
     that answered took.
+
+    The work is done under the generation's claim (``claims``), so no two runs (of any
+    scheduler, process or machine sharing the data root) call for it at once: one claimed
+    elsewhere is waited for and its outcome, once written, is this run's too (``since``: the
+    run, whose failures count as settled).
     """
-    f = lambda name: rt.gen_file(stage, gen_id, name)  # noqa: E731
-    memo: dict = {}
-    st = state_of(rt, stage, gen_id, memo)
+    st = state_of(rt, stage, gen_id)
     if st.kind in (DONE, BLOCKED):
         return st
+    timeout = rt.claim_timeout()
+    claim = await claims.acquire(rt.gen_dir(stage, gen_id), since, timeout,
+                                 waiting=lambda why: status(f"{stage} · waiting: {why}"))
+    try:
+        # looked at again under the claim: the owner waited for, or one that finished just
+        # before this claim was made, may have settled it
+        st = state_of(rt, stage, gen_id)
+        if st.kind in (DONE, BLOCKED) or st.settled(since):
+            return st
+        return await _generate(rt, stage, gen_id, status, budget, on_call)
+    finally:
+        claims.release(claim, timeout)
+
+
+async def _generate(rt: Runtime, stage: str, gen_id: str, status: Callable[[str], None],
+                    budget: Budget | None, on_call: Callable[[float], None]) -> State:
+    f = lambda name: rt.gen_file(stage, gen_id, name)  # noqa: E731
+    memo: dict = {}
     parent_id = metadata(rt, stage, gen_id).get("parent_gen_id") if stage != "draft" else None
     if parent_id and state_of(rt, PARENT_STAGE[stage], parent_id, memo).kind != DONE:
         # never generate against a parent that is about to change (the runner runs parents first)

@@ -12,6 +12,7 @@ import os
 import shutil
 from dataclasses import dataclass
 
+from .claims import CLAIM, stale_claims
 from .cohort import SEARCH_RECORD, read_membership
 from .errors import DaydreamError
 from .state import BLOCKED, DONE, PENDING
@@ -84,7 +85,7 @@ def invalidate(paths: DataPaths, *, cohort_id: str | None = None, stage: str | N
 
 @dataclass(frozen=True)
 class Problem:
-    kind: str      # missing_metadata | corrupt_file | missing_file | broken_lineage | orphan | stale | failed | temporary_file
+    kind: str      # missing_metadata | corrupt_file | missing_file | broken_lineage | orphan | stale | failed | temporary_file | stale_claim
     stage: str
     gen_id: str
     detail: str
@@ -98,6 +99,7 @@ def check_store(paths: DataPaths, cohort_id: str | None = None) -> tuple[list[Pr
     from .generation import runtime, sha256, state_of
 
     rt, memo = runtime(), {}
+    timeout = rt.claim_timeout()
     cohorts = [cohort_id] if cohort_id else paths.compiled_cohorts()
     members: dict[tuple[str, str], None] = {}
     for c in cohorts:
@@ -123,6 +125,9 @@ def check_store(paths: DataPaths, cohort_id: str | None = None) -> tuple[list[Pr
         d = paths.gen_dir(stage, gid)
         for tmp in d.glob(TMP_GLOB):
             add("temporary_file", stage, gid, f"{tmp.name} left by an interrupted write")
+        for _, why in stale_claims([d], timeout):
+            add("stale_claim", stage, gid, f"{CLAIM} left by a run that stopped ({why}); the next run that "
+                                           "needs it takes it over, and a run of its cohort removes it")
         if (stage, gid) in orphans:
             add("orphan", stage, gid, "in no compiled cohort, and no cohort's generation descends from it")
         try:

@@ -8,11 +8,11 @@ runs, a progress bar follows the store (every worker process, every machine writ
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 import threading
 from datetime import datetime
-from urllib.parse import urlparse
 
 import luigi
 import luigi.interface
@@ -28,6 +28,9 @@ from .search_store import derive, is_search_cohort
 from .generation import is_parse_failure, runtime, state_of
 from .state import DONE, KINDS
 from .store import STAGES
+from .luigi_command import (check_config_layers, check_scheduler_resources, check_scheduler_url, check_workers,
+                            configured_scheduler_url, log_file, quiet_console, sweep_claims, used_providers,
+                            wait_for_dead_workers)
 from .tasks import ReportSite, RunCohort, run_stamp
 
 EXIT_OK, EXIT_FAILED, EXIT_BUDGET = 0, 1, 3
@@ -47,31 +50,6 @@ class _UnprunedLocalScheduler(luigi.interface._WorkerSchedulerFactory):
         import luigi.scheduler
 
         return luigi.scheduler.Scheduler(prune_on_get_work=False, record_task_history=False)
-
-
-def _configured_scheduler_url() -> str:
-    core = luigi.interface.core()
-    return core.scheduler_url or f"http://{core.scheduler_host}:{core.scheduler_port}/"
-
-
-def check_scheduler_url(url: str) -> str:
-    """A luigid URL that answers, or one clear error (not three chained RPC retries)."""
-    import urllib.request
-
-    parsed = urlparse(url)
-    if parsed.scheme not in ("http", "https") or not parsed.hostname:
-        raise DaydreamError("config", f"--scheduler-url {url!r} is not an http(s) URL (e.g. http://127.0.0.1:8082/)")
-    try:
-        parsed.port
-    except ValueError:
-        raise DaydreamError("config", f"--scheduler-url {url!r} has an invalid port") from None
-    try:
-        urllib.request.urlopen(url, timeout=5).close()
-    except OSError as exc:
-        reason = getattr(exc, "reason", exc)
-        raise DaydreamError("scheduler", f"no luigid answers at {url} ({reason}); start one (see the README) "
-                                         "or run without --scheduler-url") from None
-    return url
 
 
 class StoreProgress:
@@ -175,6 +153,14 @@ def _wait_for_other_runner(task: RunCohort, scheduler_url: str, own_worker: str,
         time.sleep(1.0)
 
 
+def _failed_in(result, families: tuple[str, ...]) -> list[str]:
+    """Which of the task ``families`` failed in this build (``luigi.build``'s detailed result)."""
+    from luigi.execution_summary import _summary_dict
+
+    failed = {t.task_family for t in _summary_dict(result.worker)["failed"]}
+    return [f for f in families if f in failed]
+
+
 def check_cost(cohort_id: str, rows: list[dict], cap: float | None, yes: bool) -> None:
     """A run estimated above ``[daydream] confirm_cost_above`` needs ``--yes``, unless a cap at
     or below that amount bounds it anyway."""
@@ -193,8 +179,8 @@ def run_cohort(cohort_id: str, *, workers: int = 1, local_scheduler: bool = True
                max_cost: float | None = None, batch: bool = False) -> int:
     """The CLI's ``run``: compile, check, estimate, one ``luigi.build`` of ``RunCohort``, then
     the summary. Exit status 3 (``EXIT_BUDGET``) when the run stopped at its spend cap."""
-    if workers < 1:
-        raise DaydreamError("config", f"--workers must be at least 1, got {workers}")
+    check_config_layers()
+    check_workers(workers)
     paths = config.data_paths()
     check_max_cost(max_cost)  # a mistyped cap is reported before anything is written
     if batch:
@@ -205,16 +191,32 @@ def run_cohort(cohort_id: str, *, workers: int = 1, local_scheduler: bool = True
         derive(paths, cohort_id)  # a USD budget it cannot judge, or that round 0 exceeds: one error before any call
     cap = spend_cap(paths, cohort_id, max_cost)
     prepare_providers(paths, cohort_id)
+    sweep_claims(paths, cohort_id)
     rows = estimate(paths, cohort_id)
     print(spend.format_estimate(cohort_id, rows), end="", file=sys.stderr)
     check_cost(cohort_id, rows, cap, yes)
-    build = {"workers": workers, "log_level": "INFO" if verbose else "CRITICAL", "detailed_summary": True}
+    build = {"workers": workers, "detailed_summary": True}
     if local_scheduler:
         build.update(local_scheduler=True, worker_scheduler_factory=_UnprunedLocalScheduler())
-    elif scheduler_url:
-        build["scheduler_url"] = check_scheduler_url(scheduler_url)
+    else:
+        if scheduler_url:
+            build["scheduler_url"] = check_scheduler_url(scheduler_url)
+        url = scheduler_url or check_scheduler_url(configured_scheduler_url())
+        check_scheduler_resources(url, used_providers(paths, cohort_id))
+        wait_for_dead_workers(url, lambda line: print(line, file=sys.stderr))
     task = RunCohort(cohort_id=cohort_id, since=run_stamp(), yes=yes, max_cost=max_cost, ahead=local_scheduler,
                      batch_mode=batch)
+    quiet_console(verbose)
+    log_path, handler = log_file(cohort_id, task.since)
+    try:
+        return _run(task, build, paths, cohort_id, cap, local_scheduler, log_path)
+    finally:
+        logging.getLogger("luigi-interface").removeHandler(handler)
+        handler.close()
+
+
+def _run(task: RunCohort, build: dict, paths, cohort_id: str, cap: float | None, local_scheduler: bool,
+         log_path) -> int:
     spend_ledger = prepare_budget(paths, cohort_id, cap, task.since)
     budget = None if cap is None else Budget(paths, cohort_id, cap, task.since)
     if spend_ledger is not None:
@@ -223,7 +225,7 @@ def run_cohort(cohort_id: str, *, workers: int = 1, local_scheduler: bool = True
         for _ in range(MAX_BUILDS):
             result = luigi.build([task], **build)
             if local_scheduler or task.complete() or (budget is not None and budget.reached()) or _wait_for_other_runner(
-                    task, build.get("scheduler_url") or _configured_scheduler_url(), result.worker._id, progress):
+                    task, build.get("scheduler_url") or configured_scheduler_url(), result.worker._id, progress):
                 break
             # a worker that died (a killed run) held some of the cohort's tasks until luigid let
             # them go: build again to finish them
@@ -231,9 +233,16 @@ def run_cohort(cohort_id: str, *, workers: int = 1, local_scheduler: bool = True
                                budget_reached=budget is not None and budget.reached())
         progress.set(counts.done + counts.failed + counts.blocked)
     print(counts.summary(read_ledger(paths, cohort_id) if budget is not None else None), file=sys.stderr)
+    print(f"log: {log_path}", file=sys.stderr)
     if is_search_cohort(paths, cohort_id):
         print(derive(paths, cohort_id)[0].line(), file=sys.stderr)
     site = paths.site_dir / "build" / "index.html"
+    unbuilt = _failed_in(result, ("CohortReports", "ReportSite"))
+    if unbuilt:
+        # another run may have built the site since: this run's failure is still its own
+        print(f"error: {' and '.join(unbuilt)} failed in this run (the site may be another run's); rerun with "
+              "--verbose for Luigi's log", file=sys.stderr)
+        return EXIT_FAILED
     if ReportSite().complete() and site.exists():
         print(f"report site: {site}\npreview it:  .venv/bin/daydream preview   (serves on 127.0.0.1)")
     else:

@@ -40,7 +40,7 @@ import luigi
 import luigi.interface
 from luigi.parameter import ParameterVisibility
 
-from . import batch_jobs, config
+from . import batch_jobs, config, luigi_command
 from .cohort import compile_cohort, is_compiled, search_record_path
 from .errors import DaydreamError
 from .estimate import left_to_do
@@ -54,6 +54,7 @@ from .state import DONE
 from .store import PARENT_STAGE, atomic_write_json, read_json, stat_fingerprint
 
 config.use_project_config()
+luigi_command.install_filter()
 logger = logging.getLogger("luigi-interface")
 PROGRESS_INTERVAL_S = 0.5  # a batch reports its progress to the scheduler at most this often
 GENERATION_PRIORITY = {"draft": 100, "essay": 110, "evaluation": 120}  # finish lineages first
@@ -89,10 +90,20 @@ def _ahead_parameter():
     return luigi.OptionalBoolParameter(default=None, significant=False, visibility=ParameterVisibility.HIDDEN)
 
 
+class _CapParameter(luigi.OptionalFloatParameter):
+    """``--max-cost``: a mistyped amount is one line naming it, not a traceback."""
+
+    def parse(self, x):
+        try:
+            return super().parse(x)
+        except ValueError:
+            raise DaydreamError("config", f"--max-cost {x!r} is not an amount of USD (e.g. --max-cost 5)") from None
+
+
 def _cap_parameter(hidden: bool = True, significant: bool = False):
     """The run's spend cap in USD (None: no cap). Not significant for the run: a cap changes how
     far a run goes, not what it produces."""
-    return luigi.OptionalFloatParameter(
+    return _CapParameter(
         default=None, significant=significant, description="spend cap in USD (overrides the spec's budget_usd)",
         visibility=ParameterVisibility.HIDDEN if hidden else ParameterVisibility.PUBLIC)
 
@@ -603,9 +614,12 @@ class RunCohort(_DaydreamTask):
         if self.batch_mode:
             config.force_batch()
         if not self.since:
-            # The process that names the run (the `luigi` or `daydream` command) stamps it once;
-            # workers that load this task get the stamp with its parameters.
+            # The process that names the run (the `luigi` command: `daydream run` names its own)
+            # stamps it once; workers that load this task get the stamp with its parameters.
             self.since = self.param_kwargs["since"] = run_stamp()
+            luigi_command.before_run(self.cohort_id, self.max_cost, self.yes)
+            self._prepared = True  # before_run prepared the providers (run() need not look again)
+            self.log_path = str(luigi_command.log_file(self.cohort_id, self.since)[0])
         # the `luigi` command's --local-scheduler (daydream run says which scheduler it uses)
         ahead = luigi.interface.core().local_scheduler if self.ahead is None else self.ahead
         self.ahead = self.param_kwargs["ahead"] = bool(ahead) and config.lookahead()
@@ -683,6 +697,7 @@ class RunCohort(_DaydreamTask):
             yield chunks
         budget = self._budget()
         if "_counts" not in self.__dict__:
+            luigi_command.sweep_claims(paths, self.cohort_id)  # a run killed meanwhile left some
             self._counts = cohort_counts(paths, membership(paths, self.cohort_id), self.since,
                                          budget_reached=budget is not None and budget.reached())
         counts = self._counts
@@ -693,14 +708,18 @@ class RunCohort(_DaydreamTask):
         self.set_progress_percentage(100)
         summary = counts.summary() + (f"; {search}" if search else "")
         if counts.not_run_budget:
-            logger.error("%s: %s; %s", self.cohort_id, counts.summary(read_ledger(paths, self.cohort_id)),
-                         left_to_do(paths, self.cohort_id))
+            logger.error("%s: %s; %s%s", self.cohort_id, counts.summary(read_ledger(paths, self.cohort_id)),
+                         left_to_do(paths, self.cohort_id), self._log_note())
             budget.mark_stopped()
             yield SpendCapReached(cohort_id=self.cohort_id, cap_usd=cap)
         if counts.failed or counts.blocked or counts.remaining:
-            logger.error("%s: %s", self.cohort_id, summary)
+            logger.error("%s: %s%s", self.cohort_id, summary, self._log_note())
             raise DaydreamError("failed", f"cohort {self.cohort_id}: {summary}")
-        logger.info("%s: %s", self.cohort_id, summary)
+        logger.info("%s: %s%s", self.cohort_id, summary, self._log_note())
+
+    def _log_note(self) -> str:
+        """Where this run's log file is, in the process that started it (the `luigi` command)."""
+        return f"; log: {self.log_path}" if getattr(self, "log_path", None) else ""
 
     def _search_rounds(self, paths):
         """Yield each round, the next one once it is settled; returns the search's status line. Stops when the search does, or at a round that a failure keeps unscored."""

@@ -122,9 +122,12 @@ def test_a_generation_its_task_settled_is_not_under_way_while_its_ahead_slot_sti
     (["RunCohort", "--cohort-id", "t1"], None, False),  # luigid: another process may run the same tasks
     (["RunCohort", "--cohort-id", "t1", "--local-scheduler"], "false", False),
 ])
-def test_the_luigi_command_starts_calls_ahead_only_under_the_local_scheduler(project, argv, lookahead, expected):
+def test_the_luigi_command_starts_calls_ahead_only_under_the_local_scheduler(project, argv, lookahead, expected,
+                                                                            request):
     from luigi.cmdline_parser import CmdlineParser
 
+    if "--local-scheduler" not in argv:  # the command checks that luigid answers before anything else
+        argv = argv + ["--scheduler-url", request.getfixturevalue("luigid").url]
     compiled(project, "t1")
     cfg = luigi.configuration.get_config()
     if lookahead is not None:

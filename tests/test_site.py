@@ -358,3 +358,35 @@ def test_essays_scored_but_not_listed_by_the_cohort_get_pages(tmp_path):
         assert "Tidal memory" in html
     leaderboard = (build / "cohorts" / "gamma" / "leaderboard.html").read_text()
     assert f'href="essays/{_essay_ids(paths, "alpha")[0]}.html"' in leaderboard
+
+
+def _build_in_child(paths):
+    import os
+
+    try:
+        build_site(paths)
+    except BaseException:
+        os._exit(1)
+    os._exit(0)
+
+
+def test_concurrent_builders_take_turns_and_swap_the_site_in(tmp_path):
+    import multiprocessing
+    import os
+
+    paths = make_site_root(tmp_path, n_essays=4)
+    first = build_site(paths)
+    assert first.is_symlink() and (first / "index.html").is_file()
+    ctx = multiprocessing.get_context("fork")  # fcntl locks are per process: builders in processes
+    builders = [ctx.Process(target=_build_in_child, args=(paths,)) for _ in range(3)]
+    for b in builders:
+        b.start()
+    seen_missing = 0
+    while any(b.is_alive() for b in builders):  # a reader never finds the site gone mid-swap
+        seen_missing += not (paths.site_dir / "build" / "index.html").is_file()
+    for b in builders:
+        b.join()
+        assert b.exitcode == 0
+    assert seen_missing == 0
+    versions = sorted(p.name for p in paths.site_dir.glob("build*") if p.name != "build.lock")
+    assert versions == ["build", os.readlink(paths.site_dir / "build")], versions

@@ -14,15 +14,24 @@ Search is ours, not MkDocs' plugin (whose web worker browsers refuse on a site o
 files): ``search.py`` turns every page's prose and every essay's whole texts into
 ``search/*.js`` scripts that ``search.html`` loads.
 
-The site is built into ``build.tmp`` and swapped into place, so a failed build never leaves a
-half-written site and a running preview server keeps serving the old one until the swap.
+One builder at a time: a build holds an exclusive lock on ``site/build.lock`` (a POSIX record
+lock, which NFS honours) from the first page written to the swap, so two runs that finish
+together build one after the other instead of into each other's files. The site is built into
+``build.tmp``, renamed to a version of its own (``build-<id>``), and ``site/build`` (a symlink
+to the current version) is replaced by one to the new version in one ``rename``: a reader or a
+running preview server sees the old site or the new one, never none, and a failed build leaves
+the old one in place.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import logging
+import os
 import re
 import shutil
+import uuid
 from pathlib import Path
 
 from markupsafe import escape
@@ -288,12 +297,54 @@ def relative_404(html: str) -> str:
     return html.replace('var base_url = "/";', 'var base_url = ".";')
 
 
+@contextlib.contextmanager
+def _one_builder(site: Path):
+    """Hold the site's build lock (waits for a build under way elsewhere)."""
+    try:
+        site.mkdir(parents=True, exist_ok=True)
+        fd = os.open(site / "build.lock", os.O_RDWR | os.O_CREAT, 0o666)
+    except OSError as exc:
+        raise DaydreamError("site", f"cannot open the site's build lock: {exc.strerror or exc}",
+                            path=site / "build.lock") from None
+    try:
+        fcntl.lockf(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # also releases the lock
+
+
+def _swap_in(site: Path, tmp: Path) -> Path:
+    """Make the built ``tmp`` the site: renamed to a version of its own, then ``site/build``
+    pointed at it in one ``rename``; older versions are removed."""
+    out = site / "build"
+    version = f"build-{uuid.uuid4().hex[:12]}"
+    tmp.rename(site / version)
+    link = site / "build.link.tmp"
+    link.unlink(missing_ok=True)
+    os.symlink(version, link)
+    if out.is_dir() and not out.is_symlink():  # a site built before versions: moved aside once
+        shutil.rmtree(site / "build.old", ignore_errors=True)
+        out.rename(site / "build.old")
+    os.replace(link, out)
+    for old in site.glob("build-*"):
+        if old.name != version:
+            shutil.rmtree(old, ignore_errors=True)
+    shutil.rmtree(site / "build.old", ignore_errors=True)
+    return out
+
+
 def build_site(paths: DataPaths, cohort_ids: list[str] | None = None) -> Path:
     """Render the pages of ``cohort_ids`` (None: every cohort with reports) and build the site.
 
     Returns the built site's directory (``paths.site_dir / "build"``, holding ``index.html``).
-    Raises ``DaydreamError("site")`` when a cohort has no reports or MkDocs fails.
+    Raises ``DaydreamError("site")`` when a cohort has no reports or MkDocs fails. One build at
+    a time per data root (see the module's docstring).
     """
+    with _one_builder(paths.site_dir):
+        return _build_site(paths, cohort_ids)
+
+
+def _build_site(paths: DataPaths, cohort_ids: list[str] | None) -> Path:
     ids = cohorts_with_reports(paths) if cohort_ids is None else [check_id(c, "cohort id") for c in cohort_ids]
     if len(set(ids)) != len(ids):
         raise DaydreamError("site", f"cohort ids listed more than once: {', '.join(ids)}")
@@ -355,10 +406,9 @@ def build_site(paths: DataPaths, cohort_ids: list[str] | None = None) -> Path:
     files["assets/plotly.min.js"] = _plotly_js()
 
     site = paths.site_dir
-    docs, out, tmp, old = site / "docs", site / "build", site / "build.tmp", site / "build.old"
+    docs, tmp = site / "docs", site / "build.tmp"
     _sync_dir(docs, files)
-    for d in (tmp, old):
-        shutil.rmtree(d, ignore_errors=True)
+    shutil.rmtree(tmp, ignore_errors=True)  # left by a builder that was killed
     _mkdocs(docs, tmp, _nav(cohorts), simulated)
     for p in pages:
         _fill_slots(tmp, p, slots)
@@ -371,8 +421,4 @@ def build_site(paths: DataPaths, cohort_ids: list[str] | None = None) -> Path:
         atomic_write_text(p404, relative_404(p404.read_text(encoding="utf-8")))
     for name in ("sitemap.xml", "sitemap.xml.gz"):   # lists the shells; useless without a site_url
         (tmp / name).unlink(missing_ok=True)
-    if out.exists():
-        out.rename(old)
-    tmp.rename(out)
-    shutil.rmtree(old, ignore_errors=True)
-    return out
+    return _swap_in(site, tmp)

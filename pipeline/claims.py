@@ -1,0 +1,294 @@
+"""Per-generation claims: one process at a time works on a generation, whatever runs share the
+data root (two ``daydream run`` of one cohort, the ``luigi`` command beside it, several
+machines, any scheduler).
+
+A claim is ``data/gens/<stage>/<gen_id>/claim.json``, created with ``O_CREAT | O_EXCL`` (atomic
+on local disks and on NFSv3 and later) before the generation's work and removed once its outcome
+is written::
+
+    {"owner": "<host>:<pid>:<run stamp>", "host": ..., "pid": ..., "run": ...,
+     "started_at": "<ISO 8601 UTC>", "heartbeat_at": "<ISO 8601 UTC>"}
+
+While the work is under way one thread per process refreshes ``heartbeat_at`` of every claim
+the process holds, every ``HEARTBEAT_S`` (in place, through a descriptor opened on the file, so a
+claim taken over meanwhile is never written). A claim is *stale* when its heartbeat is older than
+``[daydream] claim_timeout`` (its owner stopped: killed, its machine gone) or its owner's process
+is gone on this host; a stale claim is taken over by renaming it away (only one taker gets it)
+and creating a new one. A live claim is waited for: its owner writes the outcome, which the
+waiter then reads from the store instead of calling again.
+
+The hot path is one create and one unlink per generation. A claim is not an outcome: the state
+classifier never reads it, so it makes no generation look done or corrupt. A kill leaves its
+claims behind: the next run takes over those it needs and sweeps the rest of its cohort's
+(``sweep``), and ``daydream check`` reports any left (``stale_claims``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import json
+import os
+import socket
+import threading
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Callable
+
+from .errors import DaydreamError
+
+CLAIM = "claim.json"
+HEARTBEAT_S = 5.0  # how often a process refreshes the claims it holds
+POLL_S = 0.2  # how often a generation claimed by another owner is looked at again
+HOST = socket.gethostname()
+_TAKEN = itertools.count()
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
+
+
+def _age_s(stamp: str | None, fallback_mtime: float) -> float:
+    try:
+        at = datetime.fromisoformat(stamp).timestamp() if stamp else fallback_mtime
+    except (TypeError, ValueError):
+        at = fallback_mtime
+    return time.time() - at
+
+
+def process_alive(host: str | None, pid: object) -> bool:
+    """False only when the process is known to be gone (this host, no such pid)."""
+    if host != HOST:
+        return True
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, ValueError, TypeError, OverflowError):
+        return True
+    return True
+
+
+@dataclass
+class Claim:
+    path: str
+    owner: str
+    body: dict
+    beat: float  # monotonic time of the last heartbeat written (or of the creation)
+
+
+class _Held:
+    """The claims this process holds, and the one thread that keeps their heartbeats."""
+
+    def __init__(self):
+        self.pid = os.getpid()
+        self.claims: dict[str, Claim] = {}
+        self.lock = threading.Lock()
+        self.thread: threading.Thread | None = None
+
+    def add(self, claim: Claim) -> None:
+        with self.lock:
+            self.claims[claim.path] = claim
+            if self.thread is None:
+                self.thread = threading.Thread(target=self._beat, name="daydream-claims", daemon=True)
+                self.thread.start()
+
+    def remove(self, claim: Claim) -> None:
+        with self.lock:
+            if self.claims.get(claim.path) is claim:
+                del self.claims[claim.path]
+
+    def owns(self, owner: str) -> bool:
+        with self.lock:
+            return any(c.owner == owner for c in self.claims.values())
+
+    def _beat(self) -> None:
+        while True:
+            time.sleep(HEARTBEAT_S)
+            with self.lock:
+                held = list(self.claims.values())
+            for claim in held:
+                _refresh(claim)
+
+
+_HELD: dict[int, _Held] = {}  # process id -> its claims (a forked process starts its own)
+
+
+def _held() -> _Held:
+    pid = os.getpid()
+    held = _HELD.get(pid)
+    if held is None:
+        held = _HELD[pid] = _Held()
+    return held
+
+
+def _encode(body: dict) -> bytes:
+    return json.dumps(body, sort_keys=True).encode()
+
+
+def _refresh(claim: Claim) -> None:
+    """Write a new heartbeat into the claim's own file, if it is still ours. Through a descriptor:
+    a claim renamed away by a taker is not the file at ``path`` any more, and is not recreated."""
+    try:
+        fd = os.open(claim.path, os.O_RDWR)
+    except OSError:
+        return  # removed (the outcome is being written) or taken over: nothing to keep alive
+    try:
+        current = json.loads(os.read(fd, 4096) or b"{}")
+        if current.get("owner") != claim.owner:
+            return
+        body = dict(claim.body, heartbeat_at=_now())
+        data = _encode(body)
+        os.pwrite(fd, data, 0)
+        os.ftruncate(fd, len(data))
+        claim.body, claim.beat = body, time.monotonic()
+    except (OSError, ValueError):
+        pass
+    finally:
+        os.close(fd)
+
+
+def _create(path: str, run: str) -> Claim | None:
+    now = _now()
+    body = {"owner": f"{HOST}:{os.getpid()}:{run}", "host": HOST, "pid": os.getpid(), "run": run,
+            "started_at": now, "heartbeat_at": now}
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+    except FileExistsError:
+        return None
+    except FileNotFoundError:
+        try:
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+        except OSError as exc:
+            raise DaydreamError("store", f"cannot write: {exc.strerror or exc}", path=path) from None
+        return _create(path, run)
+    except OSError as exc:
+        raise DaydreamError("store", f"cannot write: {exc.strerror or exc}", path=path) from None
+    try:
+        os.write(fd, _encode(body))
+    finally:
+        os.close(fd)
+    return Claim(path, body["owner"], body, time.monotonic())
+
+
+@dataclass(frozen=True)
+class Seen:
+    """A claim as another process found it."""
+
+    raw: bytes
+    body: dict  # {} when unreadable (its owner is writing it)
+    stale: bool
+    why: str
+
+
+def look(path: str, timeout_s: float, held: _Held | None = None) -> Seen | None:
+    """The claim at ``path`` and whether it is stale; None when there is none."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except FileNotFoundError:
+        return None
+    try:
+        raw = os.read(fd, 4096)
+        mtime = os.fstat(fd).st_mtime
+    finally:
+        os.close(fd)
+    try:
+        body = json.loads(raw)
+        if not isinstance(body, dict):
+            body = {}
+    except ValueError:
+        body = {}  # being written by its owner: judged by the file's age
+    age = _age_s(body.get("heartbeat_at"), mtime)
+    if age > timeout_s:
+        return Seen(raw, body, True, f"no heartbeat for {age:.0f} s")
+    if body and not process_alive(body.get("host"), body.get("pid")):
+        return Seen(raw, body, True, f"process {body.get('pid')} on {body.get('host')} is gone")
+    if body and body.get("host") == HOST and body.get("pid") == os.getpid() and held is not None \
+            and not held.owns(body.get("owner")):
+        return Seen(raw, body, True, "left by an earlier process with this process id")
+    return Seen(raw, body, False, f"claimed by {body.get('owner', 'another process')}")
+
+
+def take_over(path: str, seen: Seen) -> bool:
+    """Remove the stale claim ``seen``, if it is still the one at ``path``: renamed away first,
+    so of several takers only one gets it, and a claim renewed meanwhile is put back."""
+    aside = os.path.join(os.path.dirname(path), f".{CLAIM}.{os.getpid()}-{next(_TAKEN)}.tmp")
+    try:
+        os.rename(path, aside)
+    except FileNotFoundError:
+        return False
+    try:
+        with open(aside, "rb") as f:
+            raw = f.read()
+        if raw != seen.raw:  # renewed or replaced since it was judged: give it back
+            try:
+                os.link(aside, path)
+            except FileExistsError:
+                pass
+            return False
+        return True
+    finally:
+        try:
+            os.unlink(aside)
+        except FileNotFoundError:
+            pass
+
+
+async def acquire(directory: str, run: str, timeout_s: float,
+                  waiting: Callable[[str], None] = lambda why: None) -> Claim:
+    """Claim the generation in ``directory`` for the run ``run``: at once when nobody holds it,
+    after taking over a stale claim, or once its live owner has let it go (``waiting`` hears
+    whose claim is waited for). The caller looks at the generation's state again once it holds
+    the claim: the owner waited for may have finished it."""
+    path = f"{directory}/{CLAIM}"
+    held = _held()
+    told = None
+    while True:
+        claim = _create(path, run)
+        if claim is not None:
+            held.add(claim)
+            return claim
+        seen = look(path, timeout_s, held)
+        if seen is None:
+            continue
+        if seen.stale:
+            take_over(path, seen)
+            continue
+        if seen.why != told:
+            waiting(seen.why)
+            told = seen.why
+        await asyncio.sleep(POLL_S)
+
+
+def release(claim: Claim, timeout_s: float) -> None:
+    """Remove the claim once the generation's outcome is written (or nothing is to be written).
+    Checked to be still ours only when its heartbeat may have lapsed long enough for a taker."""
+    _held().remove(claim)
+    if time.monotonic() - claim.beat > timeout_s / 2:
+        seen = look(claim.path, float("inf"))
+        if seen is None or seen.body.get("owner") != claim.owner:
+            return
+    try:
+        os.unlink(claim.path)
+    except FileNotFoundError:
+        pass
+
+
+def stale_claims(gen_dirs, timeout_s: float) -> list[tuple[str, str]]:
+    """(path, why) of every stale claim under ``gen_dirs`` (generation directories)."""
+    return [(path, seen.why) for path, seen in _stale(gen_dirs, timeout_s)]
+
+
+def sweep(gen_dirs, timeout_s: float) -> int:
+    """Remove the stale claims under ``gen_dirs`` (a run's end: a killed run's claims on
+    generations that finished before the kill are never taken over). Returns how many."""
+    return sum(take_over(path, seen) for path, seen in _stale(gen_dirs, timeout_s))
+
+
+def _stale(gen_dirs, timeout_s: float):
+    for d in gen_dirs:
+        path = os.path.join(os.fspath(d), CLAIM)
+        seen = look(path, timeout_s)
+        if seen is not None and seen.stale:
+            yield path, seen
