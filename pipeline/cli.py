@@ -27,9 +27,10 @@ def _out(text: str, out: str | None) -> None:
 
 
 def cmd_design(args) -> int:
-    from .spec import compile_design, format_design, load_spec
+    from .spec import format_design, load_spec, stream_design
 
-    design = compile_design(load_spec(Path(args.spec)))
+    # streamed: with --limit (and no --seed) only the first rows are ever made
+    design = stream_design(load_spec(Path(args.spec)))
     _out(format_design(design, fmt=args.format, seed=args.seed, limit=args.limit), args.out)
     return EXIT_OK
 

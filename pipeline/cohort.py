@@ -25,7 +25,7 @@ from .render import draft_context, essay_context, evaluation_context, render
 from .spec import Design, Spec
 from .store import (
     GEN_FILES, STAGES, DataPaths, atomic_write_bytes, atomic_write_csv, atomic_write_json, check_id,
-    dumps_json, read_csv_rows, read_json,
+    cohort_lists_lock, dumps_json, read_csv_rows, read_json,
 )
 
 # Rendering every template once with a stand-in context catches syntax errors and undefined
@@ -391,8 +391,10 @@ def write_cohort(paths: DataPaths, plan: CohortPlan, catalog: Catalog, spec: Spe
                  progress: Progress | None = None, search: dict | None = None) -> dict[str, int]:
     """Seed metadata, then membership and manifest. Returns counts of files written per kind.
 
-    ``existing`` reads stored metadata (default: from disk); ``compile_cohort`` passes the reads
-    planning already made, so each metadata.json is read once per compile. ``progress`` is told
+    Call it under ``store.cohort_lists_lock`` (``compile_cohort`` does): each generation's
+    ``cohorts`` list is merged from what is stored. ``existing`` reads stored metadata (default:
+    from disk); ``compile_cohort`` passes the reads planning already made, so each metadata.json
+    is read once per compile. ``progress`` is told
     how many of the metadata files are done, every ``PROGRESS_EVERY`` and at the end.
     """
     existing = existing or StoredMetadata(paths)
@@ -465,7 +467,7 @@ def compile_cohort(paths: DataPaths, cohort_id: str, *, confirm_above: int | Non
     ``--yes``. ``progress``: see ``write_cohort``; None (the default) keeps the library quiet.
     """
     from .catalog import load_catalog
-    from .spec import compile_design, load_spec
+    from .spec import load_spec, stream_design
 
     spec_path = require_known_cohort(paths, cohort_id)
     catalog = load_catalog(paths)
@@ -475,14 +477,19 @@ def compile_cohort(paths: DataPaths, cohort_id: str, *, confirm_above: int | Non
         record = search_record(paths, cohort_id, spec_fingerprint(spec_path.parent), catalog.fingerprint)
         spec = search_spec(spec, catalog, record)
         search = {"recorded": _recorded_key(record)}
-    design = compile_design(spec)
-    existing = StoredMetadata(paths)
-    plan = plan_cohort(cohort_id, spec, design, catalog, existing)
-    if spec.search is not None:
-        check_search_plan(spec, plan)
     if confirm_above is not None:
-        check_size(paths, plan, confirm_above)
-    return plan, write_cohort(paths, plan, catalog, spec, existing, progress, search)
+        check_design_size(paths, cohort_id, spec, confirm_above)
+    design = stream_design(spec)  # rows made as planning reads them
+    # The stored metadata is read and rewritten under the lock: another cohort compiled at the
+    # same time merges its id into the same cohort lists.
+    with cohort_lists_lock(paths):
+        existing = StoredMetadata(paths)
+        plan = plan_cohort(cohort_id, spec, design, catalog, existing)
+        if spec.search is not None:
+            check_search_plan(spec, plan)
+        if confirm_above is not None:
+            check_size(paths, plan, confirm_above)
+        return plan, write_cohort(paths, plan, catalog, spec, existing, progress, search)
 
 
 # -- search cohorts --------------------------------------------------------------------------------
@@ -566,18 +573,41 @@ def check_search_plan(spec: Spec, plan: CohortPlan) -> None:
             raise DaydreamError("spec", error, path=spec.path)
 
 
+def _compiled_size(paths: DataPaths, cohort_id: str) -> int:
+    """Generations the cohort's manifest counts (0 when not compiled or unreadable)."""
+    try:
+        counts = (read_json(paths.manifest_json(cohort_id)) or {}).get("counts") or {}
+        return sum(int(n) for n in counts.values())
+    except (DaydreamError, AttributeError, TypeError, ValueError):
+        return 0
+
+
+def check_design_size(paths: DataPaths, cohort_id: str, spec: Spec, confirm_above: int) -> None:
+    """The size guard before any work: a design of more rows than ``confirm_above`` needs the
+    user's ``--yes``, counted without making the rows (``count_design``), so a design of
+    millions of rows is refused at once instead of after filling the memory. Each row is an
+    evaluation, so the cohort has at least about that many generations; a design within the
+    limit is planned, and ``check_size`` then counts its generations exactly."""
+    from .spec import count_design
+
+    rows = count_design(spec)
+    if rows <= confirm_above or _compiled_size(paths, cohort_id) >= rows:
+        return
+    raise DaydreamError(
+        "cohort",
+        f"cohort {cohort_id!r}: its design has {rows:,} rows, more than [daydream] confirm_above = "
+        f"{confirm_above:,}; each row is an evaluation, so compiling writes at least {rows + 2:,} files "
+        f"(a metadata.json per generation, membership.csv, manifest.json) and a run about "
+        f"{RUN_FILES_PER_GENERATION * rows:,} more; add --yes to go ahead",
+        path=spec.path,
+    )
+
+
 def check_size(paths: DataPaths, plan: CohortPlan, confirm_above: int) -> None:
     """A plan above ``confirm_above`` generations needs the user's ``--yes``, unless the cohort's
     manifest already counts at least as many (it was confirmed at that size before)."""
     total = sum(len(g) for g in plan.generations.values())
-    if total <= confirm_above:
-        return
-    try:
-        counts = (read_json(paths.manifest_json(plan.cohort_id)) or {}).get("counts") or {}
-        compiled = sum(int(n) for n in counts.values())
-    except (DaydreamError, AttributeError, TypeError, ValueError):
-        compiled = 0
-    if compiled >= total:
+    if total <= confirm_above or _compiled_size(paths, plan.cohort_id) >= total:
         return
     raise DaydreamError(
         "cohort",

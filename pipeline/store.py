@@ -9,11 +9,14 @@ file or the new one, never a half-written file.
 from __future__ import annotations
 
 import csv
+import fcntl
 import fnmatch
 import io
 import itertools
 import json
 import os
+import threading
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Sequence
@@ -277,6 +280,37 @@ def csv_text(columns: Sequence[str], rows: Iterable[dict | Sequence]) -> str:
 
 def atomic_write_csv(path: Path, columns: Sequence[str], rows: Iterable[dict | Sequence]) -> bool:
     return atomic_write_text(path, csv_text(columns, rows))
+
+
+# ---------------------------------------------------------------------------------------------
+# The lock on the generations' cohort lists
+
+_THREAD_LOCKS: dict[str, "threading.Lock"] = {}
+_THREAD_LOCKS_GUARD = threading.Lock()
+
+
+@contextmanager
+def cohort_lists_lock(paths: DataPaths):
+    """Held while a generation's ``cohorts`` list (in its metadata.json) is read and rewritten:
+    compiling a cohort merges itself in, purging it takes itself out. Without it two cohorts
+    compiled at once (two processes or machines sharing the data root) could each write back the
+    list it read, dropping the other. An ``fcntl`` record lock (it works over NFS) on
+    ``cohorts/.cohort-lists.lock`` (beside the specs, so taking it creates no gens store),
+    behind a thread lock, since POSIX locks belong to a process."""
+    lock_path = os.fspath(paths.cohorts / ".cohort-lists.lock")
+    with _THREAD_LOCKS_GUARD:
+        thread_lock = _THREAD_LOCKS.setdefault(lock_path, threading.Lock())
+    with thread_lock:
+        try:
+            os.makedirs(os.path.dirname(lock_path), exist_ok=True)
+            fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o666)
+        except OSError as exc:
+            raise DaydreamError("store", f"cannot open the lock file: {exc.strerror or exc}", path=lock_path) from None
+        try:
+            fcntl.lockf(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)  # also releases the lock
 
 
 # ---------------------------------------------------------------------------------------------

@@ -482,14 +482,16 @@ class CohortReports(_DaydreamTask):
     cohort_id = luigi.Parameter()
     priority = REPORT_PRIORITY
 
-    def requires(self):
-        return CompileCohort(self.cohort_id)
+    # No requirement on CompileCohort: the site reports every compiled cohort, and compiling
+    # another cohort than the one being run would rewrite its membership (a search cohort's
+    # rounds, after a catalog edit) behind its back. A cohort is compiled by its own commands
+    # (`run`, `compile`, `report`); its reports read its membership as it is.
 
     def _marker(self):
         return config.data_paths().reports_dir(self.cohort_id) / "_inputs.json"
 
     def complete(self):
-        if not is_compiled(config.data_paths(), self.cohort_id):
+        if not config.data_paths().membership_csv(self.cohort_id).exists():
             return False
         from .reports import TABLES
 
