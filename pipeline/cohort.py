@@ -515,12 +515,41 @@ def search_record(paths: DataPaths, cohort_id: str, spec_fp: str, catalog_fp: st
         return None
     if not rec or rec.get("fingerprints") != {"spec": spec_fp, "catalog": catalog_fp}:
         return None
+    return rec if _well_formed(rec) else None
+
+
+def _well_formed(rec: dict) -> bool:
     rounds = rec.get("rounds")
-    ok = isinstance(rounds, list) and all(
+    return isinstance(rounds, list) and all(
         isinstance(r, dict) and isinstance(r.get("combos"), list)
         and all(isinstance(c, list) and c and all(isinstance(x, str) for x in c) for c in r["combos"])
         for r in rounds)
-    return rec if ok else None
+
+
+def recorded_generations(paths: DataPaths, cohort_id: str) -> dict[tuple[str, str], str]:
+    """(stage, gen_id) → parent_gen_id ("" for a draft) of every generation of the combos a
+    search cohort's search.json names,
+    whatever spec and catalogs it was recorded from: the search's own state, which purging
+    never removes (a catalog edit makes its compile fall back to round 0 until its next run
+    derives the rounds again, reusing these generations). Empty for a cohort without a record
+    or without a ``search:`` section; an unreadable record or spec is an error (nothing is
+    purged on a guess)."""
+    from .catalog import load_catalog
+    from .spec import load_spec, stream_design
+
+    path = search_record_path(paths, cohort_id)
+    if not path.exists():
+        return {}
+    rec = read_json(path)
+    if not rec or not _well_formed(rec):
+        raise DaydreamError("store", "not a search record (rounds of combos)", path=path)
+    spec = load_spec(require_known_cohort(paths, cohort_id))
+    if spec.search is None:
+        return {}
+    catalog = load_catalog(paths)
+    spec = search_spec(spec, catalog, rec)
+    plan = plan_cohort(cohort_id, spec, stream_design(spec), catalog, lambda stage, gen_id: None)
+    return {(g.stage, g.gen_id): g.parent_gen_id or "" for g in plan.all()}
 
 
 def recorded_combos(record: dict | None) -> list[tuple[str, ...]]:
