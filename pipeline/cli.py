@@ -124,9 +124,17 @@ def cmd_invalidate(args) -> int:
 
 
 def _build_local(tasks) -> bool:
+    """Build ``tasks`` with a local scheduler; a task that failed for a reason the user can act
+    on (a full disk, say) raises its error."""
     import luigi
 
-    return luigi.build(tasks, local_scheduler=True, no_lock=True, log_level="CRITICAL")
+    from .running import build_error
+
+    result = luigi.build(tasks, local_scheduler=True, no_lock=True, log_level="CRITICAL", detailed_summary=True)
+    error = build_error(result)
+    if error is not None:
+        raise error
+    return result.scheduling_succeeded
 
 
 def cmd_report(args) -> int:
@@ -295,12 +303,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _print_task_failure(task, exception) -> None:
-    """A task that failed outside a generation (the store cannot be written, a config error):
-    one line on stderr, since Luigi's own log is silenced. Runs in whichever process ran the task."""
-    if isinstance(exception, DaydreamError):
-        if exception.code != "failed":  # RunCohort's summary of generation failures is printed by `run`
-            print(f"error[{exception.code}]: {exception.message}", file=sys.stderr, flush=True)
-    else:
+    """A task that crashed (a bug, not an error the user acts on): one line on stderr, since
+    Luigi's own log is silenced. Runs in whichever process ran the task. A ``DaydreamError``, or
+    an OSError naming a file, is the command's error once the build is over
+    (``running.build_error``), and RunCohort's summary of failed generations is printed by `run`."""
+    from .errors import from_os_error
+
+    if from_os_error(exception) is None:
         print(f"error: {task.task_family} failed: {type(exception).__name__}: {exception}", file=sys.stderr, flush=True)
 
 
@@ -327,6 +336,16 @@ def main(argv: list[str] | None = None) -> int:
 
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 141
+    except OSError as exc:
+        # a full disk, a refused permission, a read-only filesystem, wherever in the command:
+        # one line naming the path (the one place OSErrors become messages)
+        from .errors import from_os_error
+
+        error = from_os_error(exc)
+        if error is None:
+            raise
+        print(f"error[{error.code}]: {error.message}", file=sys.stderr)
+        return EXIT_USAGE
 
 
 if __name__ == "__main__":

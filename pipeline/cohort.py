@@ -391,11 +391,14 @@ def write_cohort(paths: DataPaths, plan: CohortPlan, catalog: Catalog, spec: Spe
                  progress: Progress | None = None, search: dict | None = None) -> dict[str, int]:
     """Seed metadata, then membership and manifest. Returns counts of files written per kind.
 
-    Call it under ``store.cohort_lists_lock`` (``compile_cohort`` does): each generation's
-    ``cohorts`` list is merged from what is stored. ``existing`` reads stored metadata (default:
-    from disk); ``compile_cohort`` passes the reads planning already made, so each metadata.json
-    is read once per compile. ``progress`` is told
+    ``existing`` reads stored metadata (default: from disk); ``compile_cohort`` passes the reads
+    planning already made, so each metadata.json is read once per compile. ``progress`` is told
     how many of the metadata files are done, every ``PROGRESS_EVERY`` and at the end.
+
+    A generation's ``cohorts`` list is merged, never overwritten: the files are written under
+    ``store.cohort_lists_lock``, and a file about to be rewritten is read again under it, so the
+    id another cohort compiled meanwhile added stays (a file left as it is needs no second read:
+    whoever changed it since merged this cohort's id in already).
     """
     existing = existing or StoredMetadata(paths)
     unchanged = getattr(existing, "unchanged", None)
@@ -408,11 +411,8 @@ def write_cohort(paths: DataPaths, plan: CohortPlan, catalog: Catalog, spec: Spe
     generations = plan.all()
     current = {(g.stage, g.gen_id) for g in generations}
 
-    gens, total = str(paths.gens), len(generations)
-    for n, g in enumerate(generations, 1):
-        old = existing(g.stage, g.gen_id) or {}
-        cohorts = set(old.get("cohorts", [])) | {cohort}
-        md = g.metadata(sorted(cohorts))
+    def merged(g: Generation, old: dict) -> bytes:
+        md = g.metadata(sorted(set(old.get("cohorts", [])) | {cohort}))
         kept = (old.get("combo") or {}).get("concept_ids")
         if "combo" in md and kept and sorted(kept) == sorted(md["combo"]["concept_ids"]):
             # A combo is a set (its id sorts the concepts), but its draft's prompt lists them in
@@ -420,17 +420,27 @@ def write_cohort(paths: DataPaths, plan: CohortPlan, catalog: Catalog, spec: Spe
             # order shares the draft and must not rewrite it, or each cohort's run would
             # regenerate the draft, its essays and their evaluations for the other.
             md["combo"]["concept_ids"] = list(kept)
-        data = metadata_bytes(md)
-        if unchanged is None or not unchanged(g.stage, g.gen_id, data):
-            written["metadata"] += atomic_write_bytes(Path(_metadata_path(gens, g.stage, g.gen_id)), data)
-        if progress is not None and (n % PROGRESS_EVERY == 0 or n == total):
-            progress(n, total)
-    for stage, gen_id in sorted(previous - current):
-        path = paths.gen_file(stage, gen_id, "metadata.json")
-        old = existing(stage, gen_id)
-        if old and cohort in old.get("cohorts", []):
-            old["cohorts"] = [c for c in old["cohorts"] if c != cohort]
-            written["metadata"] += atomic_write_json(path, old)
+        return metadata_bytes(md)
+
+    gens, total = str(paths.gens), len(generations)
+    with cohort_lists_lock(paths):
+        now = StoredMetadata(paths)  # what is stored once the lock is held
+        for n, g in enumerate(generations, 1):
+            old = existing(g.stage, g.gen_id) or {}
+            data = merged(g, old)
+            if unchanged is None or not unchanged(g.stage, g.gen_id, data):
+                current_md = now(g.stage, g.gen_id) or {}
+                if current_md != old:
+                    data = merged(g, current_md)
+                written["metadata"] += atomic_write_bytes(Path(_metadata_path(gens, g.stage, g.gen_id)), data)
+            if progress is not None and (n % PROGRESS_EVERY == 0 or n == total):
+                progress(n, total)
+        for stage, gen_id in sorted(previous - current):
+            path = paths.gen_file(stage, gen_id, "metadata.json")
+            old = now(stage, gen_id)
+            if old and cohort in old.get("cohorts", []):
+                old["cohorts"] = [c for c in old["cohorts"] if c != cohort]
+                written["metadata"] += atomic_write_json(path, old)
 
     written["membership"] += atomic_write_csv(mpath, MEMBERSHIP_COLUMNS, (g.membership_row() for g in generations))
     written["manifest"] += atomic_write_json(
@@ -480,16 +490,13 @@ def compile_cohort(paths: DataPaths, cohort_id: str, *, confirm_above: int | Non
     if confirm_above is not None:
         check_design_size(paths, cohort_id, spec, confirm_above)
     design = stream_design(spec)  # rows made as planning reads them
-    # The stored metadata is read and rewritten under the lock: another cohort compiled at the
-    # same time merges its id into the same cohort lists.
-    with cohort_lists_lock(paths):
-        existing = StoredMetadata(paths)
-        plan = plan_cohort(cohort_id, spec, design, catalog, existing)
-        if spec.search is not None:
-            check_search_plan(spec, plan)
-        if confirm_above is not None:
-            check_size(paths, plan, confirm_above)
-        return plan, write_cohort(paths, plan, catalog, spec, existing, progress, search)
+    existing = StoredMetadata(paths)
+    plan = plan_cohort(cohort_id, spec, design, catalog, existing)
+    if spec.search is not None:
+        check_search_plan(spec, plan)
+    if confirm_above is not None:
+        check_size(paths, plan, confirm_above)
+    return plan, write_cohort(paths, plan, catalog, spec, existing, progress, search)
 
 
 # -- search cohorts --------------------------------------------------------------------------------

@@ -42,7 +42,7 @@ from luigi.parameter import ParameterVisibility
 
 from . import config
 from .cohort import compile_cohort, is_compiled, search_record_path
-from .errors import DaydreamError
+from .errors import DaydreamError, from_os_error
 from .estimate import left_to_do
 from .executor import run_batch, run_generation, settled_for_run, start_ahead
 from .generation import metadata, runtime, state_of
@@ -129,8 +129,9 @@ class _DaydreamTask(luigi.Task):
         return list(cls._params)
 
     def on_failure(self, exception):
-        if isinstance(exception, DaydreamError):
-            return f"error[{exception.code}]: {exception.message}"
+        error = from_os_error(exception)  # a full disk or a refused permission: one line naming the path
+        if error is not None:
+            return f"error[{error.code}]: {error.message}"
         return super().on_failure(exception)
 
 

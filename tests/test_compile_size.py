@@ -263,3 +263,36 @@ def test_design_limit_streams(tmp_path):
     small = load_spec(make_data_root(tmp_path / "small", spec=MEDIUM) / "cohorts/t1/spec/config.yaml")
     assert list(stream_design(small).rows) == compile_design(small).rows
     assert count_design(small) == len(compile_design(small).rows)
+
+
+# -- cohort lists: merged under a lock ----------------------------------------------------------------
+
+def _compile_in_child(root: str, cohort: str, go) -> None:
+    from pipeline.cohort import compile_cohort
+    from pipeline.store import DataPaths
+
+    go.wait()
+    compile_cohort(DataPaths(Path(root)), cohort)
+
+
+def test_cohorts_compiled_at_once_both_stay_in_every_shared_generation(tmp_path):
+    """Two cohorts over the same generations compiled at the same moment by two processes: each
+    generation's ``cohorts`` list ends up holding both (a read-modify-write without the lock
+    loses one of them in some files)."""
+    import multiprocessing
+
+    spec = SPEC.replace("  draft_llm: [srv-a]\n", "  draft_llm: [srv-a]\n  evaluation_replicate: 10\n")
+    ctx = multiprocessing.get_context("fork")
+    for attempt in range(3):
+        root = make_data_root(tmp_path / f"data{attempt}", spec=spec)
+        write(root / "cohorts" / "t2" / "spec" / "config.yaml", spec)
+        go = ctx.Event()
+        procs = [ctx.Process(target=_compile_in_child, args=(str(root), c, go)) for c in ("t1", "t2")]
+        for p in procs:
+            p.start()
+        go.set()
+        for p in procs:
+            p.join(120)
+            assert p.exitcode == 0
+        lists = [json.loads(p.read_text())["cohorts"] for p in (root / "gens").rglob("metadata.json")]
+        assert len(lists) == 3 + 6 + 120 and all(c == ["t1", "t2"] for c in lists), attempt
