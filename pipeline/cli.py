@@ -95,7 +95,7 @@ def cmd_invalidate(args) -> int:
     from . import config
     from .catalog import load_catalog
     from .cohort import require_known_cohort
-    from .maintenance import invalidate
+    from .maintenance import cohorts_touched, invalidate
 
     if not (args.stage or args.template or args.model or args.gen_id):
         raise DaydreamError("config", "invalidate needs at least one of --stage, --template, --model, --gen-id")
@@ -117,6 +117,12 @@ def cmd_invalidate(args) -> int:
         by_stage[stage] = by_stage.get(stage, 0) + 1
     print(f"{verb} {len(removed)} generations (with descendants): "
           + (", ".join(f"{n} {s}" for s, n in by_stage.items()) or "none"))
+    # a descendant may belong to other cohorts (or to another one only): say which
+    others = {c: n for c, n in cohorts_touched(paths, removed).items() if c != args.cohort}
+    if others:
+        label = "in other cohorts too" if args.cohort else "in cohorts"
+        print(f"  {label}: " + "; ".join(
+            f"{c} ({', '.join(f'{k} {s}' for s, k in n.items())})" for c, n in sorted(others.items())))
     if args.list:
         for stage, gid in removed:
             print(f"{stage}\t{gid}")

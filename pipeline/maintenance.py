@@ -78,6 +78,20 @@ def invalidate(paths: DataPaths, *, cohort_id: str | None = None, stage: str | N
     return result
 
 
+def cohorts_touched(paths: DataPaths, generations: list[tuple[str, str]]) -> dict[str, dict[str, int]]:
+    """Per compiled cohort, how many of ``generations`` (stage, gen_id) its membership holds, per
+    stage: what an invalidation reaches beyond the cohort it was asked for (a descendant may
+    belong to another cohort only, such as an evaluation that re-scores a shared essay)."""
+    wanted = set(generations)
+    touched: dict[str, dict[str, int]] = {}
+    for cohort in paths.compiled_cohorts():
+        for r in read_membership(paths, cohort):
+            if (r["stage"], r["gen_id"]) in wanted:
+                per_stage = touched.setdefault(cohort, dict.fromkeys(STAGES, 0))
+                per_stage[r["stage"]] += 1
+    return {c: {s: n for s, n in stages.items() if n} for c, stages in touched.items()}
+
+
 # ---------------------------------------------------------------------------------------------
 # check
 
