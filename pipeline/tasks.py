@@ -464,10 +464,11 @@ class SearchRound(_RunPart):
 
 
 def _report_inputs(cohort_id: str) -> str:
-    """Fingerprint of everything a cohort's reports read: membership and each generation's files."""
+    """Fingerprint of everything a cohort's reports read: membership, each generation's files and
+    the catalogs (templates and concepts included: an edit makes generations stale, which the
+    reports say)."""
     paths = config.data_paths()
-    files = [paths.membership_csv(cohort_id), paths.catalog_csv("evaluation_templates.csv"),
-             paths.catalog_csv("llm_models.csv")]
+    files = [paths.membership_csv(cohort_id)] + sorted(p for p in paths.raw.rglob("*") if p.is_file())
     for r in membership(paths, cohort_id):
         # metadata.json is left out: compiling another cohort that shares a generation rewrites
         # its cohort list, which changes nothing in this cohort's reports

@@ -58,6 +58,25 @@ def cohorts_lists(project: Path) -> dict[tuple[str, str], list[str]]:
             for st in gens.iterdir() if st.is_dir() for g in st.iterdir()}
 
 
+def report_states(project: Path, cohort: str) -> dict[str, str]:
+    with open(project / "data" / "cohorts" / cohort / "reports" / "generations.csv", newline="") as fh:
+        return {r["gen_id"]: r["status"] for r in csv.DictReader(fh)}
+
+
+def classifier_states(project: Path, cohort: str) -> dict[str, str]:
+    """Each generation's state as `daydream status` counts it (the one classifier, in a fresh
+    process); blocked is the reports' pending."""
+    code = ("import json; from pipeline import config; from pipeline.generation import runtime, state_of;"
+            "from pipeline.run_plan import membership; p = config.data_paths(); rt, memo = runtime(), {};"
+            f"print(json.dumps({{r['gen_id']: state_of(rt, r['stage'], r['gen_id'], memo).kind "
+            f"for r in membership(p, {cohort!r})}}))")
+    env = {k: v for k, v in os.environ.items() if k not in ("DAYDREAM_DATA_ROOT", "LUIGI_CONFIG_PATH")}
+    r = subprocess.run([sys.executable, "-c", code], cwd=project, capture_output=True, text=True, timeout=120,
+                       env=dict(env, PYTHONPATH=str(REPO)))
+    assert r.returncode == 0, r.stderr
+    return {g: "pending" if k == "blocked" else k for g, k in json.loads(r.stdout).items()}
+
+
 def check(project: Path) -> tuple[int, dict[str, int]]:
     r = daydream(project, "check", "--list", ok=(0, 1))
     kinds: dict[str, int] = {}
@@ -92,6 +111,13 @@ def test_cohorts_never_damage_each_other(tmp_path):
     assert all("demo-search" in cohorts_lists(project)[key] for key in searched)
     rc, kinds = check(project)
     assert rc == 1 and set(kinds) == {"stale"}, kinds  # demo-search is stale, not orphaned
+    # one state everywhere: the reports (rebuilt by demo's run, for the site) say what the
+    # classifier says, generation by generation; stale scores count in no mean
+    for cohort in ("demo", "demo-rubrics", "demo-search"):
+        assert report_states(project, cohort) == classifier_states(project, cohort), cohort
+    assert set(report_states(project, "demo-search").values()) == {"done", "stale"}
+    scores = list(csv.DictReader(open(project / "data" / "cohorts" / "demo-search" / "reports" / "scores.csv")))
+    assert all(r["score"] == "" for r in scores if r["status"] == "stale")
     status = daydream(project, "status", "demo-search", ok=(1,))  # 1: something is not done
     assert "stale" in status.stdout
 
