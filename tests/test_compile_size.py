@@ -275,6 +275,7 @@ def _compile_in_child(root: str, cohort: str, go) -> None:
     compile_cohort(DataPaths(Path(root)), cohort)
 
 
+@pytest.mark.slow
 def test_cohorts_compiled_at_once_both_stay_in_every_shared_generation(tmp_path):
     """Two cohorts over the same generations compiled at the same moment by two processes: each
     generation's ``cohorts`` list ends up holding both (a read-modify-write without the lock
