@@ -7,6 +7,7 @@ idempotent: recompiling an unchanged spec changes no byte.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -423,21 +424,33 @@ def write_cohort(paths: DataPaths, plan: CohortPlan, catalog: Catalog, spec: Spe
         return metadata_bytes(md)
 
     gens, total = str(paths.gens), len(generations)
-    with cohort_lists_lock(paths):
-        now = StoredMetadata(paths)  # what is stored once the lock is held
+    with contextlib.ExitStack() as lock:
+        now: StoredMetadata | None = None  # what is stored once the lock is held
+
+        def locked() -> StoredMetadata:
+            # taken at the first file to write: an unchanged recompile takes no lock (and so
+            # works on a data root it cannot write)
+            nonlocal now
+            if now is None:
+                lock.enter_context(cohort_lists_lock(paths))
+                now = StoredMetadata(paths)
+            return now
+
         for n, g in enumerate(generations, 1):
             old = existing(g.stage, g.gen_id) or {}
             data = merged(g, old)
             if unchanged is None or not unchanged(g.stage, g.gen_id, data):
-                current_md = now(g.stage, g.gen_id) or {}
+                current_md = locked()(g.stage, g.gen_id) or {}
                 if current_md != old:
                     data = merged(g, current_md)
                 written["metadata"] += atomic_write_bytes(Path(_metadata_path(gens, g.stage, g.gen_id)), data)
             if progress is not None and (n % PROGRESS_EVERY == 0 or n == total):
                 progress(n, total)
         for stage, gen_id in sorted(previous - current):
+            if cohort not in (existing(stage, gen_id) or {}).get("cohorts", []):
+                continue
             path = paths.gen_file(stage, gen_id, "metadata.json")
-            old = now(stage, gen_id)
+            old = locked()(stage, gen_id)
             if old and cohort in old.get("cohorts", []):
                 old["cohorts"] = [c for c in old["cohorts"] if c != cohort]
                 written["metadata"] += atomic_write_json(path, old)
