@@ -27,9 +27,10 @@ def _out(text: str, out: str | None) -> None:
 
 
 def cmd_design(args) -> int:
-    from .spec import compile_design, format_design, load_spec
+    from .spec import format_design, load_spec, stream_design
 
-    design = compile_design(load_spec(Path(args.spec)))
+    # streamed: with --limit (and no --seed) only the first rows are ever made
+    design = stream_design(load_spec(Path(args.spec)))
     _out(format_design(design, fmt=args.format, seed=args.seed, limit=args.limit), args.out)
     return EXIT_OK
 
@@ -97,7 +98,7 @@ def cmd_invalidate(args) -> int:
     from . import config
     from .catalog import load_catalog
     from .cohort import require_known_cohort
-    from .maintenance import invalidate
+    from .maintenance import cohorts_touched, invalidate
 
     if not (args.stage or args.template or args.model or args.gen_id):
         raise DaydreamError("config", "invalidate needs at least one of --stage, --template, --model, --gen-id")
@@ -119,6 +120,12 @@ def cmd_invalidate(args) -> int:
         by_stage[stage] = by_stage.get(stage, 0) + 1
     print(f"{verb} {len(removed)} generations (with descendants): "
           + (", ".join(f"{n} {s}" for s, n in by_stage.items()) or "none"))
+    # a descendant may belong to other cohorts (or to another one only): say which
+    others = {c: n for c, n in cohorts_touched(paths, removed).items() if c != args.cohort}
+    if others:
+        label = "in other cohorts too" if args.cohort else "in cohorts"
+        print(f"  {label}: " + "; ".join(
+            f"{c} ({', '.join(f'{k} {s}' for s, k in n.items())})" for c, n in sorted(others.items())))
     if args.list:
         for stage, gid in removed:
             print(f"{stage}\t{gid}")
@@ -126,9 +133,17 @@ def cmd_invalidate(args) -> int:
 
 
 def _build_local(tasks) -> bool:
+    """Build ``tasks`` with a local scheduler; a task that failed for a reason the user can act
+    on (a full disk, say) raises its error."""
     import luigi
 
-    return luigi.build(tasks, local_scheduler=True, no_lock=True, log_level="CRITICAL")
+    from .running import build_error
+
+    result = luigi.build(tasks, local_scheduler=True, no_lock=True, log_level="CRITICAL", detailed_summary=True)
+    error = build_error(result)
+    if error is not None:
+        raise error
+    return result.scheduling_succeeded
 
 
 def cmd_report(args) -> int:
@@ -337,12 +352,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _print_task_failure(task, exception) -> None:
-    """A task that failed outside a generation (the store cannot be written, a config error):
-    one line on stderr, since Luigi's own log is silenced. Runs in whichever process ran the task."""
-    if isinstance(exception, DaydreamError):
-        if exception.code != "failed":  # RunCohort's summary of generation failures is printed by `run`
-            print(f"error[{exception.code}]: {exception.message}", file=sys.stderr, flush=True)
-    else:
+    """A task that crashed (a bug, not an error the user acts on): one line on stderr, since
+    Luigi's own log is silenced. Runs in whichever process ran the task. A ``DaydreamError``, or
+    an OSError naming a file, is the command's error once the build is over
+    (``running.build_error``), and RunCohort's summary of failed generations is printed by `run`."""
+    from .errors import from_os_error
+
+    if from_os_error(exception) is None:
         print(f"error: {task.task_family} failed: {type(exception).__name__}: {exception}", file=sys.stderr, flush=True)
 
 
@@ -372,6 +388,16 @@ def main(argv: list[str] | None = None) -> int:
 
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 141
+    except OSError as exc:
+        # a full disk, a refused permission, a read-only filesystem, wherever in the command:
+        # one line naming the path (the one place OSErrors become messages)
+        from .errors import from_os_error
+
+        error = from_os_error(exc)
+        if error is None:
+            raise
+        print(f"error[{error.code}]: {error.message}", file=sys.stderr)
+        return EXIT_USAGE
 
 
 if __name__ == "__main__":

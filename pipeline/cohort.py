@@ -7,7 +7,9 @@ idempotent: recompiling an unchanged spec changes no byte.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import itertools
 import json
 import os
 import sys
@@ -25,7 +27,7 @@ from .render import draft_context, essay_context, evaluation_context, render
 from .spec import Design, Spec
 from .store import (
     GEN_FILES, STAGES, DataPaths, atomic_write_bytes, atomic_write_csv, atomic_write_json, check_id,
-    dumps_json, read_csv_rows, read_json,
+    cohort_lists_lock, dumps_json, read_csv_rows, read_json,
 )
 
 # Rendering every template once with a stand-in context catches syntax errors and undefined
@@ -394,6 +396,11 @@ def write_cohort(paths: DataPaths, plan: CohortPlan, catalog: Catalog, spec: Spe
     ``existing`` reads stored metadata (default: from disk); ``compile_cohort`` passes the reads
     planning already made, so each metadata.json is read once per compile. ``progress`` is told
     how many of the metadata files are done, every ``PROGRESS_EVERY`` and at the end.
+
+    A generation's ``cohorts`` list is merged, never overwritten: the files are written under
+    ``store.cohort_lists_lock``, and a file about to be rewritten is read again under it, so the
+    id another cohort compiled meanwhile added stays (a file left as it is needs no second read:
+    whoever changed it since merged this cohort's id in already).
     """
     existing = existing or StoredMetadata(paths)
     unchanged = getattr(existing, "unchanged", None)
@@ -406,11 +413,8 @@ def write_cohort(paths: DataPaths, plan: CohortPlan, catalog: Catalog, spec: Spe
     generations = plan.all()
     current = {(g.stage, g.gen_id) for g in generations}
 
-    gens, total = str(paths.gens), len(generations)
-    for n, g in enumerate(generations, 1):
-        old = existing(g.stage, g.gen_id) or {}
-        cohorts = set(old.get("cohorts", [])) | {cohort}
-        md = g.metadata(sorted(cohorts))
+    def merged(g: Generation, old: dict) -> bytes:
+        md = g.metadata(sorted(set(old.get("cohorts", [])) | {cohort}))
         kept = (old.get("combo") or {}).get("concept_ids")
         if "combo" in md and kept and sorted(kept) == sorted(md["combo"]["concept_ids"]):
             # A combo is a set (its id sorts the concepts), but its draft's prompt lists them in
@@ -418,17 +422,39 @@ def write_cohort(paths: DataPaths, plan: CohortPlan, catalog: Catalog, spec: Spe
             # order shares the draft and must not rewrite it, or each cohort's run would
             # regenerate the draft, its essays and their evaluations for the other.
             md["combo"]["concept_ids"] = list(kept)
-        data = metadata_bytes(md)
-        if unchanged is None or not unchanged(g.stage, g.gen_id, data):
-            written["metadata"] += atomic_write_bytes(Path(_metadata_path(gens, g.stage, g.gen_id)), data)
-        if progress is not None and (n % PROGRESS_EVERY == 0 or n == total):
-            progress(n, total)
-    for stage, gen_id in sorted(previous - current):
-        path = paths.gen_file(stage, gen_id, "metadata.json")
-        old = existing(stage, gen_id)
-        if old and cohort in old.get("cohorts", []):
-            old["cohorts"] = [c for c in old["cohorts"] if c != cohort]
-            written["metadata"] += atomic_write_json(path, old)
+        return metadata_bytes(md)
+
+    gens, total = str(paths.gens), len(generations)
+    with contextlib.ExitStack() as lock:
+        now: StoredMetadata | None = None  # what is stored once the lock is held
+
+        def locked() -> StoredMetadata:
+            # taken at the first file to write: an unchanged recompile takes no lock (and so
+            # works on a data root it cannot write)
+            nonlocal now
+            if now is None:
+                lock.enter_context(cohort_lists_lock(paths))
+                now = StoredMetadata(paths)
+            return now
+
+        for n, g in enumerate(generations, 1):
+            old = existing(g.stage, g.gen_id) or {}
+            data = merged(g, old)
+            if unchanged is None or not unchanged(g.stage, g.gen_id, data):
+                current_md = locked()(g.stage, g.gen_id) or {}
+                if current_md != old:
+                    data = merged(g, current_md)
+                written["metadata"] += atomic_write_bytes(Path(_metadata_path(gens, g.stage, g.gen_id)), data)
+            if progress is not None and (n % PROGRESS_EVERY == 0 or n == total):
+                progress(n, total)
+        for stage, gen_id in sorted(previous - current):
+            if cohort not in (existing(stage, gen_id) or {}).get("cohorts", []):
+                continue
+            path = paths.gen_file(stage, gen_id, "metadata.json")
+            old = locked()(stage, gen_id)
+            if old and cohort in old.get("cohorts", []):
+                old["cohorts"] = [c for c in old["cohorts"] if c != cohort]
+                written["metadata"] += atomic_write_json(path, old)
 
     written["membership"] += atomic_write_csv(mpath, MEMBERSHIP_COLUMNS, (g.membership_row() for g in generations))
     written["manifest"] += atomic_write_json(
@@ -465,21 +491,20 @@ def compile_cohort(paths: DataPaths, cohort_id: str, *, confirm_above: int | Non
     ``--yes``. ``progress``: see ``write_cohort``; None (the default) keeps the library quiet.
     """
     from .catalog import load_catalog
-    from .spec import compile_design, load_spec
+    from .spec import load_spec, stream_design
 
     spec_path = require_known_cohort(paths, cohort_id)
     catalog = load_catalog(paths)
     spec = load_spec(spec_path)
-    search = None
-    confirmed: list[tuple[str, ...]] = []
+    search = record = None
     if spec.search is not None:
         record = search_record(paths, cohort_id, spec_fingerprint(spec_path.parent), catalog.fingerprint)
         spec = search_spec(spec, catalog, record)
         search = {"recorded": _recorded_key(record)}
-        confirmed = [c for c in recorded_confirmations(record) if set(c) <= set(spec.search.pool)]
-    design = compile_design(spec)
-    if confirmed:
-        design = _joined(design, compile_design(confirmation_spec(spec, confirmed)))
+    if confirm_above is not None:
+        check_design_size(paths, cohort_id, spec, confirm_above)
+    # rows made as planning reads them
+    design = stream_design(spec) if spec.search is None else search_design(spec, record)
     existing = StoredMetadata(paths)
     plan = plan_cohort(cohort_id, spec, design, catalog, existing)
     if spec.search is not None:
@@ -512,16 +537,45 @@ def search_record(paths: DataPaths, cohort_id: str, spec_fp: str, catalog_fp: st
         return None
     if not rec or rec.get("fingerprints") != {"spec": spec_fp, "catalog": catalog_fp}:
         return None
+    return rec if _well_formed(rec) else None
+
+
+def _well_formed(rec: dict) -> bool:
     rounds = rec.get("rounds")
 
     def concepts(c) -> bool:
         return isinstance(c, list) and bool(c) and all(isinstance(x, str) for x in c)
 
-    ok = isinstance(rounds, list) and all(
+    return isinstance(rounds, list) and all(
         isinstance(r, dict) and isinstance(r.get("combos"), list) and all(concepts(c) for c in r["combos"])
         and (r.get("confirm") is None or isinstance(r["confirm"], dict) and concepts(r["confirm"].get("concepts")))
         for r in rounds)
-    return rec if ok else None
+
+
+def recorded_generations(paths: DataPaths, cohort_id: str) -> dict[tuple[str, str], str]:
+    """(stage, gen_id) → parent_gen_id ("" for a draft) of every generation of the combos a
+    search cohort's search.json names,
+    whatever spec and catalogs it was recorded from: the search's own state, which purging
+    never removes (a catalog edit makes its compile fall back to round 0 until its next run
+    derives the rounds again, reusing these generations). Empty for a cohort without a record
+    or without a ``search:`` section; an unreadable record or spec is an error (nothing is
+    purged on a guess)."""
+    from .catalog import load_catalog
+    from .spec import load_spec
+
+    path = search_record_path(paths, cohort_id)
+    if not path.exists():
+        return {}
+    rec = read_json(path)
+    if not rec or not _well_formed(rec):
+        raise DaydreamError("store", "not a search record (rounds of combos)", path=path)
+    spec = load_spec(require_known_cohort(paths, cohort_id))
+    if spec.search is None:
+        return {}
+    catalog = load_catalog(paths)
+    spec = search_spec(spec, catalog, rec)
+    plan = plan_cohort(cohort_id, spec, search_design(spec, rec), catalog, lambda stage, gen_id: None)
+    return {(g.stage, g.gen_id): g.parent_gen_id or "" for g in plan.all()}
 
 
 def recorded_combos(record: dict | None) -> list[tuple[str, ...]]:
@@ -553,9 +607,20 @@ def confirmation_spec(spec: Spec, combos: list[tuple[str, ...]]) -> Spec:
     return replace(out, axes={**out.axes, "draft_replicate": [str(r) for r in confirm_replicates(spec)]})
 
 
+def search_design(spec: Spec, record: dict | None) -> Design:
+    """The rows of a search spec over its recorded rounds (``search_spec``), followed by those of
+    the combos the rounds confirm on fresh draft replicates."""
+    from .spec import stream_design
+
+    design = stream_design(spec)
+    confirmed = [c for c in recorded_confirmations(record) if set(c) <= set(spec.search.pool)]
+    return _joined(design, stream_design(confirmation_spec(spec, confirmed))) if confirmed else design
+
+
 def _joined(design: Design, more: Design) -> Design:
     """The rows of both designs (a search's rounds and its confirmations)."""
-    return Design(design.columns + [c for c in more.columns if c not in design.columns], design.rows + more.rows)
+    return Design(design.columns + [c for c in more.columns if c not in design.columns],
+                  itertools.chain(design.rows, more.rows))
 
 
 def search_spec(spec: Spec, catalog: Catalog, record: dict | None) -> Spec:
@@ -606,18 +671,41 @@ def check_search_plan(spec: Spec, plan: CohortPlan) -> None:
             raise DaydreamError("spec", error, path=spec.path)
 
 
+def _compiled_size(paths: DataPaths, cohort_id: str) -> int:
+    """Generations the cohort's manifest counts (0 when not compiled or unreadable)."""
+    try:
+        counts = (read_json(paths.manifest_json(cohort_id)) or {}).get("counts") or {}
+        return sum(int(n) for n in counts.values())
+    except (DaydreamError, AttributeError, TypeError, ValueError):
+        return 0
+
+
+def check_design_size(paths: DataPaths, cohort_id: str, spec: Spec, confirm_above: int) -> None:
+    """The size guard before any work: a design of more rows than ``confirm_above`` needs the
+    user's ``--yes``, counted without making the rows (``count_design``), so a design of
+    millions of rows is refused at once instead of after filling the memory. Each row is an
+    evaluation, so the cohort has at least about that many generations; a design within the
+    limit is planned, and ``check_size`` then counts its generations exactly."""
+    from .spec import count_design
+
+    rows = count_design(spec)
+    if rows <= confirm_above or _compiled_size(paths, cohort_id) >= rows:
+        return
+    raise DaydreamError(
+        "cohort",
+        f"cohort {cohort_id!r}: its design has {rows:,} rows, more than [daydream] confirm_above = "
+        f"{confirm_above:,}; each row is an evaluation, so compiling writes at least {rows + 2:,} files "
+        f"(a metadata.json per generation, membership.csv, manifest.json) and a run about "
+        f"{RUN_FILES_PER_GENERATION * rows:,} more; add --yes to go ahead",
+        path=spec.path,
+    )
+
+
 def check_size(paths: DataPaths, plan: CohortPlan, confirm_above: int) -> None:
     """A plan above ``confirm_above`` generations needs the user's ``--yes``, unless the cohort's
     manifest already counts at least as many (it was confirmed at that size before)."""
     total = sum(len(g) for g in plan.generations.values())
-    if total <= confirm_above:
-        return
-    try:
-        counts = (read_json(paths.manifest_json(plan.cohort_id)) or {}).get("counts") or {}
-        compiled = sum(int(n) for n in counts.values())
-    except (DaydreamError, AttributeError, TypeError, ValueError):
-        compiled = 0
-    if compiled >= total:
+    if total <= confirm_above or _compiled_size(paths, plan.cohort_id) >= total:
         return
     raise DaydreamError(
         "cohort",

@@ -49,6 +49,19 @@ class DaydreamError(Exception):
         return _restore, (type(self), self.__dict__.copy())
 
 
+def from_os_error(exc: BaseException) -> DaydreamError | None:
+    """The error a user sees for ``exc``: a DaydreamError as it is; an OSError that names a file
+    (a full disk, a permission refused, a read-only filesystem, a path through a file) as a
+    ``store`` error naming that path; None for anything else (a bug: its traceback is wanted).
+    The commands call this where they turn errors into messages, so no caller needs to."""
+    if isinstance(exc, DaydreamError):
+        return exc
+    if not isinstance(exc, OSError) or exc.filename is None:
+        return None
+    path = str(exc.filename) + (f" -> {exc.filename2}" if exc.filename2 is not None else "")
+    return DaydreamError("store", exc.strerror or type(exc).__name__, path=path)
+
+
 def _restore(cls: type, state: dict) -> DaydreamError:
     error = cls.__new__(cls)
     Exception.__init__(error, state["message"])

@@ -132,7 +132,8 @@ class Runtime:
         key = (stage, gen_id)
         d = self._dirs.get(key)
         if d is None:
-            d = self._dirs[key] = str(self.paths.gen_dir(stage, gen_id))
+            self.paths.gen_dir(stage, gen_id)  # validates the stage and the id (raises)
+            d = self._dirs[key] = f"{self.paths.gens}/{stage}/{gen_id}"  # a string join: pathlib's costs more
         return d
 
     def gen_file(self, stage: str, gen_id: str, name: str) -> str:
@@ -158,9 +159,10 @@ def forget_runtimes() -> None:
     _RUNTIMES.clear()
 
 
-def runtime() -> Runtime:
-    """The runtime of the configured data root, built once (and inherited by forked workers)."""
-    paths = config.data_paths()
+def runtime(paths: DataPaths | None = None) -> Runtime:
+    """The runtime of ``paths`` (default: the configured data root), built once per data root
+    (and inherited by forked workers)."""
+    paths = paths or config.data_paths()
     key = str(paths.root)
     rt = _RUNTIMES.get(key)
     if rt is None:

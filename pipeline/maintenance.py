@@ -13,10 +13,10 @@ import shutil
 from dataclasses import dataclass
 
 from .claims import CLAIM, stale_claims
-from .cohort import SEARCH_RECORD, read_membership
+from .cohort import SEARCH_RECORD, read_membership, recorded_generations
 from .errors import DaydreamError
 from .state import BLOCKED, DONE, PENDING
-from .store import PARENT_STAGE, STAGES, TMP_GLOB, DataPaths, atomic_write_json, read_json, read_text
+from .store import PARENT_STAGE, STAGES, TMP_GLOB, DataPaths, atomic_write_json, cohort_lists_lock, read_json, read_text
 
 PHASE_FILES = ("parsed_metadata.json", "parsed.txt", "raw_metadata.json", "raw.txt", "prompt.txt")
 
@@ -77,6 +77,20 @@ def invalidate(paths: DataPaths, *, cohort_id: str | None = None, stage: str | N
                 except FileNotFoundError:
                     pass
     return result
+
+
+def cohorts_touched(paths: DataPaths, generations: list[tuple[str, str]]) -> dict[str, dict[str, int]]:
+    """Per compiled cohort, how many of ``generations`` (stage, gen_id) its membership holds, per
+    stage: what an invalidation reaches beyond the cohort it was asked for (a descendant may
+    belong to another cohort only, such as an evaluation that re-scores a shared essay)."""
+    wanted = set(generations)
+    touched: dict[str, dict[str, int]] = {}
+    for cohort in paths.compiled_cohorts():
+        for r in read_membership(paths, cohort):
+            if (r["stage"], r["gen_id"]) in wanted:
+                per_stage = touched.setdefault(cohort, dict.fromkeys(STAGES, 0))
+                per_stage[r["stage"]] += 1
+    return {c: {s: n for s, n in stages.items() if n} for c, stages in touched.items()}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -182,19 +196,20 @@ def purge(paths: DataPaths, cohort_id: str, *, dry_run: bool = True) -> dict[str
     used_elsewhere = set()
     for other in paths.compiled_cohorts():
         if other != cohort_id:
-            used_elsewhere.update((r["stage"], r["gen_id"]) for r in read_membership(paths, other))
+            used_elsewhere.update(named_by(paths, other))
     remove, keep = [], []
     for r in rows:
         (keep if (r["stage"], r["gen_id"]) in used_elsewhere else remove).append((r["stage"], r["gen_id"]))
     if not dry_run:
-        for stage, gid in remove:
-            shutil.rmtree(paths.gen_dir(stage, gid), ignore_errors=True)
-        for stage, gid in keep:
-            path = paths.gen_file(stage, gid, "metadata.json")
-            md = read_json(path)
-            if md and cohort_id in md.get("cohorts", []):
-                md["cohorts"] = [c for c in md["cohorts"] if c != cohort_id]
-                atomic_write_json(path, md)
+        with cohort_lists_lock(paths):  # a compile merging into the same lists waits
+            for stage, gid in remove:
+                shutil.rmtree(paths.gen_dir(stage, gid), ignore_errors=True)
+            for stage, gid in keep:
+                path = paths.gen_file(stage, gid, "metadata.json")
+                md = read_json(path)
+                if md and cohort_id in md.get("cohorts", []):
+                    md["cohorts"] = [c for c in md["cohorts"] if c != cohort_id]
+                    atomic_write_json(path, md)
         cdir = paths.cohort_dir(cohort_id)
         for name in ("membership.csv", "manifest.json", SEARCH_RECORD):  # a search's rounds go too
             (cdir / name).unlink(missing_ok=True)
@@ -202,13 +217,25 @@ def purge(paths: DataPaths, cohort_id: str, *, dry_run: bool = True) -> dict[str
     return {"removed": remove, "kept_shared": keep}
 
 
+def named_by(paths: DataPaths, cohort_id: str) -> dict[tuple[str, str], str]:
+    """The generations a cohort's own state names, (stage, gen_id) → parent_gen_id: its
+    membership and, for a search cohort, the generations of every combo its search.json
+    records (``cohort.recorded_generations``)."""
+    named = recorded_generations(paths, cohort_id)
+    named.update(((r["stage"], r["gen_id"]), r.get("parent_gen_id") or "") for r in read_membership(paths, cohort_id))
+    return named
+
+
 def find_orphans(paths: DataPaths) -> list[tuple[str, str]]:
-    """Generations that no compiled cohort includes and no member descends from (what an
-    interrupted compile, or a spec narrowed since, leaves behind). A parent taken from the store
-    by a cohort that re-scores existing essays, and its own ancestors, are not orphans."""
-    members = {(r["stage"], r["gen_id"]): r for c in paths.compiled_cohorts() for r in read_membership(paths, c)}
-    keep = set(members)
-    stack = [(PARENT_STAGE[st], r["parent_gen_id"]) for (st, _), r in members.items() if r.get("parent_gen_id")]
+    """Generations that no compiled cohort's state names (``named_by``) and no such generation
+    descends from (what an interrupted compile, or a spec narrowed since, leaves behind). A
+    parent taken from the store by a cohort that re-scores existing essays, and its own
+    ancestors, are not orphans."""
+    named: dict[tuple[str, str], str] = {}
+    for c in paths.compiled_cohorts():
+        named.update(named_by(paths, c))
+    keep = set(named)
+    stack = [(PARENT_STAGE[st], parent) for (st, _), parent in named.items() if parent]
     while stack:
         node = stack.pop()
         if node in keep:

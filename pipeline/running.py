@@ -161,6 +161,30 @@ def _failed_in(result, families: tuple[str, ...]) -> list[str]:
     return [f for f in families if f in failed]
 
 
+def build_error(result) -> DaydreamError | None:
+    """Why a build failed, when a task of it failed for a reason the user acts on (the store
+    cannot be written: a full disk, a refused permission; a config error) rather than because
+    generations failed: the first such task's message, which ``_DaydreamTask.on_failure`` gave
+    the scheduler as one line (``error[<code>]: <message>``), from whichever process ran it."""
+    import json
+    import re
+
+    sched = result.worker._scheduler
+    ours = result.worker._scheduled_tasks
+    failed = sched.task_list("FAILED", "", limit=False) or {}
+    for task_id in sorted(t for t in failed if t in ours):
+        expl = (sched.fetch_error(task_id) or {}).get("error") or ""
+        try:
+            expl = json.loads(expl)  # the worker sends it JSON-encoded
+        except ValueError:
+            pass
+        expl = str(expl).strip()
+        m = re.fullmatch(r"error\[(\w+)\]: (.*)", expl, re.S)
+        if m and m.group(1) != "failed" and m.group(1) in DaydreamError.CODES:
+            return DaydreamError(m.group(1), m.group(2))
+    return None
+
+
 def check_cost(cohort_id: str, rows: list[dict], cap: float | None, yes: bool) -> None:
     """A run estimated above ``[daydream] confirm_cost_above`` needs ``--yes``, unless a cap at
     or below that amount bounds it anyway."""
@@ -232,6 +256,9 @@ def _run(task: RunCohort, build: dict, paths, cohort_id: str, cap: float | None,
         counts = cohort_counts(paths, membership(paths, cohort_id), task.since,
                                budget_reached=budget is not None and budget.reached())
         progress.set(counts.done + counts.failed + counts.blocked)
+    error = build_error(result)
+    if error is not None:
+        raise error  # one line, exit 2: what stopped the run, not a summary of what it left
     print(counts.summary(read_ledger(paths, cohort_id) if budget is not None else None), file=sys.stderr)
     print(f"log: {log_path}", file=sys.stderr)
     if is_search_cohort(paths, cohort_id):

@@ -159,23 +159,38 @@ class _Writer:
     """Writes one generation's files; holds the per-model prices and the running clock."""
 
     def __init__(self, paths: DataPaths, cohort_id: str, prices: dict[str, tuple[float, float]]):
+        from .catalog import load_catalog
+        from .generation import Runtime
+
         self.paths, self.cohort_id, self.prices, self.n = paths, cohort_id, prices, 0
+        # the catalog as just written: outcomes record the fingerprint of the inputs the
+        # classifier renders, so a synthetic store is done, failed or pending exactly as a run's
+        self.rt = Runtime(paths, load_catalog(paths))
+
+    def inputs(self, stage: str, gen_id: str):
+        from .generation import resolve_inputs
+
+        return resolve_inputs(self.rt, stage, gen_id)
 
     def exists(self, stage: str, gen_id: str) -> bool:
         """Outputs already there (another cohort produced them): keep them, as the pipeline would."""
         return self.paths.gen_file(stage, gen_id, "raw_metadata.json").exists()
 
-    def metadata(self, stage, gen_id, template_id, model, replicate, mode, parent, combo, sig_parent):
+    def metadata(self, stage, gen_id, template_id, model, replicate, mode, parent, combo, sig_parent,
+                 concept_ids=None):
         path = self.paths.gen_file(stage, gen_id, "metadata.json")
         old = read_json(path) if path.exists() else None
         cohorts = sorted(set((old or {}).get("cohorts", [])) | {self.cohort_id})
-        atomic_write_json(path, {
+        md = {
             "stage": stage, "gen_id": gen_id, "template_id": template_id, "llm_model_id": model,
             "replicate": replicate, "mode": mode, "parent_gen_id": parent, "combo_id": combo,
             "signature": ids.signature(stage, parent=sig_parent, template_id=template_id, model_id=model,
                                        replicate=replicate),
             "cohorts": cohorts,
-        })
+        }
+        if concept_ids is not None:  # a draft's prompt is rendered from its combo's concepts
+            md["combo"] = {"concept_ids": list(concept_ids), "level": "paragraph", "k": len(concept_ids)}
+        atomic_write_json(path, md)
 
     def raw(self, stage, gen_id, model, mode, prompt, raw, *, valid=True, reason=None, truncated=False):
         self.n += 1
@@ -198,14 +213,16 @@ class _Writer:
             started_at=start.isoformat(), finished_at=(start + timedelta(seconds=dur)).isoformat(),
             prompt_sha256=_sha(prompt), raw_sha256=_sha(raw), valid=valid, invalid_reason=reason))
 
-    def parsed(self, stage, gen_id, parser, text, fingerprint, *, success=True, error=None, raw_tail_preview=None,
+    def parsed(self, stage, gen_id, parser, text, *, success=True, error=None, raw_tail_preview=None,
                score=None, scale=None):
         if success:
             atomic_write_text(self.paths.gen_file(stage, gen_id, "parsed.txt"), text)
+        inputs = self.inputs(stage, gen_id)
         atomic_write_json(self.paths.gen_file(stage, gen_id, "parsed_metadata.json"), parsed_metadata(
             gen_id=gen_id, stage=stage, parser=parser, success=success, error=error,
-            raw_tail_preview=raw_tail_preview, simulated=True, input_fingerprint=fingerprint,
+            raw_tail_preview=raw_tail_preview, simulated=True, input_fingerprint=inputs.fingerprint,
             parsed_sha256=_sha(text) if success else None, finished_at=BASE_TIME.isoformat(),
+            template_sha256=inputs.template_sha256, parent_sha256=inputs.parent_sha256,
             score=score, scale=scale))
 
 
@@ -271,13 +288,13 @@ def make_synthetic_cohort(root: Path, cohort_id: str = "synth", *, n_essays: int
         hostile = include_hostile and d_idx == 0
         cnames = [names[c] for c in concept_ids]
         draft_text = _draft_text(cnames, d_tpl, d_llm, hostile)
+        if variant == 0:
+            w.metadata("draft", draft_id, d_tpl, d_llm, 1, "llm", None, combo, combo, concept_ids)
+            member["draft"].append(["draft", draft_id, "", combo, d_tpl, d_llm, 1, "llm"])
         if variant == 0 and not w.exists("draft", draft_id):
             prompt = "\n".join(f"- {names[c]}: {descs[c]}" for c in concept_ids) + "\n"
             w.raw("draft", draft_id, d_llm, "llm", prompt, draft_text)
-            w.parsed("draft", draft_id, "identity", draft_text, _sha(prompt + d_llm))
-        if variant == 0:
-            w.metadata("draft", draft_id, d_tpl, d_llm, 1, "llm", None, combo, combo)
-            member["draft"].append(["draft", draft_id, "", combo, d_tpl, d_llm, 1, "llm"])
+            w.parsed("draft", draft_id, "identity", draft_text)
 
         e_tpl, e_llm = ESSAY_VARIANTS[variant]
         mode = "copy" if e_llm is None else "llm"
@@ -291,15 +308,17 @@ def make_synthetic_cohort(root: Path, cohort_id: str = "synth", *, n_essays: int
         elif mode == "copy":
             essay_text = draft_text
             w.raw("essay", essay_id, None, "copy", draft_text, draft_text)
-            w.parsed("essay", essay_id, "identity", essay_text, _sha(draft_text))
+            w.parsed("essay", essay_id, "identity", essay_text)
         elif essay_ok:
             essay_text = _essay_body(draft_text, e_llm)
             prompt = f"Expand the draft. Answer inside <essay></essay>.\n\n{draft_text}"
             w.raw("essay", essay_id, e_llm, "llm", prompt, f"<thinking>plan</thinking>\n<essay>\n{essay_text}</essay>\n")
-            w.parsed("essay", essay_id, "essay_block", essay_text, _sha(prompt + e_llm))
-        else:
+            w.parsed("essay", essay_id, "essay_block", essay_text)
+        else:  # recorded as the runner records an invalid response
             w.raw("essay", essay_id, e_llm, "llm", "Expand the draft.\n", "Too short.\n",
                   valid=False, reason="too_short")
+            w.parsed("essay", essay_id, "essay_block", "", success=False, error="too_short",
+                     raw_tail_preview="Too short.\n")
         quality = (eff("dt", d_tpl) + eff("dl", d_llm) + eff("el", e_llm or "copy") + eff("combo", combo)
                    + (_h(seed, "q", essay_id) - 0.5) * 0.4)
 
@@ -326,19 +345,20 @@ def make_synthetic_cohort(root: Path, cohort_id: str = "synth", *, n_essays: int
                         reasoning += f"It quotes: {HOSTILE}"
                     prompt = f"Rate this essay on {r_tpl} from {_fmt(lo)} to {_fmt(hi)}.\n\n{essay_text}"
                     fmt = SCORE_FORMATS[int(_h("fmt", v_id) * len(SCORE_FORMATS))]
-                    fp = _sha(prompt + ev + "score")
                     if kind == "truncated":
-                        w.raw("evaluation", v_id, ev, "llm", prompt, reasoning[: len(reasoning) // 2],
-                              valid=False, reason="truncated", truncated=True)
+                        cut = reasoning[: len(reasoning) // 2]
+                        w.raw("evaluation", v_id, ev, "llm", prompt, cut, valid=False, reason="truncated", truncated=True)
+                        w.parsed("evaluation", v_id, "score", "", success=False, error="truncated",
+                                 raw_tail_preview=cut[-200:], scale=(lo, hi))
                     elif kind == "parse":
                         raw = reasoning + "Overall I would rate it fairly well.\n"
                         w.raw("evaluation", v_id, ev, "llm", prompt, raw)
-                        w.parsed("evaluation", v_id, "score", "", fp, success=False,
+                        w.parsed("evaluation", v_id, "score", "", success=False,
                                  error="no score found at the end of the response", raw_tail_preview=raw[-200:],
                                  scale=(lo, hi))
                     else:
                         w.raw("evaluation", v_id, ev, "llm", prompt, reasoning + fmt.format(s=s, hi=_fmt(hi)) + "\n")
-                        w.parsed("evaluation", v_id, "score", s + "\n", fp, score=score, scale=(lo, hi))
+                        w.parsed("evaluation", v_id, "score", s + "\n", score=score, scale=(lo, hi))
 
     rows = member["draft"] + member["essay"] + member["evaluation"]
     atomic_write_csv(paths.membership_csv(cohort_id),

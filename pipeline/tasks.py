@@ -42,7 +42,7 @@ from luigi.parameter import ParameterVisibility
 
 from . import batch_jobs, config, luigi_command
 from .cohort import compile_cohort, is_compiled, search_record_path
-from .errors import DaydreamError
+from .errors import DaydreamError, from_os_error
 from .estimate import left_to_do
 from .executor import run_batch, run_generation, settled_for_run, start_ahead
 from .generation import metadata, runtime, state_of
@@ -140,8 +140,9 @@ class _DaydreamTask(luigi.Task):
         return list(cls._params)
 
     def on_failure(self, exception):
-        if isinstance(exception, DaydreamError):
-            return f"error[{exception.code}]: {exception.message}"
+        error = from_os_error(exception)  # a full disk or a refused permission: one line naming the path
+        if error is not None:
+            return f"error[{error.code}]: {error.message}"
         return super().on_failure(exception)
 
 
@@ -495,10 +496,11 @@ class SearchRound(_RunPart):
 
 
 def _report_inputs(cohort_id: str) -> str:
-    """Fingerprint of everything a cohort's reports read: membership and each generation's files."""
+    """Fingerprint of everything a cohort's reports read: membership, each generation's files and
+    the catalogs (templates and concepts included: an edit makes generations stale, which the
+    reports say)."""
     paths = config.data_paths()
-    files = [paths.membership_csv(cohort_id), paths.catalog_csv("evaluation_templates.csv"),
-             paths.catalog_csv("llm_models.csv")]
+    files = [paths.membership_csv(cohort_id)] + sorted(p for p in paths.raw.rglob("*") if p.is_file())
     for r in membership(paths, cohort_id):
         # metadata.json is left out: compiling another cohort that shares a generation rewrites
         # its cohort list, which changes nothing in this cohort's reports
@@ -514,14 +516,16 @@ class CohortReports(_DaydreamTask):
     cohort_id = luigi.Parameter()
     priority = REPORT_PRIORITY
 
-    def requires(self):
-        return CompileCohort(self.cohort_id)
+    # No requirement on CompileCohort: the site reports every compiled cohort, and compiling
+    # another cohort than the one being run would rewrite its membership (a search cohort's
+    # rounds, after a catalog edit) behind its back. A cohort is compiled by its own commands
+    # (`run`, `compile`, `report`); its reports read its membership as it is.
 
     def _marker(self):
         return config.data_paths().reports_dir(self.cohort_id) / "_inputs.json"
 
     def complete(self):
-        if not is_compiled(config.data_paths(), self.cohort_id):
+        if not config.data_paths().membership_csv(self.cohort_id).exists():
             return False
         from .reports import TABLES
 

@@ -33,15 +33,18 @@ def run_cli(root, *args, cfg=None, module=("pipeline.cli",)):
 
 
 def threshold_cfg(tmp_path, n) -> Path:
+    tmp_path.mkdir(parents=True, exist_ok=True)
     cfg = tmp_path / "size.cfg"
     cfg.write_text(f"[daydream]\nconfirm_above = {n}\n")
     return cfg
 
 
 def digest(root: Path) -> str:
-    """Every file a compile writes (membership, manifest, metadata), with its path."""
+    """Every file a compile writes (membership, manifest, metadata), with its path (not the
+    empty lock file it takes)."""
     h = hashlib.sha256()
-    for p in sorted(q for d in ("cohorts", "gens") for q in (root / d).rglob("*") if q.is_file() and q.suffix != ".yaml"):
+    for p in sorted(q for d in ("cohorts", "gens") for q in (root / d).rglob("*")
+                    if q.is_file() and q.suffix not in (".yaml", ".lock")):
         h.update(str(p.relative_to(root)).encode() + b"\0" + p.read_bytes() + b"\0")
     return h.hexdigest()
 
@@ -55,12 +58,13 @@ def file_times(root: Path) -> dict:
 
 def test_compile_above_threshold_needs_yes(tmp_path):
     root = make_data_root(tmp_path / "data", provider="offline")
-    cfg = threshold_cfg(tmp_path, 5)
+    # 12 design rows fit under 15; the 21 generations they make do not (counted once planned)
+    cfg = threshold_cfg(tmp_path, 15)
     r = run_cli(root, "compile", "t1", cfg=cfg)
     assert r.returncode == 2, r.stderr
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error[cohort]: "), r.stderr
-    assert f"{SMALL_TOTAL} generations" in lines[0] and "confirm_above = 5" in lines[0]
+    assert f"{SMALL_TOTAL} generations" in lines[0] and "confirm_above = 15" in lines[0]
     assert f"writes {SMALL_TOTAL + 2} files" in lines[0] and f"{5 * SMALL_TOTAL} more" in lines[0]
     assert "--yes" in lines[0]
     assert not (root / "gens").exists() and not (root / "cohorts/t1/membership.csv").exists()
@@ -74,8 +78,12 @@ def test_compile_above_threshold_needs_yes(tmp_path):
     # growing it needs --yes again
     edit = root / "cohorts/t1/spec/config.yaml"
     edit.write_text(edit.read_text().replace("evaluation_llm: [srv-b]", "evaluation_llm: [srv-a, srv-b]"))
-    r = run_cli(root, "compile", "t1", cfg=cfg)
+    r = run_cli(root, "compile", "t1", cfg=threshold_cfg(tmp_path / "c25", 25))
     assert r.returncode == 2 and f"{SMALL_TOTAL + 12} generations" in r.stderr
+    # past the threshold in design rows as well (24 rows, more than the 21 generations compiled
+    # before): refused on the row count, before any row is made
+    r = run_cli(root, "compile", "t1", cfg=cfg)
+    assert r.returncode == 2 and "its design has 24 rows" in r.stderr and "--yes" in r.stderr, r.stderr
 
 
 def test_at_or_below_threshold_needs_nothing(tmp_path):
@@ -200,3 +208,92 @@ def test_metadata_bytes_are_canonical_json(obj):
     assert metadata_bytes(obj) == dumps_json(obj).encode("utf-8")
     if not any(isinstance(v, float) for v in obj.values()):
         json.loads(metadata_bytes(obj))
+
+
+# -- guards before work: a design of ten million rows ------------------------------------------------
+
+HUGE = SPEC.replace("  draft_llm: [srv-a]\n",
+                    "  draft_llm: [srv-a]\n  draft_replicate: 100\n  essay_replicate: 100\n  evaluation_replicate: 83\n")
+HUGE_ROWS = 3 * 2 * 2 * 100 * 100 * 83  # combos x essay modes x rubrics x replicates: 9,960,000
+
+
+def _bounded(limit_bytes: int):
+    """A child's address space capped: materialising ten million rows could not fit in it."""
+    import resource
+
+    def cap():
+        resource.setrlimit(resource.RLIMIT_AS, (limit_bytes, limit_bytes))
+    return cap
+
+
+def test_huge_design_is_refused_before_any_row_is_made(tmp_path):
+    import time
+
+    root = make_data_root(tmp_path / "data", spec=HUGE, provider="offline")
+    env = dict(os.environ, DAYDREAM_DATA_ROOT=str(root))
+    for command in ("compile", "run", "estimate"):
+        start = time.monotonic()
+        r = subprocess.run([sys.executable, "-m", "pipeline.cli", command, "t1"], capture_output=True, text=True,
+                           env=env, cwd=REPO, timeout=60, preexec_fn=_bounded(1 << 30))
+        elapsed = time.monotonic() - start
+        assert r.returncode == 2, r.stderr
+        lines = r.stderr.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("error[cohort]: "), r.stderr
+        assert f"its design has {HUGE_ROWS:,} rows" in lines[0] and "--yes" in lines[0]
+        assert elapsed < 10, (command, elapsed)  # about 1.5 s, most of it starting Python
+        assert not (root / "gens").exists() and not (root / "cohorts/t1/membership.csv").exists()
+
+
+def test_design_limit_streams(tmp_path):
+    import time
+
+    from pipeline.spec import compile_design, count_design, load_spec, stream_design
+
+    root = make_data_root(tmp_path / "data", spec=HUGE, provider="offline")
+    spec_path = root / "cohorts/t1/spec/config.yaml"
+    assert count_design(load_spec(spec_path)) == HUGE_ROWS
+    start = time.monotonic()
+    r = subprocess.run([sys.executable, "-m", "pipeline.cli", "design", str(spec_path), "--limit", "5"],
+                       capture_output=True, text=True, cwd=REPO, timeout=60, preexec_fn=_bounded(1 << 30))
+    assert r.returncode == 0, r.stderr
+    assert time.monotonic() - start < 10
+    lines = r.stdout.splitlines()
+    assert len(lines) == 6 and lines[0].startswith("combo_id,")
+    # the streamed rows are the compiled ones, in the same order (a small spec)
+    small = load_spec(make_data_root(tmp_path / "small", spec=MEDIUM) / "cohorts/t1/spec/config.yaml")
+    assert list(stream_design(small).rows) == compile_design(small).rows
+    assert count_design(small) == len(compile_design(small).rows)
+
+
+# -- cohort lists: merged under a lock ----------------------------------------------------------------
+
+def _compile_in_child(root: str, cohort: str, go) -> None:
+    from pipeline.cohort import compile_cohort
+    from pipeline.store import DataPaths
+
+    go.wait()
+    compile_cohort(DataPaths(Path(root)), cohort)
+
+
+@pytest.mark.slow
+def test_cohorts_compiled_at_once_both_stay_in_every_shared_generation(tmp_path):
+    """Two cohorts over the same generations compiled at the same moment by two processes: each
+    generation's ``cohorts`` list ends up holding both (a read-modify-write without the lock
+    loses one of them in some files)."""
+    import multiprocessing
+
+    spec = SPEC.replace("  draft_llm: [srv-a]\n", "  draft_llm: [srv-a]\n  evaluation_replicate: 10\n")
+    ctx = multiprocessing.get_context("fork")
+    for attempt in range(3):
+        root = make_data_root(tmp_path / f"data{attempt}", spec=spec)
+        write(root / "cohorts" / "t2" / "spec" / "config.yaml", spec)
+        go = ctx.Event()
+        procs = [ctx.Process(target=_compile_in_child, args=(str(root), c, go)) for c in ("t1", "t2")]
+        for p in procs:
+            p.start()
+        go.set()
+        for p in procs:
+            p.join(120)
+            assert p.exitcode == 0
+        lists = [json.loads(p.read_text())["cohorts"] for p in (root / "gens").rglob("metadata.json")]
+        assert len(lists) == 3 + 6 + 120 and all(c == ["t1", "t2"] for c in lists), attempt

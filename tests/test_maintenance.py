@@ -170,3 +170,36 @@ def test_a_cohort_listing_the_same_concepts_in_another_order_shares_the_drafts_w
     assert len(project.server.requests) == requests, "no generation is made again"
     problems, _ = check_store(project.paths)
     assert problems == []
+
+
+def test_invalidate_names_the_other_cohorts_it_touches(tmp_path):
+    """t1 and t2 share drafts and essays; their evaluations differ. Invalidating t1's essays
+    reaches t2's evaluations too (descendants are found in the store): the command says so, and
+    its dry run lists them without removing anything."""
+    import os
+    import subprocess
+    import sys
+
+    from datafactory import SPEC, make_data_root, write
+    from pipeline.cohort import compile_cohort
+    from pipeline.store import DataPaths
+
+    root = make_data_root(tmp_path / "data", spec=SPEC.replace("[v-nine, v-ten]", "[v-nine]"), provider="offline")
+    write(root / "cohorts" / "t2" / "spec" / "config.yaml", SPEC.replace("[v-nine, v-ten]", "[v-ten]"))
+    paths = DataPaths(root)
+    compile_cohort(paths, "t1")
+    compile_cohort(paths, "t2")
+
+    def daydream(*args):
+        r = subprocess.run([sys.executable, "-m", "pipeline.cli", *args], capture_output=True, text=True,
+                           timeout=60, env=dict(os.environ, DAYDREAM_DATA_ROOT=str(root)))
+        assert r.returncode == 0, r.stderr
+        return r.stdout.splitlines()
+
+    out = daydream("invalidate", "--cohort", "t1", "--stage", "essay", "--dry-run")
+    assert out[0] == "would invalidate 18 generations (with descendants): 6 essay, 12 evaluation"
+    assert out[1] == "  in other cohorts too: t2 (6 essay, 6 evaluation)"  # t2's own evaluations among them
+    out = daydream("invalidate", "--cohort", "t1", "--template", "v-nine", "--dry-run")
+    assert out == ["would invalidate 6 generations (with descendants): 6 evaluation"]  # t1's alone
+    out = daydream("invalidate", "--template", "v-ten")
+    assert out == ["invalidated 6 generations (with descendants): 6 evaluation", "  in cohorts: t2 (6 evaluation)"]

@@ -82,11 +82,12 @@ def test_failures_copy_mode_and_hostile_text(root):
                 assert lo <= float((d / "parsed.txt").read_text()) == parsed["score"] <= hi
         elif files == {"metadata.json"}:
             kinds.add("pending")
+        elif raw is not None and raw["valid"] is False:  # recorded as a failure too, as a run records it
+            assert parsed["success"] is False and parsed["error"] == raw["invalid_reason"]
+            kinds.add(raw["invalid_reason"])
         elif parsed is not None and parsed["success"] is False:
             assert parsed["error"] and parsed["raw_tail_preview"] and "parsed.txt" not in files
             kinds.add("parse")
-        elif raw is not None and raw["valid"] is False:
-            kinds.add(raw["invalid_reason"])
         if r.mode == "copy":
             draft = (paths.gen_dir("draft", r.parent_gen_id) / "parsed.txt").read_text()
             assert all((d / f).read_text() == draft for f in ("prompt.txt", "raw.txt", "parsed.txt"))

@@ -9,10 +9,18 @@ booleans ``True``/``False``, floats with 6 significant digits.
 Shared vocabulary
 - Keys are never blank: a missing key is the literal ``unknown``; a copy-mode essay's model is
   ``copy``. Replicates are strings as in membership (``1``, ``2``; ``unknown`` if blank).
-- ``status``: ``done`` | ``failed`` | ``pending``. ``error`` (blank when done): ``parse_failure``,
-  ``truncated``, ``invalid_output`` (empty / too short), ``score_out_of_scale``, ``missing`` (not
-  generated yet, or parsed.txt absent), ``upstream_failure`` (an ancestor failed),
-  ``corrupt_metadata``. ``error_detail`` is the recorded reason in words.
+- ``status``: ``done`` | ``stale`` | ``failed`` | ``pending``, the state the one classifier
+  (``generation.state_of``, as ``daydream status`` and ``check`` have it) gives the generation;
+  its ``blocked`` (an ancestor failed) is ``pending`` with the error ``upstream_failure``.
+  ``error`` (blank when done): ``stale`` (made from inputs that changed since: a template edited,
+  a parent regenerated; ``error_detail`` says which), ``parse_failure``, ``truncated``,
+  ``invalid_output`` (empty / too short), ``failed`` (another recorded failure, such as a
+  provider error), ``score_out_of_scale``, ``missing`` (not generated yet, or parsed.txt absent),
+  ``upstream_failure`` (an ancestor failed), ``corrupt_metadata``. ``error_detail`` is the
+  recorded reason in words.
+- A stale evaluation's score is not current: like a failed or pending one it is unscored (blank
+  score and score_norm, counted in ``n_unscored``), so no mean, interval or ranking mixes in
+  scores of superseded inputs; the next run of the cohort regenerates it.
 - ``score`` is on the rubric's own scale [``scale_min``, ``scale_max``]; ``score_norm`` =
   (score − scale_min) / (scale_max − scale_min) ∈ [0, 1]. Across rubrics only ``score_norm`` is
   ever averaged. Unscored evaluations have blank score/score_norm and are never counted as 0.
@@ -148,8 +156,8 @@ Tables (file name = key)
   evaluation can lie outside min–max), n_cells, n_cells_missing (cells of the cohort's design this
   essay has no score in), n (scored evaluations), expected (evaluations in membership), coverage
   (n / expected), simulated, note (the missing cells, named).
-- ``coverage``: per stage (draft, essay, evaluation, always three rows): expected, done, failed,
-  pending, coverage (done / expected), prompt_tokens, completion_tokens, cost_usd (blank =
+- ``coverage``: per stage (draft, essay, evaluation, always three rows): expected, done, stale,
+  failed, pending, coverage (done / expected), prompt_tokens, completion_tokens, cost_usd (blank =
   unknown when any model call of the stage recorded no cost; never 0 for unknown),
   n_cost_unknown (calls without a recorded cost), n_simulated.
 - ``spend``: the recorded model calls (each generation's last call; copy mode calls none) per

@@ -21,8 +21,10 @@ import pandas as pd
 from ..catalog import DEFAULT_SCALE
 from ..cohort import MEMBERSHIP_COLUMNS
 from ..errors import DaydreamError
+from ..generation import runtime, state_of
 from ..ids import is_safe_id
 from ..spend import call_record, catalog_prices
+from ..state import BLOCKED, DONE, FAILED, STALE
 from ..store import GEN_FILES, PARENT_STAGE, STAGES, DataPaths, read_text
 from .stats import finite
 
@@ -168,6 +170,27 @@ def _status(rec: dict) -> None:
     rec.update(status=status, error=error, error_detail=detail)
 
 
+def _classify(rec: dict, state) -> None:
+    """The state the one classifier (``generation.state_of``) gives the generation decides its
+    status; what the files say (``_status``) only names the error of a failure or a pending one.
+    ``stale``: its outcome was made from other inputs than it would be rendered from now (a
+    template edited, a parent regenerated); its reason is the detail, and its score is not
+    current, so it counts nowhere. ``blocked`` (an ancestor failed) is ``pending`` with the error
+    ``upstream_failure``."""
+    kind, reason = state.kind, state.reason or ""
+    if kind == STALE:
+        rec.update(status="stale", error="stale", error_detail=reason)
+    elif kind == DONE:
+        rec.update(status="done", error="", error_detail="")
+    elif kind == FAILED:
+        if rec["status"] != "failed":
+            rec.update(status="failed", error="failed", error_detail=reason.split("\n")[0])
+    elif kind == BLOCKED:
+        rec.update(status="pending", error="upstream_failure", error_detail=reason)
+    elif rec["status"] != "pending":
+        rec.update(status="pending", error="missing", error_detail=reason or "not generated yet")
+
+
 def _check_score(rec: dict, scale: tuple[float, float, str]) -> None:
     """An evaluation is only done with a finite score inside its scale (never clamped)."""
     lo, hi, _ = scale
@@ -182,7 +205,7 @@ def _check_score(rec: dict, scale: tuple[float, float, str]) -> None:
 def _check_files(reader: _Reader, rec: dict) -> None:
     """Files a generation in its status must have (pending: the seeded metadata.json)."""
     need = {"done": GEN_FILES, "failed": ("metadata.json", "prompt.txt", "raw.txt", "raw_metadata.json"),
-            "pending": ("metadata.json",)}[rec["status"]]
+            "stale": ("metadata.json", "parsed_metadata.json"), "pending": ("metadata.json",)}[rec["status"]]
     if "parsed_metadata.json" in rec["files"] and (rec["parsed"] or {}).get("success") is True:
         need = tuple(need) + ("parsed.txt",)
     absent = [f for f in dict.fromkeys(need) if f not in rec["files"]]
@@ -243,9 +266,16 @@ def collect(paths: DataPaths, cohort_id: str, catalog=None) -> Collected:
                     reader.recs[(pstage, pid)] = ext
 
     every = members + [r for r in reader.recs.values() if not r["member"]]
+    # without a catalog nothing can be rendered to compare with: the files alone say (no stale)
+    rt, memo = (None if catalog is None else runtime(paths)), {}
     for stage in STAGES:  # parents first, so upstream failures propagate down
         for rec in [r for r in every if r["stage"] == stage]:
             _status(rec)
+            if rt is not None and rec["meta"] is not None:  # else the files alone say (an issue names the problem)
+                try:
+                    _classify(rec, state_of(rt, stage, rec["gen_id"], memo))
+                except DaydreamError as exc:  # it cannot be rendered now (a template gone, say)
+                    reader.issue(stage, rec["gen_id"], "catalog_error", exc.message)
             parent = reader.recs.get((PARENT_STAGE.get(stage), rec["parent_gen_id"]))
             if rec["status"] == "pending" and rec["error"] == "missing" and parent is not None:
                 if parent["status"] == "failed" or parent["error"] == "upstream_failure":

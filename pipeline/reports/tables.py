@@ -56,7 +56,7 @@ COLUMNS = {
                     "essay_template", "essay_llm", "essay_mode", "essay_status", "in_cohort", "mean", "ci_low",
                     "ci_high", "ci_method", "ci_note", "rank_ci_low", "rank_ci_high", "tier", "mean_raw", "std",
                     "min", "max", "n_cells", "n_cells_missing", "n", "expected", "coverage", "simulated", "note"],
-    "coverage": ["stage", "expected", "done", "failed", "pending", "coverage", "prompt_tokens",
+    "coverage": ["stage", "expected", "done", "stale", "failed", "pending", "coverage", "prompt_tokens",
                  "completion_tokens", "cost_usd", "n_cost_unknown", "n_simulated"],
     "spend": list(SPEND_COLUMNS),
     "cross_cohort": ["essay_gen_id", "cohort_id", "n_cohorts", "draft_template", "draft_llm", "essay_template",
@@ -654,14 +654,15 @@ def _known_cost(g: pd.DataFrame) -> float:
 
 
 def coverage(generations: pd.DataFrame) -> pd.DataFrame:
-    """Per stage (always all three): expected, done, failed, pending, coverage, tokens, cost."""
+    """Per stage (always all three): expected, done, stale, failed, pending, coverage, tokens, cost."""
     rows = []
     for stage in STAGES:
         g = generations[generations["stage"] == stage]
         st = g["status"].value_counts()
         n = len(g)
         rows.append({
-            "stage": stage, "expected": n, "done": int(st.get("done", 0)), "failed": int(st.get("failed", 0)),
+            "stage": stage, "expected": n, "done": int(st.get("done", 0)), "stale": int(st.get("stale", 0)),
+            "failed": int(st.get("failed", 0)),
             "pending": int(st.get("pending", 0)), "coverage": st.get("done", 0) / n if n else np.nan,
             "prompt_tokens": int(g["prompt_tokens"].sum()), "completion_tokens": int(g["completion_tokens"].sum()),
             "cost_usd": _known_cost(g), "n_cost_unknown": int(_unknown_cost(g).sum()),

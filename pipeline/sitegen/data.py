@@ -21,7 +21,7 @@ NUMERIC = {
     "prompt_tokens", "completion_tokens", "cost_usd", "duration_s", "attempts", "score", "scale_min",
     "scale_max", "score_norm", "n", "n_unscored", "n_essays", "mean", "std", "min", "max", "mean_norm",
     "share_high", "share_low", "share_max", "range", "range_norm", "cv", "n_raters", "icc2_1", "mean_pearson",
-    "n_rater_pairs", "retest_icc2_1", "n_retest_units", "rank", "expected", "coverage", "done", "failed",
+    "n_rater_pairs", "retest_icc2_1", "n_retest_units", "rank", "expected", "coverage", "done", "stale", "failed",
     "pending", "n_simulated", "n_cohorts", "mean_across_cohorts", "delta",
     "ci_low", "ci_high", "icc2_1_ci_low", "icc2_1_ci_high", "mean_pearson_ci_low", "mean_pearson_ci_high",
     "n_pearson_essays", "retest_icc2_1_ci_low", "retest_icc2_1_ci_high", "n_cost_unknown", "n_essays_reference",

@@ -207,7 +207,8 @@ def overview(c: Cohort) -> Page:
         ("tokens (prompt + completion)", num(tokens) or "0"),
         ("cost", usd(cost)),
     ])
-    cov_table = table([Col("stage"), Col("expected", kind="int"), Col("done", kind="int"), Col("failed", kind="int"),
+    cov_table = table([Col("stage"), Col("expected", kind="int"), Col("done", kind="int"), Col("stale", kind="int"),
+                       Col("failed", kind="int"),
                        Col("pending", kind="int"), Col("coverage", kind="pct"), Col("prompt_tokens", kind="int"),
                        Col("completion_tokens", kind="int"), Col("cost_usd", kind="usd"),
                        Col("n_cost_unknown", kind="int", title="model calls that recorded no cost"),
@@ -241,7 +242,8 @@ def overview(c: Cohort) -> Page:
     downloads = Markup(" · ").join(_csv_link(n) for n in DOWNLOADS)
     return Page(f"cohorts/{c.id}/index.md", f"{c.id}: overview", f"Cohort {c.id}", [
         Section(parts=[key_numbers]),
-        Section("Coverage per stage", "Expected generations per stage and how many are done, failed or pending.",
+        Section("Coverage per stage", "Expected generations per stage and how many are done, stale (made from "
+                "inputs since changed: rerun the cohort), failed or pending.",
                 [cov_table]),
         Section("Score distribution", "", [hist]),
         Section("Failures", Markup('Generations that are not done, by reason. Each failure with its reason, '
@@ -818,7 +820,8 @@ def agreement(c: Cohort) -> Page:
 
 def quality(c: Cohort) -> Page:
     cov, iss, g = c.t["coverage"], c.t["issues"], c.t["generations"]
-    cov_table = table([Col("stage"), Col("expected", kind="int"), Col("done", kind="int"), Col("failed", kind="int"),
+    cov_table = table([Col("stage"), Col("expected", kind="int"), Col("done", kind="int"), Col("stale", kind="int"),
+                       Col("failed", kind="int"),
                        Col("pending", kind="int"), Col("coverage", kind="pct")], records(cov), sortable=False,
                       csv="data/coverage.csv")
     summary = iss.groupby(["stage", "issue"], sort=True).size().reset_index(name="n") if len(iss) else iss
@@ -938,6 +941,9 @@ def _matrix_cell(c: Cohort, essay_href: str, evals: list[dict]) -> Cell:
         elif v["status"] == "failed":
             links.append(Markup('<a class="dd-fail" href="{}" title="{}">✗ {}</a>').format(
                 href, v.get("error_detail") or "", v.get("error") or "failed"))
+        elif v["status"] == "stale":  # its score is not current: shown, but not as a score
+            links.append(Markup('<a class="dd-pending" href="{}" title="{}">stale</a>').format(
+                href, v.get("error_detail") or ""))
         else:
             links.append(Markup('<a class="dd-pending" href="{}" title="{}">pending</a>').format(
                 href, v.get("error_detail") or ""))
@@ -994,8 +1000,10 @@ def matrix(c: Cohort) -> list[Page]:
             r["ci"] = interval(r.get("ci_low"), r.get("ci_high"))
             evs = [v for lst in by_essay[eid].values() for v in lst]
             failed = sum(v["status"] == "failed" for v in evs)
-            pending = sum(v["status"] not in ("done", "failed") for v in evs)
+            stale = sum(v["status"] == "stale" for v in evs)
+            pending = sum(v["status"] not in ("done", "failed", "stale") for v in evs)
             r["status"] = ", ".join(x for x in (f"{failed} failed" if failed else "",
+                                                f"{stale} stale" if stale else "",
                                                 f"{pending} pending" if pending else "") if x) or "done"
             href = f"essays/{eid}.html" if eid in c.essay_ids else ""
             for k, mt in zip(keys, cols):
@@ -1011,8 +1019,8 @@ def matrix(c: Cohort) -> list[Page]:
                             "Every essay (rows, best mean first) against every evaluation model · rubric (columns). A cell "
                             "lists each replicate's score on the rubric's own scale and links to that evaluation's "
                             "reasoning; its colour is the replicates' mean score_norm (light = low, dark = high). "
-                            "✗ marks a failed evaluation (hover for the reason), <em>pending</em> one not run yet: "
-                            "neither counts as a score. Click a header to sort; filter with the boxes above the table. "
+                            "✗ marks a failed evaluation (hover for the reason), <em>stale</em> one made from inputs "
+                            "since changed, <em>pending</em> one not run yet: none counts as a score. Click a header to sort; filter with the boxes above the table. "
                             "Essays {}–{} of {}.").format(f"{first:,}", f"{last:,}", f"{len(order):,}"),
                             [pager, tbl, pager])], c.simulated,
                         lead="The promptfoo view: essays × evaluators, one score per cell, each a link to its reasoning."))

@@ -21,7 +21,7 @@ import math
 import operator
 import random
 from collections import Counter, defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 from ..errors import DaydreamError
@@ -51,15 +51,29 @@ def compile_design(spec: Spec) -> Design:
     return _Compiler(spec).run()
 
 
+def stream_design(spec: Spec) -> Design:
+    """``compile_design`` with the rows as an iterator, made as they are read (the same rows in
+    the same order): the first rows of a huge design come at once, in constant memory."""
+    return _Compiler(spec).stream()
+
+
+def count_design(spec: Spec) -> int:
+    """How many rows ``compile_design`` would return, without making them: the product of the
+    sizes of the independent groups of axes (only rules that share axes are joined)."""
+    return _Compiler(spec).count()
+
+
 def format_design(design: Design, fmt: str = "csv", seed: int | None = None, limit: int | None = None) -> str:
-    """CSV or JSONL text of the rows; ``seed`` shuffles reproducibly, ``limit`` applies after it."""
-    rows = list(design.rows)
+    """CSV or JSONL text of the rows; ``seed`` shuffles reproducibly, ``limit`` applies after it.
+    Without a seed only the first ``limit`` rows are read (``design.rows`` may be an iterator)."""
+    if limit is not None and limit < 0:
+        raise DaydreamError("spec", f"row limit must be >= 0, got {limit}")
     if seed is not None:
+        rows = list(design.rows)
         random.Random(seed).shuffle(rows)
-    if limit is not None:
-        if limit < 0:
-            raise DaydreamError("spec", f"row limit must be >= 0, got {limit}")
-        rows = rows[:limit]
+        rows = rows if limit is None else rows[:limit]
+    else:
+        rows = design.rows if limit is None else itertools.islice(design.rows, limit)
     if fmt == "csv":
         return csv_text(design.columns, rows)
     if fmt == "jsonl":
@@ -93,15 +107,28 @@ class _Compiler:
         raise DaydreamError("spec", f"{where}: {message}", path=self.spec.path)
 
     def run(self) -> Design:
+        design = self.stream()
+        return Design(design.columns, list(design.rows))
+
+    def stream(self) -> Design:
+        """The design with its rows as an iterator, made as they are read."""
         self.apply_subsets()
         relations = self.ties() + self.pairs() + self.tuples()
         columns = self.column_order()
         order = list(self.levels)
-        vectors = self.product(order, relations)
+        vectors = self.product(order, self.parts(order, relations))
         if len(columns) < 2:  # itemgetter returns a bare value for one index, fails for none
-            return Design(columns, [{c: v[order.index(c)] for c in columns} for v in vectors])
+            return Design(columns, ({c: v[order.index(c)] for c in columns} for v in vectors))
         pick = operator.itemgetter(*[order.index(c) for c in columns])
-        return Design(columns, [dict(zip(columns, pick(v))) for v in vectors])
+        return Design(columns, (dict(zip(columns, pick(v))) for v in vectors))
+
+    def count(self) -> int:
+        """The number of rows, from the sizes of the independent groups of axes (the product is
+        never formed): the same validation and the same row-limit error as ``run``."""
+        self.apply_subsets()
+        relations = self.ties() + self.pairs() + self.tuples()
+        self.column_order()
+        return math.prod(len(rows) for _, rows in self.parts(list(self.levels), relations))
 
     # levels -----------------------------------------------------------------------------------
     def declared_levels(self) -> dict[str, list[Level]]:
@@ -268,8 +295,10 @@ class _Compiler:
         return relations
 
     # product ----------------------------------------------------------------------------------
-    def product(self, order: list[str], relations: list[_Relation]) -> list[list[Level]]:
-        """Join relations that share axes, multiply the groups, sort as the plain product would."""
+    def parts(self, order: list[str], relations: list[_Relation]) -> list[tuple[tuple[str, ...], list[Row]]]:
+        """The independent groups of axes: relations that share an axis joined into one, every
+        unrelated axis a group of its own. The design is their product; it is checked against
+        the row limit here, before anything of that size is made."""
         group = {a: a for a in order}
 
         def root(a: str) -> str:
@@ -306,26 +335,56 @@ class _Compiler:
         if total > MAX_ROWS:
             sizes = " x ".join(f"{len(rows)} ({', '.join(cols)})" for cols, rows in parts)
             self.fail("axes", f"the design would have {total} rows ({sizes}); the limit is {MAX_ROWS}")
+        return parts
+
+    def product(self, order: list[str], parts: list[tuple[tuple[str, ...], list[Row]]]) -> Iterator[list[Level]]:
+        """The rows of the product of ``parts``, lazily, sorted as the plain product would list
+        them (axis order, last axis varying fastest): each part sorted once by its own axes."""
         positions = [[order.index(c) for c in cols] for cols, _ in parts]
         rank = [{v: i for i, v in enumerate(self.live[a])} for a in order]
+        ordered = []
+        for pos, (_, rows) in zip(positions, parts):
+            # sort each part by its axes in axis order (a part's columns may be listed in another)
+            by_axis = sorted(range(len(pos)), key=pos.__getitem__)
+            ordered.append(sorted(rows, key=lambda row: tuple(rank[pos[i]][row[i]] for i in by_axis)))
         if [p for pos in positions for p in pos] == list(range(len(order))):
-            # Parts already in axis order (the usual case): sorting each part and taking the
-            # product gives the sorted rows without sorting all of them. Equal sort keys mean
-            # equal rows, so the order among ties cannot show.
-            ordered = []
-            for pos, (_, rows) in zip(positions, parts):
-                ranks = [rank[p] for p in pos]
-                ordered.append(sorted(rows, key=lambda row: tuple(r[v] for r, v in zip(ranks, row))))
-            return [list(itertools.chain.from_iterable(combo)) for combo in itertools.product(*ordered)]
-        vectors = []
-        for combo in itertools.product(*(rows for _, rows in parts)):
-            vec: list[Level] = [None] * len(order)
-            for pos, row in zip(positions, combo):
-                for p, v in zip(pos, row):
-                    vec[p] = v
-            vectors.append(vec)
-        vectors.sort(key=lambda vec: tuple(r[v] for r, v in zip(rank, vec)))
-        return vectors
+            # Parts already in axis order (the usual case): the product of the sorted parts is
+            # sorted. Equal sort keys mean equal rows, so the order among ties cannot show.
+            return (list(itertools.chain.from_iterable(combo)) for combo in itertools.product(*ordered))
+        return self.interleaved(len(order), positions, ordered)
+
+    @staticmethod
+    def interleaved(width: int, positions: list[list[int]], ordered: list[list[Row]]) -> Iterator[list[Level]]:
+        """Sorted rows of a product whose parts interleave axes (a rule over the first and third
+        axes, say). Axis by axis, the part owning the axis splits its rows still in play into
+        runs of one value each (contiguous: the part is sorted by its axes in axis order), so
+        the rows come out in order without the product ever being held or sorted."""
+        owner: list[tuple[int, int]] = [(0, 0)] * width  # axis -> (part, column in the part)
+        for k, pos in enumerate(positions):
+            for j, p in enumerate(pos):
+                owner[p] = (k, j)
+        vec: list[Level] = [None] * width
+
+        def walk(axis: int, spans: list[tuple[int, int]]) -> Iterator[list[Level]]:
+            if axis == width:
+                # each part's span holds rows equal on all its axes: one row per choice of them
+                for _ in itertools.product(*(range(lo, hi) for lo, hi in spans)):
+                    yield list(vec)
+                return
+            k, j = owner[axis]
+            rows, span = ordered[k], spans[k]
+            lo, hi = span
+            while lo < hi:
+                value, end = rows[lo][j], lo + 1
+                while end < hi and rows[end][j] == value:
+                    end += 1
+                vec[axis] = value
+                spans[k] = (lo, end)
+                yield from walk(axis + 1, spans)
+                lo = end
+            spans[k] = span
+
+        return walk(0, [(0, len(rows)) for rows in ordered])
 
     def column_order(self) -> list[str]:
         """``output.field_order`` first, every other axis in axis order."""
