@@ -309,8 +309,13 @@ def test_heatmaps_write_values_round_hovers_and_link_each_cell(site):
     assert all(re.search(r"\[\d\.\d\d, \d\.\d\d\], n=\d+ essays", h) for row in er["text"] for h in row), \
         "evaluator × rubric hovers carry the interval and n"
     assert all(h.startswith("matrix.html?matrix.sort=m") for row in er["customdata"] for h in row)
-    for fig in figs.values():
-        assert "title" not in fig["layout"], "titles are HTML above the chart, not inside the plot"
+    html = (cdir / "evaluators.html").read_text()
+    for key, fig in figs.items():
+        title = fig["layout"]["title"]["text"]
+        assert title, f"{key}: the figure keeps its title (an exported image is titled)"
+        assert re.search(r'<p class="dd-chart-title">[^<]*</p>\s*<div class="dd-chart" id="chart-' + re.escape(key), html), \
+            "and the page shows it as HTML above the chart"
+        assert fig["layout"]["meta"]["titleMargin"] > fig["layout"]["margin"]["t"], "with room for it on export"
     factors = _figures((cdir / "factors.html").read_text())
     for key in ("pivot-draft", "pivot-essay", "pivot-draft-essay"):
         if key in factors:

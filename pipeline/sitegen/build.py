@@ -145,6 +145,26 @@ def _essay_context(c: P.Cohort, b: EssayBundle, lb_row: dict, n_ranked: int, sib
             "compares": _compares(e, d, sib, evals)}
 
 
+def rank_order(bundles: list[EssayBundle], lb: dict[str, dict]) -> list[EssayBundle]:
+    """Essays by leaderboard rank (the order an essay page's "rank 3 of 12" and its previous /
+    next links follow); unranked essays after them, in cohort order."""
+    def key(ib):
+        i, b = ib
+        rank = lb.get(b.essay.row["gen_id"], {}).get("rank")
+        return (0, float(rank), i) if rank is not None and not P.is_blank(rank) else (1, 0.0, i)
+    return [b for _, b in sorted(enumerate(bundles), key=key)]
+
+
+def essay_crumbs(cohort_id: str, title: str) -> str:
+    """The breadcrumb of an essay page: an essay page is not in the nav, so the theme would show
+    only its title; it belongs under its cohort's essays."""
+    cid = escape(cohort_id)
+    return ('<li class="breadcrumb-item">Cohorts</li>'
+            f'<li class="breadcrumb-item"><a href="../index.html">{cid}</a></li>'
+            '<li class="breadcrumb-item"><a href="index.html">Essays</a></li>'
+            f'<li class="breadcrumb-item active">{title}</li>')
+
+
 def _write_essays(c: P.Cohort, bundles: list[EssayBundle], build: Path, env, others: dict[str, list[str]]) -> list[dict]:
     """Write every essay page of ``c`` from its cohort's shell; returns their search documents.
     ``others`` maps an essay to the other cohorts that have a page for it."""
@@ -154,9 +174,15 @@ def _write_essays(c: P.Cohort, bundles: list[EssayBundle], build: Path, env, oth
     if shell is None or shell.count(BODY_SLOT) != 1:
         raise DaydreamError("site", "the essay shell page did not render as expected (theme changed?)", path=shell_path)
     head, tail = shell.split(BODY_SLOT)
+    crumb = f'<li class="breadcrumb-item active">{TITLE_SLOT}</li>'
+    if head.count(crumb) != 1:
+        raise DaydreamError("site", "the essay shell's breadcrumb did not render as expected (theme changed?)",
+                            path=shell_path)
+    head = head.replace(crumb, essay_crumbs(c.id, TITLE_SLOT))
     tpl = env.get_template("essay.html")
     lb = {r["essay_gen_id"]: r for r in records(c.t["leaderboard"])}
     n_ranked = int(c.t["leaderboard"]["rank"].notna().sum()) if len(c.t["leaderboard"]) else 0
+    bundles = rank_order(bundles, lb)
     ids = [b.essay.row["gen_id"] for b in bundles]
     by_draft: dict[str, list] = {}
     for b in bundles:

@@ -136,6 +136,13 @@ def _rubric_label(c: Cohort, template_id, lo=None, hi=None) -> str:
     return f"{label} ({num(lo)}–{num(hi)})"
 
 
+def _norm_axis(rubric_name: str) -> str:
+    """An axis title for a rubric's score_norm: the scale in the rubric's name (``Novelty
+    (0-9)``) is not the axis' scale, so it is dropped."""
+    bare = _SCALE_IN_NAME.sub("", rubric_name).strip() or rubric_name
+    return f"{bare}: score_norm (0–1)"
+
+
 def _ci(rows: list[dict], lo: str = "ci_low", hi: str = "ci_high", key: str = "ci") -> None:
     """Add a printable 95% interval to report rows (in place)."""
     for r in rows:
@@ -489,7 +496,7 @@ def evaluators(c: Cohort) -> Page:
     sc = s[s["score_norm"].notna()] if len(s) else s
     if len(sc):
         grid = sc.groupby(["evaluation_llm", "evaluation_template"], sort=True).agg(
-            n=("score", "size"), mean=("score", "mean"), std=("score", "std"), mean_norm=("score_norm", "mean"),
+            n=("score", "size"), raw_mean=("score", "mean"), mean=("score_norm", "mean"), std=("score_norm", "std"),
             scale_min=("scale_min", "first"), scale_max=("scale_max", "first")).reset_index()
         models, rubrics = list(dict.fromkeys(grid["evaluation_llm"])), list(dict.fromkeys(grid["evaluation_template"]))
         cis = _cell_cis(s, ["evaluation_llm", "evaluation_template"])
@@ -508,12 +515,15 @@ def evaluators(c: Cohort) -> Page:
             r["rubric"] = _rubric_label(c, r["evaluation_template"], r["scale_min"], r["scale_max"])
             _, lo, hi, r["n_essays"] = cis[(r["evaluation_llm"], r["evaluation_template"])]
             r["ci"] = interval(lo, hi)
+            # a raw mean means something only on its own rubric's scale: it is shown with it, as text
+            r["raw"] = f"{num(r['raw_mean'])} on {score(r['scale_min'])}–{score(r['scale_max'])}"
         tbl = table([Col("evaluator", "evaluation_llm"), Col("rubric", "evaluation_template"),
                      Col("n_essays", kind="int"), Col("n", "n evaluations", kind="int"),
-                     Col("mean", kind="num", title="mean raw score on the rubric's own scale"),
-                     Col("std", "std (evaluations)", kind="num"),
-                     Col("mean_norm", kind="num", title="mean score_norm"),
-                     Col("ci", "mean_norm 95% CI", title="95% cluster-bootstrap interval of mean_norm over essays")],
+                     Col("mean", kind="num", title="mean score_norm (each score rescaled to 0–1 on its rubric's scale)"),
+                     Col("ci", "95% CI", title="95% cluster-bootstrap interval of the mean over essays"),
+                     Col("std", "std (evaluations)", kind="num", title="sample std of score_norm"),
+                     Col("raw", "raw mean (rubric scale)", title="mean raw score on the rubric's own scale: not "
+                         "comparable across rubrics with different scales")],
                     rows, tid="evaluator-rubric", csv="data/scores.csv")
         sections.append(Section("Evaluator × rubric", "How harsh each evaluation model is on each rubric. Cells "
                                 "scored on different essays are not comparable with each other: for matched "
@@ -580,7 +590,7 @@ def rubrics(c: Cohort) -> Page:
             labels = [f"{e} · {c.names.model(m)}" for e, m in both.index]
             fig = figures.scatter(both[a].tolist(), both[b].tolist(), labels,
                                   title=f"{la} vs {lb_}: matched (essay, evaluator) units, score_norm",
-                                  x_title=la, y_title=lb_)
+                                  x_title=_norm_axis(la), y_title=_norm_axis(lb_))
             row = pc[(pc["factor"] == "evaluation_template") & (pc["level_a"] == a) & (pc["level_b"] == b)] \
                 if len(pc) else pc
             r = records(row)[0] if len(row) else {}
@@ -647,7 +657,8 @@ def agreement(c: Cohort) -> Page:
         sections.append(Section("Agreement classes", "Per unit: the range of its scores as a share of the "
                                 "rubric's scale. high ≤ 10%, moderate ≤ 25%, low above. Units with a single score "
                                 "have no spread to judge and are excluded, not drawn as 0. " + "; ".join(counted) + ".", [
-            chart(figures.bars(AGREEMENT_ORDER[:-1], series, title="Units by agreement class", y_title="units"),
+            chart(figures.bars(AGREEMENT_ORDER[:-1], series, title="Units by agreement class", y_title="units",
+                               counts=True),
                   "agreement-classes"),
             chart(figures.histogram(ranges, title="Spread of scores (range as share of scale)",
                                     x_title="range_norm", bin_size=0.05), "agreement-ranges")]))

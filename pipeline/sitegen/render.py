@@ -35,13 +35,16 @@ def script_json(obj_json: str) -> str:
 def chart(fig: dict, key: str, caption: str = "") -> Markup:
     """A chart placeholder plus its figure JSON; ``assets/daydream.js`` calls Plotly.newPlot.
 
-    The figure's title is taken out of the plot and shown as HTML above it: a Plotly title is
-    one line that neither wraps nor gives way to the legend, so on a phone it was clipped or
-    covered."""
+    The figure's title is shown as HTML above the plot: a Plotly title is one line that neither
+    wraps nor gives way to the legend, so on a phone it was clipped or covered. The figure keeps
+    its title (``layout.title``) and the margin it needs in ``layout.meta.titleMargin``: the
+    page draws without them and puts them back in an exported image, which would otherwise be
+    untitled."""
     layout = dict(fig.get("layout") or {})
-    title = (layout.pop("title", None) or {}).get("text", "")
+    title = (layout.get("title") or {}).get("text", "")
     margin = dict(layout.get("margin") or {})
     if "t" in margin:
+        layout["meta"] = dict(layout.get("meta") or {}, titleMargin=margin["t"])
         margin["t"] = max(24, margin["t"] - 40)
         layout["margin"] = margin
     data = script_json(json.dumps(dict(fig, layout=layout), separators=(",", ":"), allow_nan=False))

@@ -30,6 +30,28 @@ class _QuietHandler(SimpleHTTPRequestHandler):
         self.send_header("Cache-Control", "no-cache")
         super().end_headers()
 
+    def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
+        """A missing page gets the site's own 404 page (with the site's navigation), not the
+        stdlib's bare error page. Its links are relative to the site root, where it lives, so a
+        ``<base>`` points them there from any depth."""
+        page = Path(self.directory) / "404.html"
+        if code != 404 or self.command == "HEAD" or not page.is_file():
+            super().send_error(code, message, explain)
+            return
+        try:
+            html = page.read_text(encoding="utf-8")
+        except OSError:
+            super().send_error(code, message, explain)
+            return
+        html = html.replace("<head>", '<head><base href="/">', 1)
+        body = html.encode("utf-8")
+        self.send_response(404, message)
+        self.send_header("Content-Type", "text/html; charset=utf-8")
+        self.send_header("Content-Length", str(len(body)))
+        self.send_header("Connection", "close")
+        self.end_headers()
+        self.wfile.write(body)
+
 
 def serve(build_dir: Path, port: int = 0) -> tuple[ThreadingHTTPServer, str]:
     """Serve ``build_dir`` on 127.0.0.1:``port`` (0 = a free port) from a daemon thread.

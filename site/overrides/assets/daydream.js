@@ -8,16 +8,39 @@
   // ---- charts ------------------------------------------------------------------------------
   // Each chart is <div class="dd-chart" data-figure="ID"> plus <script type="application/json" id="ID">.
   // A trace may carry customdata hrefs: clicking that point (a heatmap cell, a bar) opens it.
+  // The page shows a chart's title as HTML above it (it wraps on a phone); the figure keeps it,
+  // and the download button puts it back, so an exported image is titled.
+  function exportFigure(node) {
+    var fig = JSON.parse(document.getElementById(node.getAttribute("data-figure")).textContent);
+    var layout = fig.layout || {};
+    if (layout.meta && layout.meta.titleMargin) layout.margin = Object.assign({}, layout.margin || {}, { t: layout.meta.titleMargin });
+    layout.width = node.clientWidth || 900;
+    layout.height = layout.height || node.clientHeight || 400;
+    return { data: node.data || fig.data || [], layout: layout };
+  }
+
+  function downloadImage(node) {
+    var fig = exportFigure(node), name = (node.id || "chart").replace(/^chart-/, "");
+    return window.Plotly.toImage(fig, { format: "png", width: fig.layout.width, height: fig.layout.height, scale: 2 })
+      .then(function (url) {
+        var a = el("a", { href: url, download: name + ".png" });
+        document.body.appendChild(a); a.click(); a.remove();
+      });
+  }
+
   function drawCharts() {
     var charts = document.querySelectorAll("div.dd-chart[data-figure]");
     for (var i = 0; i < charts.length; i++) {
       var node = charts[i];
       if (!window.Plotly) { node.textContent = "The chart library did not load."; continue; }
       var fig = JSON.parse(document.getElementById(node.getAttribute("data-figure")).textContent);
-      var layout = fig.layout || {};
+      var layout = Object.assign({}, fig.layout || {}, { title: { text: "" } });
       if (node.clientWidth < 560) narrow(layout, fig.data || []);
-      window.Plotly.newPlot(node, fig.data || [], layout,
-        { responsive: true, displaylogo: false, modeBarButtonsToRemove: ["lasso2d", "select2d"] });
+      window.Plotly.newPlot(node, fig.data || [], layout, {
+        responsive: true, displaylogo: false, modeBarButtonsToRemove: ["lasso2d", "select2d", "toImage"],
+        modeBarButtonsToAdd: [{ name: "Download plot as a png (titled)", icon: window.Plotly.Icons.camera,
+                                click: function (gd) { downloadImage(gd); } }]
+      });
       node.on("plotly_click", function (ev) {
         var p = ev && ev.points && ev.points[0];
         var href = p && p.customdata;
@@ -87,6 +110,17 @@
     var frag = document.createDocumentFragment();
     keyed.forEach(function (k) { frag.appendChild(k.row); });
     body.appendChild(frag);
+  }
+
+  function numericColumn(table, idx) {
+    var rows = table.tBodies[0].rows, seen = 0;
+    for (var r = 0; r < rows.length; r++) {
+      var k = cellKey(rows[r], idx);
+      if (k === "") continue;
+      if (isNaN(Number(k))) return false;
+      seen++;
+    }
+    return seen > 0;
   }
 
   function el(tag, attrs, text) {
@@ -228,7 +262,9 @@
       Array.prototype.forEach.call(heads, function (th, idx) {
         th.setAttribute("title", (th.getAttribute("title") ? th.getAttribute("title") + ". " : "") + "Click to sort");
         th.addEventListener("click", function () {
-          var desc = th.getAttribute("aria-sort") === "ascending";
+          // numbers sort best (largest) first on the first click, words A to Z
+          var now = th.getAttribute("aria-sort");
+          var desc = now ? now === "ascending" : th.getAttribute("data-key") !== "rank" && numericColumn(table, idx);
           sortBy(table, idx, desc);
           t.sort = (th.getAttribute("data-key") || idx) + (desc ? ":desc" : ":asc");
           writeUrl();
@@ -355,6 +391,9 @@
       list.appendChild(li);
     });
   }
+
+  // what a script (or a test) may ask of the page
+  window.daydream = { exportFigure: exportFigure };
 
   function init() { setupTables(); essaySequence(); markTarget(); search(); drawCharts(); }
   if (document.readyState === "loading") document.addEventListener("DOMContentLoaded", init);
