@@ -544,3 +544,33 @@ def check_charts_legend_clear_titled_export_integer_counts(w: Watched, base: str
 def test_charts_legend_clear_titled_export_integer_counts_404(where):
     w, base, _ = where
     check_charts_legend_clear_titled_export_integer_counts(w, base, "alpha")
+
+
+def check_search_as_you_type(w: Watched, base: str, paths, cohort: str) -> None:
+    """Results follow the box without Enter, every word is highlighted, results carry scores."""
+    lb = pd.read_csv(paths.reports_dir(cohort) / "leaderboard.csv", dtype=str, keep_default_na=False)
+    eid = lb[lb["rank"] != ""].iloc[0]["essay_gen_id"]
+    words = list(dict.fromkeys(_WORD.findall(paths.gen_file("essay", eid, "parsed.txt").read_text().lower())))
+    a, b = words[0], words[-1]
+    w.goto(base + "search.html")
+    box = w.page.locator("#dd-search-q")
+    box.press_sequentially(f"{a} {b}", delay=15)
+    hit = w.page.locator(f'#dd-search-results li:has(.dd-result-head a[href^="cohorts/{cohort}/essays/{eid}.html"])').first
+    hit.wait_for(timeout=15000)
+    marks = {m.lower() for m in hit.locator(".dd-snippet mark").all_inner_texts()}
+    assert a in marks and b in marks, f"both words are highlighted: {marks}"
+    assert re.search(r"rank \d+ of \d+ · mean score_norm \d\.\d\d", hit.locator(".dd-result-score").inner_text())
+    assert f"q={a}+{b}" in w.page.url or f"q={a}%20{b}" in w.page.url, "the query is in the URL"
+    # a word of the reasoning: the hit names the evaluation and its score
+    word, _ = reasoning_only_word(paths, cohort)
+    box.fill(word)
+    ev = w.page.locator("#dd-search-results li", has_text="found in: evaluation").first
+    ev.wait_for(timeout=15000)
+    assert re.search(r"score [\d.]+ on [\d.]+–[\d.]+|failed: ", ev.locator(".dd-part-score").inner_text())
+    box.fill("")
+    w.page.wait_for_function("document.querySelectorAll('#dd-search-results li').length === 0")
+
+
+def test_search_as_you_type_highlights_every_word_with_scores(where):
+    w, base, paths = where
+    check_search_as_you_type(w, base, paths, "alpha")

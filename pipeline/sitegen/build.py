@@ -200,7 +200,8 @@ def _write_essays(c: P.Cohort, bundles: list[EssayBundle], build: Path, env, oth
         page = (head.replace(TITLE_SLOT, title).replace(f"{SHELL}.md", f"{eid}.html").replace(f"{SHELL}.html", f"{eid}.html")
                 + body + tail.replace(TITLE_SLOT, title))
         atomic_write_text(essays_dir / f"{eid}.html", page)
-        docs.append(S.essay_doc(c.id, ctx["e"], ctx["d"], ctx["evals"], ctx["combo"]))
+        docs.append(S.essay_doc(c.id, ctx["e"], ctx["d"], ctx["evals"], ctx["combo"],
+                                S.essay_summary(lb.get(eid, {}), n_ranked)))
     shell_path.unlink()
     return docs
 

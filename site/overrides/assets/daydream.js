@@ -331,65 +331,126 @@
 
   function terms(q) { return q.toLowerCase().split(/[\s,;:!?()"'“”]+/).filter(Boolean); }
 
-  function snippet(text, term) {
-    var low = text.toLowerCase(), at = low.indexOf(term);
-    var start = Math.max(0, at - SNIPPET), end = Math.min(text.length, at + term.length + 2 * SNIPPET);
+  // Every occurrence of every term, as [start, end) ranges merged where they overlap.
+  function ranges(low, ts) {
+    var out = [];
+    ts.forEach(function (t) {
+      for (var k = low.indexOf(t); k >= 0 && t; k = low.indexOf(t, k + t.length)) out.push([k, k + t.length]);
+    });
+    out.sort(function (a, b) { return a[0] - b[0]; });
+    var merged = [];
+    out.forEach(function (r) {
+      var last = merged[merged.length - 1];
+      if (last && r[0] <= last[1]) last[1] = Math.max(last[1], r[1]); else merged.push(r.slice());
+    });
+    return merged;
+  }
+
+  // A window of text around the first occurrence of each term (so every term found shows, however
+  // far apart), windows merged where they meet, every occurrence of every term marked.
+  function snippet(text, ts) {
+    var low = text.toLowerCase(), wins = [];
+    ts.forEach(function (t) {
+      var at = low.indexOf(t);
+      if (at >= 0) wins.push([Math.max(0, at - SNIPPET), Math.min(text.length, at + t.length + SNIPPET)]);
+    });
+    if (!wins.length) wins.push([0, Math.min(text.length, 2 * SNIPPET)]);
+    wins.sort(function (a, b) { return a[0] - b[0]; });
+    var merged = [];
+    wins.forEach(function (r) {
+      var last = merged[merged.length - 1];
+      if (last && r[0] <= last[1]) last[1] = Math.max(last[1], r[1]); else merged.push(r.slice());
+    });
     var p = el("p", { "class": "dd-snippet" });
-    var part = text.slice(start, end), lowPart = part.toLowerCase(), pos = 0;
-    if (start > 0) p.appendChild(document.createTextNode("…"));
-    for (;;) {
-      var k = lowPart.indexOf(term, pos);
-      if (k < 0 || !term) break;
-      p.appendChild(document.createTextNode(part.slice(pos, k)));
-      p.appendChild(el("mark", {}, part.slice(k, k + term.length)));
-      pos = k + term.length;
-    }
-    p.appendChild(document.createTextNode(part.slice(pos)));
-    if (end < text.length) p.appendChild(document.createTextNode("…"));
+    merged.slice(0, 4).forEach(function (win, n) {
+      if (win[0] > 0 || n > 0) p.appendChild(document.createTextNode(n ? " … " : "…"));
+      var part = text.slice(win[0], win[1]), pos = 0;
+      ranges(part.toLowerCase(), ts).forEach(function (r) {
+        p.appendChild(document.createTextNode(part.slice(pos, r[0])));
+        p.appendChild(el("mark", {}, part.slice(r[0], r[1])));
+        pos = r[1];
+      });
+      p.appendChild(document.createTextNode(part.slice(pos)));
+    });
+    if (merged[merged.length - 1][1] < text.length) p.appendChild(document.createTextNode("…"));
     return p;
   }
 
-  function search() {
-    var box = document.getElementById("dd-search-q"), list = document.getElementById("dd-search-results");
-    var status = document.getElementById("dd-search-status");
-    if (!box || !list) return;
-    var q = params().get("q") || "";
-    box.value = q;
-    var ts = terms(q);
-    if (!ts.length) return;
+  function findHits(ts) {
     var docs = window.DDSEARCH || [], hits = [];
     docs.forEach(function (d) {
       if (!d._low) {
         d._title = (d.t || "").toLowerCase();
         d._low = d.p.map(function (p) { return (p[1] + " " + p[2]).toLowerCase(); });
       }
-      var score = 0, first = null;
+      var score = 0;
       for (var i = 0; i < ts.length; i++) {
         var found = d._title.indexOf(ts[i]) >= 0 ? 5 : 0;
-        for (var j = 0; j < d._low.length; j++) {
-          if (d._low[j].indexOf(ts[i]) >= 0) { found += 1; if (first === null && i === 0) first = j; }
-        }
+        for (var j = 0; j < d._low.length; j++) if (d._low[j].indexOf(ts[i]) >= 0) found += 1;
         if (!found) return;
         score += found;
       }
+      // the part to show: the one holding the most of the terms (the first such)
+      var best = 0, bestN = -1;
+      for (var a = 0; a < d._low.length; a++) {
+        var n = 0;
+        for (var b = 0; b < ts.length; b++) if (d._low[a].indexOf(ts[b]) >= 0) n++;
+        if (n > bestN) { best = a; bestN = n; }
+      }
       // a search for an evaluation's id opens that evaluation, not the list of ids
-      for (var a = 0; a < d.p.length; a++) if (d.p[a][0] && d.p[a][0].toLowerCase() === ts[0]) first = a;
-      hits.push({ d: d, score: score, part: first === null ? 0 : first });
+      for (var c = 0; c < d.p.length; c++) if (d.p[c][0] && d.p[c][0].toLowerCase() === ts[0]) best = c;
+      hits.push({ d: d, score: score, part: best });
     });
     hits.sort(function (a, b) { return b.score - a.score || (a.d.t < b.d.t ? -1 : 1); });
+    return hits;
+  }
+
+  var SHOWN_RESULTS = 200;
+
+  function showResults(q, list, status) {
+    var ts = terms(q);
+    list.textContent = "";
+    if (!ts.length) { status.textContent = "Type words to search every essay, draft, evaluation and page."; return; }
+    var hits = findHits(ts);
     status.textContent = hits.length ? hits.length + (hits.length === 1 ? " result" : " results") + " for “" + q + "”" +
-      (hits.length > 200 ? " (the first 200 shown)" : "") : "No results for “" + q + "”.";
-    hits.slice(0, 200).forEach(function (h) {
+      (hits.length > SHOWN_RESULTS ? " (the first " + SHOWN_RESULTS + " shown)" : "") : "No results for “" + q + "”.";
+    var frag = document.createDocumentFragment();
+    hits.slice(0, SHOWN_RESULTS).forEach(function (h) {
       var part = h.d.p[h.part] || ["", "", ""];
       var li = el("li", { "class": "dd-result" });
       var head = el("div", { "class": "dd-result-head" });
       head.appendChild(el("a", { href: h.d.u + (part[0] ? "#" + part[0] : "") }, h.d.t));
       if (h.d.c) head.appendChild(el("span", { "class": "dd-tag", title: "cohort" }, "cohort " + h.d.c));
+      if (h.d.s) head.appendChild(el("span", { "class": "dd-result-score", title: "the essay's standing in its cohort" }, h.d.s));
       li.appendChild(head);
-      li.appendChild(el("p", { "class": "dd-meta" }, "found in: " + part[1]));
-      li.appendChild(snippet(part[2] || "", ts[0]));
-      list.appendChild(li);
+      var meta = el("p", { "class": "dd-meta" }, "found in: " + part[1]);
+      if (part[3]) meta.appendChild(el("span", { "class": "dd-part-score" }, " · " + part[3]));
+      li.appendChild(meta);
+      li.appendChild(snippet(part[2] || "", ts));
+      frag.appendChild(li);
     });
+    list.appendChild(frag);
+  }
+
+  // Results follow the box as one types (no Enter needed); the query stays in the URL.
+  function search() {
+    var box = document.getElementById("dd-search-q"), list = document.getElementById("dd-search-results");
+    var status = document.getElementById("dd-search-status");
+    if (!box || !list) return;
+    box.value = params().get("q") || "";
+    if (box.value) showResults(box.value, list, status);
+    var timer = null;
+    box.addEventListener("input", function () {
+      window.clearTimeout(timer);
+      timer = window.setTimeout(function () {
+        showResults(box.value, list, status);
+        var p = params();
+        if (box.value) p.set("q", box.value); else p.delete("q");
+        try { window.history.replaceState(null, "", "?" + p.toString()); } catch (e) { /* not in the URL then */ }
+      }, 80);
+    });
+    var form = box.form;
+    if (form) form.addEventListener("submit", function (ev) { ev.preventDefault(); showResults(box.value, list, status); });
   }
 
   // what a script (or a test) may ask of the page
