@@ -33,9 +33,15 @@ COHORT_PAGES = ("index", "leaderboard", "factors", "evaluators", "rubrics", "agr
 
 @pytest.fixture(scope="module")
 def site(tmp_path_factory):
+    from pipeline.sitegen import render
+
     root = tmp_path_factory.mktemp("browser-site")
     paths = make_site_root(root, n_essays=20)
-    build = build_site(paths)
+    with pytest.MonkeyPatch.context() as mp:
+        # tables above 8 rows travel as data here, so every check below runs on both kinds
+        # (the demo site's tables are small: HTML rows)
+        mp.setattr(render, "INLINE_ROWS", 8)
+        build = build_site(paths)
     server, url = serve(build)
     yield paths, build, url
     server.shutdown()

@@ -81,46 +81,27 @@
     layout.margin = Object.assign({}, layout.margin || {}, { l: 40, r: 8 });
   }
 
-  // ---- tables: sort, filter, URL state, CSV ------------------------------------------------
-  function cellKey(row, idx) {
-    var cell = row.cells[idx];
-    if (!cell) return "";
-    return cell.hasAttribute("data-sort") ? cell.getAttribute("data-sort") : cell.textContent.trim();
+  // ---- tables: sort, filter, page, URL state, CSV --------------------------------------------
+  // Every table is a list of row models {t: texts, k: sort keys, low: text to match, node}, filtered,
+  // sorted and shown a page at a time. A small table's rows come from its HTML; a large one's
+  // (class dd-data) from compact JSON in the page (render.table), turned into rows only when shown,
+  // so every row of any cohort is filtered and sorted without the page holding one <tr> each.
+  var PAGE_ROWS = 100;
+  var collator = new Intl.Collator(undefined, { numeric: true, sensitivity: "base" });
+
+  function keyOf(s) {
+    if (s === "" || s == null) return "";
+    if (typeof s === "number") return s;
+    var n = Number(s);
+    return isNaN(n) ? s : n;
   }
 
   function compare(a, b) {
     if (a === "" && b === "") return 0;
     if (a === "") return 1;           // blanks last, whatever the direction
     if (b === "") return -1;
-    var x = Number(a), y = Number(b);
-    if (!isNaN(x) && !isNaN(y)) return x - y;
-    return a.localeCompare(b, undefined, { numeric: true, sensitivity: "base" });
-  }
-
-  function sortBy(table, idx, desc) {
-    var heads = table.tHead.rows[0].cells;
-    for (var i = 0; i < heads.length; i++) heads[i].removeAttribute("aria-sort");
-    heads[idx].setAttribute("aria-sort", desc ? "descending" : "ascending");
-    var body = table.tBodies[0];
-    var keyed = Array.prototype.map.call(body.rows, function (r, n) { return { row: r, key: cellKey(r, idx), n: n }; });
-    keyed.sort(function (p, q) {
-      if (p.key === "" || q.key === "") return compare(p.key, q.key) || p.n - q.n;
-      return (desc ? -compare(p.key, q.key) : compare(p.key, q.key)) || p.n - q.n;
-    });
-    var frag = document.createDocumentFragment();
-    keyed.forEach(function (k) { frag.appendChild(k.row); });
-    body.appendChild(frag);
-  }
-
-  function numericColumn(table, idx) {
-    var rows = table.tBodies[0].rows, seen = 0;
-    for (var r = 0; r < rows.length; r++) {
-      var k = cellKey(rows[r], idx);
-      if (k === "") continue;
-      if (isNaN(Number(k))) return false;
-      seen++;
-    }
-    return seen > 0;
+    if (typeof a === "number" && typeof b === "number") return a - b;
+    return collator.compare(String(a), String(b));
   }
 
   function el(tag, attrs, text) {
@@ -130,7 +111,82 @@
     return e;
   }
 
-  var tables = [];   // {table, id, heads, controls: [{key, kind, idx, inputs}], text, count}
+  function domRows(table) {
+    return Array.prototype.map.call(table.tBodies[0].rows, function (tr, i) {
+      var t = [], k = [];
+      Array.prototype.forEach.call(tr.cells, function (cell) {
+        var text = cell.textContent.trim();
+        t.push(text);
+        k.push(keyOf(cell.hasAttribute("data-sort") ? cell.getAttribute("data-sort") : text));
+      });
+      return { t: t, k: k, i: i, node: tr, low: t.join(" ").toLowerCase() };
+    });
+  }
+
+  function matrixText(m) { return m.map(function (v) { return v[1]; }).join(" · "); }
+
+  function dataRows(table) {
+    var blob = JSON.parse(document.getElementById(table.getAttribute("data-rows")).textContent);
+    var dicts = blob.d || {}, rows = blob.rows, essays = blob.e || null, out = new Array(rows.length);
+    for (var i = 0; i < rows.length; i++) {
+      var src = rows[i], t = new Array(src.length), k = new Array(src.length);
+      for (var j = 0; j < src.length; j++) {
+        var v = src[j], d = dicts[j];
+        if (d && typeof v === "number") v = src[j] = d[v];
+        if (v == null) { t[j] = ""; k[j] = ""; }
+        else if (typeof v === "string") { t[j] = v; k[j] = keyOf(v); }
+        else if (typeof v === "number") { t[j] = String(v); k[j] = v; }
+        else if (Array.isArray(v)) { t[j] = v[0]; k[j] = keyOf(v[1]); }
+        else if (v.m) { t[j] = matrixText(v.m); k[j] = keyOf(v.s); }
+        else if (v.x != null) { t[j] = v.t || ""; k[j] = keyOf(v.s != null ? v.s : v.t); }
+        else { t[j] = v.t; k[j] = keyOf(v.t); }
+      }
+      out[i] = { t: t, k: k, i: i, src: src, essay: essays ? essays[i] : "", node: null, low: t.join(" ").toLowerCase() };
+    }
+    return out;
+  }
+
+  // One row of a data table as HTML elements; text from data always goes in as text, and the
+  // only HTML taken as is ({x}) was escaped when the site was built.
+  function buildRow(t, row) {
+    var tr = document.createElement("tr");
+    for (var j = 0; j < row.src.length; j++) {
+      var v = row.src[j], th = t.heads[j], td = document.createElement("td");
+      var key = row.k[j];
+      if (th.classList.contains("num")) td.className = "num";
+      else if (th.hasAttribute("data-wrap") && v != null) td.className = "wrap";
+      if (v == null) { tr.appendChild(td); continue; }
+      if (typeof v === "object" && !Array.isArray(v) && v.m) {
+        if (v.k !== "" && v.k != null) td.className = "dd-heat dd-heat-" + v.k;
+        td.setAttribute("data-sort", v.s === "" ? "" : String(v.s));
+        var base = row.essay ? "essays/" + row.essay + ".html#" : "";
+        v.m.forEach(function (e, n) {
+          if (n) td.appendChild(document.createTextNode(" · "));
+          var a = el(base ? "a" : "span", base ? { href: base + e[0] } : {}, e[1]);
+          if (e[3] === "f") { a.className = "dd-fail"; a.title = e[2]; }
+          else if (e[3] === "p") { a.className = "dd-pending"; a.title = e[2]; }
+          else a.title = "replicate " + e[2] + ": " + e[1] + " on " + e[3];
+          td.appendChild(a);
+        });
+      } else if (typeof v === "object" && !Array.isArray(v) && v.x != null) {
+        td.innerHTML = v.x;
+        if (v.k) td.className = v.k;
+        if (v.s != null) td.setAttribute("data-sort", String(v.s));
+      } else if (typeof v === "object" && !Array.isArray(v)) {
+        var link = el("a", { href: v.h });
+        if (v.c) link.appendChild(el("code", {}, v.t)); else link.textContent = v.t;
+        td.appendChild(link);
+        td.setAttribute("data-sort", v.t);
+      } else {
+        if (th.hasAttribute("data-code")) td.appendChild(el("code", {}, row.t[j])); else td.textContent = row.t[j];
+        if (th.classList.contains("num")) td.setAttribute("data-sort", key === "" ? "" : String(key));
+      }
+      tr.appendChild(td);
+    }
+    return tr;
+  }
+
+  var tables = [];
 
   function params() { return new URLSearchParams(window.location.search); }
 
@@ -147,6 +203,7 @@
         }
       });
       if (t.sort) p.set(t.id + ".sort", t.sort);
+      if (t.page > 0) p.set(t.id + ".page", String(t.page + 1));
     });
     var q = p.toString();
     try {
@@ -154,58 +211,112 @@
     } catch (e) { /* a browser that refuses: the filter still works, it just is not in the URL */ }
   }
 
+  function numericColumn(t, idx) {
+    var seen = 0;
+    for (var r = 0; r < t.rows.length; r++) {
+      var k = t.rows[r].k[idx];
+      if (k === "") continue;
+      if (typeof k !== "number") return false;
+      seen++;
+    }
+    return seen > 0;
+  }
+
+  function sortRows(t, idx, desc) {
+    for (var i = 0; i < t.heads.length; i++) t.heads[i].removeAttribute("aria-sort");
+    t.heads[idx].setAttribute("aria-sort", desc ? "descending" : "ascending");
+    t.rows.sort(function (p, q) {
+      var a = p.k[idx], b = q.k[idx];
+      if (a === "" || b === "") return compare(a, b) || p.i - q.i;
+      return (desc ? -compare(a, b) : compare(a, b)) || p.i - q.i;
+    });
+  }
+
   function applyFilter(t) {
     var words = t.text.value.toLowerCase().split(/\s+/).filter(Boolean);
-    var shown = 0, rows = t.table.tBodies[0].rows;
+    var active = t.controls.filter(function (c) {
+      return c.kind === "select" ? c.input.value : c.min.value !== "" || c.max.value !== "";
+    });
+    var shown = [], rows = t.rows;
     for (var r = 0; r < rows.length; r++) {
       var row = rows[r], ok = true;
-      if (words.length) {
-        var txt = row.textContent.toLowerCase();
-        for (var w = 0; w < words.length && ok; w++) ok = txt.indexOf(words[w]) >= 0;
-      }
-      for (var i = 0; i < t.controls.length && ok; i++) {
-        var c = t.controls[i];
-        if (c.kind === "select" && c.input.value) ok = row.cells[c.idx].textContent.trim() === c.input.value;
-        if (c.kind === "range" && (c.min.value !== "" || c.max.value !== "")) {
-          var v = cellKey(row, c.idx);
-          var x = v === "" ? NaN : Number(v);
-          if (isNaN(x)) ok = false;   // unknown is not inside any range
+      for (var w = 0; w < words.length && ok; w++) ok = row.low.indexOf(words[w]) >= 0;
+      for (var i = 0; i < active.length && ok; i++) {
+        var c = active[i];
+        if (c.kind === "select") ok = row.t[c.idx] === c.input.value;
+        else {
+          var x = row.k[c.idx];
+          if (typeof x !== "number") ok = false;   // unknown is not inside any range
           else {
             if (c.min.value !== "" && x < Number(c.min.value)) ok = false;
             if (c.max.value !== "" && x > Number(c.max.value)) ok = false;
           }
         }
       }
-      row.hidden = !ok;
-      if (ok) shown++;
+      if (ok) shown.push(row);
     }
-    t.count.textContent = shown === rows.length ? rows.length + " rows" : shown + " of " + rows.length + " rows";
+    t.shown = shown;
+    var n = rows.length;
+    t.count.textContent = shown.length === n ? n.toLocaleString("en") + " rows"
+      : shown.length.toLocaleString("en") + " of " + n.toLocaleString("en") + " rows";
+  }
+
+  function render(t) {
+    var pages = Math.max(1, Math.ceil(t.shown.length / PAGE_ROWS));
+    t.page = Math.min(Math.max(0, t.page), pages - 1);
+    var from = t.page * PAGE_ROWS, to = Math.min(t.shown.length, from + PAGE_ROWS);
+    var body = t.table.tBodies[0], frag = document.createDocumentFragment();
+    for (var r = from; r < to; r++) {
+      var row = t.shown[r];
+      if (!row.node) row.node = buildRow(t, row);
+      frag.appendChild(row.node);
+    }
+    body.textContent = "";
+    body.appendChild(frag);
+    t.pager.hidden = pages < 2;
+    t.prev.disabled = t.page === 0;
+    t.next.disabled = t.page >= pages - 1;
+    t.where.textContent = t.shown.length ? "rows " + (from + 1).toLocaleString("en") + "–" + to.toLocaleString("en") +
+      " of " + t.shown.length.toLocaleString("en") : "no rows";
   }
 
   function csvOf(t) {
     var esc = function (s) { return /[",\n\r]/.test(s) ? '"' + s.replace(/"/g, '""') + '"' : s; };
     var lines = [Array.prototype.map.call(t.heads, function (h) { return esc(h.textContent.trim()); }).join(",")];
-    Array.prototype.forEach.call(t.table.tBodies[0].rows, function (row) {
-      if (row.hidden) return;
-      lines.push(Array.prototype.map.call(row.cells, function (c) { return esc(c.textContent.trim()); }).join(","));
-    });
+    t.shown.forEach(function (row) { lines.push(row.t.map(esc).join(",")); });
     return lines.join("\n") + "\n";
+  }
+
+  // The essay page a row links to (absolute URL), for previous/next within a filtered view.
+  function essayOf(row) {
+    if (row.essayUrl !== undefined) return row.essayUrl;
+    var href = "";
+    if (row.node) {
+      var a = row.node.querySelector('a[href*="essays/"]');
+      if (a) href = a.href;
+    } else {
+      for (var j = 0; j < row.src.length && !href; j++) {
+        var v = row.src[j];
+        if (v && v.h && /essays\//.test(v.h)) href = new URL(v.h, window.location.href).href;
+      }
+    }
+    return (row.essayUrl = href.split("#")[0]);
   }
 
   function setupTable(table, n) {
     if (!table.tHead || !table.tBodies.length) return;
     var heads = table.tHead.rows[0].cells;
-    var t = { table: table, id: table.getAttribute("data-table") || "t" + (n + 1), heads: heads, controls: [] };
+    var t = { table: table, id: table.getAttribute("data-table") || "t" + (n + 1), heads: heads, controls: [], page: 0 };
+    t.rows = table.classList.contains("dd-data") ? dataRows(table) : domRows(table);
     var bar = el("div", { "class": "dd-filters", role: "group", "aria-label": "Filter this table" });
     t.text = el("input", { type: "search", "class": "dd-filter-text", placeholder: "Filter rows…", "aria-label": "Filter rows by text" });
     bar.appendChild(t.text);
-    var rows = table.tBodies[0].rows;
     Array.prototype.forEach.call(heads, function (th, idx) {
       var kind = th.getAttribute("data-filter"), key = th.getAttribute("data-key") || String(idx), label = th.textContent.trim();
       if (kind === "select") {
         var values = {};
-        for (var r = 0; r < rows.length; r++) { var v = rows[r].cells[idx] ? rows[r].cells[idx].textContent.trim() : ""; if (v) values[v] = 1; }
-        var keys = Object.keys(values).sort(function (a, b) { return a.localeCompare(b, undefined, { numeric: true }); });
+        for (var r = 0; r < t.rows.length; r++) { var v = t.rows[r].t[idx]; if (v) values[v] = 1; }
+        var keys = Object.keys(values).sort(function (a, b) { return collator.compare(a, b); });
         if (keys.length < 2 || keys.length > 60) return;
         var sel = el("select", { "aria-label": "Filter by " + label, "data-key": key });
         sel.appendChild(el("option", { value: "" }, label + ": all"));
@@ -225,15 +336,21 @@
     t.count = el("span", { "class": "dd-filter-count", "aria-live": "polite" });
     var hint = el("span", { "class": "dd-scroll-hint", hidden: "" }, "⇆ wider than the page: scroll the table sideways");
     var clear = el("button", { type: "button" }, "Clear");
-    var csv = el("button", { type: "button", title: "Download the rows shown, as CSV" }, "CSV of these rows");
+    var csv = el("button", { type: "button", title: "Download the rows shown (every page), as CSV" }, "CSV of these rows");
     bar.appendChild(t.count); bar.appendChild(clear); bar.appendChild(csv); bar.appendChild(hint);
     var wrap = table.closest(".dd-table-wrap") || table;
     wrap.parentNode.insertBefore(bar, wrap);
+    t.pager = el("nav", { "class": "dd-pager", "aria-label": "Pages of this table" });
+    t.prev = el("button", { type: "button", "class": "dd-page-prev" }, "‹ previous");
+    t.where = el("span", { "class": "dd-page-where" });
+    t.next = el("button", { type: "button", "class": "dd-page-next" }, "next ›");
+    t.pager.appendChild(t.prev); t.pager.appendChild(t.where); t.pager.appendChild(t.next);
+    wrap.parentNode.insertBefore(t.pager, wrap.nextSibling);
     var showHint = function () { hint.hidden = wrap.scrollWidth <= wrap.clientWidth + 1; };
     window.addEventListener("resize", showHint);
     window.setTimeout(showHint, 0);
 
-    // the filter from the URL, so a shared or reloaded view shows the same rows
+    // the filter, sort and page from the URL, so a shared or reloaded view shows the same rows
     var p = params();
     t.text.value = p.get(t.id + ".q") || "";
     t.controls.forEach(function (c) {
@@ -245,7 +362,7 @@
         c.max.value = p.get(t.id + "." + c.key + ".max") || "";
       }
     });
-    var onChange = function () { applyFilter(t); writeUrl(); };
+    var onChange = function () { applyFilter(t); t.page = 0; render(t); writeUrl(); };
     bar.addEventListener("input", onChange);
     bar.addEventListener("change", onChange);
     clear.addEventListener("click", function () {
@@ -258,42 +375,45 @@
       a.href = URL.createObjectURL(new Blob([csvOf(t)], { type: "text/csv" }));
       document.body.appendChild(a); a.click(); a.remove();
     });
+    t.prev.addEventListener("click", function () { t.page--; render(t); writeUrl(); });
+    t.next.addEventListener("click", function () { t.page++; render(t); writeUrl(); });
     if (table.classList.contains("dd-sortable")) {
       Array.prototype.forEach.call(heads, function (th, idx) {
         th.setAttribute("title", (th.getAttribute("title") ? th.getAttribute("title") + ". " : "") + "Click to sort");
         th.addEventListener("click", function () {
-          // numbers sort best (largest) first on the first click, words A to Z
+          // numbers sort best (largest) first on the first click, words A to Z, rank 1 first
           var now = th.getAttribute("aria-sort");
-          var desc = now ? now === "ascending" : th.getAttribute("data-key") !== "rank" && numericColumn(table, idx);
-          sortBy(table, idx, desc);
+          var desc = now ? now === "ascending" : th.getAttribute("data-key") !== "rank" && numericColumn(t, idx);
+          sortRows(t, idx, desc);
           t.sort = (th.getAttribute("data-key") || idx) + (desc ? ":desc" : ":asc");
-          writeUrl();
+          applyFilter(t); t.page = 0; render(t); writeUrl();
         });
       });
       var s = p.get(t.id + ".sort");
       if (s) {
         var bits = s.split(":"), desc = bits.pop() === "desc", key = bits.join(":");
         Array.prototype.forEach.call(heads, function (th, idx) {
-          if ((th.getAttribute("data-key") || String(idx)) === key) { sortBy(table, idx, desc); t.sort = s; }
+          if ((th.getAttribute("data-key") || String(idx)) === key) { sortRows(t, idx, desc); t.sort = s; }
         });
       }
     }
-    // an essay opened from a filtered table gets previous/next within the rows shown
+    // an essay opened from a filtered table gets previous/next within the rows shown (all pages)
     table.addEventListener("click", function (ev) {
       var a = ev.target.closest && ev.target.closest("a[href]");
       if (!a || !/\/essays\/[^/]+\.html/.test(a.href)) return;
       var seen = {}, ids = [];
-      Array.prototype.forEach.call(table.tBodies[0].rows, function (row) {
-        if (row.hidden) return;
-        var link = row.querySelector('a[href*="essays/"]');
-        if (link) { var u = link.href.split("#")[0]; if (!seen[u]) { seen[u] = 1; ids.push(u); } }
+      t.shown.forEach(function (row) {
+        var u = essayOf(row);
+        if (u && !seen[u]) { seen[u] = 1; ids.push(u); }
       });
       try {
         window.sessionStorage.setItem("dd-seq", JSON.stringify({ pages: ids, from: window.location.href, label: t.count.textContent }));
-      } catch (e) { /* storage refused: the essay page falls back to cohort order */ }
+      } catch (e) { /* storage refused: the essay page falls back to rank order */ }
     });
     tables.push(t);
     applyFilter(t);
+    t.page = Math.max(0, (parseInt(p.get(t.id + ".page"), 10) || 1) - 1);
+    render(t);
   }
 
   function setupTables() {
