@@ -153,9 +153,11 @@ def test_essay_index_holds_every_essay_on_one_page_as_data(tmp_path, monkeypatch
     assert not list(essays_dir.glob("page-*.html")), "no pagination: the browser pages over the data"
     index = (essays_dir / "index.html").read_text()
     assert "<tbody>\n\n</tbody>" in index, "rows travel as data, not HTML"
-    keys, rows, _ = data_table(index, "essays")
+    keys, rows, blob = data_table(index, "essays")
     col = keys.index("essay")
-    assert {r[col]["h"][: -len(".html")] for r in rows} == set(_essay_ids(paths, "alpha"))
+    before, after, code = blob["h"][str(col)]
+    assert (before, after, code) == ("", ".html", 1), "links of one pattern send only their text"
+    assert {r[col] for r in rows} == set(_essay_ids(paths, "alpha"))
 
 
 def test_rebuild_leaves_no_stale_pages(tmp_path):

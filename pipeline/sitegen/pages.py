@@ -784,9 +784,10 @@ def heat_class(norm) -> str:
     return f"dd-heat dd-heat-{min(HEAT_STEPS - 1, max(0, int(float(norm) * HEAT_STEPS)))}"
 
 
-def _matrix_cell(c: Cohort, essay_href: str, evals: list[dict]) -> Cell:
+def _matrix_cell(c: Cohort, essay_href: str, evals: list[dict], col_scale: str = "") -> Cell:
     """One essay × (evaluator, rubric) cell: each replicate's score linking to its reasoning,
-    failures as failures (with the reason), pending as pending."""
+    failures as failures (with the reason), pending as pending. ``col_scale``: the column's
+    scale, which the compact form leaves out where a replicate's is the same."""
     links, norms, compact = [], [], []
     for v in evals:
         href = f"{essay_href}#{v['evaluation_gen_id']}"
@@ -796,7 +797,9 @@ def _matrix_cell(c: Cohort, essay_href: str, evals: list[dict]) -> Cell:
             scale = f"{score(v['scale_min'])}–{score(v['scale_max'])}"
             links.append(Markup('<a href="{}" title="replicate {}: {} on {}">{}</a>').format(
                 href, v["evaluation_replicate"], score(v["score"]), scale, score(v["score"])))
-            compact.append([gid, score(v["score"]), str(v["evaluation_replicate"]), scale])
+            rep = v["evaluation_replicate"]
+            rep = int(rep) if isinstance(rep, (int, float)) and float(rep).is_integer() else str(rep)
+            compact.append([gid, score(v["score"]), rep] + ([] if scale == col_scale else [scale]))
         elif v["status"] == "failed":
             links.append(Markup('<a class="dd-fail" href="{}" title="{}">✗ {}</a>').format(
                 href, v.get("error_detail") or "", v.get("error") or "failed"))
@@ -806,10 +809,9 @@ def _matrix_cell(c: Cohort, essay_href: str, evals: list[dict]) -> Cell:
                 href, v.get("error_detail") or ""))
             compact.append([gid, "pending", str(v.get("error_detail") or ""), "p"])
     mean = sum(norms) / len(norms) if norms else None
-    heat = "" if mean is None else min(HEAT_STEPS - 1, max(0, int(mean * HEAT_STEPS)))
-    # compact form for a data table: the replicates, the sort key and the heat step; the page
-    # links each to the row's essay (daydream.js)
-    data = {"m": compact, "s": "" if mean is None else float(f"{mean:.6g}"), "k": heat}
+    # compact form for a data table: the replicates and the sort key (the colour follows from it);
+    # the page links each to the row's essay (daydream.js)
+    data = {"m": compact, "s": "" if mean is None else float(f"{mean:.6g}")}
     return Cell(Markup(" · ").join(links), sort="" if mean is None else f"{mean:.6g}", cls=heat_class(mean), data=data)
 
 
@@ -849,6 +851,10 @@ def matrix(c: Cohort) -> list[Page]:
     mcols += [Col("draft_template_name", "draft_template"), Col("draft_llm_name", "draft_llm"),
               Col("essay_template_name", "essay_template"), Col("essay_llm_name", "essay_llm"),
               Col("concepts", wrap=True)]
+    scales = {}
+    for r in records(s) if len(s) else []:
+        scales.setdefault((r["evaluation_llm"], r["evaluation_template"]),
+                          f"{score(r['scale_min'])}–{score(r['scale_max'])}")
     rows = []
     for eid in order:
         r = dict(lbr.get(eid) or {"essay_gen_id": eid})
@@ -861,13 +867,16 @@ def matrix(c: Cohort) -> list[Page]:
                                             f"{pending} pending" if pending else "") if x) or "done"
         href = f"essays/{eid}.html" if eid in c.essay_ids else ""
         for k, mt in zip(keys, cols):
-            r[k] = _matrix_cell(c, href, by_essay[eid].get(mt, [])) if mt in by_essay[eid] else Cell("", cls="dd-none")
+            r[k] = _matrix_cell(c, href, by_essay[eid].get(mt, []), scales[mt]) if mt in by_essay[eid] \
+                else Cell("", cls="dd-none", data={"m": [], "s": ""})
         rows.append(r)
     _lineage_cols(c, rows)
-    # the essay of each row, for a data table's cells to link to its evaluations ("" = no page)
+    # the essay of each row, for a data table's cells to link to its evaluations ("" = no page),
+    # and each matrix column's scale (by column index)
     essays = [e if e in c.essay_ids else "" for e in order]
+    first = [col.key for col in mcols].index(keys[0]) if keys else 0
     tbl = table(mcols, rows, empty="No evaluations in this cohort.", tid="matrix", csv="data/long.csv",
-                extra={"e": essays})
+                extra={"e": essays, "sc": {str(first + i): scales[mt] for i, mt in enumerate(cols)}})
     return [Page(f"cohorts/{c.id}/matrix.md", f"{c.id}: score matrix", "Score matrix", [Section("", Markup(
         "Every essay (rows, best mean first) against every evaluation model · rubric (columns). A cell "
         "lists each replicate's score on the rubric's own scale and links to that evaluation's "

@@ -310,7 +310,8 @@ def _data_cell(col: Col, value):
         text, key = fmt(value), sort_key(value)
         if text == "" and key == "":
             return None
-        return [text, _number(key) if key != "" else ""] if text != key or key == "" else _number(key)
+        n = _number(key) if key != "" else ""
+        return n if key != "" and text == str(n) else [text, n]
     if isinstance(value, Link):
         out = {"t": str(value.text), "h": value.href}
         if value.code:
@@ -330,11 +331,40 @@ def _data_cell(col: Col, value):
     return str(value)
 
 
+def _link_pattern(col: list) -> tuple[str, str, int] | None:
+    """``(before, after, code)`` when every cell of a column is a link whose href is its text
+    between the same two strings (``essays/<id>.html``), all in code or none: the column then
+    sends only the texts."""
+    pattern = None
+    for v in col:
+        if v is None:
+            continue
+        if not isinstance(v, dict) or "h" not in v or v["t"] not in v["h"]:
+            return None
+        before, _, after = v["h"].partition(v["t"])
+        this = (before, after, v.get("c", 0))
+        if pattern is None:
+            pattern = this
+        elif pattern != this:
+            return None
+    return pattern
+
+
 def _data_rows(cols: list[Col], rows: list[dict]) -> dict:
-    """The rows of a data table, column by column: a column of strings that repeat (names,
-    templates, statuses) sends each distinct string once (``"d"``: column index → values, its
-    cells then hold indices into them)."""
+    """The rows of a data table, column by column: a column of links of one pattern sends only
+    their texts (``"h"``: column index → [before, after] the text in the href, and 1 when shown
+    as code); a column of
+    strings that repeat (names, templates, statuses) sends each distinct string once (``"d"``:
+    column index → values, its cells then hold indices into them)."""
     cells = [[_data_cell(c, r.get(c.key)) for c in cols] for r in rows]
+    links = {}
+    for j in range(len(cols)):
+        pattern = _link_pattern([row[j] for row in cells])
+        if pattern is not None:
+            links[str(j)] = list(pattern)
+            for row in cells:
+                if row[j] is not None:
+                    row[j] = row[j]["t"]
     dicts = {}
     for j in range(len(cols)):
         col = [row[j] for row in cells]
@@ -348,7 +378,7 @@ def _data_rows(cols: list[Col], rows: list[dict]) -> dict:
             if row[j] is not None:
                 row[j] = index[row[j]]
         dicts[str(j)] = values
-    return {"rows": cells, "d": dicts}
+    return {"rows": cells, "d": dicts, "h": links}
 
 
 def table(cols: list[Col], rows: list[dict], *, sortable: bool = True, empty: str = "Nothing to show.",

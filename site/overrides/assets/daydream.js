@@ -127,12 +127,14 @@
 
   function dataRows(table) {
     var blob = JSON.parse(document.getElementById(table.getAttribute("data-rows")).textContent);
-    var dicts = blob.d || {}, rows = blob.rows, essays = blob.e || null, out = new Array(rows.length);
+    var dicts = blob.d || {}, links = blob.h || {}, rows = blob.rows, essays = blob.e || null, out = new Array(rows.length);
+    table._scales = blob.sc || {};
     for (var i = 0; i < rows.length; i++) {
       var src = rows[i], t = new Array(src.length), k = new Array(src.length);
       for (var j = 0; j < src.length; j++) {
         var v = src[j], d = dicts[j];
         if (d && typeof v === "number") v = src[j] = d[v];
+        if (links[j] && typeof v === "string") v = src[j] = { t: v, h: links[j][0] + v + links[j][1], c: links[j][2] };
         if (v == null) { t[j] = ""; k[j] = ""; }
         else if (typeof v === "string") { t[j] = v; k[j] = keyOf(v); }
         else if (typeof v === "number") { t[j] = String(v); k[j] = v; }
@@ -157,15 +159,16 @@
       else if (th.hasAttribute("data-wrap") && v != null) td.className = "wrap";
       if (v == null) { tr.appendChild(td); continue; }
       if (typeof v === "object" && !Array.isArray(v) && v.m) {
-        if (v.k !== "" && v.k != null) td.className = "dd-heat dd-heat-" + v.k;
+        // the colour class of the mean score_norm, as pages.heat_class gives it
+        td.className = v.s === "" ? (v.m.length ? "" : "dd-none") : "dd-heat dd-heat-" + Math.min(9, Math.max(0, Math.floor(v.s * 10)));
         td.setAttribute("data-sort", v.s === "" ? "" : String(v.s));
-        var base = row.essay ? "essays/" + row.essay + ".html#" : "";
+        var base = row.essay ? "essays/" + row.essay + ".html#" : "", scale = t.table._scales[j] || "";
         v.m.forEach(function (e, n) {
           if (n) td.appendChild(document.createTextNode(" · "));
           var a = el(base ? "a" : "span", base ? { href: base + e[0] } : {}, e[1]);
           if (e[3] === "f") { a.className = "dd-fail"; a.title = e[2]; }
           else if (e[3] === "p") { a.className = "dd-pending"; a.title = e[2]; }
-          else a.title = "replicate " + e[2] + ": " + e[1] + " on " + e[3];
+          else a.title = "replicate " + e[2] + ": " + e[1] + " on " + (e[3] || scale);
           td.appendChild(a);
         });
       } else if (typeof v === "object" && !Array.isArray(v) && v.x != null) {
