@@ -580,3 +580,73 @@ def check_search_as_you_type(w: Watched, base: str, paths, cohort: str) -> None:
 def test_search_as_you_type_highlights_every_word_with_scores(where):
     w, base, paths = where
     check_search_as_you_type(w, base, paths, "alpha")
+
+
+def check_compare_any_essays(w: Watched, base: str, paths, cohort: str) -> None:
+    """Pick essays on the leaderboard, an essay page and in search; compare them side by side
+    (texts, word diff, every evaluator's score and reasoning, prompts, lineage) at a URL that
+    shows the same comparison in a fresh browser."""
+    s = pd.read_csv(paths.reports_dir(cohort) / "scores.csv", dtype=str, keep_default_na=False)
+    w.goto(base + f"cohorts/{cohort}/leaderboard.html")
+    picks = w.page.locator('table[data-table="leaderboard"] button.dd-pick')
+    a, b = picks.nth(0).get_attribute("data-essay"), picks.nth(1).get_attribute("data-essay")
+    picks.nth(0).click()
+    picks.nth(1).click()
+    assert picks.nth(0).get_attribute("aria-pressed") == "true"
+    # a third from its own page
+    third = [e for e in _essay_ids(paths, cohort) if e not in (a, b)][0]
+    w.goto(base + f"cohorts/{cohort}/essays/{third}.html")
+    w.page.locator("#essay-title button.dd-pick").click()
+    go = w.page.locator("#dd-tray a.dd-tray-go")
+    assert go.inner_text() == f"Compare 3 essays of {cohort} →"
+    go.click()
+    w.page.wait_for_url(f"**/cohorts/{cohort}/compare.html?e=*")
+    assert w.page.url.split("?e=")[1].split(",") == [a, b, third]
+    w.page.locator(".dd-compare-col").nth(2).wait_for(timeout=15000)
+    url = w.page.url
+    assert w.page.locator(".dd-compare-col h3 a").all_inner_texts() == [a, b, third]
+    texts = w.page.locator(".dd-compare-text").all_inner_texts()
+    for eid, shown in zip((a, b, third), texts):
+        f = paths.gen_file("essay", eid, "parsed.txt")
+        if f.is_file():
+            assert shown.split() == f.read_text().split()
+    assert w.page.locator(".dd-word-diff").count() == 2
+    assert w.page.locator(".dd-word-diff ins, .dd-word-diff del").count() > 0
+    # every evaluation of the three essays: its score, linked to its reasoning
+    mine = s[s["essay_gen_id"].isin([a, b, third])]
+    for _, v in mine.iterrows():
+        cell = w.page.locator(f'table.dd-compare-scores a[href="essays/{v["essay_gen_id"]}.html#{v["evaluation_gen_id"]}"]')
+        if v["status"] == "done" and v["score"]:
+            assert cell.count() == 1 and cell.inner_text().startswith(str(float(v["score"])).rstrip("0").rstrip(".") + " on")
+    n_keys = mine.groupby(["evaluation_template", "evaluation_llm", "evaluation_replicate"]).ngroups
+    assert w.page.locator("table.dd-compare-scores tbody tr").count() == n_keys
+    assert w.page.locator("#compare-reasoning ~ details.dd-compare-block").count() >= n_keys
+    assert "concepts" in w.page.locator(".dd-compare-col").first.inner_text()
+    prompts = w.page.locator("details.dd-compare-block", has_text="essay prompts")
+    prompts.locator("summary").click()
+    assert len(prompts.locator(".dd-output").first.inner_text()) > 20
+    # the URL alone shows the same comparison (a fresh browser: no picks stored)
+    other = Watched(w.page.context.browser, base)
+    try:
+        other.goto(url)
+        other.page.locator(".dd-compare-col").nth(2).wait_for(timeout=15000)
+        assert other.page.locator(".dd-compare-col h3 a").all_inner_texts() == [a, b, third]
+        other.page.locator(".dd-compare-remove").nth(1).click()
+        other.page.wait_for_url(f"**/compare.html?e={a}%2C{third}")
+        other.page.locator(".dd-compare-col").nth(1).wait_for(timeout=15000)
+        assert other.page.locator(".dd-compare-col").count() == 2
+        assert not other.errors, other.errors
+    finally:
+        other.close()
+    # search results pick too
+    w.goto(base + f"search.html?q={b}")
+    hit = w.page.locator(f'#dd-search-results .dd-result-head button.dd-pick[data-essay="{b}"]').first
+    hit.wait_for(timeout=15000)
+    assert hit.get_attribute("aria-pressed") == "true", "picked on another page, shown as picked here"
+    w.page.locator("#dd-tray button", has_text="clear picks").click()
+    assert hit.get_attribute("aria-pressed") == "false" and w.page.locator("#dd-tray").count() == 0
+
+
+def test_compare_any_essays_side_by_side(where):
+    w, base, paths = where
+    check_compare_any_essays(w, base, paths, "alpha")

@@ -34,7 +34,8 @@ FACTOR_LEVELS_CAP = 40  # levels per factor chart (combo_id has many)
 COHORT_PAGES = (
     ("index", "Overview"), ("leaderboard", "Leaderboard"), ("factors", "Generation factors"),
     ("evaluators", "Evaluator heatmaps"), ("rubrics", "Rubric comparison"), ("agreement", "Agreement & variance"),
-    ("essays/index", "Essays"), ("matrix", "Score matrix"), ("failures", "Failures"), ("quality", "Data quality"),
+    ("essays/index", "Essays"), ("matrix", "Score matrix"), ("compare", "Compare essays"), ("failures", "Failures"),
+    ("quality", "Data quality"),
 )
 SEARCH_PAGE = ("search", "Search rounds")  # search cohorts only
 BEST_COMBOS = 5
@@ -745,10 +746,30 @@ def essay_index(c: Cohort) -> list[Page]:
         c.simulated)]
 
 
+def compare(c: Cohort) -> Page:
+    """Any essays of the cohort side by side (``compare.html?e=<id>,<id>``): daydream.js loads
+    each one's ``essays/<id>.js`` (a script, so it works from files) and shows texts, a word diff,
+    every evaluator's score and reasoning, prompts and lineage."""
+    ui = Markup(
+        '<form class="dd-compare-form" id="dd-compare-form">\n'
+        '<label for="dd-compare-add">Add an essay by id</label> '
+        '<input id="dd-compare-add" name="add" placeholder="e_…" autocomplete="off" list="dd-compare-ids">\n'
+        '<button type="submit">Add</button> <button type="button" id="dd-compare-clear">Clear</button>\n'
+        '<datalist id="dd-compare-ids">{}</datalist>\n</form>\n'
+        '<p class="dd-meta" id="dd-compare-status" role="status"></p>\n'
+        '<div id="dd-compare" data-cohort="{}"></div>\n').format(
+            Markup("").join(Markup('<option value="{}"></option>').format(e) for e in sorted(c.essay_ids)), c.id)
+    return Page(f"cohorts/{c.id}/compare.md", f"{c.id}: compare essays", "Compare essays", [Section(
+        "", Markup("Pick two or more essays (the <em>compare</em> toggle beside an essay on the leaderboard, the "
+                   "score matrix, the essay list, search results or an essay's page), or add them by id here. The "
+                   "address holds the picked essays, so a comparison can be shared."), [ui])], c.simulated,
+        lead="Essays side by side: texts, word diff, every evaluator's score and reasoning, prompts and lineage.")
+
+
 def cohort_pages(c: Cohort) -> list[Page]:
     """Every page of a cohort except its failures page (which needs the store, see ``failures``)."""
     out = [overview(c), leaderboard(c), factors(c), evaluators(c), rubrics(c), agreement(c), quality(c),
-           *essay_index(c), *matrix(c)]
+           *essay_index(c), *matrix(c), compare(c)]
     return out + ([search_rounds(c)] if c.search else [])
 
 

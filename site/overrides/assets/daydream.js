@@ -276,6 +276,7 @@
     }
     body.textContent = "";
     body.appendChild(frag);
+    addPicks(body);
     t.pager.hidden = pages < 2;
     t.prev.disabled = t.page === 0;
     t.next.disabled = t.page >= pages - 1;
@@ -553,6 +554,7 @@
       frag.appendChild(li);
     });
     list.appendChild(frag);
+    addPicks(list);
   }
 
   // Results follow the box as one types (no Enter needed); the query stays in the URL.
@@ -576,10 +578,268 @@
     if (form) form.addEventListener("submit", function (ev) { ev.preventDefault(); showResults(box.value, list, status); });
   }
 
+  // ---- compare: pick essays anywhere, see them side by side ---------------------------------
+  // Picks live in localStorage ("dd-compare": [{id, cohort, page}]), so they survive moving
+  // between pages; the compare page takes its essays from its address (?e=id,id), so a
+  // comparison can be shared. Each essay's data is a script (essays/<id>.js): no fetch.
+  var PICKS = "dd-compare";
+
+  function loadPicks() {
+    try { return JSON.parse(window.localStorage.getItem(PICKS) || "[]") || []; } catch (e) { return []; }
+  }
+  function savePicks(p) { try { window.localStorage.setItem(PICKS, JSON.stringify(p)); } catch (e) { /* storage refused */ } }
+
+  // {id, cohort, page} of an essay page's absolute URL, or null
+  function essayRef(href) {
+    var m = /\/cohorts\/([^/]+)\/essays\/([^/#?]+)\.html(?:$|[#?])/.exec(href);
+    if (!m || m[2] === "index" || /^page-/.test(m[2])) return null;
+    return { id: decodeURIComponent(m[2]), cohort: decodeURIComponent(m[1]), page: href.split("#")[0].split("?")[0] };
+  }
+
+  function isPicked(ref) { return loadPicks().some(function (p) { return p.id === ref.id && p.cohort === ref.cohort; }); }
+
+  function pickButton(ref) {
+    var b = el("button", { type: "button", "class": "dd-pick", "data-essay": ref.id, title: "Pick this essay to compare with others" });
+    var show = function () {
+      var on = isPicked(ref);
+      b.setAttribute("aria-pressed", on ? "true" : "false");
+      b.textContent = on ? "✓ compare" : "+ compare";
+    };
+    show();
+    b.addEventListener("click", function (ev) {
+      ev.preventDefault(); ev.stopPropagation();
+      var picks = loadPicks().filter(function (p) { return !(p.id === ref.id && p.cohort === ref.cohort); });
+      if (picks.length === loadPicks().length) picks.push(ref);
+      savePicks(picks);
+      document.querySelectorAll('button.dd-pick[data-essay="' + CSS.escape(ref.id) + '"]').forEach(function (x) { x._show && x._show(); });
+      show(); tray();
+    });
+    b._show = show;
+    return b;
+  }
+
+  function addPicks(root) {
+    Array.prototype.forEach.call((root || document).querySelectorAll("a[href]"), function (a) {
+      if (a.hasAttribute("data-pickable") || a.closest(".dd-pick-skip")) return;
+      var ref = essayRef(a.href);
+      // a link into a part of an essay (a matrix cell's evaluation) is not the essay's own link,
+      // except a search result's
+      if (!ref || (/#./.test(a.getAttribute("href")) && !a.closest(".dd-result-head"))) return;
+      a.setAttribute("data-pickable", "1");
+      a.parentNode.insertBefore(pickButton(ref), a.nextSibling);
+    });
+  }
+
+  function compareHref(cohort, ids, page) {
+    return new URL("../compare.html?e=" + ids.map(encodeURIComponent).join(","), page).href;
+  }
+
+  function tray() {
+    var box = document.getElementById("dd-tray");
+    var picks = loadPicks();
+    if (!picks.length) { if (box) box.remove(); return; }
+    if (!box) { box = el("div", { id: "dd-tray", "class": "dd-tray", role: "region", "aria-label": "Picked essays" }); document.body.appendChild(box); }
+    box.textContent = "";
+    var by = {};
+    picks.forEach(function (p) { (by[p.cohort] = by[p.cohort] || []).push(p); });
+    Object.keys(by).forEach(function (c) {
+      var ps = by[c];
+      var a = el("a", { href: compareHref(c, ps.map(function (p) { return p.id; }), ps[0].page), "class": "dd-tray-go" },
+        "Compare " + ps.length + " essay" + (ps.length === 1 ? "" : "s") + " of " + c + " →");
+      box.appendChild(a);
+    });
+    var clear = el("button", { type: "button" }, "clear picks");
+    clear.addEventListener("click", function () {
+      savePicks([]); tray();
+      document.querySelectorAll("button.dd-pick").forEach(function (x) { x._show && x._show(); });
+    });
+    box.appendChild(clear);
+  }
+
+  function essayPagePick() {
+    var h = document.getElementById("essay-title");
+    var ref = h && essayRef(window.location.href);
+    if (ref) h.appendChild(pickButton(ref));
+  }
+
+  // -- the compare page
+  function wordDiff(a, b) {
+    var x = a.split(/(\s+)/).filter(Boolean), y = b.split(/(\s+)/).filter(Boolean);
+    var n = x.length, m = y.length;
+    if (n * m > 4e6) return null;
+    var dp = new Array(n + 1);
+    for (var i = 0; i <= n; i++) dp[i] = new Uint32Array(m + 1);
+    for (i = n - 1; i >= 0; i--) for (var j = m - 1; j >= 0; j--)
+      dp[i][j] = x[i] === y[j] ? dp[i + 1][j + 1] + 1 : Math.max(dp[i + 1][j], dp[i][j + 1]);
+    var ops = [];
+    i = 0; j = 0;
+    while (i < n || j < m) {
+      if (i < n && j < m && x[i] === y[j]) { ops.push(["=", x[i]]); i++; j++; }
+      else if (j < m && (i === n || dp[i][j + 1] >= dp[i + 1][j])) { ops.push(["+", y[j]]); j++; }
+      else { ops.push(["-", x[i]]); i++; }
+    }
+    return ops;
+  }
+
+  function diffNode(a, b) {
+    var ops = wordDiff(a || "", b || "");
+    if (!ops) return el("p", { "class": "dd-empty" }, "Too long to diff word by word.");
+    var box = el("div", { "class": "dd-output dd-word-diff" }), same = 0, words = 0;
+    ops.forEach(function (o) {
+      if (/^\s+$/.test(o[1])) { box.appendChild(document.createTextNode(o[1])); return; }
+      words++;
+      if (o[0] === "=") { same++; box.appendChild(document.createTextNode(o[1])); }
+      else box.appendChild(el(o[0] === "+" ? "ins" : "del", {}, o[1]));
+    });
+    box.setAttribute("data-same", String(words ? same / words : 1));
+    return box;
+  }
+
+  function fmt(v, d) { return v == null ? "" : (Math.round(v * Math.pow(10, d)) / Math.pow(10, d)).toFixed(d); }
+
+  function comparePage() {
+    var root = document.getElementById("dd-compare");
+    if (!root) return;
+    var status = document.getElementById("dd-compare-status"), form = document.getElementById("dd-compare-form");
+    var ids = (params().get("e") || "").split(",").map(function (s) { return s.trim(); }).filter(Boolean);
+    ids = ids.filter(function (x, i) { return ids.indexOf(x) === i; });
+    var setIds = function (next) {
+      var p = params();
+      if (next.length) p.set("e", next.join(",")); else p.delete("e");
+      window.location.search = p.toString();
+    };
+    form.addEventListener("submit", function (ev) {
+      ev.preventDefault();
+      var v = form.querySelector("input").value.trim();
+      if (v && ids.indexOf(v) < 0) setIds(ids.concat([v]));
+    });
+    document.getElementById("dd-compare-clear").addEventListener("click", function () { setIds([]); });
+    if (!ids.length) { status.textContent = "No essays picked yet."; return; }
+    status.textContent = "Loading " + ids.length + " essays…";
+    window.DDESSAY = window.DDESSAY || {};
+    var left = ids.length, missing = [];
+    ids.forEach(function (id) {
+      var s = document.createElement("script");
+      s.src = "essays/" + encodeURIComponent(id) + ".js";
+      s.onload = function () { if (--left === 0) draw(); };
+      s.onerror = function () { missing.push(id); if (--left === 0) draw(); };
+      document.body.appendChild(s);
+    });
+    function draw() {
+      var es = ids.map(function (id) { return window.DDESSAY[id]; }).filter(Boolean);
+      status.textContent = "Comparing " + es.length + " essay" + (es.length === 1 ? "" : "s") +
+        (missing.length ? "; not in this cohort: " + missing.join(", ") : "") + (es.length < 2 ? ". Pick one more." : ".");
+      root.textContent = "";
+      if (!es.length) return;
+      var cols = "repeat(" + es.length + ", minmax(16em, 1fr))";
+      var grid = function (cls) { var g = el("div", { "class": "dd-compare-grid " + (cls || "") }); g.style.gridTemplateColumns = cols; return g; };
+      // heads: lineage and standing
+      var heads = grid("dd-compare-heads");
+      es.forEach(function (e) {
+        var c = el("div", { "class": "dd-compare-col", "data-essay": e.id });
+        var h = el("h3", {});
+        h.appendChild(el("a", { href: "essays/" + e.id + ".html" }, e.id));
+        var rm = el("button", { type: "button", "class": "dd-compare-remove", title: "Remove from the comparison" }, "✕");
+        rm.addEventListener("click", function () { setIds(ids.filter(function (x) { return x !== e.id; })); });
+        h.appendChild(rm);
+        c.appendChild(h);
+        var standing = e.mean == null ? "not scored" : (e.rank != null ? "rank " + e.rank + " of " + e.n_ranked + " · " : "") +
+          "mean score_norm " + fmt(e.mean, 2) + (e.ci_low != null ? " [" + fmt(e.ci_low, 2) + ", " + fmt(e.ci_high, 2) + "]" : "") +
+          ", n=" + (e.n_cells || 0) + " cells";
+        c.appendChild(el("p", { "class": "dd-compare-standing" }, standing));
+        var ul = el("ul", { "class": "dd-lineage" });
+        var li = function (k, v) { var x = el("li", {}); x.appendChild(el("span", { "class": "dd-step" }, k)); x.appendChild(document.createTextNode(v)); ul.appendChild(x); };
+        li("concepts", e.concepts ? e.concepts.map(function (k) { return k.name; }).join(" · ") : (e.combo_id || "unknown"));
+        if (e.draft) li("draft", e.draft.template_name + " by " + e.draft.model_name + " · " + e.draft.gen_id);
+        li("essay", e.essay.template_name + " by " + e.essay.model_name + " · mode " + e.essay.mode + " · replicate " + e.essay.replicate);
+        c.appendChild(ul);
+        heads.appendChild(c);
+      });
+      root.appendChild(heads);
+      // texts
+      root.appendChild(el("h2", { id: "compare-texts" }, "Essays"));
+      var texts = grid();
+      es.forEach(function (e) { texts.appendChild(el("div", { "class": "dd-output dd-compare-text" }, e.essay.text == null ? "(no text: " + (e.essay.text_problem || "unknown") + ")" : e.essay.text)); });
+      root.appendChild(texts);
+      // word diff against the first
+      if (es.length > 1) {
+        root.appendChild(el("h2", { id: "compare-diff" }, "Word diff against " + es[0].id));
+        root.appendChild(el("p", { "class": "dd-meta" }, "Deleted words struck through, added words underlined, each essay against the first."));
+        es.slice(1).forEach(function (e) {
+          var d = el("details", { "class": "dd-compare-block", open: "" });
+          d.appendChild(el("summary", {}, es[0].id + " → " + e.id));
+          d.appendChild(diffNode(es[0].essay.text, e.essay.text));
+          root.appendChild(d);
+        });
+      }
+      // scores: one row per rubric · evaluator · replicate
+      root.appendChild(el("h2", { id: "compare-scores" }, "Scores"));
+      var keys = [], seen = {};
+      es.forEach(function (e) {
+        e.evals.forEach(function (v) {
+          var k = v.template_id + "\u0000" + v.llm_model_id + "\u0000" + v.replicate;
+          if (!seen[k]) { seen[k] = { rubric: v.template_name, model: v.model_name, rep: v.replicate }; keys.push(k); }
+        });
+      });
+      keys.sort(function (a, b) { return collator.compare(a, b); });
+      var tbl = el("table", { "class": "dd-table dd-compare-scores" }), thead = el("thead"), tr = el("tr");
+      ["rubric", "evaluator", "replicate"].forEach(function (h) { tr.appendChild(el("th", {}, h)); });
+      es.forEach(function (e) { tr.appendChild(el("th", { "class": "num" }, e.id)); });
+      thead.appendChild(tr); tbl.appendChild(thead);
+      var tb = el("tbody");
+      var byKey = function (e, k) {
+        for (var i = 0; i < e.evals.length; i++) { var v = e.evals[i]; if (v.template_id + "\u0000" + v.llm_model_id + "\u0000" + v.replicate === k) return v; }
+        return null;
+      };
+      keys.forEach(function (k) {
+        var r = el("tr");
+        r.appendChild(el("td", {}, seen[k].rubric)); r.appendChild(el("td", {}, seen[k].model)); r.appendChild(el("td", {}, String(seen[k].rep)));
+        es.forEach(function (e) {
+          var v = byKey(e, k), td = el("td", { "class": "num" });
+          if (!v) td.textContent = "–";
+          else if (v.score != null) {
+            var a = el("a", { href: "essays/" + e.id + ".html#" + v.gen_id, title: "score_norm " + fmt(v.score_norm, 2) }, String(v.score) + " on " + v.scale);
+            td.appendChild(a);
+          } else td.appendChild(el("span", { "class": "dd-bad" }, v.status === "failed" ? "failed: " + (v.error || "") : (v.status || "unknown")));
+          r.appendChild(td);
+        });
+        tb.appendChild(r);
+      });
+      tbl.appendChild(tb);
+      var wrap = el("div", { "class": "dd-table-wrap" }); wrap.appendChild(tbl); root.appendChild(wrap);
+      // reasoning side by side, per rubric · evaluator · replicate
+      root.appendChild(el("h2", { id: "compare-reasoning" }, "Reasoning"));
+      keys.forEach(function (k) {
+        var d = el("details", { "class": "dd-compare-block" });
+        d.appendChild(el("summary", {}, seen[k].rubric + " by " + seen[k].model + ", replicate " + seen[k].rep));
+        var g = grid();
+        es.forEach(function (e) {
+          var v = byKey(e, k);
+          g.appendChild(el("div", { "class": "dd-output dd-reasoning" }, v ? (v.text != null ? v.text : "(no response: " + (v.text_problem || v.error_detail || "unknown") + ")") : "(not evaluated)"));
+        });
+        d.appendChild(g);
+        root.appendChild(d);
+      });
+      // prompts
+      root.appendChild(el("h2", { id: "compare-prompts" }, "Prompts"));
+      ["essay", "draft"].forEach(function (stage) {
+        var d = el("details", { "class": "dd-compare-block" });
+        d.appendChild(el("summary", {}, stage + " prompts"));
+        var g = grid();
+        es.forEach(function (e) { var x = e[stage]; g.appendChild(el("div", { "class": "dd-output" }, x && x.prompt != null ? x.prompt : "(no prompt recorded)")); });
+        d.appendChild(g);
+        root.appendChild(d);
+      });
+    }
+  }
+
   // what a script (or a test) may ask of the page
   window.daydream = { exportFigure: exportFigure };
 
-  function init() { setupTables(); essaySequence(); markTarget(); search(); drawCharts(); }
+  function init() {
+    setupTables(); essaySequence(); markTarget(); search(); essayPagePick(); comparePage(); drawCharts();
+    addPicks(document.querySelector(".rst-content") || document); tray();
+  }
   if (document.readyState === "loading") document.addEventListener("DOMContentLoaded", init);
   else init();
 })();
