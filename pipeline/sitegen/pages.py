@@ -11,6 +11,7 @@ failure's files.
 
 from __future__ import annotations
 
+import json
 import math
 import re
 from dataclasses import dataclass, field
@@ -22,7 +23,7 @@ from markupsafe import Markup
 from ..reports.stats import cluster_mean_ci
 from . import figures
 from .data import Names, records
-from .render import Cell, Col, Link, chart, interval, is_blank, num, pct, score, status_tag, table, usd
+from .render import Cell, Col, Link, chart, interval, is_blank, num, pct, score, script_json, status_tag, table, usd
 from ..spend import ALL as ALL_ROWS
 from .search import search_ui
 
@@ -34,7 +35,7 @@ FACTOR_LEVELS_CAP = 40  # levels per factor chart (combo_id has many)
 COHORT_PAGES = (
     ("index", "Overview"), ("leaderboard", "Leaderboard"), ("factors", "Generation factors"),
     ("evaluators", "Evaluator heatmaps"), ("rubrics", "Rubric comparison"), ("agreement", "Agreement & variance"),
-    ("essays/index", "Essays"), ("matrix", "Score matrix"), ("compare", "Compare essays"), ("failures", "Failures"),
+    ("essays/index", "Essays"), ("matrix", "Score matrix"), ("compare", "Compare essays"), ("rate", "Rate blind"), ("failures", "Failures"),
     ("quality", "Data quality"),
 )
 SEARCH_PAGE = ("search", "Search rounds")  # search cohorts only
@@ -766,10 +767,38 @@ def compare(c: Cohort) -> Page:
         lead="Essays side by side: texts, word diff, every evaluator's score and reasoning, prompts and lineage.")
 
 
+def rate(c: Cohort) -> Page:
+    """The blind rating mode: the cohort's done essays in an order shuffled for each rater,
+    without model, template or lineage, one rubric's text, a score and a note each; kept in the
+    browser (localStorage) and exported as the CSV `daydream ratings import` reads."""
+    g, s = c.t["generations"], c.t["scores"]
+    done = g[(g["stage"] == "essay") & (g["status"] == "done")]["gen_id"].tolist() if len(g) else []
+    essays = [e for e in dict.fromkeys(done) if e in c.essay_ids]
+    rubrics = []
+    if len(s):
+        for t, grp in s.groupby("evaluation_template", sort=True):
+            lo, hi = grp["scale_min"].dropna(), grp["scale_max"].dropna()
+            if len(lo) and len(hi):
+                rubrics.append({"id": str(t), "name": c.names.template("evaluation", t), "min": float(lo.iloc[0]),
+                                "max": float(hi.iloc[0]), "text": c.names.template_text("evaluation", t) or ""})
+    blob = script_json(json.dumps({"cohort": c.id, "essays": essays, "rubrics": rubrics}, ensure_ascii=False,
+                                  separators=(",", ":")))
+    ui = Markup('<div id="dd-rate" data-cohort="{}"></div>\n'
+                '<script type="application/json" id="dd-rate-data">{}</script>\n').format(c.id, Markup(blob))
+    body = ui if essays and rubrics else Markup('<p class="dd-empty">No scored essays to rate yet.</p>')
+    return Page(f"cohorts/{c.id}/rate.md", f"{c.id}: rate blind", "Rate essays blind", [Section("", Markup(
+        "Score essays yourself, blind: they come in an order shuffled for you, without model, template or "
+        "scores. Your ratings stay in this browser until you export them as CSV; then "
+        "<code>daydream ratings import FILE --rater NAME</code> adds them to the store as the evaluator "
+        "<code>human:NAME</code>, and the rebuilt reports show you beside the LLM judges (agreement, paired "
+        "differences, the leaderboard)."), [body])], c.simulated,
+        lead="Human judgement beside the LLM judges.")
+
+
 def cohort_pages(c: Cohort) -> list[Page]:
     """Every page of a cohort except its failures page (which needs the store, see ``failures``)."""
     out = [overview(c), leaderboard(c), factors(c), evaluators(c), rubrics(c), agreement(c), quality(c),
-           *essay_index(c), *matrix(c), compare(c)]
+           *essay_index(c), *matrix(c), compare(c), rate(c)]
     return out + ([search_rounds(c)] if c.search else [])
 
 

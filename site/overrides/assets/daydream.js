@@ -833,11 +833,111 @@
     }
   }
 
+  // ---- blind rating: essays in a shuffled order, a rubric, a score and a note --------------
+  // Kept in localStorage ("dd-ratings:<cohort>"), exported as the CSV `daydream ratings import`
+  // reads. Only the essay's text is shown: nothing of its model, template, lineage or scores.
+  function shuffled(ids) {
+    var a = ids.slice();
+    for (var i = a.length - 1; i > 0; i--) { var j = Math.floor(Math.random() * (i + 1)), x = a[i]; a[i] = a[j]; a[j] = x; }
+    return a;
+  }
+
+  function csvCell(s) { s = String(s == null ? "" : s); return /[",\n\r]/.test(s) ? '"' + s.replace(/"/g, '""') + '"' : s; }
+
+  function ratePage() {
+    var root = document.getElementById("dd-rate"), src = document.getElementById("dd-rate-data");
+    if (!root || !src) return;
+    var data = JSON.parse(src.textContent), key = "dd-ratings:" + data.cohort, st;
+    try { st = JSON.parse(window.localStorage.getItem(key) || "null"); } catch (e) { st = null; }
+    if (!st || !st.order || st.order.length !== data.essays.length) st = { order: shuffled(data.essays), pos: 0, ratings: {}, rubric: data.rubrics[0].id };
+    var save = function () { try { window.localStorage.setItem(key, JSON.stringify(st)); } catch (e) { /* not kept */ } };
+    save();
+    var rubric = function () { return data.rubrics.filter(function (r) { return r.id === st.rubric; })[0] || data.rubrics[0]; };
+
+    var bar = el("div", { "class": "dd-rate-bar" });
+    var sel = el("select", { id: "dd-rate-rubric", "aria-label": "Rubric" });
+    data.rubrics.forEach(function (r) { sel.appendChild(el("option", { value: r.id }, r.name + " (" + r.min + "–" + r.max + ")")); });
+    sel.value = rubric().id;
+    var progress = el("span", { id: "dd-rate-progress", "class": "dd-meta" });
+    var exp = el("button", { type: "button", id: "dd-rate-export" }, "Export ratings (CSV)");
+    var forget = el("button", { type: "button", id: "dd-rate-forget" }, "Forget my ratings");
+    bar.appendChild(el("label", { "for": "dd-rate-rubric" }, "Rubric ")); bar.appendChild(sel);
+    bar.appendChild(progress); bar.appendChild(exp); bar.appendChild(forget);
+    var rtext = el("details", { "class": "dd-rubric", id: "dd-rate-rubric-text", open: "" });
+    var essayBox = el("div", { "class": "dd-output dd-rate-essay", id: "dd-rate-essay" });
+    var form = el("form", { "class": "dd-rate-form", id: "dd-rate-form" });
+    var scoreIn = el("input", { type: "number", step: "any", id: "dd-rate-score", required: "", "aria-label": "Score" });
+    var note = el("textarea", { id: "dd-rate-note", rows: "3", placeholder: "Why this score (optional)", "aria-label": "Note" });
+    var prev = el("button", { type: "button", id: "dd-rate-prev" }, "← previous");
+    var submit = el("button", { type: "submit", id: "dd-rate-save" }, "Save and next →");
+    var skip = el("button", { type: "button", id: "dd-rate-skip" }, "skip");
+    var scaleLabel = el("label", { "for": "dd-rate-score" });
+    form.appendChild(scaleLabel); form.appendChild(scoreIn); form.appendChild(note);
+    form.appendChild(prev); form.appendChild(submit); form.appendChild(skip);
+    [bar, rtext, el("h2", { id: "dd-rate-heading" }), essayBox, form].forEach(function (n) { root.appendChild(n); });
+
+    function rkey(eid) { return eid + "|" + rubric().id; }
+    function count() { var n = 0; for (var k in st.ratings) if (k.split("|")[1] === rubric().id) n++; return n; }
+    function show() {
+      var r = rubric(), eid = st.order[st.pos];
+      rtext.textContent = "";
+      rtext.appendChild(el("summary", {}, "Rubric: " + r.name + " (score " + r.min + "–" + r.max + ")"));
+      rtext.appendChild(el("div", { "class": "dd-output" }, r.text || "(the rubric's text is not in the catalog)"));
+      scoreIn.min = r.min; scoreIn.max = r.max;
+      scaleLabel.textContent = "Score (" + r.min + "–" + r.max + ") ";
+      document.getElementById("dd-rate-heading").textContent = "Essay " + (st.pos + 1) + " of " + st.order.length;
+      progress.textContent = count() + " of " + st.order.length + " rated on this rubric";
+      var done = st.ratings[rkey(eid)];
+      scoreIn.value = done ? done.score : ""; note.value = done ? done.note : "";
+      prev.disabled = st.pos === 0;
+      essayBox.textContent = "Loading…";
+      var put = function () {
+        var d = window.DDESSAY && window.DDESSAY[eid];
+        essayBox.textContent = d && d.essay && d.essay.text != null ? d.essay.text : "(this essay's text is not available)";
+      };
+      if (window.DDESSAY && window.DDESSAY[eid]) put();
+      else {
+        var s = document.createElement("script");
+        s.src = "essays/" + encodeURIComponent(eid) + ".js";
+        s.onload = put; s.onerror = put;
+        document.body.appendChild(s);
+      }
+    }
+    function move(d) { st.pos = Math.min(st.order.length - 1, Math.max(0, st.pos + d)); save(); show(); }
+    sel.addEventListener("change", function () { st.rubric = sel.value; save(); show(); });
+    form.addEventListener("submit", function (ev) {
+      ev.preventDefault();
+      var r = rubric(), v = Number(scoreIn.value);
+      if (scoreIn.value === "" || isNaN(v) || v < r.min || v > r.max) { scoreIn.setCustomValidity("A score from " + r.min + " to " + r.max); scoreIn.reportValidity(); return; }
+      scoreIn.setCustomValidity("");
+      st.ratings[rkey(st.order[st.pos])] = { score: v, note: note.value, rated_at: new Date().toISOString() };
+      save();
+      if (st.pos < st.order.length - 1) move(1); else show();
+    });
+    prev.addEventListener("click", function () { move(-1); });
+    skip.addEventListener("click", function () { move(1); });
+    exp.addEventListener("click", function () {
+      var lines = ["cohort_id,essay_gen_id,rubric,score,note,rated_at"];
+      Object.keys(st.ratings).sort().forEach(function (k) {
+        var bits = k.split("|"), r = st.ratings[k];
+        lines.push([data.cohort, bits[0], bits[1], r.score, r.note, r.rated_at].map(csvCell).join(","));
+      });
+      var a = el("a", { download: "ratings-" + data.cohort + ".csv" });
+      a.href = URL.createObjectURL(new Blob([lines.join("\n") + "\n"], { type: "text/csv" }));
+      document.body.appendChild(a); a.click(); a.remove();
+    });
+    forget.addEventListener("click", function () {
+      st = { order: shuffled(data.essays), pos: 0, ratings: {}, rubric: data.rubrics[0].id };
+      save(); sel.value = st.rubric; show();
+    });
+    show();
+  }
+
   // what a script (or a test) may ask of the page
   window.daydream = { exportFigure: exportFigure };
 
   function init() {
-    setupTables(); essaySequence(); markTarget(); search(); essayPagePick(); comparePage(); drawCharts();
+    setupTables(); essaySequence(); markTarget(); search(); essayPagePick(); comparePage(); ratePage(); drawCharts();
     addPicks(document.querySelector(".rst-content") || document); tray();
   }
   if (document.readyState === "loading") document.addEventListener("DOMContentLoaded", init);
