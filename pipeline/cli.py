@@ -168,13 +168,17 @@ def cmd_preview(args) -> int:
 
     if not 0 <= args.port <= 65535:
         raise DaydreamError("config", f"--port {args.port} is not a port number (0–65535; 0 picks a free one)")
-    build = config.data_paths().site_dir / "build"
-    if not (build / "index.html").exists():
-        raise DaydreamError("site", "no built site yet (run `daydream run COHORT` or `daydream site`)", path=build)
+    paths = config.data_paths()
+    build = paths.site_dir / "build"
     import threading
 
-    server, url = serve(build, port=args.port)  # serves from a daemon thread
-    print(f"serving {build} at {url}  (127.0.0.1 only; Ctrl-C to stop)", flush=True)
+    server, url = serve(build, port=args.port, live=paths)  # serves from a daemon thread
+    if (build / "index.html").exists():
+        print(f"serving {build} at {url}  (127.0.0.1 only; Ctrl-C to stop)", flush=True)
+    else:
+        print(f"no built site yet (`daydream run COHORT` or `daydream site` builds it); serving the live run "
+              f"view at {url}  (127.0.0.1 only; Ctrl-C to stop)", flush=True)
+    print(f"live run view: {url}live.html", flush=True)
     try:
         threading.Event().wait()
     except KeyboardInterrupt:
