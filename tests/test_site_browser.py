@@ -400,7 +400,8 @@ def check_essay_page_shows_prompts(w: Watched, base: str, paths, cohort: str) ->
 NARROW_PAGES = ("index.html", "cross-cohort.html", "search.html?q=essay", "cohorts/{c}/index.html",
                 "cohorts/{c}/leaderboard.html", "cohorts/{c}/factors.html", "cohorts/{c}/evaluators.html",
                 "cohorts/{c}/rubrics.html", "cohorts/{c}/agreement.html", "cohorts/{c}/essays/index.html",
-                "cohorts/{c}/matrix.html", "cohorts/{c}/failures.html", "cohorts/{c}/quality.html")
+                "cohorts/{c}/matrix.html", "cohorts/{c}/failures.html", "cohorts/{c}/quality.html",
+                "cohorts/{c}/compare.html", "cohorts/{c}/rate.html")
 
 _WIDE = """() => {
   const W = document.documentElement.clientWidth, out = [];
