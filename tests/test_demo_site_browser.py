@@ -150,3 +150,7 @@ def test_demo_charts_legend_clear_titled_export_integer_counts_404(where):
 
 def test_demo_search_as_you_type(where):
     checks.check_search_as_you_type(*where, "demo")
+
+
+def test_demo_compare_any_essays(where):
+    checks.check_compare_any_essays(*where, "demo")

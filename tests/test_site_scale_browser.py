@@ -147,3 +147,11 @@ def test_essay_index_lists_every_essay_and_heatmap_says_it_is_a_subset(where):
     w.page.locator("#chart-essay-evaluator svg.main-svg").first.wait_for(state="attached", timeout=15000)
     labels = w.page.locator("#chart-essay-evaluator .ytick text").evaluate_all("ts => ts.map(t => t.textContent)")
     assert any("essays not shown" in t for t in labels), "the join between best and worst is marked"
+
+
+def test_search_as_you_type_and_compare_on_a_10k_site(where):
+    import test_site_browser as checks
+
+    w, base, paths = where
+    checks.check_search_as_you_type(w, base, paths, "big")
+    checks.check_compare_any_essays(w, base, paths, "big")

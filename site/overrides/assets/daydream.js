@@ -551,6 +551,20 @@
       if (part[3]) meta.appendChild(el("span", { "class": "dd-part-score" }, " · " + part[3]));
       li.appendChild(meta);
       li.appendChild(snippet(part[2] || "", ts));
+      // a word found only in another part of the document is shown (highlighted) from there
+      var low = (part[2] || "").toLowerCase(), shownParts = {};
+      ts.forEach(function (term) {
+        if (low.indexOf(term) >= 0) return;
+        for (var j = 0; j < h.d.p.length; j++) {
+          if (j !== h.part && !shownParts[j] && (h.d.p[j][2] || "").toLowerCase().indexOf(term) >= 0) {
+            shownParts[j] = 1;
+            low += " " + h.d.p[j][2].toLowerCase();
+            li.appendChild(el("p", { "class": "dd-meta" }, "also in: " + h.d.p[j][1]));
+            li.appendChild(snippet(h.d.p[j][2], ts));
+            return;
+          }
+        }
+      });
       frag.appendChild(li);
     });
     list.appendChild(frag);
