@@ -344,7 +344,8 @@ def factors(c: Cohort) -> Page:
     for factor in shown:
         sub = f[f["factor"] == factor]
         note = str(sub["note"].iloc[0] or "")
-        levels = list(dict.fromkeys(sub["level"]))[:FACTOR_LEVELS_CAP]
+        all_levels = list(dict.fromkeys(sub["level"]))
+        levels = all_levels[:FACTOR_LEVELS_CAP]
         labels = [_factor_label(c, factor, lv) for lv in levels]
         parts = []
         if len(levels) > 1:
@@ -359,7 +360,9 @@ def factors(c: Cohort) -> Page:
                                                            grp["n_essays"])]
             fig = figures.bars(labels, series, intervals=intervals, hover=hover, title=f"Mean score_norm by {factor}",
                                y_title="mean score_norm (95% CI)", y_range=(0, 1))
-            parts.append(chart(fig, f"factor-{factor}", "Whiskers: 95% cluster-bootstrap interval over essays."))
+            subset = (f" A subset: the first {len(levels)} of {len(all_levels):,} levels; every level is in the "
+                      "table below.") if len(all_levels) > len(levels) else ""
+            parts.append(chart(fig, f"factor-{factor}", "Whiskers: 95% cluster-bootstrap interval over essays." + subset))
         pooled = records(sub[sub["rubric"] == "(all)"])
         _ci(pooled)
         for r in pooled:
