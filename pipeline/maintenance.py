@@ -13,6 +13,7 @@ import shutil
 from dataclasses import dataclass
 
 from .cohort import SEARCH_RECORD, read_membership
+from .ratings import rated_rows
 from .errors import DaydreamError
 from .state import BLOCKED, DONE, PENDING
 from .store import PARENT_STAGE, STAGES, TMP_GLOB, DataPaths, atomic_write_json, read_json, read_text
@@ -101,7 +102,7 @@ def check_store(paths: DataPaths, cohort_id: str | None = None) -> tuple[list[Pr
     cohorts = [cohort_id] if cohort_id else paths.compiled_cohorts()
     members: dict[tuple[str, str], None] = {}
     for c in cohorts:
-        for r in read_membership(paths, c):
+        for r in read_membership(paths, c) + rated_rows(paths, c):   # human ratings are members too
             members[(r["stage"], r["gen_id"])] = None
     if cohort_id:
         targets = list(members)
@@ -201,7 +202,8 @@ def find_orphans(paths: DataPaths) -> list[tuple[str, str]]:
     """Generations that no compiled cohort includes and no member descends from (what an
     interrupted compile, or a spec narrowed since, leaves behind). A parent taken from the store
     by a cohort that re-scores existing essays, and its own ancestors, are not orphans."""
-    members = {(r["stage"], r["gen_id"]): r for c in paths.compiled_cohorts() for r in read_membership(paths, c)}
+    members = {(r["stage"], r["gen_id"]): r for c in paths.compiled_cohorts()
+               for r in read_membership(paths, c) + rated_rows(paths, c)}   # a cohort's human ratings are its own
     keep = set(members)
     stack = [(PARENT_STAGE[st], r["parent_gen_id"]) for (st, _), r in members.items() if r.get("parent_gen_id")]
     while stack:

@@ -41,6 +41,12 @@ def ratings_csv(paths: DataPaths, cohort_id: str) -> Path:
     return paths.cohort_dir(cohort_id) / RATINGS_FILE
 
 
+def rated_rows(paths: DataPaths, cohort_id: str) -> list[dict[str, str]]:
+    """The membership rows of a cohort's human evaluations (none when it has no ratings)."""
+    path = ratings_csv(paths, cohort_id)
+    return read_csv_rows(path) if path.is_file() else []
+
+
 def human_model_id(rater: str) -> str:
     """``human:<rater>``; a rater name is letters, digits, ``.``, ``_`` or ``-``."""
     if not _RATER.match(str(rater or "")):

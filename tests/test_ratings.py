@@ -75,6 +75,11 @@ def test_import_adds_human_evaluations_the_reports_show(root, tmp_path, capsys):
     assert len(human) == 5 and 9 in human["score"].tolist()
     # compiling the cohort again keeps them (membership.csv is rewritten from the spec)
     assert (root.cohort_dir("alpha") / "ratings.csv").read_text().count("human:alice") == 5
+    # and they are the cohort's: never orphans for `purge --orphans` to remove
+    from pipeline.maintenance import find_orphans
+
+    human_ids = {evaluation_gen_id(e, "novelty-v1", "human:alice", 1) for e in essays}
+    assert not human_ids & {gid for _, gid in find_orphans(root)}
 
 
 @pytest.mark.parametrize("row, rater, needle", [
