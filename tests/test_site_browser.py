@@ -646,6 +646,10 @@ def check_compare_any_essays(w: Watched, base: str, paths, cohort: str) -> None:
         assert not other.errors, other.errors
     finally:
         other.close()
+    # the score matrix offers the same picks, shown as picked
+    w.goto(base + f"cohorts/{cohort}/matrix.html")
+    w.page.locator("input.dd-filter-text").first.fill(a)
+    assert w.page.locator(f'table[data-table="matrix"] button.dd-pick[data-essay="{a}"]').get_attribute("aria-pressed") == "true"
     # search results pick too
     w.goto(base + f"search.html?q={b}")
     hit = w.page.locator(f'#dd-search-results .dd-result-head button.dd-pick[data-essay="{b}"]').first

@@ -55,7 +55,7 @@ def test_live_status_before_during_and_after_a_run(project, browser):  # noqa: F
     before = live_status(project.paths)
     (c,) = before["cohorts"]
     assert c["cohort_id"] == "t1" and c["total"] == len(rows) and c["done"] == 0 and c["in_flight"] == 0
-    assert c["spend"] == [] and c["failures"] == []
+    assert c["spend"] == [] and c["failures"] == [] and c["ledger"] is None
     drafts = [r["gen_id"] for r in project.membership("draft")]
     _claim(project, "draft", drafts[0], age_s=2)                 # a live call
     _claim(project, "draft", drafts[1], age_s=LIVE_CLAIM_S + 60)  # a dead worker's

@@ -3,7 +3,8 @@
 ``live.json`` is computed from the store on each request (at most once per ``CACHE_S``), for
 every compiled cohort: generations per stage and model in each state (the one state classifier,
 ``generation.state_of``), failures with their reasons, calls in flight, and the spend of the
-recorded calls (``spend.spend_rows`` over ``raw_metadata.json``, as ``daydream status``).
+recorded calls (``spend.spend_rows`` over ``raw_metadata.json``, as ``daydream status``) with
+the spend ledger of a capped run.
 
 A call is in flight when its generation has a claim file (``data/gens/<stage>/<gen_id>/claim.json``,
 ``{"owner", "host", "pid", "run", "started_at", "heartbeat_at"}``) whose ``heartbeat_at`` is
@@ -51,7 +52,8 @@ def claim_is_live(claim: dict | None, now: float) -> bool:
 def cohort_live(paths: DataPaths, cohort_id: str, now: float) -> dict:
     """One cohort's progress per stage and model, failures, calls in flight and spend."""
     from ..generation import runtime, state_of
-    from ..run_plan import call_records, membership
+    from ..ledger import read_ledger
+    from ..run_plan import budget_line, call_records, membership
     from ..spend import spend_rows
     from ..state import DONE, FAILED, KINDS
 
@@ -76,7 +78,9 @@ def cohort_live(paths: DataPaths, cohort_id: str, now: float) -> dict:
     failures = [{"stage": s, "llm_model_id": m, "reason": why, "n": len(ids), "examples": ids[:FAILURE_EXAMPLES]}
                 for (s, m, why), ids in sorted(reasons.items(), key=lambda kv: (-len(kv[1]), kv[0]))]
     spend = [{k: v for k, v in r.items()} for r in spend_rows(call_records(paths, rows))]
+    book = read_ledger(paths, cohort_id)   # a capped run's spend ledger, in words
     return {"cohort_id": cohort_id, "total": len(rows), "progress": progress, "failures": failures, "spend": spend,
+            "ledger": budget_line(book) if book else None,
             "in_flight": sum(p["in_flight"] for p in progress), "done": sum(p["done"] for p in progress)}
 
 
@@ -186,6 +190,7 @@ td.num, th.num { text-align: right; font-variant-numeric: tabular-nums; }
       else sec.appendChild(table(["stage", "model", "calls", "prompt tokens", "completion tokens", "cost", "calls of unknown cost"],
         c.spend.map(function (r) { return [r.stage, r.llm_model_id, r.calls, r.prompt_tokens, r.completion_tokens, usd(r.cost_usd), r.n_cost_unknown]; }),
         [0, 0, 1, 1, 1, 1, 1]));
+      if (c.ledger) sec.appendChild(el("p", { "class": "meta live-ledger" }, "Spend ledger (runs under a cap): " + c.ledger));
       root.appendChild(sec);
     });
   }
