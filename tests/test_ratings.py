@@ -18,19 +18,32 @@ from pipeline.store import read_json
 from pipeline.synthetic import make_synthetic_cohort
 
 
-@pytest.fixture
-def root(tmp_path, monkeypatch):
-    paths = make_synthetic_cohort(tmp_path / "data", "alpha", n_essays=8, include_hostile=False)
-    monkeypatch.setenv("DAYDREAM_DATA_ROOT", str(paths.root))
+DONE_ESSAYS: list[str] = []   # the fixture's done essays, as its reports list them
+
+
+@pytest.fixture(scope="module")
+def root(tmp_path_factory):
+    """One store for the module: the bad files write nothing, the good one only adds."""
+    import os
+
+    paths = make_synthetic_cohort(tmp_path_factory.mktemp("ratings") / "data", "alpha", n_essays=8,
+                                  include_hostile=False)
+    old = os.environ.get("DAYDREAM_DATA_ROOT")
+    os.environ["DAYDREAM_DATA_ROOT"] = str(paths.root)
     generation.forget_runtimes()
+    out = build_reports(paths, "alpha")
+    g = out["generations"]
+    DONE_ESSAYS[:] = g[(g["stage"] == "essay") & (g["status"] == "done")]["gen_id"].tolist()
     yield paths
     generation.forget_runtimes()
+    if old is None:
+        os.environ.pop("DAYDREAM_DATA_ROOT", None)
+    else:
+        os.environ["DAYDREAM_DATA_ROOT"] = old
 
 
 def _done_essays(paths, cohort="alpha") -> list[str]:
-    out = build_reports(paths, cohort)
-    g = out["generations"]
-    return g[(g["stage"] == "essay") & (g["status"] == "done")]["gen_id"].tolist()
+    return list(DONE_ESSAYS)
 
 
 def _csv(rows) -> str:
@@ -93,9 +106,10 @@ def test_a_bad_ratings_file_is_one_error_and_writes_nothing(root, tmp_path, caps
     essay = _done_essays(root)[0]
     f = tmp_path / "bad.csv"
     f.write_text(_csv([["alpha", essay, "novelty-v1", "4", "", ""], [x.replace("ESSAY", essay) for x in row]]))
-    before = sorted(p.name for p in (root.gens / "evaluation").iterdir())
+    listed = root.cohort_dir("alpha") / "ratings.csv"
+    before = sorted(p.name for p in (root.gens / "evaluation").iterdir()), listed.read_text() if listed.exists() else None
     assert cli.main(["ratings", "import", str(f), "--rater", rater]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error[") and needle in err and "Traceback" not in err and err.count("\n") == 1
-    assert sorted(p.name for p in (root.gens / "evaluation").iterdir()) == before
-    assert not (root.cohort_dir("alpha") / "ratings.csv").exists()
+    after = sorted(p.name for p in (root.gens / "evaluation").iterdir()), listed.read_text() if listed.exists() else None
+    assert after == before, "a bad file writes nothing, not even its good rows"
