@@ -94,7 +94,9 @@ def test_live_status_before_during_and_after_a_run(project, browser):  # noqa: F
         assert total["calls"] == next(r for r in st["spend"] if r["stage"] == "(all)")["calls"] > 0
         w.goto(url + "live.html")
         sec = w.page.locator('section.live-cohort[data-cohort="t1"]')
-        sec.wait_for(timeout=15000)
+        # live.json is recomputed at most every 2 s: the page catches up by itself
+        w.page.wait_for_function("t => (document.querySelector('section.live-cohort h2') || {}).textContent === t",
+                                 arg=f"Cohort t1: {c['done']} of {c['total']} done, 0 calls in flight", timeout=15000)
         text = sec.inner_text()
         assert f["reason"][:40] in text and "Spend so far" in text and "srv-b" in text
         assert not w.errors, w.errors
