@@ -649,6 +649,7 @@
   }
 
   function tray() {
+    if (document.getElementById("dd-rate")) return;   // rating is blind and on its own: no compare tray
     var box = document.getElementById("dd-tray");
     var picks = loadPicks();
     if (!picks.length) { if (box) box.remove(); return; }
