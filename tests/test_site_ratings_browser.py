@@ -97,6 +97,9 @@ def test_rate_blind_export_import_rebuild_and_see_the_human(rated_site, browser,
         assert f"human:{rater}" in pairs
         w.goto(base + "cohorts/alpha/evaluators.html")
         assert f"human:{rater}" in w.page.locator('table[data-table="evaluator-rubric"]').inner_text()
+        w.goto(base + "cohorts/alpha/matrix.html")   # a column of the human's scores beside each judge's
+        heads = w.page.locator('table[data-table="matrix"] thead th').all_inner_texts()
+        assert any(h.startswith(f"human:{rater} · ") for h in heads) and sum("·" in h for h in heads) > 1
         eid = rows[0]["essay_gen_id"]
         w.goto(base + f"cohorts/alpha/essays/{eid}.html")
         scores = w.page.locator('table[data-table="scores"]').inner_text()
