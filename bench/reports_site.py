@@ -1,10 +1,13 @@
 """Benchmark: a synthetic store of N evaluations → report tables → report site.
 
-    .venv/bin/python bench/reports_site.py [--evaluations 10000] [--root DIR] [--keep]
+    .venv/bin/python bench/reports_site.py [--evaluations 10000] [--root DIR] [--keep] [--browser]
 
 Prints one JSON object: the evaluations reported, the seconds to synthesise the store, build the
 report tables and build the site, the number of HTML pages, the site's size, its largest page
-and its largest search-index script (a separate file, loaded only by search.html).
+and its largest search-index script (a separate file, loaded only by search.html). With
+``--browser``: the data tables' pages (leaderboard, score matrix, essay index) opened from files
+in headless Chromium (/usr/bin/chromium): rows, time to load, and a filter keystroke's time
+(median and worst of 20, measured in the page).
 The store goes on /dev/shm when writable (every file is fsynced: on a disk the synthetic step is
 ~5× slower); it is deleted afterwards unless --keep or --root is given. Runs in ~20 s on 2 cores.
 """
@@ -38,6 +41,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--evaluations", type=int, default=10_000)
     ap.add_argument("--root", type=Path, help="data root to use (kept afterwards)")
     ap.add_argument("--keep", action="store_true", help="keep the temporary data root")
+    ap.add_argument("--browser", action="store_true", help="time the data tables in headless Chromium")
     args = ap.parse_args(argv)
 
     per_essay = len(EVALUATORS) * len(RUBRICS) * REPLICATES
@@ -58,6 +62,7 @@ def main(argv: list[str] | None = None) -> int:
         pages = [p for p in built.rglob("*.html")]
         largest = max(pages, key=lambda p: p.stat().st_size)
         index = max((built / "search").rglob("*.js"), key=lambda p: p.stat().st_size)  # loaded by search.html only
+        browser = _browser(built, "bench") if args.browser else None
         c.emit({
             "benchmark": "reports_site", "data_root_fs": "tmpfs" if str(root).startswith("/dev/shm/") else "disk",
             "n_evaluations": len(out["scores"]), "n_essays": n_essays,
@@ -66,12 +71,45 @@ def main(argv: list[str] | None = None) -> int:
             "site_mb": round(sum(p.stat().st_size for p in built.rglob("*") if p.is_file()) / 2**20, 1),
             "largest_page": {"path": str(largest.relative_to(built)), "kb": round(largest.stat().st_size / 1024)},
             "largest_search_index": {"path": str(index.relative_to(built)), "kb": round(index.stat().st_size / 1024)},
+            **({"browser": browser} if browser else {}),
             "root": str(root), "machine": c.machine(),
         })
     finally:
         if not (args.keep or args.root):
             shutil.rmtree(root, ignore_errors=True)
     return 0
+
+
+_KEYS = """(text) => { const box = document.querySelector('input.dd-filter-text'), out = [];
+  for (let i = 0; i < 20; i++) {
+    box.value = text.slice(0, 2 + (i % (text.length - 1)));
+    const t0 = performance.now(); box.dispatchEvent(new Event('input', {bubbles: true})); out.push(performance.now() - t0);
+  }
+  box.value = ''; box.dispatchEvent(new Event('input', {bubbles: true}));
+  out.sort((a, b) => a - b);
+  return {median_ms: +out[10].toFixed(1), max_ms: +out[19].toFixed(1),
+          rows: document.querySelector('.dd-filter-count').textContent}; }"""
+
+
+def _browser(built: Path, cohort: str) -> dict:
+    """Each data table page from file://: load time, rows and filter keystroke times."""
+    from playwright.sync_api import sync_playwright
+
+    out = {}
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path="/usr/bin/chromium", args=["--headless", "--no-sandbox", "--disable-gpu"])
+        page = b.new_context(viewport={"width": 1366, "height": 900}).new_page()
+        for rel in ("leaderboard.html", "matrix.html", "essays/index.html"):
+            path = built / "cohorts" / cohort / rel
+            t0 = time.perf_counter()
+            page.goto(path.resolve().as_uri())
+            page.wait_for_load_state("load")
+            page.locator(".dd-filter-count").first.wait_for()
+            load_s = time.perf_counter() - t0
+            eid = page.locator("table.dd-data tbody tr a").first.inner_text()
+            out[rel] = {"kb": round(path.stat().st_size / 1024), "load_s": round(load_s, 2), **page.evaluate(_KEYS, eid)}
+        b.close()
+    return out
 
 
 if __name__ == "__main__":

@@ -170,19 +170,33 @@ def cmd_site(args) -> int:
     return EXIT_OK
 
 
+def cmd_ratings_import(args) -> int:
+    from . import config
+    from .ratings import import_ratings
+
+    out = import_ratings(config.data_paths(), args.file, args.rater)
+    print(f"imported {out['ratings']} ratings by human:{args.rater} into {', '.join(out['cohorts'])}; "
+          f"rebuild the reports (`daydream report COHORT`) and the site (`daydream site`) to see them")
+    return EXIT_OK
+
+
 def cmd_preview(args) -> int:
     from . import config
     from .sitegen import serve
 
     if not 0 <= args.port <= 65535:
         raise DaydreamError("config", f"--port {args.port} is not a port number (0–65535; 0 picks a free one)")
-    build = config.data_paths().site_dir / "build"
-    if not (build / "index.html").exists():
-        raise DaydreamError("site", "no built site yet (run `daydream run COHORT` or `daydream site`)", path=build)
+    paths = config.data_paths()
+    build = paths.site_dir / "build"
     import threading
 
-    server, url = serve(build, port=args.port)  # serves from a daemon thread
-    print(f"serving {build} at {url}  (127.0.0.1 only; Ctrl-C to stop)", flush=True)
+    server, url = serve(build, port=args.port, live=paths)  # serves from a daemon thread
+    if (build / "index.html").exists():
+        print(f"serving {build} at {url}  (127.0.0.1 only; Ctrl-C to stop)", flush=True)
+    else:
+        print(f"no built site yet (`daydream run COHORT` or `daydream site` builds it); serving the live run "
+              f"view at {url}  (127.0.0.1 only; Ctrl-C to stop)", flush=True)
+    print(f"live run view: {url}live.html", flush=True)
     try:
         threading.Event().wait()
     except KeyboardInterrupt:
@@ -327,6 +341,13 @@ def build_parser() -> argparse.ArgumentParser:
     pv = sub.add_parser("preview", help="serve the built site on 127.0.0.1")
     pv.add_argument("--port", type=int, default=8000, help="port (default 8000; 0 picks a free one)")
     pv.set_defaults(func=cmd_preview)
+
+    ra = sub.add_parser("ratings", help="human ratings: import a CSV exported by the site's blind rating mode")
+    rsub = ra.add_subparsers(dest="ratings_command", required=True, metavar="COMMAND")
+    ri = rsub.add_parser("import", help="add a rater's ratings to the store as evaluations by human:NAME")
+    ri.add_argument("file", type=Path, help="the CSV the site's rating page exported")
+    ri.add_argument("--rater", required=True, help="the rater's name (evaluator human:NAME)")
+    ri.set_defaults(func=cmd_ratings_import)
 
     ck = sub.add_parser("check", help="gens-store health: missing/corrupt files, broken lineage, orphans, stale outputs")
     ck.add_argument("cohort_id", nargs="?", help="check only this cohort's generations")

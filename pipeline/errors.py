@@ -31,6 +31,7 @@ class DaydreamError(Exception):
         "budget": "a spend cap cannot be enforced, or a run's estimated cost needs --yes",
         "report": "reports cannot be built",
         "site": "the report site cannot be built",
+        "ratings": "a human ratings file is malformed or names an unknown essay, rubric or rater",
     }
 
     def __init__(self, code: str, message: str, *, path: object | None = None):

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 from .claims import CLAIM, stale_claims
 from .cohort import SEARCH_RECORD, read_membership, recorded_generations
+from .ratings import rated_rows
 from .errors import DaydreamError
 from .state import BLOCKED, DONE, PENDING
 from .store import PARENT_STAGE, STAGES, TMP_GLOB, DataPaths, atomic_write_json, cohort_lists_lock, read_json, read_text
@@ -117,7 +118,7 @@ def check_store(paths: DataPaths, cohort_id: str | None = None) -> tuple[list[Pr
     cohorts = [cohort_id] if cohort_id else paths.compiled_cohorts()
     members: dict[tuple[str, str], None] = {}
     for c in cohorts:
-        for r in read_membership(paths, c):
+        for r in read_membership(paths, c) + rated_rows(paths, c):   # human ratings are members too
             members[(r["stage"], r["gen_id"])] = None
     if cohort_id:
         targets = list(members)
@@ -219,10 +220,11 @@ def purge(paths: DataPaths, cohort_id: str, *, dry_run: bool = True) -> dict[str
 
 def named_by(paths: DataPaths, cohort_id: str) -> dict[tuple[str, str], str]:
     """The generations a cohort's own state names, (stage, gen_id) → parent_gen_id: its
-    membership and, for a search cohort, the generations of every combo its search.json
-    records (``cohort.recorded_generations``)."""
+    membership, its human ratings (``ratings.csv``) and, for a search cohort, the generations of
+    every combo its search.json records (``cohort.recorded_generations``)."""
     named = recorded_generations(paths, cohort_id)
-    named.update(((r["stage"], r["gen_id"]), r.get("parent_gen_id") or "") for r in read_membership(paths, cohort_id))
+    named.update(((r["stage"], r["gen_id"]), r.get("parent_gen_id") or "")
+                 for r in read_membership(paths, cohort_id) + rated_rows(paths, cohort_id))
     return named
 
 

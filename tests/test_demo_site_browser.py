@@ -141,3 +141,16 @@ def test_demo_pages_fit_the_screen_at_400_and_1400px(where):
 def test_demo_sidebar_folds_other_cohorts(where):
     w, base, _ = where
     checks.check_sidebar_folds_other_cohorts(w, base, "demo", "demo-rubrics")
+
+
+def test_demo_charts_legend_clear_titled_export_integer_counts_404(where):
+    w, base, _ = where
+    checks.check_charts_legend_clear_titled_export_integer_counts(w, base, "demo")
+
+
+def test_demo_search_as_you_type(where):
+    checks.check_search_as_you_type(*where, "demo")
+
+
+def test_demo_compare_any_essays(where):
+    checks.check_compare_any_essays(*where, "demo")

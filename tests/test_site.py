@@ -132,19 +132,32 @@ def test_concepts_of_spec_defined_combos_come_from_the_manifest(tmp_path):
     assert "Tidal memory" in html and "Coastal communities keep records" in html
 
 
-def test_essay_index_is_paginated(tmp_path, monkeypatch):
-    from pipeline.sitegen import pages
+def data_table(html: str, tid: str) -> tuple[list[str], list[list], dict]:
+    """(header keys, decoded rows, the whole payload) of the data table ``tid`` of a page: string
+    columns sent once per distinct value are expanded back."""
+    heads = re.search(rf'<table [^>]*data-table="{tid}"[^>]*>\s*<thead><tr>(.*?)</tr>', html, re.S).group(1)
+    keys = re.findall(r'<th data-key="([^"]+)"', heads)
+    blob = json.loads(re.search(rf'<script type="application/json" id="dd-rows-{tid}">(.*?)</script>', html, re.S).group(1))
+    rows = [[blob["d"][str(j)][v] if str(j) in blob["d"] and isinstance(v, int) else v for j, v in enumerate(r)]
+            for r in blob["rows"]]
+    return keys, rows, blob
+
+
+def test_essay_index_holds_every_essay_on_one_page_as_data(tmp_path, monkeypatch):
+    from pipeline.sitegen import render
 
     paths = make_site_root(tmp_path, n_essays=9)
-    monkeypatch.setattr(pages, "ESSAYS_PER_PAGE", 4)
+    monkeypatch.setattr(render, "INLINE_ROWS", 4)
     build = build_site(paths, ["alpha"])
     essays_dir = build / "cohorts" / "alpha" / "essays"
-    assert [p.name for p in sorted(essays_dir.glob("page-*.html"))] == ["page-2.html", "page-3.html"]
+    assert not list(essays_dir.glob("page-*.html")), "no pagination: the browser pages over the data"
     index = (essays_dir / "index.html").read_text()
-    assert 'href="page-3.html"' in index
-    linked = set(re.findall(r'href="(e_[a-z0-9]+)\.html"', "".join(
-        (essays_dir / n).read_text() for n in ("index.html", "page-2.html", "page-3.html"))))
-    assert linked == set(_essay_ids(paths, "alpha"))
+    assert "<tbody>\n\n</tbody>" in index, "rows travel as data, not HTML"
+    keys, rows, blob = data_table(index, "essays")
+    col = keys.index("essay")
+    before, after, code = blob["h"][str(col)]
+    assert (before, after, code) == ("", ".html", 1), "links of one pattern send only their text"
+    assert {r[col] for r in rows} == set(_essay_ids(paths, "alpha"))
 
 
 def test_rebuild_leaves_no_stale_pages(tmp_path):
@@ -271,7 +284,7 @@ def test_search_index_covers_pages_and_essays_without_placeholders(site):
     assert "DDSLOT" not in text and "DDESSAY" not in text and "_essay.html" not in text
     for d in docs:
         assert d["u"].startswith("cohorts/") == bool(d["c"]), "a cohort's page names its cohort"
-        for _, _, part in d["p"]:
+        for _, _, part, *_ in d["p"]:
             assert not part.startswith("Simulated output"), "the banner is not indexed"
     raw = (build / "search" / "cohorts" / "alpha.js").read_text()
     assert "</script" not in raw.lower() and "<script" not in raw.lower(), "index texts cannot close a script"

@@ -179,18 +179,25 @@ def test_matrix_links_every_evaluation_to_its_reasoning_and_shows_failures(site)
     assert "dd-fail" in html and "dd-heat dd-heat-" in html
 
 
-def test_matrix_is_paginated_by_evaluations(tmp_path, monkeypatch):
+def test_matrix_is_one_page_of_data_linking_every_evaluation(tmp_path, monkeypatch):
+    from test_site import data_table
+
     paths = make_site_root(tmp_path, n_essays=9)
-    monkeypatch.setattr(pages, "MATRIX_CELLS_PER_PAGE", 16)
-    monkeypatch.setattr(pages, "ESSAYS_PER_PAGE", 4)
+    monkeypatch.setattr(render, "INLINE_ROWS", 4)
     build = build_site(paths, ["alpha"])
     mdir = build / "cohorts" / "alpha"
-    files = ["matrix.html"] + sorted(p.name for p in mdir.glob("matrix-*.html"))
+    assert not list(mdir.glob("matrix-*.html"))
+    keys, rows, blob = data_table((mdir / "matrix.html").read_text(), "matrix")
     s = _scores(paths)
-    per_page = 16 // (len(s) // s["essay_gen_id"].nunique())
-    assert len(files) == -(-s["essay_gen_id"].nunique() // per_page) > 1
-    seen = [v for f in files for _, _, v, _ in _matrix_links((mdir / f).read_text())]
-    assert sorted(seen) == sorted(_scores(paths)["evaluation_gen_id"])
+    seen = {}
+    for essay, row in zip(blob["e"], rows):
+        for k, cell in zip(keys, row):
+            if k.startswith("m") and k[1:].isdigit() and cell and "m" in cell:
+                for gid, label, *_ in cell["m"]:
+                    seen[gid] = essay
+    assert sorted(seen) == sorted(s["evaluation_gen_id"]), "every evaluation is in the matrix's data"
+    want = dict(zip(s["evaluation_gen_id"], s["essay_gen_id"]))
+    assert all(seen[g] in ("", want[g]) for g in seen), "each under its essay"
 
 
 def test_heat_class_bounds():
@@ -309,8 +316,13 @@ def test_heatmaps_write_values_round_hovers_and_link_each_cell(site):
     assert all(re.search(r"\[\d\.\d\d, \d\.\d\d\], n=\d+ essays", h) for row in er["text"] for h in row), \
         "evaluator × rubric hovers carry the interval and n"
     assert all(h.startswith("matrix.html?matrix.sort=m") for row in er["customdata"] for h in row)
-    for fig in figs.values():
-        assert "title" not in fig["layout"], "titles are HTML above the chart, not inside the plot"
+    html = (cdir / "evaluators.html").read_text()
+    for key, fig in figs.items():
+        title = fig["layout"]["title"]["text"]
+        assert title, f"{key}: the figure keeps its title (an exported image is titled)"
+        assert re.search(r'<p class="dd-chart-title">[^<]*</p>\s*<div class="dd-chart" id="chart-' + re.escape(key), html), \
+            "and the page shows it as HTML above the chart"
+        assert fig["layout"]["meta"]["titleMargin"] > fig["layout"]["margin"]["t"], "with room for it on export"
     factors = _figures((cdir / "factors.html").read_text())
     for key in ("pivot-draft", "pivot-essay", "pivot-draft-essay"):
         if key in factors:

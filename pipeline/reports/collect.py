@@ -22,6 +22,7 @@ from ..catalog import DEFAULT_SCALE
 from ..cohort import MEMBERSHIP_COLUMNS
 from ..errors import DaydreamError
 from ..generation import runtime, state_of
+from ..ratings import ratings_csv
 from ..ids import is_safe_id
 from ..spend import call_record, catalog_prices
 from ..state import BLOCKED, DONE, FAILED, STALE
@@ -67,7 +68,18 @@ def read_membership(paths: DataPaths, cohort_id: str) -> pd.DataFrame:
     missing = [c for c in MEMBERSHIP_COLUMNS if c not in df.columns]
     if missing:
         raise DaydreamError("report", f"membership.csv lacks column(s) {', '.join(missing)}", path=path)
-    return df[MEMBERSHIP_COLUMNS].astype(str).apply(lambda s: s.str.strip())
+    df = df[MEMBERSHIP_COLUMNS]
+    # human ratings (`daydream ratings import`) are listed apart: compiling rewrites membership.csv
+    extra = read_text(ratings_csv(paths, cohort_id))
+    if extra is not None:
+        try:
+            rated = pd.read_csv(io.StringIO(extra), dtype=str, keep_default_na=False)
+        except (pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
+            raise DaydreamError("report", f"ratings.csv is not valid CSV ({exc})",
+                                path=ratings_csv(paths, cohort_id)) from None
+        if all(c in rated.columns for c in MEMBERSHIP_COLUMNS):
+            df = pd.concat([df, rated[MEMBERSHIP_COLUMNS]], ignore_index=True)
+    return df.astype(str).apply(lambda s: s.str.strip())
 
 
 def _load_json(path: str) -> tuple[dict | None, str | None]:

@@ -17,16 +17,22 @@ works opened from files as well as served)::
     data/cross_cohort.csv
     cohorts/<id>/index.html          overview
     cohorts/<id>/{leaderboard,factors,evaluators,rubrics,agreement,quality}.html
-    cohorts/<id>/matrix.html         score matrix: essays × (evaluator, rubric) (matrix-2.html, ...)
+    cohorts/<id>/matrix.html         score matrix: essays × (evaluator, rubric), every essay on one page
+    cohorts/<id>/compare.html        any essays side by side (?e=<id>,<id>,...: a shareable view)
+    cohorts/<id>/rate.html           blind rating mode (localStorage; CSV for `daydream ratings import`)
     cohorts/<id>/failures.html       failed and ambiguous generations, with their files under files/
-    cohorts/<id>/essays/index.html   essay browser (page-2.html, ... : 200 essays per page)
+    cohorts/<id>/essays/index.html   essay browser, every essay on one page
     cohorts/<id>/essays/<essay_gen_id>.html   prompts, texts, usage, rubrics, comparisons
+    cohorts/<id>/essays/<essay_gen_id>.js     the same essay as data, for compare and rate
     cohorts/<id>/data/*.csv          the report tables and long.csv (one row per evaluation)
     cohorts/<id>/files/<stage>/<gen_id>/*    the store's files of each failed generation
 
-Every table filters (free text, a select per categorical column, a range per score column) and
-sorts in the browser; the filter and sort are kept in the page's query string (``?<table>.<column>=``)
-so a view can be shared, and "CSV of these rows" downloads what is shown.
+Every table filters (free text, a select per categorical column, a range per score column),
+sorts and pages in the browser over every row (a large table's rows travel as compact JSON in the
+page, ``render.table``); the filter, sort and page are kept in the page's query string
+(``?<table>.<column>=``) so a view can be shared, and "CSV of these rows" downloads every row
+the filter keeps. ``serve(build, live=paths)`` (``daydream preview``) adds the live run view,
+``live.html``.
 """
 
 from .build import build_site

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import json
 import logging
 import os
 import re
@@ -45,7 +46,7 @@ from .data import Names, cohorts_with_reports, load_cohort_tables, load_cross_co
 from . import search as S
 from .diff import side_by_side
 from .gens import EssayBundle, failure_files, load_essays
-from .render import Col, interval, make_env, num, score, status_tag, table
+from .render import Col, interval, make_env, num, score, script_json, status_tag, table
 
 SITE_PROJECT = Path(__file__).resolve().parents[2] / "site"   # the MkDocs project in the repo
 TITLE_SLOT, BODY_SLOT = "DDESSAYTITLESLOT", "<p>DDESSAYBODYSLOT</p>"
@@ -154,6 +155,70 @@ def _essay_context(c: P.Cohort, b: EssayBundle, lb_row: dict, n_ranked: int, sib
             "compares": _compares(e, d, sib, evals)}
 
 
+def rank_order(bundles: list[EssayBundle], lb: dict[str, dict]) -> list[EssayBundle]:
+    """Essays by leaderboard rank (the order an essay page's "rank 3 of 12" and its previous /
+    next links follow); unranked essays after them, in cohort order."""
+    def key(ib):
+        i, b = ib
+        rank = lb.get(b.essay.row["gen_id"], {}).get("rank")
+        return (0, float(rank), i) if rank is not None and not P.is_blank(rank) else (1, 0.0, i)
+    return [b for _, b in sorted(enumerate(bundles), key=key)]
+
+
+def essay_crumbs(cohort_id: str, title: str) -> str:
+    """The breadcrumb of an essay page: an essay page is not in the nav, so the theme would show
+    only its title; it belongs under its cohort's essays."""
+    cid = escape(cohort_id)
+    return ('<li class="breadcrumb-item">Cohorts</li>'
+            f'<li class="breadcrumb-item"><a href="../index.html">{cid}</a></li>'
+            '<li class="breadcrumb-item"><a href="index.html">Essays</a></li>'
+            f'<li class="breadcrumb-item active">{title}</li>')
+
+
+def _jv(v):
+    """A value for the browser's JSON: None for missing, plain numbers and strings."""
+    if P.is_blank(v):
+        return None
+    if isinstance(v, bool):
+        return v
+    if isinstance(v, (int, float)):
+        return int(v) if float(v).is_integer() and abs(v) < 2 ** 53 else float(v)
+    try:
+        import numpy as np
+        if isinstance(v, np.generic):
+            return _jv(v.item())
+    except ImportError:  # pragma: no cover
+        pass
+    return str(v)
+
+
+def essay_data(cohort_id: str, ctx: dict, lb_row: dict, n_ranked: int) -> dict:
+    """What the compare page shows of one essay (``essays/<id>.js``): texts, prompts, lineage,
+    standing and every evaluation with its score and reasoning."""
+    def gen(g):
+        if not g:
+            return None
+        return {k: _jv(g.get(k)) for k in ("gen_id", "template_id", "template_name", "llm_model_id", "model_name",
+                                            "mode", "replicate", "status", "error", "text", "prompt", "text_problem")}
+    evals = [dict({k: _jv(v.get(k)) for k in ("gen_id", "template_id", "template_name", "llm_model_id", "model_name",
+                                               "replicate", "status", "error", "error_detail", "score", "score_norm",
+                                               "scale", "text", "text_problem")}) for v in ctx["evals"]]
+    combo = ctx["combo"]
+    return {"id": str(ctx["e"]["gen_id"]), "cohort": cohort_id, "combo_id": _jv(ctx["e"].get("combo_id")),
+            "concepts": [{"id": c["id"], "name": c["name"]} for c in combo["concepts"]] if combo else None,
+            "rank": _jv(lb_row.get("rank")), "n_ranked": n_ranked, "mean": _jv(lb_row.get("mean")),
+            "ci_low": _jv(lb_row.get("ci_low")), "ci_high": _jv(lb_row.get("ci_high")),
+            "n_cells": _jv(lb_row.get("n_cells")), "essay": gen(ctx["e"]), "draft": gen(ctx["d"]), "evals": evals,
+            "simulated": bool(ctx["simulated"])}
+
+
+def essay_script(data: dict) -> str:
+    """``essays/<id>.js``: adds one essay's data to ``window.DDESSAY`` (a script, not JSON to
+    fetch, so the compare page works opened from files)."""
+    blob = script_json(json.dumps(data, ensure_ascii=False, separators=(",", ":"), allow_nan=False))
+    return f"window.DDESSAY=window.DDESSAY||{{}};window.DDESSAY[{json.dumps(data['id'])}]={blob};\n"
+
+
 def _write_essays(c: P.Cohort, bundles: list[EssayBundle], build: Path, env, others: dict[str, list[str]]) -> list[dict]:
     """Write every essay page of ``c`` from its cohort's shell; returns their search documents.
     ``others`` maps an essay to the other cohorts that have a page for it."""
@@ -163,9 +228,15 @@ def _write_essays(c: P.Cohort, bundles: list[EssayBundle], build: Path, env, oth
     if shell is None or shell.count(BODY_SLOT) != 1:
         raise DaydreamError("site", "the essay shell page did not render as expected (theme changed?)", path=shell_path)
     head, tail = shell.split(BODY_SLOT)
+    crumb = f'<li class="breadcrumb-item active">{TITLE_SLOT}</li>'
+    if head.count(crumb) != 1:
+        raise DaydreamError("site", "the essay shell's breadcrumb did not render as expected (theme changed?)",
+                            path=shell_path)
+    head = head.replace(crumb, essay_crumbs(c.id, TITLE_SLOT))
     tpl = env.get_template("essay.html")
     lb = {r["essay_gen_id"]: r for r in records(c.t["leaderboard"])}
     n_ranked = int(c.t["leaderboard"]["rank"].notna().sum()) if len(c.t["leaderboard"]) else 0
+    bundles = rank_order(bundles, lb)
     ids = [b.essay.row["gen_id"] for b in bundles]
     by_draft: dict[str, list] = {}
     for b in bundles:
@@ -183,7 +254,9 @@ def _write_essays(c: P.Cohort, bundles: list[EssayBundle], build: Path, env, oth
         page = (head.replace(TITLE_SLOT, title).replace(f"{SHELL}.md", f"{eid}.html").replace(f"{SHELL}.html", f"{eid}.html")
                 + body + tail.replace(TITLE_SLOT, title))
         atomic_write_text(essays_dir / f"{eid}.html", page)
-        docs.append(S.essay_doc(c.id, ctx["e"], ctx["d"], ctx["evals"], ctx["combo"]))
+        atomic_write_text(essays_dir / f"{eid}.js", essay_script(essay_data(c.id, ctx, lb.get(eid, {}), n_ranked)))
+        docs.append(S.essay_doc(c.id, ctx["e"], ctx["d"], ctx["evals"], ctx["combo"],
+                                S.essay_summary(lb.get(eid, {}), n_ranked)))
     shell_path.unlink()
     return docs
 

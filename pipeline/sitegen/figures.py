@@ -27,13 +27,40 @@ def _figure(data: list[dict], title: str, height: int = 380, **layout) -> dict:
         "font": {"family": FONT, "size": 12, "color": "#1f2937"},
         "paper_bgcolor": "#ffffff", "plot_bgcolor": "#ffffff", "colorway": PALETTE,
         "height": height, "margin": {"l": 60, "r": 24, "t": 56, "b": 48},
-        "legend": {"orientation": "h", "yanchor": "bottom", "y": 1.02, "xanchor": "right", "x": 1},
+        # the legend sits above the plot on the left: the modebar takes the top right corner
+        "legend": {"orientation": "h", "yanchor": "bottom", "y": 1.02, "xanchor": "left", "x": 0},
         "hoverlabel": {"font": {"family": FONT}},
     }
     for axis in ("xaxis", "yaxis"):
         base[axis] = dict(_AXIS, **layout.pop(axis, {}))
     base.update(layout)
     return {"data": data, "layout": base}
+
+
+COUNT_AXIS_DTICK_BELOW = 10   # a count axis up to this many gets a tick per whole number
+
+
+def count_axis(max_count: int | None) -> dict:
+    """A y axis of counts: whole numbers only (Plotly picks 0.5 steps for small ranges)."""
+    axis = {"rangemode": "tozero", "tickformat": ",d"}
+    if max_count is not None and max_count <= COUNT_AXIS_DTICK_BELOW:
+        axis.update(tick0=0, dtick=1)
+    return axis
+
+
+def _max_bin_count(values: list[float], bin_size: float | None) -> int | None:
+    """The fullest bin's count when bins are ``bin_size`` wide (None: Plotly picks the bins, so
+    the count is bounded by the number of values)."""
+    if not values:
+        return 0
+    if not bin_size:
+        return len(values)
+    counts: dict[int, int] = {}
+    for v in values:
+        k = int(v // bin_size)
+        counts[k] = counts.get(k, 0) + 1
+    # Plotly may start the bins half a bin off ours: two of our bins can share one of its
+    return max(counts.get(k, 0) + counts.get(k + 1, 0) for k in counts)
 
 
 def _clean(values: Sequence) -> list[float]:
@@ -44,10 +71,12 @@ def _clean(values: Sequence) -> list[float]:
 def histogram(groups: Mapping[str, Sequence[float]], *, title: str, x_title: str,
               bin_size: float | None = None) -> dict:
     """Histograms side by side, one per group (e.g. rubric)."""
-    data = [{"type": "histogram", "x": _clean(v), "name": str(k), "opacity": 0.85,
-             **({"xbins": {"size": bin_size}} if bin_size else {})} for k, v in groups.items()]
+    cleaned = {k: _clean(v) for k, v in groups.items()}
+    data = [{"type": "histogram", "x": v, "name": str(k), "opacity": 0.85,
+             **({"xbins": {"size": bin_size}} if bin_size else {})} for k, v in cleaned.items()]
+    top = max((_max_bin_count(v, bin_size) or 0 for v in cleaned.values()), default=0)
     return _figure(data, title, barmode="group", bargap=0.08, showlegend=len(groups) > 1,
-                   xaxis={"title": {"text": x_title}}, yaxis={"title": {"text": "count"}})
+                   xaxis={"title": {"text": x_title}}, yaxis={"title": {"text": "count"}, **count_axis(top)})
 
 
 VALUES_MAX_ROWS, VALUES_MAX_COLS = 100, 16   # beyond this, cell numbers would not fit: hover only
@@ -83,10 +112,11 @@ def heatmap(z: Sequence[Sequence], x: Sequence[str], y: Sequence[str], *, title:
 
 def bars(categories: Sequence[str], series: Mapping[str, Sequence], *, title: str, y_title: str,
          intervals: Mapping[str, tuple[Sequence, Sequence]] | None = None,
-         y_range: tuple[float, float] | None = None, hover: Mapping[str, Sequence[str]] | None = None) -> dict:
+         y_range: tuple[float, float] | None = None, hover: Mapping[str, Sequence[str]] | None = None,
+         counts: bool = False) -> dict:
     """Grouped bars: one bar per category per series, with optional interval whiskers
     (``intervals[name] = (lows, highs)``, e.g. a 95 % CI); a missing interval draws no whisker,
-    never a zero-width one."""
+    never a zero-width one. ``counts``: the values are counts (whole-number ticks)."""
     data = []
     for name, values in series.items():
         ys = [finite(v) for v in values]
@@ -106,6 +136,9 @@ def bars(categories: Sequence[str], series: Mapping[str, Sequence], *, title: st
                          textposition="none")
         data.append(trace)
     yaxis = {"title": {"text": y_title}, **({"range": list(y_range)} if y_range else {})}
+    if counts:
+        top = max((int(y) for t in data for y in t["y"] if y is not None), default=0)
+        yaxis.update(count_axis(top))
     return _figure(data, title, barmode="group", showlegend=len(series) > 1,
                    xaxis={"type": "category"}, yaxis=yaxis)
 

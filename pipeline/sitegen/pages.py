@@ -3,12 +3,15 @@
 Each builder returns a ``Page`` (its path under docs/, title and sections). Tables go through
 ``render.table`` and charts through ``render.chart`` with figures from ``figures``, so escaping
 and look are decided in one place. Links are relative (``use_directory_urls: false``), so the
-site works from any static server. Large tables are capped (``ROW_CAP``) with a link to the
-full CSV, which is copied into the site.
+site works from any static server. Every table holds every row: a large one travels as compact
+data that the browser filters, sorts and pages over (``render.table``); the full CSV is copied
+into the site too. Only the failures browser is capped (``ROW_CAP``): it publishes each
+failure's files.
 """
 
 from __future__ import annotations
 
+import json
 import math
 import re
 from dataclasses import dataclass, field
@@ -20,12 +23,11 @@ from markupsafe import Markup
 from ..reports.stats import lineage_clusters, precision_gain, t_cluster_mean
 from . import figures
 from .data import Names, records
-from .render import Cell, Col, Link, chart, interval, is_blank, num, pct, score, status_tag, table, usd
+from .render import Cell, Col, Link, chart, interval, is_blank, num, pct, score, script_json, status_tag, table, usd
 from ..spend import ALL as ALL_ROWS
 from .search import search_ui
 
-ROW_CAP = 500          # rows of a table on one page; the full table is the CSV download
-ESSAYS_PER_PAGE = 200  # essay index pagination
+ROW_CAP = 500          # failures the failures browser lists (and publishes the files of)
 HEATMAP_ROWS = 80      # essays shown in the essay × evaluator heatmap (top and bottom halves)
 FACTOR_LEVELS_CAP = 40  # levels per factor chart (combo_id has many)
 
@@ -33,7 +35,8 @@ FACTOR_LEVELS_CAP = 40  # levels per factor chart (combo_id has many)
 COHORT_PAGES = (
     ("index", "Overview"), ("leaderboard", "Leaderboard"), ("factors", "Generation factors"),
     ("evaluators", "Evaluator heatmaps"), ("rubrics", "Rubric comparison"), ("agreement", "Agreement & variance"),
-    ("essays/index", "Essays"), ("matrix", "Score matrix"), ("failures", "Failures"), ("quality", "Data quality"),
+    ("essays/index", "Essays"), ("matrix", "Score matrix"), ("compare", "Compare essays"), ("rate", "Rate blind"), ("failures", "Failures"),
+    ("quality", "Data quality"),
 )
 SEARCH_PAGE = ("search", "Search rounds")  # search cohorts only
 BEST_COMBOS = 5
@@ -118,12 +121,6 @@ class Cohort:
         return " · ".join(c["name"] for c in combo["concepts"]) if combo else str(combo_id or "")
 
 
-def _capped(df: pd.DataFrame, csv_href: str, what: str) -> tuple[pd.DataFrame, str]:
-    if len(df) <= ROW_CAP:
-        return df, ""
-    return df.head(ROW_CAP), f"Showing the first {ROW_CAP:,} of {len(df):,} {what}; the full table is {csv_href}."
-
-
 def _csv_link(name: str) -> Markup:
     """A link from a cohort page to one of its report CSVs (copied under data/)."""
     return Markup('<a href="data/{}.csv">{}.csv</a>').format(name, name)
@@ -138,6 +135,13 @@ def _rubric_label(c: Cohort, template_id, lo=None, hi=None) -> str:
     if lo is None or hi is None or _SCALE_IN_NAME.search(label):
         return label
     return f"{label} ({num(lo)}–{num(hi)})"
+
+
+def _norm_axis(rubric_name: str) -> str:
+    """An axis title for a rubric's score_norm: the scale in the rubric's name (``Novelty
+    (0-9)``) is not the axis' scale, so it is dropped."""
+    bare = _SCALE_IN_NAME.sub("", rubric_name).strip() or rubric_name
+    return f"{bare}: score_norm (0–1)"
 
 
 def _ci(rows: list[dict], lo: str = "ci_low", hi: str = "ci_high", key: str = "ci", note: str = "ci_note") -> None:
@@ -174,13 +178,6 @@ def cards(items: list[tuple[str, str]]) -> Markup:
         Markup('<div class="dd-card"><div class="dd-card-value">{}</div><div class="dd-card-label">{}</div></div>\n')
         .format(v, k) for k, v in items)
     return Markup('<div class="dd-cards">\n{}</div>\n').format(body)
-
-
-def _pager(items: list[tuple[str, str, bool]]) -> Markup:
-    """Links between the pages of a paginated list; the current one is not a link."""
-    body = Markup("").join(Markup('<span class="dd-current">{}</span>').format(label) if current
-                           else Markup('<a href="{}">{}</a>').format(href, label) for label, href, current in items)
-    return Markup('<nav class="dd-pager" aria-label="Pages">{}</nav>\n').format(body)
 
 
 def _links(items: list[tuple[str, str]]) -> Markup:
@@ -276,8 +273,7 @@ LINEAGE_COLS = [Col("concepts", wrap=True), Col("draft_template_name", "draft_te
 
 def leaderboard(c: Cohort) -> Page:
     lb = c.t["leaderboard"]
-    shown, note = _capped(lb, _csv_link("leaderboard"), "essays")
-    rows = records(shown)
+    rows, note = records(lb), ""
     _lineage_cols(c, rows)
     _ci(rows)
     for r in rows:
@@ -389,7 +385,8 @@ def factors(c: Cohort) -> Page:
     for factor in shown:
         sub = f[f["factor"] == factor]
         note = str(sub["note"].iloc[0] or "")
-        levels = list(dict.fromkeys(sub["level"]))[:FACTOR_LEVELS_CAP]
+        all_levels = list(dict.fromkeys(sub["level"]))
+        levels = all_levels[:FACTOR_LEVELS_CAP]
         labels = [_factor_label(c, factor, lv) for lv in levels]
         parts = []
         if len(levels) > 1:
@@ -404,8 +401,10 @@ def factors(c: Cohort) -> Page:
                                                                  grp["n_clusters"], grp["ci_method"].fillna(""))]
             fig = figures.bars(labels, series, intervals=intervals, hover=hover, title=f"Mean score_norm by {factor}",
                                y_title="mean score_norm (95% CI)", y_range=(0, 1))
+            subset = (f" A subset: the first {len(levels)} of {len(all_levels):,} levels; every level is in the "
+                      "table below.") if len(all_levels) > len(levels) else ""
             parts.append(chart(fig, f"factor-{factor}", "Whiskers: 95% t interval over the lineage clusters "
-                                                        "(the table's method column)."))
+                                                        "(the table's method column)." + subset))
         pooled = records(sub[sub["rubric"] == "(all)"])
         _ci(pooled)
         for r in pooled:
@@ -441,7 +440,7 @@ def factors(c: Cohort) -> Page:
         [Col("level", "combo_id", kind="code"), Col("concepts", wrap=True), Col("n_essays", kind="int"),
          Col("n", "n evaluations", kind="int"), Col("mean", kind="num"), Col("ci", "95% CI"),
          Col("ci_method", "method"), Col("share_high", kind="pct"), Col("share_low", kind="pct")],
-        combos[:ROW_CAP], tid="combos", csv="data/factors.csv")]))
+        combos, tid="combos", csv="data/factors.csv")]))
     pg = c.t["pivot_generation"]
     for stage in ("draft", "essay"):
         sub = pg[pg["stage"] == stage] if len(pg) else pg
@@ -504,11 +503,17 @@ def evaluators(c: Cohort) -> Page:
         ranked = set(order)
         order += sorted(scored - ranked)
         note = "Every scored essay of the cohort, best first."
+        gap = ""
+        title = "Essays × evaluator (evaluation_llm · evaluation_template)"
         if len(order) > HEATMAP_ROWS:
             half = HEATMAP_ROWS // 2
-            order = order[:half] + order[-half:]
-            note = (f"The {half} best and {half} worst essays by mean score_norm; every essay is in "
-                    "pivot_essay_evaluator.csv and on its own page.")
+            # a row between the halves says how many essays it leaves out, so the join is not missed
+            gap = f"··· {len(order) - 2 * half:,} essays not shown ···"
+            order = order[:half] + [gap] + order[-half:]
+            title = f"The {half} best and {half} worst of {len(scored):,} essays × evaluator"
+            note = (f"A subset: the {half} best and {half} worst of the {len(scored):,} scored essays by mean "
+                    "score_norm (the marked row between them stands for the rest); every essay is in the "
+                    '<a href="matrix.html">score matrix</a>, pivot_essay_evaluator.csv and on its own page.')
         cols = _evaluator_columns(c, pe)
         cell = {(r["essay_gen_id"], r["evaluation_llm"], r["evaluation_template"]): r for r in records(pe)}
         first_eval = {}
@@ -517,6 +522,11 @@ def evaluators(c: Cohort) -> Page:
         z, hover, links = [], [], []
         for e in order:
             zr, hr, lr = [], [], []
+            if e == gap:
+                z.append([None] * len(cols))
+                hover.append([gap] * len(cols))
+                links.append([""] * len(cols))
+                continue
             for m, t in cols:
                 r = cell.get((e, m, t)) or {}
                 zr.append(r.get("mean_norm"))
@@ -530,18 +540,18 @@ def evaluators(c: Cohort) -> Page:
             hover.append(hr)
             links.append(lr)
         xl = [f"{c.names.model(m)} · {c.names.template('evaluation', t)}" for m, t in cols]
-        fig = figures.heatmap(z, xl, order, title="Essays × evaluator (evaluation_llm · evaluation_template)",
+        fig = figures.heatmap(z, xl, order, title=title,
                               colorbar_title="score_norm", zmin=0, zmax=1, hover=hover, links=links,
                               row_links=[f"essays/{e}.html" if e in c.essay_ids else "" for e in order])
-        sections.append(Section("Essays × evaluator", Markup("{} Cells are the mean score_norm of the replicates; "
+        sections.append(Section("Essays × evaluator", Markup(note) + Markup(" Cells are the mean score_norm of the replicates; "
                                 "blank cells have no score. Click a cell for that evaluation's reasoning, an essay's "
                                 "id for its page; every essay "
-                                'and every replicate is in the <a href="matrix.html">score matrix</a>.').format(note),
+                                'and every replicate is in the <a href="matrix.html">score matrix</a>.'),
                                 [chart(fig, "essay-evaluator")]))
     sc = s[s["score_norm"].notna()] if len(s) else s
     if len(sc):
         grid = sc.groupby(["evaluation_llm", "evaluation_template"], sort=True).agg(
-            n=("score", "size"), mean=("score", "mean"), std=("score", "std"), mean_norm=("score_norm", "mean"),
+            n=("score", "size"), raw_mean=("score", "mean"), mean=("score_norm", "mean"), std=("score_norm", "std"),
             scale_min=("scale_min", "first"), scale_max=("scale_max", "first")).reset_index()
         models, rubrics = list(dict.fromkeys(grid["evaluation_llm"])), list(dict.fromkeys(grid["evaluation_template"]))
         cis = _cell_cis(s, ["evaluation_llm", "evaluation_template"])
@@ -560,13 +570,16 @@ def evaluators(c: Cohort) -> Page:
             r["rubric"] = _rubric_label(c, r["evaluation_template"], r["scale_min"], r["scale_max"])
             _, lo, hi, r["n_essays"] = cis[(r["evaluation_llm"], r["evaluation_template"])]
             r["ci"] = interval(lo, hi)
+            # a raw mean means something only on its own rubric's scale: it is shown with it, as text
+            r["raw"] = f"{num(r['raw_mean'])} on {score(r['scale_min'])}–{score(r['scale_max'])}"
         tbl = table([Col("evaluator", "evaluation_llm"), Col("rubric", "evaluation_template"),
                      Col("n_essays", kind="int"), Col("n", "n evaluations", kind="int"),
-                     Col("mean", kind="num", title="mean raw score on the rubric's own scale"),
-                     Col("std", "std (evaluations)", kind="num"),
-                     Col("mean_norm", kind="num", title="mean score_norm"),
-                     Col("ci", "mean_norm 95% CI", title="95% t interval of mean_norm over the essays' means "
-                         "(unadjusted: each cell is its own evaluator and rubric)")],
+                     Col("mean", kind="num", title="mean score_norm (each score rescaled to 0–1 on its rubric's scale)"),
+                     Col("ci", "95% CI", title="95% t interval of the mean score_norm over the means of the highest "
+                         "lineage cluster its essays share (unadjusted: each cell is its own evaluator and rubric)"),
+                     Col("std", "std (evaluations)", kind="num", title="sample std of score_norm"),
+                     Col("raw", "raw mean (rubric scale)", title="mean raw score on the rubric's own scale: not "
+                         "comparable across rubrics with different scales")],
                     rows, tid="evaluator-rubric", csv="data/scores.csv")
         sections.append(Section("Evaluator × rubric", "How harsh each evaluation model is on each rubric. Cells "
                                 "scored on different essays are not comparable with each other: for matched "
@@ -640,7 +653,7 @@ def rubrics(c: Cohort) -> Page:
             labels = [f"{e} · {c.names.model(m)}" for e, m in both.index]
             fig = figures.scatter(both[a].tolist(), both[b].tolist(), labels,
                                   title=f"{la} vs {lb_}: matched (essay, evaluator) units, score_norm",
-                                  x_title=la, y_title=lb_)
+                                  x_title=_norm_axis(la), y_title=_norm_axis(lb_))
             row = pc[(pc["factor"] == "evaluation_template") & (pc["level_a"] == a) & (pc["level_b"] == b)] \
                 if len(pc) else pc
             r = records(row)[0] if len(row) else {}
@@ -787,7 +800,8 @@ def agreement(c: Cohort) -> Page:
         sections.append(Section("Agreement classes", "Per unit: the range of its scores as a share of the "
                                 "rubric's scale. high ≤ 10%, moderate ≤ 25%, low above. Units with a single score "
                                 "have no spread to judge and are excluded, not drawn as 0. " + "; ".join(counted) + ".", [
-            chart(figures.bars(AGREEMENT_ORDER[:-1], series, title="Units by agreement class", y_title="units"),
+            chart(figures.bars(AGREEMENT_ORDER[:-1], series, title="Units by agreement class", y_title="units",
+                               counts=True),
                   "agreement-classes"),
             chart(figures.histogram(ranges, title="Spread of scores (range as share of scale)",
                                     x_title="range_norm", bin_size=0.05), "agreement-ranges")]))
@@ -825,9 +839,9 @@ def quality(c: Cohort) -> Page:
                        Col("pending", kind="int"), Col("coverage", kind="pct")], records(cov), sortable=False,
                       csv="data/coverage.csv")
     summary = iss.groupby(["stage", "issue"], sort=True).size().reset_index(name="n") if len(iss) else iss
-    shown, note = _capped(iss, _csv_link("issues"), "issues")
+    shown, note = iss, ""
     failed = g[g["status"] == "failed"] if len(g) else g
-    fshown, fnote = _capped(failed, _csv_link("generations"), "failed generations")
+    fshown, fnote = failed, ""
     frows = records(fshown)
     for r in frows:
         r["template"] = c.names.template(r["stage"], r["template_id"])
@@ -853,44 +867,82 @@ def quality(c: Cohort) -> Page:
 
 
 def essay_index(c: Cohort) -> list[Page]:
-    """The essay browser's index, ``ESSAYS_PER_PAGE`` essays per page, in cohort order."""
+    """The essay browser's index: every essay on one page, in cohort order."""
     lb = c.t["leaderboard"]
     g = c.t["generations"]
     order = [e for e in g.loc[g["stage"] == "essay", "gen_id"]] if len(g) else []
     lbr = {r["essay_gen_id"]: r for r in records(lb)}
     seen = set(order)
     order += [e for e in lbr if e not in seen and e in c.essay_ids]
-    n_pages = max(1, math.ceil(len(order) / ESSAYS_PER_PAGE))
-    names = ["index"] + [f"page-{i}" for i in range(2, n_pages + 1)]
-    out = []
-    for i in range(n_pages):
-        chunk = order[i * ESSAYS_PER_PAGE:(i + 1) * ESSAYS_PER_PAGE]
-        rows = []
-        for eid in chunk:
-            r = dict(lbr.get(eid) or {"essay_gen_id": eid})
-            r["essay"] = c.essay(eid, prefix="")
-            r["status"] = status_tag(r.get("essay_status"), "")
-            rows.append(r)
-        _lineage_cols(c, rows)
-        pager = _pager([(f"{j * ESSAYS_PER_PAGE + 1:,}–{min(len(order), (j + 1) * ESSAYS_PER_PAGE):,}",
-                          f"{names[j]}.html", j == i) for j in range(n_pages)]) if n_pages > 1 else ""
-        tbl = table([Col("essay", "essay_gen_id"), Col("status", "essay_status"), Col("rank", kind="int"),
-                     Col("mean", kind="num", title="mean score_norm (0–1)"), Col("n", kind="int"),
-                     Col("expected", kind="int"), *LINEAGE_COLS], rows, empty="No essays in this cohort.", tid="essays",
-                    csv="../data/leaderboard.csv")
-        first, last = i * ESSAYS_PER_PAGE + 1, i * ESSAYS_PER_PAGE + len(chunk)
-        out.append(Page(f"cohorts/{c.id}/essays/{names[i]}.md",
-                        f"{c.id}: essays" + (f" {first}–{last}" if n_pages > 1 else ""), "Essays", [
-            Section("", f"Essays {first:,}–{last:,} of {len(order):,}, in cohort order (grouped by combo and "
-                    "draft). Each links to its page: concepts, lineage, draft, essay and every evaluation with "
-                    "the evaluator's reasoning.", [pager, tbl, pager])], c.simulated))
-    return out
+    rows = []
+    for eid in order:
+        r = dict(lbr.get(eid) or {"essay_gen_id": eid})
+        r["essay"] = c.essay(eid, prefix="")
+        r["status"] = status_tag(r.get("essay_status"), "")
+        rows.append(r)
+    _lineage_cols(c, rows)
+    tbl = table([Col("essay", "essay_gen_id"), Col("status", "essay_status"), Col("rank", kind="int"),
+                 Col("mean", kind="num", title="mean score_norm (0–1)"), Col("n", kind="int"),
+                 Col("expected", kind="int"), *LINEAGE_COLS], rows, empty="No essays in this cohort.", tid="essays",
+                csv="../data/leaderboard.csv")
+    return [Page(f"cohorts/{c.id}/essays/index.md", f"{c.id}: essays", "Essays", [
+        Section("", f"All {len(order):,} essays, in cohort order (grouped by combo and draft). Each links to its "
+                "page: concepts, lineage, draft, essay and every evaluation with the evaluator's reasoning.", [tbl])],
+        c.simulated)]
+
+
+def compare(c: Cohort) -> Page:
+    """Any essays of the cohort side by side (``compare.html?e=<id>,<id>``): daydream.js loads
+    each one's ``essays/<id>.js`` (a script, so it works from files) and shows texts, a word diff,
+    every evaluator's score and reasoning, prompts and lineage."""
+    ui = Markup(
+        '<form class="dd-compare-form" id="dd-compare-form">\n'
+        '<label for="dd-compare-add">Add an essay by id</label> '
+        '<input id="dd-compare-add" name="add" placeholder="e_…" autocomplete="off" list="dd-compare-ids">\n'
+        '<button type="submit">Add</button> <button type="button" id="dd-compare-clear">Clear</button>\n'
+        '<datalist id="dd-compare-ids">{}</datalist>\n</form>\n'
+        '<p class="dd-meta" id="dd-compare-status" role="status"></p>\n'
+        '<div id="dd-compare" data-cohort="{}"></div>\n').format(
+            Markup("").join(Markup('<option value="{}"></option>').format(e) for e in sorted(c.essay_ids)), c.id)
+    return Page(f"cohorts/{c.id}/compare.md", f"{c.id}: compare essays", "Compare essays", [Section(
+        "", Markup("Pick two or more essays (the <em>compare</em> toggle beside an essay on the leaderboard, the "
+                   "score matrix, the essay list, search results or an essay's page), or add them by id here. The "
+                   "address holds the picked essays, so a comparison can be shared."), [ui])], c.simulated,
+        lead="Essays side by side: texts, word diff, every evaluator's score and reasoning, prompts and lineage.")
+
+
+def rate(c: Cohort) -> Page:
+    """The blind rating mode: the cohort's done essays in an order shuffled for each rater,
+    without model, template or lineage, one rubric's text, a score and a note each; kept in the
+    browser (localStorage) and exported as the CSV `daydream ratings import` reads."""
+    g, s = c.t["generations"], c.t["scores"]
+    done = g[(g["stage"] == "essay") & (g["status"] == "done")]["gen_id"].tolist() if len(g) else []
+    essays = [e for e in dict.fromkeys(done) if e in c.essay_ids]
+    rubrics = []
+    if len(s):
+        for t, grp in s.groupby("evaluation_template", sort=True):
+            lo, hi = grp["scale_min"].dropna(), grp["scale_max"].dropna()
+            if len(lo) and len(hi):
+                rubrics.append({"id": str(t), "name": c.names.template("evaluation", t), "min": float(lo.iloc[0]),
+                                "max": float(hi.iloc[0]), "text": c.names.template_text("evaluation", t) or ""})
+    blob = script_json(json.dumps({"cohort": c.id, "essays": essays, "rubrics": rubrics}, ensure_ascii=False,
+                                  separators=(",", ":")))
+    ui = Markup('<div id="dd-rate" data-cohort="{}"></div>\n'
+                '<script type="application/json" id="dd-rate-data">{}</script>\n').format(c.id, Markup(blob))
+    body = ui if essays and rubrics else Markup('<p class="dd-empty">No scored essays to rate yet.</p>')
+    return Page(f"cohorts/{c.id}/rate.md", f"{c.id}: rate blind", "Rate essays blind", [Section("", Markup(
+        "Score essays yourself, blind: they come in an order shuffled for you, without model, template or "
+        "scores. Your ratings stay in this browser until you export them as CSV; then "
+        "<code>daydream ratings import FILE --rater NAME</code> adds them to the store as the evaluator "
+        "<code>human:NAME</code>, and the rebuilt reports show you beside the LLM judges (agreement, paired "
+        "differences, the leaderboard)."), [body])], c.simulated,
+        lead="Human judgement beside the LLM judges.")
 
 
 def cohort_pages(c: Cohort) -> list[Page]:
     """Every page of a cohort except its failures page (which needs the store, see ``failures``)."""
     out = [overview(c), leaderboard(c), factors(c), evaluators(c), rubrics(c), agreement(c), quality(c),
-           *essay_index(c), *matrix(c)]
+           *essay_index(c), *matrix(c), compare(c), rate(c)]
     return out + ([search_rounds(c)] if c.search else [])
 
 
@@ -916,7 +968,6 @@ def long_table(c: Cohort) -> pd.DataFrame:
     return out
 
 
-MATRIX_CELLS_PER_PAGE = 4000  # evaluations on one matrix page: keeps a page well under 1 MB
 HEAT_STEPS = 10               # colour classes of a matrix cell (dd-heat-0 … dd-heat-9, in daydream.css)
 
 
@@ -927,28 +978,39 @@ def heat_class(norm) -> str:
     return f"dd-heat dd-heat-{min(HEAT_STEPS - 1, max(0, int(float(norm) * HEAT_STEPS)))}"
 
 
-def _matrix_cell(c: Cohort, essay_href: str, evals: list[dict]) -> Cell:
+def _matrix_cell(c: Cohort, essay_href: str, evals: list[dict], col_scale: str = "") -> Cell:
     """One essay × (evaluator, rubric) cell: each replicate's score linking to its reasoning,
-    failures as failures (with the reason), pending as pending."""
-    links, norms = [], []
+    failures as failures (with the reason), pending as pending. ``col_scale``: the column's
+    scale, which the compact form leaves out where a replicate's is the same."""
+    links, norms, compact = [], [], []
     for v in evals:
         href = f"{essay_href}#{v['evaluation_gen_id']}"
+        gid = str(v["evaluation_gen_id"])
         if v["status"] == "done" and v.get("score") is not None:
             norms.append(float(v["score_norm"]))
-            links.append(Markup('<a href="{}" title="replicate {}: {} on {}–{}">{}</a>').format(
-                href, v["evaluation_replicate"], score(v["score"]), score(v["scale_min"]), score(v["scale_max"]),
-                score(v["score"])))
+            scale = f"{score(v['scale_min'])}–{score(v['scale_max'])}"
+            links.append(Markup('<a href="{}" title="replicate {}: {} on {}">{}</a>').format(
+                href, v["evaluation_replicate"], score(v["score"]), scale, score(v["score"])))
+            rep = v["evaluation_replicate"]
+            rep = int(rep) if isinstance(rep, (int, float)) and float(rep).is_integer() else str(rep)
+            compact.append([gid, score(v["score"]), rep] + ([] if scale == col_scale else [scale]))
         elif v["status"] == "failed":
             links.append(Markup('<a class="dd-fail" href="{}" title="{}">✗ {}</a>').format(
                 href, v.get("error_detail") or "", v.get("error") or "failed"))
+            compact.append([gid, f"✗ {v.get('error') or 'failed'}", str(v.get("error_detail") or ""), "f"])
         elif v["status"] == "stale":  # its score is not current: shown, but not as a score
             links.append(Markup('<a class="dd-pending" href="{}" title="{}">stale</a>').format(
                 href, v.get("error_detail") or ""))
+            compact.append([gid, "stale", str(v.get("error_detail") or ""), "p"])
         else:
             links.append(Markup('<a class="dd-pending" href="{}" title="{}">pending</a>').format(
                 href, v.get("error_detail") or ""))
+            compact.append([gid, "pending", str(v.get("error_detail") or ""), "p"])
     mean = sum(norms) / len(norms) if norms else None
-    return Cell(Markup(" · ").join(links), sort="" if mean is None else f"{mean:.6g}", cls=heat_class(mean))
+    # compact form for a data table: the replicates and the sort key (the colour follows from it);
+    # the page links each to the row's essay (daydream.js)
+    data = {"m": compact, "s": "" if mean is None else float(f"{mean:.6g}")}
+    return Cell(Markup(" · ").join(links), sort="" if mean is None else f"{mean:.6g}", cls=heat_class(mean), data=data)
 
 
 def matrix_columns(c: Cohort) -> list[tuple[str, str]]:
@@ -962,8 +1024,8 @@ def matrix_columns(c: Cohort) -> list[tuple[str, str]]:
 def matrix(c: Cohort) -> list[Page]:
     """Essays × (evaluator, rubric), best essay first: every evaluation's score in its cell.
 
-    Paginated so a page holds at most ``MATRIX_CELLS_PER_PAGE`` evaluations; the page's rows
-    filter and sort in the browser."""
+    One page: a large matrix travels as compact data that the browser filters, sorts and pages
+    over (render.table)."""
     s, lb = c.t["scores"], c.t["leaderboard"]
     cols = matrix_columns(c)
     by_essay: dict[str, dict[tuple, list[dict]]] = {}
@@ -975,10 +1037,6 @@ def matrix(c: Cohort) -> list[Page]:
     order = [e for e in (lb["essay_gen_id"] if len(lb) else []) if e in by_essay]
     order += [e for e in by_essay if e not in set(order)]
     lbr = {r["essay_gen_id"]: r for r in records(lb)} if len(lb) else {}
-    per_essay = max(1, len(s) // max(1, len(by_essay))) if len(s) else 1
-    per_page = max(1, min(ESSAYS_PER_PAGE, MATRIX_CELLS_PER_PAGE // per_essay))
-    n_pages = max(1, math.ceil(len(order) / per_page))
-    names = ["matrix"] + [f"matrix-{i}" for i in range(2, n_pages + 1)]
     keys = [f"m{i}" for i in range(len(cols))]
     mcols = [Col("essay", "essay_gen_id"), Col("rank", kind="int"),
              Col("mean", kind="num", title="mean score_norm over the essay's cells"), Col("ci", "95% CI"),
@@ -991,40 +1049,42 @@ def matrix(c: Cohort) -> list[Page]:
     mcols += [Col("draft_template_name", "draft_template"), Col("draft_llm_name", "draft_llm"),
               Col("essay_template_name", "essay_template"), Col("essay_llm_name", "essay_llm"),
               Col("concepts", wrap=True)]
-    out = []
-    for i in range(n_pages):
-        rows = []
-        for eid in order[i * per_page:(i + 1) * per_page]:
-            r = dict(lbr.get(eid) or {"essay_gen_id": eid})
-            r["essay"] = c.essay(eid)
-            r["ci"] = interval(r.get("ci_low"), r.get("ci_high"))
-            evs = [v for lst in by_essay[eid].values() for v in lst]
-            failed = sum(v["status"] == "failed" for v in evs)
-            stale = sum(v["status"] == "stale" for v in evs)
-            pending = sum(v["status"] not in ("done", "failed", "stale") for v in evs)
-            r["status"] = ", ".join(x for x in (f"{failed} failed" if failed else "",
-                                                f"{stale} stale" if stale else "",
-                                                f"{pending} pending" if pending else "") if x) or "done"
-            href = f"essays/{eid}.html" if eid in c.essay_ids else ""
-            for k, mt in zip(keys, cols):
-                r[k] = _matrix_cell(c, href, by_essay[eid].get(mt, [])) if mt in by_essay[eid] else Cell("", cls="dd-none")
-            rows.append(r)
-        _lineage_cols(c, rows)
-        pager = _pager([(f"{j * per_page + 1:,}–{min(len(order), (j + 1) * per_page):,}", f"{names[j]}.html", j == i)
-                        for j in range(n_pages)]) if n_pages > 1 else ""
-        first, last = i * per_page + 1, i * per_page + len(rows)
-        tbl = table(mcols, rows, empty="No evaluations in this cohort.", tid="matrix", csv="data/long.csv")
-        out.append(Page(f"cohorts/{c.id}/{names[i]}.md", f"{c.id}: score matrix" + (f" {first}–{last}" if n_pages > 1 else ""),
-                        "Score matrix", [Section("", Markup(
-                            "Every essay (rows, best mean first) against every evaluation model · rubric (columns). A cell "
-                            "lists each replicate's score on the rubric's own scale and links to that evaluation's "
-                            "reasoning; its colour is the replicates' mean score_norm (light = low, dark = high). "
-                            "✗ marks a failed evaluation (hover for the reason), <em>stale</em> one made from inputs "
-                            "since changed, <em>pending</em> one not run yet: none counts as a score. Click a header to sort; filter with the boxes above the table. "
-                            "Essays {}–{} of {}.").format(f"{first:,}", f"{last:,}", f"{len(order):,}"),
-                            [pager, tbl, pager])], c.simulated,
-                        lead="The promptfoo view: essays × evaluators, one score per cell, each a link to its reasoning."))
-    return out
+    scales = {}
+    for r in records(s) if len(s) else []:
+        scales.setdefault((r["evaluation_llm"], r["evaluation_template"]),
+                          f"{score(r['scale_min'])}–{score(r['scale_max'])}")
+    rows = []
+    for eid in order:
+        r = dict(lbr.get(eid) or {"essay_gen_id": eid})
+        r["essay"] = c.essay(eid)
+        r["ci"] = interval(r.get("ci_low"), r.get("ci_high"))
+        evs = [v for lst in by_essay[eid].values() for v in lst]
+        failed = sum(v["status"] == "failed" for v in evs)
+        stale = sum(v["status"] == "stale" for v in evs)
+        pending = sum(v["status"] not in ("done", "failed", "stale") for v in evs)
+        r["status"] = ", ".join(x for x in (f"{failed} failed" if failed else "",
+                                            f"{stale} stale" if stale else "",
+                                            f"{pending} pending" if pending else "") if x) or "done"
+        href = f"essays/{eid}.html" if eid in c.essay_ids else ""
+        for k, mt in zip(keys, cols):
+            r[k] = _matrix_cell(c, href, by_essay[eid].get(mt, []), scales[mt]) if mt in by_essay[eid] \
+                else Cell("", cls="dd-none", data={"m": [], "s": ""})
+        rows.append(r)
+    _lineage_cols(c, rows)
+    # the essay of each row, for a data table's cells to link to its evaluations ("" = no page),
+    # and each matrix column's scale (by column index)
+    essays = [e if e in c.essay_ids else "" for e in order]
+    first = [col.key for col in mcols].index(keys[0]) if keys else 0
+    tbl = table(mcols, rows, empty="No evaluations in this cohort.", tid="matrix", csv="data/long.csv",
+                extra={"e": essays, "sc": {str(first + i): scales[mt] for i, mt in enumerate(cols)}})
+    return [Page(f"cohorts/{c.id}/matrix.md", f"{c.id}: score matrix", "Score matrix", [Section("", Markup(
+        "Every essay (rows, best mean first) against every evaluation model · rubric (columns). A cell "
+        "lists each replicate's score on the rubric's own scale and links to that evaluation's "
+        "reasoning; its colour is the replicates' mean score_norm (light = low, dark = high). "
+        "✗ marks a failed evaluation (hover for the reason), <em>stale</em> one made from inputs "
+        "since changed, <em>pending</em> one not run yet: none counts as a score. Click a header to sort; filter with the boxes above the table: "
+        "they filter, sort and page over all {} essays.").format(f"{len(order):,}"), [tbl])], c.simulated,
+        lead="The promptfoo view: essays × evaluators, one score per cell, each a link to its reasoning.")]
 
 
 def failure_rows(c: Cohort) -> list[dict]:
@@ -1140,7 +1200,7 @@ def cross_cohort(df: pd.DataFrame | None, cohorts: list[Cohort], names: Names) -
             body.append(chart(figures.bars(top, series, title="Shared essays with the largest differences",
                                            y_title="mean score_norm", y_range=(0, 1)), "cross-cohort",
                               "Mean score_norm of each shared essay in each cohort (up to 30 essays)."))
-        shown, note = _capped(df, Markup('<a href="data/cross_cohort.csv">cross_cohort.csv</a>'), "rows")
+        shown, note = df, ""
         rows = records(shown)
         _ci(rows)
         _ci(rows, "delta_ci_low", "delta_ci_high", "delta_ci")

@@ -35,13 +35,16 @@ def script_json(obj_json: str) -> str:
 def chart(fig: dict, key: str, caption: str = "") -> Markup:
     """A chart placeholder plus its figure JSON; ``assets/daydream.js`` calls Plotly.newPlot.
 
-    The figure's title is taken out of the plot and shown as HTML above it: a Plotly title is
-    one line that neither wraps nor gives way to the legend, so on a phone it was clipped or
-    covered."""
+    The figure's title is shown as HTML above the plot: a Plotly title is one line that neither
+    wraps nor gives way to the legend, so on a phone it was clipped or covered. The figure keeps
+    its title (``layout.title``) and the margin it needs in ``layout.meta.titleMargin``: the
+    page draws without them and puts them back in an exported image, which would otherwise be
+    untitled."""
     layout = dict(fig.get("layout") or {})
-    title = (layout.pop("title", None) or {}).get("text", "")
+    title = (layout.get("title") or {}).get("text", "")
     margin = dict(layout.get("margin") or {})
     if "t" in margin:
+        layout["meta"] = dict(layout.get("meta") or {}, titleMargin=margin["t"])
         margin["t"] = max(24, margin["t"] - 40)
         layout["margin"] = margin
     data = script_json(json.dumps(dict(fig, layout=layout), separators=(",", ":"), allow_nan=False))
@@ -215,12 +218,14 @@ class Link:
 
 
 class Cell:
-    """A cell with its own (already safe) HTML, sort key and CSS class: a score-matrix cell."""
+    """A cell with its own (already safe) HTML, sort key and CSS class: a score-matrix cell.
+    ``data``: the same cell in a data table's compact form (see ``_data_cell``), when it has one
+    smaller than its HTML."""
 
-    __slots__ = ("html", "sort", "cls")
+    __slots__ = ("html", "sort", "cls", "data")
 
-    def __init__(self, html, sort: str = "", cls: str = ""):
-        self.html, self.sort, self.cls = Markup(html), sort, cls
+    def __init__(self, html, sort: str = "", cls: str = "", data: dict | None = None):
+        self.html, self.sort, self.cls, self.data = Markup(html), sort, cls, data
 
 
 # Which columns a reader can filter on, by their header: categorical ones by value (a select of
@@ -279,26 +284,140 @@ def _cell(col: Col, value) -> str:
     return f'<td class="wrap">{escape(value)}</td>' if col.wrap else f"<td>{escape(value)}</td>"
 
 
+# A table with more rows than this travels as compact data (JSON in the page) that
+# assets/daydream.js filters, sorts and pages over, instead of one HTML row each: every row of
+# any cohort is on the page, at a size the page can hold.
+INLINE_ROWS = 200
+
+
+def _number(v):
+    """A sort key as a JSON number where it is one (smaller, and compared as a number)."""
+    try:
+        f = float(v)
+    except (TypeError, ValueError):
+        return v
+    if math.isnan(f) or math.isinf(f):
+        return ""
+    return int(f) if f.is_integer() and abs(f) < 2 ** 53 else f
+
+
+def _data_cell(col: Col, value):
+    """One cell of a data table: ``None`` (blank), a string (its text and sort key), ``[text,
+    sort]``, ``{"t", "h", "c"}`` (a link; ``c``: code) or ``{"x": safe HTML, "t": its text, "s",
+    "k": CSS class}`` (a cell with its own markup), or a Cell's own compact ``data``."""
+    fmt = _FORMAT.get(col.kind)
+    if fmt is not None:
+        text, key = fmt(value), sort_key(value)
+        if text == "" and key == "":
+            return None
+        n = _number(key) if key != "" else ""
+        return n if key != "" and text == str(n) else [text, n]
+    if isinstance(value, Link):
+        out = {"t": str(value.text), "h": value.href}
+        if value.code:
+            out["c"] = 1
+        return out
+    if isinstance(value, Cell):
+        if value.data is not None:
+            return value.data
+        out = {"x": str(value.html), "t": value.html.striptags(), "s": value.sort}
+        if value.cls:
+            out["k"] = value.cls
+        return out
+    if isinstance(value, Markup):
+        return {"x": str(value), "t": value.striptags()}
+    if is_blank(value):
+        return None
+    return str(value)
+
+
+def _link_pattern(col: list) -> tuple[str, str, int] | None:
+    """``(before, after, code)`` when every cell of a column is a link whose href is its text
+    between the same two strings (``essays/<id>.html``), all in code or none: the column then
+    sends only the texts."""
+    pattern = None
+    for v in col:
+        if v is None:
+            continue
+        if not isinstance(v, dict) or "h" not in v or v["t"] not in v["h"]:
+            return None
+        before, _, after = v["h"].partition(v["t"])
+        this = (before, after, v.get("c", 0))
+        if pattern is None:
+            pattern = this
+        elif pattern != this:
+            return None
+    return pattern
+
+
+def _data_rows(cols: list[Col], rows: list[dict]) -> dict:
+    """The rows of a data table, column by column: a column of links of one pattern sends only
+    their texts (``"h"``: column index → [before, after] the text in the href, and 1 when shown
+    as code); a column of
+    strings that repeat (names, templates, statuses) sends each distinct string once (``"d"``:
+    column index → values, its cells then hold indices into them)."""
+    cells = [[_data_cell(c, r.get(c.key)) for c in cols] for r in rows]
+    links = {}
+    for j in range(len(cols)):
+        pattern = _link_pattern([row[j] for row in cells])
+        if pattern is not None:
+            links[str(j)] = list(pattern)
+            for row in cells:
+                if row[j] is not None:
+                    row[j] = row[j]["t"]
+    dicts = {}
+    for j in range(len(cols)):
+        col = [row[j] for row in cells]
+        if not all(v is None or isinstance(v, str) for v in col):
+            continue
+        values = list(dict.fromkeys(v for v in col if v is not None))
+        if len(values) * 2 > len(col):
+            continue
+        index = {v: i for i, v in enumerate(values)}
+        for row in cells:
+            if row[j] is not None:
+                row[j] = index[row[j]]
+        dicts[str(j)] = values
+    return {"rows": cells, "d": dicts, "h": links}
+
+
 def table(cols: list[Col], rows: list[dict], *, sortable: bool = True, empty: str = "Nothing to show.",
-          note: str = "", tid: str = "", csv: str = "") -> Markup:
+          note: str = "", tid: str = "", csv: str = "", data: bool | None = None, extra: dict | None = None) -> Markup:
     """An HTML table, sortable and filterable in the browser (``assets/daydream.js``); an empty
     one shows ``empty`` instead. ``tid`` names the table in the page's URL when a reader filters
-    it (so a filtered view can be shared); ``csv`` is the href of the full table as CSV."""
+    it (so a filtered view can be shared); ``csv`` is the href of the full table as CSV.
+
+    ``data`` (default: more than ``INLINE_ROWS`` rows and a ``tid``): the rows travel as compact
+    JSON that the browser filters, sorts and pages over, all of them; ``extra`` adds keys to
+    that JSON (e.g. the matrix's essay per row)."""
     if not rows:
         return Markup('<p class="dd-empty">{}</p>\n').format(empty)
+    if data is None:
+        data = bool(tid) and sortable and len(rows) > INLINE_ROWS
     head = ""
     for c in cols:
         cls_attr = ' class="num"' if c.kind in _FORMAT else ""
         title_attr = f' title="{escape(c.title)}"' if c.title else ""
         filter_attr = f' data-filter="{c.filter}"' if c.filter and sortable else ""
-        head += f'<th data-key="{escape(c.key)}"{cls_attr}{title_attr}{filter_attr}>{escape(c.label)}</th>'
-    body = "\n".join("<tr>" + "".join(_cell(c, r.get(c.key)) for c in cols) + "</tr>" for r in rows)
+        look = (' data-code="1"' if c.kind == "code" else "") + (' data-wrap="1"' if c.wrap else "")
+        head += f'<th data-key="{escape(c.key)}"{cls_attr}{title_attr}{filter_attr}{look}>{escape(c.label)}</th>'
     cls = "dd-table dd-sortable" if sortable else "dd-table"
     tid_attr = f' data-table="{escape(tid)}"' if tid else ""
+    if data:
+        payload = dict(_data_rows(cols, rows), **(extra or {}))
+        rid = f"dd-rows-{tid}"
+        blob = script_json(json.dumps(payload, ensure_ascii=False, separators=(",", ":"), allow_nan=False))
+        body = ""
+        cls += " dd-data"
+        tid_attr += f' data-rows="{escape(rid)}" data-n="{len(rows)}"'
+        script = f'<script type="application/json" id="{escape(rid)}">{blob}</script>\n'
+    else:
+        body = "\n".join("<tr>" + "".join(_cell(c, r.get(c.key)) for c in cols) + "</tr>" for r in rows)
+        script = ""
     csv_link = (f'<p class="dd-downloads">Download: <a href="{escape(csv)}" download>{escape(csv.rsplit("/", 1)[-1])}</a>'
                 " (every row)</p>\n") if csv else ""
     out = Markup(f'{csv_link}<div class="dd-table-wrap">\n<table class="{cls}"{tid_attr}>\n<thead><tr>{head}</tr></thead>\n'
-                 f"<tbody>\n{body}\n</tbody>\n</table>\n</div>\n")
+                 f"<tbody>\n{body}\n</tbody>\n</table>\n</div>\n{script}")
     if note:
         out += Markup('<p class="dd-table-note">{}</p>\n').format(note)
     return out

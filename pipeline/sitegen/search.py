@@ -7,8 +7,10 @@ the number of cohorts), and ``assets/daydream.js`` searches
 it by plain substring matching. Pure: documents in, JavaScript text out.
 
 A document is ``{"u": href from the site root, "t": title, "c": cohort id or "", "p": parts}``
-where each part is ``[anchor, label, text]``: a hit names the part it was found in (the essay,
-its draft, one evaluation's reasoning, the ids) and links to that part of the page.
+where each part is ``[anchor, label, text]`` (an evaluation's part adds its score as a fourth
+item): a hit names the part it was found in (the essay, its draft, one evaluation's reasoning,
+the ids) and links to that part of the page. An essay's document adds ``"s"``, its rank and
+mean score, which the results show.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ import json
 
 from markupsafe import Markup
 
-from .render import script_json
+from .render import interval, is_blank, num, score, script_json
 
 SITE_FILE = "pages"   # search/pages.js: pages outside any cohort; a cohort's file is search/cohorts/<id>.js
 
@@ -52,9 +54,21 @@ def cohort_of(path: str) -> str:
     return bits[1] if len(bits) > 2 and bits[0] == "cohorts" else ""
 
 
-def essay_doc(cohort_id: str, e: dict, d: dict | None, evals: list[dict], combo: dict | None) -> dict:
+def _eval_score(v: dict) -> str:
+    """An evaluation's outcome as a result shows it: its score on the rubric's scale, or why none."""
+    if v.get("status") == "done" and v.get("score") is not None:
+        norm = v.get("score_norm")
+        return f"score {score(v['score'])} on {v.get('scale') or '?'}" + (f" (score_norm {num(norm)})" if norm is not None else "")
+    if v.get("status") == "failed":
+        return f"failed: {v.get('error') or 'unknown'}"
+    return str(v.get("status") or "unknown")
+
+
+def essay_doc(cohort_id: str, e: dict, d: dict | None, evals: list[dict], combo: dict | None,
+              summary: str = "") -> dict:
     """An essay page as a document: the whole essay, its draft, every evaluation's reasoning (or
-    failure), the concepts' names and texts, and every id and name of its lineage."""
+    failure) with its score, the concepts' names and texts, and every id and name of its lineage.
+    ``summary``: the essay's rank and mean, shown with each result."""
     eid = str(e["gen_id"])
     parts = [["essay", "essay", e.get("text") or e.get("text_problem") or ""]]
     if d:
@@ -62,7 +76,7 @@ def essay_doc(cohort_id: str, e: dict, d: dict | None, evals: list[dict], combo:
     for v in evals:
         what = " ".join(x for x in (v.get("text") or v.get("text_problem") or "", str(v.get("error_detail") or "")) if x)
         parts.append([str(v["gen_id"]), f"evaluation: {v['template_name']} by {v['model_name']}, replicate "
-                      f"{v['replicate']}", what])
+                      f"{v['replicate']}", what, _eval_score(v)])
     if combo:
         parts.append(["concepts", "concepts", " ".join(f"{c['name']} ({c['id']}): {c['text']}" for c in combo["concepts"])])
     ids = [eid, str(e.get("parent_gen_id") or ""), str(e.get("combo_id") or "")]
@@ -76,8 +90,21 @@ def essay_doc(cohort_id: str, e: dict, d: dict | None, evals: list[dict], combo:
     parts.append(["lineage", "ids and names", lineage])
     for p in parts:
         p[2] = " ".join(str(p[2]).split())
-    return {"u": f"cohorts/{cohort_id}/essays/{eid}.html", "t": f"{cohort_id}: essay {eid}", "c": cohort_id,
-            "p": [p for p in parts if p[2]]}
+    doc = {"u": f"cohorts/{cohort_id}/essays/{eid}.html", "t": f"{cohort_id}: essay {eid}", "c": cohort_id,
+           "p": [p for p in parts if p[2]]}
+    if summary:
+        doc["s"] = summary
+    return doc
+
+
+def essay_summary(lb_row: dict, n_ranked: int) -> str:
+    """An essay's standing for a search result: rank, mean score_norm with its interval and n."""
+    rank, mean = lb_row.get("rank"), lb_row.get("mean")
+    if is_blank(mean):
+        return "not scored yet"
+    where = f"rank {num(rank)} of {n_ranked:,} · " if not is_blank(rank) else ""
+    ci = interval(lb_row.get("ci_low"), lb_row.get("ci_high"))
+    return f"{where}mean score_norm {num(mean)}" + (f" {ci}" if ci else "") + f", n={num(lb_row.get('n_cells')) or 0} cells"
 
 
 def index_script(docs: list[dict]) -> str:

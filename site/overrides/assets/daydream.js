@@ -8,16 +8,39 @@
   // ---- charts ------------------------------------------------------------------------------
   // Each chart is <div class="dd-chart" data-figure="ID"> plus <script type="application/json" id="ID">.
   // A trace may carry customdata hrefs: clicking that point (a heatmap cell, a bar) opens it.
+  // The page shows a chart's title as HTML above it (it wraps on a phone); the figure keeps it,
+  // and the download button puts it back, so an exported image is titled.
+  function exportFigure(node) {
+    var fig = JSON.parse(document.getElementById(node.getAttribute("data-figure")).textContent);
+    var layout = fig.layout || {};
+    if (layout.meta && layout.meta.titleMargin) layout.margin = Object.assign({}, layout.margin || {}, { t: layout.meta.titleMargin });
+    layout.width = node.clientWidth || 900;
+    layout.height = layout.height || node.clientHeight || 400;
+    return { data: node.data || fig.data || [], layout: layout };
+  }
+
+  function downloadImage(node) {
+    var fig = exportFigure(node), name = (node.id || "chart").replace(/^chart-/, "");
+    return window.Plotly.toImage(fig, { format: "png", width: fig.layout.width, height: fig.layout.height, scale: 2 })
+      .then(function (url) {
+        var a = el("a", { href: url, download: name + ".png" });
+        document.body.appendChild(a); a.click(); a.remove();
+      });
+  }
+
   function drawCharts() {
     var charts = document.querySelectorAll("div.dd-chart[data-figure]");
     for (var i = 0; i < charts.length; i++) {
       var node = charts[i];
       if (!window.Plotly) { node.textContent = "The chart library did not load."; continue; }
       var fig = JSON.parse(document.getElementById(node.getAttribute("data-figure")).textContent);
-      var layout = fig.layout || {};
+      var layout = Object.assign({}, fig.layout || {}, { title: { text: "" } });
       if (node.clientWidth < 560) narrow(layout, fig.data || []);
-      window.Plotly.newPlot(node, fig.data || [], layout,
-        { responsive: true, displaylogo: false, modeBarButtonsToRemove: ["lasso2d", "select2d"] });
+      window.Plotly.newPlot(node, fig.data || [], layout, {
+        responsive: true, displaylogo: false, modeBarButtonsToRemove: ["lasso2d", "select2d", "toImage"],
+        modeBarButtonsToAdd: [{ name: "Download plot as a png (titled)", icon: window.Plotly.Icons.camera,
+                                click: function (gd) { downloadImage(gd); } }]
+      });
       node.on("plotly_click", function (ev) {
         var p = ev && ev.points && ev.points[0];
         var href = p && p.customdata;
@@ -58,35 +81,27 @@
     layout.margin = Object.assign({}, layout.margin || {}, { l: 40, r: 8 });
   }
 
-  // ---- tables: sort, filter, URL state, CSV ------------------------------------------------
-  function cellKey(row, idx) {
-    var cell = row.cells[idx];
-    if (!cell) return "";
-    return cell.hasAttribute("data-sort") ? cell.getAttribute("data-sort") : cell.textContent.trim();
+  // ---- tables: sort, filter, page, URL state, CSV --------------------------------------------
+  // Every table is a list of row models {t: texts, k: sort keys, low: text to match, node}, filtered,
+  // sorted and shown a page at a time. A small table's rows come from its HTML; a large one's
+  // (class dd-data) from compact JSON in the page (render.table), turned into rows only when shown,
+  // so every row of any cohort is filtered and sorted without the page holding one <tr> each.
+  var PAGE_ROWS = 100;
+  var collator = new Intl.Collator(undefined, { numeric: true, sensitivity: "base" });
+
+  function keyOf(s) {
+    if (s === "" || s == null) return "";
+    if (typeof s === "number") return s;
+    var n = Number(s);
+    return isNaN(n) ? s : n;
   }
 
   function compare(a, b) {
     if (a === "" && b === "") return 0;
     if (a === "") return 1;           // blanks last, whatever the direction
     if (b === "") return -1;
-    var x = Number(a), y = Number(b);
-    if (!isNaN(x) && !isNaN(y)) return x - y;
-    return a.localeCompare(b, undefined, { numeric: true, sensitivity: "base" });
-  }
-
-  function sortBy(table, idx, desc) {
-    var heads = table.tHead.rows[0].cells;
-    for (var i = 0; i < heads.length; i++) heads[i].removeAttribute("aria-sort");
-    heads[idx].setAttribute("aria-sort", desc ? "descending" : "ascending");
-    var body = table.tBodies[0];
-    var keyed = Array.prototype.map.call(body.rows, function (r, n) { return { row: r, key: cellKey(r, idx), n: n }; });
-    keyed.sort(function (p, q) {
-      if (p.key === "" || q.key === "") return compare(p.key, q.key) || p.n - q.n;
-      return (desc ? -compare(p.key, q.key) : compare(p.key, q.key)) || p.n - q.n;
-    });
-    var frag = document.createDocumentFragment();
-    keyed.forEach(function (k) { frag.appendChild(k.row); });
-    body.appendChild(frag);
+    if (typeof a === "number" && typeof b === "number") return a - b;
+    return collator.compare(String(a), String(b));
   }
 
   function el(tag, attrs, text) {
@@ -96,7 +111,85 @@
     return e;
   }
 
-  var tables = [];   // {table, id, heads, controls: [{key, kind, idx, inputs}], text, count}
+  function domRows(table) {
+    return Array.prototype.map.call(table.tBodies[0].rows, function (tr, i) {
+      var t = [], k = [];
+      Array.prototype.forEach.call(tr.cells, function (cell) {
+        var text = cell.textContent.trim();
+        t.push(text);
+        k.push(keyOf(cell.hasAttribute("data-sort") ? cell.getAttribute("data-sort") : text));
+      });
+      return { t: t, k: k, i: i, node: tr, low: t.join(" ").toLowerCase() };
+    });
+  }
+
+  function matrixText(m) { return m.map(function (v) { return v[1]; }).join(" · "); }
+
+  function dataRows(table) {
+    var blob = JSON.parse(document.getElementById(table.getAttribute("data-rows")).textContent);
+    var dicts = blob.d || {}, links = blob.h || {}, rows = blob.rows, essays = blob.e || null, out = new Array(rows.length);
+    table._scales = blob.sc || {};
+    for (var i = 0; i < rows.length; i++) {
+      var src = rows[i], t = new Array(src.length), k = new Array(src.length);
+      for (var j = 0; j < src.length; j++) {
+        var v = src[j], d = dicts[j];
+        if (d && typeof v === "number") v = src[j] = d[v];
+        if (links[j] && typeof v === "string") v = src[j] = { t: v, h: links[j][0] + v + links[j][1], c: links[j][2] };
+        if (v == null) { t[j] = ""; k[j] = ""; }
+        else if (typeof v === "string") { t[j] = v; k[j] = keyOf(v); }
+        else if (typeof v === "number") { t[j] = String(v); k[j] = v; }
+        else if (Array.isArray(v)) { t[j] = v[0]; k[j] = keyOf(v[1]); }
+        else if (v.m) { t[j] = matrixText(v.m); k[j] = keyOf(v.s); }
+        else if (v.x != null) { t[j] = v.t || ""; k[j] = keyOf(v.s != null ? v.s : v.t); }
+        else { t[j] = v.t; k[j] = keyOf(v.t); }
+      }
+      out[i] = { t: t, k: k, i: i, src: src, essay: essays ? essays[i] : "", node: null, low: t.join(" ").toLowerCase() };
+    }
+    return out;
+  }
+
+  // One row of a data table as HTML elements; text from data always goes in as text, and the
+  // only HTML taken as is ({x}) was escaped when the site was built.
+  function buildRow(t, row) {
+    var tr = document.createElement("tr");
+    for (var j = 0; j < row.src.length; j++) {
+      var v = row.src[j], th = t.heads[j], td = document.createElement("td");
+      var key = row.k[j];
+      if (th.classList.contains("num")) td.className = "num";
+      else if (th.hasAttribute("data-wrap") && v != null) td.className = "wrap";
+      if (v == null) { tr.appendChild(td); continue; }
+      if (typeof v === "object" && !Array.isArray(v) && v.m) {
+        // the colour class of the mean score_norm, as pages.heat_class gives it
+        td.className = v.s === "" ? (v.m.length ? "" : "dd-none") : "dd-heat dd-heat-" + Math.min(9, Math.max(0, Math.floor(v.s * 10)));
+        td.setAttribute("data-sort", v.s === "" ? "" : String(v.s));
+        var base = row.essay ? "essays/" + row.essay + ".html#" : "", scale = t.table._scales[j] || "";
+        v.m.forEach(function (e, n) {
+          if (n) td.appendChild(document.createTextNode(" · "));
+          var a = el(base ? "a" : "span", base ? { href: base + e[0] } : {}, e[1]);
+          if (e[3] === "f") { a.className = "dd-fail"; a.title = e[2]; }
+          else if (e[3] === "p") { a.className = "dd-pending"; a.title = e[2]; }
+          else a.title = "replicate " + e[2] + ": " + e[1] + " on " + (e[3] || scale);
+          td.appendChild(a);
+        });
+      } else if (typeof v === "object" && !Array.isArray(v) && v.x != null) {
+        td.innerHTML = v.x;
+        if (v.k) td.className = v.k;
+        if (v.s != null) td.setAttribute("data-sort", String(v.s));
+      } else if (typeof v === "object" && !Array.isArray(v)) {
+        var link = el("a", { href: v.h });
+        if (v.c) link.appendChild(el("code", {}, v.t)); else link.textContent = v.t;
+        td.appendChild(link);
+        td.setAttribute("data-sort", v.t);
+      } else {
+        if (th.hasAttribute("data-code")) td.appendChild(el("code", {}, row.t[j])); else td.textContent = row.t[j];
+        if (th.classList.contains("num")) td.setAttribute("data-sort", key === "" ? "" : String(key));
+      }
+      tr.appendChild(td);
+    }
+    return tr;
+  }
+
+  var tables = [];
 
   function params() { return new URLSearchParams(window.location.search); }
 
@@ -113,6 +206,7 @@
         }
       });
       if (t.sort) p.set(t.id + ".sort", t.sort);
+      if (t.page > 0) p.set(t.id + ".page", String(t.page + 1));
     });
     var q = p.toString();
     try {
@@ -120,58 +214,113 @@
     } catch (e) { /* a browser that refuses: the filter still works, it just is not in the URL */ }
   }
 
+  function numericColumn(t, idx) {
+    var seen = 0;
+    for (var r = 0; r < t.rows.length; r++) {
+      var k = t.rows[r].k[idx];
+      if (k === "") continue;
+      if (typeof k !== "number") return false;
+      seen++;
+    }
+    return seen > 0;
+  }
+
+  function sortRows(t, idx, desc) {
+    for (var i = 0; i < t.heads.length; i++) t.heads[i].removeAttribute("aria-sort");
+    t.heads[idx].setAttribute("aria-sort", desc ? "descending" : "ascending");
+    t.rows.sort(function (p, q) {
+      var a = p.k[idx], b = q.k[idx];
+      if (a === "" || b === "") return compare(a, b) || p.i - q.i;
+      return (desc ? -compare(a, b) : compare(a, b)) || p.i - q.i;
+    });
+  }
+
   function applyFilter(t) {
     var words = t.text.value.toLowerCase().split(/\s+/).filter(Boolean);
-    var shown = 0, rows = t.table.tBodies[0].rows;
+    var active = t.controls.filter(function (c) {
+      return c.kind === "select" ? c.input.value : c.min.value !== "" || c.max.value !== "";
+    });
+    var shown = [], rows = t.rows;
     for (var r = 0; r < rows.length; r++) {
       var row = rows[r], ok = true;
-      if (words.length) {
-        var txt = row.textContent.toLowerCase();
-        for (var w = 0; w < words.length && ok; w++) ok = txt.indexOf(words[w]) >= 0;
-      }
-      for (var i = 0; i < t.controls.length && ok; i++) {
-        var c = t.controls[i];
-        if (c.kind === "select" && c.input.value) ok = row.cells[c.idx].textContent.trim() === c.input.value;
-        if (c.kind === "range" && (c.min.value !== "" || c.max.value !== "")) {
-          var v = cellKey(row, c.idx);
-          var x = v === "" ? NaN : Number(v);
-          if (isNaN(x)) ok = false;   // unknown is not inside any range
+      for (var w = 0; w < words.length && ok; w++) ok = row.low.indexOf(words[w]) >= 0;
+      for (var i = 0; i < active.length && ok; i++) {
+        var c = active[i];
+        if (c.kind === "select") ok = row.t[c.idx] === c.input.value;
+        else {
+          var x = row.k[c.idx];
+          if (typeof x !== "number") ok = false;   // unknown is not inside any range
           else {
             if (c.min.value !== "" && x < Number(c.min.value)) ok = false;
             if (c.max.value !== "" && x > Number(c.max.value)) ok = false;
           }
         }
       }
-      row.hidden = !ok;
-      if (ok) shown++;
+      if (ok) shown.push(row);
     }
-    t.count.textContent = shown === rows.length ? rows.length + " rows" : shown + " of " + rows.length + " rows";
+    t.shown = shown;
+    var n = rows.length;
+    t.count.textContent = shown.length === n ? n.toLocaleString("en") + " rows"
+      : shown.length.toLocaleString("en") + " of " + n.toLocaleString("en") + " rows";
+  }
+
+  function render(t) {
+    var pages = Math.max(1, Math.ceil(t.shown.length / PAGE_ROWS));
+    t.page = Math.min(Math.max(0, t.page), pages - 1);
+    var from = t.page * PAGE_ROWS, to = Math.min(t.shown.length, from + PAGE_ROWS);
+    var body = t.table.tBodies[0], frag = document.createDocumentFragment();
+    for (var r = from; r < to; r++) {
+      var row = t.shown[r];
+      if (!row.node) row.node = buildRow(t, row);
+      frag.appendChild(row.node);
+    }
+    body.textContent = "";
+    body.appendChild(frag);
+    addPicks(body);
+    t.pager.hidden = pages < 2;
+    t.prev.disabled = t.page === 0;
+    t.next.disabled = t.page >= pages - 1;
+    t.where.textContent = t.shown.length ? "rows " + (from + 1).toLocaleString("en") + "–" + to.toLocaleString("en") +
+      " of " + t.shown.length.toLocaleString("en") : "no rows";
   }
 
   function csvOf(t) {
     var esc = function (s) { return /[",\n\r]/.test(s) ? '"' + s.replace(/"/g, '""') + '"' : s; };
     var lines = [Array.prototype.map.call(t.heads, function (h) { return esc(h.textContent.trim()); }).join(",")];
-    Array.prototype.forEach.call(t.table.tBodies[0].rows, function (row) {
-      if (row.hidden) return;
-      lines.push(Array.prototype.map.call(row.cells, function (c) { return esc(c.textContent.trim()); }).join(","));
-    });
+    t.shown.forEach(function (row) { lines.push(row.t.map(esc).join(",")); });
     return lines.join("\n") + "\n";
+  }
+
+  // The essay page a row links to (absolute URL), for previous/next within a filtered view.
+  function essayOf(row) {
+    if (row.essayUrl !== undefined) return row.essayUrl;
+    var href = "";
+    if (row.node) {
+      var a = row.node.querySelector('a[href*="essays/"]');
+      if (a) href = a.href;
+    } else {
+      for (var j = 0; j < row.src.length && !href; j++) {
+        var v = row.src[j];
+        if (v && v.h && /essays\//.test(v.h)) href = new URL(v.h, window.location.href).href;
+      }
+    }
+    return (row.essayUrl = href.split("#")[0]);
   }
 
   function setupTable(table, n) {
     if (!table.tHead || !table.tBodies.length) return;
     var heads = table.tHead.rows[0].cells;
-    var t = { table: table, id: table.getAttribute("data-table") || "t" + (n + 1), heads: heads, controls: [] };
+    var t = { table: table, id: table.getAttribute("data-table") || "t" + (n + 1), heads: heads, controls: [], page: 0 };
+    t.rows = table.classList.contains("dd-data") ? dataRows(table) : domRows(table);
     var bar = el("div", { "class": "dd-filters", role: "group", "aria-label": "Filter this table" });
     t.text = el("input", { type: "search", "class": "dd-filter-text", placeholder: "Filter rows…", "aria-label": "Filter rows by text" });
     bar.appendChild(t.text);
-    var rows = table.tBodies[0].rows;
     Array.prototype.forEach.call(heads, function (th, idx) {
       var kind = th.getAttribute("data-filter"), key = th.getAttribute("data-key") || String(idx), label = th.textContent.trim();
       if (kind === "select") {
         var values = {};
-        for (var r = 0; r < rows.length; r++) { var v = rows[r].cells[idx] ? rows[r].cells[idx].textContent.trim() : ""; if (v) values[v] = 1; }
-        var keys = Object.keys(values).sort(function (a, b) { return a.localeCompare(b, undefined, { numeric: true }); });
+        for (var r = 0; r < t.rows.length; r++) { var v = t.rows[r].t[idx]; if (v) values[v] = 1; }
+        var keys = Object.keys(values).sort(function (a, b) { return collator.compare(a, b); });
         if (keys.length < 2 || keys.length > 60) return;
         var sel = el("select", { "aria-label": "Filter by " + label, "data-key": key });
         sel.appendChild(el("option", { value: "" }, label + ": all"));
@@ -191,15 +340,21 @@
     t.count = el("span", { "class": "dd-filter-count", "aria-live": "polite" });
     var hint = el("span", { "class": "dd-scroll-hint", hidden: "" }, "⇆ wider than the page: scroll the table sideways");
     var clear = el("button", { type: "button" }, "Clear");
-    var csv = el("button", { type: "button", title: "Download the rows shown, as CSV" }, "CSV of these rows");
+    var csv = el("button", { type: "button", title: "Download the rows shown (every page), as CSV" }, "CSV of these rows");
     bar.appendChild(t.count); bar.appendChild(clear); bar.appendChild(csv); bar.appendChild(hint);
     var wrap = table.closest(".dd-table-wrap") || table;
     wrap.parentNode.insertBefore(bar, wrap);
+    t.pager = el("nav", { "class": "dd-pager", "aria-label": "Pages of this table" });
+    t.prev = el("button", { type: "button", "class": "dd-page-prev" }, "‹ previous");
+    t.where = el("span", { "class": "dd-page-where" });
+    t.next = el("button", { type: "button", "class": "dd-page-next" }, "next ›");
+    t.pager.appendChild(t.prev); t.pager.appendChild(t.where); t.pager.appendChild(t.next);
+    wrap.parentNode.insertBefore(t.pager, wrap.nextSibling);
     var showHint = function () { hint.hidden = wrap.scrollWidth <= wrap.clientWidth + 1; };
     window.addEventListener("resize", showHint);
     window.setTimeout(showHint, 0);
 
-    // the filter from the URL, so a shared or reloaded view shows the same rows
+    // the filter, sort and page from the URL, so a shared or reloaded view shows the same rows
     var p = params();
     t.text.value = p.get(t.id + ".q") || "";
     t.controls.forEach(function (c) {
@@ -211,7 +366,7 @@
         c.max.value = p.get(t.id + "." + c.key + ".max") || "";
       }
     });
-    var onChange = function () { applyFilter(t); writeUrl(); };
+    var onChange = function () { applyFilter(t); t.page = 0; render(t); writeUrl(); };
     bar.addEventListener("input", onChange);
     bar.addEventListener("change", onChange);
     clear.addEventListener("click", function () {
@@ -224,40 +379,45 @@
       a.href = URL.createObjectURL(new Blob([csvOf(t)], { type: "text/csv" }));
       document.body.appendChild(a); a.click(); a.remove();
     });
+    t.prev.addEventListener("click", function () { t.page--; render(t); writeUrl(); });
+    t.next.addEventListener("click", function () { t.page++; render(t); writeUrl(); });
     if (table.classList.contains("dd-sortable")) {
       Array.prototype.forEach.call(heads, function (th, idx) {
         th.setAttribute("title", (th.getAttribute("title") ? th.getAttribute("title") + ". " : "") + "Click to sort");
         th.addEventListener("click", function () {
-          var desc = th.getAttribute("aria-sort") === "ascending";
-          sortBy(table, idx, desc);
+          // numbers sort best (largest) first on the first click, words A to Z, rank 1 first
+          var now = th.getAttribute("aria-sort");
+          var desc = now ? now === "ascending" : th.getAttribute("data-key") !== "rank" && numericColumn(t, idx);
+          sortRows(t, idx, desc);
           t.sort = (th.getAttribute("data-key") || idx) + (desc ? ":desc" : ":asc");
-          writeUrl();
+          applyFilter(t); t.page = 0; render(t); writeUrl();
         });
       });
       var s = p.get(t.id + ".sort");
       if (s) {
         var bits = s.split(":"), desc = bits.pop() === "desc", key = bits.join(":");
         Array.prototype.forEach.call(heads, function (th, idx) {
-          if ((th.getAttribute("data-key") || String(idx)) === key) { sortBy(table, idx, desc); t.sort = s; }
+          if ((th.getAttribute("data-key") || String(idx)) === key) { sortRows(t, idx, desc); t.sort = s; }
         });
       }
     }
-    // an essay opened from a filtered table gets previous/next within the rows shown
+    // an essay opened from a filtered table gets previous/next within the rows shown (all pages)
     table.addEventListener("click", function (ev) {
       var a = ev.target.closest && ev.target.closest("a[href]");
       if (!a || !/\/essays\/[^/]+\.html/.test(a.href)) return;
       var seen = {}, ids = [];
-      Array.prototype.forEach.call(table.tBodies[0].rows, function (row) {
-        if (row.hidden) return;
-        var link = row.querySelector('a[href*="essays/"]');
-        if (link) { var u = link.href.split("#")[0]; if (!seen[u]) { seen[u] = 1; ids.push(u); } }
+      t.shown.forEach(function (row) {
+        var u = essayOf(row);
+        if (u && !seen[u]) { seen[u] = 1; ids.push(u); }
       });
       try {
         window.sessionStorage.setItem("dd-seq", JSON.stringify({ pages: ids, from: window.location.href, label: t.count.textContent }));
-      } catch (e) { /* storage refused: the essay page falls back to cohort order */ }
+      } catch (e) { /* storage refused: the essay page falls back to rank order */ }
     });
     tables.push(t);
     applyFilter(t);
+    t.page = Math.max(0, (parseInt(p.get(t.id + ".page"), 10) || 1) - 1);
+    render(t);
   }
 
   function setupTables() {
@@ -295,68 +455,506 @@
 
   function terms(q) { return q.toLowerCase().split(/[\s,;:!?()"'“”]+/).filter(Boolean); }
 
-  function snippet(text, term) {
-    var low = text.toLowerCase(), at = low.indexOf(term);
-    var start = Math.max(0, at - SNIPPET), end = Math.min(text.length, at + term.length + 2 * SNIPPET);
+  // Every occurrence of every term, as [start, end) ranges merged where they overlap.
+  function ranges(low, ts) {
+    var out = [];
+    ts.forEach(function (t) {
+      for (var k = low.indexOf(t); k >= 0 && t; k = low.indexOf(t, k + t.length)) out.push([k, k + t.length]);
+    });
+    out.sort(function (a, b) { return a[0] - b[0]; });
+    var merged = [];
+    out.forEach(function (r) {
+      var last = merged[merged.length - 1];
+      if (last && r[0] <= last[1]) last[1] = Math.max(last[1], r[1]); else merged.push(r.slice());
+    });
+    return merged;
+  }
+
+  // A window of text around the first occurrence of each term (so every term found shows, however
+  // far apart), windows merged where they meet, every occurrence of every term marked.
+  function snippet(text, ts) {
+    var low = text.toLowerCase(), wins = [];
+    ts.forEach(function (t) {
+      var at = low.indexOf(t);
+      if (at >= 0) wins.push([Math.max(0, at - SNIPPET), Math.min(text.length, at + t.length + SNIPPET)]);
+    });
+    if (!wins.length) wins.push([0, Math.min(text.length, 2 * SNIPPET)]);
+    wins.sort(function (a, b) { return a[0] - b[0]; });
+    var merged = [];
+    wins.forEach(function (r) {
+      var last = merged[merged.length - 1];
+      if (last && r[0] <= last[1]) last[1] = Math.max(last[1], r[1]); else merged.push(r.slice());
+    });
     var p = el("p", { "class": "dd-snippet" });
-    var part = text.slice(start, end), lowPart = part.toLowerCase(), pos = 0;
-    if (start > 0) p.appendChild(document.createTextNode("…"));
-    for (;;) {
-      var k = lowPart.indexOf(term, pos);
-      if (k < 0 || !term) break;
-      p.appendChild(document.createTextNode(part.slice(pos, k)));
-      p.appendChild(el("mark", {}, part.slice(k, k + term.length)));
-      pos = k + term.length;
-    }
-    p.appendChild(document.createTextNode(part.slice(pos)));
-    if (end < text.length) p.appendChild(document.createTextNode("…"));
+    merged.slice(0, 4).forEach(function (win, n) {
+      if (win[0] > 0 || n > 0) p.appendChild(document.createTextNode(n ? " … " : "…"));
+      var part = text.slice(win[0], win[1]), pos = 0;
+      ranges(part.toLowerCase(), ts).forEach(function (r) {
+        p.appendChild(document.createTextNode(part.slice(pos, r[0])));
+        p.appendChild(el("mark", {}, part.slice(r[0], r[1])));
+        pos = r[1];
+      });
+      p.appendChild(document.createTextNode(part.slice(pos)));
+    });
+    if (merged[merged.length - 1][1] < text.length) p.appendChild(document.createTextNode("…"));
     return p;
   }
 
-  function search() {
-    var box = document.getElementById("dd-search-q"), list = document.getElementById("dd-search-results");
-    var status = document.getElementById("dd-search-status");
-    if (!box || !list) return;
-    var q = params().get("q") || "";
-    box.value = q;
-    var ts = terms(q);
-    if (!ts.length) return;
+  function findHits(ts) {
     var docs = window.DDSEARCH || [], hits = [];
     docs.forEach(function (d) {
       if (!d._low) {
         d._title = (d.t || "").toLowerCase();
         d._low = d.p.map(function (p) { return (p[1] + " " + p[2]).toLowerCase(); });
       }
-      var score = 0, first = null;
+      var score = 0;
       for (var i = 0; i < ts.length; i++) {
         var found = d._title.indexOf(ts[i]) >= 0 ? 5 : 0;
-        for (var j = 0; j < d._low.length; j++) {
-          if (d._low[j].indexOf(ts[i]) >= 0) { found += 1; if (first === null && i === 0) first = j; }
-        }
+        for (var j = 0; j < d._low.length; j++) if (d._low[j].indexOf(ts[i]) >= 0) found += 1;
         if (!found) return;
         score += found;
       }
+      // the part to show: the one holding the most of the terms (the first such)
+      var best = 0, bestN = -1;
+      for (var a = 0; a < d._low.length; a++) {
+        var n = 0;
+        for (var b = 0; b < ts.length; b++) if (d._low[a].indexOf(ts[b]) >= 0) n++;
+        if (n > bestN) { best = a; bestN = n; }
+      }
       // a search for an evaluation's id opens that evaluation, not the list of ids
-      for (var a = 0; a < d.p.length; a++) if (d.p[a][0] && d.p[a][0].toLowerCase() === ts[0]) first = a;
-      hits.push({ d: d, score: score, part: first === null ? 0 : first });
+      for (var c = 0; c < d.p.length; c++) if (d.p[c][0] && d.p[c][0].toLowerCase() === ts[0]) best = c;
+      hits.push({ d: d, score: score, part: best });
     });
     hits.sort(function (a, b) { return b.score - a.score || (a.d.t < b.d.t ? -1 : 1); });
+    return hits;
+  }
+
+  var SHOWN_RESULTS = 200;
+
+  function showResults(q, list, status) {
+    var ts = terms(q);
+    list.textContent = "";
+    if (!ts.length) { status.textContent = "Type words to search every essay, draft, evaluation and page."; return; }
+    var hits = findHits(ts);
     status.textContent = hits.length ? hits.length + (hits.length === 1 ? " result" : " results") + " for “" + q + "”" +
-      (hits.length > 200 ? " (the first 200 shown)" : "") : "No results for “" + q + "”.";
-    hits.slice(0, 200).forEach(function (h) {
+      (hits.length > SHOWN_RESULTS ? " (the first " + SHOWN_RESULTS + " shown)" : "") : "No results for “" + q + "”.";
+    var frag = document.createDocumentFragment();
+    hits.slice(0, SHOWN_RESULTS).forEach(function (h) {
       var part = h.d.p[h.part] || ["", "", ""];
       var li = el("li", { "class": "dd-result" });
       var head = el("div", { "class": "dd-result-head" });
       head.appendChild(el("a", { href: h.d.u + (part[0] ? "#" + part[0] : "") }, h.d.t));
       if (h.d.c) head.appendChild(el("span", { "class": "dd-tag", title: "cohort" }, "cohort " + h.d.c));
+      if (h.d.s) head.appendChild(el("span", { "class": "dd-result-score", title: "the essay's standing in its cohort" }, h.d.s));
       li.appendChild(head);
-      li.appendChild(el("p", { "class": "dd-meta" }, "found in: " + part[1]));
-      li.appendChild(snippet(part[2] || "", ts[0]));
-      list.appendChild(li);
+      var meta = el("p", { "class": "dd-meta" }, "found in: " + part[1]);
+      if (part[3]) meta.appendChild(el("span", { "class": "dd-part-score" }, " · " + part[3]));
+      li.appendChild(meta);
+      li.appendChild(snippet(part[2] || "", ts));
+      // a word found only in another part of the document is shown (highlighted) from there
+      var low = (part[2] || "").toLowerCase(), shownParts = {};
+      ts.forEach(function (term) {
+        if (low.indexOf(term) >= 0) return;
+        for (var j = 0; j < h.d.p.length; j++) {
+          if (j !== h.part && !shownParts[j] && (h.d.p[j][2] || "").toLowerCase().indexOf(term) >= 0) {
+            shownParts[j] = 1;
+            low += " " + h.d.p[j][2].toLowerCase();
+            li.appendChild(el("p", { "class": "dd-meta" }, "also in: " + h.d.p[j][1]));
+            li.appendChild(snippet(h.d.p[j][2], ts));
+            return;
+          }
+        }
+      });
+      frag.appendChild(li);
+    });
+    list.appendChild(frag);
+    addPicks(list);
+  }
+
+  // Results follow the box as one types (no Enter needed); the query stays in the URL.
+  function search() {
+    var box = document.getElementById("dd-search-q"), list = document.getElementById("dd-search-results");
+    var status = document.getElementById("dd-search-status");
+    if (!box || !list) return;
+    box.value = params().get("q") || "";
+    if (box.value) showResults(box.value, list, status);
+    var timer = null;
+    box.addEventListener("input", function () {
+      window.clearTimeout(timer);
+      timer = window.setTimeout(function () {
+        showResults(box.value, list, status);
+        var p = params();
+        if (box.value) p.set("q", box.value); else p.delete("q");
+        try { window.history.replaceState(null, "", "?" + p.toString()); } catch (e) { /* not in the URL then */ }
+      }, 80);
+    });
+    var form = box.form;
+    if (form) form.addEventListener("submit", function (ev) { ev.preventDefault(); showResults(box.value, list, status); });
+  }
+
+  // ---- compare: pick essays anywhere, see them side by side ---------------------------------
+  // Picks live in localStorage ("dd-compare": [{id, cohort, page}]), so they survive moving
+  // between pages; the compare page takes its essays from its address (?e=id,id), so a
+  // comparison can be shared. Each essay's data is a script (essays/<id>.js): no fetch.
+  var PICKS = "dd-compare";
+
+  function loadPicks() {
+    try { return JSON.parse(window.localStorage.getItem(PICKS) || "[]") || []; } catch (e) { return []; }
+  }
+  function savePicks(p) { try { window.localStorage.setItem(PICKS, JSON.stringify(p)); } catch (e) { /* storage refused */ } }
+
+  // {id, cohort, page} of an essay page's absolute URL, or null
+  function essayRef(href) {
+    var m = /\/cohorts\/([^/]+)\/essays\/([^/#?]+)\.html(?:$|[#?])/.exec(href);
+    if (!m || m[2] === "index" || /^page-/.test(m[2])) return null;
+    return { id: decodeURIComponent(m[2]), cohort: decodeURIComponent(m[1]), page: href.split("#")[0].split("?")[0] };
+  }
+
+  function isPicked(ref) { return loadPicks().some(function (p) { return p.id === ref.id && p.cohort === ref.cohort; }); }
+
+  function pickButton(ref) {
+    var b = el("button", { type: "button", "class": "dd-pick", "data-essay": ref.id, title: "Pick this essay to compare with others" });
+    var show = function () {
+      var on = isPicked(ref);
+      b.setAttribute("aria-pressed", on ? "true" : "false");
+      b.textContent = on ? "✓ compare" : "+ compare";
+    };
+    show();
+    b.addEventListener("click", function (ev) {
+      ev.preventDefault(); ev.stopPropagation();
+      var picks = loadPicks().filter(function (p) { return !(p.id === ref.id && p.cohort === ref.cohort); });
+      if (picks.length === loadPicks().length) picks.push(ref);
+      savePicks(picks);
+      document.querySelectorAll('button.dd-pick[data-essay="' + CSS.escape(ref.id) + '"]').forEach(function (x) { x._show && x._show(); });
+      show(); tray();
+    });
+    b._show = show;
+    return b;
+  }
+
+  function addPicks(root) {
+    Array.prototype.forEach.call((root || document).querySelectorAll("a[href]"), function (a) {
+      if (a.hasAttribute("data-pickable") || a.closest(".dd-pick-skip")) return;
+      var ref = essayRef(a.href);
+      // a link into a part of an essay (a matrix cell's evaluation) is not the essay's own link,
+      // except a search result's
+      if (!ref || (/#./.test(a.getAttribute("href")) && !a.closest(".dd-result-head"))) return;
+      a.setAttribute("data-pickable", "1");
+      a.parentNode.insertBefore(pickButton(ref), a.nextSibling);
     });
   }
 
-  function init() { setupTables(); essaySequence(); markTarget(); search(); drawCharts(); }
+  function compareHref(cohort, ids, page) {
+    return new URL("../compare.html?e=" + ids.map(encodeURIComponent).join(","), page).href;
+  }
+
+  function tray() {
+    if (document.getElementById("dd-rate")) return;   // rating is blind and on its own: no compare tray
+    var box = document.getElementById("dd-tray");
+    var picks = loadPicks();
+    if (!picks.length) { if (box) box.remove(); return; }
+    if (!box) { box = el("div", { id: "dd-tray", "class": "dd-tray", role: "region", "aria-label": "Picked essays" }); document.body.appendChild(box); }
+    box.textContent = "";
+    var by = {};
+    picks.forEach(function (p) { (by[p.cohort] = by[p.cohort] || []).push(p); });
+    Object.keys(by).forEach(function (c) {
+      var ps = by[c];
+      var a = el("a", { href: compareHref(c, ps.map(function (p) { return p.id; }), ps[0].page), "class": "dd-tray-go" },
+        "Compare " + ps.length + " essay" + (ps.length === 1 ? "" : "s") + " of " + c + " →");
+      box.appendChild(a);
+    });
+    var clear = el("button", { type: "button" }, "clear picks");
+    clear.addEventListener("click", function () {
+      savePicks([]); tray();
+      document.querySelectorAll("button.dd-pick").forEach(function (x) { x._show && x._show(); });
+    });
+    box.appendChild(clear);
+  }
+
+  function essayPagePick() {
+    var h = document.getElementById("essay-title");
+    var ref = h && essayRef(window.location.href);
+    if (ref) h.appendChild(pickButton(ref));
+  }
+
+  // -- the compare page
+  function wordDiff(a, b) {
+    var x = a.split(/(\s+)/).filter(Boolean), y = b.split(/(\s+)/).filter(Boolean);
+    var n = x.length, m = y.length;
+    if (n * m > 4e6) return null;
+    var dp = new Array(n + 1);
+    for (var i = 0; i <= n; i++) dp[i] = new Uint32Array(m + 1);
+    for (i = n - 1; i >= 0; i--) for (var j = m - 1; j >= 0; j--)
+      dp[i][j] = x[i] === y[j] ? dp[i + 1][j + 1] + 1 : Math.max(dp[i + 1][j], dp[i][j + 1]);
+    var ops = [];
+    i = 0; j = 0;
+    while (i < n || j < m) {
+      if (i < n && j < m && x[i] === y[j]) { ops.push(["=", x[i]]); i++; j++; }
+      else if (j < m && (i === n || dp[i][j + 1] >= dp[i + 1][j])) { ops.push(["+", y[j]]); j++; }
+      else { ops.push(["-", x[i]]); i++; }
+    }
+    return ops;
+  }
+
+  function diffNode(a, b) {
+    var ops = wordDiff(a || "", b || "");
+    if (!ops) return el("p", { "class": "dd-empty" }, "Too long to diff word by word.");
+    var box = el("div", { "class": "dd-output dd-word-diff" }), same = 0, words = 0;
+    ops.forEach(function (o) {
+      if (/^\s+$/.test(o[1])) { box.appendChild(document.createTextNode(o[1])); return; }
+      words++;
+      if (o[0] === "=") { same++; box.appendChild(document.createTextNode(o[1])); }
+      else box.appendChild(el(o[0] === "+" ? "ins" : "del", {}, o[1]));
+    });
+    box.setAttribute("data-same", String(words ? same / words : 1));
+    return box;
+  }
+
+  function fmt(v, d) { return v == null ? "" : (Math.round(v * Math.pow(10, d)) / Math.pow(10, d)).toFixed(d); }
+
+  function comparePage() {
+    var root = document.getElementById("dd-compare");
+    if (!root) return;
+    var status = document.getElementById("dd-compare-status"), form = document.getElementById("dd-compare-form");
+    var ids = (params().get("e") || "").split(",").map(function (s) { return s.trim(); }).filter(Boolean);
+    ids = ids.filter(function (x, i) { return ids.indexOf(x) === i; });
+    var setIds = function (next) {
+      var p = params();
+      if (next.length) p.set("e", next.join(",")); else p.delete("e");
+      window.location.search = p.toString();
+    };
+    form.addEventListener("submit", function (ev) {
+      ev.preventDefault();
+      var v = form.querySelector("input").value.trim();
+      if (v && ids.indexOf(v) < 0) setIds(ids.concat([v]));
+    });
+    document.getElementById("dd-compare-clear").addEventListener("click", function () { setIds([]); });
+    if (!ids.length) { status.textContent = "No essays picked yet."; return; }
+    status.textContent = "Loading " + ids.length + " essays…";
+    window.DDESSAY = window.DDESSAY || {};
+    var left = ids.length, missing = [];
+    ids.forEach(function (id) {
+      var s = document.createElement("script");
+      s.src = "essays/" + encodeURIComponent(id) + ".js";
+      s.onload = function () { if (--left === 0) draw(); };
+      s.onerror = function () { missing.push(id); if (--left === 0) draw(); };
+      document.body.appendChild(s);
+    });
+    function draw() {
+      var es = ids.map(function (id) { return window.DDESSAY[id]; }).filter(Boolean);
+      status.textContent = "Comparing " + es.length + " essay" + (es.length === 1 ? "" : "s") +
+        (missing.length ? "; not in this cohort: " + missing.join(", ") : "") + (es.length < 2 ? ". Pick one more." : ".");
+      root.textContent = "";
+      if (!es.length) return;
+      var cols = "repeat(" + es.length + ", minmax(16em, 1fr))";
+      var grid = function (cls) { var g = el("div", { "class": "dd-compare-grid " + (cls || "") }); g.style.gridTemplateColumns = cols; return g; };
+      // heads: lineage and standing
+      var heads = grid("dd-compare-heads");
+      es.forEach(function (e) {
+        var c = el("div", { "class": "dd-compare-col", "data-essay": e.id });
+        var h = el("h3", {});
+        h.appendChild(el("a", { href: "essays/" + e.id + ".html" }, e.id));
+        var rm = el("button", { type: "button", "class": "dd-compare-remove", title: "Remove from the comparison" }, "✕");
+        rm.addEventListener("click", function () { setIds(ids.filter(function (x) { return x !== e.id; })); });
+        h.appendChild(rm);
+        c.appendChild(h);
+        var standing = e.mean == null ? "not scored" : (e.rank != null ? "rank " + e.rank + " of " + e.n_ranked + " · " : "") +
+          "mean score_norm " + fmt(e.mean, 2) + (e.ci_low != null ? " [" + fmt(e.ci_low, 2) + ", " + fmt(e.ci_high, 2) + "]" : "") +
+          ", n=" + (e.n_cells || 0) + " cells";
+        c.appendChild(el("p", { "class": "dd-compare-standing" }, standing));
+        var ul = el("ul", { "class": "dd-lineage" });
+        var li = function (k, v) { var x = el("li", {}); x.appendChild(el("span", { "class": "dd-step" }, k)); x.appendChild(document.createTextNode(v)); ul.appendChild(x); };
+        li("concepts", e.concepts ? e.concepts.map(function (k) { return k.name; }).join(" · ") : (e.combo_id || "unknown"));
+        if (e.draft) li("draft", e.draft.template_name + " by " + e.draft.model_name + " · " + e.draft.gen_id);
+        li("essay", e.essay.template_name + " by " + e.essay.model_name + " · mode " + e.essay.mode + " · replicate " + e.essay.replicate);
+        c.appendChild(ul);
+        heads.appendChild(c);
+      });
+      root.appendChild(heads);
+      // texts
+      root.appendChild(el("h2", { id: "compare-texts" }, "Essays"));
+      var texts = grid();
+      es.forEach(function (e) { texts.appendChild(el("div", { "class": "dd-output dd-compare-text" }, e.essay.text == null ? "(no text: " + (e.essay.text_problem || "unknown") + ")" : e.essay.text)); });
+      root.appendChild(texts);
+      // word diff against the first
+      if (es.length > 1) {
+        root.appendChild(el("h2", { id: "compare-diff" }, "Word diff against " + es[0].id));
+        root.appendChild(el("p", { "class": "dd-meta" }, "Deleted words struck through, added words underlined, each essay against the first."));
+        es.slice(1).forEach(function (e) {
+          var d = el("details", { "class": "dd-compare-block", open: "" });
+          d.appendChild(el("summary", {}, es[0].id + " → " + e.id));
+          d.appendChild(diffNode(es[0].essay.text, e.essay.text));
+          root.appendChild(d);
+        });
+      }
+      // scores: one row per rubric · evaluator · replicate
+      root.appendChild(el("h2", { id: "compare-scores" }, "Scores"));
+      var keys = [], seen = {};
+      es.forEach(function (e) {
+        e.evals.forEach(function (v) {
+          var k = v.template_id + "\u0000" + v.llm_model_id + "\u0000" + v.replicate;
+          if (!seen[k]) { seen[k] = { rubric: v.template_name, model: v.model_name, rep: v.replicate }; keys.push(k); }
+        });
+      });
+      keys.sort(function (a, b) { return collator.compare(a, b); });
+      var tbl = el("table", { "class": "dd-table dd-compare-scores" }), thead = el("thead"), tr = el("tr");
+      ["rubric", "evaluator", "replicate"].forEach(function (h) { tr.appendChild(el("th", {}, h)); });
+      es.forEach(function (e) { tr.appendChild(el("th", { "class": "num" }, e.id)); });
+      thead.appendChild(tr); tbl.appendChild(thead);
+      var tb = el("tbody");
+      var byKey = function (e, k) {
+        for (var i = 0; i < e.evals.length; i++) { var v = e.evals[i]; if (v.template_id + "\u0000" + v.llm_model_id + "\u0000" + v.replicate === k) return v; }
+        return null;
+      };
+      keys.forEach(function (k) {
+        var r = el("tr");
+        r.appendChild(el("td", {}, seen[k].rubric)); r.appendChild(el("td", {}, seen[k].model)); r.appendChild(el("td", {}, String(seen[k].rep)));
+        es.forEach(function (e) {
+          var v = byKey(e, k), td = el("td", { "class": "num" });
+          if (!v) td.textContent = "–";
+          else if (v.score != null) {
+            var a = el("a", { href: "essays/" + e.id + ".html#" + v.gen_id, title: "score_norm " + fmt(v.score_norm, 2) }, String(v.score) + " on " + v.scale);
+            td.appendChild(a);
+          } else td.appendChild(el("span", { "class": "dd-bad" }, v.status === "failed" ? "failed: " + (v.error || "") : (v.status || "unknown")));
+          r.appendChild(td);
+        });
+        tb.appendChild(r);
+      });
+      tbl.appendChild(tb);
+      var wrap = el("div", { "class": "dd-table-wrap" }); wrap.appendChild(tbl); root.appendChild(wrap);
+      // reasoning side by side, per rubric · evaluator · replicate
+      root.appendChild(el("h2", { id: "compare-reasoning" }, "Reasoning"));
+      keys.forEach(function (k) {
+        var d = el("details", { "class": "dd-compare-block" });
+        d.appendChild(el("summary", {}, seen[k].rubric + " by " + seen[k].model + ", replicate " + seen[k].rep));
+        var g = grid();
+        es.forEach(function (e) {
+          var v = byKey(e, k);
+          g.appendChild(el("div", { "class": "dd-output dd-reasoning" }, v ? (v.text != null ? v.text : "(no response: " + (v.text_problem || v.error_detail || "unknown") + ")") : "(not evaluated)"));
+        });
+        d.appendChild(g);
+        root.appendChild(d);
+      });
+      // prompts
+      root.appendChild(el("h2", { id: "compare-prompts" }, "Prompts"));
+      ["essay", "draft"].forEach(function (stage) {
+        var d = el("details", { "class": "dd-compare-block" });
+        d.appendChild(el("summary", {}, stage + " prompts"));
+        var g = grid();
+        es.forEach(function (e) { var x = e[stage]; g.appendChild(el("div", { "class": "dd-output" }, x && x.prompt != null ? x.prompt : "(no prompt recorded)")); });
+        d.appendChild(g);
+        root.appendChild(d);
+      });
+    }
+  }
+
+  // ---- blind rating: essays in a shuffled order, a rubric, a score and a note --------------
+  // Kept in localStorage ("dd-ratings:<cohort>"), exported as the CSV `daydream ratings import`
+  // reads. Only the essay's text is shown: nothing of its model, template, lineage or scores.
+  function shuffled(ids) {
+    var a = ids.slice();
+    for (var i = a.length - 1; i > 0; i--) { var j = Math.floor(Math.random() * (i + 1)), x = a[i]; a[i] = a[j]; a[j] = x; }
+    return a;
+  }
+
+  function csvCell(s) { s = String(s == null ? "" : s); return /[",\n\r]/.test(s) ? '"' + s.replace(/"/g, '""') + '"' : s; }
+
+  function ratePage() {
+    var root = document.getElementById("dd-rate"), src = document.getElementById("dd-rate-data");
+    if (!root || !src) return;
+    var data = JSON.parse(src.textContent), key = "dd-ratings:" + data.cohort, st;
+    try { st = JSON.parse(window.localStorage.getItem(key) || "null"); } catch (e) { st = null; }
+    if (!st || !st.order || st.order.length !== data.essays.length) st = { order: shuffled(data.essays), pos: 0, ratings: {}, rubric: data.rubrics[0].id };
+    var save = function () { try { window.localStorage.setItem(key, JSON.stringify(st)); } catch (e) { /* not kept */ } };
+    save();
+    var rubric = function () { return data.rubrics.filter(function (r) { return r.id === st.rubric; })[0] || data.rubrics[0]; };
+
+    var bar = el("div", { "class": "dd-rate-bar" });
+    var sel = el("select", { id: "dd-rate-rubric", "aria-label": "Rubric" });
+    data.rubrics.forEach(function (r) { sel.appendChild(el("option", { value: r.id }, r.name + " (" + r.min + "–" + r.max + ")")); });
+    sel.value = rubric().id;
+    var progress = el("span", { id: "dd-rate-progress", "class": "dd-meta" });
+    var exp = el("button", { type: "button", id: "dd-rate-export" }, "Export ratings (CSV)");
+    var forget = el("button", { type: "button", id: "dd-rate-forget" }, "Forget my ratings");
+    bar.appendChild(el("label", { "for": "dd-rate-rubric" }, "Rubric ")); bar.appendChild(sel);
+    bar.appendChild(progress); bar.appendChild(exp); bar.appendChild(forget);
+    var rtext = el("details", { "class": "dd-rubric", id: "dd-rate-rubric-text", open: "" });
+    var essayBox = el("div", { "class": "dd-output dd-rate-essay", id: "dd-rate-essay" });
+    var form = el("form", { "class": "dd-rate-form", id: "dd-rate-form" });
+    var scoreIn = el("input", { type: "number", step: "any", id: "dd-rate-score", required: "", "aria-label": "Score" });
+    var note = el("textarea", { id: "dd-rate-note", rows: "3", placeholder: "Why this score (optional)", "aria-label": "Note" });
+    var prev = el("button", { type: "button", id: "dd-rate-prev" }, "← previous");
+    var submit = el("button", { type: "submit", id: "dd-rate-save" }, "Save and next →");
+    var skip = el("button", { type: "button", id: "dd-rate-skip" }, "skip");
+    var scaleLabel = el("label", { "for": "dd-rate-score" });
+    form.appendChild(scaleLabel); form.appendChild(scoreIn); form.appendChild(note);
+    form.appendChild(prev); form.appendChild(submit); form.appendChild(skip);
+    [bar, rtext, el("h2", { id: "dd-rate-heading" }), essayBox, form].forEach(function (n) { root.appendChild(n); });
+
+    function rkey(eid) { return eid + "|" + rubric().id; }
+    function count() { var n = 0; for (var k in st.ratings) if (k.split("|")[1] === rubric().id) n++; return n; }
+    function show() {
+      var r = rubric(), eid = st.order[st.pos];
+      rtext.textContent = "";
+      rtext.appendChild(el("summary", {}, "Rubric: " + r.name + " (score " + r.min + "–" + r.max + ")"));
+      rtext.appendChild(el("div", { "class": "dd-output" }, r.text || "(the rubric's text is not in the catalog)"));
+      scoreIn.min = r.min; scoreIn.max = r.max;
+      scaleLabel.textContent = "Score (" + r.min + "–" + r.max + ") ";
+      document.getElementById("dd-rate-heading").textContent = "Essay " + (st.pos + 1) + " of " + st.order.length;
+      progress.textContent = count() + " of " + st.order.length + " rated on this rubric";
+      var done = st.ratings[rkey(eid)];
+      scoreIn.value = done ? done.score : ""; note.value = done ? done.note : "";
+      prev.disabled = st.pos === 0;
+      essayBox.textContent = "Loading…";
+      var put = function () {
+        var d = window.DDESSAY && window.DDESSAY[eid];
+        essayBox.textContent = d && d.essay && d.essay.text != null ? d.essay.text : "(this essay's text is not available)";
+      };
+      if (window.DDESSAY && window.DDESSAY[eid]) put();
+      else {
+        var s = document.createElement("script");
+        s.src = "essays/" + encodeURIComponent(eid) + ".js";
+        s.onload = put; s.onerror = put;
+        document.body.appendChild(s);
+      }
+    }
+    function move(d) { st.pos = Math.min(st.order.length - 1, Math.max(0, st.pos + d)); save(); show(); }
+    sel.addEventListener("change", function () { st.rubric = sel.value; save(); show(); });
+    form.addEventListener("submit", function (ev) {
+      ev.preventDefault();
+      var r = rubric(), v = Number(scoreIn.value);
+      if (scoreIn.value === "" || isNaN(v) || v < r.min || v > r.max) { scoreIn.setCustomValidity("A score from " + r.min + " to " + r.max); scoreIn.reportValidity(); return; }
+      scoreIn.setCustomValidity("");
+      st.ratings[rkey(st.order[st.pos])] = { score: v, note: note.value, rated_at: new Date().toISOString() };
+      save();
+      if (st.pos < st.order.length - 1) move(1); else show();
+    });
+    prev.addEventListener("click", function () { move(-1); });
+    skip.addEventListener("click", function () { move(1); });
+    exp.addEventListener("click", function () {
+      var lines = ["cohort_id,essay_gen_id,rubric,score,note,rated_at"];
+      Object.keys(st.ratings).sort().forEach(function (k) {
+        var bits = k.split("|"), r = st.ratings[k];
+        lines.push([data.cohort, bits[0], bits[1], r.score, r.note, r.rated_at].map(csvCell).join(","));
+      });
+      var a = el("a", { download: "ratings-" + data.cohort + ".csv" });
+      a.href = URL.createObjectURL(new Blob([lines.join("\n") + "\n"], { type: "text/csv" }));
+      document.body.appendChild(a); a.click(); a.remove();
+    });
+    forget.addEventListener("click", function () {
+      st = { order: shuffled(data.essays), pos: 0, ratings: {}, rubric: data.rubrics[0].id };
+      save(); sel.value = st.rubric; show();
+    });
+    show();
+  }
+
+  // what a script (or a test) may ask of the page
+  window.daydream = { exportFigure: exportFigure };
+
+  function init() {
+    setupTables(); essaySequence(); markTarget(); search(); essayPagePick(); comparePage(); ratePage(); drawCharts();
+    addPicks(document.querySelector(".rst-content") || document); tray();
+  }
   if (document.readyState === "loading") document.addEventListener("DOMContentLoaded", init);
   else init();
 })();
