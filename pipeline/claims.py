@@ -26,6 +26,7 @@ claims behind: the next run takes over those it needs and sweeps the rest of its
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import json
 import os
@@ -167,8 +168,12 @@ def _create(path: str, run: str) -> Claim | None:
         raise DaydreamError("store", f"cannot write: {exc.strerror or exc}", path=path) from None
     try:
         os.write(fd, _encode(body))
-    finally:
+    except OSError as exc:  # a full disk: no empty claim left behind, and the path in the message
         os.close(fd)
+        with contextlib.suppress(OSError):
+            os.unlink(path)
+        raise DaydreamError("store", f"cannot write: {exc.strerror or exc}", path=path) from None
+    os.close(fd)
     return Claim(path, body["owner"], body, time.monotonic())
 
 

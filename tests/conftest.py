@@ -52,6 +52,21 @@ class Project:
         return json.loads(self.read(stage, gen_id, name))
 
 
+@pytest.fixture(autouse=True)
+def no_batch_mode_left_behind():
+    """``--batch`` sets ``[daydream] batch`` in the process's Luigi config, where the workers it
+    forks read it: a test that ran one in this process must not leave batch mode to the next."""
+    import luigi.configuration
+
+    cfg = luigi.configuration.get_config()
+    before = cfg.get("daydream", "batch") if cfg.has_option("daydream", "batch") else None
+    yield
+    if before is not None:
+        cfg.set("daydream", "batch", before)
+    elif cfg.has_option("daydream", "batch"):
+        cfg.remove_option("daydream", "batch")
+
+
 def reset_luigi_state():
     """Luigi caches task instances per process and our runtime caches the catalog: start clean."""
     import luigi.task_register

@@ -234,7 +234,7 @@ def deadline():
 
 
 def base_url(build: Path, http_url: str, scheme: str) -> str:
-    return http_url if scheme == "http" else build.resolve().as_uri() + "/"
+    return http_url if scheme == "http" else build.absolute().as_uri() + "/"
 
 
 @pytest.fixture(params=["http", "file"])
