@@ -16,7 +16,6 @@ from __future__ import annotations
 import hashlib
 import os
 import threading
-import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Callable
@@ -455,12 +454,12 @@ async def _generate(rt: Runtime, stage: str, gen_id: str, status: Callable[[str]
         raise DaydreamError("store", f"{stage} {gen_id}: parent {parent_id} is not done")
     remove_stale_temporaries(rt.gen_dir(stage, gen_id))
     md = inputs.metadata
-    prompt_sha = sha256(inputs.prompt)
     atomic_write_text(f("prompt.txt"), inputs.prompt)
 
     if md["mode"] == "copy":
         status(f"{stage} · {md['template_id']} · copy")
         simulated = _parent_simulated(rt, stage, md)
+        prompt_sha = sha256(inputs.prompt)
         atomic_write_text(f("raw.txt"), inputs.prompt)
         now = _now()
         atomic_write_json(f("raw_metadata.json"), raw_metadata(
@@ -474,16 +473,7 @@ async def _generate(rt: Runtime, stage: str, gen_id: str, status: Callable[[str]
     kept = reusable_raw(rt, stage, gen_id, inputs)
     raw, simulated = (kept[0], bool(kept[1].get("simulated"))) if kept else (None, False)
     if kept is None:
-        settings = rt.stage_settings(stage)
-        request = CompletionRequest(
-            prompt=inputs.prompt, model_slug=model.model,
-            temperature=model.temperature if model.temperature is not None else settings.temperature,
-            max_tokens=model.max_tokens if model.max_tokens is not None else settings.max_tokens,
-            context=GenerationContext(stage=stage, template_id=md["template_id"], parser=inputs.parser,
-                                      replicate=int(md.get("replicate", 1)), concept_ids=_concept_ids(rt, stage, md),
-                                      scale_min=inputs.scale[0], scale_max=inputs.scale[1]),
-            json_schema=inputs.json_schema,
-        )
+        request = completion_request(rt, stage, inputs)
         started = _now()
         endpoint = rt.endpoint(model.id)
         prices = spend.Prices.of(model)
@@ -501,20 +491,10 @@ async def _generate(rt: Runtime, stage: str, gen_id: str, status: Callable[[str]
             slot.abandon()  # interrupted mid-call: it may have been billed
             raise
         on_call(completion.duration_s)
-        cost, cost_source = spend.cost_and_source(completion.cost_usd, spend.token_cost(
-            prices, completion.prompt_tokens, completion.completion_tokens))
-        slot.settle(cost)
+        cost = _call_cost(prices, completion)
+        slot.settle(cost[0])
         raw, simulated = completion.text, completion.simulated  # CRLF already normalised by the provider
-        reason = validate_raw(raw, completion, settings.min_lines)
-        atomic_write_text(f("raw.txt"), raw)
-        atomic_write_json(f("raw_metadata.json"), raw_metadata(
-            gen_id=gen_id, stage=stage, mode="llm", llm_model_id=model.id, model_slug=completion.model_slug,
-            provider=completion.provider, simulated=completion.simulated, finish_reason=completion.finish_reason,
-            truncated=completion.truncated, prompt_tokens=completion.prompt_tokens,
-            completion_tokens=completion.completion_tokens, cost_usd=cost, cost_source=cost_source,
-            duration_s=round(completion.duration_s, 4), attempts=completion.attempts, started_at=started,
-            finished_at=_now(), prompt_sha256=prompt_sha, raw_sha256=sha256(raw), valid=reason is None,
-            invalid_reason=reason))
+        reason = _write_raw(rt, stage, gen_id, inputs, completion, cost, started)
         if reason is not None:
             return _write_failure(rt, stage, gen_id, inputs, reason, raw, simulated=completion.simulated)
     status(f"{stage} · {md['template_id']} · {model.id} · parsing ({inputs.parser})")
@@ -588,26 +568,37 @@ def write_call(rt: Runtime, stage: str, gen_id: str, inputs: Inputs, completion:
     """Commit a model call's answer made elsewhere (a provider batch job, ``batch_jobs.py``) as
     ``generate`` commits its own: raw.txt, raw_metadata.json, then validate and parse. Returns
     the state and leaves the cost in the raw record (``recorded_cost``)."""
-    f = lambda name: rt.gen_file(stage, gen_id, name)  # noqa: E731
-    model = rt.catalog.model(inputs.model_id)
-    cost, cost_source = spend.cost_and_source(completion.cost_usd, spend.token_cost(
+    remove_stale_temporaries(rt.gen_dir(stage, gen_id))
+    atomic_write_text(rt.gen_file(stage, gen_id, "prompt.txt"), inputs.prompt)
+    reason = _write_raw(rt, stage, gen_id, inputs, completion, _call_cost(prices, completion), started,
+                        batch_job=batch_job)
+    if reason is not None:
+        return _write_failure(rt, stage, gen_id, inputs, reason, completion.text, simulated=completion.simulated)
+    return write_parsed(rt, stage, gen_id, inputs, completion.text, simulated=completion.simulated)
+
+
+def _call_cost(prices: spend.Prices, completion: Completion) -> tuple[float | None, str]:
+    """(cost_usd, cost_source) of an answered call: the provider's figure, else tokens × prices."""
+    return spend.cost_and_source(completion.cost_usd, spend.token_cost(
         prices, completion.prompt_tokens, completion.completion_tokens))
+
+
+def _write_raw(rt: Runtime, stage: str, gen_id: str, inputs: Inputs, completion: Completion,
+               cost: tuple[float | None, str], started: str, *, batch_job: dict | None = None) -> str | None:
+    """Commit a call's answer, raw.txt then its record, and return why it is invalid (None when
+    valid): an invalid answer is kept for inspection, never reused."""
     raw = completion.text
     reason = validate_raw(raw, completion, rt.stage_settings(stage).min_lines)
-    remove_stale_temporaries(rt.gen_dir(stage, gen_id))
-    atomic_write_text(f("prompt.txt"), inputs.prompt)
-    atomic_write_text(f("raw.txt"), raw)
-    atomic_write_json(f("raw_metadata.json"), raw_metadata(
-        gen_id=gen_id, stage=stage, mode="llm", llm_model_id=model.id, model_slug=completion.model_slug,
+    atomic_write_text(rt.gen_file(stage, gen_id, "raw.txt"), raw)
+    atomic_write_json(rt.gen_file(stage, gen_id, "raw_metadata.json"), raw_metadata(
+        gen_id=gen_id, stage=stage, mode="llm", llm_model_id=inputs.model_id, model_slug=completion.model_slug,
         provider=completion.provider, simulated=completion.simulated, finish_reason=completion.finish_reason,
         truncated=completion.truncated, prompt_tokens=completion.prompt_tokens,
-        completion_tokens=completion.completion_tokens, cost_usd=cost, cost_source=cost_source,
+        completion_tokens=completion.completion_tokens, cost_usd=cost[0], cost_source=cost[1],
         duration_s=round(completion.duration_s, 4), attempts=completion.attempts, started_at=started,
         finished_at=_now(), prompt_sha256=sha256(inputs.prompt), raw_sha256=sha256(raw), valid=reason is None,
         invalid_reason=reason, batch_job=batch_job))
-    if reason is not None:
-        return _write_failure(rt, stage, gen_id, inputs, reason, raw, simulated=completion.simulated)
-    return write_parsed(rt, stage, gen_id, inputs, raw, simulated=completion.simulated)
+    return reason
 
 
 def write_call_failure(rt: Runtime, stage: str, gen_id: str, inputs: Inputs, reason: str) -> State:
@@ -617,7 +608,8 @@ def write_call_failure(rt: Runtime, stage: str, gen_id: str, inputs: Inputs, rea
 
 
 def completion_request(rt: Runtime, stage: str, inputs: Inputs) -> CompletionRequest:
-    """The request ``generate`` would send for ``inputs`` (a batch job sends the same)."""
+    """The request a generation sends for ``inputs``, whether as a call (``generate``) or as a
+    line of a batch job."""
     md, model, settings = inputs.metadata, rt.catalog.model(inputs.model_id), rt.stage_settings(stage)
     return CompletionRequest(
         prompt=inputs.prompt, model_slug=model.model,
@@ -626,4 +618,5 @@ def completion_request(rt: Runtime, stage: str, inputs: Inputs) -> CompletionReq
         context=GenerationContext(stage=stage, template_id=md["template_id"], parser=inputs.parser,
                                   replicate=int(md.get("replicate", 1)), concept_ids=_concept_ids(rt, stage, md),
                                   scale_min=inputs.scale[0], scale_max=inputs.scale[1]),
+        json_schema=inputs.json_schema,
     )

@@ -15,7 +15,6 @@ import time
 
 import pytest
 
-from datafactory import SPEC
 from conftest import server_cfg
 
 N_LLM = 3 + 3 + 12

@@ -510,7 +510,6 @@ def check_charts_legend_clear_titled_export_integer_counts(w: Watched, base: str
     carries its title; a missing page (over HTTP) is the site's 404 page."""
     w.goto(base + f"cohorts/{cohort}/factors.html")
     charts = w.page.locator("div.dd-chart")
-    checked = 0
     for i in range(charts.count()):
         charts.nth(i).locator("svg.main-svg").first.wait_for(state="attached", timeout=15000)
     overlaps = w.page.evaluate("""() => Array.from(document.querySelectorAll('div.dd-chart')).map(gd => {

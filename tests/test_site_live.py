@@ -7,8 +7,6 @@ from __future__ import annotations
 import json
 from datetime import datetime, timedelta, timezone
 
-import pytest
-
 from pipeline import cli
 from pipeline.running import cohort_status
 from pipeline.sitegen import serve
