@@ -41,7 +41,7 @@ import uuid
 from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 from . import config, spend
 from .errors import DaydreamError
@@ -49,11 +49,13 @@ from .generation import (Runtime, completion_request, generate, metadata, phase_
                          sha256, state_of, write_call, write_call_failure)
 from .ledger import Budget, locked as ledger_locked
 from .llm import require_keys
-from .llm.base import BatchSettings, CompletionRequest, Transient
-from .llm.batch import Item, NoBatchAPI, OpenAIBatchAPI
+from .llm.base import BatchSettings, CompletionRequest, NoBatchAPI, Transient
 from .llm.registry import batch_api_factory
 from .state import DONE
 from .store import DataPaths, atomic_write_json, read_json, read_text
+
+if TYPE_CHECKING:  # the adapters import the openai SDK: loaded through the registry when a job is made
+    from .llm.batch import Item, OpenAIBatchAPI
 
 TERMINAL = ("completed", "failed", "expired", "cancelled")
 BATCH_HOST = "batch-job"  # a job's reservation outlives the process that made it (see ledger._alive)
