@@ -398,6 +398,9 @@ def _report_task_failures() -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    from . import config
+
+    config.use_project_config()  # started from another directory, still the project's luigi.cfg
     if getattr(args, "scheduler_url", None):
         args.scheduler = True
     try:

@@ -68,12 +68,21 @@ FOLLOW_AT = 2  # gates' worth of a chunk's members left when the next chunk's ar
 AHEAD_SLICE = 64  # a chunk's members looked at before the unsettled ones among them are started
 CLOSE_TIMEOUT_S = 10.0
 
-# A process forked from this one (a task's with ``--workers`` > 1, the executor's) keeps what it
-# inherited for as long as it lives: out of the collector's sight, a full collection looks only
-# at what the child allocates. Without it a 10k run's batch processes through luigid spent 4.4 s
-# collecting, walking again and again the run's tasks they inherited; 0.5 s with it
-# (``bench/README.md``).
-os.register_at_fork(after_in_child=gc.freeze)
+_freezing_forks = False  # whether this process registered ``freeze_forked_children`` (inherited by a fork)
+
+
+def freeze_forked_children() -> None:
+    """From now on a process forked from this one (a task's with ``--workers`` > 1, the
+    executor's) keeps what it inherited out of the collector's sight for as long as it lives, so
+    a full collection looks only at what the child allocates (without it a 10k run's batch
+    processes through luigid spent 4.4 s collecting, walking again and again the run's tasks they
+    inherited; 0.5 s with it, ``bench/README.md``). Called before the first fork that needs it
+    (the first task made in a process, the executor's fork), not at import: importing the module
+    changes nothing. Once per process, since a fork handler cannot be taken back."""
+    global _freezing_forks
+    if not _freezing_forks:
+        os.register_at_fork(after_in_child=gc.freeze)
+        _freezing_forks = True
 
 
 def _quiet(message: str) -> None:
@@ -342,6 +351,7 @@ class ExecutorProcess:
         # full collection here looked at all of it each time: 0.43 s of a 3,200-call run's 0.49 s
         # of collecting (``bench/README.md``).
         gc.freeze()
+        freeze_forked_children()  # and the executor's process, on its side
         self.process = ctx.Process(target=_serve, args=(rt, theirs_commands, theirs_events, self._commands, self._events),
                                    name="daydream-executor", daemon=True)
         self.process.start()
