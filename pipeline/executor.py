@@ -67,6 +67,10 @@ AHEAD_MIN_LATENCY_S = 0.1
 FOLLOW_AT = 2  # gates' worth of a chunk's members left when the next chunk's are started
 AHEAD_SLICE = 64  # a chunk's members looked at before the unsettled ones among them are started
 CLOSE_TIMEOUT_S = 10.0
+# How often a thread that waits on another (the loop's thread, the executor's process, the driver)
+# looks again whether that side is still there: a wait never outlives the side it waits on.
+# Only when nothing arrives; an answer wakes the waiter at once, so throughput is unchanged.
+ALIVE_CHECK_S = 1.0
 
 _freezing_forks = False  # whether this process registered ``freeze_forked_children`` (inherited by a fork)
 
@@ -112,7 +116,8 @@ class Executor:
 
     def __post_init__(self):
         self.pid = os.getpid()
-        threading.Thread(target=self.loop.run_forever, name="daydream-executor", daemon=True).start()
+        self._thread = threading.Thread(target=self.loop.run_forever, name="daydream-executor", daemon=True)
+        self._thread.start()
 
     # What the process's thread that runs Luigi's tasks calls (the same on ``ExecutorProcess``).
 
@@ -150,7 +155,12 @@ class Executor:
         """Run ``coro`` on the executor's loop; wait for it on this thread."""
         future = asyncio.run_coroutine_threadsafe(coro, self.loop)
         try:
-            return future.result()
+            while True:
+                try:
+                    return future.result(timeout=ALIVE_CHECK_S)
+                except concurrent.futures.TimeoutError:
+                    if not self._thread.is_alive():
+                        raise RuntimeError("the executor's event loop stopped with a request under way") from None
         except BaseException:
             future.cancel()  # interrupted: do not leave the batch running behind the caller
             raise
@@ -357,7 +367,8 @@ class ExecutorProcess:
         self.process.start()
         theirs_commands.close()  # so each side sees the other's end when it goes
         theirs_events.close()
-        threading.Thread(target=self._read, name="daydream-executor-events", daemon=True).start()
+        self._reader = threading.Thread(target=self._read, name="daydream-executor-events", daemon=True)
+        self._reader.start()
         # before multiprocessing's own exit handler kills it: an interrupted run's calls are
         # cancelled there, which gives their spend reservations back
         atexit.register(self.close)
@@ -401,7 +412,7 @@ class ExecutorProcess:
         self.process.join(CLOSE_TIMEOUT_S)
         if self.process.is_alive():
             self.process.kill()
-            self.process.join()
+            self.process.join(CLOSE_TIMEOUT_S)  # SIGKILL ends it; bounded all the same
 
     def _send(self, message: tuple) -> None:
         if self.ended:
@@ -416,7 +427,14 @@ class ExecutorProcess:
         try:
             self._send((command[0], rid) + command[1:])
             while True:
-                kind, *args = answers.get()
+                try:
+                    kind, *args = answers.get(timeout=ALIVE_CHECK_S)
+                except queue.Empty:
+                    # The events thread answers every request when the process ends; if that
+                    # thread is gone too, nobody will.
+                    if not self._reader.is_alive():
+                        raise RuntimeError(self.ended or "the executor's events thread ended") from None
+                    continue
                 if kind == "done":
                     return args[0]
                 if kind == "error":
@@ -434,6 +452,13 @@ class ExecutorProcess:
         """The events thread: keys claimed and ended, and each request's events to its caller."""
         while True:
             try:
+                # The pipe ends when the process does, unless something forked from it still holds
+                # its end: then its exit is what says no more events will come.
+                if not self._events.poll(ALIVE_CHECK_S):
+                    if self.process.is_alive():
+                        continue
+                    if not self._events.poll(0):
+                        break
                 events = pickle.loads(self._events.recv_bytes())
             except (EOFError, OSError):
                 break
@@ -466,6 +491,7 @@ def _serve(rt: Runtime, commands, events, *parent_ends) -> None:
     # and response). A young collection every 10,000 of them instead of every 700: 25 collections
     # and 0.11-0.16 s for 3,200 calls, against 450 and 0.18-0.33 s (``bench/README.md``).
     gc.set_threshold(10_000, 20, 20)
+    driver = os.getppid()
     outbox: list[tuple] = []
 
     def send(message: tuple) -> None:  # only ever called on the loop's thread
@@ -510,6 +536,12 @@ def _serve(rt: Runtime, commands, events, *parent_ends) -> None:
 
     while True:
         try:
+            # A Luigi worker forked from the driver holds the pipe's end too, so the driver's death
+            # alone may never close it: its exit (this process re-parented) says it has gone.
+            if not commands.poll(ALIVE_CHECK_S):
+                if os.getppid() != driver:
+                    break
+                continue
             kind, *args = commands.recv()
         except (EOFError, OSError):
             break  # the driving process has gone: what it was waiting for is of no use
