@@ -54,13 +54,13 @@ from .state import DONE
 from .store import PARENT_STAGE, atomic_write_json, read_json, stat_fingerprint
 
 
-
 def _as_the_luigi_command() -> None:
     """What the ``luigi`` command needs from this module before it makes any task: the project's
     luigi.cfg layered in (``config.use_project_config``) and Luigi's log turned into one-line errors
     (``luigi_command.install_filter``). Called at import, the one moment there is: the command
     imports this module (``--module pipeline.tasks``) and reads ``[retcode]`` right after, before
-    any task of ours exists. Both are idempotent (``daydream`` makes the same calls itself)."""
+    any task of ours exists. Both are idempotent: in a ``daydream`` process, whose ``main`` has
+    layered the config already, importing this module adds only the log filter."""
     config.use_project_config()
     luigi_command.install_filter()
 
