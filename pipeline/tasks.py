@@ -30,6 +30,7 @@ scheduler's pending set stays within two chunks whatever the number of workers.
 from __future__ import annotations
 
 import logging
+import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -46,6 +47,7 @@ from .errors import DaydreamError, from_os_error
 from .estimate import left_to_do
 from .executor import freeze_forked_children, run_batch, run_generation, settled_for_run, start_ahead
 from .generation import metadata, runtime, state_of
+from .llm.registry import import_builtin
 from .ledger import Budget, current_budget, prepared, read_ledger
 from .run_plan import chunk_members, cohort_counts, lineage_ends, membership, prepare_budget, prepare_providers, spend_cap
 from .search_store import derive, is_current, is_search_cohort, round_chunks, sync
@@ -230,6 +232,14 @@ class _Generation(_DaydreamTask):
     gen_id = luigi.Parameter(batch_method=_join_batch)
     since = _since_parameter()
     run_cohort = _run_parameter()
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        # Made in the process that schedules: it runs generations, itself or in processes it forks
+        # (a task's with --workers > 1, the executor's), which then inherit the model APIs rather
+        # than import them again each. Cheap after the first time (the modules are loaded).
+        if "pipeline.llm.batch" not in sys.modules:
+            import_builtin()
 
     @property
     def priority(self):

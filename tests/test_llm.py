@@ -537,3 +537,22 @@ print("ok")
 """
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr
+
+
+def test_a_process_that_makes_generation_tasks_imports_the_model_apis_before_it_forks():
+    """Luigi's workers (``--workers`` > 1) and the executor are forked from the process that makes
+    the generation tasks: they inherit the adapters instead of importing the SDK again each."""
+    code = """
+import sys
+import pipeline.tasks as tasks
+assert "openai" not in sys.modules
+tasks.CompileCohort(cohort_id="x")
+assert "openai" not in sys.modules  # a report or compile alone needs no model API
+tasks.DraftGeneration(gen_id="x")
+loaded = [m for m in ("openai", "pipeline.llm.openai_provider", "pipeline.llm.offline", "pipeline.llm.batch")
+          if m in sys.modules]
+assert len(loaded) == 4, loaded
+print("ok")
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr

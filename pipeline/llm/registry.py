@@ -28,6 +28,14 @@ def _load(name: str, registered: dict, modules: dict[str, str]) -> Callable | No
     return registered.get(name)
 
 
+def import_builtin() -> None:
+    """Import every built-in adapter now, once: what a process that forks the processes running
+    generations (Luigi's ``--workers`` > 1, the executor's) does before forking, so each of them
+    inherits the SDK instead of importing it again (a third of a second of CPU each)."""
+    for module in sorted({*_API_MODULES.values(), *_BATCH_API_MODULES.values()}):
+        importlib.import_module(module)
+
+
 def register_api(name: str):
     def decorate(factory):
         _APIS[name] = factory
