@@ -429,6 +429,9 @@ def build_run_cohort(workers: int, scheduler_url: str | None = None, cohort: str
         kw["scheduler_url"] = scheduler_url
     else:  # as `daydream run` builds it (the `luigi --local-scheduler` command: see noop.py)
         kw.update(local_scheduler=True, worker_scheduler_factory=_UnprunedLocalScheduler())
+    from pipeline import config
+
+    config.default_resources()  # as run_cohort does before its build
     task = RunCohort(cohort_id=cohort, since=run_stamp(), ahead=scheduler_url is None)
     started_at = time.time()
     cpu0 = cpu_s()

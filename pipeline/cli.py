@@ -50,6 +50,7 @@ def cmd_compile(args) -> int:
 def cmd_run(args) -> int:
     from .running import run_cohort
 
+    _report_task_failures()
     return run_cohort(args.cohort_id, workers=args.workers, local_scheduler=not args.scheduler,
                       scheduler_url=args.scheduler_url, verbose=args.verbose, yes=args.yes, max_cost=args.max_cost,
                       batch=args.batch)
@@ -139,6 +140,7 @@ def _build_local(tasks) -> bool:
 
     from .running import build_error
 
+    _report_task_failures()
     result = luigi.build(tasks, local_scheduler=True, no_lock=True, log_level="CRITICAL", detailed_summary=True)
     error = build_error(result)
     if error is not None:
@@ -270,6 +272,7 @@ def cmd_reparse(args) -> int:
         # the user chose to pay again: drop the kept responses so the run calls the model
         invalidate(paths, cohort_id=args.cohort_id, gen_ids=[g for _, g in result.still_failing])
         print(f"calling the model again for {len(result.still_failing)} parse failures")
+        _report_task_failures()
         return run_cohort(args.cohort_id, yes=args.yes)
     if not _build_local([ReportSite()]):
         raise DaydreamError("site", "building the reports and the site failed (run with luigi for the log)")
@@ -383,13 +386,21 @@ def _print_task_failure(task, exception) -> None:
         print(f"error: {task.task_family} failed: {type(exception).__name__}: {exception}", file=sys.stderr, flush=True)
 
 
-def main(argv: list[str] | None = None) -> int:
+def _report_task_failures() -> None:
+    """Print a crashed task's one line (``_print_task_failure``): called by the commands that
+    build with Luigi, just before they do, so the others never import Luigi's tasks."""
     import luigi
 
     from .tasks import _DaydreamTask
 
     _DaydreamTask.event_handler(luigi.Event.FAILURE)(_print_task_failure)  # a set: registering twice is harmless
+
+
+def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    from . import config
+
+    config.use_project_config()  # started from another directory, still the project's luigi.cfg
     if getattr(args, "scheduler_url", None):
         args.scheduler = True
     try:

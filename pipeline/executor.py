@@ -67,13 +67,26 @@ AHEAD_MIN_LATENCY_S = 0.1
 FOLLOW_AT = 2  # gates' worth of a chunk's members left when the next chunk's are started
 AHEAD_SLICE = 64  # a chunk's members looked at before the unsettled ones among them are started
 CLOSE_TIMEOUT_S = 10.0
+# How often a thread that waits on another (the loop's thread, the executor's process, the driver)
+# looks again whether that side is still there: a wait never outlives the side it waits on.
+# Only when nothing arrives; an answer wakes the waiter at once, so throughput is unchanged.
+ALIVE_CHECK_S = 1.0
 
-# A process forked from this one (a task's with ``--workers`` > 1, the executor's) keeps what it
-# inherited for as long as it lives: out of the collector's sight, a full collection looks only
-# at what the child allocates. Without it a 10k run's batch processes through luigid spent 4.4 s
-# collecting, walking again and again the run's tasks they inherited; 0.5 s with it
-# (``bench/README.md``).
-os.register_at_fork(after_in_child=gc.freeze)
+_freezing_forks = False  # whether this process registered ``freeze_forked_children`` (inherited by a fork)
+
+
+def freeze_forked_children() -> None:
+    """From now on a process forked from this one (a task's with ``--workers`` > 1, the
+    executor's) keeps what it inherited out of the collector's sight for as long as it lives, so
+    a full collection looks only at what the child allocates (without it a 10k run's batch
+    processes through luigid spent 4.4 s collecting, walking again and again the run's tasks they
+    inherited; 0.5 s with it, ``bench/README.md``). Called before the first fork that needs it
+    (the first task made in a process, the executor's fork), not at import: importing the module
+    changes nothing. Once per process, since a fork handler cannot be taken back."""
+    global _freezing_forks
+    if not _freezing_forks:
+        os.register_at_fork(after_in_child=gc.freeze)
+        _freezing_forks = True
 
 
 def _quiet(message: str) -> None:
@@ -103,7 +116,8 @@ class Executor:
 
     def __post_init__(self):
         self.pid = os.getpid()
-        threading.Thread(target=self.loop.run_forever, name="daydream-executor", daemon=True).start()
+        self._thread = threading.Thread(target=self.loop.run_forever, name="daydream-executor", daemon=True)
+        self._thread.start()
 
     # What the process's thread that runs Luigi's tasks calls (the same on ``ExecutorProcess``).
 
@@ -141,7 +155,12 @@ class Executor:
         """Run ``coro`` on the executor's loop; wait for it on this thread."""
         future = asyncio.run_coroutine_threadsafe(coro, self.loop)
         try:
-            return future.result()
+            while True:
+                try:
+                    return future.result(timeout=ALIVE_CHECK_S)
+                except concurrent.futures.TimeoutError:
+                    if not self._thread.is_alive():
+                        raise RuntimeError("the executor's event loop stopped with a request under way") from None
         except BaseException:
             future.cancel()  # interrupted: do not leave the batch running behind the caller
             raise
@@ -342,12 +361,14 @@ class ExecutorProcess:
         # full collection here looked at all of it each time: 0.43 s of a 3,200-call run's 0.49 s
         # of collecting (``bench/README.md``).
         gc.freeze()
+        freeze_forked_children()  # and the executor's process, on its side
         self.process = ctx.Process(target=_serve, args=(rt, theirs_commands, theirs_events, self._commands, self._events),
                                    name="daydream-executor", daemon=True)
         self.process.start()
         theirs_commands.close()  # so each side sees the other's end when it goes
         theirs_events.close()
-        threading.Thread(target=self._read, name="daydream-executor-events", daemon=True).start()
+        self._reader = threading.Thread(target=self._read, name="daydream-executor-events", daemon=True)
+        self._reader.start()
         # before multiprocessing's own exit handler kills it: an interrupted run's calls are
         # cancelled there, which gives their spend reservations back
         atexit.register(self.close)
@@ -391,7 +412,7 @@ class ExecutorProcess:
         self.process.join(CLOSE_TIMEOUT_S)
         if self.process.is_alive():
             self.process.kill()
-            self.process.join()
+            self.process.join(CLOSE_TIMEOUT_S)  # SIGKILL ends it; bounded all the same
 
     def _send(self, message: tuple) -> None:
         if self.ended:
@@ -406,7 +427,14 @@ class ExecutorProcess:
         try:
             self._send((command[0], rid) + command[1:])
             while True:
-                kind, *args = answers.get()
+                try:
+                    kind, *args = answers.get(timeout=ALIVE_CHECK_S)
+                except queue.Empty:
+                    # The events thread answers every request when the process ends; if that
+                    # thread is gone too, nobody will.
+                    if not self._reader.is_alive():
+                        raise RuntimeError(self.ended or "the executor's events thread ended") from None
+                    continue
                 if kind == "done":
                     return args[0]
                 if kind == "error":
@@ -424,6 +452,13 @@ class ExecutorProcess:
         """The events thread: keys claimed and ended, and each request's events to its caller."""
         while True:
             try:
+                # The pipe ends when the process does, unless something forked from it still holds
+                # its end: then its exit is what says no more events will come.
+                if not self._events.poll(ALIVE_CHECK_S):
+                    if self.process.is_alive():
+                        continue
+                    if not self._events.poll(0):
+                        break
                 events = pickle.loads(self._events.recv_bytes())
             except (EOFError, OSError):
                 break
@@ -456,6 +491,7 @@ def _serve(rt: Runtime, commands, events, *parent_ends) -> None:
     # and response). A young collection every 10,000 of them instead of every 700: 25 collections
     # and 0.11-0.16 s for 3,200 calls, against 450 and 0.18-0.33 s (``bench/README.md``).
     gc.set_threshold(10_000, 20, 20)
+    driver = os.getppid()
     outbox: list[tuple] = []
 
     def send(message: tuple) -> None:  # only ever called on the loop's thread
@@ -500,6 +536,12 @@ def _serve(rt: Runtime, commands, events, *parent_ends) -> None:
 
     while True:
         try:
+            # A Luigi worker forked from the driver holds the pipe's end too, so the driver's death
+            # alone may never close it: its exit (this process re-parented) says it has gone.
+            if not commands.poll(ALIVE_CHECK_S):
+                if os.getppid() != driver:
+                    break
+                continue
             kind, *args = commands.recv()
         except (EOFError, OSError):
             break  # the driving process has gone: what it was waiting for is of no use

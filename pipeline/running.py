@@ -228,6 +228,7 @@ def run_cohort(cohort_id: str, *, workers: int = 1, local_scheduler: bool = True
         url = scheduler_url or check_scheduler_url(configured_scheduler_url())
         check_scheduler_resources(url, used_providers(paths, cohort_id))
         wait_for_dead_workers(url, lambda line: print(line, file=sys.stderr))
+    config.default_resources()  # a provider that sets only its concurrency is bounded by it (before the scheduler is made)
     task = RunCohort(cohort_id=cohort_id, since=run_stamp(), yes=yes, max_cost=max_cost, ahead=local_scheduler,
                      batch_mode=batch)
     quiet_console(verbose)

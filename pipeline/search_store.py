@@ -22,7 +22,6 @@ from .generation import is_done, runtime
 from .run_plan import call_records, lineage_chunks, membership
 from .search import CI_METHOD, Combo, ComboResult, Confirmation, SearchState, confirm_key, replay, score_combo
 from .spec import ComboDef, Spec, compile_design, load_spec
-from .reports.stats import finite
 from .store import DataPaths, atomic_write_json, read_json
 
 _SCORED: dict[tuple, ComboResult] = {}  # a combo's result, by its scores
@@ -131,6 +130,8 @@ class _Rounds:
 
 def _estimate(r: ComboResult | None, level: float = 0.95) -> dict:
     """A result's numbers for search.json (None where there is none)."""
+    from .reports.stats import finite  # here: the reports package loads pandas, which a status need not
+
     mean, lo, hi, why = r.interval(level) if r is not None else (None, None, None, "")
     return {"n": r.n if r else 0, "n_essays": r.n_essays if r else 0, "n_drafts": r.n_units if r else 0,
             "mean": finite(mean), "ci_low": finite(lo), "ci_high": finite(hi), "ci_level": level,

@@ -30,6 +30,7 @@ scheduler's pending set stays within two chunks whatever the number of workers.
 from __future__ import annotations
 
 import logging
+import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -44,8 +45,9 @@ from . import batch_jobs, config, luigi_command
 from .cohort import compile_cohort, is_compiled, search_record_path
 from .errors import DaydreamError, from_os_error
 from .estimate import left_to_do
-from .executor import run_batch, run_generation, settled_for_run, start_ahead
+from .executor import freeze_forked_children, run_batch, run_generation, settled_for_run, start_ahead
 from .generation import metadata, runtime, state_of
+from .llm.registry import import_builtin
 from .ledger import Budget, current_budget, prepared, read_ledger
 from .run_plan import chunk_members, cohort_counts, lineage_ends, membership, prepare_budget, prepare_providers, spend_cap
 from .search_store import derive, is_current, is_search_cohort, round_chunks, sync
@@ -53,8 +55,19 @@ from .spend import BUDGET_REACHED, usd
 from .state import DONE
 from .store import PARENT_STAGE, atomic_write_json, read_json, stat_fingerprint
 
-config.use_project_config()
-luigi_command.install_filter()
+
+def _as_the_luigi_command() -> None:
+    """What the ``luigi`` command needs from this module before it makes any task: the project's
+    luigi.cfg layered in (``config.use_project_config``) and Luigi's log turned into one-line errors
+    (``luigi_command.install_filter``). Called at import, the one moment there is: the command
+    imports this module (``--module pipeline.tasks``) and reads ``[retcode]`` right after, before
+    any task of ours exists. Both are idempotent: in a ``daydream`` process, whose ``main`` has
+    layered the config already, importing this module adds only the log filter."""
+    config.use_project_config()
+    luigi_command.install_filter()
+
+
+_as_the_luigi_command()
 logger = logging.getLogger("luigi-interface")
 PROGRESS_INTERVAL_S = 0.5  # a batch reports its progress to the scheduler at most this often
 GENERATION_PRIORITY = {"draft": 100, "essay": 110, "evaluation": 120}  # finish lineages first
@@ -129,6 +142,11 @@ def _budget(task, own_run: bool = False) -> Budget | None:
 class _DaydreamTask(luigi.Task):
     """Report user-facing failures to the scheduler as one line, not a traceback; list a task
     class's parameters once."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        # Made in the process that schedules, before Luigi forks a process to run any task.
+        freeze_forked_children()
 
     @classmethod
     def get_params(cls):
@@ -214,6 +232,14 @@ class _Generation(_DaydreamTask):
     gen_id = luigi.Parameter(batch_method=_join_batch)
     since = _since_parameter()
     run_cohort = _run_parameter()
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        # Made in the process that schedules: it runs generations, itself or in processes it forks
+        # (a task's with --workers > 1, the executor's), which then inherit the model APIs rather
+        # than import them again each. Cheap after the first time (the modules are loaded).
+        if "pipeline.llm.batch" not in sys.modules:
+            import_builtin()
 
     @property
     def priority(self):
@@ -624,10 +650,12 @@ class RunCohort(_DaydreamTask):
             luigi_command.before_run(self.cohort_id, self.max_cost, self.yes)
             self._prepared = True  # before_run prepared the providers (run() need not look again)
             self.log_path = str(luigi_command.log_file(self.cohort_id, self.since)[0])
+            # The `luigi` command makes its local scheduler after this task and before any run():
+            # the one moment to give it these resources (`daydream run` does it itself).
+            config.default_resources()
         # the `luigi` command's --local-scheduler (daydream run says which scheduler it uses)
         ahead = luigi.interface.core().local_scheduler if self.ahead is None else self.ahead
         self.ahead = self.param_kwargs["ahead"] = bool(ahead) and config.lookahead()
-        config.default_resources()  # a provider that sets only its concurrency is bounded by it
 
     def _cap(self) -> float | None:
         """``--max-cost``, else the spec's ``budget_usd``, else None (no cap); read once."""

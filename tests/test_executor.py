@@ -213,3 +213,51 @@ def test_a_chunk_yields_the_ends_of_its_lineages_and_reaches_the_rest_through_re
             reached.add(g)
             g = parent[g]
     assert reached == set(parent)  # every row is an end or the ancestor of one
+
+
+def test_the_executors_process_ends_with_its_driver_even_while_a_forked_sibling_holds_the_pipe(tmp_path):
+    """A Luigi worker forked from the driver inherits the command pipe's end, so the driver's
+    death does not close it: the executor's process still notices (its parent is gone) and ends."""
+    import os
+    import shutil
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = tmp_path / "data"
+    shutil.copytree(Path(__file__).resolve().parents[1] / "data" / "1_raw", root / "1_raw")
+    driver = subprocess.run([sys.executable, "-c", """
+import os, sys, time
+from pipeline.executor import ExecutorProcess
+from pipeline.generation import runtime
+ex = ExecutorProcess(runtime())
+sibling = os.fork()
+if sibling == 0:
+    time.sleep(60)
+    os._exit(0)
+print(ex.process.pid, sibling, flush=True)
+os._exit(0)  # killed, as it were: no exit handler closes the executor
+"""], env=dict(os.environ, DAYDREAM_DATA_ROOT=str(root)), timeout=60,
+                            # files, not pipes: the processes left behind hold them open
+                            stdout=(tmp_path / "out").open("w"), stderr=(tmp_path / "err").open("w"))
+    assert driver.returncode == 0, (tmp_path / "err").read_text()
+    executor_pid, sibling = map(int, (tmp_path / "out").read_text().split())
+
+    def alive(pid: int) -> bool:
+        try:
+            return not Path(f"/proc/{pid}/stat").read_text().split(") ")[1].startswith(("Z", "X"))
+        except (FileNotFoundError, ProcessLookupError):
+            return False
+
+    try:
+        deadline = time.monotonic() + 10
+        while alive(executor_pid) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not alive(executor_pid), "the executor's process outlived its driver"
+        assert alive(sibling)  # the pipe's other end was still open all along
+    finally:
+        for pid in (executor_pid, sibling):
+            try:
+                os.kill(pid, 9)
+            except ProcessLookupError:
+                pass

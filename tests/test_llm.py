@@ -517,3 +517,42 @@ def test_unknown_model_api_is_one_config_error_naming_the_section():
         make_provider(settings, {})
     assert info.value.code == "config"
     assert "[llm.mine] api = 'grpc' is not one of" in str(info.value) and "openai" in str(info.value)
+
+
+def test_model_apis_are_imported_on_first_use_so_commands_start_without_the_sdk():
+    """`daydream --help` and `status` load no model SDK, no pandas and no Luigi task module; the
+    registry still names every built-in API and imports its adapter when asked for it."""
+    code = """
+import sys
+import pipeline.cli, pipeline.config, pipeline.llm, pipeline.batch_jobs, pipeline.search_store
+heavy = [m for m in ("openai", "pandas", "pipeline.tasks", "pipeline.llm.openai_provider") if m in sys.modules]
+assert not heavy, heavy
+from pipeline.llm.registry import api_factory, api_names, batch_api_factory
+assert {"offline", "openai"} <= set(api_names()), api_names()
+assert api_factory("offline").__name__ == "OfflineAPI" and "openai" not in sys.modules
+assert api_factory("openai").__name__ == "OpenAIAPI" and "openai" in sys.modules
+assert batch_api_factory("openai").__name__ == "OpenAIBatchAPI" and batch_api_factory("offline") is not None
+assert api_factory("grpc") is None and batch_api_factory("grpc") is None
+print("ok")
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr
+
+
+def test_a_process_that_makes_generation_tasks_imports_the_model_apis_before_it_forks():
+    """Luigi's workers (``--workers`` > 1) and the executor are forked from the process that makes
+    the generation tasks: they inherit the adapters instead of importing the SDK again each."""
+    code = """
+import sys
+import pipeline.tasks as tasks
+assert "openai" not in sys.modules
+tasks.CompileCohort(cohort_id="x")
+assert "openai" not in sys.modules  # a report or compile alone needs no model API
+tasks.DraftGeneration(gen_id="x")
+loaded = [m for m in ("openai", "pipeline.llm.openai_provider", "pipeline.llm.offline", "pipeline.llm.batch")
+          if m in sys.modules]
+assert len(loaded) == 4, loaded
+print("ok")
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr

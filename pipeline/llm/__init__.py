@@ -1,6 +1,7 @@
 """Model providers behind one interface: ``make_provider(settings).generate(request)``.
 
-``make_provider`` looks the section's model API up by name (``registry``) and wraps it in the one
+``make_provider`` looks the section's model API up by name (``registry``, which imports an
+adapter's module only then) and wraps it in the one
 retrying ``Provider``. Keys come only from the environment and are checked up front
 (``require_keys``) so a missing key is one clear error before any work starts; messages name the
 variable, never a value.
@@ -14,8 +15,6 @@ from collections.abc import Iterable, Mapping
 from typing import Awaitable, Callable
 
 from pipeline.errors import DaydreamError
-from pipeline.llm import offline as _offline, openai_provider as _openai  # noqa: F401  (they register their APIs)
-from pipeline.llm import batch as _batch  # noqa: F401,E402  (registers the batch adapters)
 from pipeline.llm.base import Completion, CompletionRequest, GenerationContext, ModelAPI, ProviderSettings, Transient
 from pipeline.llm.registry import api_factory, api_names
 from pipeline.llm.retrying import Provider

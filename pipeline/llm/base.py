@@ -12,6 +12,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from pipeline.errors import DaydreamError
+
 
 @dataclass(frozen=True)
 class ProviderSettings:
@@ -111,3 +113,8 @@ class BatchSettings:
     window: str = "24h"  # the completion window asked for
     retry: str = "batch"  # failed or expired items: "batch" (the next job) or "sync" (ordinary calls)
     max_jobs: int = 3  # jobs a generation goes out in before its failure is recorded
+
+
+class NoBatchAPI(DaydreamError):
+    """A provider section asks for batch jobs (``batch = true``) its model API cannot make. Here,
+    not in ``batch.py``, so the batch runner can name it without importing the SDK."""

@@ -25,7 +25,8 @@ from typing import Any
 import openai
 
 from pipeline.errors import DaydreamError
-from pipeline.llm.base import BatchSettings, Completion, CompletionRequest, GenerationContext, ProviderSettings, Transient
+from pipeline.llm.base import (BatchSettings, Completion, CompletionRequest, GenerationContext, NoBatchAPI, ProviderSettings,
+                               Transient)
 from pipeline.llm.offline import OfflineAPI
 from pipeline.llm.openai_provider import OpenAIAPI, _NO_KEY
 from pipeline.llm.registry import register_batch_api
@@ -43,10 +44,6 @@ class Item:
     completion: Completion | None
     error: str | None = None
     retry: bool = False  # the error is worth another try (5xx, 429, a malformed answer)
-
-
-class NoBatchAPI(DaydreamError):
-    pass
 
 
 @register_batch_api("openai")
