@@ -333,17 +333,31 @@ def test_a_task_status_shows_its_jobs_while_they_run(batch_project):
     from pipeline import batch_jobs, config
     from pipeline.cohort import compile_cohort
     from pipeline.generation import runtime
+    from pipeline.sitegen.live import live_status
 
     project, server = batch_project, batch_project.server
     compile_cohort(config.data_paths(), "t1")
     server.batch_delay = 0.3
     drafts = [r["gen_id"] for r in project.membership("draft")]
     messages: list[str] = []
-    assert batch_jobs.run(runtime(), "draft", drafts, since="", budget=None, status=messages.append) == []
+    live: list[dict] = []  # the site's live run view, looked at while the job is in progress
+
+    def status(message: str) -> None:
+        messages.append(message)
+        if "in_progress" in message and not live:
+            live.append(live_status(config.data_paths())["cohorts"][0])
+
+    assert batch_jobs.run(runtime(), "draft", drafts, since="", budget=None, status=status) == []
     assert any("draft batch job batch_1 on testsrv (test/model-a): in_progress" in m
                and "3 of this task's generations wait on it" in m for m in messages), messages
     assert "collected, 3 of 3 answered, 0 failed" in messages[-1]
     assert all(project.json("draft", g, "parsed_metadata.json")["success"] for g in drafts)
+    [job] = live[0]["batch_jobs"]
+    assert job["job"] == "batch_1" and job["stage"] == "draft" and job["status"] == "in_progress"
+    essays_and_evaluations = len(project.membership()) - len(drafts)
+    assert not job["collected"] and job["waiting"] == 3 and job["after"] == essays_and_evaluations
+    [job] = live_status(config.data_paths())["cohorts"][0]["batch_jobs"]
+    assert job["collected"] and job["completed"] == job["total"] == 3 and job["waiting"] == 0
 
 
 def test_a_models_batch_discount_column(project):

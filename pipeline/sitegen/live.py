@@ -2,9 +2,10 @@
 
 ``live.json`` is computed from the store on each request (at most once per ``CACHE_S``), for
 every compiled cohort: generations per stage and model in each state (the one state classifier,
-``generation.state_of``), failures with their reasons, calls in flight, and the spend of the
-recorded calls (``spend.spend_rows`` over ``raw_metadata.json``, as ``daydream status``) with
-the spend ledger of a capped run.
+``generation.state_of``), failures with their reasons, calls in flight, the provider batch jobs
+holding its generations and what waits on them, and the spend of the recorded calls
+(``spend.spend_rows`` over ``raw_metadata.json``, as ``daydream status``) with the spend ledger
+of a capped run.
 
 A call is in flight when its generation has a claim file (``data/gens/<stage>/<gen_id>/claim.json``,
 ``{"owner", "host", "pid", "run", "started_at", "heartbeat_at"}``) whose ``heartbeat_at`` is
@@ -80,8 +81,24 @@ def cohort_live(paths: DataPaths, cohort_id: str, now: float) -> dict:
     spend = [{k: v for k, v in r.items()} for r in spend_rows(call_records(paths, rows))]
     book = read_ledger(paths, cohort_id)   # a capped run's spend ledger, in words
     return {"cohort_id": cohort_id, "total": len(rows), "progress": progress, "failures": failures, "spend": spend,
-            "ledger": budget_line(book) if book else None,
+            "batch_jobs": batch_jobs(paths, rows), "ledger": budget_line(book) if book else None,
             "in_flight": sum(p["in_flight"] for p in progress), "done": sum(p["done"] for p in progress)}
+
+
+def batch_jobs(paths: DataPaths, rows: list[dict]) -> list[dict]:
+    """The provider batch jobs holding the cohort's generations, as ``daydream status`` lists
+    them (``batch_jobs.cohort_jobs``: live ones, then the last collected)."""
+    from ..batch_jobs import cohort_jobs
+
+    out = []
+    for job, held, downstream in cohort_jobs(paths, rows):
+        counts = job.get("request_counts") or {}
+        out.append({"job": job.get("batch_id") or job["key"], "stage": job["stage"], "endpoint": job["endpoint"],
+                    "status": job.get("status") or "being submitted", "collected": bool(job.get("collected")),
+                    "completed": counts.get("completed", 0), "total": counts.get("total", len(job["gen_ids"])),
+                    "failed": counts.get("failed", 0), "waiting": 0 if job.get("collected") else held,
+                    "after": 0 if job.get("collected") else downstream})
+    return out
 
 
 def live_status(paths: DataPaths, now: float | None = None) -> dict:
@@ -190,6 +207,12 @@ td.num, th.num { text-align: right; font-variant-numeric: tabular-nums; }
       else sec.appendChild(table(["stage", "model", "calls", "prompt tokens", "completion tokens", "cost", "calls of unknown cost"],
         c.spend.map(function (r) { return [r.stage, r.llm_model_id, r.calls, r.prompt_tokens, r.completion_tokens, usd(r.cost_usd), r.n_cost_unknown]; }),
         [0, 0, 1, 1, 1, 1, 1]));
+      if (c.batch_jobs.length) {
+        sec.appendChild(el("h3", {}, "Provider batch jobs"));
+        sec.appendChild(table(["job", "stage", "provider", "status", "done", "failed", "waiting on it", "after them"],
+          c.batch_jobs.map(function (j) { return [j.job, j.stage, j.endpoint, j.status + (j.collected ? ", collected" : ""), j.completed + "/" + j.total, j.failed, j.waiting, j.after]; }),
+          [0, 0, 0, 0, 1, 1, 1, 1]));
+      }
       if (c.ledger) sec.appendChild(el("p", { "class": "meta live-ledger" }, "Spend ledger (runs under a cap): " + c.ledger));
       root.appendChild(sec);
     });
