@@ -154,3 +154,49 @@ def test_demo_search_as_you_type(where):
 
 def test_demo_compare_any_essays(where):
     checks.check_compare_any_essays(*where, "demo")
+
+
+def test_demo_human_ratings_round_trip(demo_site, browser, tmp_path, monkeypatch):  # noqa: F811
+    """Rate demo essays blind from files and over HTTP, export, `daydream ratings import` each file,
+    rebuild, and find each human rater beside the LLM judges. On a copy of the demo data, so the
+    other tests of this module see the demo as `make demo` leaves it."""
+    import shutil
+
+    from pipeline import cli, generation
+    from pipeline.reports import build_reports
+    from pipeline.sitegen import build_site
+    from pipeline.store import DataPaths
+    from test_site_ratings_browser import check_human_beside_judges, rate_and_export
+
+    shutil.copytree(demo_site[0], tmp_path / "data")
+    paths = DataPaths(tmp_path / "data")
+    monkeypatch.setenv("DAYDREAM_DATA_ROOT", str(paths.root))
+    generation.forget_runtimes()
+    server, url = serve(paths.root / "site" / "build")
+    bases = {s: checks.base_url(paths.root / "site" / "build", url, s) for s in ("file", "http")}
+    try:
+        rated = {}
+        for scheme, scores in (("file", ("3", "7.5", "9")), ("http", ("2", "8"))):
+            w = Watched(browser, bases[scheme])
+            try:
+                rated[scheme] = rate_and_export(w, bases[scheme], paths, "demo", "novelty-v1", f"demo-{scheme}",
+                                                scores, tmp_path / f"{scheme}.csv")
+                assert not w.errors, w.errors
+            finally:
+                w.close()
+            assert cli.main(["ratings", "import", str(tmp_path / f"{scheme}.csv"), "--rater", f"demo-{scheme}"]) == 0
+        build_reports(paths, "demo")
+        build_site(paths, paths.compiled_cohorts())
+        for scheme, rows in rated.items():
+            w = Watched(browser, bases[scheme])
+            try:
+                check_human_beside_judges(w, bases[scheme], "demo", f"demo-{scheme}", rows[0]["essay_gen_id"])
+                w.goto(bases[scheme] + "cohorts/demo/agreement.html")
+                assert f"human:demo-{scheme}" in w.page.inner_text("div[role=main]")
+            finally:
+                w.close()
+            assert not w.dialogs and not w.external
+    finally:
+        generation.forget_runtimes()
+        server.shutdown()
+        server.server_close()
