@@ -367,6 +367,17 @@ def check_matrix_cell_opens_its_evaluation(w: Watched, base: str, cohort: str) -
     target = w.page.locator(":target")
     assert target.get_attribute("id") == vid and "dd-eval" in target.get_attribute("class")
     assert target.locator(".dd-score").inner_text() == score
+    # every link of the first rows names an evaluation on its essay's page (the page rebuilds most ids)
+    w.goto(base + f"cohorts/{cohort}/matrix.html")
+    hrefs = w.page.eval_on_selector_all('table[data-table="matrix"] td a[href*="#"]', "as => as.map(a => a.getAttribute('href'))")
+    by_essay: dict[str, set] = {}
+    for h in hrefs:
+        page, frag = h.split("#")
+        by_essay.setdefault(page, set()).add(frag)
+    for page in list(by_essay)[:3]:
+        w.goto(base + f"cohorts/{cohort}/{page}")
+        ids = set(w.page.eval_on_selector_all(".dd-eval[id]", "es => es.map(e => e.id)"))
+        assert by_essay[page] <= ids, f"{page}: {sorted(by_essay[page] - ids)}"
     # failures are shown as failures
     w.goto(base + f"cohorts/{cohort}/matrix.html")
     fails = w.page.locator("table[data-table=matrix] a.dd-fail")

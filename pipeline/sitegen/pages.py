@@ -20,6 +20,7 @@ from urllib.parse import urlencode
 import pandas as pd
 from markupsafe import Markup
 
+from ..ids import evaluation_gen_id
 from ..reports.stats import lineage_clusters, precision_gain, t_cluster_mean
 from . import figures
 from .data import Names, records
@@ -978,34 +979,48 @@ def heat_class(norm) -> str:
     return f"dd-heat dd-heat-{min(HEAT_STEPS - 1, max(0, int(float(norm) * HEAT_STEPS)))}"
 
 
-def _matrix_cell(c: Cohort, essay_href: str, evals: list[dict], col_scale: str = "") -> Cell:
+def _derived_id(essay: str, rubric: str, model: str, rep: object, gid: str) -> bool:
+    """True when daydream.js can rebuild ``gid`` from the row's essay, the column and the
+    replicate (``evaluationId``): then the page need not carry it. ASCII only, where Python's
+    and JavaScript's lower-casing and trimming agree."""
+    sig = "|".join(str(x) for x in (essay, rubric, model, rep))
+    return sig.isascii() and evaluation_gen_id(essay, rubric, model, rep) == gid
+
+
+def _matrix_cell(c: Cohort, essay_href: str, evals: list[dict], col_scale: str = "", essay: str = "") -> Cell:
     """One essay × (evaluator, rubric) cell: each replicate's score linking to its reasoning,
     failures as failures (with the reason), pending as pending. ``col_scale``: the column's
-    scale, which the compact form leaves out where a replicate's is the same."""
+    scale, which the compact form leaves out where a replicate's is the same. The compact form
+    sends 0 for an evaluation id the page rebuilds from ``essay``, the column and the replicate
+    (most of a large matrix's bytes were ids), the id itself otherwise."""
     links, norms, compact = [], [], []
     for v in evals:
         href = f"{essay_href}#{v['evaluation_gen_id']}"
         gid = str(v["evaluation_gen_id"])
+        rep = v["evaluation_replicate"]
+        rep = int(rep) if isinstance(rep, (int, float)) and float(rep).is_integer() else str(rep)
+        short = bool(essay) and _derived_id(essay, v["evaluation_template"], v["evaluation_llm"], rep, gid)
+        ref = 0 if short else gid
         if v["status"] == "done" and v.get("score") is not None:
             norms.append(float(v["score_norm"]))
             scale = f"{score(v['scale_min'])}–{score(v['scale_max'])}"
             links.append(Markup('<a href="{}" title="replicate {}: {} on {}">{}</a>').format(
                 href, v["evaluation_replicate"], score(v["score"]), scale, score(v["score"])))
-            rep = v["evaluation_replicate"]
-            rep = int(rep) if isinstance(rep, (int, float)) and float(rep).is_integer() else str(rep)
-            compact.append([gid, score(v["score"]), rep] + ([] if scale == col_scale else [scale]))
-        elif v["status"] == "failed":
-            links.append(Markup('<a class="dd-fail" href="{}" title="{}">✗ {}</a>').format(
-                href, v.get("error_detail") or "", v.get("error") or "failed"))
-            compact.append([gid, f"✗ {v.get('error') or 'failed'}", str(v.get("error_detail") or ""), "f"])
-        elif v["status"] == "stale":  # its score is not current: shown, but not as a score
-            links.append(Markup('<a class="dd-pending" href="{}" title="{}">stale</a>').format(
-                href, v.get("error_detail") or ""))
-            compact.append([gid, "stale", str(v.get("error_detail") or ""), "p"])
+            compact.append([ref, score(v["score"]), rep] + ([] if scale == col_scale else [scale]))
         else:
-            links.append(Markup('<a class="dd-pending" href="{}" title="{}">pending</a>').format(
-                href, v.get("error_detail") or ""))
-            compact.append([gid, "pending", str(v.get("error_detail") or ""), "p"])
+            if v["status"] == "failed":
+                links.append(Markup('<a class="dd-fail" href="{}" title="{}">✗ {}</a>').format(
+                    href, v.get("error_detail") or "", v.get("error") or "failed"))
+                e = [ref, f"✗ {v.get('error') or 'failed'}", str(v.get("error_detail") or ""), "f"]
+            elif v["status"] == "stale":  # its score is not current: shown, but not as a score
+                links.append(Markup('<a class="dd-pending" href="{}" title="{}">stale</a>').format(
+                    href, v.get("error_detail") or ""))
+                e = [ref, "stale", str(v.get("error_detail") or ""), "p"]
+            else:
+                links.append(Markup('<a class="dd-pending" href="{}" title="{}">pending</a>').format(
+                    href, v.get("error_detail") or ""))
+                e = [ref, "pending", str(v.get("error_detail") or ""), "p"]
+            compact.append(e + ([rep] if short else []))
     mean = sum(norms) / len(norms) if norms else None
     # compact form for a data table: the replicates and the sort key (the colour follows from it);
     # the page links each to the row's essay (daydream.js)
@@ -1067,16 +1082,19 @@ def matrix(c: Cohort) -> list[Page]:
                                             f"{pending} pending" if pending else "") if x) or "done"
         href = f"essays/{eid}.html" if eid in c.essay_ids else ""
         for k, mt in zip(keys, cols):
-            r[k] = _matrix_cell(c, href, by_essay[eid].get(mt, []), scales[mt]) if mt in by_essay[eid] \
+            r[k] = _matrix_cell(c, href, by_essay[eid].get(mt, []), scales[mt], eid if href else "") \
+                if mt in by_essay[eid] \
                 else Cell("", cls="dd-none", data={"m": [], "s": ""})
         rows.append(r)
     _lineage_cols(c, rows)
     # the essay of each row, for a data table's cells to link to its evaluations ("" = no page),
-    # and each matrix column's scale (by column index)
+    # each matrix column's scale, and its (evaluation_llm, evaluation_template) for the page to
+    # rebuild evaluation ids (by column index)
     essays = [e if e in c.essay_ids else "" for e in order]
     first = [col.key for col in mcols].index(keys[0]) if keys else 0
     tbl = table(mcols, rows, empty="No evaluations in this cohort.", tid="matrix", csv="data/long.csv",
-                extra={"e": essays, "sc": {str(first + i): scales[mt] for i, mt in enumerate(cols)}})
+                extra={"e": essays, "sc": {str(first + i): scales[mt] for i, mt in enumerate(cols)},
+                       "ev": {str(first + i): list(mt) for i, mt in enumerate(cols)}})
     return [Page(f"cohorts/{c.id}/matrix.md", f"{c.id}: score matrix", "Score matrix", [Section("", Markup(
         "Every essay (rows, best mean first) against every evaluation model · rubric (columns). A cell "
         "lists each replicate's score on the rubric's own scale and links to that evaluation's "

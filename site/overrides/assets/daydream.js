@@ -123,12 +123,90 @@
     });
   }
 
+  // ---- evaluation ids ------------------------------------------------------------------------
+  // An evaluation's gen_id is BLAKE2b-80 of its essay, rubric, model and replicate (pipeline/ids.py),
+  // so the score matrix sends only the replicate and rebuilds each link's id here. BLAKE2b
+  // (RFC 7693) on 32-bit halves: a 64-bit word i is words 2i (low) and 2i + 1 (high).
+  var B2B_IV = [0xf3bcc908, 0x6a09e667, 0x84caa73b, 0xbb67ae85, 0xfe94f82b, 0x3c6ef372, 0x5f1d36f1, 0xa54ff53a,
+    0xade682d1, 0x510e527f, 0x2b3e6c1f, 0x9b05688c, 0xfb41bd6b, 0x1f83d9ab, 0x137e2179, 0x5be0cd19];
+  var B2B_SIGMA = [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 14, 10, 4, 8, 9, 15, 13, 6, 1, 12, 0, 2, 11, 7, 5, 3,
+    11, 8, 12, 0, 5, 2, 15, 13, 10, 14, 3, 6, 7, 1, 9, 4, 7, 9, 3, 1, 13, 12, 11, 14, 2, 6, 5, 10, 4, 0, 15, 8,
+    9, 0, 5, 7, 2, 4, 10, 15, 14, 1, 11, 12, 6, 8, 3, 13, 2, 12, 6, 10, 0, 11, 8, 3, 4, 13, 7, 5, 15, 14, 1, 9,
+    12, 5, 1, 15, 14, 13, 4, 10, 0, 7, 6, 3, 9, 2, 8, 11, 13, 11, 7, 14, 12, 1, 3, 9, 5, 0, 15, 4, 8, 6, 2, 10,
+    6, 15, 14, 9, 11, 3, 0, 8, 12, 2, 13, 7, 1, 4, 10, 5, 10, 2, 8, 4, 7, 6, 1, 5, 15, 11, 9, 14, 3, 12, 13, 0,
+    0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 14, 10, 4, 8, 9, 15, 13, 6, 1, 12, 0, 2, 11, 7, 5, 3];
+  var b2bV = new Uint32Array(32), b2bM = new Uint32Array(32);
+
+  function b2bAdd(a, b0, b1) {   // v[a] += (b1:b0), wrapping at 2^64
+    var v = b2bV, o0 = v[a] + b0, o1 = v[a + 1] + b1;
+    if (o0 >= 0x100000000) o1++;
+    v[a] = o0; v[a + 1] = o1;
+  }
+
+  function b2bG(a, b, c, d, ix, iy) {
+    var v = b2bV, m = b2bM, x0, x1;
+    b2bAdd(a, v[b], v[b + 1]); b2bAdd(a, m[ix], m[ix + 1]);
+    x0 = v[d] ^ v[a]; x1 = v[d + 1] ^ v[a + 1]; v[d] = x1; v[d + 1] = x0;                          // >>> 32
+    b2bAdd(c, v[d], v[d + 1]);
+    x0 = v[b] ^ v[c]; x1 = v[b + 1] ^ v[c + 1];
+    v[b] = (x0 >>> 24) ^ (x1 << 8); v[b + 1] = (x1 >>> 24) ^ (x0 << 8);                         // >>> 24
+    b2bAdd(a, v[b], v[b + 1]); b2bAdd(a, m[iy], m[iy + 1]);
+    x0 = v[d] ^ v[a]; x1 = v[d + 1] ^ v[a + 1];
+    v[d] = (x0 >>> 16) ^ (x1 << 16); v[d + 1] = (x1 >>> 16) ^ (x0 << 16);                       // >>> 16
+    b2bAdd(c, v[d], v[d + 1]);
+    x0 = v[b] ^ v[c]; x1 = v[b + 1] ^ v[c + 1];
+    v[b] = (x1 >>> 31) ^ (x0 << 1); v[b + 1] = (x0 >>> 31) ^ (x1 << 1);                         // >>> 63
+  }
+
+  function b2bCompress(h, block, t, last) {
+    var v = b2bV, m = b2bM, i, s;
+    for (i = 0; i < 16; i++) { v[i] = h[i]; v[i + 16] = B2B_IV[i]; }
+    v[24] ^= t; v[25] ^= t / 0x100000000;
+    if (last) { v[28] = ~v[28]; v[29] = ~v[29]; }
+    for (i = 0; i < 32; i++) m[i] = block[4 * i] ^ (block[4 * i + 1] << 8) ^ (block[4 * i + 2] << 16) ^ (block[4 * i + 3] << 24);
+    for (i = 0; i < 12; i++) {
+      s = i * 16;
+      b2bG(0, 8, 16, 24, 2 * B2B_SIGMA[s], 2 * B2B_SIGMA[s + 1]);
+      b2bG(2, 10, 18, 26, 2 * B2B_SIGMA[s + 2], 2 * B2B_SIGMA[s + 3]);
+      b2bG(4, 12, 20, 28, 2 * B2B_SIGMA[s + 4], 2 * B2B_SIGMA[s + 5]);
+      b2bG(6, 14, 22, 30, 2 * B2B_SIGMA[s + 6], 2 * B2B_SIGMA[s + 7]);
+      b2bG(0, 10, 20, 30, 2 * B2B_SIGMA[s + 8], 2 * B2B_SIGMA[s + 9]);
+      b2bG(2, 12, 22, 24, 2 * B2B_SIGMA[s + 10], 2 * B2B_SIGMA[s + 11]);
+      b2bG(4, 14, 16, 26, 2 * B2B_SIGMA[s + 12], 2 * B2B_SIGMA[s + 13]);
+      b2bG(6, 8, 18, 28, 2 * B2B_SIGMA[s + 14], 2 * B2B_SIGMA[s + 15]);
+    }
+    for (i = 0; i < 16; i++) h[i] = h[i] ^ v[i] ^ v[i + 16];
+  }
+
+  function blake2b(bytes, outlen) {
+    var h = new Uint32Array(B2B_IV), block = new Uint8Array(128), c = 0, t = 0, out = new Uint8Array(outlen), i;
+    h[0] ^= 0x01010000 ^ outlen;
+    for (i = 0; i < bytes.length; i++) {
+      if (c === 128) { t += c; b2bCompress(h, block, t, false); c = 0; }
+      block[c++] = bytes[i];
+    }
+    t += c;
+    while (c < 128) block[c++] = 0;
+    b2bCompress(h, block, t, true);
+    for (i = 0; i < outlen; i++) out[i] = h[i >> 2] >> (8 * (i & 3));
+    return out;
+  }
+
+  // ids.evaluation_gen_id(essay, rubric, model, replicate)
+  function evaluationId(essay, rubric, model, replicate) {
+    var sig = [essay, rubric, model, replicate].map(function (s) { return String(s).trim().toLowerCase(); }).join("|");
+    var d = blake2b(new TextEncoder().encode(sig), 10), hex = "";
+    for (var i = 0; i < d.length; i++) hex += (d[i] < 16 ? "0" : "") + d[i].toString(16);
+    return "v_" + BigInt("0x" + hex).toString(36);
+  }
+
   function matrixText(m) { return m.map(function (v) { return v[1]; }).join(" · "); }
 
   function dataRows(table) {
     var blob = JSON.parse(document.getElementById(table.getAttribute("data-rows")).textContent);
     var dicts = blob.d || {}, links = blob.h || {}, rows = blob.rows, essays = blob.e || null, out = new Array(rows.length);
     table._scales = blob.sc || {};
+    table._evaluators = blob.ev || {};
     for (var i = 0; i < rows.length; i++) {
       var src = rows[i], t = new Array(src.length), k = new Array(src.length);
       for (var j = 0; j < src.length; j++) {
@@ -165,7 +243,10 @@
         var base = row.essay ? "essays/" + row.essay + ".html#" : "", scale = t.table._scales[j] || "";
         v.m.forEach(function (e, n) {
           if (n) td.appendChild(document.createTextNode(" · "));
-          var a = el(base ? "a" : "span", base ? { href: base + e[0] } : {}, e[1]);
+          // 0: an id the page rebuilds from the row's essay, the column and the replicate
+          var ev = t.table._evaluators[j], rep = e[3] === "f" || e[3] === "p" ? e[4] : e[2];
+          var gid = e[0] === 0 && ev ? evaluationId(row.essay, ev[1], ev[0], rep) : e[0];
+          var a = el(base ? "a" : "span", base ? { href: base + gid } : {}, e[1]);
           if (e[3] === "f") { a.className = "dd-fail"; a.title = e[2]; }
           else if (e[3] === "p") { a.className = "dd-pending"; a.title = e[2]; }
           else a.title = "replicate " + e[2] + ": " + e[1] + " on " + (e[3] || scale);
