@@ -998,7 +998,8 @@ def _matrix_cell(c: Cohort, essay_href: str, evals: list[dict], col_scale: str =
         href = f"{essay_href}#{v['evaluation_gen_id']}"
         gid = str(v["evaluation_gen_id"])
         rep = v["evaluation_replicate"]
-        rep = int(rep) if isinstance(rep, (int, float)) and float(rep).is_integer() else str(rep)
+        rep = int(rep) if (isinstance(rep, (int, float)) and float(rep).is_integer()) or (
+            isinstance(rep, str) and rep.isascii() and rep.isdigit() and str(int(rep)) == rep) else str(rep)
         short = bool(essay) and _derived_id(essay, v["evaluation_template"], v["evaluation_llm"], rep, gid)
         ref = 0 if short else gid
         if v["status"] == "done" and v.get("score") is not None:
@@ -1087,10 +1088,11 @@ def matrix(c: Cohort) -> list[Page]:
                 else Cell("", cls="dd-none", data={"m": [], "s": ""})
         rows.append(r)
     _lineage_cols(c, rows)
-    # the essay of each row, for a data table's cells to link to its evaluations ("" = no page),
-    # each matrix column's scale, and its (evaluation_llm, evaluation_template) for the page to
-    # rebuild evaluation ids (by column index)
-    essays = [e if e in c.essay_ids else "" for e in order]
+    # whether each row's essay has a page for its cells to link to (1: the essay id is the row's
+    # first cell's text, "" = no page), each matrix column's scale, and its (evaluation_llm,
+    # evaluation_template) for the page to rebuild evaluation ids (by column index)
+    assert mcols[0].key == "essay"
+    essays = [1 if e in c.essay_ids else "" for e in order]
     first = [col.key for col in mcols].index(keys[0]) if keys else 0
     tbl = table(mcols, rows, empty="No evaluations in this cohort.", tid="matrix", csv="data/long.csv",
                 extra={"e": essays, "sc": {str(first + i): scales[mt] for i, mt in enumerate(cols)},

@@ -221,7 +221,7 @@
         else if (v.x != null) { t[j] = v.t || ""; k[j] = keyOf(v.s != null ? v.s : v.t); }
         else { t[j] = v.t; k[j] = keyOf(v.t); }
       }
-      out[i] = { t: t, k: k, i: i, src: src, essay: essays ? essays[i] : "", node: null, low: t.join(" ").toLowerCase() };
+      out[i] = { t: t, k: k, i: i, src: src, essay: essays && essays[i] === 1 ? t[0] : essays ? essays[i] : "", node: null, low: t.join(" ").toLowerCase() };
     }
     return out;
   }
