@@ -99,3 +99,11 @@ def test_stats_calibration():
         assert set(kinds) == {"mean", "diff", "paired"} and all(0 <= v <= 1 for v in kinds.values())
     assert 0 <= out["template_coverage_with_draft_effect"] <= 1
     assert set(out["tables_with_a_false_flag"]) == {"factor_effects", "paired_comparisons", "factor_effects_unadjusted"}
+
+
+def test_cohort_runs_the_luigi_command_on_tmpfs_and_on_disk():
+    out = bench("cohort", "--generations", "40", "--concurrency", "8", "--latency", "0.05")
+    assert [r["data_root_fs"] for r in out["runs"]] == ["tmpfs", "disk"]
+    for r in out["runs"]:
+        assert r["calls"] == r["generations"] == 40  # every call made once
+        assert r["max_concurrency_seen"] <= 8 and 0 < r["busy"] <= 1.05
