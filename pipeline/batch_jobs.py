@@ -39,7 +39,7 @@ import threading
 import time
 import uuid
 from contextlib import contextmanager
-from datetime import datetime, timezone
+from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
@@ -52,7 +52,7 @@ from .llm import require_keys
 from .llm.base import BatchSettings, CompletionRequest, NoBatchAPI, Transient
 from .llm.registry import batch_api_factory
 from .state import DONE
-from .store import DataPaths, atomic_write_json, read_json, read_text
+from .store import DataPaths, atomic_write_json, read_json, read_text, utc_stamp
 
 if TYPE_CHECKING:  # the adapters import the openai SDK: loaded through the registry when a job is made
     from .llm.batch import Item, OpenAIBatchAPI
@@ -135,10 +135,6 @@ def read_jobs(paths: DataPaths) -> list[dict]:
 
 def _write(paths: DataPaths, job: dict) -> None:
     atomic_write_json(job_path(paths, job["key"]), job)
-
-
-def _now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
 
 
 def live_index(paths: DataPaths) -> dict[tuple[str, str], dict]:
@@ -341,7 +337,7 @@ def _new_job(rt: Runtime, stage: str, endpoint: str, model_id: str, members: lis
     model = rt.catalog.model(model_id)
     return {"key": f"{endpoint}-{stage}-{uuid.uuid4().hex[:12]}", "endpoint": endpoint, "stage": stage,
             "llm_model_id": model_id, "model_slug": model.model, "gen_ids": [g for g, _, _ in members],
-            "created_at": _now(), "input_file_id": None, "creating": False, "batch_id": None, "status": None,
+            "created_at": utc_stamp(), "input_file_id": None, "creating": False, "batch_id": None, "status": None,
             "request_counts": {}, "reservation": reservation, "collected": False}
 
 
@@ -360,7 +356,7 @@ def _reserve(budget: Budget, bounds: list, settings: BatchSettings, what: str) -
             fit += 1
         if not fit:
             if not ledger["reserved"]:
-                spend.mark_reached(ledger, budget.since, budget.cap, bounds[0], what, _now())
+                spend.mark_reached(ledger, budget.since, budget.cap, bounds[0], what, utc_stamp())
             return 0, None
         token = uuid.uuid4().hex
         ledger["reserved"][token] = {"usd": total, "what": f"{what} ({fit} requests)", "host": BATCH_HOST, "pid": 0,
@@ -422,7 +418,7 @@ def _submit(rt: Runtime, api: OpenAIBatchAPI, job: dict) -> None:
 
 def _record(paths: DataPaths, job: dict, info: dict) -> None:
     job.update(batch_id=info.get("id"), status=info.get("status"), request_counts=info.get("request_counts") or {},
-               submitted_at=_now())
+               submitted_at=utc_stamp())
     _write(paths, job)
 
 
@@ -432,7 +428,7 @@ def _give_up(rt: Runtime, job: dict, reason: str) -> None:
         if state_of(rt, job["stage"], g).kind != DONE:
             write_call_failure(rt, job["stage"], g, inputs, f"batch job refused: {reason}")
     _settle(rt.paths, job, 0.0, 0)
-    job.update(collected=True, status=job.get("status") or "refused", collected_at=_now())
+    job.update(collected=True, status=job.get("status") or "refused", collected_at=utc_stamp())
     _write(rt.paths, job)
 
 
@@ -498,7 +494,7 @@ def _collect(rt: Runtime, api: OpenAIBatchAPI, job: dict, info: dict) -> None:
         if g not in answered and (g not in requests or state_of(rt, stage, g).kind != DONE):
             retry[g] = why + (" (inputs changed since it was sent)" if g not in requests else ", no answer")
     _settle(rt.paths, job, cost, called)
-    job.update(collected=True, collected_at=_now(), retry=retry, answered=called)
+    job.update(collected=True, collected_at=utc_stamp(), retry=retry, answered=called)
 
 
 def _errors(info: dict) -> str:

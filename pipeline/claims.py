@@ -34,20 +34,17 @@ import socket
 import threading
 import time
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import datetime
 from typing import Callable
 
 from .errors import DaydreamError
+from .store import utc_stamp
 
 CLAIM = "claim.json"
 HEARTBEAT_S = 5.0  # how often a process refreshes the claims it holds
 POLL_S = 0.2  # how often a generation claimed by another owner is looked at again
 HOST = socket.gethostname()
 _TAKEN = itertools.count()
-
-
-def _now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
 
 
 def _age_s(stamp: str | None, fallback_mtime: float) -> float:
@@ -139,7 +136,7 @@ def _refresh(claim: Claim) -> None:
         current = json.loads(os.read(fd, 4096) or b"{}")
         if current.get("owner") != claim.owner:
             return
-        body = dict(claim.body, heartbeat_at=_now())
+        body = dict(claim.body, heartbeat_at=utc_stamp())
         data = _encode(body)
         os.pwrite(fd, data, 0)
         os.ftruncate(fd, len(data))
@@ -151,7 +148,7 @@ def _refresh(claim: Claim) -> None:
 
 
 def _create(path: str, run: str) -> Claim | None:
-    now = _now()
+    now = utc_stamp()
     body = {"owner": f"{HOST}:{os.getpid()}:{run}", "host": HOST, "pid": os.getpid(), "run": run,
             "started_at": now, "heartbeat_at": now}
     try:

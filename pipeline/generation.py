@@ -17,7 +17,6 @@ import hashlib
 import os
 import threading
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from typing import Callable
 
 from . import claims, config, spend, structured
@@ -29,7 +28,7 @@ from .llm.base import Completion, CompletionRequest, GenerationContext
 from .parsers import DEFAULT_SCORE_LABEL, parse
 from .render import draft_context, essay_context, evaluation_context, render
 from .state import BLOCKED, DONE, FAILED, PENDING, STALE, CurrentInputs, Outcome, State, classify
-from .store import PARENT_STAGE, DataPaths, atomic_write_json, parsed_metadata, raw_metadata, atomic_write_text, read_json, read_text, remove_stale_temporaries
+from .store import PARENT_STAGE, DataPaths, atomic_write_json, parsed_metadata, raw_metadata, atomic_write_text, read_json, read_text, remove_stale_temporaries, utc_stamp
 
 PREVIEW_CHARS = 400
 PARSE_FAILED = "parser "  # how a parse failure's reason starts: the raw response is kept and valid
@@ -51,10 +50,6 @@ def phase_json(path) -> dict | None:
         return read_json(path)
     except DaydreamError:
         return None
-
-
-def _now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
 
 
 @dataclass
@@ -461,7 +456,7 @@ async def _generate(rt: Runtime, stage: str, gen_id: str, status: Callable[[str]
         simulated = _parent_simulated(rt, stage, md)
         prompt_sha = sha256(inputs.prompt)
         atomic_write_text(f("raw.txt"), inputs.prompt)
-        now = _now()
+        now = utc_stamp()
         atomic_write_json(f("raw_metadata.json"), raw_metadata(
             gen_id=gen_id, stage=stage, mode="copy", llm_model_id=None, model_slug=None, provider=None,
             simulated=simulated, finish_reason=None, truncated=False, prompt_tokens=0, completion_tokens=0,
@@ -474,7 +469,7 @@ async def _generate(rt: Runtime, stage: str, gen_id: str, status: Callable[[str]
     raw, simulated = (kept[0], bool(kept[1].get("simulated"))) if kept else (None, False)
     if kept is None:
         request = completion_request(rt, stage, inputs)
-        started = _now()
+        started = utc_stamp()
         endpoint = rt.endpoint(model.id)
         prices = spend.Prices.of(model)
         slot = await reserve_call(budget, stage, gen_id, model.id, endpoint,
@@ -541,7 +536,7 @@ def write_parsed(rt: Runtime, stage: str, gen_id: str, inputs: Inputs, raw: str,
     atomic_write_text(rt.gen_file(stage, gen_id, "parsed.txt"), parsed)
     pm = parsed_metadata(
         gen_id=gen_id, stage=stage, parser=inputs.parser, success=True, error=None, raw_tail_preview=None,
-        simulated=simulated, input_fingerprint=inputs.fingerprint, parsed_sha256=sha256(parsed), finished_at=_now(),
+        simulated=simulated, input_fingerprint=inputs.fingerprint, parsed_sha256=sha256(parsed), finished_at=utc_stamp(),
         template_sha256=inputs.template_sha256, parent_sha256=inputs.parent_sha256,
         score=float(parsed) if stage == "evaluation" else None, scale=inputs.scale)
     atomic_write_json(rt.gen_file(stage, gen_id, "parsed_metadata.json"), pm)
@@ -557,7 +552,7 @@ def _write_failure(rt: Runtime, stage: str, gen_id: str, inputs: Inputs, reason:
     pm = parsed_metadata(
         gen_id=gen_id, stage=stage, parser=inputs.parser, success=False, error=reason,
         raw_tail_preview=raw[-PREVIEW_CHARS:], simulated=simulated, input_fingerprint=inputs.fingerprint,
-        parsed_sha256=None, finished_at=_now(), template_sha256=inputs.template_sha256,
+        parsed_sha256=None, finished_at=utc_stamp(), template_sha256=inputs.template_sha256,
         parent_sha256=inputs.parent_sha256, scale=inputs.scale)
     atomic_write_json(rt.gen_file(stage, gen_id, "parsed_metadata.json"), pm)
     return State(FAILED, reason, pm["finished_at"])
@@ -596,7 +591,7 @@ def _write_raw(rt: Runtime, stage: str, gen_id: str, inputs: Inputs, completion:
         truncated=completion.truncated, prompt_tokens=completion.prompt_tokens,
         completion_tokens=completion.completion_tokens, cost_usd=cost[0], cost_source=cost[1],
         duration_s=round(completion.duration_s, 4), attempts=completion.attempts, started_at=started,
-        finished_at=_now(), prompt_sha256=sha256(inputs.prompt), raw_sha256=sha256(raw), valid=reason is None,
+        finished_at=utc_stamp(), prompt_sha256=sha256(inputs.prompt), raw_sha256=sha256(raw), valid=reason is None,
         invalid_reason=reason, batch_job=batch_job))
     return reason
 

@@ -20,11 +20,10 @@ import time
 import uuid
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import datetime, timezone
 
 from . import config, spend
 from .errors import DaydreamError
-from .store import DataPaths, atomic_write_json, read_json
+from .store import DataPaths, atomic_write_json, read_json, utc_stamp
 
 POLL_S = 0.1  # how often a call that must wait looks at the ledger again
 HOST = socket.gethostname()
@@ -78,10 +77,6 @@ def _alive(reservation: dict) -> bool:
     return True
 
 
-def _now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
-
-
 class Budget:
     """The spend cap of one run of a cohort (``since`` names the run)."""
 
@@ -126,7 +121,7 @@ class Budget:
                                                  "expires": time.time() + deadline_s}
                     return Slot(self, token)
                 if verdict == spend.REACHED:
-                    spend.mark_reached(ledger, self.since, self.cap, bound, what, _now())
+                    spend.mark_reached(ledger, self.since, self.cap, bound, what, utc_stamp())
                     self._reached = True
                     return None
             await asyncio.sleep(POLL_S)

@@ -16,6 +16,7 @@ import itertools
 import json
 import os
 import threading
+from datetime import datetime, timezone
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -313,6 +314,12 @@ def cohort_lists_lock(paths: DataPaths):
             yield
         finally:
             os.close(fd)  # also releases the lock
+
+
+def utc_stamp() -> str:
+    """Now, as the store records every time (ISO 8601, UTC, milliseconds). A run's ``since`` and
+    the times its failures are recorded at are compared as strings, so they share this one format."""
+    return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
 
 
 # ---------------------------------------------------------------------------------------------

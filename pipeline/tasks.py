@@ -34,7 +34,6 @@ import sys
 import time
 import uuid
 from collections.abc import Iterator
-from datetime import datetime, timezone
 from pathlib import Path
 
 import luigi
@@ -53,7 +52,7 @@ from .run_plan import chunk_members, cohort_counts, lineage_ends, membership, pr
 from .search_store import derive, is_current, is_search_cohort, round_chunks, sync
 from .spend import BUDGET_REACHED, usd
 from .state import DONE
-from .store import PARENT_STAGE, atomic_write_json, read_json, stat_fingerprint
+from .store import PARENT_STAGE, atomic_write_json, read_json, stat_fingerprint, utc_stamp
 
 
 def _as_the_luigi_command() -> None:
@@ -80,7 +79,7 @@ BATCH_ROUNDS = 8  # a batch's generations per unit of its provider's resource (u
 
 def run_stamp() -> str:
     """A run's ``since``: now, in the format failures are recorded with (so they compare)."""
-    return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
+    return utc_stamp()
 
 
 def _since_parameter():
