@@ -332,7 +332,7 @@ def reset_state() -> None:
     """Luigi caches task instances per process and the pipeline caches its runtime: start clean."""
     import luigi.task_register
 
-    from pipeline import generation
+    from pipeline.run import generation
 
     luigi.task_register.Register.clear_instance_cache()
     generation.forget_runtimes()
@@ -376,8 +376,8 @@ def compile_and_prepare(cohort: str = COHORT):
     """Compile the cohort and prepare providers (what ``daydream run`` does before its build);
     returns (plan, written, seconds)."""
     from pipeline import config
-    from pipeline.cohort import compile_cohort
-    from pipeline.run_plan import prepare_providers
+    from pipeline.design.cohort import compile_cohort
+    from pipeline.run.run_plan import prepare_providers
 
     t0 = time.perf_counter()
     paths = config.data_paths()
@@ -421,7 +421,7 @@ def build_run_cohort(workers: int, scheduler_url: str | None = None, cohort: str
 
     from pipeline.tasks import RunCohort, run_stamp
 
-    from pipeline.running import _UnprunedLocalScheduler
+    from pipeline.run.running import _UnprunedLocalScheduler
 
     reset_state()
     kw = {"workers": workers, "log_level": "CRITICAL", "detailed_summary": True}
@@ -594,7 +594,7 @@ class PhaseClock:
 def cohort_counts(cohort: str = COHORT, since: str = ""):
     """``run_plan.cohort_counts`` over the cohort's membership, read fresh."""
     from pipeline import config
-    from pipeline.run_plan import cohort_counts as counts, membership
+    from pipeline.run.run_plan import cohort_counts as counts, membership
 
     reset_state()
     paths = config.data_paths()

@@ -4,7 +4,7 @@
 
 The spec: k=1 combos over R/80 concepts × one draft template and model × an LLM essay × two
 rubrics × four evaluation models × evaluation_replicate 10, i.e. 80 design rows (one evaluation
-each) per draft. Times ``pipeline.cohort.compile_cohort`` on a fresh data root (every metadata.json
+each) per draft. Times ``pipeline.design.cohort.compile_cohort`` on a fresh data root (every metadata.json
 written) and again unchanged (must write 0 files; the benchmark fails otherwise), plus the pure
 design step (``load_spec`` + ``compile_design``) on its own. Also counts how often a stored
 metadata.json is read (``cohort._stored_metadata``) per compile.
@@ -29,13 +29,13 @@ ROWS_PER_DRAFT = 2 * len(EVAL_MODELS) * EVAL_REPLICATES  # two rubrics
 
 
 class ReadCounter:
-    """Counts ``pipeline.cohort._stored_metadata`` calls (stored metadata.json reads) while installed."""
+    """Counts ``pipeline.design.cohort._stored_metadata`` calls (stored metadata.json reads) while installed."""
 
     def __init__(self):
         self.calls = 0
 
     def __enter__(self):
-        from pipeline import cohort
+        from pipeline.design import cohort
 
         self._original = cohort._stored_metadata
 
@@ -47,13 +47,13 @@ class ReadCounter:
         return self
 
     def __exit__(self, *exc):
-        from pipeline import cohort
+        from pipeline.design import cohort
 
         cohort._stored_metadata = self._original
 
 
 def compile_once(paths) -> tuple[float, dict, dict, int]:
-    from pipeline.cohort import compile_cohort
+    from pipeline.design.cohort import compile_cohort
 
     with ReadCounter() as reads:
         t0 = time.perf_counter()
@@ -76,7 +76,7 @@ def main(argv: list[str] | None = None) -> int:
                                                    evaluation_replicate=EVAL_REPLICATES))
         c.set_data_root(root)
         from pipeline import config
-        from pipeline.spec import compile_design, load_spec
+        from pipeline.design.spec import compile_design, load_spec
 
         paths = config.data_paths()
         t0 = time.perf_counter()

@@ -3,7 +3,7 @@
     .venv/bin/python bench/noop.py [--generations 10000] [--workers 1] [--batch-size B] [--chunk-size K]
 
 Runs a cohort of N LLM generations (N/4 drafts, N/4 essays, N/2 evaluations) to completion with
-``pipeline.running.run_cohort`` (local scheduler, instant test server in a child process),
+``pipeline.run.running.run_cohort`` (local scheduler, instant test server in a child process),
 reports and site included. Then re-runs the finished cohort, timing each end to end and counting
 the model requests it made (must be 0; the benchmark fails otherwise):
 
@@ -36,7 +36,7 @@ import common as c  # noqa: E402
 
 def run_cohort(workers: int) -> tuple[int, float]:
     """``run_cohort`` with its stdout sent to stderr; returns (exit code, seconds)."""
-    from pipeline.running import run_cohort as run
+    from pipeline.run.running import run_cohort as run
 
     c.reset_state()
     with contextlib.redirect_stdout(sys.stderr):
@@ -48,7 +48,7 @@ def run_cohort(workers: int) -> tuple[int, float]:
 
 def import_seconds() -> float:
     t0 = time.perf_counter()
-    subprocess.run([sys.executable, "-c", "import pipeline.tasks, pipeline.running"], cwd=c.REPO, check=True)
+    subprocess.run([sys.executable, "-c", "import pipeline.tasks, pipeline.run.running"], cwd=c.REPO, check=True)
     return time.perf_counter() - t0
 
 

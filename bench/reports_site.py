@@ -29,7 +29,7 @@ import common as c  # noqa: E402
 
 from pipeline.reports import build_cross_cohort, build_reports  # noqa: E402
 from pipeline.sitegen import build_site  # noqa: E402
-from pipeline.synthetic import make_synthetic_cohort  # noqa: E402
+from pipeline.ops.synthetic import make_synthetic_cohort  # noqa: E402
 
 EVALUATORS = ("sim-alpha", "sim-beta")
 RUBRICS = (("novelty-v1", 0, 9), ("rigor-v1", 0, 10))

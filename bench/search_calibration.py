@@ -1,6 +1,6 @@
 """Search calibration: how often an adaptive search claims a target, on simulated scores.
 
-The whole search runs through ``pipeline.search.replay`` (the function the runner calls with the
+The whole search runs through ``pipeline.design.search.replay`` (the function the runner calls with the
 store's scores) with each draft's mean score drawn from a normal distribution around its combo's
 true mean and rounded to the 0-10 scale's half points (0.05 normalised), as a rubric scores. Two
 worlds, each over the demo-search design (10 concepts, round 0 every pair, top 3 kept, up to k = 4,
@@ -38,7 +38,7 @@ for _p in (REPO, REPO / "bench"):
         sys.path.insert(0, str(_p))
 
 from pipeline.llm.offline import target_shift  # noqa: E402
-from pipeline.search import Combo, ComboResult, SearchDef, SearchState, replay  # noqa: E402
+from pipeline.design.search import Combo, ComboResult, SearchDef, SearchState, replay  # noqa: E402
 
 POOL = ("combinatorial-innovation", "creative-constraints", "creativity", "default-mode-network",
         "deliberate-practice", "economic-innovation-models", "explore-exploit-tradeoff", "feedback-loops",

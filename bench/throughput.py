@@ -62,7 +62,7 @@ def parse_settings(text: str) -> list[tuple[int, int, int | None]]:
 
 def drafts_only(root: Path) -> int:
     """Cut the compiled cohort's membership to its drafts; returns how many remain."""
-    from pipeline.cohort import MEMBERSHIP_COLUMNS
+    from pipeline.design.cohort import MEMBERSHIP_COLUMNS
     from pipeline.store import DataPaths, atomic_write_csv, read_csv_rows
 
     path = DataPaths(root).membership_csv(c.COHORT)
@@ -80,7 +80,7 @@ def clear_outputs(root: Path) -> None:
 def one_setting(base: Path, root: Path, server, n: int, latency: float, C: int, workers: int,
                 batch: int | None) -> dict:
     from pipeline import config
-    from pipeline.run_plan import prepare_providers
+    from pipeline.run.run_plan import prepare_providers
 
     clear_outputs(root)
     c.configure(server.base_url, concurrency=C, batch_size=batch)

@@ -11,15 +11,15 @@ import argparse
 import sys
 from pathlib import Path
 
-from .errors import DaydreamError
-from .store import STAGES
+from pipeline.errors import DaydreamError
+from pipeline.store import STAGES
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
 
 def _out(text: str, out: str | None) -> None:
     if out:
-        from .store import atomic_write_text
+        from pipeline.store import atomic_write_text
 
         atomic_write_text(Path(out), text)
     else:
@@ -27,7 +27,7 @@ def _out(text: str, out: str | None) -> None:
 
 
 def cmd_design(args) -> int:
-    from .spec import format_design, load_spec, stream_design
+    from pipeline.design.spec import format_design, load_spec, stream_design
 
     # streamed: with --limit (and no --seed) only the first rows are ever made
     design = stream_design(load_spec(Path(args.spec)))
@@ -36,8 +36,8 @@ def cmd_design(args) -> int:
 
 
 def cmd_compile(args) -> int:
-    from . import config
-    from .cohort import compile_cohort, terminal_progress
+    from pipeline import config
+    from pipeline.design.cohort import compile_cohort, terminal_progress
 
     plan, written = compile_cohort(config.data_paths(), args.cohort_id,
                                    confirm_above=None if args.yes else config.confirm_above(),
@@ -48,7 +48,7 @@ def cmd_compile(args) -> int:
 
 
 def cmd_run(args) -> int:
-    from .running import run_cohort
+    from pipeline.run.running import run_cohort
 
     _report_task_failures()
     return run_cohort(args.cohort_id, workers=args.workers, local_scheduler=not args.scheduler,
@@ -59,9 +59,10 @@ def cmd_run(args) -> int:
 def cmd_estimate(args) -> int:
     import json
 
-    from . import config, spend
-    from .cohort import compile_cohort
-    from .estimate import estimate
+    from pipeline import config
+    from pipeline.store import spend
+    from pipeline.design.cohort import compile_cohort
+    from pipeline.run.estimate import estimate
 
     paths = config.data_paths()
     if args.batch:
@@ -76,9 +77,9 @@ def cmd_estimate(args) -> int:
 
 
 def cmd_status(args) -> int:
-    from . import config
-    from .cohort import require_known_cohort
-    from .running import print_status
+    from pipeline import config
+    from pipeline.design.cohort import require_known_cohort
+    from pipeline.run.running import print_status
 
     require_known_cohort(config.data_paths(), args.cohort_id)
     return print_status(args.cohort_id)
@@ -96,10 +97,10 @@ def _check_known(value: str | None, known, what: str, where) -> None:
 
 
 def cmd_invalidate(args) -> int:
-    from . import config
-    from .catalog import load_catalog
-    from .cohort import require_known_cohort
-    from .maintenance import cohorts_touched, invalidate
+    from pipeline import config
+    from pipeline.design.catalog import load_catalog
+    from pipeline.design.cohort import require_known_cohort
+    from pipeline.ops.maintenance import cohorts_touched, invalidate
 
     if not (args.stage or args.template or args.model or args.gen_id):
         raise DaydreamError("config", "invalidate needs at least one of --stage, --template, --model, --gen-id")
@@ -138,7 +139,7 @@ def _build_local(tasks) -> bool:
     on (a full disk, say) raises its error."""
     import luigi
 
-    from .running import build_error
+    from pipeline.run.running import build_error
 
     _report_task_failures()
     result = luigi.build(tasks, local_scheduler=True, no_lock=True, log_level="CRITICAL", detailed_summary=True)
@@ -149,9 +150,9 @@ def _build_local(tasks) -> bool:
 
 
 def cmd_report(args) -> int:
-    from . import config
-    from .cohort import compile_cohort
-    from .tasks import CohortReports
+    from pipeline import config
+    from pipeline.design.cohort import compile_cohort
+    from pipeline.tasks import CohortReports
 
     paths = config.data_paths()
     compile_cohort(paths, args.cohort_id)
@@ -162,8 +163,8 @@ def cmd_report(args) -> int:
 
 
 def cmd_site(args) -> int:
-    from . import config
-    from .tasks import ReportSite
+    from pipeline import config
+    from pipeline.tasks import ReportSite
 
     paths = config.data_paths()
     if not _build_local([ReportSite()]):
@@ -173,8 +174,8 @@ def cmd_site(args) -> int:
 
 
 def cmd_ratings_import(args) -> int:
-    from . import config
-    from .ratings import import_ratings
+    from pipeline import config
+    from pipeline.ops.ratings import import_ratings
 
     out = import_ratings(config.data_paths(), args.file, args.rater)
     print(f"imported {out['ratings']} ratings by human:{args.rater} into {', '.join(out['cohorts'])}; "
@@ -183,8 +184,8 @@ def cmd_ratings_import(args) -> int:
 
 
 def cmd_preview(args) -> int:
-    from . import config
-    from .sitegen import serve
+    from pipeline import config
+    from pipeline.sitegen import serve
 
     if not 0 <= args.port <= 65535:
         raise DaydreamError("config", f"--port {args.port} is not a port number (0–65535; 0 picks a free one)")
@@ -212,8 +213,8 @@ def cmd_preview(args) -> int:
 def cmd_check(args) -> int:
     from collections import Counter
 
-    from . import config
-    from .maintenance import check_store
+    from pipeline import config
+    from pipeline.ops.maintenance import check_store
 
     problems, counts = check_store(config.data_paths(), args.cohort_id)
     kinds = Counter(p.kind for p in problems)
@@ -230,8 +231,8 @@ def cmd_check(args) -> int:
 
 
 def cmd_purge(args) -> int:
-    from . import config
-    from .maintenance import purge, purge_orphans
+    from pipeline import config
+    from pipeline.ops.maintenance import purge, purge_orphans
 
     paths = config.data_paths()
     if args.orphans:
@@ -253,10 +254,10 @@ def cmd_purge(args) -> int:
 
 
 def cmd_reparse(args) -> int:
-    from . import config
-    from .cohort import require_known_cohort
-    from .reparse import reparse
-    from .tasks import ReportSite
+    from pipeline import config
+    from pipeline.design.cohort import require_known_cohort
+    from pipeline.ops.reparse import reparse
+    from pipeline.tasks import ReportSite
 
     paths = config.data_paths()
     if args.cohort_id:
@@ -266,8 +267,8 @@ def cmd_reparse(args) -> int:
     result = reparse(paths, args.cohort_id, args.stage)
     print(result.line(f"cohort {args.cohort_id}" if args.cohort_id else "gens store"))
     if args.recall_failures and result.still_failing:
-        from .maintenance import invalidate
-        from .running import run_cohort
+        from pipeline.ops.maintenance import invalidate
+        from pipeline.run.running import run_cohort
 
         # the user chose to pay again: drop the kept responses so the run calls the model
         invalidate(paths, cohort_id=args.cohort_id, gen_ids=[g for _, g in result.still_failing])
@@ -380,7 +381,7 @@ def _print_task_failure(task, exception) -> None:
     Luigi's own log is silenced. Runs in whichever process ran the task. A ``DaydreamError``, or
     an OSError naming a file, is the command's error once the build is over
     (``running.build_error``), and RunCohort's summary of failed generations is printed by `run`."""
-    from .errors import from_os_error
+    from pipeline.errors import from_os_error
 
     if from_os_error(exception) is None:
         print(f"error: {task.task_family} failed: {type(exception).__name__}: {exception}", file=sys.stderr, flush=True)
@@ -391,20 +392,20 @@ def _report_task_failures() -> None:
     build with Luigi, just before they do, so the others never import Luigi's tasks."""
     import luigi
 
-    from .tasks import _DaydreamTask
+    from pipeline.tasks import _DaydreamTask
 
     _DaydreamTask.event_handler(luigi.Event.FAILURE)(_print_task_failure)  # a set: registering twice is harmless
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    from . import config
+    from pipeline import config
 
     config.use_project_config()  # started from another directory, still the project's luigi.cfg
     if getattr(args, "scheduler_url", None):
         args.scheduler = True
     try:
-        from .luigi_command import check_config_layers
+        from pipeline.run.luigi_command import check_config_layers
 
         check_config_layers()  # Luigi only warns, and the missing layer's settings silently do not apply
         return args.func(args)
@@ -423,7 +424,7 @@ def main(argv: list[str] | None = None) -> int:
     except OSError as exc:
         # a full disk, a refused permission, a read-only filesystem, wherever in the command:
         # one line naming the path (the one place OSErrors become messages)
-        from .errors import from_os_error
+        from pipeline.errors import from_os_error
 
         error = from_os_error(exc)
         if error is None:

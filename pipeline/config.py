@@ -14,10 +14,10 @@ from pathlib import Path
 
 import luigi.configuration
 
-from .errors import DaydreamError
-from .llm.base import BatchSettings, ProviderSettings
-from .store import DataPaths
-from .structured import STRUCTURED_OUTPUT
+from pipeline.errors import DaydreamError
+from pipeline.llm.base import BatchSettings, ProviderSettings
+from pipeline.store import DataPaths
+from pipeline.design.structured import STRUCTURED_OUTPUT
 
 DATA_ROOT_ENV = "DAYDREAM_DATA_ROOT"
 
@@ -300,11 +300,11 @@ def batch_size() -> int | None:
 def chunk_size() -> int:
     """How many generations are handed to the scheduler at once (keeps scheduling linear).
 
-    The next chunk opens only once this one's calls have drained: 2,000 keep that pause to one
-    every 25 rounds of 64 calls (95 % of the ideal throughput at 16 calls in flight against 93 %
-    with 500, measured in ``bench/throughput.py``), and a scheduler's work per request stays
-    small. Under calls ahead the next chunk's calls start before this one's have drained
-    (``executor.start_ahead``), so only runs without them (luigid, ``--workers`` > 1) pause."""
+    Without calls ahead the next chunk opens only once this one's calls have drained, so a chunk
+    must span many rounds of calls for that pause to be rare, yet stay small enough that the
+    scheduler's scan of pending tasks per request stays cheap. Under calls ahead the next
+    chunk's calls start before this one's have drained (``executor.start_ahead``), so only runs
+    without them (luigid, ``--workers`` > 1) pause."""
     return _count("chunk_size", 2000)
 
 

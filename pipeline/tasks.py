@@ -40,19 +40,20 @@ import luigi
 import luigi.interface
 from luigi.parameter import ParameterVisibility
 
-from . import batch_jobs, config, luigi_command
-from .cohort import compile_cohort, is_compiled, search_record_path
-from .errors import DaydreamError, from_os_error
-from .estimate import left_to_do
-from .executor import freeze_forked_children, run_batch, run_generation, settled_for_run, start_ahead
-from .generation import metadata, runtime, state_of
-from .llm.registry import import_builtin
-from .ledger import Budget, current_budget, prepared, read_ledger
-from .run_plan import chunk_members, cohort_counts, lineage_ends, membership, prepare_budget, prepare_providers, spend_cap
-from .search_store import derive, is_current, is_search_cohort, round_chunks, sync
-from .spend import BUDGET_REACHED, usd
-from .state import DONE
-from .store import PARENT_STAGE, atomic_write_json, read_json, stat_fingerprint, utc_stamp
+from pipeline.run import batch_jobs, luigi_command
+from pipeline import config
+from pipeline.design.cohort import compile_cohort, is_compiled, search_record_path
+from pipeline.errors import DaydreamError, from_os_error
+from pipeline.run.estimate import left_to_do
+from pipeline.run.executor import freeze_forked_children, run_batch, run_generation, settled_for_run, start_ahead
+from pipeline.run.generation import metadata, runtime, state_of
+from pipeline.llm.registry import import_builtin
+from pipeline.store.ledger import Budget, current_budget, prepared, read_ledger
+from pipeline.run.run_plan import chunk_members, cohort_counts, lineage_ends, membership, prepare_budget, prepare_providers, spend_cap
+from pipeline.run.search_store import derive, is_current, is_search_cohort, round_chunks, sync
+from pipeline.store.spend import BUDGET_REACHED, usd
+from pipeline.store.state import DONE
+from pipeline.store import PARENT_STAGE, atomic_write_json, read_json, stat_fingerprint, utc_stamp
 
 
 def _as_the_luigi_command() -> None:
@@ -314,7 +315,7 @@ class _Generation(_DaydreamTask):
             return
         router = batch_jobs.Router(rt)
         in_jobs = [g for g in ids if router.routed(self.stage, g, self._metadata(g).get("llm_model_id"))]
-        if in_jobs:  # a provider's batch jobs (pipeline/batch_jobs.py); what they hand back is called here
+        if in_jobs:  # a provider's batch jobs (pipeline/run/batch_jobs.py); what they hand back is called here
             again = batch_jobs.run(rt, self.stage, in_jobs, since=self.since, budget=budget,
                                    status=self.set_status_message)
             ids = [g for g in ids if g not in in_jobs] + again
@@ -552,7 +553,7 @@ class CohortReports(_DaydreamTask):
     def complete(self):
         if not config.data_paths().membership_csv(self.cohort_id).exists():
             return False
-        from .reports import TABLES
+        from pipeline.reports import TABLES
 
         m = read_json(self._marker())
         reports = config.data_paths().reports_dir(self.cohort_id)
@@ -561,14 +562,14 @@ class CohortReports(_DaydreamTask):
                 and all((reports / f"{name}.csv").exists() for name in TABLES))
 
     def run(self):
-        from .reports import build_reports
+        from pipeline.reports import build_reports
 
         self.set_status_message(f"building reports of {self.cohort_id}")
         fingerprint = _report_inputs(self.cohort_id)
         high, low = config.score_thresholds()
         tables = build_reports(config.data_paths(), self.cohort_id, high=high, low=low)
         if is_search_cohort(config.data_paths(), self.cohort_id):
-            from .reports.search import build_search_reports
+            from pipeline.reports.search import build_search_reports
 
             build_search_reports(config.data_paths(), self.cohort_id, *derive(config.data_paths(), self.cohort_id),
                                  tables)
@@ -589,7 +590,7 @@ class ReportSite(_DaydreamTask):
     def _fingerprint(self) -> str:
         """The cohorts' report states plus the site's own code and MkDocs project: a change to
         either rebuilds the site."""
-        from .sitegen.build import SITE_PROJECT
+        from pipeline.sitegen.build import SITE_PROJECT
 
         paths = config.data_paths()
         code = sorted(p for root in (Path(__file__).parent / "sitegen", SITE_PROJECT)
@@ -601,8 +602,8 @@ class ReportSite(_DaydreamTask):
         return bool(m) and m.get("fingerprint") == self._fingerprint() and all(r.complete() for r in self.requires())
 
     def run(self):
-        from .reports import build_cross_cohort
-        from .sitegen import build_site
+        from pipeline.reports import build_cross_cohort
+        from pipeline.sitegen import build_site
 
         paths = config.data_paths()
         self.set_status_message("building cross-cohort table and site")

@@ -137,7 +137,7 @@ def run_chaos(root: Path, cfg: Path, server, *, iterations: int, seed: int, coho
               kill_after: tuple[float, float] = (0.3, 3.0), latency: float = 0.1) -> dict:
     """``iterations`` kills, then a clean run; returns what happened and what was checked
     (``problems`` empty when everything held)."""
-    from pipeline.cohort import read_membership
+    from pipeline.design.cohort import read_membership
     from pipeline.store import DataPaths
 
     rng = random.Random(seed)
@@ -183,7 +183,7 @@ def run_chaos(root: Path, cfg: Path, server, *, iterations: int, seed: int, coho
 def _verify(root, paths, cohort, recorder, snapshots, final, check) -> dict:
     import hashlib
 
-    from pipeline.cohort import read_membership
+    from pipeline.design.cohort import read_membership
 
     problems = []
     if final.returncode != 0:

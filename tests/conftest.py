@@ -33,13 +33,13 @@ class Project:
 
     def run(self, workers: int = 1) -> bool:
         """Run the cohort in-process with the local scheduler; True when everything succeeded."""
-        from pipeline.running import run_cohort
+        from pipeline.run.running import run_cohort
 
         reset_luigi_state()
         return run_cohort(self.cohort, workers=workers) == 0
 
     def membership(self, stage=None):
-        from pipeline.cohort import read_membership
+        from pipeline.design.cohort import read_membership
 
         return [r for r in read_membership(self.paths, self.cohort) if stage is None or r["stage"] == stage]
 
@@ -71,7 +71,7 @@ def reset_luigi_state():
     """Luigi caches task instances per process and our runtime caches the catalog: start clean."""
     import luigi.task_register
 
-    from pipeline import generation
+    from pipeline.run import generation
 
     luigi.task_register.Register.clear_instance_cache()
     generation.forget_runtimes()

@@ -75,7 +75,7 @@ def batch_cfg(project, tmp_path):
 
 
 def store_jobs(project) -> list[dict]:
-    from pipeline.batch_jobs import read_jobs
+    from pipeline.run.batch_jobs import read_jobs
 
     return read_jobs(project.paths)
 
@@ -255,7 +255,7 @@ def run_flag():
 def test_the_simulator_answers_batch_jobs_as_it_answers_calls(project, run_flag):
     """The demo's provider in batch mode: instant jobs, the same outputs as calls one by one."""
     from datafactory import SPEC
-    from pipeline.maintenance import invalidate
+    from pipeline.ops.maintenance import invalidate
 
     spec = SPEC.replace("srv-a", "sim-a").replace("srv-b", "sim-a")
     (project.root / "cohorts" / "t1" / "spec" / "config.yaml").write_text(spec)
@@ -287,8 +287,8 @@ def price_model_b(project) -> None:
 
 
 def test_spend_cap_counts_batch_prices(batch_project):
-    from pipeline.ledger import read_ledger
-    from pipeline.running import run_cohort
+    from pipeline.store.ledger import read_ledger
+    from pipeline.run.running import run_cohort
 
     import luigi.configuration
 
@@ -330,9 +330,10 @@ def test_estimate_compares_batch_and_synchronous_cost(project):
 
 def test_a_task_status_shows_its_jobs_while_they_run(batch_project):
     """What a generation task tells the visualiser as its job goes from submitted to collected."""
-    from pipeline import batch_jobs, config
-    from pipeline.cohort import compile_cohort
-    from pipeline.generation import runtime
+    from pipeline.run import batch_jobs
+    from pipeline import config
+    from pipeline.design.cohort import compile_cohort
+    from pipeline.run.generation import runtime
     from pipeline.sitegen.live import live_status
 
     project, server = batch_project, batch_project.server
@@ -363,9 +364,9 @@ def test_a_task_status_shows_its_jobs_while_they_run(batch_project):
 def test_a_models_batch_discount_column(project):
     from conftest import reset_luigi_state
     from pipeline import config
-    from pipeline.cohort import compile_cohort
+    from pipeline.design.cohort import compile_cohort
     from pipeline.errors import DaydreamError
-    from pipeline.estimate import estimate
+    from pipeline.run.estimate import estimate
 
     path = project.root / "1_raw" / "llm_models.csv"
     original = path.read_text()
@@ -393,9 +394,10 @@ def test_a_models_batch_discount_column(project):
 def test_a_job_cancelled_at_the_provider_goes_out_again(batch_project):
     import threading
 
-    from pipeline import batch_jobs, config
-    from pipeline.cohort import compile_cohort
-    from pipeline.generation import runtime
+    from pipeline.run import batch_jobs
+    from pipeline import config
+    from pipeline.design.cohort import compile_cohort
+    from pipeline.run.generation import runtime
 
     project, server = batch_project, batch_project.server
     compile_cohort(config.data_paths(), "t1")
@@ -418,8 +420,8 @@ def test_a_job_cancelled_at_the_provider_goes_out_again(batch_project):
 
 def test_a_run_in_batch_jobs_stops_at_its_cap(batch_project):
     """Each job reserves what fits under the cap; the essays' (8,192 tokens at most each) never fit."""
-    from pipeline.ledger import read_ledger
-    from pipeline.running import EXIT_BUDGET, run_cohort
+    from pipeline.store.ledger import read_ledger
+    from pipeline.run.running import EXIT_BUDGET, run_cohort
 
     project = batch_project
     price_model_b(project)
@@ -437,7 +439,7 @@ def test_a_run_in_batch_jobs_stops_at_its_cap(batch_project):
 
 
 def test_the_jobs_lock_waits_a_bounded_time_for_a_live_holder_and_not_at_all_after_a_dead_one(tmp_path, monkeypatch):
-    from pipeline import batch_jobs
+    from pipeline.run import batch_jobs
     from pipeline.errors import DaydreamError
     from pipeline.store import DataPaths
 

@@ -68,8 +68,8 @@ def report_states(project: Path, cohort: str) -> dict[str, str]:
 def classifier_states(project: Path, cohorts: list[str]) -> dict[str, dict[str, str]]:
     """Per cohort, each generation's state as `daydream status` counts it (the one classifier, in
     a fresh process); blocked is the reports' pending."""
-    code = ("import json, sys; from pipeline import config; from pipeline.generation import runtime, state_of;"
-            "from pipeline.run_plan import membership; p = config.data_paths(); rt, memo = runtime(), {};"
+    code = ("import json, sys; from pipeline import config; from pipeline.run.generation import runtime, state_of;"
+            "from pipeline.run.run_plan import membership; p = config.data_paths(); rt, memo = runtime(), {};"
             "print(json.dumps({c: {r['gen_id']: state_of(rt, r['stage'], r['gen_id'], memo).kind "
             "for r in membership(p, c)} for c in sys.argv[1:]}))")
     env = {k: v for k, v in os.environ.items() if k not in ("DAYDREAM_DATA_ROOT", "LUIGI_CONFIG_PATH")}

@@ -143,7 +143,7 @@ def test_yes_is_not_significant():
 
 
 def test_progress_only_when_asked(tmp_path):
-    from pipeline.cohort import compile_cohort, terminal_progress
+    from pipeline.design.cohort import compile_cohort, terminal_progress
     from pipeline.store import DataPaths
 
     assert terminal_progress(stream=io.StringIO()) is None  # not a terminal: no bar
@@ -172,7 +172,7 @@ def test_compile_prints_nothing_on_stderr(tmp_path):
 def test_outputs_match_the_code_before_the_speedup(tmp_path):
     """Digests computed with the compile as it was before its speed-ups (fast metadata JSON,
     string paths, one read per file, memoised lineages, per-part sorting of the design)."""
-    from pipeline.cohort import compile_cohort
+    from pipeline.design.cohort import compile_cohort
     from pipeline.store import DataPaths
 
     root = make_data_root(tmp_path / "data", spec=MEDIUM)  # the catalog the digests were taken with
@@ -202,7 +202,7 @@ def test_outputs_match_the_code_before_the_speedup(tmp_path):
     {1: "int key"}, {"path": Path("/x")},
 ])
 def test_metadata_bytes_are_canonical_json(obj):
-    from pipeline.cohort import metadata_bytes
+    from pipeline.design.cohort import metadata_bytes
     from pipeline.store import dumps_json
 
     assert metadata_bytes(obj) == dumps_json(obj).encode("utf-8")
@@ -247,7 +247,7 @@ def test_huge_design_is_refused_before_any_row_is_made(tmp_path):
 def test_design_limit_streams(tmp_path):
     import time
 
-    from pipeline.spec import compile_design, count_design, load_spec, stream_design
+    from pipeline.design.spec import compile_design, count_design, load_spec, stream_design
 
     root = make_data_root(tmp_path / "data", spec=HUGE, provider="offline")
     spec_path = root / "cohorts/t1/spec/config.yaml"
@@ -268,7 +268,7 @@ def test_design_limit_streams(tmp_path):
 # -- cohort lists: merged under a lock ----------------------------------------------------------------
 
 def _compile_in_child(root: str, cohort: str, go) -> None:
-    from pipeline.cohort import compile_cohort
+    from pipeline.design.cohort import compile_cohort
     from pipeline.store import DataPaths
 
     go.wait()

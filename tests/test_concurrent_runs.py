@@ -1,4 +1,4 @@
-"""Runs that share a data root share its work: a generation's claim (``pipeline/claims.py``)
+"""Runs that share a data root share its work: a generation's claim (``pipeline/store/claims.py``)
 lets one process at a time call for it, whatever scheduler each run uses."""
 
 from __future__ import annotations
@@ -66,10 +66,10 @@ def _plant_claim(path, *, host, pid, heartbeat):
 
 
 def test_claims_left_by_a_kill_are_taken_over_reported_and_swept(project):
-    from pipeline import claims
-    from pipeline.cohort import compile_cohort
-    from pipeline.generation import runtime, state_of
-    from pipeline.maintenance import check_store
+    from pipeline.store import claims
+    from pipeline.design.cohort import compile_cohort
+    from pipeline.run.generation import runtime, state_of
+    from pipeline.ops.maintenance import check_store
 
     compile_cohort(project.paths, "t1")
     dead = subprocess.Popen(["true"])
@@ -96,10 +96,10 @@ def test_claims_left_by_a_kill_are_taken_over_reported_and_swept(project):
 
 
 def test_a_live_claim_is_waited_for_not_called(project):
-    from pipeline import claims
-    from pipeline.cohort import compile_cohort
-    from pipeline.generation import runtime
-    from pipeline.executor import run_generation
+    from pipeline.store import claims
+    from pipeline.design.cohort import compile_cohort
+    from pipeline.run.generation import runtime
+    from pipeline.run.executor import run_generation
 
     compile_cohort(project.paths, "t1")
     draft = project.membership("draft")[0]["gen_id"]

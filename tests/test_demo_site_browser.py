@@ -162,7 +162,8 @@ def test_demo_human_ratings_round_trip(demo_site, browser, tmp_path, monkeypatch
     other tests of this module see the demo as `make demo` leaves it."""
     import shutil
 
-    from pipeline import cli, generation
+    from pipeline import cli
+    from pipeline.run import generation
     from pipeline.reports import build_reports
     from pipeline.sitegen import build_site
     from pipeline.store import DataPaths

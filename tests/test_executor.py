@@ -9,11 +9,11 @@ import luigi.configuration
 import pytest
 
 from pipeline import config
-from pipeline.cohort import compile_cohort
-from pipeline.executor import ExecutorProcess, executor, run_batch, run_generation, start_ahead, under_way
-from pipeline.generation import runtime, state_of
-from pipeline.run_plan import membership
-from pipeline.state import BLOCKED, DONE, FAILED
+from pipeline.design.cohort import compile_cohort
+from pipeline.run.executor import ExecutorProcess, executor, run_batch, run_generation, start_ahead, under_way
+from pipeline.run.generation import runtime, state_of
+from pipeline.run.run_plan import membership
+from pipeline.store.state import BLOCKED, DONE, FAILED
 from pipeline.tasks import run_stamp
 
 
@@ -158,7 +158,7 @@ def test_calls_that_answer_at_once_are_not_started_ahead_past_the_first_few(proj
 
 
 def test_the_next_chunk_is_started_behind_this_one_and_what_it_settled_before_is_not_called(project):
-    from pipeline.run_plan import chunk_members
+    from pipeline.run.run_plan import chunk_members
 
     compiled(project, "t1")
     first, second = chunk_members(config.data_paths(), "t1", 2)[:2]  # two lineages' worth each
@@ -197,7 +197,7 @@ def test_a_generation_found_done_ahead_does_not_make_its_endpoint_look_quick(pro
 def test_a_chunk_yields_the_ends_of_its_lineages_and_reaches_the_rest_through_requires():
     """Luigi adds a yielded task and, through ``requires``, every ancestor, once per path: a chunk
     that also yielded the ancestors paid for each of them again (against luigid, an RPC each)."""
-    from pipeline.run_plan import lineage_ends
+    from pipeline.run.run_plan import lineage_ends
 
     rows = [{"gen_id": "d1", "parent_gen_id": ""}, {"gen_id": "e1", "parent_gen_id": "d1"},
             {"gen_id": "v1", "parent_gen_id": "e1"}, {"gen_id": "v2", "parent_gen_id": "e1"},
@@ -228,8 +228,8 @@ def test_the_executors_process_ends_with_its_driver_even_while_a_forked_sibling_
     shutil.copytree(Path(__file__).resolve().parents[1] / "data" / "1_raw", root / "1_raw")
     driver = subprocess.run([sys.executable, "-c", """
 import os, sys, time
-from pipeline.executor import ExecutorProcess
-from pipeline.generation import runtime
+from pipeline.run.executor import ExecutorProcess
+from pipeline.run.generation import runtime
 ex = ExecutorProcess(runtime())
 sibling = os.fork()
 if sibling == 0:

@@ -43,7 +43,7 @@ def intact(project) -> dict[str, str]:
 
     A kill between writing parsed.txt and its commit marker (parsed_metadata.json) may leave an
     uncommitted parsed.txt; it is never taken as complete (no marker, or a hash that differs)."""
-    from pipeline.generation import runtime, state_of
+    from pipeline.run.generation import runtime, state_of
 
     finished = {}
     for row in project.membership():
@@ -167,7 +167,7 @@ def test_provider_misbehaviour_ends_in_success_or_a_recorded_failure(project, mo
 
 
 def test_disk_full_is_a_clear_error_and_nothing_is_half_written(project, cfg):
-    from pipeline.cohort import compile_cohort
+    from pipeline.design.cohort import compile_cohort
 
     compile_cohort(project.paths, "t1")
 
@@ -202,7 +202,7 @@ def _read_only(path, on: bool):
 
 
 def test_read_only_data_root_is_a_clear_error(project, cfg):
-    from pipeline.cohort import compile_cohort
+    from pipeline.design.cohort import compile_cohort
 
     compile_cohort(project.paths, "t1")
     _read_only(project.root, True)

@@ -17,11 +17,11 @@ from pathlib import Path
 import pytest
 
 from pipeline import config
-from pipeline.catalog import load_catalog
-from pipeline.cohort import compile_cohort
+from pipeline.design.catalog import load_catalog
+from pipeline.design.cohort import compile_cohort
 from pipeline.errors import DaydreamError
-from pipeline.parsers import known_parser
-from pipeline.render import essay_context, render
+from pipeline.design.parsers import known_parser
+from pipeline.design.render import essay_context, render
 from pipeline.store import DataPaths
 
 LEGACY = Path(__file__).parent / "legacy_catalog"

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.catalog import load_catalog
+from pipeline.design.catalog import load_catalog
 from pipeline.errors import DaydreamError
-from pipeline.spec import compile_design, load_spec
+from pipeline.design.spec import compile_design, load_spec
 from pipeline.store import DataPaths
 
 FIXTURES = Path(__file__).parent / "legacy_spec_dsl"

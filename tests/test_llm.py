@@ -21,7 +21,7 @@ from pipeline.llm import CompletionRequest, GenerationContext, Provider, Provide
 from pipeline.llm import make_provider as _make_provider
 from pipeline.llm.offline import OfflineAPI
 from pipeline.llm.openai_provider import OpenAIAPI
-from pipeline.parsers import parse
+from pipeline.design.parsers import parse
 
 KEY = "sk-test-SECRET-0123456789abcdef"
 ENV = {"TEST_LLM_KEY": KEY}
@@ -524,7 +524,7 @@ def test_model_apis_are_imported_on_first_use_so_commands_start_without_the_sdk(
     registry still names every built-in API and imports its adapter when asked for it."""
     code = """
 import sys
-import pipeline.cli, pipeline.config, pipeline.llm, pipeline.batch_jobs, pipeline.search_store
+import pipeline.cli, pipeline.config, pipeline.llm, pipeline.run.batch_jobs, pipeline.run.search_store
 heavy = [m for m in ("openai", "pandas", "pipeline.tasks", "pipeline.llm.openai_provider") if m in sys.modules]
 assert not heavy, heavy
 from pipeline.llm.registry import api_factory, api_names, batch_api_factory

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import json
 
-from pipeline.maintenance import check_store, invalidate, purge
-from pipeline.running import cohort_status
+from pipeline.ops.maintenance import check_store, invalidate, purge
+from pipeline.run.running import cohort_status
 
 from conftest import reset_luigi_state
 
@@ -74,8 +74,8 @@ def test_regenerated_parent_makes_children_stale(project):
     invalidate(project.paths, gen_ids=[essay])  # removes the essay and its 2 evaluations' outputs
     base = project.server.responder
     project.server.responder = lambda b: base(b).replace("Essay paragraph", "New paragraph")
-    from pipeline.executor import run_generation
-    from pipeline.generation import runtime
+    from pipeline.run.executor import run_generation
+    from pipeline.run.generation import runtime
 
     run_generation(runtime(), "essay", essay)
     problems, counts = check_store(project.paths, "t1")
@@ -86,7 +86,7 @@ def test_orphans_and_temporary_files(project):
     assert project.run()
     spec = project.root / "cohorts" / "t1" / "spec" / "config.yaml"
     spec.write_text(spec.read_text().replace("evaluation_template: [v-nine, v-ten]", "evaluation_template: [v-nine]"))
-    from pipeline.cohort import compile_cohort
+    from pipeline.design.cohort import compile_cohort
 
     compile_cohort(project.paths, "t1")
     d = project.membership("draft")[0]["gen_id"]
@@ -129,7 +129,7 @@ def test_purge_keeps_generations_shared_with_other_cohorts(project):
     other.mkdir(parents=True)
     spec = (project.root / "cohorts" / "t1" / "spec" / "config.yaml").read_text()
     (other / "config.yaml").write_text(spec.replace("[v-nine, v-ten]", "[v-nine]"))
-    from pipeline.cohort import compile_cohort
+    from pipeline.design.cohort import compile_cohort
 
     compile_cohort(project.paths, "t2")
     dry = purge(project.paths, "t1")
@@ -148,7 +148,7 @@ def test_a_cohort_listing_the_same_concepts_in_another_order_shares_the_drafts_w
     """A combo is a set: a second cohort naming its concepts in another order gets the same drafts
     (same ids) and must leave them as the first cohort wrote them, or every run of either cohort
     would regenerate the shared drafts and make the other's essays and evaluations stale."""
-    from pipeline.cohort import compile_cohort
+    from pipeline.design.cohort import compile_cohort
 
     assert project.run()
     drafts = [r["gen_id"] for r in project.membership("draft")]
@@ -162,7 +162,7 @@ def test_a_cohort_listing_the_same_concepts_in_another_order_shares_the_drafts_w
         md, old = json.loads(project.read("draft", g, "metadata.json")), json.loads(before[g])
         assert md["combo"] == old["combo"] and md["cohorts"] == ["t1", "t2"]
     requests = len(project.server.requests)
-    from pipeline.running import run_cohort
+    from pipeline.run.running import run_cohort
 
     for cohort in ("t2", "t1"):
         reset_luigi_state()
@@ -181,7 +181,7 @@ def test_invalidate_names_the_other_cohorts_it_touches(tmp_path):
     import sys
 
     from datafactory import SPEC, make_data_root, write
-    from pipeline.cohort import compile_cohort
+    from pipeline.design.cohort import compile_cohort
     from pipeline.store import DataPaths
 
     root = make_data_root(tmp_path / "data", spec=SPEC.replace("[v-nine, v-ten]", "[v-nine]"), provider="offline")

@@ -7,7 +7,7 @@ import json
 import pytest
 
 from pipeline.errors import DaydreamError, ParseError
-from pipeline.parsers import (
+from pipeline.design.parsers import (
     PARSERS,
     TAIL_LINES,
     ParseResult,

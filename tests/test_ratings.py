@@ -11,11 +11,12 @@ import io
 import pandas as pd
 import pytest
 
-from pipeline import cli, generation
+from pipeline import cli
+from pipeline.run import generation
 from pipeline.ids import evaluation_gen_id
 from pipeline.reports import build_reports
 from pipeline.store import read_json
-from pipeline.synthetic import make_synthetic_cohort
+from pipeline.ops.synthetic import make_synthetic_cohort
 
 
 DONE_ESSAYS: list[str] = []   # the fixture's done essays, as its reports list them
@@ -89,7 +90,7 @@ def test_import_adds_human_evaluations_the_reports_show(root, tmp_path, capsys):
     # compiling the cohort again keeps them (membership.csv is rewritten from the spec)
     assert (root.cohort_dir("alpha") / "ratings.csv").read_text().count("human:alice") == 5
     # and they are the cohort's: never orphans for `purge --orphans` to remove
-    from pipeline.maintenance import find_orphans
+    from pipeline.ops.maintenance import find_orphans
 
     human_ids = {evaluation_gen_id(e, "novelty-v1", "human:alice", 1) for e in essays}
     assert not human_ids & {gid for _, gid in find_orphans(root)}

@@ -84,7 +84,7 @@ def sh(workdir: Path, command: str, timeout: float = 240, **env) -> subprocess.C
 
 def states(workdir: Path, cohort: str = "demo") -> dict:
     """Generations per state, from the classifier (in a subprocess: a fresh catalog)."""
-    code = ("import json; from pipeline.run_plan import cohort_counts, membership; from pipeline import config;"
+    code = ("import json; from pipeline.run.run_plan import cohort_counts, membership; from pipeline import config;"
             f"p = config.data_paths(); counts = cohort_counts(p, membership(p, {cohort!r}));"
             "print(json.dumps({s: dict(c) for s, c in counts.by_stage.items()}))")
     env = {k: v for k, v in os.environ.items() if k not in ("DAYDREAM_DATA_ROOT", "LUIGI_CONFIG_PATH")}

@@ -7,9 +7,9 @@ import csv
 
 from conftest import reset_luigi_state
 
-from pipeline import parsers
+from pipeline.design import parsers
 from pipeline.cli import main
-from pipeline.estimate import remaining_calls
+from pipeline.run.estimate import remaining_calls
 
 
 def completions(server):
@@ -127,7 +127,7 @@ def test_reparse_errors_are_one_line(project, capsys):
 
 
 def test_a_generation_whose_template_left_the_catalog_is_skipped_not_fatal(project):
-    from pipeline.reparse import reparse
+    from pipeline.ops.reparse import reparse
 
     assert project.run()
     csv_path = project.paths.raw / "evaluation_templates.csv"

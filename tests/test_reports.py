@@ -1,4 +1,4 @@
-"""Report tables built from real files in tmp_path (hand-written stores and pipeline.synthetic)."""
+"""Report tables built from real files in tmp_path (hand-written stores and pipeline.ops.synthetic)."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from pipeline.errors import DaydreamError
 from pipeline.reports import TABLES, build_cross_cohort, build_reports, tables
 from pipeline.reports.collect import GENERATION_COLUMNS, ISSUE_COLUMNS, SCORE_COLUMNS
 from pipeline.store import DataPaths, atomic_write_csv, atomic_write_json, atomic_write_text
-from pipeline.synthetic import make_synthetic_cohort
+from pipeline.ops.synthetic import make_synthetic_cohort
 
 MEMBERSHIP = ["stage", "gen_id", "parent_gen_id", "combo_id", "template_id", "llm_model_id", "replicate", "mode"]
 HEADERS = {**tables.COLUMNS, "generations": GENERATION_COLUMNS, "scores": SCORE_COLUMNS, "issues": ISSUE_COLUMNS}

@@ -1,4 +1,4 @@
-"""pipeline.synthetic writes a store with the shape docs/architecture.md describes."""
+"""pipeline.ops.synthetic writes a store with the shape docs/architecture.md describes."""
 
 from __future__ import annotations
 
@@ -13,9 +13,9 @@ import pandas as pd
 import pytest
 
 from pipeline import ids
-from pipeline.catalog import load_catalog
+from pipeline.design.catalog import load_catalog
 from pipeline.store import GEN_FILES
-from pipeline.synthetic import make_synthetic_cohort
+from pipeline.ops.synthetic import make_synthetic_cohort
 
 
 @pytest.fixture

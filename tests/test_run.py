@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from pipeline.maintenance import invalidate
+from pipeline.ops.maintenance import invalidate
 
 N_DRAFTS, N_ESSAYS, N_LLM_ESSAYS, N_EVALS = 3, 6, 3, 12
 ALL_CALLS = N_DRAFTS + N_LLM_ESSAYS + N_EVALS

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from pipeline.errors import ParseError
-from pipeline.parsers import parse, parse_score, try_parse
+from pipeline.design.parsers import parse, parse_score, try_parse
 
 CORPUS = Path(__file__).parent / "score_corpus"
 HELDOUT = CORPUS / "heldout"

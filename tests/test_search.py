@@ -21,11 +21,11 @@ import pytest
 from pipeline.errors import DaydreamError
 from pipeline.llm.base import CompletionRequest, GenerationContext
 from pipeline.llm.offline import planted_target, simulated_score, target_shift
-from pipeline.search import (
+from pipeline.design.search import (
     Budget, ComboResult, SearchDef, confirm_key, confirm_level, expand, replay, score_combo, select, start_combos,
     t_interval,
 )
-from pipeline.spec import load_spec
+from pipeline.design.spec import load_spec
 from conftest import server_cfg
 
 REPO = Path(__file__).resolve().parents[1]
@@ -745,7 +745,7 @@ def write_spec(project, stop: str, cohort: str = "t1", spec: str = SERVER_SPEC) 
 
 def run(project, cohort: str = "t1") -> int:
     from conftest import reset_luigi_state
-    from pipeline.running import run_cohort
+    from pipeline.run.running import run_cohort
 
     reset_luigi_state()
     return run_cohort(cohort)
@@ -753,9 +753,9 @@ def run(project, cohort: str = "t1") -> int:
 
 @pytest.mark.slow
 def test_a_usd_budget_stops_the_search_before_a_round_it_cannot_afford_and_a_higher_one_continues(project, capsys):
-    from pipeline.cohort import compile_cohort
-    from pipeline.estimate import estimate
-    from pipeline.running import print_status
+    from pipeline.design.cohort import compile_cohort
+    from pipeline.run.estimate import estimate
+    from pipeline.run.running import print_status
 
     (project.root / "1_raw" / "llm_models.csv").write_text(PRICED)
     project.server.cost = billed
@@ -832,7 +832,7 @@ def test_the_pool_may_come_from_a_file(tmp_path):
 def test_two_searches_reaching_the_same_combo_share_its_generations(demo_root):
     """Combos keep their concepts sorted, so a combo has one prompt and one set of gen_ids
     whichever search (or pool order) reaches it."""
-    from pipeline.cohort import compile_cohort
+    from pipeline.design.cohort import compile_cohort
     from pipeline.store import DataPaths
 
     paths = DataPaths(demo_root)

@@ -1,6 +1,6 @@
 """The report site (pipeline.sitegen): pages, escaping, offline assets, banner. No browser here.
 
-The site is built once per module from pipeline.synthetic (two cohorts sharing essays; cohort
+The site is built once per module from pipeline.ops.synthetic (two cohorts sharing essays; cohort
 ``alpha`` carries hostile model output) with hostile catalog names and a hostile issue added, so
 every page kind is checked against text that would break naive rendering.
 """
@@ -20,7 +20,7 @@ from pipeline.errors import DaydreamError
 from pipeline.reports import build_cross_cohort, build_reports, write_table
 from pipeline.sitegen import build_site, figures, serve
 from pipeline.store import DataPaths, atomic_write_json, atomic_write_text, read_json
-from pipeline.synthetic import make_synthetic_cohort
+from pipeline.ops.synthetic import make_synthetic_cohort
 
 HOSTILE_NAME = '<script>alert("name")</script> **bold** # hash [x](javascript:alert(1)) {{ jinja }} </div>'
 HOSTILE_DETAIL = "first line </div></td>\n\n# heading\n\n**bold** <script>alert('issue')</script>\n\n    indented code"

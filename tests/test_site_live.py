@@ -8,7 +8,7 @@ import json
 from datetime import datetime, timedelta, timezone
 
 from pipeline import cli
-from pipeline.running import cohort_status
+from pipeline.run.running import cohort_status
 from pipeline.sitegen import serve
 from pipeline.sitegen.live import LIVE_CLAIM_S, claim_is_live, live_status
 from pipeline.store import atomic_write_json

@@ -10,11 +10,12 @@ from pathlib import Path
 
 import pytest
 
-from pipeline import cli, generation
+from pipeline import cli
+from pipeline.run import generation
 from pipeline.reports import build_reports
 from pipeline.sitegen import build_site, serve
 from pipeline.sitegen.data import Names
-from pipeline.synthetic import make_synthetic_cohort
+from pipeline.ops.synthetic import make_synthetic_cohort
 from test_site_browser import Watched, base_url, browser, deadline  # noqa: F401  (fixtures)
 
 pytestmark = pytest.mark.browser

@@ -13,7 +13,7 @@ import pytest
 
 from pipeline.reports import build_reports
 from pipeline.sitegen import build_site, serve
-from pipeline.synthetic import make_synthetic_cohort
+from pipeline.ops.synthetic import make_synthetic_cohort
 from test_site_browser import Watched, base_url, browser, deadline  # noqa: F401  (fixtures)
 
 pytestmark = pytest.mark.browser

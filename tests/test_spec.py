@@ -11,7 +11,7 @@ from pathlib import Path
 import yaml
 
 from pipeline.ids import combo_id
-from pipeline.spec import ComboDef, compile_design, format_design, load_spec
+from pipeline.design.spec import ComboDef, compile_design, format_design, load_spec
 
 GOLDEN_CONCEPTS = [
     "dearth-ai-discoveries",

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from pipeline.errors import DaydreamError
-from pipeline.spec import compile_design, load_spec
+from pipeline.design.spec import compile_design, load_spec
 
 AXES = "axes:\n  draft_llm: [m1, m2]\n  evaluation_llm: [e1, e2]\n"
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import textwrap
 
-from pipeline.spec import compile_design, load_spec
+from pipeline.design.spec import compile_design, load_spec
 from test_spec import design, tuples_of, write_spec
 
 ISSUE_SPEC = """

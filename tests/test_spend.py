@@ -18,7 +18,7 @@ import pytest
 
 from datafactory import SPEC
 
-from pipeline import spend
+from pipeline.store import spend
 from conftest import server_cfg
 
 REPO = Path(__file__).resolve().parents[1]
@@ -286,7 +286,7 @@ def test_costs_are_reported_estimated_or_unknown_in_the_store_status_and_reports
     assert project.json("essay", copy, "raw_metadata.json")["cost_source"] is None
 
     # the provider reports a cost for the drafts after they are regenerated
-    from pipeline.maintenance import invalidate
+    from pipeline.ops.maintenance import invalidate
 
     invalidate(project.paths, cohort_id="t1", stage="draft")
     project.server.cost = lambda body, usage: 0.001 if body["model"] == "test/model-a" else 0.002
@@ -303,7 +303,7 @@ def test_costs_are_reported_estimated_or_unknown_in_the_store_status_and_reports
     total = rows[("(all)", "(all)")]
     assert total.calls == 3 + 3 + 12 and total.cost_usd == pytest.approx(0.003 + 3 * 0.001 + 12 * 0.002)
     assert rows[("essay", "(all)")].calls == 3  # the copy essays made no call
-    from pipeline.running import cohort_status
+    from pipeline.run.running import cohort_status
 
     st = cohort_status("t1")
     assert [r for r in st["spend"] if r["stage"] == "(all)"][0]["cost_usd"] == pytest.approx(total.cost_usd)
@@ -367,7 +367,7 @@ def test_cost_source_and_caps():
 
 def _hammer(root: str, cap: float, n: int, out) -> None:
     """One process reserving and settling calls until the budget is reached."""
-    from pipeline.ledger import Budget
+    from pipeline.store.ledger import Budget
     from pipeline.store import DataPaths
 
     budget = Budget(DataPaths(Path(root)), "c", cap, "run")

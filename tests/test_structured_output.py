@@ -13,8 +13,8 @@ from conftest import reset_luigi_state
 from pipeline.errors import DaydreamError
 from pipeline.llm import CompletionRequest, GenerationContext, ProviderSettings, make_provider
 from pipeline.llm.offline import OfflineAPI
-from pipeline.parsers import parse_score
-from pipeline.structured import INSTRUCTION, score_schema, with_schema
+from pipeline.design.parsers import parse_score
+from pipeline.design.structured import INSTRUCTION, score_schema, with_schema
 
 
 def completions(server):
@@ -73,7 +73,7 @@ def test_bad_output_format_and_structured_output_are_one_error(project, monkeypa
     import luigi.configuration
 
     from pipeline import config
-    from pipeline.catalog import load_catalog
+    from pipeline.design.catalog import load_catalog
 
     p = project.paths.raw / "evaluation_templates.csv"
     lines = p.read_text().splitlines()
@@ -117,7 +117,7 @@ def test_a_cohort_with_a_json_rubric_runs_end_to_end(project):
 
 
 def test_a_model_may_ask_for_json_on_every_rubric(project):
-    from pipeline.generation import resolve_inputs, runtime
+    from pipeline.run.generation import resolve_inputs, runtime
 
     assert project.run()
     reset_luigi_state()

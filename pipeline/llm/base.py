@@ -59,7 +59,7 @@ class CompletionRequest:
     temperature: float | None = None
     max_tokens: int | None = None
     context: GenerationContext = field(default_factory=GenerationContext)
-    # the JSON schema the answer must follow (pipeline/structured.py), already stated in the prompt;
+    # the JSON schema the answer must follow (pipeline/design/structured.py), already stated in the prompt;
     # None for free text. Sent as response_format where the provider's structured_output says so.
     json_schema: dict | None = field(default=None, hash=False, compare=False)
 

@@ -8,7 +8,7 @@ endpoints copy), through the ``openai`` SDK. Each line's body is built by the sa
 
 Where it differs from a call: the SDK's client here is synchronous (a generation task polls on its
 own thread, nothing is in flight between two looks) and keeps the SDK's own retries, because
-every step is idempotent or guarded by the caller (``pipeline/batch_jobs.py``): uploading a file
+every step is idempotent or guarded by the caller (``pipeline/run/batch_jobs.py``): uploading a file
 submits nothing, and a job is created only after looking for one made from the same record.
 """
 

@@ -22,7 +22,7 @@ import openai
 from pipeline.errors import DaydreamError
 from pipeline.llm.base import Completion, CompletionRequest, ProviderSettings, Transient
 from pipeline.llm.registry import register_api
-from pipeline.structured import SCHEMA_NAME
+from pipeline.design.structured import SCHEMA_NAME
 
 _MAX_SERVER_MESSAGE = 200
 _NO_KEY = "no-key"  # the SDK insists on some key; local servers ignore it
@@ -31,10 +31,9 @@ _NO_KEY = "no-key"  # the SDK insists on some key; local servers ignore it
 @register_api("openai")
 class OpenAIAPI:
     """The SDK's async client, one per event loop (pooled connections belong to the loop that
-    opened them), over the SDK's aiohttp transport: 0.8 ms of CPU per call against 1.1 over its
-    default httpx transport (``bench/README.md``), which is most of what holds a process's calls
-    in flight back. The clients share one TLS context: a client then costs 0.1 ms to build
-    instead of the 17 ms of loading the CA bundle again.
+    opened them), over the SDK's aiohttp transport, which costs less CPU per call than its default
+    httpx transport, and a process's CPU per call is what limits its calls in flight. The clients
+    share one TLS context, so a new client does not load the CA bundle again.
     """
 
     def __init__(self, settings: ProviderSettings, api_key: str | None):

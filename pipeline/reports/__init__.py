@@ -190,10 +190,10 @@ from pathlib import Path
 
 import pandas as pd
 
-from ..errors import DaydreamError
-from ..store import DataPaths, atomic_write_text
-from . import tables
-from .collect import ISSUE_COLUMNS, collect
+from pipeline.errors import DaydreamError
+from pipeline.store import DataPaths, atomic_write_text
+from pipeline.reports import tables
+from pipeline.reports.collect import ISSUE_COLUMNS, collect
 
 TABLES = ("generations", "scores", "pivot_essay_evaluator", "pivot_generation", "pivot_draft_essay_template",
           "factors", "factor_effects", "paired_comparisons", "variance_models", "variance_rubrics", "variance_replicates", "variance_components", "agreement", "agreement_retest", "leaderboard",
@@ -210,7 +210,7 @@ def write_table(path: Path, df: pd.DataFrame) -> bool:
 
 def _catalog(paths: DataPaths):
     """The catalog, or (None, issue) when it cannot be read: reports must still be built."""
-    from ..catalog import load_catalog
+    from pipeline.design.catalog import load_catalog
 
     try:
         return load_catalog(paths), None

@@ -18,16 +18,16 @@ from pathlib import Path
 
 import pandas as pd
 
-from ..catalog import DEFAULT_SCALE
-from ..cohort import MEMBERSHIP_COLUMNS
-from ..errors import DaydreamError
-from ..generation import runtime, state_of
-from ..ratings import ratings_csv
-from ..ids import is_safe_id
-from ..spend import call_record, catalog_prices
-from ..state import BLOCKED, DONE, FAILED, STALE
-from ..store import GEN_FILES, PARENT_STAGE, STAGES, DataPaths, read_text
-from .stats import finite
+from pipeline.design.catalog import DEFAULT_SCALE
+from pipeline.design.cohort import MEMBERSHIP_COLUMNS
+from pipeline.errors import DaydreamError
+from pipeline.run.generation import runtime, state_of
+from pipeline.ops.ratings import ratings_csv
+from pipeline.ids import is_safe_id
+from pipeline.store.spend import call_record, catalog_prices
+from pipeline.store.state import BLOCKED, DONE, FAILED, STALE
+from pipeline.store import GEN_FILES, PARENT_STAGE, STAGES, DataPaths, read_text
+from pipeline.reports.stats import finite
 
 UNKNOWN = "unknown"
 COPY = "copy"

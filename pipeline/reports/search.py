@@ -40,8 +40,8 @@ import math
 
 import pandas as pd
 
-from ..search import CI_METHOD, SearchState, ranked
-from ..store import DataPaths, atomic_write_json
+from pipeline.design.search import CI_METHOD, SearchState, ranked
+from pipeline.store import DataPaths, atomic_write_json
 
 SEARCH_TABLES = ("search_rounds", "search_summary")
 CONFIRM_COLUMNS = ["confirm_number", "confirm_level", "confirm_status", "confirm_n_drafts", "confirm_mean",
@@ -182,7 +182,7 @@ def search_tables(state: SearchState, record: dict, generations: pd.DataFrame,
 def build_search_reports(paths: DataPaths, cohort_id: str, state: SearchState, record: dict,
                          tables: dict[str, pd.DataFrame]) -> dict[str, pd.DataFrame]:
     """Write the tables and the record of a search (``search_store.derive``) under the reports dir."""
-    from . import write_table
+    from pipeline.reports import write_table
 
     out = search_tables(state, record, tables["generations"], tables["scores"])
     for name, df in out.items():

@@ -10,9 +10,9 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from ..spend import SPEND_COLUMNS, spend_rows
-from ..store import STAGES
-from . import stats
+from pipeline.store.spend import SPEND_COLUMNS, spend_rows
+from pipeline.store import STAGES
+from pipeline.reports import stats
 
 ALL = "(all)"  # the pooled-rubric level; parentheses cannot occur in an id
 FACTORS = ["draft_template", "draft_llm", "essay_template", "essay_llm", "essay_mode", "evaluation_template",

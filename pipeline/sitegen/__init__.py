@@ -35,7 +35,7 @@ the filter keeps. ``serve(build, live=paths)`` (``daydream preview``) adds the l
 ``live.html``.
 """
 
-from .build import build_site
-from .server import serve
+from pipeline.sitegen.build import build_site
+from pipeline.sitegen.server import serve
 
 __all__ = ["build_site", "serve"]

@@ -37,16 +37,16 @@ from pathlib import Path
 
 from markupsafe import escape
 
-from ..errors import DaydreamError
-from ..ids import is_safe_id
-from ..store import DataPaths, atomic_write_bytes, atomic_write_text, check_id, read_json, read_text
-from . import pages as P
-from ..reports.search import SEARCH_TABLES
-from .data import Names, cohorts_with_reports, load_cohort_tables, load_cross_cohort, read_table, records
-from . import search as S
-from .diff import side_by_side
-from .gens import EssayBundle, failure_files, load_essays
-from .render import Col, interval, make_env, num, score, script_json, status_tag, table
+from pipeline.errors import DaydreamError
+from pipeline.ids import is_safe_id
+from pipeline.store import DataPaths, atomic_write_bytes, atomic_write_text, check_id, read_json, read_text
+from pipeline.sitegen import pages as P
+from pipeline.reports.search import SEARCH_TABLES
+from pipeline.sitegen.data import Names, cohorts_with_reports, load_cohort_tables, load_cross_cohort, read_table, records
+from pipeline.sitegen import search as S
+from pipeline.sitegen.diff import side_by_side
+from pipeline.sitegen.gens import EssayBundle, failure_files, load_essays
+from pipeline.sitegen.render import Col, interval, make_env, num, score, script_json, status_tag, table
 
 SITE_PROJECT = Path(__file__).resolve().parents[2] / "site"   # the MkDocs project in the repo
 TITLE_SLOT, BODY_SLOT = "DDESSAYTITLESLOT", "<p>DDESSAYBODYSLOT</p>"

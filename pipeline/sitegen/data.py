@@ -12,10 +12,10 @@ from dataclasses import dataclass, field
 
 import pandas as pd
 
-from ..errors import DaydreamError
-from ..ids import is_safe_id
-from ..reports import TABLES
-from ..store import DataPaths, read_text
+from pipeline.errors import DaydreamError
+from pipeline.ids import is_safe_id
+from pipeline.reports import TABLES
+from pipeline.store import DataPaths, read_text
 
 NUMERIC = {
     "prompt_tokens", "completion_tokens", "cost_usd", "duration_s", "attempts", "score", "scale_min",
@@ -100,7 +100,7 @@ class Names:
 
     @classmethod
     def load(cls, paths: DataPaths) -> "Names":
-        from ..catalog import load_catalog
+        from pipeline.design.catalog import load_catalog
 
         try:
             return cls(load_catalog(paths))

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Mapping, Sequence
 
-from ..reports.stats import finite
+from pipeline.reports.stats import finite
 
 FONT = "Lato, 'Helvetica Neue', Arial, sans-serif"
 PALETTE = ["#2563eb", "#f59e0b", "#10b981", "#ef4444", "#8b5cf6", "#0891b2", "#db2777", "#65a30d",

@@ -14,9 +14,9 @@ from dataclasses import dataclass, field
 
 import pandas as pd
 
-from ..errors import DaydreamError
-from ..store import GEN_FILES, DataPaths, read_text
-from .data import records
+from pipeline.errors import DaydreamError
+from pipeline.store import GEN_FILES, DataPaths, read_text
+from pipeline.sitegen.data import records
 
 
 @dataclass

@@ -21,7 +21,7 @@ import time
 from collections import Counter
 from datetime import datetime, timezone
 
-from ..store import DataPaths, STAGES, read_json
+from pipeline.store import DataPaths, STAGES, read_json
 
 LIVE_CLAIM_S = 30        # a claim whose heartbeat is older than this is a dead worker's
 CACHE_S = 2.0            # live.json is recomputed at most this often
@@ -52,11 +52,11 @@ def claim_is_live(claim: dict | None, now: float) -> bool:
 
 def cohort_live(paths: DataPaths, cohort_id: str, now: float) -> dict:
     """One cohort's progress per stage and model, failures, calls in flight and spend."""
-    from ..generation import runtime, state_of
-    from ..ledger import read_ledger
-    from ..run_plan import budget_line, call_records, membership
-    from ..spend import spend_rows
-    from ..state import DONE, FAILED, KINDS
+    from pipeline.run.generation import runtime, state_of
+    from pipeline.store.ledger import read_ledger
+    from pipeline.run.run_plan import budget_line, call_records, membership
+    from pipeline.store.spend import spend_rows
+    from pipeline.store.state import DONE, FAILED, KINDS
 
     rows = membership(paths, cohort_id)
     rt, memo = runtime(), {}
@@ -88,7 +88,7 @@ def cohort_live(paths: DataPaths, cohort_id: str, now: float) -> dict:
 def batch_jobs(paths: DataPaths, rows: list[dict]) -> list[dict]:
     """The provider batch jobs holding the cohort's generations, as ``daydream status`` lists
     them (``batch_jobs.cohort_jobs``: live ones, then the last collected)."""
-    from ..batch_jobs import cohort_jobs
+    from pipeline.run.batch_jobs import cohort_jobs
 
     out = []
     for job, held, downstream in cohort_jobs(paths, rows):

@@ -20,13 +20,13 @@ from urllib.parse import urlencode
 import pandas as pd
 from markupsafe import Markup
 
-from ..ids import evaluation_gen_id
-from ..reports.stats import lineage_clusters, precision_gain, t_cluster_mean
-from . import figures
-from .data import Names, records
-from .render import Cell, Col, Link, chart, interval, is_blank, num, pct, score, script_json, status_tag, table, usd
-from ..spend import ALL as ALL_ROWS
-from .search import search_ui
+from pipeline.ids import evaluation_gen_id
+from pipeline.reports.stats import lineage_clusters, precision_gain, t_cluster_mean
+from pipeline.sitegen import figures
+from pipeline.sitegen.data import Names, records
+from pipeline.sitegen.render import Cell, Col, Link, chart, interval, is_blank, num, pct, score, script_json, status_tag, table, usd
+from pipeline.store.spend import ALL as ALL_ROWS
+from pipeline.sitegen.search import search_ui
 
 ROW_CAP = 500          # failures the failures browser lists (and publishes the files of)
 HEATMAP_ROWS = 80      # essays shown in the essay × evaluator heatmap (top and bottom halves)

@@ -19,7 +19,7 @@ import json
 
 from markupsafe import Markup
 
-from .render import interval, is_blank, num, score, script_json
+from pipeline.sitegen.render import interval, is_blank, num, score, script_json
 
 SITE_FILE = "pages"   # search/pages.js: pages outside any cohort; a cohort's file is search/cohorts/<id>.js
 

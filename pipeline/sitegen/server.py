@@ -12,7 +12,7 @@ import threading
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
-from ..errors import DaydreamError
+from pipeline.errors import DaydreamError
 
 HOST = "127.0.0.1"
 
@@ -35,7 +35,7 @@ class _QuietHandler(SimpleHTTPRequestHandler):
             if path == "/live.json":
                 return self._send(200, "application/json", self.live.body())
             if path == "/live.html" or (path == "/" and not (Path(self.directory) / "index.html").is_file()):
-                from .live import live_page
+                from pipeline.sitegen.live import live_page
                 return self._send(200, "text/html; charset=utf-8", live_page().encode("utf-8"))
         super().do_GET()
 
@@ -84,7 +84,7 @@ def serve(build_dir: Path, port: int = 0, live=None) -> tuple[ThreadingHTTPServe
     if live is None and not (build_dir / "index.html").is_file():
         raise DaydreamError("site", "no built site here (run the report build first)", path=build_dir)
     if live is not None:
-        from .live import LiveCache
+        from pipeline.sitegen.live import LiveCache
 
         build_dir.mkdir(parents=True, exist_ok=True)
         handler = functools.partial(type("_LiveHandler", (_QuietHandler,), {"live": LiveCache(live)}),

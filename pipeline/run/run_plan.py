@@ -9,13 +9,14 @@ import os
 from collections import Counter
 from dataclasses import dataclass, field
 
-from . import config, ledger, spend
-from .batch_jobs import check_providers
-from .cohort import read_membership
-from .errors import DaydreamError
-from .generation import run_state, runtime, state_of
-from .state import BLOCKED, DONE, FAILED, KINDS
-from .store import DataPaths, read_json
+from pipeline import config
+from pipeline.store import ledger, spend
+from pipeline.run.batch_jobs import check_providers
+from pipeline.design.cohort import read_membership
+from pipeline.errors import DaydreamError
+from pipeline.run.generation import run_state, runtime, state_of
+from pipeline.store.state import BLOCKED, DONE, FAILED, KINDS
+from pipeline.store import DataPaths, read_json
 
 _MEMBERSHIP: dict[str, tuple[tuple, list[dict]]] = {}  # path -> (stat key, rows): read once per change
 
@@ -171,7 +172,7 @@ def check_max_cost(max_cost: float | None) -> float | None:
 
 def spend_cap(paths: DataPaths, cohort_id: str, max_cost: float | None) -> float | None:
     """The run's cap: ``--max-cost`` (the ``RunCohort`` parameter), else the spec's ``budget_usd``."""
-    from .spec import load_spec
+    from pipeline.design.spec import load_spec
 
     if max_cost is not None:
         return check_max_cost(max_cost)

@@ -23,9 +23,9 @@ import re
 from datetime import datetime, timezone
 from pathlib import Path
 
-from .errors import DaydreamError
-from .ids import evaluation_gen_id, is_safe_id, signature
-from .store import (DataPaths, atomic_write_csv, atomic_write_json, atomic_write_text, parsed_metadata, raw_metadata,
+from pipeline.errors import DaydreamError
+from pipeline.ids import evaluation_gen_id, is_safe_id, signature
+from pipeline.store import (DataPaths, atomic_write_csv, atomic_write_json, atomic_write_text, parsed_metadata, raw_metadata,
                     read_csv_rows, read_text)
 
 RATINGS_FILE = "ratings.csv"
@@ -106,9 +106,9 @@ def _score_text(v: float) -> str:
 def import_ratings(paths: DataPaths, file: Path, rater: str, rt=None) -> dict:
     """Write each rating of ``file`` as an evaluation by ``human:<rater>``; returns counts
     (``ratings``, ``cohorts``: ids). Everything is checked before anything is written."""
-    from . import generation
-    from .cohort import read_membership
-    from .generation import sha256
+    from pipeline.run import generation
+    from pipeline.design.cohort import read_membership
+    from pipeline.run.generation import sha256
 
     model = human_model_id(rater)
     text = read_text(Path(file))

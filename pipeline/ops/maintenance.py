@@ -12,12 +12,12 @@ import os
 import shutil
 from dataclasses import dataclass
 
-from .claims import CLAIM, stale_claims
-from .cohort import SEARCH_RECORD, read_membership, recorded_generations
-from .ratings import rated_rows
-from .errors import DaydreamError
-from .state import BLOCKED, DONE, PENDING
-from .store import PARENT_STAGE, STAGES, TMP_GLOB, DataPaths, atomic_write_json, cohort_lists_lock, read_json, read_text
+from pipeline.store.claims import CLAIM, stale_claims
+from pipeline.design.cohort import SEARCH_RECORD, read_membership, recorded_generations
+from pipeline.ops.ratings import rated_rows
+from pipeline.errors import DaydreamError
+from pipeline.store.state import BLOCKED, DONE, PENDING
+from pipeline.store import PARENT_STAGE, STAGES, TMP_GLOB, DataPaths, atomic_write_json, cohort_lists_lock, read_json, read_text
 
 PHASE_FILES = ("parsed_metadata.json", "parsed.txt", "raw_metadata.json", "raw.txt", "prompt.txt")
 
@@ -111,7 +111,7 @@ def check_store(paths: DataPaths, cohort_id: str | None = None) -> tuple[list[Pr
 
     Pending generations (never run) are counted, not reported as problems.
     """
-    from .generation import runtime, sha256, state_of
+    from pipeline.run.generation import runtime, sha256, state_of
 
     rt, memo = runtime(), {}
     timeout = rt.claim_timeout()

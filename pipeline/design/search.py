@@ -36,8 +36,8 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Callable, Collection
 
-from .ids import combo_id
-from .spend import usd
+from pipeline.ids import combo_id
+from pipeline.store.spend import usd
 
 STATISTICS = {
     "mean": "mean normalised score (0-1) of the combo: the mean over its drafts of each draft's mean",

@@ -23,11 +23,11 @@ from pathlib import Path
 
 import yaml
 
-from ..catalog import ComboDef  # one type for combos, whether a spec or the catalog defines them
-from ..errors import DaydreamError
-from ..ids import combo_id
-from ..search import BUDGET_UNITS, CONFIRM_REPLICATES, STATISTICS, Budget, SearchDef, start_combos
-from ..store import check_id
+from pipeline.design.catalog import ComboDef  # one type for combos, whether a spec or the catalog defines them
+from pipeline.errors import DaydreamError
+from pipeline.ids import combo_id
+from pipeline.design.search import BUDGET_UNITS, CONFIRM_REPLICATES, STATISTICS, Budget, SearchDef, start_combos
+from pipeline.store import check_id
 
 Level = str | None  # None is "no value" (YAML null), e.g. the essay_llm of a copy-mode essay
 Columns = list[str] | Callable[[list[str]], list[str]] | None
@@ -265,7 +265,7 @@ class _Loader:
                     self.budget(doc.get("budget_usd")), search)
 
     def budget(self, raw: object) -> float | None:
-        from ..spend import check_cap
+        from pipeline.store.spend import check_cap
 
         try:
             return check_cap(raw, "budget_usd")

@@ -1,4 +1,4 @@
-"""A search cohort's rounds, derived from the gens store (the I/O around ``pipeline.search``).
+"""A search cohort's rounds, derived from the gens store (the I/O around ``pipeline.design.search``).
 
 ``derive`` replays the search over the scores stored so far: a round counts as scored only when
 every generation of it is done, so the rounds never depend on what a crash interrupted or on a
@@ -11,18 +11,18 @@ from __future__ import annotations
 
 import os
 
-from .catalog import Catalog
-from .errors import DaydreamError
-from .cohort import (
+from pipeline.design.catalog import Catalog
+from pipeline.errors import DaydreamError
+from pipeline.design.cohort import (
     CohortPlan, combo_costs, compile_cohort, confirm_replicates, confirmation_spec, is_compiled, plan_cohort,
     recorded_confirmations, require_known_cohort, search_record, search_record_path, spec_fingerprint,
 )
-from .estimate import remaining_calls
-from .generation import is_done, runtime
-from .run_plan import call_records, lineage_chunks, membership
-from .search import CI_METHOD, Combo, ComboResult, Confirmation, SearchState, confirm_key, replay, score_combo
-from .spec import ComboDef, Spec, compile_design, load_spec
-from .store import DataPaths, atomic_write_json, read_json
+from pipeline.run.estimate import remaining_calls
+from pipeline.run.generation import is_done, runtime
+from pipeline.run.run_plan import call_records, lineage_chunks, membership
+from pipeline.design.search import CI_METHOD, Combo, ComboResult, Confirmation, SearchState, confirm_key, replay, score_combo
+from pipeline.design.spec import ComboDef, Spec, compile_design, load_spec
+from pipeline.store import DataPaths, atomic_write_json, read_json
 
 _SCORED: dict[tuple, ComboResult] = {}  # a combo's result, by its scores
 
@@ -130,7 +130,7 @@ class _Rounds:
 
 def _estimate(r: ComboResult | None, level: float = 0.95) -> dict:
     """A result's numbers for search.json (None where there is none)."""
-    from .reports.stats import finite  # here: the reports package loads pandas, which a status need not
+    from pipeline.reports.stats import finite  # here: the reports package loads pandas, which a status need not
 
     mean, lo, hi, why = r.interval(level) if r is not None else (None, None, None, "")
     return {"n": r.n if r else 0, "n_essays": r.n_essays if r else 0, "n_drafts": r.n_units if r else 0,
@@ -150,7 +150,7 @@ def _confirm_record(c: Confirmation | None, rounds: _Rounds, target: float | Non
 
 def derive(paths: DataPaths, cohort_id: str) -> tuple[SearchState, dict]:
     """The search as the gens store has it now, and the record of it (``search.json``'s content)."""
-    from .catalog import load_catalog
+    from pipeline.design.catalog import load_catalog
 
     spec_path = require_known_cohort(paths, cohort_id)
     spec = load_spec(spec_path)

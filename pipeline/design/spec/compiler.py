@@ -24,9 +24,9 @@ from collections import Counter, defaultdict
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
-from ..errors import DaydreamError
-from ..store import csv_text
-from .loader import DESIGN_FIELDS, MAX_ROWS, REPLICATE_AXES, Level, Side, Spec, TupleDef
+from pipeline.errors import DaydreamError
+from pipeline.store import csv_text
+from pipeline.design.spec.loader import DESIGN_FIELDS, MAX_ROWS, REPLICATE_AXES, Level, Side, Spec, TupleDef
 
 Row = tuple[Level, ...]
 

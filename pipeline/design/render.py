@@ -10,7 +10,7 @@ import functools
 
 import jinja2
 
-from .errors import DaydreamError
+from pipeline.errors import DaydreamError
 
 _ENV = jinja2.Environment(undefined=jinja2.StrictUndefined, keep_trailing_newline=True, autoescape=False)
 

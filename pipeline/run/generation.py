@@ -19,16 +19,18 @@ import threading
 from dataclasses import dataclass, field
 from typing import Callable
 
-from . import claims, config, spend, structured
-from .catalog import Catalog, load_catalog
-from .errors import DaydreamError, ParseError
-from .ledger import Budget, reserve_call
-from .llm import Provider, make_provider, require_keys
-from .llm.base import Completion, CompletionRequest, GenerationContext
-from .parsers import DEFAULT_SCORE_LABEL, parse
-from .render import draft_context, essay_context, evaluation_context, render
-from .state import BLOCKED, DONE, FAILED, PENDING, STALE, CurrentInputs, Outcome, State, classify
-from .store import PARENT_STAGE, DataPaths, atomic_write_json, parsed_metadata, raw_metadata, atomic_write_text, read_json, read_text, remove_stale_temporaries, utc_stamp
+from pipeline.store import claims, spend
+from pipeline import config
+from pipeline.design import structured
+from pipeline.design.catalog import Catalog, load_catalog
+from pipeline.errors import DaydreamError, ParseError
+from pipeline.store.ledger import Budget, reserve_call
+from pipeline.llm import Provider, make_provider, require_keys
+from pipeline.llm.base import Completion, CompletionRequest, GenerationContext
+from pipeline.design.parsers import DEFAULT_SCORE_LABEL, parse
+from pipeline.design.render import draft_context, essay_context, evaluation_context, render
+from pipeline.store.state import BLOCKED, DONE, FAILED, PENDING, STALE, CurrentInputs, Outcome, State, classify
+from pipeline.store import PARENT_STAGE, DataPaths, atomic_write_json, parsed_metadata, raw_metadata, atomic_write_text, read_json, read_text, remove_stale_temporaries, utc_stamp
 
 PREVIEW_CHARS = 400
 PARSE_FAILED = "parser "  # how a parse failure's reason starts: the raw response is kept and valid

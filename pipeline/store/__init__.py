@@ -22,8 +22,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
-from .errors import DaydreamError
-from .ids import is_safe_id
+from pipeline.errors import DaydreamError
+from pipeline.ids import is_safe_id
 
 STAGES = ("draft", "essay", "evaluation")
 PARENT_STAGE = {"essay": "draft", "evaluation": "essay"}  # the lineage: each stage's parent stage

@@ -14,9 +14,9 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
 
-from .errors import DaydreamError
-from .store import STAGES, DataPaths, check_id, read_csv_rows, read_text
-from .structured import OUTPUT_FORMATS
+from pipeline.errors import DaydreamError
+from pipeline.store import STAGES, DataPaths, check_id, read_csv_rows, read_text
+from pipeline.design.structured import OUTPUT_FORMATS
 
 LEVELS = ("sentence", "paragraph", "article")
 GENERATORS = ("llm", "copy")
@@ -56,7 +56,7 @@ class Template:
     score_min: float = DEFAULT_SCALE[0]
     score_max: float = DEFAULT_SCALE[1]
     score_label: str = DEFAULT_SCORE_LABEL
-    # "json": the evaluation's answer is structured output (pipeline/structured.py), else "text"
+    # "json": the evaluation's answer is structured output (pipeline/design/structured.py), else "text"
     output_format: str = "text"
     # Earlier catalogs keep retired templates listed with active=false; compiling a spec that
     # names one is an error rather than silently running a template its author switched off.
@@ -95,7 +95,7 @@ class Model:
 
     @property
     def simulated(self) -> bool:
-        from .config import endpoint_for
+        from pipeline.config import endpoint_for
 
         try:
             return endpoint_for(self) == "offline"

@@ -12,11 +12,12 @@ import json
 import os
 from functools import lru_cache
 
-from . import config, spend
-from .generation import is_done, resolve_inputs, reusable_raw, runtime
-from .render import essay_context, evaluation_context, render
-from .run_plan import membership
-from .store import PARENT_STAGE, DataPaths
+from pipeline import config
+from pipeline.store import spend
+from pipeline.run.generation import is_done, resolve_inputs, reusable_raw, runtime
+from pipeline.design.render import essay_context, evaluation_context, render
+from pipeline.run.run_plan import membership
+from pipeline.store import PARENT_STAGE, DataPaths
 
 HISTORY_SCAN = 2000  # recorded calls read per stage beyond the cohort's own (a bounded sample)
 _EMPTY_PARENT = {"essay": essay_context, "evaluation": evaluation_context}

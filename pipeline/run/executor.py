@@ -48,13 +48,13 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Callable, Iterable
 
-from . import config
-from .batch_jobs import Router
-from .generation import Runtime, generate, metadata, run_state
-from .errors import DaydreamError
-from .ledger import Budget
-from .state import DONE, State
-from .store import PARENT_STAGE
+from pipeline import config
+from pipeline.run.batch_jobs import Router
+from pipeline.run.generation import Runtime, generate, metadata, run_state
+from pipeline.errors import DaydreamError
+from pipeline.store.ledger import Budget
+from pipeline.store.state import DONE, State
+from pipeline.store import PARENT_STAGE
 
 Key = tuple[str, str, str]  # stage, gen_id, the run's since
 # a generation to start ahead: its key, the endpoint it calls ("" for none) and its parent's key

@@ -21,8 +21,8 @@ import re
 from pathlib import Path
 from urllib.parse import urlparse
 
-from . import config
-from .errors import DaydreamError
+from pipeline import config
+from pipeline.errors import DaydreamError
 
 LOGGER = "luigi-interface"
 SCHEDULER_TIMEOUT_S = 5.0  # an unreachable luigid is reported within this (Luigi's RPC retries take a minute)
@@ -155,8 +155,8 @@ def configured_scheduler_url() -> str:
 
 
 def used_providers(paths, cohort_id: str) -> set[str]:
-    from .generation import runtime
-    from .run_plan import membership
+    from pipeline.run.generation import runtime
+    from pipeline.run.run_plan import membership
 
     rt = runtime()
     return {rt.endpoint(r["llm_model_id"]) for r in membership(paths, cohort_id) if r["llm_model_id"]}
@@ -169,9 +169,9 @@ def before_run(cohort_id: str, max_cost: float | None, yes: bool) -> None:
     a killed run's tasks waited for."""
     import luigi.interface
 
-    from .cohort import compile_cohort, is_compiled
-    from .run_plan import check_max_cost, prepare_providers
-    from .search_store import derive, is_search_cohort
+    from pipeline.design.cohort import compile_cohort, is_compiled
+    from pipeline.run.run_plan import check_max_cost, prepare_providers
+    from pipeline.run.search_store import derive, is_search_cohort
 
     check_config_layers()
     core = luigi.interface.core()
@@ -194,8 +194,8 @@ def sweep_claims(paths, cohort_id: str) -> int:
     """Remove the stale claims of the cohort's generations (``claims.sweep``): a kill leaves
     claims on generations that had finished, which no run takes over. Before a run, and again
     by ``RunCohort`` at its end (a run killed meanwhile)."""
-    from . import claims
-    from .run_plan import membership
+    from pipeline.store import claims
+    from pipeline.run.run_plan import membership
 
     return claims.sweep((paths.gen_dir(r["stage"], r["gen_id"]) for r in membership(paths, cohort_id)),
                         config.claim_timeout())

@@ -17,21 +17,22 @@ from datetime import datetime
 import luigi
 import luigi.interface
 
-from . import config, spend
-from .batch_jobs import cohort_jobs, format_jobs, progress_line
-from .cohort import compile_cohort, terminal_progress
-from .errors import DaydreamError
-from .estimate import estimate, left_to_do
-from .ledger import Budget, read_ledger
-from .run_plan import budget_line, call_records, check_max_cost, cohort_counts, membership, prepare_budget, prepare_providers, spend_cap
-from .search_store import derive, is_search_cohort
-from .generation import is_parse_failure, runtime, state_of
-from .state import DONE, KINDS
-from .store import STAGES
-from .luigi_command import (check_config_layers, check_scheduler_resources, check_scheduler_url, check_workers,
+from pipeline import config
+from pipeline.store import spend
+from pipeline.run.batch_jobs import cohort_jobs, format_jobs, progress_line
+from pipeline.design.cohort import compile_cohort, terminal_progress
+from pipeline.errors import DaydreamError
+from pipeline.run.estimate import estimate, left_to_do
+from pipeline.store.ledger import Budget, read_ledger
+from pipeline.run.run_plan import budget_line, call_records, check_max_cost, cohort_counts, membership, prepare_budget, prepare_providers, spend_cap
+from pipeline.run.search_store import derive, is_search_cohort
+from pipeline.run.generation import is_parse_failure, runtime, state_of
+from pipeline.store.state import DONE, KINDS
+from pipeline.store import STAGES
+from pipeline.run.luigi_command import (check_config_layers, check_scheduler_resources, check_scheduler_url, check_workers,
                             configured_scheduler_url, log_file, quiet_console, sweep_claims, used_providers,
                             wait_for_dead_workers)
-from .tasks import ReportSite, RunCohort, run_stamp
+from pipeline.tasks import ReportSite, RunCohort, run_stamp
 
 EXIT_OK, EXIT_FAILED, EXIT_BUDGET = 0, 1, 3
 PROGRESS_POLL_S = 0.5

@@ -43,19 +43,20 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
-from . import config, spend
-from .errors import DaydreamError
-from .generation import (Runtime, completion_request, generate, metadata, phase_json, resolve_inputs, run_state,
+from pipeline import config
+from pipeline.store import spend
+from pipeline.errors import DaydreamError
+from pipeline.run.generation import (Runtime, completion_request, generate, metadata, phase_json, resolve_inputs, run_state,
                          sha256, state_of, write_call, write_call_failure)
-from .ledger import Budget, locked as ledger_locked
-from .llm import require_keys
-from .llm.base import BatchSettings, CompletionRequest, NoBatchAPI, Transient
-from .llm.registry import batch_api_factory
-from .state import DONE
-from .store import DataPaths, atomic_write_json, read_json, read_text, utc_stamp
+from pipeline.store.ledger import Budget, locked as ledger_locked
+from pipeline.llm import require_keys
+from pipeline.llm.base import BatchSettings, CompletionRequest, NoBatchAPI, Transient
+from pipeline.llm.registry import batch_api_factory
+from pipeline.store.state import DONE
+from pipeline.store import DataPaths, atomic_write_json, read_json, read_text, utc_stamp
 
 if TYPE_CHECKING:  # the adapters import the openai SDK: loaded through the registry when a job is made
-    from .llm.batch import Item, OpenAIBatchAPI
+    from pipeline.llm.batch import Item, OpenAIBatchAPI
 
 TERMINAL = ("completed", "failed", "expired", "cancelled")
 BATCH_HOST = "batch-job"  # a job's reservation outlives the process that made it (see ledger._alive)

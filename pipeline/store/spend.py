@@ -248,7 +248,7 @@ class CallEstimate:
 class History:
     """What models produced before, from recorded calls: mean completion tokens and parsed output
     size per (stage, template, model), with (stage, model) as the fallback, and each model's
-    bytes per prompt token (its tokenizer, measured)."""
+    bytes per prompt token (what its tokenizer made of the prompts it was sent)."""
 
     def __init__(self):
         self._completion: dict[tuple, list[float]] = {}
@@ -404,8 +404,8 @@ def call_record(raw_md: dict, prices: Prices | None) -> dict | None:
     cost = float(cost) if isinstance(cost, (int, float)) and not isinstance(cost, bool) else None
     source = raw_md.get("cost_source")
     if source not in COST_SOURCES:
-        # The runner used to store the catalog-price fallback as the cost itself: a cost equal
-        # to the price arithmetic was that fallback.
+        # Records without a cost_source hold the catalog-price fallback as the cost itself: a
+        # cost equal to the price arithmetic is that fallback, not a reported figure.
         estimated = token_cost(prices, raw_md.get("prompt_tokens"), raw_md.get("completion_tokens")) if prices else None
         fallback = cost is not None and estimated is not None and math.isclose(cost, estimated, rel_tol=1e-12)
         cost, source = cost_and_source(None if fallback else cost, estimated)

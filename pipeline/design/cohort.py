@@ -18,14 +18,14 @@ from functools import cached_property
 from pathlib import Path
 from typing import Callable
 
-from . import ids
-from .catalog import Catalog, ComboDef
-from .errors import DaydreamError
-from .ids import is_safe_id
-from .parsers import known_parser
-from .render import draft_context, essay_context, evaluation_context, render
-from .spec import Design, Spec
-from .store import (
+from pipeline import ids
+from pipeline.design.catalog import Catalog, ComboDef
+from pipeline.errors import DaydreamError
+from pipeline.ids import is_safe_id
+from pipeline.design.parsers import known_parser
+from pipeline.design.render import draft_context, essay_context, evaluation_context, render
+from pipeline.design.spec import Design, Spec
+from pipeline.store import (
     GEN_FILES, STAGES, DataPaths, atomic_write_bytes, atomic_write_csv, atomic_write_json, check_id,
     cohort_lists_lock, dumps_json, read_csv_rows, read_json,
 )
@@ -490,8 +490,8 @@ def compile_cohort(paths: DataPaths, cohort_id: str, *, confirm_above: int | Non
     the cohort is already compiled at least that large; callers pass None once the user said
     ``--yes``. ``progress``: see ``write_cohort``; None (the default) keeps the library quiet.
     """
-    from .catalog import load_catalog
-    from .spec import load_spec, stream_design
+    from pipeline.design.catalog import load_catalog
+    from pipeline.design.spec import load_spec, stream_design
 
     spec_path = require_known_cohort(paths, cohort_id)
     catalog = load_catalog(paths)
@@ -515,7 +515,7 @@ def compile_cohort(paths: DataPaths, cohort_id: str, *, confirm_above: int | Non
 
 
 # -- search cohorts --------------------------------------------------------------------------------
-# A search cohort's combos are its rounds so far. The runner (pipeline.search_store) derives the
+# A search cohort's combos are its rounds so far. The runner (pipeline.run.search_store) derives the
 # rounds from the scores in the gens store and records them in the cohort's search.json; compiling
 # includes the recorded rounds, as long as the record was made from the current spec and
 # catalogs (otherwise round 0 only, and the next run derives the rest again, reusing every
@@ -560,8 +560,8 @@ def recorded_generations(paths: DataPaths, cohort_id: str) -> dict[tuple[str, st
     derives the rounds again, reusing these generations). Empty for a cohort without a record
     or without a ``search:`` section; an unreadable record or spec is an error (nothing is
     purged on a guess)."""
-    from .catalog import load_catalog
-    from .spec import load_spec
+    from pipeline.design.catalog import load_catalog
+    from pipeline.design.spec import load_spec
 
     path = search_record_path(paths, cohort_id)
     if not path.exists():
@@ -610,7 +610,7 @@ def confirmation_spec(spec: Spec, combos: list[tuple[str, ...]]) -> Spec:
 def search_design(spec: Spec, record: dict | None) -> Design:
     """The rows of a search spec over its recorded rounds (``search_spec``), followed by those of
     the combos the rounds confirm on fresh draft replicates."""
-    from .spec import stream_design
+    from pipeline.design.spec import stream_design
 
     design = stream_design(spec)
     confirmed = [c for c in recorded_confirmations(record) if set(c) <= set(spec.search.pool)]
@@ -649,7 +649,7 @@ def combo_costs(plan: CohortPlan) -> dict[str, tuple[int, int]]:
 
 def check_search_plan(spec: Spec, plan: CohortPlan) -> None:
     """A search that could not rank its combos, or run its first round, is a spec error."""
-    from .search import MIN_UNITS, start_combos
+    from pipeline.design.search import MIN_UNITS, start_combos
 
     defn = spec.search
     costs = combo_costs(plan)
@@ -686,7 +686,7 @@ def check_design_size(paths: DataPaths, cohort_id: str, spec: Spec, confirm_abov
     millions of rows is refused at once instead of after filling the memory. Each row is an
     evaluation, so the cohort has at least about that many generations; a design within the
     limit is planned, and ``check_size`` then counts its generations exactly."""
-    from .spec import count_design
+    from pipeline.design.spec import count_design
 
     rows = count_design(spec)
     if rows <= confirm_above or _compiled_size(paths, cohort_id) >= rows:
@@ -743,7 +743,7 @@ def terminal_progress(*, force: bool = False, min_total: int = PROGRESS_MIN_GENE
 
 def is_compiled(paths: DataPaths, cohort_id: str) -> bool:
     """The cohort's manifest matches the current spec and catalogs."""
-    from .catalog import load_catalog
+    from pipeline.design.catalog import load_catalog
 
     m = read_json(paths.manifest_json(cohort_id))
     if not m or not paths.membership_csv(cohort_id).exists():

@@ -21,9 +21,10 @@ import uuid
 from contextlib import contextmanager
 from dataclasses import dataclass
 
-from . import config, spend
-from .errors import DaydreamError
-from .store import DataPaths, atomic_write_json, read_json, utc_stamp
+from pipeline import config
+from pipeline.store import spend
+from pipeline.errors import DaydreamError
+from pipeline.store import DataPaths, atomic_write_json, read_json, utc_stamp
 
 POLL_S = 0.1  # how often a call that must wait looks at the ledger again
 HOST = socket.gethostname()

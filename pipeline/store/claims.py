@@ -37,8 +37,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Callable
 
-from .errors import DaydreamError
-from .store import utc_stamp
+from pipeline.errors import DaydreamError
+from pipeline.store import utc_stamp
 
 CLAIM = "claim.json"
 HEARTBEAT_S = 5.0  # how often a process refreshes the claims it holds

@@ -16,13 +16,13 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass, field
 
-from . import generation
-from .cohort import read_membership
-from .errors import DaydreamError
-from .generation import phase_json, resolve_inputs, sha256, state_of
-from .parsers import try_parse
-from .state import DONE
-from .store import PARENT_STAGE, STAGES, DataPaths
+from pipeline.run import generation
+from pipeline.design.cohort import read_membership
+from pipeline.errors import DaydreamError
+from pipeline.run.generation import phase_json, resolve_inputs, sha256, state_of
+from pipeline.design.parsers import try_parse
+from pipeline.store.state import DONE
+from pipeline.store import PARENT_STAGE, STAGES, DataPaths
 
 
 @dataclass
