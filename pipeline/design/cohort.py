@@ -27,7 +27,7 @@ from pipeline.design.render import draft_context, essay_context, evaluation_cont
 from pipeline.design.spec import Design, Spec
 from pipeline.store import (
     GEN_FILES, STAGES, DataPaths, atomic_write_bytes, atomic_write_csv, atomic_write_json, check_id,
-    cohort_lists_lock, dumps_json, read_csv_rows, read_json,
+    cohort_lists_lock, dumps_json, generation_metadata, leave_cohort, read_csv_rows, read_json,
 )
 
 # Rendering every template once with a stand-in context catches syntax errors and undefined
@@ -70,16 +70,12 @@ class Generation:
                              model_id=self.llm_model_id, replicate=self.replicate)
 
     def metadata(self, cohorts: list[str]) -> dict:
-        md = {
-            "stage": self.stage, "gen_id": self.gen_id, "template_id": self.template_id,
-            "llm_model_id": self.llm_model_id, "replicate": self.replicate, "mode": self.mode,
-            "combo_id": self.combo_id, "signature": list(self.signature), "cohorts": sorted(set(cohorts)),
-        }
-        if self.parent_gen_id is not None:
-            md["parent_gen_id"] = self.parent_gen_id
-        if self.combo is not None:
-            md["combo"] = {"concept_ids": list(self.combo.concept_ids), "level": self.combo.level, "k": self.combo.k}
-        return md
+        combo = self.combo
+        return generation_metadata(
+            stage=self.stage, gen_id=self.gen_id, template_id=self.template_id, llm_model_id=self.llm_model_id,
+            replicate=self.replicate, mode=self.mode, combo_id=self.combo_id, signature=self.signature,
+            cohorts=cohorts, parent_gen_id=self.parent_gen_id,
+            combo=None if combo is None else {"concept_ids": list(combo.concept_ids), "level": combo.level, "k": combo.k})
 
     def membership_row(self) -> dict:
         return {
@@ -450,11 +446,8 @@ def write_cohort(paths: DataPaths, plan: CohortPlan, catalog: Catalog, spec: Spe
         for stage, gen_id in sorted(previous - current):
             if cohort not in (existing(stage, gen_id) or {}).get("cohorts", []):
                 continue
-            path = paths.gen_file(stage, gen_id, "metadata.json")
-            old = locked()(stage, gen_id)
-            if old and cohort in old.get("cohorts", []):
-                old["cohorts"] = [c for c in old["cohorts"] if c != cohort]
-                written["metadata"] += atomic_write_json(path, old)
+            locked()
+            written["metadata"] += leave_cohort(paths.gen_file(stage, gen_id, "metadata.json"), cohort)
 
     written["membership"] += atomic_write_csv(mpath, MEMBERSHIP_COLUMNS, (g.membership_row() for g in generations))
     written["manifest"] += atomic_write_json(

@@ -17,7 +17,7 @@ from pipeline.design.cohort import SEARCH_RECORD, read_membership, recorded_gene
 from pipeline.ops.ratings import rated_rows
 from pipeline.errors import DaydreamError
 from pipeline.store.state import BLOCKED, DONE, PENDING
-from pipeline.store import PARENT_STAGE, STAGES, TMP_GLOB, DataPaths, atomic_write_json, cohort_lists_lock, read_json, read_text
+from pipeline.store import PARENT_STAGE, STAGES, TMP_GLOB, DataPaths, cohort_lists_lock, leave_cohort, read_json, read_text
 
 PHASE_FILES = ("parsed_metadata.json", "parsed.txt", "raw_metadata.json", "raw.txt", "prompt.txt")
 
@@ -206,11 +206,7 @@ def purge(paths: DataPaths, cohort_id: str, *, dry_run: bool = True) -> dict[str
             for stage, gid in remove:
                 shutil.rmtree(paths.gen_dir(stage, gid), ignore_errors=True)
             for stage, gid in keep:
-                path = paths.gen_file(stage, gid, "metadata.json")
-                md = read_json(path)
-                if md and cohort_id in md.get("cohorts", []):
-                    md["cohorts"] = [c for c in md["cohorts"] if c != cohort_id]
-                    atomic_write_json(path, md)
+                leave_cohort(paths.gen_file(stage, gid, "metadata.json"), cohort_id)
         cdir = paths.cohort_dir(cohort_id)
         for name in ("membership.csv", "manifest.json", SEARCH_RECORD):  # a search's rounds go too
             (cdir / name).unlink(missing_ok=True)

@@ -25,7 +25,7 @@ from pathlib import Path
 
 from pipeline.errors import DaydreamError
 from pipeline.ids import evaluation_gen_id, is_safe_id, signature
-from pipeline.store import (DataPaths, atomic_write_csv, atomic_write_json, atomic_write_text, parsed_metadata, raw_metadata,
+from pipeline.store import (DataPaths, generation_metadata, join_cohort, atomic_write_csv, atomic_write_json, atomic_write_text, parsed_metadata, raw_metadata,
                     read_csv_rows, read_text)
 
 RATINGS_FILE = "ratings.csv"
@@ -130,9 +130,10 @@ def import_ratings(paths: DataPaths, file: Path, rater: str, rt=None) -> dict:
             raise DaydreamError("ratings", f"line {r['line']}: score {_score_text(r['score'])} is outside rubric "
                                 f"{rubric!r}'s scale {tpl.score_min:g}–{tpl.score_max:g}", path=file)
         gid = evaluation_gen_id(eid, rubric, model, 1)
-        md = {"cohorts": [cid], "combo_id": essay.get("combo_id", ""), "gen_id": gid, "llm_model_id": model,
-              "mode": HUMAN_MODE, "parent_gen_id": eid, "replicate": 1, "stage": "evaluation", "template_id": rubric,
-              "signature": signature("evaluation", parent=eid, template_id=rubric, model_id=model, replicate=1)}
+        md = generation_metadata(
+            stage="evaluation", gen_id=gid, template_id=rubric, llm_model_id=model, replicate=1, mode=HUMAN_MODE,
+            combo_id=essay.get("combo_id", ""), parent_gen_id=eid, cohorts=[cid],
+            signature=signature("evaluation", parent=eid, template_id=rubric, model_id=model, replicate=1))
         inputs = generation.resolve_inputs(rt, "evaluation", gid, md)
         if inputs is None:
             raise DaydreamError("ratings", f"line {r['line']}: essay {eid!r} has no intact output to rate", path=file)
@@ -141,12 +142,10 @@ def import_ratings(paths: DataPaths, file: Path, rater: str, rt=None) -> dict:
     by_cohort: dict[str, dict[str, dict]] = {}
     for r, md, inputs in planned:
         gid, at = md["gen_id"], _timestamp(r["rated_at"])
-        old = generation.phase_json(rt.gen_file("evaluation", gid, "metadata.json")) or {}
-        md = dict(md, cohorts=sorted(set(old.get("cohorts") or []) | {r["cohort_id"]}))
         label = inputs.score_label or "SCORE"
         raw = (r["note"].strip() + "\n\n" if r["note"].strip() else "") + f"{label}: {_score_text(r['score'])}\n"
         parsed = _score_text(r["score"])
-        atomic_write_json(rt.gen_file("evaluation", gid, "metadata.json"), md)
+        join_cohort(paths, md)
         atomic_write_text(rt.gen_file("evaluation", gid, "prompt.txt"), inputs.prompt)
         atomic_write_text(rt.gen_file("evaluation", gid, "raw.txt"), raw)
         atomic_write_json(rt.gen_file("evaluation", gid, "raw_metadata.json"), raw_metadata(

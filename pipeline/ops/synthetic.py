@@ -23,8 +23,9 @@ from pathlib import Path
 from typing import Iterable
 
 from pipeline import ids
-from pipeline.store import (DataPaths, atomic_write_csv, atomic_write_json, atomic_write_text, dumps_json, parsed_metadata,
-                    raw_metadata, read_json, read_text)
+from pipeline.store import (DataPaths, atomic_write_csv, atomic_write_json, atomic_write_text, dumps_json, generation_metadata,
+                            join_cohort, parsed_metadata,
+                            raw_metadata, read_text)
 
 # Concepts written for this project: (id, name, paragraph description).
 CONCEPTS = [
@@ -178,19 +179,14 @@ class _Writer:
 
     def metadata(self, stage, gen_id, template_id, model, replicate, mode, parent, combo, sig_parent,
                  concept_ids=None):
-        path = self.paths.gen_file(stage, gen_id, "metadata.json")
-        old = read_json(path) if path.exists() else None
-        cohorts = sorted(set((old or {}).get("cohorts", [])) | {self.cohort_id})
-        md = {
-            "stage": stage, "gen_id": gen_id, "template_id": template_id, "llm_model_id": model,
-            "replicate": replicate, "mode": mode, "parent_gen_id": parent, "combo_id": combo,
-            "signature": ids.signature(stage, parent=sig_parent, template_id=template_id, model_id=model,
-                                       replicate=replicate),
-            "cohorts": cohorts,
-        }
-        if concept_ids is not None:  # a draft's prompt is rendered from its combo's concepts
-            md["combo"] = {"concept_ids": list(concept_ids), "level": "paragraph", "k": len(concept_ids)}
-        atomic_write_json(path, md)
+        join_cohort(self.paths, generation_metadata(
+            stage=stage, gen_id=gen_id, template_id=template_id, llm_model_id=model, replicate=replicate, mode=mode,
+            combo_id=combo, parent_gen_id=parent, cohorts=[self.cohort_id],
+            signature=ids.signature(stage, parent=sig_parent, template_id=template_id, model_id=model,
+                                    replicate=replicate),
+            # a draft's prompt is rendered from its combo's concepts
+            combo=None if concept_ids is None else {"concept_ids": list(concept_ids), "level": "paragraph",
+                                                     "k": len(concept_ids)}))
 
     def raw(self, stage, gen_id, model, mode, prompt, raw, *, valid=True, reason=None, truncated=False):
         self.n += 1

@@ -139,8 +139,46 @@ class DataPaths:
 
 
 # ---------------------------------------------------------------------------------------------
-# The generation records: the one definition of raw_metadata.json and parsed_metadata.json, used
-# by the runner and by the synthetic data maker alike (docs/architecture.md shows examples).
+# The generation records: the one definition of metadata.json, raw_metadata.json and
+# parsed_metadata.json, used by the compiler, the runner, rating imports and the synthetic data
+# maker alike (docs/architecture.md shows examples).
+
+
+def generation_metadata(*, stage: str, gen_id: str, template_id: str, llm_model_id: str | None, replicate: int,
+                        mode: str, combo_id: str, signature: list[str], cohorts, parent_gen_id: str | None = None,
+                        combo: dict | None = None) -> dict:
+    """``metadata.json``: what a generation is (seeded when a cohort is compiled), and the cohorts
+    whose membership names it. ``parent_gen_id`` for essays and evaluations; ``combo`` (concept
+    ids, level, k) for drafts, what their prompt is rendered from."""
+    md = {"stage": stage, "gen_id": gen_id, "template_id": template_id, "llm_model_id": llm_model_id,
+          "replicate": replicate, "mode": mode, "combo_id": combo_id, "signature": list(signature),
+          "cohorts": sorted(set(cohorts))}
+    if parent_gen_id is not None:
+        md["parent_gen_id"] = parent_gen_id
+    if combo is not None:
+        md["combo"] = combo
+    return md
+
+
+def join_cohort(paths: "DataPaths", md: dict) -> int:
+    """Write a generation's ``metadata.json`` as ``md`` with its ``cohorts`` list merged into the
+    stored one (never dropping a cohort another process added). Returns bytes written. The
+    compiler, which rewrites many at once under one lock, merges the same way in bulk."""
+    path = paths.gen_file(md["stage"], md["gen_id"], "metadata.json")
+    with cohort_lists_lock(paths):
+        old = read_json(path) if path.exists() else None
+        cohorts = set((old or {}).get("cohorts") or []) | set(md["cohorts"])
+        return atomic_write_json(path, dict(md, cohorts=sorted(cohorts)))
+
+
+def leave_cohort(path: Path, cohort_id: str) -> int:
+    """Take ``cohort_id`` out of the ``cohorts`` list of the metadata.json at ``path``; the
+    caller holds ``cohort_lists_lock``. Returns bytes written (0: it was not listed)."""
+    md = read_json(path)
+    if not md or cohort_id not in md.get("cohorts", []):
+        return 0
+    md["cohorts"] = [c for c in md["cohorts"] if c != cohort_id]
+    return atomic_write_json(path, md)
 
 
 def raw_metadata(*, gen_id: str, stage: str, mode: str, llm_model_id: str | None, model_slug: str | None,
