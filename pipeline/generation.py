@@ -5,9 +5,10 @@ State is decided by ``state.classify`` from what the store records and what the 
 scale); ``state_of`` gathers those, parent first. File existence is never completeness, and
 editing a template or regenerating a parent makes every affected child stale, with no bookkeeping.
 
-Files are committed in order — content first, its ``*_metadata.json`` last — and each metadata
-records the SHA-256 of the content it describes, so a crash between two writes is detected and
-never mistaken for a finished phase. A valid raw response is reused when the prompt is unchanged
+A generation's files are committed as one group once its work is over (``store.atomic_write_group``:
+every file fsynced before any is renamed, then renamed in order, each ``*_metadata.json`` after
+its content), and each metadata records the SHA-256 of the content it describes, so a crash
+between two renames is detected and never mistaken for a finished phase. A valid raw response is reused when the prompt is unchanged
 (re-parsing costs no model call); an invalid one (truncated, empty, too short) never is.
 """
 
