@@ -7,6 +7,10 @@ What must hold afterwards (``check``):
 
 * every generation done, its files intact, no temporary file under the data root, no claim left,
   ``daydream check`` clean;
+* at each kill, every generation that looks done has all its files intact (its parsed text, raw
+  response and prompt match the hashes its records name: a commit's metadata is never in place
+  before its content), and none done at one kill is not done at a later one (nothing finished
+  is lost);
 * no call for a generation once it was done: at each kill the done generations are noted, and
   no request for a prompt begins after a moment when every generation with that prompt was done
   (replicates share a prompt);
@@ -98,15 +102,37 @@ def start_run(root: Path, cfg: Path, rng: random.Random, cohort: str) -> tuple[s
     return proc, {"command": kind, "workers": workers}
 
 
-def _done_now(paths, rows) -> set[tuple[str, str]]:
+def _done_now(paths, rows, torn: list[str] | None = None) -> set[tuple[str, str]]:
+    """The generations whose record says done; ``torn`` hears of each one whose files do not
+    match what its records name (read record first, so a commit under way shows as not done)."""
+    import hashlib
+
+    def sha(path) -> str | None:
+        try:
+            return hashlib.sha256(path.read_bytes()).hexdigest()
+        except OSError:
+            return None
+
     done = set()
     for r in rows:
         try:
             pm = json.loads(paths.gen_file(r["stage"], r["gen_id"], "parsed_metadata.json").read_text())
         except (OSError, ValueError):
             continue
-        if pm.get("success"):
-            done.add((r["stage"], r["gen_id"]))
+        if not pm.get("success"):
+            continue
+        done.add((r["stage"], r["gen_id"]))
+        if torn is None:
+            continue
+        d = paths.gen_dir(r["stage"], r["gen_id"])
+        try:
+            raw_md = json.loads((d / "raw_metadata.json").read_text())
+        except (OSError, ValueError):
+            raw_md = {}
+        wrong = [name for name, want in (("parsed.txt", pm.get("parsed_sha256")), ("raw.txt", raw_md.get("raw_sha256")),
+                                         ("prompt.txt", raw_md.get("prompt_sha256"))) if sha(d / name) != want]
+        if wrong:
+            torn.append(f"{r['stage']} {r['gen_id']} done with {', '.join(wrong)} not matching its records")
     return done
 
 
@@ -146,6 +172,7 @@ def run_chaos(root: Path, cfg: Path, server, *, iterations: int, seed: int, coho
     paths = DataPaths(root)
     live: list[tuple[subprocess.Popen, dict]] = []
     kills, snapshots = [], []  # per kill: its time, when the store was looked at, done then, done just before
+    torn: list[str] = []  # done generations whose files did not match their records at a kill
     started = time.time()
     for i in range(iterations):
         live.append(start_run(root, cfg, rng, cohort))
@@ -165,7 +192,7 @@ def run_chaos(root: Path, cfg: Path, server, *, iterations: int, seed: int, coho
         at = time.time()  # after the kills: every request of the killed runs began before it
         live = [(p, info) for p, info in live if all(p is not v for v, _ in victims)]
         rows = read_membership(paths, cohort) if paths.membership_csv(cohort).exists() else []
-        done = _done_now(paths, rows)
+        done = _done_now(paths, rows, torn)
         snapshots.append((at, time.time(), done, done_before))  # done by the second time: no call after it
         kills.append({"iteration": i, "at_s": round(at - started, 2), "killed": [info for _, info in victims],
                       "left_running": len(live), "done": len(done), "of": len(rows)})
@@ -177,15 +204,17 @@ def run_chaos(root: Path, cfg: Path, server, *, iterations: int, seed: int, coho
     check = subprocess.run([sys.executable, "-m", "pipeline.cli", "check", "--list"], env=_env(root, cfg),
                            capture_output=True, text=True, timeout=120)
     return {"seed": seed, "iterations": iterations, "kills": kills, "seconds": round(time.time() - started, 1),
-            **_verify(root, paths, cohort, recorder, snapshots, final, check)}
+            **_verify(root, paths, cohort, recorder, snapshots, final, check, torn)}
 
 
-def _verify(root, paths, cohort, recorder, snapshots, final, check) -> dict:
+def _verify(root, paths, cohort, recorder, snapshots, final, check, torn=()) -> dict:
     import hashlib
 
     from pipeline.design.cohort import read_membership
 
-    problems = []
+    problems = list(torn)
+    for (_, _, done, _), (_, _, later, _) in zip(snapshots, snapshots[1:]):
+        problems += [f"{stage} {gen_id} was done, then not" for stage, gen_id in sorted(done - later)]
     if final.returncode != 0:
         problems.append(f"final run exited {final.returncode}: {final.stderr[-2000:]}")
     if check.returncode != 0:
@@ -239,5 +268,5 @@ def _verify(root, paths, cohort, recorder, snapshots, final, check) -> dict:
     return {"generations": len(rows), "llm_generations": len(prompts), "requests": len(recorder.began),
             "faults": sum(1 for _, _, m in recorder.began if m != "ok"), "successful_calls": total_ok,
             "in_flight_at_kills": in_flight, "repeated_calls": sum(extra.values()), "calls_after_done": after_done,
-            "final_returncode": final.returncode, "check_returncode": check.returncode,
+            "torn": len(torn), "final_returncode": final.returncode, "check_returncode": check.returncode,
             "check": check.stdout.strip().splitlines()[:1], "problems": problems}

@@ -261,3 +261,50 @@ os._exit(0)  # killed, as it were: no exit handler closes the executor
                 os.kill(pid, 9)
             except ProcessLookupError:
                 pass
+
+
+def test_a_slow_disk_does_not_stall_the_calls_and_nothing_is_reported_done_before_it_is_written(project, monkeypatch):
+    """Each fsync takes 40 ms: the generations' files are committed on the writer's threads, so
+    the loop keeps turning (and making calls) meanwhile, where committing on it stalled it for
+    five fsyncs a generation; and each generation is reported done only once its files are in
+    place."""
+    import asyncio
+    import os
+
+    rows = compiled(project, "t1")
+    rt, since = runtime(), run_stamp()
+    fsync = os.fsync
+
+    def slow_fsync(fd):
+        time.sleep(0.04)
+        fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", slow_fsync)
+    ex = executor(rt)
+    rt.provider("testsrv")  # its SDK imported here, not on the loop while it is timed
+    lags: list[float] = []
+
+    async def ticker():
+        while True:
+            t = time.monotonic()
+            await asyncio.sleep(0.005)
+            lags.append(time.monotonic() - t - 0.005)
+
+    tick = asyncio.run_coroutine_threadsafe(ticker(), ex.loop)
+    reported: dict[str, bool] = {}
+
+    def seen(stage, states):
+        for gen_id, st in states.items():  # what is reported done is in place at that moment
+            if gen_id not in reported:
+                d = rt.gen_dir(stage, gen_id)
+                reported[gen_id] = st.kind == DONE and all(
+                    os.path.exists(f"{d}/{name}") for name in ("prompt.txt", "raw.txt", "raw_metadata.json",
+                                                                "parsed.txt", "parsed_metadata.json"))
+    try:
+        for stage in ("draft", "essay", "evaluation"):
+            run_batch(rt, stage, by_stage(rows, stage), in_flight=4, since=since,
+                      progress=lambda states, stage=stage: seen(stage, states))
+    finally:
+        tick.cancel()
+    assert reported == {r["gen_id"]: True for r in rows} and len(rows) >= 8
+    assert len(lags) > 20 and max(lags) < 0.15, f"the loop stalled {max(lags):.3f} s (five fsyncs: 0.2 s)"

@@ -5,6 +5,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import time
 
 import pytest
 
@@ -92,3 +93,125 @@ def test_gen_paths_stay_under_root(tmp_path):
         paths.gen_file("essay", "e_abc", "../../x")
     with pytest.raises(DaydreamError):
         paths.gen_dir("nonsense", "e_abc")
+
+
+def test_a_group_is_put_in_place_in_order_and_skips_what_is_unchanged(tmp_path):
+    from pipeline.store import atomic_write_group
+
+    d = tmp_path / "g"
+    assert atomic_write_group([(d / "content.txt", b"one"), (d / "gone.txt", None), (d / "meta.json", b"{}")]) == 2
+    (d / "gone.txt").write_text("x")
+    first = (d / "content.txt").stat().st_mtime_ns
+    # the unchanged content is not rewritten; None removes; the metadata comes after the content
+    assert atomic_write_group([(d / "content.txt", b"one"), (d / "gone.txt", None), (d / "meta.json", b"{1}")]) == 2
+    assert (d / "content.txt").stat().st_mtime_ns == first and not (d / "gone.txt").exists()
+    assert sorted(p.name for p in d.iterdir()) == ["content.txt", "meta.json"]
+
+
+def test_a_group_that_cannot_be_written_leaves_nothing_of_itself(tmp_path):
+    """One file of the group cannot be staged: no file of the group changes, no temporary is left."""
+    from pipeline.store import atomic_write_group
+
+    d = tmp_path / "g"
+    d.mkdir()
+    (d / "a.txt").write_text("old")
+    (d / "blocker").write_text("a file, not a directory")
+    with pytest.raises(DaydreamError) as exc:
+        atomic_write_group([(d / "a.txt", b"new"), (d / "blocker" / "b.txt", b"x"), (d / "meta.json", b"{}")])
+    assert exc.value.code == "store" and "blocker" in str(exc.value.path)
+    assert (d / "a.txt").read_text() == "old" and not (d / "meta.json").exists()
+    assert sorted(p.name for p in d.iterdir()) == ["a.txt", "blocker"]
+
+
+def test_kill_during_group_commits_never_shows_metadata_without_its_content(tmp_path):
+    """SIGKILL at random moments of a process committing groups (eight contents, then a metadata
+    naming their round) on the writer's threads, on the real disk under the test's tmp dir, until
+    some kill has landed between a group's renames: a metadata is never newer than a content
+    beside it (a content may be newer: killed between the renames, which the classifier sees
+    as a hash mismatch), and no file is half-written."""
+    import json
+    import random
+
+    script = textwrap.dedent(f"""
+        import json
+        from pipeline.store import GroupWriter
+        root = {str(tmp_path)!r}
+        writer = GroupWriter(4)
+        i = 0
+        while True:
+            futures = []
+            for g in range(16):
+                i += 1
+                files = [(f"{{root}}/g{{g}}/c{{k}}.txt", f"{{i}}\\n".encode() + b"x" * 5000) for k in range(8)]
+                futures.append(writer.submit(files + [(f"{{root}}/g{{g}}/gone.txt", None),
+                                                      (f"{{root}}/g{{g}}/meta.json", json.dumps({{"n": i}}).encode())]))
+            for f in futures:
+                f.result(10)
+            print(i, flush=True)
+    """)
+    rng = random.Random(26)
+    kills = between = 0
+    while kills < 60 and (kills < 4 or between == 0):
+        proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+        try:
+            proc.stdout.readline()  # a first round committed: the next ones are under way
+            time.sleep(rng.uniform(0.0, 0.2))
+        finally:
+            os.kill(proc.pid, signal.SIGKILL)
+            proc.wait()
+        kills += 1
+        for d in tmp_path.glob("g*"):
+            meta = json.loads((d / "meta.json").read_text())["n"]
+            rounds = set()
+            for k in range(8):
+                n, rest = (d / f"c{k}.txt").read_bytes().split(b"\n", 1)
+                assert rest == b"x" * 5000, d / f"c{k}.txt"
+                rounds.add(int(n))
+            assert min(rounds) >= meta, f"{d}: metadata of round {meta}, contents of rounds {sorted(rounds)}"
+            between += rounds != {meta}
+    assert between > 0, f"no kill of {kills} landed between a group's renames"
+
+
+def test_the_group_writer_commits_off_the_caller_and_waits_bounded(tmp_path):
+    from pipeline.store import GroupWriter
+
+    writer = GroupWriter(2)
+    futures = [writer.submit([(tmp_path / f"f{i}.txt", b"x"), (tmp_path / f"m{i}.json", b"{}")]) for i in range(20)]
+    bad = writer.submit([(tmp_path / "f0.txt" / "under-a-file", b"x")])
+    assert [f.result(10) for f in futures] == [2] * 20
+    with pytest.raises(DaydreamError):
+        bad.result(10)  # the submitter hears of a failure
+    assert writer.close(10) is True
+    with pytest.raises(DaydreamError):
+        writer.submit([(tmp_path / "late.txt", b"x")])
+    # its threads end once it is closed and idle, within one wait
+    deadline = time.monotonic() + 3 * GroupWriter.WAIT_S
+    while writer._threads and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert writer._threads == []
+
+
+def test_a_groups_fsyncs_are_made_at_once_on_the_writers_threads(tmp_path, monkeypatch):
+    """With 100 ms fsyncs, five files committed inline take five fsyncs; on the writer's threads
+    about one (its time is the time a generation holds its call slot)."""
+    from pipeline.store import GroupWriter, atomic_write_group
+
+    fsync = os.fsync
+
+    def slow_fsync(fd):
+        time.sleep(0.1)
+        fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", slow_fsync)
+    files = lambda tag: [(tmp_path / f"{tag}{i}.txt", tag.encode()) for i in range(5)]  # noqa: E731
+    t = time.monotonic()
+    atomic_write_group(files("a"))
+    inline = time.monotonic() - t
+    writer = GroupWriter(8)
+    writer.submit(files("warm")).result(10)  # its threads are made
+    t = time.monotonic()
+    assert writer.submit(files("b")).result(10) == 5
+    threaded = time.monotonic() - t
+    assert writer.close(10)
+    assert inline >= 0.5 and threaded < 0.3, (inline, threaded)
+    assert sorted(p.read_text() for p in tmp_path.glob("b*.txt")) == ["b"] * 5

@@ -5,9 +5,10 @@ State is decided by ``state.classify`` from what the store records and what the 
 scale); ``state_of`` gathers those, parent first. File existence is never completeness, and
 editing a template or regenerating a parent makes every affected child stale, with no bookkeeping.
 
-Files are committed in order — content first, its ``*_metadata.json`` last — and each metadata
-records the SHA-256 of the content it describes, so a crash between two writes is detected and
-never mistaken for a finished phase. A valid raw response is reused when the prompt is unchanged
+A generation's files are committed as one group once its work is over (``store.atomic_write_group``:
+every file fsynced before any is renamed, then renamed in order, each ``*_metadata.json`` after
+its content), and each metadata records the SHA-256 of the content it describes, so a crash
+between two renames is detected and never mistaken for a finished phase. A valid raw response is reused when the prompt is unchanged
 (re-parsing costs no model call); an invalid one (truncated, empty, too short) never is.
 """
 
@@ -17,7 +18,7 @@ import hashlib
 import os
 import threading
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Awaitable, Callable
 
 from pipeline.store import claims, spend
 from pipeline import config
@@ -30,7 +31,8 @@ from pipeline.llm.base import Completion, CompletionRequest, GenerationContext
 from pipeline.design.parsers import DEFAULT_SCORE_LABEL, parse
 from pipeline.design.render import draft_context, essay_context, evaluation_context, render
 from pipeline.store.state import BLOCKED, DONE, FAILED, PENDING, STALE, CurrentInputs, Outcome, State, classify
-from pipeline.store import PARENT_STAGE, DataPaths, atomic_write_json, parsed_metadata, raw_metadata, atomic_write_text, read_json, read_text, remove_stale_temporaries, utc_stamp
+from pipeline.store import (PARENT_STAGE, DataPaths, atomic_write_group, dumps_json, parsed_metadata, raw_metadata, read_json,
+                            read_text, remove_stale_temporaries, utc_stamp)
 
 PREVIEW_CHARS = 400
 PARSE_FAILED = "parser "  # how a parse failure's reason starts: the raw response is kept and valid
@@ -404,9 +406,18 @@ def validate_raw(text: str, completion: Completion | None, min_lines: int) -> st
     return None
 
 
+Files = list[tuple[str, "bytes | None"]]  # a commit: (path, content or None to remove it), in order
+Commit = Callable[[Files], Awaitable[int]]
+
+
+async def commit_here(files: Files) -> int:
+    """Commit on the caller's thread (a generation run without an executor's writer)."""
+    return atomic_write_group(files)
+
+
 async def generate(rt: Runtime, stage: str, gen_id: str, status: Callable[[str], None] = lambda m: None,
                    budget: Budget | None = None, on_call: Callable[[float], None] = lambda seconds: None,
-                   since: str = "") -> State:
+                   since: str = "", commit: Commit = commit_here) -> State:
     """Bring a generation to ``done`` if it can be: calls the model only when no valid raw exists.
 
     Returns its state afterwards: ``done``, ``failed`` (the reason is recorded in the store) or
@@ -414,7 +425,8 @@ async def generate(rt: Runtime, stage: str, gen_id: str, status: Callable[[str],
     an exception; only a store that cannot record the outcome raises. Under a ``budget`` a call
     that does not fit is not made: the generation stays ``pending`` with reason
     ``spend.BUDGET_REACHED`` and nothing is written. ``on_call`` hears how long a model call
-    that answered took.
+    that answered took. ``commit`` puts the generation's files in place (``store.atomic_write_group``)
+    and returns once they are: an executor's writes them on its writer's threads.
 
     The work is done under the generation's claim (``claims``), so no two runs (of any
     scheduler, process or machine sharing the data root) call for it at once: one claimed
@@ -433,14 +445,16 @@ async def generate(rt: Runtime, stage: str, gen_id: str, status: Callable[[str],
         st = state_of(rt, stage, gen_id)
         if st.kind in (DONE, BLOCKED) or st.settled(since):
             return st
-        return await _generate(rt, stage, gen_id, status, budget, on_call)
+        return await _generate(rt, stage, gen_id, status, budget, on_call, commit)
     finally:
-        claims.release(claim, timeout)
+        claims.release(claim, timeout)  # after the commit: it is awaited even when cancelled
 
 
 async def _generate(rt: Runtime, stage: str, gen_id: str, status: Callable[[str], None],
-                    budget: Budget | None, on_call: Callable[[float], None]) -> State:
-    f = lambda name: rt.gen_file(stage, gen_id, name)  # noqa: E731
+                    budget: Budget | None, on_call: Callable[[float], None], commit: Commit) -> State:
+    """The generation's work; all its files are committed at the end as one group (prompt, raw
+    and its record, parsed and its record: each record after its content), so the model call
+    goes out with nothing written and a kill before the commit leaves the generation as it was."""
     memo: dict = {}
     parent_id = metadata(rt, stage, gen_id).get("parent_gen_id") if stage != "draft" else None
     if parent_id and state_of(rt, PARENT_STAGE[stage], parent_id, memo).kind != DONE:
@@ -451,24 +465,26 @@ async def _generate(rt: Runtime, stage: str, gen_id: str, status: Callable[[str]
         raise DaydreamError("store", f"{stage} {gen_id}: parent {parent_id} is not done")
     remove_stale_temporaries(rt.gen_dir(stage, gen_id))
     md = inputs.metadata
-    atomic_write_text(f("prompt.txt"), inputs.prompt)
+    files: Files = [(rt.gen_file(stage, gen_id, "prompt.txt"), inputs.prompt.encode())]
 
     if md["mode"] == "copy":
         status(f"{stage} · {md['template_id']} · copy")
         simulated = _parent_simulated(rt, stage, md)
         prompt_sha = sha256(inputs.prompt)
-        atomic_write_text(f("raw.txt"), inputs.prompt)
         now = utc_stamp()
-        atomic_write_json(f("raw_metadata.json"), raw_metadata(
-            gen_id=gen_id, stage=stage, mode="copy", llm_model_id=None, model_slug=None, provider=None,
-            simulated=simulated, finish_reason=None, truncated=False, prompt_tokens=0, completion_tokens=0,
-            cost_usd=0.0, cost_source=None, duration_s=0.0, attempts=0, started_at=now, finished_at=now, prompt_sha256=prompt_sha,
-            raw_sha256=prompt_sha, valid=True, invalid_reason=None))
-        return write_parsed(rt, stage, gen_id, inputs, inputs.prompt, simulated=simulated)
+        files += [(rt.gen_file(stage, gen_id, "raw.txt"), inputs.prompt.encode()),
+                  (rt.gen_file(stage, gen_id, "raw_metadata.json"), _json(raw_metadata(
+                      gen_id=gen_id, stage=stage, mode="copy", llm_model_id=None, model_slug=None, provider=None,
+                      simulated=simulated, finish_reason=None, truncated=False, prompt_tokens=0,
+                      completion_tokens=0, cost_usd=0.0, cost_source=None, duration_s=0.0, attempts=0,
+                      started_at=now, finished_at=now, prompt_sha256=prompt_sha, raw_sha256=prompt_sha, valid=True,
+                      invalid_reason=None)))]
+        parsed, st = parsed_files(rt, stage, gen_id, inputs, inputs.prompt, simulated=simulated)
+        await commit(files + parsed)
+        return st
 
     model = rt.catalog.model(inputs.model_id)
     kept = reusable_raw(rt, stage, gen_id, inputs)
-    raw, simulated = (kept[0], bool(kept[1].get("simulated"))) if kept else (None, False)
     if kept is None:
         request = completion_request(rt, stage, inputs)
         started = utc_stamp()
@@ -483,19 +499,23 @@ async def _generate(rt: Runtime, stage: str, gen_id: str, status: Callable[[str]
                 f"{stage} · {md['template_id']} · {model.id} · calling {endpoint}, attempt {n}/{of}"))
         except DaydreamError as exc:
             slot.settle(0.0)  # providers do not bill a request they answered with an error
-            return _write_failure(rt, stage, gen_id, inputs, exc.message, "", simulated=model.simulated)
+            failure, st = failure_files(rt, stage, gen_id, inputs, exc.message, "", simulated=model.simulated)
+            await commit(files + failure)
+            return st
         except BaseException:
             slot.abandon()  # interrupted mid-call: it may have been billed
             raise
         on_call(completion.duration_s)
         cost = _call_cost(prices, completion)
         slot.settle(cost[0])
-        raw, simulated = completion.text, completion.simulated  # CRLF already normalised by the provider
-        reason = _write_raw(rt, stage, gen_id, inputs, completion, cost, started)
-        if reason is not None:
-            return _write_failure(rt, stage, gen_id, inputs, reason, raw, simulated=completion.simulated)
+        status(f"{stage} · {md['template_id']} · {model.id} · parsing ({inputs.parser})")
+        answer, st = call_files(rt, stage, gen_id, inputs, completion, cost=cost, started=started)
+        await commit(answer)
+        return st
     status(f"{stage} · {md['template_id']} · {model.id} · parsing ({inputs.parser})")
-    return write_parsed(rt, stage, gen_id, inputs, raw, simulated=simulated)
+    parsed, st = parsed_files(rt, stage, gen_id, inputs, kept[0], simulated=bool(kept[1].get("simulated")))
+    await commit(files + parsed)
+    return st
 
 
 def reusable_raw(rt: Runtime, stage: str, gen_id: str, inputs: Inputs) -> tuple[str, dict] | None:
@@ -523,55 +543,89 @@ def _parent_simulated(rt: Runtime, stage: str, md: dict) -> bool:
     return bool(pm.get("simulated"))
 
 
-def write_parsed(rt: Runtime, stage: str, gen_id: str, inputs: Inputs, raw: str, *, simulated: bool) -> State:
-    """Parse ``raw`` and commit parsed.txt, then its metadata (or record the parse failure).
+def _json(record: dict) -> bytes:
+    return dumps_json(record).encode("utf-8")
 
-    A run calls it after the model answered (or with the kept raw response); ``reparse`` calls it
-    to read a kept response again with today's parser and scale. A parse failure keeps the raw
-    response valid, so neither a re-run nor ``reparse`` calls the model again for it."""
+
+# The records of a generation's outcome, as the files to commit (content before its metadata)
+# and the state they make; committed by ``write_parsed`` / ``write_call`` here, or by ``generate``
+# through its ``commit``.
+
+
+def parsed_files(rt: Runtime, stage: str, gen_id: str, inputs: Inputs, raw: str, *, simulated: bool) -> tuple[Files, State]:
+    """Parse ``raw``: parsed.txt then its metadata, or the parse failure's record."""
     lo, hi = inputs.scale
     try:
         parsed = parse(inputs.parser, raw, scale_min=lo, scale_max=hi, label=inputs.score_label)
     except ParseError as exc:
-        return _write_failure(rt, stage, gen_id, inputs, f"{PARSE_FAILED}{inputs.parser!r} failed: {exc.message}", raw,
-                              simulated=simulated)
-    atomic_write_text(rt.gen_file(stage, gen_id, "parsed.txt"), parsed)
+        return failure_files(rt, stage, gen_id, inputs, f"{PARSE_FAILED}{inputs.parser!r} failed: {exc.message}", raw,
+                             simulated=simulated)
     pm = parsed_metadata(
         gen_id=gen_id, stage=stage, parser=inputs.parser, success=True, error=None, raw_tail_preview=None,
         simulated=simulated, input_fingerprint=inputs.fingerprint, parsed_sha256=sha256(parsed), finished_at=utc_stamp(),
         template_sha256=inputs.template_sha256, parent_sha256=inputs.parent_sha256,
         score=float(parsed) if stage == "evaluation" else None, scale=inputs.scale)
-    atomic_write_json(rt.gen_file(stage, gen_id, "parsed_metadata.json"), pm)
-    return State(DONE)
+    return [(rt.gen_file(stage, gen_id, "parsed.txt"), parsed.encode("utf-8")),
+            (rt.gen_file(stage, gen_id, "parsed_metadata.json"), _json(pm))], State(DONE)
 
 
-def _write_failure(rt: Runtime, stage: str, gen_id: str, inputs: Inputs, reason: str, raw: str, *, simulated: bool) -> State:
-    """Record why a generation failed; remove any parsed.txt so nothing stale looks like output."""
-    try:
-        os.unlink(rt.gen_file(stage, gen_id, "parsed.txt"))
-    except FileNotFoundError:
-        pass
+def failure_files(rt: Runtime, stage: str, gen_id: str, inputs: Inputs, reason: str, raw: str, *,
+                  simulated: bool) -> tuple[Files, State]:
+    """Why a generation failed; parsed.txt removed first, so nothing stale looks like output."""
     pm = parsed_metadata(
         gen_id=gen_id, stage=stage, parser=inputs.parser, success=False, error=reason,
         raw_tail_preview=raw[-PREVIEW_CHARS:], simulated=simulated, input_fingerprint=inputs.fingerprint,
         parsed_sha256=None, finished_at=utc_stamp(), template_sha256=inputs.template_sha256,
         parent_sha256=inputs.parent_sha256, scale=inputs.scale)
-    atomic_write_json(rt.gen_file(stage, gen_id, "parsed_metadata.json"), pm)
-    return State(FAILED, reason, pm["finished_at"])
+    return [(rt.gen_file(stage, gen_id, "parsed.txt"), None),
+            (rt.gen_file(stage, gen_id, "parsed_metadata.json"), _json(pm))], State(FAILED, reason, pm["finished_at"])
+
+
+def call_files(rt: Runtime, stage: str, gen_id: str, inputs: Inputs, completion: Completion, *,
+               cost: tuple[float | None, str], started: str, batch_job: dict | None = None) -> tuple[Files, State]:
+    """A model call's answer: prompt.txt, raw.txt then its record, then the parse (or, for an
+    invalid answer, kept for inspection and never reused, the failure)."""
+    raw = completion.text  # CRLF already normalised by the provider
+    reason = validate_raw(raw, completion, rt.stage_settings(stage).min_lines)
+    files: Files = [
+        (rt.gen_file(stage, gen_id, "prompt.txt"), inputs.prompt.encode("utf-8")),
+        (rt.gen_file(stage, gen_id, "raw.txt"), raw.encode("utf-8")),
+        (rt.gen_file(stage, gen_id, "raw_metadata.json"), _json(raw_metadata(
+            gen_id=gen_id, stage=stage, mode="llm", llm_model_id=inputs.model_id, model_slug=completion.model_slug,
+            provider=completion.provider, simulated=completion.simulated, finish_reason=completion.finish_reason,
+            truncated=completion.truncated, prompt_tokens=completion.prompt_tokens,
+            completion_tokens=completion.completion_tokens, cost_usd=cost[0], cost_source=cost[1],
+            duration_s=round(completion.duration_s, 4), attempts=completion.attempts, started_at=started,
+            finished_at=utc_stamp(), prompt_sha256=sha256(inputs.prompt), raw_sha256=sha256(raw),
+            valid=reason is None, invalid_reason=reason, batch_job=batch_job)))]
+    if reason is not None:
+        outcome, st = failure_files(rt, stage, gen_id, inputs, reason, raw, simulated=completion.simulated)
+    else:
+        outcome, st = parsed_files(rt, stage, gen_id, inputs, raw, simulated=completion.simulated)
+    return files + outcome, st
+
+
+def write_parsed(rt: Runtime, stage: str, gen_id: str, inputs: Inputs, raw: str, *, simulated: bool) -> State:
+    """Parse ``raw`` and commit parsed.txt, then its metadata (or record the parse failure).
+
+    ``reparse`` calls it to read a kept response again with today's parser and scale (a run
+    commits the same records, ``parsed_files``). A parse failure keeps the raw response valid,
+    so neither a re-run nor ``reparse`` calls the model again for it."""
+    files, st = parsed_files(rt, stage, gen_id, inputs, raw, simulated=simulated)
+    atomic_write_group(files)
+    return st
 
 
 def write_call(rt: Runtime, stage: str, gen_id: str, inputs: Inputs, completion: Completion, *, started: str,
                prices: spend.Prices, batch_job: dict | None = None) -> State:
     """Commit a model call's answer made elsewhere (a provider batch job, ``batch_jobs.py``) as
-    ``generate`` commits its own: raw.txt, raw_metadata.json, then validate and parse. Returns
-    the state and leaves the cost in the raw record (``recorded_cost``)."""
+    ``generate`` commits its own (``call_files``). Returns the state and leaves the cost in the
+    raw record (``recorded_cost``)."""
     remove_stale_temporaries(rt.gen_dir(stage, gen_id))
-    atomic_write_text(rt.gen_file(stage, gen_id, "prompt.txt"), inputs.prompt)
-    reason = _write_raw(rt, stage, gen_id, inputs, completion, _call_cost(prices, completion), started,
-                        batch_job=batch_job)
-    if reason is not None:
-        return _write_failure(rt, stage, gen_id, inputs, reason, completion.text, simulated=completion.simulated)
-    return write_parsed(rt, stage, gen_id, inputs, completion.text, simulated=completion.simulated)
+    files, st = call_files(rt, stage, gen_id, inputs, completion, cost=_call_cost(prices, completion),
+                           started=started, batch_job=batch_job)
+    atomic_write_group(files)
+    return st
 
 
 def _call_cost(prices: spend.Prices, completion: Completion) -> tuple[float | None, str]:
@@ -580,28 +634,12 @@ def _call_cost(prices: spend.Prices, completion: Completion) -> tuple[float | No
         prices, completion.prompt_tokens, completion.completion_tokens))
 
 
-def _write_raw(rt: Runtime, stage: str, gen_id: str, inputs: Inputs, completion: Completion,
-               cost: tuple[float | None, str], started: str, *, batch_job: dict | None = None) -> str | None:
-    """Commit a call's answer, raw.txt then its record, and return why it is invalid (None when
-    valid): an invalid answer is kept for inspection, never reused."""
-    raw = completion.text
-    reason = validate_raw(raw, completion, rt.stage_settings(stage).min_lines)
-    atomic_write_text(rt.gen_file(stage, gen_id, "raw.txt"), raw)
-    atomic_write_json(rt.gen_file(stage, gen_id, "raw_metadata.json"), raw_metadata(
-        gen_id=gen_id, stage=stage, mode="llm", llm_model_id=inputs.model_id, model_slug=completion.model_slug,
-        provider=completion.provider, simulated=completion.simulated, finish_reason=completion.finish_reason,
-        truncated=completion.truncated, prompt_tokens=completion.prompt_tokens,
-        completion_tokens=completion.completion_tokens, cost_usd=cost[0], cost_source=cost[1],
-        duration_s=round(completion.duration_s, 4), attempts=completion.attempts, started_at=started,
-        finished_at=utc_stamp(), prompt_sha256=sha256(inputs.prompt), raw_sha256=sha256(raw), valid=reason is None,
-        invalid_reason=reason, batch_job=batch_job))
-    return reason
-
-
 def write_call_failure(rt: Runtime, stage: str, gen_id: str, inputs: Inputs, reason: str) -> State:
     """Record that a model call made elsewhere (a batch job) failed for good, as ``generate`` does."""
     model = rt.catalog.model(inputs.model_id)
-    return _write_failure(rt, stage, gen_id, inputs, reason, "", simulated=model.simulated)
+    files, st = failure_files(rt, stage, gen_id, inputs, reason, "", simulated=model.simulated)
+    atomic_write_group(files)
+    return st
 
 
 def completion_request(rt: Runtime, stage: str, inputs: Inputs) -> CompletionRequest:
