@@ -203,13 +203,15 @@ def respond(body: dict) -> str:
 SERVER_TCP_NODELAY = True
 
 
-def start_llm_server(latency: float = 0.0):
-    """The test server in this process (``tests/llm_server.py``), answering with ``respond``."""
+def start_llm_server(latency: float = 0.0, sigma: float = 0.0, seed: int = 0):
+    """The test server in this process (``tests/llm_server.py``), answering with ``respond``;
+    ``sigma`` > 0: lognormal latencies of median ``latency`` (each request's draw fixed by the
+    request and ``seed``, so runs making the same calls wait the same)."""
     import llm_server
     from llm_server import LLMServer
 
     llm_server._Handler.disable_nagle_algorithm = SERVER_TCP_NODELAY
-    server = LLMServer(latency=latency)
+    server = LLMServer(latency=latency, latency_sigma=sigma, latency_seed=seed)
     server.responder = respond
     return server.start()
 
@@ -218,13 +220,14 @@ class ServerProcess:
     """The same test server in a child process, so its request handling does not compete with the
     pipeline for this process's GIL. Counters are fetched over a pipe: ``stats()`` returns
     ``{"requests", "successes", "max_concurrency_seen", "in_flight", "first_request_at",
-    "last_response_at"}`` (wall-clock times, ``time.time()``); ``reset()`` zeroes them."""
+    "last_response_at", "latency_served_s"}`` (wall-clock times, ``time.time()``; the latencies
+    waited, summed); ``reset()`` zeroes them."""
 
-    def __init__(self, latency: float = 0.0):
+    def __init__(self, latency: float = 0.0, sigma: float = 0.0, seed: int = 0):
         import subprocess
 
         self.proc = subprocess.Popen(
-            [sys.executable, "-u", __file__, "--serve", str(latency)],
+            [sys.executable, "-u", __file__, "--serve", str(latency), str(sigma), str(seed)],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, bufsize=1,
         )
         NOT_THE_PIPELINE.add(self.proc.pid)
@@ -263,9 +266,9 @@ class ServerProcess:
         self.stop()
 
 
-def _serve(latency: float) -> None:
+def _serve(latency: float, sigma: float = 0.0, seed: int = 0) -> None:
     """Child side of ``ServerProcess``: one command per stdin line, one JSON line back; EOF stops."""
-    server = start_llm_server(latency)
+    server = start_llm_server(latency, sigma, seed)
     times = {"first_request_at": None, "last_response_at": None}
     begin, responder = server._begin, server.responder
 
@@ -285,7 +288,8 @@ def _serve(latency: float) -> None:
 
     def stats() -> dict:
         return {"requests": len(server.requests), "successes": server.successes,
-                "max_concurrency_seen": server.max_concurrency_seen, "in_flight": server.in_flight, **times}
+                "max_concurrency_seen": server.max_concurrency_seen, "in_flight": server.in_flight,
+                "latency_served_s": server.latency_served, **times}
 
     try:
         for line in sys.stdin:
@@ -618,4 +622,4 @@ def ratio(a: float | None, b: float | None) -> float | None:
 
 
 if __name__ == "__main__" and sys.argv[1:2] == ["--serve"]:
-    _serve(float(sys.argv[2]))
+    _serve(float(sys.argv[2]), float(sys.argv[3]), int(sys.argv[4]))
