@@ -33,6 +33,7 @@ import shutil
 import sys
 import tempfile
 import time
+import zlib
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -127,7 +128,8 @@ def make_catalogs(root: Path, n_concepts: int, *, provider: str = PROVIDER) -> P
     _write(raw / "templates" / "draft" / "d-bench.txt", DRAFT_TEMPLATE)
     _write(raw / "templates" / "essay" / "e-llm.txt", ESSAY_TEMPLATE)
     for t in ("v-a", "v-b"):
-        _write(raw / "templates" / "evaluation" / f"{t}.txt", EVAL_TEMPLATE)
+        # the rubrics' prompts differ, so their scores of one essay do too (see ``respond``)
+        _write(raw / "templates" / "evaluation" / f"{t}.txt", EVAL_TEMPLATE.replace("TASK:EVAL", f"TASK:EVAL {t}"))
     _write(raw / "llm_models.csv",
            "id,model,provider,display_name,temperature,max_tokens,input_price_per_mtok,output_price_per_mtok\n"
            + "".join(f"{m},bench/{m},{provider},{m},,,,\n" for m in MODELS))
@@ -181,19 +183,24 @@ def sized_root(base: Path, target: int) -> tuple[Path, dict]:
 
 # -- the test LLM server ---------------------------------------------------------------------------
 
-_DRAFT = "Thinking.\n<essay>\nFirst line of the idea.\nSecond line of the idea.\nThird line.\n</essay>\n"
-_ESSAY = "".join(f"Essay paragraph {i}.\n" for i in range(1, 7))
-_EVAL = "Reasoning about the essay.\nSCORE: 7\n"
+_DRAFT = "Thinking.\n<essay>\nFirst line of the idea ({tag}).\nSecond line of the idea.\nThird line.\n</essay>\n"
+_ESSAY = "Essay on idea {tag}.\n" + "".join(f"Essay paragraph {i}.\n" for i in range(1, 7))
+_EVAL = "Reasoning about the essay.\nSCORE: {score}\n"
 
 
 def respond(body: dict) -> str:
-    """Answers in the format each bench template asks for (cheap: benchmarks measure the pipeline)."""
+    """Answers in the format each bench template asks for (cheap: benchmarks measure the pipeline).
+
+    Each answer depends on its prompt (a CRC of it), so drafts, essays and scores differ as real
+    ones do: with every score equal, the reports' mixed models fit degenerate data, which took
+    ~90 s of CPU for 288 essays, no measure of a real cohort."""
     prompt = body["messages"][-1]["content"]
+    tag = zlib.crc32(prompt.encode())
     if prompt.startswith("TASK:DRAFT"):
-        return _DRAFT
+        return _DRAFT.format(tag=tag)
     if prompt.startswith("TASK:ESSAY"):
-        return _ESSAY
-    return _EVAL
+        return _ESSAY.format(tag=tag)
+    return _EVAL.format(score=tag % 10)
 
 
 # tests/llm_server.py writes a response's headers and body in two send() calls on a keep-alive
