@@ -33,6 +33,7 @@ import shutil
 import sys
 import tempfile
 import time
+import zlib
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -127,7 +128,8 @@ def make_catalogs(root: Path, n_concepts: int, *, provider: str = PROVIDER) -> P
     _write(raw / "templates" / "draft" / "d-bench.txt", DRAFT_TEMPLATE)
     _write(raw / "templates" / "essay" / "e-llm.txt", ESSAY_TEMPLATE)
     for t in ("v-a", "v-b"):
-        _write(raw / "templates" / "evaluation" / f"{t}.txt", EVAL_TEMPLATE)
+        # the rubrics' prompts differ, so their scores of one essay do too (see ``respond``)
+        _write(raw / "templates" / "evaluation" / f"{t}.txt", EVAL_TEMPLATE.replace("TASK:EVAL", f"TASK:EVAL {t}"))
     _write(raw / "llm_models.csv",
            "id,model,provider,display_name,temperature,max_tokens,input_price_per_mtok,output_price_per_mtok\n"
            + "".join(f"{m},bench/{m},{provider},{m},,,,\n" for m in MODELS))
@@ -181,19 +183,24 @@ def sized_root(base: Path, target: int) -> tuple[Path, dict]:
 
 # -- the test LLM server ---------------------------------------------------------------------------
 
-_DRAFT = "Thinking.\n<essay>\nFirst line of the idea.\nSecond line of the idea.\nThird line.\n</essay>\n"
-_ESSAY = "".join(f"Essay paragraph {i}.\n" for i in range(1, 7))
-_EVAL = "Reasoning about the essay.\nSCORE: 7\n"
+_DRAFT = "Thinking.\n<essay>\nFirst line of the idea ({tag}).\nSecond line of the idea.\nThird line.\n</essay>\n"
+_ESSAY = "Essay on idea {tag}.\n" + "".join(f"Essay paragraph {i}.\n" for i in range(1, 7))
+_EVAL = "Reasoning about the essay.\nSCORE: {score}\n"
 
 
 def respond(body: dict) -> str:
-    """Answers in the format each bench template asks for (cheap: benchmarks measure the pipeline)."""
+    """Answers in the format each bench template asks for (cheap: benchmarks measure the pipeline).
+
+    Each answer depends on its prompt (a CRC of it), so drafts, essays and scores differ as real
+    ones do: with every score equal, the reports' mixed models fit degenerate data, which took
+    ~90 s of CPU for 288 essays, no measure of a real cohort."""
     prompt = body["messages"][-1]["content"]
+    tag = zlib.crc32(prompt.encode())
     if prompt.startswith("TASK:DRAFT"):
-        return _DRAFT
+        return _DRAFT.format(tag=tag)
     if prompt.startswith("TASK:ESSAY"):
-        return _ESSAY
-    return _EVAL
+        return _ESSAY.format(tag=tag)
+    return _EVAL.format(score=tag % 10)
 
 
 # tests/llm_server.py writes a response's headers and body in two send() calls on a keep-alive
@@ -203,13 +210,15 @@ def respond(body: dict) -> str:
 SERVER_TCP_NODELAY = True
 
 
-def start_llm_server(latency: float = 0.0):
-    """The test server in this process (``tests/llm_server.py``), answering with ``respond``."""
+def start_llm_server(latency: float = 0.0, sigma: float = 0.0, seed: int = 0):
+    """The test server in this process (``tests/llm_server.py``), answering with ``respond``;
+    ``sigma`` > 0: lognormal latencies of median ``latency`` (each request's draw fixed by the
+    request and ``seed``, so runs making the same calls wait the same)."""
     import llm_server
     from llm_server import LLMServer
 
     llm_server._Handler.disable_nagle_algorithm = SERVER_TCP_NODELAY
-    server = LLMServer(latency=latency)
+    server = LLMServer(latency=latency, latency_sigma=sigma, latency_seed=seed)
     server.responder = respond
     return server.start()
 
@@ -218,13 +227,14 @@ class ServerProcess:
     """The same test server in a child process, so its request handling does not compete with the
     pipeline for this process's GIL. Counters are fetched over a pipe: ``stats()`` returns
     ``{"requests", "successes", "max_concurrency_seen", "in_flight", "first_request_at",
-    "last_response_at"}`` (wall-clock times, ``time.time()``); ``reset()`` zeroes them."""
+    "last_response_at", "latency_served_s"}`` (wall-clock times, ``time.time()``; the latencies
+    waited, summed); ``reset()`` zeroes them."""
 
-    def __init__(self, latency: float = 0.0):
+    def __init__(self, latency: float = 0.0, sigma: float = 0.0, seed: int = 0):
         import subprocess
 
         self.proc = subprocess.Popen(
-            [sys.executable, "-u", __file__, "--serve", str(latency)],
+            [sys.executable, "-u", __file__, "--serve", str(latency), str(sigma), str(seed)],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, bufsize=1,
         )
         NOT_THE_PIPELINE.add(self.proc.pid)
@@ -263,9 +273,9 @@ class ServerProcess:
         self.stop()
 
 
-def _serve(latency: float) -> None:
+def _serve(latency: float, sigma: float = 0.0, seed: int = 0) -> None:
     """Child side of ``ServerProcess``: one command per stdin line, one JSON line back; EOF stops."""
-    server = start_llm_server(latency)
+    server = start_llm_server(latency, sigma, seed)
     times = {"first_request_at": None, "last_response_at": None}
     begin, responder = server._begin, server.responder
 
@@ -285,7 +295,8 @@ def _serve(latency: float) -> None:
 
     def stats() -> dict:
         return {"requests": len(server.requests), "successes": server.successes,
-                "max_concurrency_seen": server.max_concurrency_seen, "in_flight": server.in_flight, **times}
+                "max_concurrency_seen": server.max_concurrency_seen, "in_flight": server.in_flight,
+                "latency_served_s": server.latency_served, **times}
 
     try:
         for line in sys.stdin:
@@ -618,4 +629,4 @@ def ratio(a: float | None, b: float | None) -> float | None:
 
 
 if __name__ == "__main__" and sys.argv[1:2] == ["--serve"]:
-    _serve(float(sys.argv[2]))
+    _serve(float(sys.argv[2]), float(sys.argv[3]), int(sys.argv[4]))

@@ -19,7 +19,7 @@ sent as ``text/plain``, as some local servers do); ``truncated`` (200, finish_re
 ``latency:<seconds>`` (delay, then a normal answer).
 
 ``server.requests`` holds ``{"path", "headers" (lower-case names), "body"}`` per request, plus
-the ``usage`` it answered with; ``server.successes`` counts well-formed 200 completions
+the ``latency_s`` it waited and the ``usage`` it answered with; ``server.successes`` counts well-formed 200 completions
 (``truncated`` included). Token counts are words. ``server.cost`` (None by default) makes it
 report ``usage.cost`` as OpenRouter does: a number, or ``cost(body, usage) -> float``.
 
@@ -34,19 +34,30 @@ with ``batch_api = False`` answers 404 there, like a provider without one. ``aft
 and ``after_file_upload`` (callables given the job or file record) run after a job is made or a
 file stored and before the answer goes out (a client killed there never learns the id). ``batch_jobs`` holds every job made, with its lines' ``custom_id``s.
 
-Standalone, for benchmarks: ``python tests/llm_server.py --port 8765 --latency 0.2``.
+Latency: ``server.latency`` seconds before every answer (fixed, the default); with
+``server.latency_sigma`` > 0, each request waits a draw from the lognormal whose median is
+``latency`` and whose log has standard deviation ``latency_sigma`` (``lognormal_latency``),
+decided by the request itself (its body, the how-many-th time that body came, and
+``latency_seed``), so two runs making the same requests see the same latencies whatever order
+they arrive in. ``server.latency_served`` sums the latencies waited (a busy share's numerator).
+
+Standalone, for benchmarks: ``python tests/llm_server.py --port 8765 --latency 0.2
+[--latency-sigma 0.8 --latency-seed 0]``.
 """
 
 from __future__ import annotations
 
 import argparse
 import collections
+import hashlib
 import json
+import math
 import socket
 import threading
 import time
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from statistics import NormalDist
 from typing import Any, Callable
 
 FAULT_MODES = (
@@ -63,6 +74,18 @@ def _check_mode(mode: str) -> str:
     elif not (mode in FAULT_MODES or (mode.isdigit() and 400 <= int(mode) <= 599)):
         raise ValueError(f"unknown fault mode {mode!r}; known: {', '.join(FAULT_MODES)} or any 4xx/5xx status")
     return mode
+
+
+_STANDARD_NORMAL = NormalDist()
+
+
+def lognormal_latency(median: float, sigma: float, key: bytes) -> float:
+    """A latency from the lognormal with this median and log-σ, fixed by ``key``: the key's hash is
+    the draw's quantile (a heavy right tail: at σ 0.8 the 99th percentile is 6.4 × the median)."""
+    if sigma <= 0 or median <= 0:
+        return max(0.0, median)
+    u = (int.from_bytes(hashlib.blake2b(key, digest_size=8).digest(), "big") + 0.5) / 2**64
+    return median * math.exp(sigma * _STANDARD_NORMAL.inv_cdf(u))
 
 
 def default_responder(body: dict) -> str:
@@ -105,8 +128,13 @@ def _prompt(body: dict) -> str:
 class LLMServer:
     """ThreadingHTTPServer on 127.0.0.1 (free port by default), served from a daemon thread."""
 
-    def __init__(self, port: int = 0, latency: float = 0.0, host: str = "127.0.0.1"):
-        self.latency = latency  # seconds added to every request
+    def __init__(self, port: int = 0, latency: float = 0.0, host: str = "127.0.0.1",
+                 latency_sigma: float = 0.0, latency_seed: int = 0):
+        self.latency = latency  # seconds added to every request (the median when latency_sigma > 0)
+        self.latency_sigma = latency_sigma  # > 0: lognormal latencies (see the module's docstring)
+        self.latency_seed = latency_seed
+        self.latency_served = 0.0  # seconds of latency waited, summed over requests
+        self._seen_bodies: collections.Counter[bytes] = collections.Counter()
         self.responder: Callable[[dict], str] = default_responder
         self.rule: Callable[[dict], str | None] | None = None
         self.cost: float | Callable[[dict, dict], float] | None = None  # when set, usage.cost is reported
@@ -164,6 +192,8 @@ class LLMServer:
             self.requests.clear()
             self.successes = 0
             self.max_concurrency_seen = 0
+            self.latency_served = 0.0
+            self._seen_bodies.clear()
 
     def push_batch_outcomes(self, *outcomes: str) -> None:
         for outcome in outcomes:
@@ -195,6 +225,22 @@ class LLMServer:
             self.in_flight -= 1
             self.successes += success
 
+    def _latency_for(self, raw: bytes) -> float:
+        """This request's latency: fixed, or its lognormal draw keyed by its body and how many
+        times that body came before (a retry draws anew)."""
+        if self.latency_sigma <= 0:
+            delay = self.latency
+        else:
+            digest = hashlib.blake2b(raw, digest_size=16).digest()
+            with self._lock:
+                nth = self._seen_bodies[digest]
+                self._seen_bodies[digest] += 1
+            key = b"%d:%d:" % (self.latency_seed, nth) + digest
+            delay = lognormal_latency(self.latency, self.latency_sigma, key)
+        with self._lock:
+            self.latency_served += delay
+        return delay
+
     def _wait(self, seconds: float) -> bool:
         """Sleep unless the server is stopping; True if it is."""
         return self._stopping.wait(seconds) if seconds > 0 else self._stopping.is_set()
@@ -225,7 +271,8 @@ class _Handler(BaseHTTPRequestHandler):
         mode = server._begin(self._record)
         self._ended = False
         try:
-            if server._wait(server.latency):
+            delay = self._record["latency_s"] = server._latency_for(raw)
+            if server._wait(delay):
                 self._close()
             elif not isinstance(body, dict):
                 self._error(400)
@@ -517,9 +564,14 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="OpenAI-compatible test server (echo responses)")
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--latency", type=float, default=0.0, help="seconds added to every request")
+    parser.add_argument("--latency", type=float, default=0.0,
+                        help="seconds added to every request (the median with --latency-sigma)")
+    parser.add_argument("--latency-sigma", type=float, default=0.0,
+                        help="> 0: lognormal latencies with this σ of their log (e.g. 0.8)")
+    parser.add_argument("--latency-seed", type=int, default=0)
     args = parser.parse_args(argv)
-    server = LLMServer(port=args.port, latency=args.latency, host=args.host)
+    server = LLMServer(port=args.port, latency=args.latency, host=args.host,
+                       latency_sigma=args.latency_sigma, latency_seed=args.latency_seed)
     print(server.base_url, flush=True)
     try:
         server._httpd.serve_forever()

@@ -101,9 +101,28 @@ def test_stats_calibration():
     assert set(out["tables_with_a_false_flag"]) == {"factor_effects", "paired_comparisons", "factor_effects_unadjusted"}
 
 
+def _cohort_run_invariants(r: dict, concurrency: int) -> None:
+    assert r["calls"] == r["generations"] == 40  # every call made once
+    assert r["max_concurrency_seen"] <= concurrency and 0 < r["busy"] <= 1.05
+    # the generations' CPU is measured up to the reports' start, inside the whole command's
+    assert 0 < r["generations_s"] < r["seconds"]
+    assert 0 < r["cpu_ms_per_generation"] < r["cpu_ms_per_generation_with_reports"]
+    assert r["reports_site_cpu_s"] > 0
+
+
 def test_cohort_runs_the_luigi_command_on_tmpfs_and_on_disk():
-    out = bench("cohort", "--generations", "40", "--concurrency", "8", "--latency", "0.05")
-    assert [r["data_root_fs"] for r in out["runs"]] == ["tmpfs", "disk"]
+    out = bench("cohort", "--modes", "cohort", "--generations", "40", "--concurrency", "8", "--latency", "0.05")
+    assert [(r["mode"], r["data_root_fs"]) for r in out["runs"]] == [("cohort", "tmpfs"), ("cohort", "disk")]
     for r in out["runs"]:
-        assert r["calls"] == r["generations"] == 40  # every call made once
-        assert r["max_concurrency_seen"] <= 8 and 0 < r["busy"] <= 1.05
+        _cohort_run_invariants(r, 8)
+        assert r["latency_sigma"] == 0
+
+
+def test_cohort_drafts_only_and_heavy_tailed_latency():
+    out = bench("cohort", "--modes", "drafts,lognormal-64", "--roots", "tmpfs", "--generations", "40",
+                "--concurrency", "8", "--latency", "0.05")
+    drafts, lognormal = out["runs"]
+    assert (drafts["mode"], lognormal["mode"]) == ("drafts", "lognormal-64")
+    assert drafts["latency_sigma"] == 0 and lognormal["latency_sigma"] == 0.8
+    for r in out["runs"]:
+        _cohort_run_invariants(r, 8)
