@@ -70,7 +70,7 @@ def drafts_root(base: Path, generations: int) -> tuple[Path, dict]:
     replicates): compiled here, then its membership cut to its drafts (the manifest, hence
     ``CompileCohort``, still matches)."""
     from pipeline import config
-    from pipeline.cohort import MEMBERSHIP_COLUMNS, compile_cohort
+    from pipeline.design.cohort import MEMBERSHIP_COLUMNS, compile_cohort
     from pipeline.store import atomic_write_csv, read_csv_rows
 
     root = base / "data"
