@@ -23,6 +23,7 @@ from .cohort import compile_cohort, terminal_progress
 from .errors import DaydreamError
 from .estimate import estimate, left_to_do
 from .ledger import Budget, read_ledger
+from .run_status import format_runs, read_runs
 from .run_plan import budget_line, call_records, check_max_cost, cohort_counts, membership, prepare_budget, prepare_providers, spend_cap
 from .search_store import derive, is_search_cohort
 from .generation import is_parse_failure, runtime, state_of
@@ -302,7 +303,7 @@ def cohort_status(cohort_id: str) -> dict:
             "tokens": {"prompt": total["prompt_tokens"], "completion": total["completion_tokens"]},
             "cost_usd": total["cost_reported_usd"] + total["cost_estimated_usd"],  # the known part
             "cost_unknown": total["n_cost_unknown"], "simulated": any(r["simulated"] for r in records),
-            "ledger": read_ledger(paths, cohort_id),
+            "ledger": read_ledger(paths, cohort_id), "runs": read_runs(paths, cohort_id),
             "search": derive(paths, cohort_id)[0].line() if is_search_cohort(paths, cohort_id) else None}
 
 
@@ -341,6 +342,7 @@ def print_status(cohort_id: str) -> int:
     if st["ledger"]:
         print(f"  spend ledger (runs under a cap): {budget_line(st['ledger'])}")
     print(format_jobs(cohort_jobs(config.data_paths(), membership(config.data_paths(), cohort_id))), end="")
+    print(format_runs(st["runs"], cohort_id), end="")
     if st["reasons"]:
         print("  failures:")
         for (stage, reason), n in st["reasons"].most_common(20):

@@ -9,7 +9,9 @@ the retry budget.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
+import itertools
 import logging
 import random
 import time
@@ -36,6 +38,11 @@ class Provider:
         self._random = random.Random()
         # an asyncio.Semaphore belongs to the loop it is first used on
         self._slots: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+        # What a run's status file shows (``pipeline/run_status.py``): the attempts in flight in
+        # this process (id -> when it got its slot, monotonic) and those waiting for a slot.
+        self.in_flight: dict[int, float] = {}
+        self.waiting = 0
+        self._attempt_ids = itertools.count()
 
     def __repr__(self) -> str:
         return f"Provider({self.api!r})"
@@ -48,7 +55,7 @@ class Provider:
             if on_attempt:
                 on_attempt(attempt, attempts_max)
             try:
-                async with self._slots_of_this_loop():
+                async with self._slot():
                     completion = await self.api.generate(request)
                 return dataclasses.replace(completion, attempts=attempt, duration_s=time.monotonic() - started)
             except Transient as failure:
@@ -70,6 +77,31 @@ class Provider:
     async def aclose(self) -> None:
         """Close this loop's connections (``ModelAPI.aclose``)."""
         await self.api.aclose()
+
+    @contextlib.asynccontextmanager
+    async def _slot(self):
+        """One of this loop's slots for the time of one attempt, counted while it waits and
+        while it holds it (``in_flight``, ``waiting``)."""
+        slots = self._slots_of_this_loop()
+        self.waiting += 1
+        try:
+            await slots.acquire()
+        finally:
+            self.waiting -= 1
+        attempt = next(self._attempt_ids)
+        self.in_flight[attempt] = time.monotonic()
+        try:
+            yield
+        finally:
+            del self.in_flight[attempt]
+            slots.release()
+
+    def calls(self, now: float) -> dict:
+        """Its attempts in flight in this process, those waiting for a slot, and how long the
+        oldest one in flight has been (seconds; None when none is)."""
+        oldest = min(self.in_flight.values(), default=None)
+        return {"in_flight": len(self.in_flight), "waiting": self.waiting, "concurrency": self.settings.concurrency,
+                "oldest_call_s": None if oldest is None else round(now - oldest, 3)}
 
     def _slots_of_this_loop(self) -> asyncio.Semaphore:
         loop = asyncio.get_running_loop()
