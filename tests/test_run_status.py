@@ -1,0 +1,142 @@
+"""A run is observable while it goes: the status file its executor's process refreshes every
+second (calls in flight per provider, the oldest call's age), read by ``daydream status``; a file
+left by a killed run is shown stale, never live; a batch task's status message in the README's
+``stage · template · model · outcome`` form."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import pytest
+
+from conftest import server_cfg
+from pipeline import run_status
+from pipeline.state import State
+
+LUIGI = str(Path(sys.executable).parent / "luigi")
+
+
+def start_run(project, cfg):
+    env = dict(os.environ, DAYDREAM_DATA_ROOT=str(project.root), LUIGI_CONFIG_PATH=str(cfg))
+    return subprocess.Popen([LUIGI, "--module", "pipeline.tasks", "RunCohort", "--cohort-id", "t1", "--local-scheduler"],
+                            env=env, text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
+
+
+def status(project, cfg) -> subprocess.CompletedProcess:
+    env = dict(os.environ, DAYDREAM_DATA_ROOT=str(project.root), LUIGI_CONFIG_PATH=str(cfg))
+    return subprocess.run([sys.executable, "-m", "pipeline.cli", "status", "t1"], env=env, capture_output=True,
+                          text=True, timeout=60)
+
+
+def files(project) -> list[Path]:
+    return sorted((project.root / "runs").glob("*.json")) if (project.root / "runs").exists() else []
+
+
+def wait_for_calls(project, proc, within=60.0) -> tuple[Path, dict]:
+    """The first status file showing a call in flight to the test server."""
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline and proc.poll() is None:
+        for path in files(project):
+            try:
+                body = json.loads(path.read_text())
+            except (OSError, ValueError):
+                continue
+            if body.get("providers", {}).get("testsrv", {}).get("in_flight", 0) > 0:
+                return path, body
+        time.sleep(0.1)
+    raise AssertionError(f"no status file showed a call in flight: {proc.poll()}, {files(project)}")
+
+
+def parent_of(pid: int) -> int:
+    return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+
+
+@pytest.fixture
+def cfg(project, tmp_path):
+    project.server.latency = 0.6  # calls slow enough to be seen in flight
+    return server_cfg(tmp_path / "srv.cfg", project.server, timeout=10, max_attempts=2, backoff_base=0.05)
+
+
+def test_status_file_shows_calls_in_flight_while_the_run_goes_and_goes_with_it(project, cfg):
+    proc = start_run(project, cfg)
+    try:
+        path, body = wait_for_calls(project, proc)
+        # written by the executor's own process, forked from the luigi command's
+        assert body["pid"] != proc.pid and parent_of(body["pid"]) == proc.pid
+        assert path.name == f"{body['host']}-{body['pid']}.json"
+        assert [r["cohorts"] for r in body["runs"]] == [["t1"]]
+        calls = body["providers"]["testsrv"]
+        assert 1 <= calls["in_flight"] <= calls["concurrency"] == 4
+        assert 0 <= calls["oldest_call_s"] < 5
+        assert body["generations"]["under_way"] >= calls["in_flight"]
+        seen = status(project, cfg)
+        assert "runs: 1 running" in seen.stdout, seen.stdout
+        assert f"{body['host']}:{body['pid']}" in seen.stdout
+        assert "testsrv" in seen.stdout and "calls in flight" in seen.stdout and "oldest call" in seen.stdout
+        first = body["updated_at"]
+        time.sleep(1.5)
+        again = json.loads(path.read_text())
+        assert again["updated_at"] > first, "refreshed every second"
+        out, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.communicate()
+    assert proc.returncode == 0, err[-3000:]
+    assert files(project) == [], "removed when the run ends"
+    after = status(project, cfg)
+    assert "runs: none running for t1" in after.stdout, after.stdout
+    assert after.returncode == 0
+
+
+def test_a_killed_runs_status_file_is_stale_never_live(project, cfg):
+    proc = start_run(project, cfg)
+    try:
+        path, body = wait_for_calls(project, proc)
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.communicate()
+    deadline = time.monotonic() + 10  # the executor's process notices its driver gone
+    while Path(f"/proc/{body['pid']}").exists() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert path.exists(), "a kill leaves the file"
+    seen = status(project, cfg)
+    assert "runs: none running for t1" in seen.stdout, seen.stdout
+    assert "stale status file, its process is gone" in seen.stdout
+    assert run_status.sweep(path.parent) == 1 and not path.exists()
+
+
+def stamp(seconds_ago: float) -> str:
+    return (datetime.now(timezone.utc) - timedelta(seconds=seconds_ago)).isoformat(timespec="milliseconds")
+
+
+def test_a_status_file_is_live_only_while_refreshed_and_its_process_is_there():
+    now = time.time()
+    me = {"host": run_status.HOST, "pid": os.getpid()}
+    assert run_status.judge({**me, "updated_at": stamp(1)}, now)["live"]
+    old = run_status.judge({**me, "updated_at": stamp(run_status.STALE_AFTER_S + 5)}, now)
+    assert not old["live"] and "not refreshed" in old["stale"]
+    # another machine's process cannot be looked at: its refresh time decides
+    assert run_status.judge({"host": "elsewhere", "pid": 1, "updated_at": stamp(1)}, now)["live"]
+    assert not run_status.judge({"host": "elsewhere", "pid": 1, "updated_at": stamp(60)}, now)["live"]
+    assert not run_status.judge({**me}, now)["live"]
+
+
+def test_a_batch_message_has_one_line_per_template_and_model_and_names_failures():
+    members = [("d1", "t-a", "m-x"), ("d2", "t-a", "m-x"), ("d3", "t-b", "m-x"), ("d4", "t-b", "m-y")]
+    states = {"d2": State("done"), "d3": State("failed", "parse error: no score")}
+    lines = run_status.batch_message("draft", members, states, "not run: budget reached").splitlines()
+    assert lines == [
+        "draft batch of 4: 1 done, 1 failed, 2 running",
+        "draft · t-a · m-x · 1 done, 0 failed, 1 running",
+        "draft · t-b · m-x · 0 done, 1 failed",
+        "draft · t-b · m-y · 0 done, 0 failed, 1 running",
+        "d3 · failed: parse error: no score",
+    ]
