@@ -129,7 +129,7 @@ class StoreProgress:
 
     def __exit__(self, *exc):
         self._stop.set()
-        self._thread.join()
+        self._thread.join(PROGRESS_POLL_S + 5)  # a poll under way ends; it is a daemon all the same
         self.bar.close()
 
 

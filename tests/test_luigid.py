@@ -55,6 +55,9 @@ def test_demo_cohort_through_luigid(luigid, demo_root):
                 line = f"{stage} · {by_id[g]['template_id']} · {by_id[g]['llm_model_id'] or 'copy'} · "
                 assert any(x.startswith(line) and "done" in x and "running" not in x
                            for x in message.splitlines()), (g, message)
+    # the status file of the process that ran the calls (its loop on a thread: no calls ahead
+    # against luigid) was written during the run and went with it
+    assert (demo_root / "runs").is_dir() and not list((demo_root / "runs").iterdir())
     site = luigid.api("task_list", status="DONE", upstream_status="", search="ReportSite")
     assert site, "the report site task ran through luigid too"
     # the state and log directories are the fixture's own

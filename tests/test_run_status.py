@@ -140,3 +140,35 @@ def test_a_batch_message_has_one_line_per_template_and_model_and_names_failures(
         "draft · t-b · m-y · 0 done, 0 failed, 1 running",
         "d3 · failed: parse error: no score",
     ]
+
+
+def test_the_spend_ledgers_lock_waits_a_bounded_time_for_a_live_holder(tmp_path, monkeypatch):
+    from pipeline import ledger, store
+    from pipeline.errors import DaydreamError
+
+    paths = store.DataPaths(tmp_path)
+    lock = ledger.ledger_path(paths, "c1").with_name("spend.lock")
+    lock.parent.mkdir(parents=True)
+    holder = subprocess.Popen([sys.executable, "-c", f"""
+import fcntl, os, time
+fd = os.open({str(lock)!r}, os.O_RDWR | os.O_CREAT)
+fcntl.lockf(fd, fcntl.LOCK_EX)
+print("held", flush=True)
+time.sleep(60)
+"""], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        monkeypatch.setattr(store, "LOCK_TIMEOUT_S", 0.3)
+        t0 = time.monotonic()
+        with pytest.raises(DaydreamError) as info:
+            with ledger.locked(paths, "c1"):
+                pass
+        assert info.value.code == "store" and str(lock) in info.value.message
+        assert 0.3 <= time.monotonic() - t0 < 5
+        holder.kill()  # a holder that dies lets go at once
+        holder.wait(10)
+        with ledger.locked(paths, "c1") as book:
+            assert book is not None
+    finally:
+        holder.kill()
+        holder.wait(10)
