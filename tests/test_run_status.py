@@ -172,3 +172,33 @@ time.sleep(60)
     finally:
         holder.kill()
         holder.wait(10)
+
+
+def test_a_silent_loop_shows_in_the_file_and_a_writer_sweeps_this_hosts_dead_runs(tmp_path):
+    from pipeline.store import DataPaths
+
+    paths = DataPaths(tmp_path)
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait(10)
+    left = run_status.status_path(paths, pid=dead.pid)
+    left.parent.mkdir(parents=True)
+    left.write_text(json.dumps({"host": run_status.HOST, "pid": dead.pid, "updated_at": stamp(0), "runs": []}))
+    answers = iter([{"providers": {"p": {"in_flight": 2}}, "runs": []}])
+    writer = run_status.Writer(paths, lambda: next(answers, None))  # the loop answers once, then never
+    try:
+        deadline = time.monotonic() + 10
+        body = {}
+        while time.monotonic() < deadline and "loop_silent_s" not in body:
+            time.sleep(0.2)
+            try:
+                body = json.loads(writer.path.read_text())
+            except (OSError, ValueError):
+                pass
+        assert body["loop_silent_s"] >= 0.5 and body["providers"] == {"p": {"in_flight": 2}}, body
+        assert body["pid"] == os.getpid() and run_status.judge(body, time.time())["live"]
+        assert not left.exists(), "the dead run's file was swept"
+        shown = run_status.format_runs([{**body, **run_status.judge(body, time.time())}], "t1")
+        assert "runs: 1 running" in shown and "its event loop has not answered for" in shown, shown
+    finally:
+        writer.stop()
+    assert not writer.path.exists()

@@ -9,7 +9,6 @@ the retry budget.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import dataclasses
 import itertools
 import logging
@@ -55,8 +54,7 @@ class Provider:
             if on_attempt:
                 on_attempt(attempt, attempts_max)
             try:
-                async with self._slot():
-                    completion = await self.api.generate(request)
+                completion = await self._attempt(request)
                 return dataclasses.replace(completion, attempts=attempt, duration_s=time.monotonic() - started)
             except Transient as failure:
                 reason, retry_after = failure.reason, failure.retry_after
@@ -78,10 +76,9 @@ class Provider:
         """Close this loop's connections (``ModelAPI.aclose``)."""
         await self.api.aclose()
 
-    @contextlib.asynccontextmanager
-    async def _slot(self):
-        """One of this loop's slots for the time of one attempt, counted while it waits and
-        while it holds it (``in_flight``, ``waiting``)."""
+    async def _attempt(self, request: CompletionRequest) -> Completion:
+        """One attempt in one of this loop's slots, counted while it waits for the slot and while
+        it holds it (``waiting``, ``in_flight``)."""
         slots = self._slots_of_this_loop()
         self.waiting += 1
         try:
@@ -91,7 +88,7 @@ class Provider:
         attempt = next(self._attempt_ids)
         self.in_flight[attempt] = time.monotonic()
         try:
-            yield
+            return await self.api.generate(request)
         finally:
             del self.in_flight[attempt]
             slots.release()
