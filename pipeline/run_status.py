@@ -233,3 +233,12 @@ def batch_message(stage: str, members: list[tuple[str, str, str]], states: dict,
     failed = [(g, st) for g, st in states.items() if st.kind != "done" and st.reason != not_run]
     lines += [f"{gen_id} · {outcome(st)}" for gen_id, st in failed[-FAILURES_SHOWN:]]
     return "\n".join(lines)
+
+
+def flight_line(runs: list[dict]) -> str:
+    """The live runs' calls in flight in a few words (``daydream run``'s progress bar), or ""."""
+    calls = [p for r in runs if r["live"] for p in r.get("providers", {}).values() if "in_flight" in p]
+    if not calls:
+        return ""
+    ages = [p["oldest_call_s"] for p in calls if p.get("oldest_call_s") is not None]
+    return f"{sum(p['in_flight'] for p in calls)} calls in flight" + (f", oldest {max(ages):.0f} s" if ages else "")

@@ -23,7 +23,7 @@ from .cohort import compile_cohort, terminal_progress
 from .errors import DaydreamError
 from .estimate import estimate, left_to_do
 from .ledger import Budget, read_ledger
-from .run_status import format_runs, read_runs
+from .run_status import flight_line, format_runs, read_runs
 from .run_plan import budget_line, call_records, check_max_cost, cohort_counts, membership, prepare_budget, prepare_providers, spend_cap
 from .search_store import derive, is_search_cohort
 from .generation import is_parse_failure, runtime, state_of
@@ -119,9 +119,10 @@ class StoreProgress:
             still.append(path)
         self.waiting = still
         self.set(self.bar.n + fresh)
-        jobs = progress_line(self.paths)  # provider batch jobs the run waits on
-        if jobs or self.bar.postfix:
-            self.bar.set_postfix_str(jobs)
+        # provider batch jobs the run waits on, and the calls in flight (the runs' status files)
+        postfix = "; ".join(filter(None, (progress_line(self.paths), flight_line(read_runs(self.paths, self.cohort_id)))))
+        if postfix or self.bar.postfix:
+            self.bar.set_postfix_str(postfix)
 
     def set(self, n: int):
         if n > self.bar.n:

@@ -23,10 +23,12 @@ from pipeline.state import State
 LUIGI = str(Path(sys.executable).parent / "luigi")
 
 
-def start_run(project, cfg):
+def start_run(project, cfg, command="luigi"):
     env = dict(os.environ, DAYDREAM_DATA_ROOT=str(project.root), LUIGI_CONFIG_PATH=str(cfg))
-    return subprocess.Popen([LUIGI, "--module", "pipeline.tasks", "RunCohort", "--cohort-id", "t1", "--local-scheduler"],
-                            env=env, text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
+    args = ([LUIGI, "--module", "pipeline.tasks", "RunCohort", "--cohort-id", "t1", "--local-scheduler"]
+            if command == "luigi" else [sys.executable, "-m", "pipeline.cli", "run", "t1"])
+    return subprocess.Popen(args, env=env, text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            start_new_session=True)
 
 
 def status(project, cfg) -> subprocess.CompletedProcess:
@@ -65,10 +67,10 @@ def cfg(project, tmp_path):
 
 
 def test_status_file_shows_calls_in_flight_while_the_run_goes_and_goes_with_it(project, cfg):
-    proc = start_run(project, cfg)
+    proc = start_run(project, cfg, "daydream")
     try:
         path, body = wait_for_calls(project, proc)
-        # written by the executor's own process, forked from the luigi command's
+        # written by the executor's own process, forked from daydream run's
         assert body["pid"] != proc.pid and parent_of(body["pid"]) == proc.pid
         assert path.name == f"{body['host']}-{body['pid']}.json"
         assert [r["cohorts"] for r in body["runs"]] == [["t1"]]
@@ -90,6 +92,7 @@ def test_status_file_shows_calls_in_flight_while_the_run_goes_and_goes_with_it(p
             os.killpg(proc.pid, signal.SIGKILL)
             proc.communicate()
     assert proc.returncode == 0, err[-3000:]
+    assert "calls in flight" in err, "the progress bar shows them"
     assert files(project) == [], "removed when the run ends"
     after = status(project, cfg)
     assert "runs: none running for t1" in after.stdout, after.stdout
