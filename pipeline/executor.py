@@ -642,10 +642,13 @@ def executor(rt: Runtime, *, own_process: bool = False) -> Executor | ExecutorPr
     return ex
 
 
-def note_run(rt: Runtime, cohort: str, since: str) -> None:
-    """Name, in this process's executor's status file, the cohort whose run ``since`` is."""
-    if cohort:
-        executor(rt).note_run(cohort, since)
+def note_run(rt: Runtime, cohort: str, since: str, *, start: bool = True) -> None:
+    """Name, in this process's executor's status file, the cohort whose run ``since`` is.
+    ``start``: False to tell only an executor this process already has (a chunk that started
+    nothing ahead runs no generation here)."""
+    ex = executor(rt) if start else rt.executors.get(os.getpid())
+    if cohort and ex is not None:
+        ex.note_run(cohort, since)
 
 
 def under_way(rt: Runtime, stage: str, gen_id: str, since: str) -> bool:

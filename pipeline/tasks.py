@@ -428,7 +428,7 @@ class CohortChunk(_RunPart):
             chunks = self._chunk_rows()
             todo = start_ahead(runtime(), self._members(), self.since, _budget(self, own_run=True),
                                following=chunks[self.index + 1] if self.index + 1 < len(chunks) else [])
-            note_run(runtime(), self.cohort_id, self.since)  # the executor's status file names the cohort
+            note_run(runtime(), self.cohort_id, self.since, start=False)  # named in the executor's status file
         else:
             todo = list(self._unsettled())
         if todo:
