@@ -331,21 +331,20 @@ class _Generation(_DaydreamTask):
             self.set_progress_percentage(100)
             return
         in_flight = max(self.resources.values()) if self.resources else len(ids)
-        self._batch_ids = ids  # those called here (not those a batch job settled)
+        # those called here (not those a batch job settled), as the batch's message names them
+        self._batch_members = [(g, self._metadata(g)["template_id"], self._metadata(g).get("llm_model_id") or "copy")
+                               for g in ids]
         run_batch(rt, self.stage, ids, in_flight=in_flight, since=self.since, progress=self._batch_progress,
                   budget=budget)
 
     def _batch_progress(self, states: dict) -> None:
         # Each update is an RPC to luigid: at most a few per second, and always the last one.
-        ids = self._batch_ids
-        total = len(ids)
+        total = len(self._batch_members)
         now = time.monotonic()
         if len(states) < total and now - self.__dict__.get("_last_progress", 0.0) < PROGRESS_INTERVAL_S:
             return
         self._last_progress = now
-        members = [(g, self._metadata(g)["template_id"], self._metadata(g).get("llm_model_id") or "copy")
-                   for g in ids]
-        self.set_status_message(batch_message(self.stage, members, states, BUDGET_REACHED))
+        self.set_status_message(batch_message(self.stage, self._batch_members, states, BUDGET_REACHED))
         self.set_progress_percentage(int(100 * len(states) / total))
 
 
