@@ -45,10 +45,11 @@ from pipeline import config
 from pipeline.design.cohort import compile_cohort, is_compiled, search_record_path
 from pipeline.errors import DaydreamError, from_os_error
 from pipeline.run.estimate import left_to_do
-from pipeline.run.executor import freeze_forked_children, run_batch, run_generation, settled_for_run, start_ahead
+from pipeline.run.executor import freeze_forked_children, note_run, run_batch, run_generation, settled_for_run, start_ahead
 from pipeline.run.generation import metadata, runtime, state_of
 from pipeline.llm.registry import import_builtin
 from pipeline.store.ledger import Budget, current_budget, prepared, read_ledger
+from pipeline.run.run_status import batch_message, outcome
 from pipeline.run.run_plan import chunk_members, cohort_counts, lineage_ends, membership, prepare_budget, prepare_providers, spend_cap
 from pipeline.run.search_store import derive, is_current, is_search_cohort, round_chunks, sync
 from pipeline.store.spend import BUDGET_REACHED, usd
@@ -328,28 +329,29 @@ class _Generation(_DaydreamTask):
             if not ids:
                 self.set_progress_percentage(100)
                 return
+        note_run(rt, self.run_cohort, self.since)
         if len(ids) == 1:
             self.set_status_message(self._label(ids[0]))
             st = run_generation(rt, self.stage, ids[0], since=self.since, status=self.set_status_message,
                                 budget=budget)
-            self.set_status_message(f"{self._label(ids[0])} · {st.kind}" + (f": {st.reason}" if st.reason else ""))
+            self.set_status_message(f"{self._label(ids[0])} · {outcome(st)}")
             self.set_progress_percentage(100)
             return
         in_flight = max(self.resources.values()) if self.resources else len(ids)
+        # those called here (not those a batch job settled), as the batch's message names them
+        self._batch_members = [(g, self._metadata(g)["template_id"], self._metadata(g).get("llm_model_id") or "copy")
+                               for g in ids]
         run_batch(rt, self.stage, ids, in_flight=in_flight, since=self.since, progress=self._batch_progress,
                   budget=budget)
 
     def _batch_progress(self, states: dict) -> None:
         # Each update is an RPC to luigid: at most a few per second, and always the last one.
-        total = len(self.gen_ids())
+        total = len(self._batch_members)
         now = time.monotonic()
         if len(states) < total and now - self.__dict__.get("_last_progress", 0.0) < PROGRESS_INTERVAL_S:
             return
         self._last_progress = now
-        done = sum(1 for s in states.values() if s.kind == DONE)
-        budget = sum(1 for s in states.values() if s.reason == BUDGET_REACHED)
-        self.set_status_message(f"{self.stage} batch: {done} done, {len(states) - done - budget} failed or blocked, "
-                                + (f"{budget} {BUDGET_REACHED}, " if budget else "") + f"{total - len(states)} running")
+        self.set_status_message(batch_message(self.stage, self._batch_members, states, BUDGET_REACHED))
         self.set_progress_percentage(int(100 * len(states) / total))
 
 
@@ -433,6 +435,7 @@ class CohortChunk(_RunPart):
             chunks = self._chunk_rows()
             todo = start_ahead(runtime(), self._members(), self.since, _budget(self, own_run=True),
                                following=chunks[self.index + 1] if self.index + 1 < len(chunks) else [])
+            note_run(runtime(), self.cohort_id, self.since, start=False)  # named in the executor's status file
         else:
             todo = list(self._unsettled())
         if todo:

@@ -83,6 +83,41 @@ def test_a_run_logs_at_info_to_a_file_named_in_its_summary(project, cfg):
     log = Path(summary.split("log: ")[1].strip())
     assert log.parent == project.root / "logs" and log.is_file()
     assert "Informed scheduler" in log.read_text()
+    # the run's own tasks at INFO, not a line per generation (those are DEBUG)
+    for text in (err, log.read_text()):
+        assert "RunCohort" in text and "Informed scheduler that task   DraftGeneration" not in text
+        assert "running   EvaluationGeneration" not in text
+
+
+def test_generation_lines_are_logged_at_debug_and_shown_on_request():
+    import logging
+
+    from pipeline.run.luigi_command import LOGGER, install_filter
+
+    install_filter()
+    log = logging.getLogger(LOGGER)
+    seen = {logging.INFO: [], logging.DEBUG: []}
+
+    class Keep(logging.Handler):
+        def emit(self, record):
+            seen[self.level].append(record.getMessage())
+
+    handlers = [Keep(logging.INFO), Keep(logging.DEBUG)]
+    level = log.level
+    log.setLevel(logging.DEBUG)
+    for h in handlers:
+        log.addHandler(h)
+    try:
+        log.info("Informed scheduler that task   %s   has status   %s", "DraftGeneration_d_1_abc", "DONE")
+        log.info("Informed scheduler that task   %s   has status   %s", "RunCohort_demo_abc", "DONE")
+        log.warning("[pid %s] Worker %s failed    %s", 1, "w", "EssayGeneration(gen_id=e_1)")
+    finally:
+        for h in handlers:
+            log.removeHandler(h)
+        log.setLevel(level)
+    assert seen[logging.INFO] == ["Informed scheduler that task   RunCohort_demo_abc   has status   DONE",
+                                  "[pid 1] Worker w failed    EssayGeneration(gen_id=e_1)"]
+    assert len(seen[logging.DEBUG]) == 3
 
 
 def test_luigid_without_the_providers_resource_is_named(project, cfg, tmp_path):

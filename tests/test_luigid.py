@@ -42,8 +42,22 @@ def test_demo_cohort_through_luigid(luigid, demo_root):
     (run,) = [t for t in tasks.values() if t["name"] == "RunCohort"]
     assert run["status_message"] == "done 90, failed 0, not run 0, remaining 0 of 90"
     assert run["progress_percentage"] == 100
-    gens = [t for t in luigid.api("task_list", status="DONE", upstream_status="", search="EvaluationGeneration").values()]
-    assert gens and all(t["status_message"] and "evaluation" in t["status_message"] for t in gens)
+    # each generation task's message in the README's form, stage · template · model · outcome: a
+    # batch's message (which Luigi shows on each member) has its members' template and model line
+    by_id = {row["gen_id"]: row for row in rows}
+    for family, stage in (("DraftGeneration", "draft"), ("EssayGeneration", "essay"),
+                          ("EvaluationGeneration", "evaluation")):
+        gens = luigid.api("task_list", status="DONE", upstream_status="", search=family).values()
+        assert gens
+        for t in gens:
+            message = t["status_message"] or ""
+            for g in t["params"]["gen_id"].split("@batch-")[0].split(","):
+                line = f"{stage} · {by_id[g]['template_id']} · {by_id[g]['llm_model_id'] or 'copy'} · "
+                assert any(x.startswith(line) and "done" in x and "running" not in x
+                           for x in message.splitlines()), (g, message)
+    # the status file of the process that ran the calls (its loop on a thread: no calls ahead
+    # against luigid) was written during the run and went with it
+    assert (demo_root / "runs").is_dir() and not list((demo_root / "runs").iterdir())
     site = luigid.api("task_list", status="DONE", upstream_status="", search="ReportSite")
     assert site, "the report site task ran through luigid too"
     # the state and log directories are the fixture's own

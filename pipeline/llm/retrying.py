@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import itertools
 import logging
 import random
 import time
@@ -36,6 +37,11 @@ class Provider:
         self._random = random.Random()
         # an asyncio.Semaphore belongs to the loop it is first used on
         self._slots: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+        # What a run's status file shows (``pipeline/run/run_status.py``): the attempts in flight in
+        # this process (id -> when it got its slot, monotonic) and those waiting for a slot.
+        self.in_flight: dict[int, float] = {}
+        self.waiting = 0
+        self._attempt_ids = itertools.count()
 
     def __repr__(self) -> str:
         return f"Provider({self.api!r})"
@@ -48,8 +54,7 @@ class Provider:
             if on_attempt:
                 on_attempt(attempt, attempts_max)
             try:
-                async with self._slots_of_this_loop():
-                    completion = await self.api.generate(request)
+                completion = await self._attempt(request)
                 return dataclasses.replace(completion, attempts=attempt, duration_s=time.monotonic() - started)
             except Transient as failure:
                 reason, retry_after = failure.reason, failure.retry_after
@@ -70,6 +75,30 @@ class Provider:
     async def aclose(self) -> None:
         """Close this loop's connections (``ModelAPI.aclose``)."""
         await self.api.aclose()
+
+    async def _attempt(self, request: CompletionRequest) -> Completion:
+        """One attempt in one of this loop's slots, counted while it waits for the slot and while
+        it holds it (``waiting``, ``in_flight``)."""
+        slots = self._slots_of_this_loop()
+        self.waiting += 1
+        try:
+            await slots.acquire()
+        finally:
+            self.waiting -= 1
+        attempt = next(self._attempt_ids)
+        self.in_flight[attempt] = time.monotonic()
+        try:
+            return await self.api.generate(request)
+        finally:
+            del self.in_flight[attempt]
+            slots.release()
+
+    def calls(self, now: float) -> dict:
+        """Its attempts in flight in this process, those waiting for a slot, and how long the
+        oldest one in flight has been (seconds; None when none is)."""
+        oldest = min(self.in_flight.values(), default=None)
+        return {"in_flight": len(self.in_flight), "waiting": self.waiting, "concurrency": self.settings.concurrency,
+                "oldest_call_s": None if oldest is None else round(now - oldest, 3)}
 
     def _slots_of_this_loop(self) -> asyncio.Semaphore:
         loop = asyncio.get_running_loop()

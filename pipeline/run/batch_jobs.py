@@ -33,9 +33,7 @@ answers cost.
 from __future__ import annotations
 
 import asyncio
-import fcntl
 import os
-import threading
 import time
 import uuid
 from contextlib import contextmanager
@@ -53,7 +51,7 @@ from pipeline.llm import require_keys
 from pipeline.llm.base import BatchSettings, CompletionRequest, NoBatchAPI, Transient
 from pipeline.llm.registry import batch_api_factory
 from pipeline.store.state import DONE
-from pipeline.store import DataPaths, atomic_write_json, read_json, read_text, utc_stamp
+from pipeline.store import DataPaths, atomic_write_json, exclusive_lock, read_json, read_text, utc_stamp
 
 if TYPE_CHECKING:  # the adapters import the openai SDK: loaded through the registry when a job is made
     from pipeline.llm.batch import Item, OpenAIBatchAPI
@@ -61,11 +59,9 @@ if TYPE_CHECKING:  # the adapters import the openai SDK: loaded through the regi
 TERMINAL = ("completed", "failed", "expired", "cancelled")
 BATCH_HOST = "batch-job"  # a job's reservation outlives the process that made it (see ledger._alive)
 WINDOW_SLACK_S = 3600.0
-_THREAD_LOCK = threading.Lock()
 # The jobs' lock is held across a job's upload and creation (SDK calls with their own timeouts and
 # retries): a holder past this is stuck, and the waiter says so rather than hang.
 LOCK_TIMEOUT_S = 600.0
-LOCK_POLL_S = 0.05
 
 
 def jobs_dir(paths: DataPaths) -> Path:
@@ -79,35 +75,8 @@ def job_path(paths: DataPaths, key: str) -> Path:
 @contextmanager
 def _locked(paths: DataPaths):
     """The jobs' lock: claiming generations, creating a job and collecting one happen under it."""
-    d = jobs_dir(paths)
-    d.mkdir(parents=True, exist_ok=True)
-    if not _THREAD_LOCK.acquire(timeout=LOCK_TIMEOUT_S):
-        raise DaydreamError("store", f"{d / '.lock'}: another thread of this process held the batch jobs' lock "
-                                     f"for over {LOCK_TIMEOUT_S:.0f} s")
-    try:
-        fd = os.open(d / ".lock", os.O_RDWR | os.O_CREAT, 0o666)
-        try:
-            _lock_file(fd, d / ".lock")
-            yield
-        finally:
-            os.close(fd)
-    finally:
-        _THREAD_LOCK.release()
-
-
-def _lock_file(fd: int, path: Path) -> None:
-    """The jobs' file lock, waited for at most ``LOCK_TIMEOUT_S``. A process that dies lets it go
-    (the kernel drops its locks), so only a live holder stuck that long is an error."""
-    deadline = time.monotonic() + LOCK_TIMEOUT_S
-    while True:
-        try:
-            fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            return
-        except (BlockingIOError, PermissionError):
-            if time.monotonic() > deadline:
-                raise DaydreamError("store", f"{path}: another process held the batch jobs' lock for over "
-                                             f"{LOCK_TIMEOUT_S:.0f} s") from None
-            time.sleep(LOCK_POLL_S)
+    with exclusive_lock(os.fspath(jobs_dir(paths) / ".lock"), LOCK_TIMEOUT_S, "the batch jobs' lock"):
+        yield
 
 
 _READ: dict[str, tuple[int, list[dict]]] = {}  # jobs dir -> (its mtime, records): read again only when it changed

@@ -43,12 +43,14 @@ import pickle
 import queue
 import signal
 import threading
+import time
 import traceback
-from collections import deque
+from collections import Counter, deque
 from dataclasses import dataclass, field
 from typing import Callable, Iterable
 
 from pipeline import config
+from pipeline.run import run_status
 from pipeline.run.batch_jobs import Router
 from pipeline.run.generation import Files, Runtime, generate, metadata, run_state
 from pipeline.errors import DaydreamError
@@ -118,6 +120,9 @@ class Executor:
     stopping: bool = False  # nothing more is started ahead
     # endpoint -> seconds its recent calls took
     durations: dict[str, deque] = field(default_factory=dict)
+    # the run's status file (pipeline/run/run_status.py): run stamp -> its cohorts and how many of its
+    # generations ended here in each state
+    runs: dict[str, dict] = field(default_factory=dict)
 
     def __post_init__(self):
         self.pid = os.getpid()
@@ -126,6 +131,8 @@ class Executor:
         # the generations' files are committed on threads of their own: the loop goes on making
         # calls while the disk syncs them (see ``commit``)
         self.writer = GroupWriter(WRITER_THREADS, alive=self._thread.is_alive)
+        self._noted: set[tuple[str, str]] = set()
+        self.status_file = run_status.Writer(self.rt.paths, self._status_now)
 
     # What the process's thread that runs Luigi's tasks calls (the same on ``ExecutorProcess``).
 
@@ -148,10 +155,19 @@ class Executor:
     def under_way(self, key: Key) -> bool:
         return key in self.claimed or key in self.running
 
+    def note_run(self, cohort: str, since: str) -> None:
+        """Name the cohort whose run ``since`` is, in the status file."""
+        if (cohort, since) not in self._noted:
+            self._noted.add((cohort, since))
+            self.loop.call_soon_threadsafe(lambda: self._run(since)["cohorts"].add(cohort))
+
     def close(self) -> None:
         """Close the providers' connections and stop the loop's thread; whatever is under way is
         dropped (the store has what finished)."""
-        if os.getpid() != self.pid or not self.loop.is_running():
+        if os.getpid() != self.pid:
+            return
+        self.status_file.stop()
+        if not self.loop.is_running():
             return
         try:
             asyncio.run_coroutine_threadsafe(self.close_providers(), self.loop).result(timeout=CLOSE_TIMEOUT_S)
@@ -228,6 +244,7 @@ class Executor:
 
         st = await generate(self.rt, stage, gen_id, status, budget, on_call=called, since=since, commit=self.commit)
         self.rt.keep_settled(stage, gen_id, since, st)
+        self._run(since)["ended"][st.kind] += 1
         return st
 
     async def commit(self, files: Files) -> int:
@@ -241,6 +258,35 @@ class Executor:
         except asyncio.CancelledError:
             await asyncio.wait([written], timeout=CLOSE_TIMEOUT_S)
             raise
+
+    def _run(self, since: str) -> dict:
+        run = self.runs.get(since)
+        if run is None:
+            run = self.runs[since] = {"cohorts": set(), "ended": Counter()}
+        return run
+
+    def _status_now(self) -> dict | None:
+        """The status file's figures, taken on the loop (called by its writer's thread); None
+        when the loop does not answer within a refresh."""
+        if not self.loop.is_running():
+            return None
+        future = asyncio.run_coroutine_threadsafe(self._status(), self.loop)
+        try:
+            return future.result(timeout=run_status.INTERVAL_S)
+        except (concurrent.futures.TimeoutError, RuntimeError):
+            future.cancel()
+            return None
+
+    async def _status(self) -> dict:
+        now = time.monotonic()
+        providers = {p.name: p.calls(now) for p in self.rt.providers_here()}
+        for endpoint, queued in self.queued.items():
+            figures = providers.setdefault(endpoint or "copy", {})
+            figures.update(ahead_queued=len(queued), ahead_running=self.busy.get(endpoint, 0))
+        return {"runs": [{"since": since, "cohorts": sorted(run["cohorts"]), **run["ended"]}
+                         for since, run in self.runs.items()],
+                "providers": providers,
+                "generations": {"under_way": len(self.running), "ahead": len(self.waiting)}}
 
     def _finished(self, key: Key, future: asyncio.Future) -> None:
         # the store records the outcome: only a generation under way is kept here
@@ -373,6 +419,7 @@ class ExecutorProcess:
         self._events, theirs_events = ctx.Pipe(duplex=False)
         self.rt, self.pid = rt, os.getpid()
         self.claimed: set[Key] = set()
+        self._noted: set[tuple[str, str]] = set()
         self._requests: dict[int, queue.SimpleQueue] = {}
         self._ids = itertools.count()
         self._lock = threading.Lock()  # one command at a time on the pipe
@@ -417,6 +464,11 @@ class ExecutorProcess:
 
     def under_way(self, key: Key) -> bool:
         return key in self.claimed
+
+    def note_run(self, cohort: str, since: str) -> None:
+        if (cohort, since) not in self._noted:
+            self._noted.add((cohort, since))
+            self._send(("note", cohort, since))
 
     def close(self) -> None:
         """Let the executor's process close its providers' connections and end; wait for it."""
@@ -543,6 +595,8 @@ def _serve(rt: Runtime, commands, events, *parent_ends) -> None:
             ex.start_all(*args)
         elif kind == "follow":
             asyncio.ensure_future(ex.start_behind(*args))
+        elif kind == "note":
+            ex.note_run(*args)
         elif kind == "cancel":
             if args[0] in requests:
                 requests[args[0]].cancel()
@@ -583,6 +637,7 @@ def _serve(rt: Runtime, commands, events, *parent_ends) -> None:
     except concurrent.futures.TimeoutError:
         pass
     ex.writer.close(CLOSE_TIMEOUT_S)  # the answers that arrived are put in place before the process ends
+    ex.status_file.stop()
 
 
 def _portable(error: BaseException) -> BaseException:
@@ -608,6 +663,15 @@ def executor(rt: Runtime, *, own_process: bool = False) -> Executor | ExecutorPr
                     ex.close()  # idle: this thread waits for each of its requests
                 ex = rt.executors[key] = ExecutorProcess(rt) if own_process else Executor(rt)
     return ex
+
+
+def note_run(rt: Runtime, cohort: str, since: str, *, start: bool = True) -> None:
+    """Name, in this process's executor's status file, the cohort whose run ``since`` is.
+    ``start``: False to tell only an executor this process already has (a chunk that started
+    nothing ahead runs no generation here)."""
+    ex = executor(rt) if start else rt.executors.get(os.getpid())
+    if cohort and ex is not None:
+        ex.note_run(cohort, since)
 
 
 def under_way(rt: Runtime, stage: str, gen_id: str, since: str) -> bool:

@@ -40,10 +40,26 @@ class OneLineErrors(logging.Filter):
         return True
 
 
+class GenerationsAtDebug(logging.Filter):
+    """Luigi logs at INFO each task it tells the scheduler about and each one it runs: for the
+    generation tasks that is two to three lines a generation (thousands for a large cohort),
+    which the store and ``daydream status`` say better. Those lines are logged at DEBUG
+    (``--log-level DEBUG`` shows them); the run's own tasks, warnings and errors stay as they are."""
+
+    TASKS = ("DraftGeneration", "EssayGeneration", "EvaluationGeneration")
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno == logging.INFO and isinstance(record.args, tuple) and any(
+                str(a).startswith(self.TASKS) for a in record.args):
+            record.levelno, record.levelname = logging.DEBUG, "DEBUG"
+        return True
+
+
 def install_filter() -> None:
     log = logging.getLogger(LOGGER)
-    if not any(isinstance(f, OneLineErrors) for f in log.filters):
-        log.addFilter(OneLineErrors())
+    for kind in (OneLineErrors, GenerationsAtDebug):
+        if not any(isinstance(f, kind) for f in log.filters):
+            log.addFilter(kind())
 
 
 def check_config_layers() -> None:

@@ -24,6 +24,7 @@ from pipeline.design.cohort import compile_cohort, terminal_progress
 from pipeline.errors import DaydreamError
 from pipeline.run.estimate import estimate, left_to_do
 from pipeline.store.ledger import Budget, read_ledger
+from pipeline.run.run_status import flight_line, format_runs, read_runs
 from pipeline.run.run_plan import budget_line, call_records, check_max_cost, cohort_counts, membership, prepare_budget, prepare_providers, spend_cap
 from pipeline.run.search_store import derive, is_search_cohort
 from pipeline.run.generation import is_parse_failure, runtime, state_of
@@ -119,9 +120,10 @@ class StoreProgress:
             still.append(path)
         self.waiting = still
         self.set(self.bar.n + fresh)
-        jobs = progress_line(self.paths)  # provider batch jobs the run waits on
-        if jobs or self.bar.postfix:
-            self.bar.set_postfix_str(jobs)
+        # provider batch jobs the run waits on, and the calls in flight (the runs' status files)
+        postfix = "; ".join(filter(None, (progress_line(self.paths), flight_line(read_runs(self.paths, self.cohort_id)))))
+        if postfix or self.bar.postfix:
+            self.bar.set_postfix_str(postfix)
 
     def set(self, n: int):
         if n > self.bar.n:
@@ -129,7 +131,7 @@ class StoreProgress:
 
     def __exit__(self, *exc):
         self._stop.set()
-        self._thread.join()
+        self._thread.join(PROGRESS_POLL_S + 5)  # a poll under way ends; it is a daemon all the same
         self.bar.close()
 
 
@@ -303,7 +305,7 @@ def cohort_status(cohort_id: str) -> dict:
             "tokens": {"prompt": total["prompt_tokens"], "completion": total["completion_tokens"]},
             "cost_usd": total["cost_reported_usd"] + total["cost_estimated_usd"],  # the known part
             "cost_unknown": total["n_cost_unknown"], "simulated": any(r["simulated"] for r in records),
-            "ledger": read_ledger(paths, cohort_id),
+            "ledger": read_ledger(paths, cohort_id), "runs": read_runs(paths, cohort_id),
             "search": derive(paths, cohort_id)[0].line() if is_search_cohort(paths, cohort_id) else None}
 
 
@@ -342,6 +344,7 @@ def print_status(cohort_id: str) -> int:
     if st["ledger"]:
         print(f"  spend ledger (runs under a cap): {budget_line(st['ledger'])}")
     print(format_jobs(cohort_jobs(config.data_paths(), membership(config.data_paths(), cohort_id))), end="")
+    print(format_runs(st["runs"], cohort_id), end="")
     if st["reasons"]:
         print("  failures:")
         for (stage, reason), n in st["reasons"].most_common(20):

@@ -26,7 +26,6 @@ the old one in place.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import json
 import logging
 import os
@@ -39,7 +38,7 @@ from markupsafe import escape
 
 from pipeline.errors import DaydreamError
 from pipeline.ids import is_safe_id
-from pipeline.store import DataPaths, atomic_write_bytes, atomic_write_text, check_id, read_json, read_text
+from pipeline.store import DataPaths, atomic_write_bytes, atomic_write_text, check_id, exclusive_lock, read_json, read_text
 from pipeline.sitegen import pages as P
 from pipeline.reports.search import SEARCH_TABLES
 from pipeline.sitegen.data import Names, cohorts_with_reports, load_cohort_tables, load_cross_cohort, read_table, records
@@ -370,20 +369,16 @@ def relative_404(html: str) -> str:
     return html.replace('var base_url = "/";', 'var base_url = ".";')
 
 
+# A build under way elsewhere is waited for at most this long: a larger site builds in minutes,
+# a holder past this is stuck and the waiter says so rather than hang.
+BUILD_WAIT_S = 3600.0
+
+
 @contextlib.contextmanager
 def _one_builder(site: Path):
-    """Hold the site's build lock (waits for a build under way elsewhere)."""
-    try:
-        site.mkdir(parents=True, exist_ok=True)
-        fd = os.open(site / "build.lock", os.O_RDWR | os.O_CREAT, 0o666)
-    except OSError as exc:
-        raise DaydreamError("site", f"cannot open the site's build lock: {exc.strerror or exc}",
-                            path=site / "build.lock") from None
-    try:
-        fcntl.lockf(fd, fcntl.LOCK_EX)
+    """Hold the site's build lock (waits for a build under way elsewhere, at most ``BUILD_WAIT_S``)."""
+    with exclusive_lock(os.fspath(site / "build.lock"), BUILD_WAIT_S, "the site's build lock"):
         yield
-    finally:
-        os.close(fd)  # also releases the lock
 
 
 def _swap_in(site: Path, tmp: Path) -> Path:

@@ -20,6 +20,7 @@ import json
 import os
 import queue
 import threading
+import time
 from datetime import datetime, timezone
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -494,10 +495,54 @@ def atomic_write_csv(path: Path, columns: Sequence[str], rows: Iterable[dict | S
 
 
 # ---------------------------------------------------------------------------------------------
-# The lock on the generations' cohort lists
+# Locks shared by processes and machines
 
 _THREAD_LOCKS: dict[str, "threading.Lock"] = {}
 _THREAD_LOCKS_GUARD = threading.Lock()
+# A lock held this long by a live holder means the holder is stuck: the waiter says so (one
+# ``store`` error naming the file) rather than hang. A holder that dies lets go at once.
+LOCK_TIMEOUT_S = 600.0
+LOCK_POLL_MAX_S = 0.05
+
+
+@contextmanager
+def exclusive_lock(lock_path: str, timeout_s: float | None = None, what: str = "the lock"):
+    """Hold ``lock_path``: an ``fcntl`` record lock (it works over NFS; the kernel drops it when
+    its process dies) behind a thread lock, since POSIX locks belong to a process; each waited
+    for at most ``timeout_s``, then a ``store`` error naming the file and ``what`` it guards.
+    The file lock is tried without blocking and looked at again after 1 ms, doubling to
+    ``LOCK_POLL_MAX_S``: a blocking ``lockf`` cannot be given a timeout. ``timeout_s``: None for
+    ``LOCK_TIMEOUT_S``."""
+    timeout_s = LOCK_TIMEOUT_S if timeout_s is None else timeout_s
+    with _THREAD_LOCKS_GUARD:
+        thread_lock = _THREAD_LOCKS.setdefault(lock_path, threading.Lock())
+    deadline = time.monotonic() + timeout_s
+    if not thread_lock.acquire(timeout=timeout_s):
+        raise DaydreamError("store", f"another thread of this process held {what} for over {timeout_s:.0f} s",
+                            path=lock_path)
+    try:
+        try:
+            os.makedirs(os.path.dirname(lock_path), exist_ok=True)
+            fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o666)
+        except OSError as exc:
+            raise DaydreamError("store", f"cannot open the lock file: {exc.strerror or exc}", path=lock_path) from None
+        try:
+            pause = 0.001
+            while True:
+                try:
+                    fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except (BlockingIOError, PermissionError):
+                    if time.monotonic() > deadline:
+                        raise DaydreamError("store", f"another process held {what} for over {timeout_s:.0f} s",
+                                            path=lock_path) from None
+                    time.sleep(pause)
+                    pause = min(2 * pause, LOCK_POLL_MAX_S)
+            yield
+        finally:
+            os.close(fd)  # also releases the lock
+    finally:
+        thread_lock.release()
 
 
 @contextmanager
@@ -505,23 +550,10 @@ def cohort_lists_lock(paths: DataPaths):
     """Held while a generation's ``cohorts`` list (in its metadata.json) is read and rewritten:
     compiling a cohort merges itself in, purging it takes itself out. Without it two cohorts
     compiled at once (two processes or machines sharing the data root) could each write back the
-    list it read, dropping the other. An ``fcntl`` record lock (it works over NFS) on
-    ``cohorts/.cohort-lists.lock`` (beside the specs, so taking it creates no gens store),
-    behind a thread lock, since POSIX locks belong to a process."""
-    lock_path = os.fspath(paths.cohorts / ".cohort-lists.lock")
-    with _THREAD_LOCKS_GUARD:
-        thread_lock = _THREAD_LOCKS.setdefault(lock_path, threading.Lock())
-    with thread_lock:
-        try:
-            os.makedirs(os.path.dirname(lock_path), exist_ok=True)
-            fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o666)
-        except OSError as exc:
-            raise DaydreamError("store", f"cannot open the lock file: {exc.strerror or exc}", path=lock_path) from None
-        try:
-            fcntl.lockf(fd, fcntl.LOCK_EX)
-            yield
-        finally:
-            os.close(fd)  # also releases the lock
+    list it read, dropping the other. ``exclusive_lock`` on ``cohorts/.cohort-lists.lock``
+    (beside the specs, so taking it creates no gens store)."""
+    with exclusive_lock(os.fspath(paths.cohorts / ".cohort-lists.lock"), what="the generations' cohort lists' lock"):
+        yield
 
 
 def utc_stamp() -> str:

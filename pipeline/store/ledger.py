@@ -2,20 +2,17 @@
 cap is in force. The arithmetic is in ``spend.py``; this module only makes each change atomic
 across threads, processes and machines sharing the data root.
 
-Every change is read-modify-write under an exclusive ``fcntl`` lock on ``spend.lock`` beside the
-ledger (POSIX record locks also work over NFS), and the new ledger is written with the project's
-atomic writer, so a reader never sees half a file and a killed writer loses at most its own
-change. POSIX locks belong to a process, not a thread, so a thread lock serialises the threads
-of one process first.
+Every change is read-modify-write under ``store.exclusive_lock`` on ``spend.lock`` beside the
+ledger (an ``fcntl`` record lock, which also works over NFS, behind a thread lock, each waited for
+at most ``store.LOCK_TIMEOUT_S``), and the new ledger is written with the project's atomic writer,
+so a reader never sees half a file and a killed writer loses at most its own change.
 """
 
 from __future__ import annotations
 
 import asyncio
-import fcntl
 import os
 import socket
-import threading
 import time
 import uuid
 from contextlib import contextmanager
@@ -24,21 +21,14 @@ from dataclasses import dataclass
 from pipeline import config
 from pipeline.store import spend
 from pipeline.errors import DaydreamError
-from pipeline.store import DataPaths, atomic_write_json, read_json, utc_stamp
+from pipeline.store import DataPaths, atomic_write_json, exclusive_lock, read_json, utc_stamp
 
 POLL_S = 0.1  # how often a call that must wait looks at the ledger again
 HOST = socket.gethostname()
-_THREAD_LOCKS: dict[str, threading.Lock] = {}
-_THREAD_LOCKS_GUARD = threading.Lock()
 
 
 def ledger_path(paths: DataPaths, cohort_id: str):
     return paths.cohort_dir(cohort_id) / "spend.json"
-
-
-def _thread_lock(key: str) -> threading.Lock:
-    with _THREAD_LOCKS_GUARD:
-        return _THREAD_LOCKS.setdefault(key, threading.Lock())
 
 
 def read_ledger(paths: DataPaths, cohort_id: str) -> dict | None:
@@ -50,19 +40,13 @@ def read_ledger(paths: DataPaths, cohort_id: str) -> dict | None:
 def locked(paths: DataPaths, cohort_id: str):
     """The ledger for changing: yields the current one (new if absent) and writes it back."""
     path = ledger_path(paths, cohort_id)
-    with _thread_lock(str(path)):
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(path.with_name("spend.lock"), os.O_RDWR | os.O_CREAT, 0o666)
-        try:
-            fcntl.lockf(fd, fcntl.LOCK_EX)
-            ledger = read_json(path) or spend.new_ledger(cohort_id)
-            before = repr(ledger)
-            spend.expire(ledger, time.time(), _alive)
-            yield ledger
-            if repr(ledger) != before:
-                atomic_write_json(path, ledger)
-        finally:
-            os.close(fd)  # also releases the lock
+    with exclusive_lock(os.fspath(path.with_name("spend.lock")), what="the spend ledger's lock"):
+        ledger = read_json(path) or spend.new_ledger(cohort_id)
+        before = repr(ledger)
+        spend.expire(ledger, time.time(), _alive)
+        yield ledger
+        if repr(ledger) != before:
+            atomic_write_json(path, ledger)
 
 
 def _alive(reservation: dict) -> bool:
