@@ -7,9 +7,10 @@ holding its generations and what waits on them, and the spend of the recorded ca
 (``spend.spend_rows`` over ``raw_metadata.json``, as ``daydream status``) with the spend ledger
 of a capped run.
 
-A call is in flight when its generation has a claim file (``data/gens/<stage>/<gen_id>/claim.json``,
-``{"owner", "host", "pid", "run", "started_at", "heartbeat_at"}``) whose ``heartbeat_at`` is
-within ``LIVE_CLAIM_S`` of now; a store written before claims existed simply has none.
+A call is in flight when its generation is not done and has a live claim
+(``data/gens/<stage>/<gen_id>/claim.json``): ``claims.is_live``, the rule runs wait by (a heartbeat
+within ``[daydream] claim_timeout``, its process not gone from this host); a store written before
+claims existed simply has none.
 ``live_page()`` is a static page that polls ``live.json`` (served over HTTP only, so fetch works).
 """
 
@@ -21,33 +22,13 @@ import time
 from collections import Counter
 from datetime import datetime, timezone
 
-from ..store import DataPaths, STAGES, read_json
+from ..claims import CLAIM, is_live
+from ..store import DataPaths, STAGES
 
-LIVE_CLAIM_S = 30        # a claim whose heartbeat is older than this is a dead worker's
 CACHE_S = 2.0            # live.json is recomputed at most this often
 REFRESH_S = 3            # the page polls this often
 FAILURE_EXAMPLES = 3     # gen_ids listed per failure reason
 COPY = "(copy)"          # the "model" of a copy-mode generation: no call
-CLAIM_FILE = "claim.json"
-
-
-def _parse_time(value) -> float | None:
-    try:
-        t = datetime.fromisoformat(str(value).replace("Z", "+00:00"))
-    except ValueError:
-        return None
-    if t.tzinfo is None:
-        t = t.replace(tzinfo=timezone.utc)
-    return t.timestamp()
-
-
-def claim_is_live(claim: dict | None, now: float) -> bool:
-    """A claim counts while its heartbeat is recent (ISO 8601 UTC), and not from the future by
-    more than the same margin (a clock gone wrong is not a live call)."""
-    if not claim:
-        return False
-    beat = _parse_time(claim.get("heartbeat_at"))
-    return beat is not None and abs(now - beat) <= LIVE_CLAIM_S
 
 
 def cohort_live(paths: DataPaths, cohort_id: str, now: float) -> dict:
@@ -59,7 +40,8 @@ def cohort_live(paths: DataPaths, cohort_id: str, now: float) -> dict:
     from ..state import DONE, FAILED, KINDS
 
     rows = membership(paths, cohort_id)
-    rt, memo = runtime(), {}
+    rt, memo = runtime(paths), {}
+    timeout = rt.claim_timeout()
     groups: dict[tuple[str, str], Counter] = {}
     reasons: dict[tuple[str, str, str], list[str]] = {}
     for r in rows:
@@ -71,7 +53,7 @@ def cohort_live(paths: DataPaths, cohort_id: str, now: float) -> dict:
         c["total"] += 1
         if st.kind == FAILED:
             reasons.setdefault((stage, model, str(st.reason or "unknown").split("\n")[0][:200]), []).append(gid)
-        elif st.kind != DONE and claim_is_live(read_json(paths.gen_dir(stage, gid) / CLAIM_FILE), now):
+        elif st.kind != DONE and is_live(f"{paths.gen_dir(stage, gid)}/{CLAIM}", timeout, now):
             c["in_flight"] += 1
     order = {s: i for i, s in enumerate(STAGES)}
     progress = [dict({k: c.get(k, 0) for k in (*KINDS, "in_flight", "total")}, stage=s, llm_model_id=m)
@@ -102,9 +84,11 @@ def batch_jobs(paths: DataPaths, rows: list[dict]) -> list[dict]:
 
 
 def live_status(paths: DataPaths, now: float | None = None) -> dict:
+    from ..generation import runtime
+
     now = time.time() if now is None else now
     return {"generated_at": datetime.fromtimestamp(now, timezone.utc).isoformat(timespec="seconds"),
-            "live_claim_s": LIVE_CLAIM_S, "refresh_s": REFRESH_S,
+            "claim_timeout_s": runtime(paths).claim_timeout(), "refresh_s": REFRESH_S,
             "cohorts": [cohort_live(paths, c, now) for c in paths.compiled_cohorts()]}
 
 
