@@ -147,3 +147,22 @@ def test_live_status_before_during_and_after_a_run(project, browser):  # noqa: F
         w.close()
         server.shutdown()
         server.server_close()
+
+
+def test_live_json_waits_longer_the_longer_it_takes(project, monkeypatch):
+    """The preview server recomputes live.json at most every CACHE_S, and no sooner than its last
+    computation's time over BUSY_SHARE after it: a big store's view does not take a core from the
+    run it watches."""
+    from pipeline.sitegen import live
+
+    assert cli.main(["compile", "t1"]) == 0
+    drafts = [r["gen_id"] for r in project.membership("draft")]
+    cache = live.LiveCache(project.paths)
+    first = json.loads(cache.body())
+    assert first["cohorts"][0]["in_flight"] == 0
+    _claim(project, "draft", drafts[0], age_s=1)
+    monkeypatch.setattr(live, "CACHE_S", 0.0)
+    cache._took = 10.0   # as if computing it had taken 10 s: not again for 50 s
+    assert json.loads(cache.body()) == first
+    cache._took = 0.0
+    assert json.loads(cache.body())["cohorts"][0]["in_flight"] == 1

@@ -26,6 +26,7 @@ from ..claims import CLAIM, is_live
 from ..store import DataPaths, STAGES
 
 CACHE_S = 2.0            # live.json is recomputed at most this often
+BUSY_SHARE = 0.2         # and with at most this share of a core: a store of 100,000 generations takes seconds
 REFRESH_S = 3            # the page polls this often
 FAILURE_EXAMPLES = 3     # gen_ids listed per failure reason
 COPY = "(copy)"          # the "model" of a copy-mode generation: no call
@@ -93,22 +94,26 @@ def live_status(paths: DataPaths, now: float | None = None) -> dict:
 
 
 class LiveCache:
-    """``live.json`` for a preview server: recomputed at most every ``CACHE_S`` seconds, one
-    request at a time (the classifier's caches are not shared between threads)."""
+    """``live.json`` for a preview server: recomputed at most every ``CACHE_S`` seconds, and no
+    sooner than the last computation's time over ``BUSY_SHARE`` after it (so polling a big
+    store does not take a core from the run it watches; the page shows when it was computed),
+    one request at a time (the classifier's caches are not shared between threads)."""
 
     def __init__(self, paths: DataPaths):
         self.paths, self._lock = paths, threading.Lock()
-        self._at, self._body = 0.0, b""
+        self._at, self._took, self._body = 0.0, 0.0, b""
 
     def body(self) -> bytes:
         with self._lock:
-            if time.monotonic() - self._at > CACHE_S or not self._body:
+            if not self._body or time.monotonic() - self._at > max(CACHE_S, self._took / BUSY_SHARE):
+                t0 = time.monotonic()
                 try:
                     obj = live_status(self.paths)
                 except Exception as exc:  # noqa: BLE001 (the page shows why instead of going blank)
                     obj = {"error": f"{type(exc).__name__}: {exc}", "cohorts": []}
                 self._body = json.dumps(obj, default=str).encode("utf-8")
                 self._at = time.monotonic()
+                self._took = self._at - t0
             return self._body
 
 
