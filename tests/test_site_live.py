@@ -143,6 +143,20 @@ def test_live_status_before_during_and_after_a_run(project, browser):  # noqa: F
         assert not w.errors, w.errors
         body = json.loads(w.page.evaluate("fetch('live.json').then(r => r.text())"))
         assert body["cohorts"][0]["done"] == c["done"]
+
+        # a poll rereads only the recorded calls replaced since the last: a call written again counts anew
+        read = {}
+        assert live_status(project.paths, read=read)["cohorts"][0]["spend"] == c["spend"]
+        f = next(f for r in project.membership("evaluation")
+                 if (f := project.paths.gen_file("evaluation", r["gen_id"], "raw_metadata.json")).is_file())
+        md = json.loads(f.read_text())
+        md["prompt_tokens"] = (md.get("prompt_tokens") or 0) + 1000
+        atomic_write_json(f, md)
+        again = live_status(project.paths, read=read)["cohorts"][0]["spend"]
+
+        def tokens(rows):
+            return next(r for r in rows if r["stage"] == "(all)")["prompt_tokens"]
+        assert tokens(again) == tokens(c["spend"]) + 1000
     finally:
         w.close()
         server.shutdown()

@@ -17,13 +17,15 @@ claims existed simply has none.
 from __future__ import annotations
 
 import json
+import os
 import threading
 import time
 from collections import Counter
 from datetime import datetime, timezone
+from pathlib import Path
 
 from ..claims import CLAIM, is_live
-from ..store import DataPaths, STAGES
+from ..store import DataPaths, STAGES, read_json
 
 CACHE_S = 2.0            # live.json is recomputed at most this often
 BUSY_SHARE = 0.2         # and with at most this share of a core: a store of 100,000 generations takes seconds
@@ -32,12 +34,39 @@ FAILURE_EXAMPLES = 3     # gen_ids listed per failure reason
 COPY = "(copy)"          # the "model" of a copy-mode generation: no call
 
 
-def cohort_live(paths: DataPaths, cohort_id: str, now: float) -> dict:
-    """One cohort's progress per stage and model, failures, calls in flight and spend."""
+def call_records(paths: DataPaths, rows: list[dict], prices: dict, memo: dict) -> list[dict]:
+    """``run_plan.call_records`` for a view polled during a run: each generation's recorded call
+    (``spend.call_record``) read again only when its ``raw_metadata.json`` was replaced (its
+    atomic writes give it a new inode) since the last poll; ``memo`` holds what was read."""
+    from ..spend import call_record
+
+    out = []
+    for r in rows:
+        if not r["llm_model_id"]:
+            continue
+        key = (r["stage"], r["gen_id"])
+        seen = memo.get(key)
+        path = seen[0] if seen else str(paths.gen_file(r["stage"], r["gen_id"], "raw_metadata.json"))
+        try:
+            st = os.stat(path)
+        except FileNotFoundError:
+            memo[key] = (path, None, None)
+            continue
+        stamp = (st.st_ino, st.st_mtime_ns, st.st_size)
+        if seen is None or seen[1] != stamp:
+            seen = memo[key] = (path, stamp, call_record(read_json(Path(path)) or {}, prices.get(r["llm_model_id"])))
+        if seen[2] is not None:
+            out.append(seen[2])
+    return out
+
+
+def cohort_live(paths: DataPaths, cohort_id: str, now: float, read: dict | None = None) -> dict:
+    """One cohort's progress per stage and model, failures, calls in flight and spend (``read``:
+    the recorded calls read by earlier polls, see ``call_records``)."""
     from ..generation import runtime, state_of
     from ..ledger import read_ledger
-    from ..run_plan import budget_line, call_records, membership
-    from ..spend import spend_rows
+    from ..run_plan import budget_line, membership
+    from ..spend import catalog_prices, spend_rows
     from ..state import DONE, FAILED, KINDS
 
     rows = membership(paths, cohort_id)
@@ -61,7 +90,8 @@ def cohort_live(paths: DataPaths, cohort_id: str, now: float) -> dict:
                 for (s, m), c in sorted(groups.items(), key=lambda kv: (order.get(kv[0][0], 9), kv[0][1]))]
     failures = [{"stage": s, "llm_model_id": m, "reason": why, "n": len(ids), "examples": ids[:FAILURE_EXAMPLES]}
                 for (s, m, why), ids in sorted(reasons.items(), key=lambda kv: (-len(kv[1]), kv[0]))]
-    spend = [{k: v for k, v in r.items()} for r in spend_rows(call_records(paths, rows))]
+    calls = call_records(paths, rows, catalog_prices(rt.catalog), {} if read is None else read)
+    spend = [{k: v for k, v in r.items()} for r in spend_rows(calls)]
     book = read_ledger(paths, cohort_id)   # a capped run's spend ledger, in words
     return {"cohort_id": cohort_id, "total": len(rows), "progress": progress, "failures": failures, "spend": spend,
             "batch_jobs": batch_jobs(paths, rows), "ledger": budget_line(book) if book else None,
@@ -84,13 +114,16 @@ def batch_jobs(paths: DataPaths, rows: list[dict]) -> list[dict]:
     return out
 
 
-def live_status(paths: DataPaths, now: float | None = None) -> dict:
+def live_status(paths: DataPaths, now: float | None = None, read: dict | None = None) -> dict:
+    """Every compiled cohort's ``cohort_live``; ``read``: the recorded calls read by earlier
+    polls, per cohort (filled in)."""
     from ..generation import runtime
 
     now = time.time() if now is None else now
+    read = {} if read is None else read
     return {"generated_at": datetime.fromtimestamp(now, timezone.utc).isoformat(timespec="seconds"),
             "claim_timeout_s": runtime(paths).claim_timeout(), "refresh_s": REFRESH_S,
-            "cohorts": [cohort_live(paths, c, now) for c in paths.compiled_cohorts()]}
+            "cohorts": [cohort_live(paths, c, now, read.setdefault(c, {})) for c in paths.compiled_cohorts()]}
 
 
 class LiveCache:
@@ -102,13 +135,14 @@ class LiveCache:
     def __init__(self, paths: DataPaths):
         self.paths, self._lock = paths, threading.Lock()
         self._at, self._took, self._body = 0.0, 0.0, b""
+        self._read: dict = {}   # the recorded calls read so far, per cohort
 
     def body(self) -> bytes:
         with self._lock:
             if not self._body or time.monotonic() - self._at > max(CACHE_S, self._took / BUSY_SHARE):
                 t0 = time.monotonic()
                 try:
-                    obj = live_status(self.paths)
+                    obj = live_status(self.paths, read=self._read)
                 except Exception as exc:  # noqa: BLE001 (the page shows why instead of going blank)
                     obj = {"error": f"{type(exc).__name__}: {exc}", "cohorts": []}
                 self._body = json.dumps(obj, default=str).encode("utf-8")
