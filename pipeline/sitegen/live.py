@@ -78,7 +78,9 @@ def cohort_live(paths: DataPaths, cohort_id: str, now: float, read: dict | None 
         stage, gid = r["stage"], r["gen_id"]
         model = r.get("llm_model_id") or COPY
         st = state_of(rt, stage, gid, memo)
-        c = groups.setdefault((stage, model), Counter({k: 0 for k in KINDS}))
+        c = groups.get((stage, model))
+        if c is None:   # not setdefault: a Counter made per generation is a quarter of a poll
+            c = groups[(stage, model)] = Counter({k: 0 for k in KINDS})
         c[st.kind] += 1
         c["total"] += 1
         if st.kind == FAILED:
