@@ -1,13 +1,18 @@
 """Benchmark: a synthetic store of N evaluations → report tables → report site.
 
-    .venv/bin/python bench/reports_site.py [--evaluations 10000] [--root DIR] [--keep] [--browser]
+    .venv/bin/python bench/reports_site.py [--evaluations 10000] [--root DIR] [--keep] [--browser] [--live]
 
 Prints one JSON object: the evaluations reported, the seconds to synthesise the store, build the
 report tables and build the site, the number of HTML pages, the site's size, its largest page
 and its largest search-index script (a separate file, loaded only by search.html). With
 ``--browser``: the data tables' pages (leaderboard, score matrix, essay index) opened from files
 in headless Chromium (/usr/bin/chromium): rows, time to load, and a filter keystroke's time
-(median and worst of 20, measured in the page).
+(median and worst of 20, measured in the page). With ``--live``: the live run view's ``live.json``
+(``sitegen.live.live_status``, what ``daydream preview`` serves during a run) over the same store,
+before the reports: its size and the seconds to compute it in a fresh process's runtime (cold) and
+again (warm, the classifier's states cached while the files are unchanged), as the preview
+server recomputes it at most every ``CACHE_S`` while a page polls. ``--live-only`` skips the
+reports and the site.
 The store goes on /dev/shm when writable (every file is fsynced: on a disk the synthetic step is
 ~5× slower); it is deleted afterwards unless --keep or --root is given. Runs in ~20 s on 2 cores.
 """
@@ -42,6 +47,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--root", type=Path, help="data root to use (kept afterwards)")
     ap.add_argument("--keep", action="store_true", help="keep the temporary data root")
     ap.add_argument("--browser", action="store_true", help="time the data tables in headless Chromium")
+    ap.add_argument("--live", action="store_true", help="time the live run view's live.json over the store")
+    ap.add_argument("--live-only", action="store_true", help="--live, without the reports and the site")
     args = ap.parse_args(argv)
 
     per_essay = len(EVALUATORS) * len(RUBRICS) * REPLICATES
@@ -53,6 +60,13 @@ def main(argv: list[str] | None = None) -> int:
         t0 = time.perf_counter()
         paths = make_synthetic_cohort(root, "bench", n_essays=n_essays, evaluators=EVALUATORS, rubrics=RUBRICS,
                                       replicates=REPLICATES)
+        t1 = time.perf_counter()
+        live = _live(paths) if args.live or args.live_only else None
+        if args.live_only:
+            c.emit({"benchmark": "reports_site", "data_root_fs": "tmpfs" if str(root).startswith("/dev/shm/") else "disk",
+                    "n_evaluations": n_essays * per_essay, "n_essays": n_essays, "synth_s": round(t1 - t0, 2),
+                    "live": live, "root": str(root), "machine": c.machine()})
+            return 0
         t1 = time.perf_counter()
         out = build_reports(paths, "bench")
         build_cross_cohort(paths, {"bench": out["scores"]})
@@ -71,6 +85,9 @@ def main(argv: list[str] | None = None) -> int:
             "site_mb": round(sum(p.stat().st_size for p in built.rglob("*") if p.is_file()) / 2**20, 1),
             "largest_page": {"path": str(largest.relative_to(built)), "kb": round(largest.stat().st_size / 1024)},
             "largest_search_index": {"path": str(index.relative_to(built)), "kb": round(index.stat().st_size / 1024)},
+            "pages_kb": {rel: round((built / "cohorts" / "bench" / rel).stat().st_size / 1024)
+                         for rel in ("leaderboard.html", "matrix.html", "essays/index.html", "rate.html", "compare.html")},
+            **({"live": live} if live else {}),
             **({"browser": browser} if browser else {}),
             "root": str(root), "machine": c.machine(),
         })
@@ -78,6 +95,26 @@ def main(argv: list[str] | None = None) -> int:
         if not (args.keep or args.root):
             shutil.rmtree(root, ignore_errors=True)
     return 0
+
+
+def _live(paths) -> dict:
+    """live.json over the store: its size, and the seconds to compute it cold and warm."""
+    import json
+
+    from pipeline.run import generation
+    from pipeline.sitegen.live import live_status
+
+    os.environ["DAYDREAM_DATA_ROOT"] = str(paths.root)   # the one runtime reads this store's catalog
+    generation.forget_runtimes()
+    times = []
+    for _ in range(3):
+        t0 = time.perf_counter()
+        body = json.dumps(live_status(paths), default=str).encode()
+        times.append(round(time.perf_counter() - t0, 2))
+    st = json.loads(body)["cohorts"][0]
+    return {"kb": round(len(body) / 1024, 1), "cold_s": times[0], "warm_s": times[1:],
+            "generations": st["total"], "done": st["done"], "progress_rows": len(st["progress"]),
+            "failure_reasons": len(st["failures"])}
 
 
 _KEYS = """(text) => { const box = document.querySelector('input.dd-filter-text'), out = [];

@@ -39,9 +39,12 @@ def _table(html: str, tid: str) -> tuple[list[str], list[list[str]]]:
 
 
 def test_every_chart_of_every_page_keeps_its_title(site):
-    _, build = site
+    check_charts_titled(*site, "alpha")
+
+
+def check_charts_titled(paths, build, cohort: str) -> None:
     n = 0
-    for page in (build / "cohorts" / "alpha").glob("*.html"):
+    for page in (build / "cohorts" / cohort).glob("*.html"):
         for key, fig in _figures(page.read_text()).items():
             assert fig["layout"]["title"]["text"].strip(), f"{page.name} {key}: untitled figure"
             assert fig["layout"]["legend"]["xanchor"] == "left", "the legend keeps clear of the modebar (top right)"
@@ -62,8 +65,11 @@ def test_count_axes_tick_whole_numbers():
 
 
 def test_rubric_scatter_axes_say_score_norm_not_the_rubric_scale(site):
-    _, build = site
-    figs = _figures((build / "cohorts" / "alpha" / "rubrics.html").read_text())
+    check_rubric_scatter_axes(*site, "alpha")
+
+
+def check_rubric_scatter_axes(paths, build, cohort: str) -> None:
+    figs = _figures((build / "cohorts" / cohort / "rubrics.html").read_text())
     pairs = [f for k, f in figs.items() if k.startswith("rubric-pair-")]
     assert pairs
     for f in pairs:
@@ -76,9 +82,12 @@ def test_rubric_scatter_axes_say_score_norm_not_the_rubric_scale(site):
 
 
 def test_evaluator_table_means_are_normalised_and_raw_means_carry_their_scale(site):
-    paths, build = site
-    heads, rows = _table((build / "cohorts" / "alpha" / "evaluators.html").read_text(), "evaluator-rubric")
-    s = pd.read_csv(paths.reports_dir("alpha") / "scores.csv")
+    check_evaluator_means(*site, "alpha")
+
+
+def check_evaluator_means(paths, build, cohort: str) -> None:
+    heads, rows = _table((build / "cohorts" / cohort / "evaluators.html").read_text(), "evaluator-rubric")
+    s = pd.read_csv(paths.reports_dir(cohort) / "scores.csv")
     s = s[s["score_norm"].notna()]
     assert s.groupby("evaluation_template")["scale_max"].nunique().max() == 1 and s["scale_max"].nunique() > 1, \
         "the synthetic cohort mixes rubric scales"
@@ -90,18 +99,23 @@ def test_evaluator_table_means_are_normalised_and_raw_means_carry_their_scale(si
 
 
 def test_essay_pages_step_in_rank_order_under_their_cohort(site):
-    paths, build = site
-    lb = pd.read_csv(paths.reports_dir("alpha") / "leaderboard.csv", dtype={"rank": "Int64"})
-    ranked = lb[lb["rank"].notna()].sort_values("rank")["essay_gen_id"].tolist()
+    check_essay_rank_order(*site, "alpha")
+
+
+def check_essay_rank_order(paths, build, cohort: str) -> None:
+    """Every ranked essay's page links the essays ranked just above and below it, and its
+    breadcrumb keeps the cohort."""
+    lb = pd.read_csv(paths.reports_dir(cohort) / "leaderboard.csv", dtype={"rank": "Int64"})
+    ranked = lb[lb["rank"].notna()].sort_values("rank", kind="stable")["essay_gen_id"].tolist()
     assert len(ranked) >= 3
-    edir = build / "cohorts" / "alpha" / "essays"
+    edir = build / "cohorts" / cohort / "essays"
     for prev, here, nxt in zip(ranked, ranked[1:], ranked[2:]):
         html = (edir / f"{here}.html").read_text()
         assert f'href="{prev}.html" rel="prev"' in html and f'href="{nxt}.html" rel="next"' in html
     first = (edir / f"{ranked[0]}.html").read_text()
     assert 'rel="prev"' not in first
     crumbs = first[first.index('class="wy-breadcrumbs"'):first.index("wy-breadcrumbs-aside")]
-    assert '<a href="../index.html">alpha</a>' in crumbs and '<a href="index.html">Essays</a>' in crumbs
+    assert f'<a href="../index.html">{cohort}</a>' in crumbs and '<a href="index.html">Essays</a>' in crumbs
     assert f"essay {ranked[0]}" in crumbs
 
 

@@ -1,16 +1,22 @@
 """The live run view of `daydream preview`: progress per stage and model from the one state
-classifier, failures with their reasons, calls in flight from live claim files (none before
-claims exist), spend from the recorded calls; and the page in headless Chromium, refreshing."""
+classifier, failures with their reasons, calls in flight from live claims by the rule runs wait by
+(`claims.is_live`: `[daydream] claim_timeout`, the owner's process; none before claims exist),
+spend from the recorded calls; and the page in headless Chromium, refreshing."""
 
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from datetime import datetime, timedelta, timezone
 
-from pipeline import cli
+from pipeline.store import claims
+from pipeline import cli, config
+from pipeline.run import generation
 from pipeline.run.running import cohort_status
 from pipeline.sitegen import serve
-from pipeline.sitegen.live import LIVE_CLAIM_S, claim_is_live, live_status
+from pipeline.sitegen.live import live_status
 from pipeline.store import atomic_write_json
 from test_site_browser import Watched, browser, deadline  # noqa: F401  (fixtures)
 
@@ -19,23 +25,44 @@ def _iso(t: datetime) -> str:
     return t.astimezone(timezone.utc).isoformat(timespec="seconds")
 
 
-def _claim(project, stage, gen_id, age_s: float) -> None:
+def _claim(project, stage, gen_id, age_s: float, host: str = "h", pid: int = 1) -> None:
     now = datetime.now(timezone.utc)
     atomic_write_json(project.paths.gen_dir(stage, gen_id) / "claim.json", {
-        "owner": "w1", "host": "h", "pid": 1, "run": "r", "started_at": _iso(now - timedelta(seconds=age_s + 5)),
-        "heartbeat_at": _iso(now - timedelta(seconds=age_s))})
+        "owner": f"{host}:{pid}:r", "host": host, "pid": pid, "run": "r",
+        "started_at": _iso(now - timedelta(seconds=age_s + 5)), "heartbeat_at": _iso(now - timedelta(seconds=age_s))})
+
+
+def _gone_pid() -> int:
+    """The id of a process of this host that has exited."""
+    p = subprocess.Popen([sys.executable, "-c", "pass"])
+    p.wait()
+    return p.pid
 
 
 def _group(cohort: dict, stage: str, model: str) -> dict:
     return next(p for p in cohort["progress"] if p["stage"] == stage and p["llm_model_id"] == model)
 
 
-def test_claim_liveness():
-    now = datetime(2026, 1, 1, 12, tzinfo=timezone.utc)
-    assert claim_is_live({"heartbeat_at": "2026-01-01T11:59:45Z"}, now.timestamp())
-    assert not claim_is_live({"heartbeat_at": _iso(now - timedelta(seconds=LIVE_CLAIM_S + 1))}, now.timestamp())
-    assert not claim_is_live({"heartbeat_at": "garbage"}, now.timestamp())
-    assert not claim_is_live(None, now.timestamp()) and not claim_is_live({}, now.timestamp())
+def test_claim_liveness_is_the_rule_runs_wait_by(tmp_path):
+    """``claims.is_live``, which the live view counts calls in flight by, is ``claims.look``'s
+    verdict: the configured timeout on the heartbeat (or, unreadable, the file's age) and the
+    owner's process on this host."""
+    path = tmp_path / "claim.json"
+    now = datetime(2026, 1, 1, 12, tzinfo=timezone.utc).timestamp()
+    assert not claims.is_live(str(path), 30, now), "no claim"
+    path.write_text(json.dumps({"host": "elsewhere", "pid": 1, "heartbeat_at": "2026-01-01T11:59:45.000+00:00"}))
+    assert claims.is_live(str(path), 30, now)
+    assert not claims.is_live(str(path), 10, now), "older than the timeout given"
+    assert not claims.is_live(str(path), 30, now + 60)
+    path.write_text(json.dumps({"host": claims.HOST, "pid": os.getpid(), "heartbeat_at": "2026-01-01T11:59:45Z"}))
+    assert claims.is_live(str(path), 30, now), "this process holds it"
+    path.write_text(json.dumps({"host": claims.HOST, "pid": _gone_pid(), "heartbeat_at": "2026-01-01T11:59:45Z"}))
+    assert not claims.is_live(str(path), 30, now), "its process is gone from this host"
+    path.write_text('{"owner": "being wri')   # its owner writing it: judged by the file's age
+    os.utime(path, (now - 5, now - 5))
+    assert claims.is_live(str(path), 30, now)
+    os.utime(path, (now - 60, now - 60))
+    assert not claims.is_live(str(path), 30, now)
 
 
 def _failing_evals(body: dict) -> str:
@@ -55,10 +82,28 @@ def test_live_status_before_during_and_after_a_run(project, browser):  # noqa: F
     assert c["cohort_id"] == "t1" and c["total"] == len(rows) and c["done"] == 0 and c["in_flight"] == 0
     assert c["spend"] == [] and c["failures"] == [] and c["ledger"] is None
     drafts = [r["gen_id"] for r in project.membership("draft")]
+    timeout = config.claim_timeout()
     _claim(project, "draft", drafts[0], age_s=2)                 # a live call
-    _claim(project, "draft", drafts[1], age_s=LIVE_CLAIM_S + 60)  # a dead worker's
+    _claim(project, "draft", drafts[1], age_s=timeout + 60)      # a stopped worker's
+    _claim(project, "draft", drafts[2], age_s=1, host=claims.HOST, pid=_gone_pid())   # a killed one's, here
     c = live_status(project.paths)["cohorts"][0]
     assert c["in_flight"] == 1 and _group(c, "draft", "srv-a")["in_flight"] == 1
+    # the configured timeout decides, as it does for runs
+    cfg = config._cfg()
+    if not cfg.has_section("daydream"):
+        cfg.add_section("daydream")
+    before = cfg.get("daydream", "claim_timeout") if cfg.has_option("daydream", "claim_timeout") else None
+    cfg.set("daydream", "claim_timeout", str(timeout + 120))
+    generation.forget_runtimes()
+    try:
+        c = live_status(project.paths)["cohorts"][0]
+        assert c["in_flight"] == 2 and c["progress"] and live_status(project.paths)["claim_timeout_s"] == timeout + 120
+    finally:
+        if before is None:
+            cfg.remove_option("daydream", "claim_timeout")
+        else:
+            cfg.set("daydream", "claim_timeout", before)
+        generation.forget_runtimes()
 
     # in the browser, over the preview server: the page refreshes by itself
     server, url = serve(project.paths.site_dir / "build", live=project.paths)
@@ -73,7 +118,7 @@ def test_live_status_before_during_and_after_a_run(project, browser):  # noqa: F
                                  timeout=15000)
         w.goto(url)   # no site built yet: the root is the live view
         w.page.locator('section.live-cohort[data-cohort="t1"]').wait_for(timeout=15000)
-        for d in drafts[:2]:
+        for d in drafts[:3]:
             (project.paths.gen_dir("draft", d) / "claim.json").unlink()
 
         project.server.responder = _failing_evals
@@ -100,7 +145,40 @@ def test_live_status_before_during_and_after_a_run(project, browser):  # noqa: F
         assert not w.errors, w.errors
         body = json.loads(w.page.evaluate("fetch('live.json').then(r => r.text())"))
         assert body["cohorts"][0]["done"] == c["done"]
+
+        # a poll rereads only the recorded calls replaced since the last: a call written again counts anew
+        read = {}
+        assert live_status(project.paths, read=read)["cohorts"][0]["spend"] == c["spend"]
+        f = next(f for r in project.membership("evaluation")
+                 if (f := project.paths.gen_file("evaluation", r["gen_id"], "raw_metadata.json")).is_file())
+        md = json.loads(f.read_text())
+        md["prompt_tokens"] = (md.get("prompt_tokens") or 0) + 1000
+        atomic_write_json(f, md)
+        again = live_status(project.paths, read=read)["cohorts"][0]["spend"]
+
+        def tokens(rows):
+            return next(r for r in rows if r["stage"] == "(all)")["prompt_tokens"]
+        assert tokens(again) == tokens(c["spend"]) + 1000
     finally:
         w.close()
         server.shutdown()
         server.server_close()
+
+
+def test_live_json_waits_longer_the_longer_it_takes(project, monkeypatch):
+    """The preview server recomputes live.json at most every CACHE_S, and no sooner than its last
+    computation's time over BUSY_SHARE after it: a big store's view does not take a core from the
+    run it watches."""
+    from pipeline.sitegen import live
+
+    assert cli.main(["compile", "t1"]) == 0
+    drafts = [r["gen_id"] for r in project.membership("draft")]
+    cache = live.LiveCache(project.paths)
+    first = json.loads(cache.body())
+    assert first["cohorts"][0]["in_flight"] == 0
+    _claim(project, "draft", drafts[0], age_s=1)
+    monkeypatch.setattr(live, "CACHE_S", 0.0)
+    cache._took = 10.0   # as if computing it had taken 10 s: not again for 50 s
+    assert json.loads(cache.body()) == first
+    cache._took = 0.0
+    assert json.loads(cache.body())["cohorts"][0]["in_flight"] == 1

@@ -155,12 +155,17 @@ def _essay_context(c: P.Cohort, b: EssayBundle, lb_row: dict, n_ranked: int, sib
 
 
 def rank_order(bundles: list[EssayBundle], lb: dict[str, dict]) -> list[EssayBundle]:
-    """Essays by leaderboard rank (the order an essay page's "rank 3 of 12" and its previous /
-    next links follow); unranked essays after them, in cohort order."""
+    """Essays in the leaderboard's order (the order an essay page's "rank 3 of 12" and its
+    previous / next links follow; ``lb`` is keyed by essay in the leaderboard's row order, so
+    essays tied on rank come as the leaderboard lists them); unranked essays after them, in
+    cohort order."""
+    row = {eid: n for n, eid in enumerate(lb)}
+
     def key(ib):
         i, b = ib
-        rank = lb.get(b.essay.row["gen_id"], {}).get("rank")
-        return (0, float(rank), i) if rank is not None and not P.is_blank(rank) else (1, 0.0, i)
+        eid = b.essay.row["gen_id"]
+        rank = lb.get(eid, {}).get("rank")
+        return (0, float(rank), row[eid], i) if rank is not None and not P.is_blank(rank) else (1, 0.0, 0, i)
     return [b for _, b in sorted(enumerate(bundles), key=key)]
 
 

@@ -7,78 +7,93 @@ holding its generations and what waits on them, and the spend of the recorded ca
 (``spend.spend_rows`` over ``raw_metadata.json``, as ``daydream status``) with the spend ledger
 of a capped run.
 
-A call is in flight when its generation has a claim file (``data/gens/<stage>/<gen_id>/claim.json``,
-``{"owner", "host", "pid", "run", "started_at", "heartbeat_at"}``) whose ``heartbeat_at`` is
-within ``LIVE_CLAIM_S`` of now; a store written before claims existed simply has none.
+A call is in flight when its generation is not done and has a live claim
+(``data/gens/<stage>/<gen_id>/claim.json``): ``claims.is_live``, the rule runs wait by (a heartbeat
+within ``[daydream] claim_timeout``, its process not gone from this host); a store written before
+claims existed simply has none.
 ``live_page()`` is a static page that polls ``live.json`` (served over HTTP only, so fetch works).
 """
 
 from __future__ import annotations
 
 import json
+import os
 import threading
 import time
 from collections import Counter
 from datetime import datetime, timezone
+from pathlib import Path
 
+from pipeline.store.claims import CLAIM, is_live
 from pipeline.store import DataPaths, STAGES, read_json
 
-LIVE_CLAIM_S = 30        # a claim whose heartbeat is older than this is a dead worker's
 CACHE_S = 2.0            # live.json is recomputed at most this often
+BUSY_SHARE = 0.2         # and with at most this share of a core: a store of 100,000 generations takes seconds
 REFRESH_S = 3            # the page polls this often
 FAILURE_EXAMPLES = 3     # gen_ids listed per failure reason
 COPY = "(copy)"          # the "model" of a copy-mode generation: no call
-CLAIM_FILE = "claim.json"
 
 
-def _parse_time(value) -> float | None:
-    try:
-        t = datetime.fromisoformat(str(value).replace("Z", "+00:00"))
-    except ValueError:
-        return None
-    if t.tzinfo is None:
-        t = t.replace(tzinfo=timezone.utc)
-    return t.timestamp()
+def call_records(paths: DataPaths, rows: list[dict], prices: dict, memo: dict) -> list[dict]:
+    """``run_plan.call_records`` for a view polled during a run: each generation's recorded call
+    (``spend.call_record``) read again only when its ``raw_metadata.json`` was replaced (its
+    atomic writes give it a new inode) since the last poll; ``memo`` holds what was read."""
+    from pipeline.store.spend import call_record
+
+    out = []
+    for r in rows:
+        if not r["llm_model_id"]:
+            continue
+        key = (r["stage"], r["gen_id"])
+        seen = memo.get(key)
+        path = seen[0] if seen else str(paths.gen_file(r["stage"], r["gen_id"], "raw_metadata.json"))
+        try:
+            st = os.stat(path)
+        except FileNotFoundError:
+            memo[key] = (path, None, None)
+            continue
+        stamp = (st.st_ino, st.st_mtime_ns, st.st_size)
+        if seen is None or seen[1] != stamp:
+            seen = memo[key] = (path, stamp, call_record(read_json(Path(path)) or {}, prices.get(r["llm_model_id"])))
+        if seen[2] is not None:
+            out.append(seen[2])
+    return out
 
 
-def claim_is_live(claim: dict | None, now: float) -> bool:
-    """A claim counts while its heartbeat is recent (ISO 8601 UTC), and not from the future by
-    more than the same margin (a clock gone wrong is not a live call)."""
-    if not claim:
-        return False
-    beat = _parse_time(claim.get("heartbeat_at"))
-    return beat is not None and abs(now - beat) <= LIVE_CLAIM_S
-
-
-def cohort_live(paths: DataPaths, cohort_id: str, now: float) -> dict:
-    """One cohort's progress per stage and model, failures, calls in flight and spend."""
+def cohort_live(paths: DataPaths, cohort_id: str, now: float, read: dict | None = None) -> dict:
+    """One cohort's progress per stage and model, failures, calls in flight and spend (``read``:
+    the recorded calls read by earlier polls, see ``call_records``)."""
     from pipeline.run.generation import runtime, state_of
     from pipeline.store.ledger import read_ledger
-    from pipeline.run.run_plan import budget_line, call_records, membership
-    from pipeline.store.spend import spend_rows
+    from pipeline.run.run_plan import budget_line, membership
+    from pipeline.store.spend import catalog_prices, spend_rows
     from pipeline.store.state import DONE, FAILED, KINDS
 
     rows = membership(paths, cohort_id)
-    rt, memo = runtime(), {}
+    rt, memo = runtime(paths), {}
+    timeout = rt.claim_timeout()
     groups: dict[tuple[str, str], Counter] = {}
     reasons: dict[tuple[str, str, str], list[str]] = {}
     for r in rows:
         stage, gid = r["stage"], r["gen_id"]
         model = r.get("llm_model_id") or COPY
         st = state_of(rt, stage, gid, memo)
-        c = groups.setdefault((stage, model), Counter({k: 0 for k in KINDS}))
+        c = groups.get((stage, model))
+        if c is None:   # not setdefault: a Counter made per generation is a quarter of a poll
+            c = groups[(stage, model)] = Counter({k: 0 for k in KINDS})
         c[st.kind] += 1
         c["total"] += 1
         if st.kind == FAILED:
             reasons.setdefault((stage, model, str(st.reason or "unknown").split("\n")[0][:200]), []).append(gid)
-        elif st.kind != DONE and claim_is_live(read_json(paths.gen_dir(stage, gid) / CLAIM_FILE), now):
+        elif st.kind != DONE and is_live(f"{paths.gen_dir(stage, gid)}/{CLAIM}", timeout, now):
             c["in_flight"] += 1
     order = {s: i for i, s in enumerate(STAGES)}
     progress = [dict({k: c.get(k, 0) for k in (*KINDS, "in_flight", "total")}, stage=s, llm_model_id=m)
                 for (s, m), c in sorted(groups.items(), key=lambda kv: (order.get(kv[0][0], 9), kv[0][1]))]
     failures = [{"stage": s, "llm_model_id": m, "reason": why, "n": len(ids), "examples": ids[:FAILURE_EXAMPLES]}
                 for (s, m, why), ids in sorted(reasons.items(), key=lambda kv: (-len(kv[1]), kv[0]))]
-    spend = [{k: v for k, v in r.items()} for r in spend_rows(call_records(paths, rows))]
+    calls = call_records(paths, rows, catalog_prices(rt.catalog), {} if read is None else read)
+    spend = [{k: v for k, v in r.items()} for r in spend_rows(calls)]
     book = read_ledger(paths, cohort_id)   # a capped run's spend ledger, in words
     return {"cohort_id": cohort_id, "total": len(rows), "progress": progress, "failures": failures, "spend": spend,
             "batch_jobs": batch_jobs(paths, rows), "ledger": budget_line(book) if book else None,
@@ -101,30 +116,40 @@ def batch_jobs(paths: DataPaths, rows: list[dict]) -> list[dict]:
     return out
 
 
-def live_status(paths: DataPaths, now: float | None = None) -> dict:
+def live_status(paths: DataPaths, now: float | None = None, read: dict | None = None) -> dict:
+    """Every compiled cohort's ``cohort_live``; ``read``: the recorded calls read by earlier
+    polls, per cohort (filled in)."""
+    from pipeline.run.generation import runtime
+
     now = time.time() if now is None else now
+    read = {} if read is None else read
     return {"generated_at": datetime.fromtimestamp(now, timezone.utc).isoformat(timespec="seconds"),
-            "live_claim_s": LIVE_CLAIM_S, "refresh_s": REFRESH_S,
-            "cohorts": [cohort_live(paths, c, now) for c in paths.compiled_cohorts()]}
+            "claim_timeout_s": runtime(paths).claim_timeout(), "refresh_s": REFRESH_S,
+            "cohorts": [cohort_live(paths, c, now, read.setdefault(c, {})) for c in paths.compiled_cohorts()]}
 
 
 class LiveCache:
-    """``live.json`` for a preview server: recomputed at most every ``CACHE_S`` seconds, one
-    request at a time (the classifier's caches are not shared between threads)."""
+    """``live.json`` for a preview server: recomputed at most every ``CACHE_S`` seconds, and no
+    sooner than the last computation's time over ``BUSY_SHARE`` after it (so polling a big
+    store does not take a core from the run it watches; the page shows when it was computed),
+    one request at a time (the classifier's caches are not shared between threads)."""
 
     def __init__(self, paths: DataPaths):
         self.paths, self._lock = paths, threading.Lock()
-        self._at, self._body = 0.0, b""
+        self._at, self._took, self._body = 0.0, 0.0, b""
+        self._read: dict = {}   # the recorded calls read so far, per cohort
 
     def body(self) -> bytes:
         with self._lock:
-            if time.monotonic() - self._at > CACHE_S or not self._body:
+            if not self._body or time.monotonic() - self._at > max(CACHE_S, self._took / BUSY_SHARE):
+                t0 = time.monotonic()
                 try:
-                    obj = live_status(self.paths)
+                    obj = live_status(self.paths, read=self._read)
                 except Exception as exc:  # noqa: BLE001 (the page shows why instead of going blank)
                     obj = {"error": f"{type(exc).__name__}: {exc}", "cohorts": []}
                 self._body = json.dumps(obj, default=str).encode("utf-8")
                 self._at = time.monotonic()
+                self._took = self._at - t0
             return self._body
 
 

@@ -47,12 +47,12 @@ HOST = socket.gethostname()
 _TAKEN = itertools.count()
 
 
-def _age_s(stamp: str | None, fallback_mtime: float) -> float:
+def _age_s(stamp: str | None, fallback_mtime: float, now: float | None = None) -> float:
     try:
         at = datetime.fromisoformat(stamp).timestamp() if stamp else fallback_mtime
     except (TypeError, ValueError):
         at = fallback_mtime
-    return time.time() - at
+    return (time.time() if now is None else now) - at
 
 
 def process_alive(host: str | None, pid: object) -> bool:
@@ -184,8 +184,9 @@ class Seen:
     why: str
 
 
-def look(path: str, timeout_s: float, held: _Held | None = None) -> Seen | None:
-    """The claim at ``path`` and whether it is stale; None when there is none."""
+def look(path: str, timeout_s: float, held: _Held | None = None, now: float | None = None) -> Seen | None:
+    """The claim at ``path`` and whether it is stale (as of ``now``, a Unix time; default the
+    present); None when there is none."""
     try:
         fd = os.open(path, os.O_RDONLY)
     except FileNotFoundError:
@@ -201,7 +202,7 @@ def look(path: str, timeout_s: float, held: _Held | None = None) -> Seen | None:
             body = {}
     except ValueError:
         body = {}  # being written by its owner: judged by the file's age
-    age = _age_s(body.get("heartbeat_at"), mtime)
+    age = _age_s(body.get("heartbeat_at"), mtime, now)
     if age > timeout_s:
         return Seen(raw, body, True, f"no heartbeat for {age:.0f} s")
     if body and not process_alive(body.get("host"), body.get("pid")):
@@ -210,6 +211,14 @@ def look(path: str, timeout_s: float, held: _Held | None = None) -> Seen | None:
             and not held.owns(body.get("owner")):
         return Seen(raw, body, True, "left by an earlier process with this process id")
     return Seen(raw, body, False, f"claimed by {body.get('owner', 'another process')}")
+
+
+def is_live(path: str, timeout_s: float, now: float | None = None) -> bool:
+    """Whether a process is at work on the generation whose claim would be at ``path``: there is
+    a claim and ``look`` does not judge it stale (the rule runs wait by; the live run view counts
+    such a generation as a call in flight)."""
+    seen = look(path, timeout_s, now=now)
+    return seen is not None and not seen.stale
 
 
 def take_over(path: str, seen: Seen) -> bool:
