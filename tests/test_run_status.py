@@ -200,6 +200,8 @@ def test_a_silent_loop_shows_in_the_file_and_a_writer_sweeps_this_hosts_dead_run
     left = run_status.status_path(paths, pid=dead.pid)
     left.parent.mkdir(parents=True)
     left.write_text(json.dumps({"host": run_status.HOST, "pid": dead.pid, "updated_at": stamp(0), "runs": []}))
+    half = left.with_name(f".{left.name}.{dead.pid}-0.tmp")  # the atomic writer's, killed mid-write
+    half.write_text("{")
     answers = iter([{"providers": {"p": {"in_flight": 2}}, "runs": []}])
     writer = run_status.Writer(paths, lambda: next(answers, None))  # the loop answers once, then never
     try:
@@ -213,7 +215,7 @@ def test_a_silent_loop_shows_in_the_file_and_a_writer_sweeps_this_hosts_dead_run
                 pass
         assert body["loop_silent_s"] >= 0.5 and body["providers"] == {"p": {"in_flight": 2}}, body
         assert body["pid"] == os.getpid() and run_status.judge(body, time.time())["live"]
-        assert not left.exists(), "the dead run's file was swept"
+        assert not left.exists() and not half.exists(), "the dead run's files were swept"
         shown = run_status.format_runs([{**body, **run_status.judge(body, time.time())}], "t1")
         assert "runs: 1 running" in shown and "its event loop has not answered for" in shown, shown
     finally:

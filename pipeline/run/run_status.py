@@ -101,15 +101,22 @@ class Writer:
 
 
 def sweep(directory: Path) -> int:
-    """Remove this host's status files whose process is gone; returns how many."""
+    """Remove this host's status files whose process is gone (and the atomic writer's temporary
+    files such a process left, ``.<host>-<pid>.json.<pid>-<n>.tmp``); returns how many."""
     n = 0
     try:
         names = os.listdir(directory)
     except OSError:
         return 0
     for name in names:
-        host, _, pid = name.removesuffix(".json").rpartition("-")
-        if name.endswith(".json") and host == HOST and pid.isdigit() and not process_alive(host, int(pid)):
+        if name.endswith(".json"):
+            stem = name[:-len(".json")]
+        elif name.startswith(".") and name.endswith(".tmp") and ".json." in name:
+            stem = name[1:].split(".json.", 1)[0]
+        else:
+            continue
+        host, _, pid = stem.rpartition("-")
+        if host == HOST and pid.isdigit() and not process_alive(host, int(pid)):
             try:
                 os.unlink(directory / name)
                 n += 1
