@@ -201,3 +201,31 @@ def test_demo_human_ratings_round_trip(demo_site, browser, tmp_path, monkeypatch
         generation.forget_runtimes()
         server.shutdown()
         server.server_close()
+
+
+def test_demo_live_run_view(demo_site, browser):  # noqa: F811
+    """`daydream preview`'s live view of the demo's data root after `make demo`: each cohort's
+    generations done as the reports count them, none in flight, its spend so far."""
+    from pipeline.store import DataPaths
+
+    root, _ = demo_site
+    paths = DataPaths(root)
+    server, url = serve(root / "site" / "build", live=paths)
+    w = Watched(browser, url)
+    try:
+        w.goto(url + "live.html")
+        for cohort in ("demo", "demo-rubrics"):
+            g = pd.read_csv(paths.reports_dir(cohort) / "generations.csv", dtype=str, keep_default_na=False)
+            done = int((g["status"] == "done").sum())
+            h2 = w.page.locator(f'section.live-cohort[data-cohort="{cohort}"] h2')
+            h2.wait_for(timeout=15000)
+            assert h2.inner_text() == f"Cohort {cohort}: {done} of {len(g)} done, 0 calls in flight"
+            sec = w.page.locator(f'section.live-cohort[data-cohort="{cohort}"]').inner_text()
+            spend = pd.read_csv(paths.reports_dir(cohort) / "spend.csv", dtype=str, keep_default_na=False)
+            total = spend[(spend["stage"] == "(all)") & (spend["llm_model_id"] == "(all)")].iloc[0]
+            assert f"(all)\t(all)\t{total['calls']}\t" in sec
+        assert not w.errors, w.errors
+    finally:
+        w.close()
+        server.shutdown()
+        server.server_close()

@@ -161,6 +161,40 @@ def test_search_as_you_type_and_compare_on_a_10k_site(where):
     checks.check_compare_any_essays(w, base, paths, "big")
 
 
+def test_compare_one_combo_under_two_templates_on_a_10k_site(where):
+    """From the leaderboard, the essays of one concept combo (found by filtering on its concepts,
+    far past the first page), two of them under different essay templates picked and compared."""
+    from pipeline.sitegen.data import Names
+
+    w, base, paths = where
+    lb = pd.read_csv(paths.reports_dir("big") / "leaderboard.csv", dtype=str, keep_default_na=False)
+    a = lb[lb["rank"] != ""].iloc[-1]
+    b = lb[(lb["combo_id"] == a["combo_id"]) & (lb["essay_template"] != a["essay_template"])
+           & (lb["rank"] != "")].iloc[0]
+    w.goto(base + "cohorts/big/leaderboard.html")
+    box = w.page.locator("input.dd-filter-text").first
+    box.fill(a["essay_gen_id"])
+    heads = w.page.locator('table[data-table="leaderboard"] thead th').all_inner_texts()
+    row = w.page.locator('table[data-table="leaderboard"] tbody tr').first
+    concepts = row.locator("td").nth(heads.index("concepts")).inner_text()
+    box.fill(concepts)
+    n = int((lb["combo_id"] == a["combo_id"]).sum())
+    assert w.page.locator(".dd-filter-count").first.inner_text() == f"{n:,} of {len(lb):,} rows"
+    # picked right after typing: the box's change on losing focus (the click's mousedown) must not
+    # redraw the rows under the click
+    for e in (a, b):
+        w.page.locator(f'table[data-table="leaderboard"] button.dd-pick[data-essay="{e["essay_gen_id"]}"]').click()
+    w.page.locator("#dd-tray a.dd-tray-go").click()
+    w.page.wait_for_url("**/cohorts/big/compare.html?e=*")
+    assert w.page.url.split("?e=")[1].split(",") == [a["essay_gen_id"], b["essay_gen_id"]]
+    cols = w.page.locator(".dd-compare-col")
+    cols.nth(1).wait_for(timeout=15000)
+    names = Names.load(paths)
+    for i, e in enumerate((a, b)):
+        text = cols.nth(i).inner_text()
+        assert names.template("essay", e["essay_template"]) in text and concepts.split(" · ")[0] in text
+    assert w.page.locator(".dd-word-diff").count() == 1
+
 def test_failures_and_quality_tables_hold_every_row(where):
     w, base, paths = where
     g = pd.read_csv(paths.reports_dir("big") / "generations.csv", dtype=str, keep_default_na=False)

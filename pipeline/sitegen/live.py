@@ -131,7 +131,8 @@ def live_status(paths: DataPaths, now: float | None = None, read: dict | None = 
 class LiveCache:
     """``live.json`` for a preview server: recomputed at most every ``CACHE_S`` seconds, and no
     sooner than the last computation's time over ``BUSY_SHARE`` after it (so polling a big
-    store does not take a core from the run it watches; the page shows when it was computed),
+    store does not take a core from the run it watches; the page shows when it was computed;
+    the first, cold computation sets no wait),
     one request at a time (the classifier's caches are not shared between threads)."""
 
     def __init__(self, paths: DataPaths):
@@ -147,9 +148,11 @@ class LiveCache:
                     obj = live_status(self.paths, read=self._read)
                 except Exception as exc:  # noqa: BLE001 (the page shows why instead of going blank)
                     obj = {"error": f"{type(exc).__name__}: {exc}", "cohorts": []}
+                # the first computation reads every generation's files (the classifier's caches
+                # are cold) and sets no wait; later ones cost what each poll will
+                self._took = time.monotonic() - t0 if self._body else 0.0
                 self._body = json.dumps(obj, default=str).encode("utf-8")
                 self._at = time.monotonic()
-                self._took = self._at - t0
             return self._body
 
 

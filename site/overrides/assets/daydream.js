@@ -449,7 +449,10 @@
     });
     var onChange = function () { applyFilter(t); t.page = 0; render(t); writeUrl(); };
     bar.addEventListener("input", onChange);
-    bar.addEventListener("change", onChange);
+    // a select's change (older browsers fire no input for it); a text box's change comes when it
+    // loses focus, on the mousedown of a click in a row, and re-drawing the rows then would lose
+    // that click (a link or a pick button replaced under the pointer)
+    bar.addEventListener("change", function (ev) { if (ev.target.tagName === "SELECT") onChange(); });
     clear.addEventListener("click", function () {
       t.text.value = "";
       t.controls.forEach(function (c) { if (c.input) c.input.value = ""; else { c.min.value = ""; c.max.value = ""; } });
