@@ -17,7 +17,7 @@ from pipeline.sitegen import serve
 import test_site_browser as checks
 from test_site_browser import SCREENSHOTS, Watched, browser, deadline  # noqa: F401  (fixtures)
 
-pytestmark = pytest.mark.browser
+pytestmark = [pytest.mark.browser, pytest.mark.xdist_group("test_demo_site_browser")]  # its module-scoped site built by one worker
 
 PAGES = ("index", "leaderboard", "factors", "evaluators", "rubrics", "agreement", "quality", "essays/index", "matrix",
          "failures")

@@ -21,7 +21,7 @@ import pytest
 from pipeline.sitegen import build_site, serve
 from test_site import make_site_root
 
-pytestmark = pytest.mark.browser
+pytestmark = [pytest.mark.browser, pytest.mark.xdist_group("test_site_browser")]  # its module-scoped site built by one worker
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",

@@ -18,7 +18,7 @@ from pipeline.sitegen.data import Names
 from pipeline.ops.synthetic import make_synthetic_cohort
 from test_site_browser import Watched, base_url, browser, deadline  # noqa: F401  (fixtures)
 
-pytestmark = pytest.mark.browser
+pytestmark = [pytest.mark.browser, pytest.mark.xdist_group("test_site_ratings_browser")]  # its module-scoped site built by one worker
 
 
 @pytest.fixture(scope="module")

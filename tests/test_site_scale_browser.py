@@ -16,7 +16,9 @@ from pipeline.sitegen import build_site, serve
 from pipeline.ops.synthetic import make_synthetic_cohort
 from test_site_browser import Watched, base_url, browser, deadline  # noqa: F401  (fixtures)
 
-pytestmark = pytest.mark.browser
+# One worker runs the whole module (`--dist loadgroup` in the Makefile), so the 10k site is built
+# once, not once per worker that takes some of its tests.
+pytestmark = [pytest.mark.browser, pytest.mark.xdist_group("site-10k")]
 
 N_ESSAYS = 1250   # × 2 evaluators × 2 rubrics × 2 replicates = 10,000 evaluations
 PAGE_MB = 1.0     # no page of the 10k site above this (the 100k site: bench/README.md)
