@@ -152,7 +152,7 @@ class _DaydreamTask(luigi.Task):
     @classmethod
     def get_params(cls):
         # Luigi rebuilds this list from dir(cls) on every call, and calls it about ten times per
-        # task (naming, adding, loading it): 0.25 ms of each generation's bookkeeping, measured.
+        # task (naming, adding, loading it), a noticeable share of a generation's bookkeeping.
         # A task class's parameters are fixed once the class is defined.
         if "_params" not in cls.__dict__:
             cls._params = super().get_params()
@@ -263,9 +263,7 @@ class _Generation(_DaydreamTask):
         takes up to ``BATCH_ROUNDS`` times as many generations: its calls keep every unit busy
         until the last round, so the pause between two batches (scheduling, the next task; with
         ``--workers`` > 1 a process forked for it, with its own connections) is paid once per
-        several rounds of calls, not once per round. Eight rounds against four: 3.3–3.4 against
-        3.7–4.0 ms per generation through luigid with four workers (10k, instant server); the
-        local scheduler's figures and those against a 200 ms server did not move.
+        several rounds of calls, not once per round (``bench/README.md`` compares round counts).
         """
         if "_cached_settings" not in self.__dict__:
             md = self._metadata(self.gen_ids()[0])
@@ -387,10 +385,10 @@ class CohortChunk(_RunPart):
     Cheap until opened: ``run`` yields only the generations not yet settled. It requires the
     chunk ``CHUNKS_OPEN`` before it, so at most that many chunks' generations are pending at
     the scheduler whatever the number of workers (idle workers would otherwise open every chunk and
-    hand it all N tasks at once), and the next chunk opens while this one's batches run: the
-    worker adding its tasks to the scheduler (against luigid an RPC each) no longer waits for
-    the provider to drain first, as it did when a chunk held a unit of the provider's resource
-    (10k through luigid with four workers: 2.9–3.0 against 3.3–3.4 ms per generation).
+    hand it all N tasks at once), and the next chunk opens while this one's batches run, so the
+    worker adding its tasks to the scheduler (against luigid an RPC each) does so while calls
+    are in flight. A chunk holds no unit of the provider's resource: it would open only once
+    the provider had drained.
     """
 
     index = luigi.IntParameter()
