@@ -211,13 +211,17 @@ def _lineage_arrays(rows: pd.DataFrame) -> tuple[np.ndarray, ...]:
 
 
 def _mixed(scored: pd.DataFrame, factor: str, effects: dict, fits: dict | None, rubric: str) -> tuple[dict | None, str]:
-    """(``stats.mixed_emm`` of ``factor`` adjusted for the evaluation factors in ``effects`` other
-    than itself, "") or (None, why not, for ``ci_note``). Combos are the lineage's top level,
+    """(``stats.mixed_emm`` of the generation factor ``factor`` adjusted for the evaluation factors
+    in ``effects``, "") or (None, why not, for ``ci_note``). Combos are the lineage's top level,
     so the combo factor is never a fixed effect: its means are t over each combo's own clusters.
     ``fits`` (the caller's dict, keyed by rubric and factor) keeps each fit for the next table
     built from the same scores, so ``factors`` and ``factor_effects`` fit each model once."""
     if factor == "combo_id":
         return None, f"{stats.MIXED_NOT_FITTED}: a combo is the lineage's top random level"
+    if any(f in factor for f in EVALUATION_FACTORS):
+        # evaluators and rubrics are compared on matched units (paired_comparisons); their level
+        # means here are the adjusted evaluations' t over cluster means, by design, not a fallback
+        return None, ""
     key = (rubric, factor)
     if fits is not None and key in fits:
         return fits[key]
