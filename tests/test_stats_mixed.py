@@ -103,7 +103,7 @@ def test_mixed_model_falls_back_with_its_reason():
         stats.mixed_emm(two, "score_norm", "essay_template", ADJUST)
     # above the size a fit is kept to: refused before fitting
     big = lineage_scores(1, per_level=(stats.MIXED_MAX_ROWS // 8) + 1)
-    with pytest.raises(stats.MixedUnavailable, match="above the 2,000"):
+    with pytest.raises(stats.MixedUnavailable, match="above the 1,500"):
         stats.mixed_emm(big, "score_norm", "essay_template", ADJUST)
     # through the table (the combo variance at 0 here): the t over the level's combo means, and
     # the note says why

@@ -34,17 +34,19 @@ Shared vocabulary
   ``ci_method`` (``icc_ci_method``, ``alpha_ci_method``, ``r_ci_method``) names how it was made and
   its df, ``ci_note`` why it is blank. An interval is blank ("not estimable: …", never [x, x]) when
   it would have zero width (every unit agrees) or there is one unit only. In ``factors`` and
-  ``factor_effects`` a level's mean and a difference from the reference level are, where the model
-  can be fitted, the estimated marginal mean and contrast of a REML mixed model (statsmodels
-  MixedLM) of score_norm ~ factor + the other evaluation factors (fixed) with random intercepts
+  ``factor_effects`` a generation factor's level mean and a difference from the reference level
+  are, where the model can be fitted, the estimated marginal mean and contrast of a REML mixed
+  model (statsmodels MixedLM) of score_norm ~ factor + the evaluation factors (fixed) with random intercepts
   along the lineage (the top shared cluster, then each finer level that splits it), the evaluation
   factors at the table's own mix; interval: Student t with Satterthwaite's df from the REML
   information (``ci_method`` ``mixed-model EMM, Satterthwaite t (df …)`` / ``mixed-model contrast,
   …``). It is not fitted, and ``ci_note`` starts ``mixed model not fitted:`` with the reason, above
-  2,000 scored evaluations in the table's rows, for ``combo_id`` (the top random level), when the
+  1,500 scored evaluations in the table's rows, for ``combo_id`` (the top random level), when the
   fit fails or does not converge, when the top cluster's variance is not identified (too few
   clusters beside the fixed effects) or is estimated at 0 (there the model's intervals are
-  conservative); those rows, and every other mean and difference of score_norm, use a Student-t interval on the means of the highest lineage cluster the rows share
+  conservative); those rows, the evaluation factors' level means (evaluators and rubrics are
+  compared on matched units in ``paired_comparisons``) and every other mean and difference of
+  score_norm use a Student-t interval on the means of the highest lineage cluster the rows share
   (combo → draft → essay: essays that share a draft or combo are not independent; a level held by
   one combo uses the drafts below it; ``unknown`` lineage counts as no sharing), so its n is
   ``n_clusters`` (with unequal cluster sizes: the ratio estimator's variance, the t interval on the
@@ -61,7 +63,8 @@ Shared vocabulary
   score_norm on essay + evaluation_llm + evaluation_template (backfitting), so an evaluator's effect
   is judged on the essays it scored; a level's ``mean`` is its evaluations' score_norm less the
   effects of the evaluation factors other than the one compared, so a rubric's mean is not raised
-  by having been scored by a lenient evaluator. In a crossed, balanced design adjusted = raw.
+  by having been scored by a lenient evaluator (where the mixed model is fitted, the same
+  adjustment is made inside it: the EMM). In a crossed, balanced design adjusted = raw.
   ``note`` says ``partially confounded`` when adjusted and raw differ by more than 0.005 and
   ``unbalanced`` when a level's share of an evaluator or rubric differs from the table's by more
   than 0.05.
