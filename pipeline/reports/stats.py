@@ -11,7 +11,8 @@ Conventions, chosen once so every table agrees:
   is given only when determined (``icc_class_of``: ``uncertain`` with few subjects or an interval
   spanning classes).
 - Intervals of means and differences are Student-t intervals on the lineage (see "Small-sample
-  intervals" below); none is ever the data's range by construction, and a zero-width or one-unit
+  intervals" below), or from a mixed model's estimated marginal means with Satterthwaite's df
+  (``mixed_emm``); none is ever the data's range by construction, and a zero-width or one-unit
   interval is "not estimable" with the reason.
 """
 
@@ -727,15 +728,14 @@ def precision_gain(components: dict[str, float], n_evaluators: float, n_replicat
 
 # ---------------------------------------------------------------------------------------------
 # Estimated marginal means from a linear mixed model. Where evaluators and rubrics are crossed
-# with the essays, a level's mean and a difference of levels come from one REML fit (statsmodels
-# MixedLM) of value ~ factor + the other evaluation factors, with random intercepts along the
-# lineage (the top cluster as the model's group, the finer lineage levels as variance components
-# within it). The fixed effects and their covariance are the GLS ones at the REML variances
-# ((X'V⁻¹X)⁻¹, what lme4's vcov gives), never the Wald z: intervals are Student t with the
-# containment ("between-within") degrees of freedom of the lineage stratum the factor lives in,
-# so with 3 essays a level the interval is a t with the df a cluster-means analysis would have.
-# Above MIXED_MAX_ROWS, or when the fit fails, the caller uses the t over cluster means and says
-# why in its ci_note.
+# with the essays, a generation factor's level means and differences come from one REML fit
+# (statsmodels MixedLM) of value ~ factor + the evaluation factors, with random intercepts along
+# the lineage (the top cluster as the model's group, the finer lineage levels as variance
+# components within it). The fixed effects and their covariance are the GLS ones at the REML
+# variances ((X'V⁻¹X)⁻¹, what lme4's vcov gives), never the Wald z: intervals are Student t with
+# Satterthwaite's df from the REML information, which in a balanced design are the df of the
+# cluster-means ANOVA (3 essays a level, one essay a cluster: df 4). Above MIXED_MAX_ROWS, or
+# where the fit is not kept, the caller uses the t over cluster means and says why in ci_note.
 
 MIXED_MAX_ROWS = 1500  # rows per fit: REML's cost grows with the rows (about 1 s of CPU per fit at 1,500-2,000)
 MIXED_METHOD_MEAN = "mixed-model EMM, Satterthwaite t"
@@ -836,12 +836,12 @@ def mixed_emm(rows: pd.DataFrame, value: str, factor: str, adjust: list[str]) ->
     ``rows`` (``_model_levels``).
 
     EMM of a level: its fixed effect with every adjust factor at its frequency-weighted average
-    (the table's own mix of evaluators and rubrics). Intervals are t with containment df: a
-    difference, (units of the factor's stratum) − (units of the level above) − (levels − 1); a
-    mean, (top clusters) − (fixed parameters constant within them), as the top cluster's variance
-    is in every mean. Raises MixedUnavailable (the reason in words) when rows exceed
-    MIXED_MAX_ROWS, there is nothing random to model, the fit fails or does not converge, or a df
-    is below 1.
+    (the table's own mix of evaluators and rubrics). Intervals are t with Satterthwaite's df
+    (``satterthwaite_df``; a lower component estimated at 0 is fixed there). Raises
+    MixedUnavailable (the reason in words) when rows exceed MIXED_MAX_ROWS, there is nothing
+    random to model, the factor is aliased with an adjust factor, the fit fails or does not
+    converge, the top cluster's variance is not identified or is estimated at 0 (there its
+    intervals are conservative and the t over cluster means is exact), or a df is below 1.
 
     Returns {"levels": [...], "mean": {level: row}, "diff": {level: row}}, each row
     {estimate, se, df, ci_low, ci_high, p_value, ci_method}; ``diff`` holds every level but the first.
@@ -882,12 +882,12 @@ def mixed_emm(rows: pd.DataFrame, value: str, factor: str, adjust: list[str]) ->
         raise MixedUnavailable(f"{factor} is aliased with {', '.join(adjust)} in these rows")
     group = lin[model_levels[0]].to_numpy()
     frame = pd.DataFrame({"y": y, "g": group, **{f"l{i}": lin[lv].to_numpy() for i, lv in enumerate(model_levels)}})
-    vcf = {f"l{i}": f"0 + C(l{i})" for i in range(1, len(model_levels))}
+    vc_cols = [f"l{i}" for i in range(1, len(model_levels))]
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             model = MixedLM(y, x, groups=group, exog_re=np.ones((len(df), 1)),
-                            exog_vc=_exog_vc(frame, vcf) if vcf else None)
+                            exog_vc=_exog_vc(frame, vc_cols) if vc_cols else None)
             # Powell first, as in variance_components: a top variance at 0 is common with few
             # clusters, and there the gradient methods stall (BFGS failed on most such fits)
             fit = model.fit(reml=True, method=["powell"])
@@ -928,7 +928,10 @@ def mixed_emm(rows: pd.DataFrame, value: str, factor: str, adjust: list[str]) ->
         est, var = float(c @ beta), float(c @ cov @ c)
         if not var > 1e-18:
             raise MixedUnavailable("an estimate has no variance")
-        d = min(satterthwaite_df(c, cov, dcov, info, free), max_df)
+        try:
+            d = min(satterthwaite_df(c, cov, dcov, info, free), max_df)
+        except np.linalg.LinAlgError:
+            raise MixedUnavailable("the variance components' information is singular") from None
         if not (math.isfinite(d) and d >= 1):
             raise MixedUnavailable(f"too few {model_levels[0]}s for the fixed effects (df {d:.2f})")
         se = math.sqrt(var)
@@ -949,14 +952,15 @@ def mixed_emm(rows: pd.DataFrame, value: str, factor: str, adjust: list[str]) ->
     return out
 
 
-def _exog_vc(frame: pd.DataFrame, vcf: dict[str, str]):
-    """statsmodels' variance-component design (one indicator matrix per component and group)."""
+def _exog_vc(frame: pd.DataFrame, cols: list[str]):
+    """statsmodels' variance-component design: per column of ``frame`` in ``cols`` (a lineage
+    level), one indicator matrix of its units per group ``frame["g"]``."""
     from statsmodels.regression.mixed_linear_model import VCSpec
 
     names, colnames, mats = [], [], []
     groups = sorted(set(frame["g"]))  # statsmodels orders its groups sorted
     idx = frame.groupby("g", sort=False).indices
-    for col in vcf:
+    for col in cols:
         names.append(col)
         cn, ms = [], []
         for g in groups:

@@ -239,9 +239,12 @@ def factors(scores: pd.DataFrame, high: float, low: float, fits: dict | None = N
 
     ``mean`` is adjusted for which evaluators and rubrics scored the level (their effects from an
     additive fit with essays, ``evaluation_effects``); ``mean_marginal`` is the raw mean over
-    scored evaluations (the two are equal in a crossed, balanced design). The interval is a t
-    interval over the highest lineage clusters the level's essays share (``stats.lineage_ids``),
-    ``ci_method`` says which; ``n_clusters`` is its n. Aliased factors appear once, as a joint
+    scored evaluations (the two are equal in a crossed, balanced design). For a generation factor
+    the mean and its interval are, where the model is kept, the estimated marginal mean of a mixed
+    model (``stats.mixed_emm``, Satterthwaite t); otherwise, and for evaluation factors and combos,
+    a t interval over the highest lineage clusters the level's essays share
+    (``stats.lineage_ids``), with ``ci_note`` saying why the model was not used. ``ci_method``
+    says which; ``n_clusters`` is the number of the level's own clusters. Aliased factors appear once, as a joint
     factor, with a ``note``; so do partial confounding and unbalanced designs. share_high:
     score_norm ≥ ``high``; share_low: ≤ ``low``; share_max: the rubric's own maximum (so a 10 is
     never "perfect" on a 0–9 rubric: it is out of scale and unscored).
@@ -314,7 +317,9 @@ def factor_effects(scores: pd.DataFrame, fits: dict | None = None) -> pd.DataFra
     adjusted for which evaluators and rubrics scored them (``diff``; ``diff_marginal`` is the raw
     difference of the raw means).
 
-    The interval follows the lineage (``stats.t_cluster_diff``): where the levels' essays share no
+    The difference is the mixed model's contrast (``stats.mixed_emm``: EMM of the level − EMM of
+    the reference, Satterthwaite t) where the model is kept; otherwise (``ci_note`` says why) the
+    interval follows the lineage (``stats.t_cluster_diff``): where the levels' essays share no
     combo or draft, Welch's t over the clusters' means; where the factor varies within combos (or
     drafts), a paired t over the clusters that hold both levels. ``p_holm`` is Holm's correction
     over every row of the table, ``excludes_zero_holm`` its flag. ``combo_id`` is left out (one
