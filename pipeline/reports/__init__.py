@@ -43,8 +43,9 @@ Shared vocabulary
   …``). It is not fitted, and ``ci_note`` starts ``mixed model not fitted:`` with the reason, above
   1,500 scored evaluations in the table's rows, for ``combo_id`` (the top random level), when the
   fit fails or does not converge, when the top cluster's variance is not identified (too few
-  clusters beside the fixed effects) or is estimated at 0 (there the model's intervals are
-  conservative); those rows, the evaluation factors' level means (evaluators and rubrics are
+  clusters beside the fixed effects) or, for a factor between the top clusters, is estimated at 0
+  (there the model's intervals are conservative), and when the factor varies within fewer than 6
+  top clusters (there they are too narrow); those rows, the evaluation factors' level means (evaluators and rubrics are
   compared on matched units in ``paired_comparisons``) and every other mean and difference of
   score_norm use a Student-t interval on the means of the highest lineage cluster the rows share
   (combo → draft → essay: essays that share a draft or combo are not independent; a level held by
