@@ -101,6 +101,9 @@ def test_mixed_model_falls_back_with_its_reason():
     two = lineage_scores(1, per_level=3, essays_per_draft=3, draft_sd=0.1)
     with pytest.raises(stats.MixedUnavailable, match="combo variance is not identified"):
         stats.mixed_emm(two, "score_norm", "essay_template", ADJUST)
+    # a template varying within 4 combos: below 6 the paired t over the combos is used
+    with pytest.raises(stats.MixedUnavailable, match="varies within 4 combos only"):
+        stats.mixed_emm(simulate(0, n_essays=8), "score_norm", "essay_template", ADJUST)
     # above the size a fit is kept to: refused before fitting
     big = lineage_scores(1, per_level=(stats.MIXED_MAX_ROWS // 8) + 1)
     with pytest.raises(stats.MixedUnavailable, match="above the 1,500"):
