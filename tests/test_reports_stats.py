@@ -339,7 +339,10 @@ def test_variance_components_recover_planted_sizes():
 
 def test_intervals_recomputed_independently_from_cluster_means():
     """The tables' intervals against scipy on the highest shared cluster's means (a crossed,
-    balanced design, where the evaluator adjustment moves every cluster mean alike)."""
+    balanced design, where the evaluator adjustment moves every cluster mean alike). The mixed
+    model's EMM and contrast are then the pooled-variance t on the combo means (df = combos − 2);
+    where REML puts the combo variance at 0 (seed 6) the table falls back to the t over one level's
+    combo means and Welch's t, and says so."""
     import sys
     from pathlib import Path
 
@@ -348,15 +351,30 @@ def test_intervals_recomputed_independently_from_cluster_means():
     sys.path.insert(0, str(Path(__file__).parent))
     from test_stats_calibration import lineage_scores
 
-    df = lineage_scores(5, per_level=4, essays_per_draft=2, drafts_per_combo=1, draft_sd=0.1, judge_b_bias=0.05)
-    f = tables.factors(df, 0.8, 0.3)
-    row = f[(f["factor"] == "essay_template") & (f["level"] == "tB") & (f["rubric"] == tables.ALL)].iloc[0]
-    means = df[df["essay_template"] == "tB"].groupby("combo_id")["score_norm"].mean()  # 2 essays share each combo
-    lo, hi = st.t.interval(0.95, len(means) - 1, loc=means.mean(), scale=st.sem(means))
-    assert row["ci_method"] == "t over combo means (df 1)" and row["n_clusters"] == 2
-    assert (row["ci_low"], row["ci_high"]) == (pytest.approx(lo), pytest.approx(hi))
-    fe = tables.factor_effects(df)
-    e = fe[(fe["factor"] == "essay_template") & (fe["rubric"] == tables.ALL)].iloc[0]
-    a = df[df["essay_template"] == "tA"].groupby("combo_id")["score_norm"].mean()
-    w = st.ttest_ind(means, a, equal_var=False)
-    assert e["p_value"] == pytest.approx(w.pvalue) and e["diff"] == pytest.approx(means.mean() - a.mean())
+    for seed, mixed in ((5, True), (6, False)):
+        df = lineage_scores(seed, per_level=4, essays_per_draft=2, drafts_per_combo=1, draft_sd=0.1,
+                            judge_b_bias=0.05)
+        f = tables.factors(df, 0.8, 0.3)
+        row = f[(f["factor"] == "essay_template") & (f["level"] == "tB") & (f["rubric"] == tables.ALL)].iloc[0]
+        means = df[df["essay_template"] == "tB"].groupby("combo_id")["score_norm"].mean()  # 2 essays a combo
+        a = df[df["essay_template"] == "tA"].groupby("combo_id")["score_norm"].mean()
+        fe = tables.factor_effects(df)
+        e = fe[(fe["factor"] == "essay_template") & (fe["rubric"] == tables.ALL)].iloc[0]
+        assert row["n_clusters"] == 2 and e["n_clusters"] == 4
+        if mixed:
+            se = math.sqrt((means.var() + a.var()) / 2 / len(means))
+            lo, hi = st.t.interval(0.95, 2, loc=means.mean(), scale=se)
+            assert row["ci_method"] == "mixed-model EMM, Satterthwaite t (df 2.0)" and row["ci_note"] == ""
+            w = st.ttest_ind(means, a, equal_var=True)
+            assert e["ci_method"] == "mixed-model contrast, Satterthwaite t (df 2.0)"
+            tol = {"rel": 1e-3, "abs": 1e-4}  # REML's optimiser stops within this of the ANOVA solution
+        else:
+            lo, hi = st.t.interval(0.95, len(means) - 1, loc=means.mean(), scale=st.sem(means))
+            assert row["ci_method"] == "t over combo means (df 1)"
+            assert row["ci_note"].startswith("mixed model not fitted: the combo variance is estimated at 0")
+            w = st.ttest_ind(means, a, equal_var=False)
+            assert e["ci_method"].startswith("Welch t over combo means")
+            tol = {}
+        assert (row["ci_low"], row["ci_high"]) == (pytest.approx(lo, **tol), pytest.approx(hi, **tol))
+        assert e["p_value"] == pytest.approx(w.pvalue, **tol)
+        assert e["diff"] == pytest.approx(means.mean() - a.mean(), **tol)

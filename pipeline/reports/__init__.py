@@ -33,7 +33,20 @@ Shared vocabulary
 - Intervals: every ``ci_low``/``ci_high`` pair (and ``*_ci_low``/``*_ci_high``) is a 95 % interval;
   ``ci_method`` (``icc_ci_method``, ``alpha_ci_method``, ``r_ci_method``) names how it was made and
   its df, ``ci_note`` why it is blank. An interval is blank ("not estimable: …", never [x, x]) when
-  it would have zero width (every unit agrees) or there is one unit only. Means and differences of
+  it would have zero width (every unit agrees) or there is one unit only. In ``factors`` and
+  ``factor_effects`` a generation factor's level mean and a difference from the reference level
+  are, where the model can be fitted, the estimated marginal mean and contrast of a REML mixed
+  model (statsmodels MixedLM) of score_norm ~ factor + the evaluation factors (fixed) with random intercepts
+  along the lineage (the top shared cluster, then each finer level that splits it), the evaluation
+  factors at the table's own mix; interval: Student t with Satterthwaite's df from the REML
+  information (``ci_method`` ``mixed-model EMM, Satterthwaite t (df …)`` / ``mixed-model contrast,
+  …``). It is not fitted, and ``ci_note`` starts ``mixed model not fitted:`` with the reason, above
+  1,500 scored evaluations in the table's rows, for ``combo_id`` (the top random level), when the
+  fit fails or does not converge, when the top cluster's variance is not identified (too few
+  clusters beside the fixed effects) or, for a factor between the top clusters, is estimated at 0
+  (there the model's intervals are conservative), and when the factor varies within fewer than 6
+  top clusters (there they are too narrow); those rows, the evaluation factors' level means (evaluators and rubrics are
+  compared on matched units in ``paired_comparisons``) and every other mean and difference of
   score_norm use a Student-t interval on the means of the highest lineage cluster the rows share
   (combo → draft → essay: essays that share a draft or combo are not independent; a level held by
   one combo uses the drafts below it; ``unknown`` lineage counts as no sharing), so its n is
@@ -51,7 +64,8 @@ Shared vocabulary
   score_norm on essay + evaluation_llm + evaluation_template (backfitting), so an evaluator's effect
   is judged on the essays it scored; a level's ``mean`` is its evaluations' score_norm less the
   effects of the evaluation factors other than the one compared, so a rubric's mean is not raised
-  by having been scored by a lenient evaluator. In a crossed, balanced design adjusted = raw.
+  by having been scored by a lenient evaluator (where the mixed model is fitted, the same
+  adjustment is made inside it: the EMM). In a crossed, balanced design adjusted = raw.
   ``note`` says ``partially confounded`` when adjusted and raw differ by more than 0.005 and
   ``unbalanced`` when a level's share of an evaluator or rubric differs from the table's by more
   than 0.05.
@@ -225,14 +239,15 @@ def _compute(paths: DataPaths, cohort_id: str, high: float, low: float) -> dict[
     c = collect(paths, cohort_id, catalog)
     issues = c.issues if problem is None else pd.concat([pd.DataFrame([problem], columns=ISSUE_COLUMNS), c.issues])
     s = c.scores
+    fits: dict = {}  # the mixed models, fitted once for both factor tables
     out = {
         "generations": c.generations,
         "scores": s,
         "pivot_essay_evaluator": tables.pivot_essay_evaluator(s),
         "pivot_generation": tables.pivot_generation(s),
         "pivot_draft_essay_template": tables.pivot_draft_essay_template(s),
-        "factors": tables.factors(s, high, low),
-        "factor_effects": tables.factor_effects(s),
+        "factors": tables.factors(s, high, low, fits),
+        "factor_effects": tables.factor_effects(s, fits),
         "paired_comparisons": tables.paired_comparisons(s),
         "variance_models": tables.variance_models(s),
         "variance_rubrics": tables.variance_rubrics(s),

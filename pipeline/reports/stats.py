@@ -11,7 +11,8 @@ Conventions, chosen once so every table agrees:
   is given only when determined (``icc_class_of``: ``uncertain`` with few subjects or an interval
   spanning classes).
 - Intervals of means and differences are Student-t intervals on the lineage (see "Small-sample
-  intervals" below); none is ever the data's range by construction, and a zero-width or one-unit
+  intervals" below), or from a mixed model's estimated marginal means with Satterthwaite's df
+  (``mixed_emm``); none is ever the data's range by construction, and a zero-width or one-unit
   interval is "not estimable" with the reason.
 """
 
@@ -723,3 +724,261 @@ def precision_gain(components: dict[str, float], n_evaluators: float, n_replicat
     return {"noise": now, "noise_more_replicates": noise(e, 2 * r), "noise_more_evaluators": noise(2 * e, r),
             "reliability": essay / (essay + now) if essay + now > 0 else float("nan"),
             "n_evaluators": e, "n_replicates": r}
+
+
+# ---------------------------------------------------------------------------------------------
+# Estimated marginal means from a linear mixed model. Where evaluators and rubrics are crossed
+# with the essays, a generation factor's level means and differences come from one REML fit
+# (statsmodels MixedLM) of value ~ factor + the evaluation factors, with random intercepts along
+# the lineage (the top cluster as the model's group, the finer lineage levels as variance
+# components within it). The fixed effects and their covariance are the GLS ones at the REML
+# variances ((X'V⁻¹X)⁻¹, what lme4's vcov gives), never the Wald z: intervals are Student t with
+# Satterthwaite's df from the REML information, which in a balanced design are the df of the
+# cluster-means ANOVA (3 essays a level, one essay a cluster: df 4). Above MIXED_MAX_ROWS, or
+# where the fit is not kept, the caller uses the t over cluster means and says why in ci_note.
+
+MIXED_MAX_ROWS = 1500  # rows per fit: REML's cost grows with the rows (about 1 s of CPU per fit at 1,500-2,000)
+MIXED_METHOD_MEAN = "mixed-model EMM, Satterthwaite t"
+MIXED_METHOD_DIFF = "mixed-model contrast, Satterthwaite t"
+MIXED_NOT_FITTED = "mixed model not fitted"
+BOUNDARY = 1e-4  # a component below this share of the residual variance is taken as estimated at 0
+MIN_WITHIN_CLUSTERS = 6  # top clusters holding two levels, for a factor that varies within them
+
+
+class MixedUnavailable(Exception):
+    """Why no mixed-model estimate is given (the message is shown in ``ci_note``)."""
+
+
+def _clean_lineage(rows: pd.DataFrame) -> pd.DataFrame:
+    """combo, draft, essay ids per row as strings; an unknown combo or draft is the essay's own."""
+    essay = rows["essay_gen_id"].astype(str).to_numpy()
+    out = {"essay": essay}
+    for name, col in (("draft", "draft_gen_id"), ("combo", "combo_id")):
+        ids = rows[col].astype(str).to_numpy() if col in rows.columns else np.full(len(rows), "")
+        bad = np.isin(ids, ["", "unknown", "nan", "None"])
+        out[name] = np.where(bad, np.char.add("essay:", essay.astype(str)), ids)
+    return pd.DataFrame(out, index=rows.index)
+
+
+def _model_levels(lin: pd.DataFrame) -> list[str]:
+    """The lineage levels that get a random intercept, coarsest first: the top cluster (the one
+    ``lineage_ids`` picks), then each finer level that splits the one above it. A level whose
+    units each hold one row is left out (it is the residual)."""
+    top_col, _ = lineage_ids(lin["essay"].to_numpy(), lin["draft"].to_numpy(), lin["combo"].to_numpy())
+    chain = ["combo", "draft", "essay"]
+    levels = [LEVEL_NAMES[top_col]]
+    for lv in chain[chain.index(levels[0]) + 1:]:
+        if lin[lv].nunique() > lin[levels[-1]].nunique():
+            levels.append(lv)
+    while levels and lin[levels[-1]].nunique() == len(lin):
+        levels.pop()
+    return levels
+
+
+def _gls(y, x, groups: list[np.ndarray], codes: list[np.ndarray], variances: list[float], scale: float):
+    """GLS at the REML variances, and what Satterthwaite's df needs.
+
+    V is block diagonal over ``groups`` (row indices of each top cluster): scale·I + Σ_j
+    variances[j]·Z_j Z_j' with Z_j the indicators of ``codes[j]``. Returns β, C = (X'V⁻¹X)⁻¹, and
+    per variance parameter θ_i (the components, then the residual) M_i = X'V⁻¹V_iV⁻¹X, so that
+    ∂C/∂θ_i = C M_i C, with the REML expected information I_ij = ½ tr(P V_i P V_j) (P the REML
+    projection), from which ``satterthwaite_df`` makes the df of any c'β."""
+    p = x.shape[1]
+    r = len(codes) + 1
+    xwx, xwy = np.zeros((p, p)), np.zeros(p)
+    m = np.zeros((r, p, p))
+    n_ij = np.zeros((r, r, p, p))
+    t1 = np.zeros((r, r))
+    for idx in groups:
+        xg, yg = x[idx], y[idx]
+        zs = [np.eye(len(u))[inv] for u, inv in (np.unique(c[idx], return_inverse=True) for c in codes)]
+        zs.append(np.eye(len(idx)))
+        v = scale * np.eye(len(idx))
+        for z, var in zip(zs, variances):
+            v += var * (z @ z.T)
+        w = np.linalg.inv(v)
+        q = w @ xg
+        xwx += xg.T @ q
+        xwy += q.T @ yg
+        b = [w @ z for z in zs]  # V⁻¹Z_i
+        zq = [z.T @ q for z in zs]  # Z_i'V⁻¹X
+        for i in range(r):
+            m[i] += zq[i].T @ zq[i]
+            for j in range(i, r):
+                zwz = zs[i].T @ b[j]  # Z_i'V⁻¹Z_j
+                t1[i, j] += float((zwz ** 2).sum())
+                n_ij[i, j] += zq[i].T @ zwz @ zq[j]
+    cov = np.linalg.inv(xwx)
+    info = np.zeros((r, r))
+    for i in range(r):
+        for j in range(i, r):
+            info[i, j] = info[j, i] = 0.5 * (t1[i, j] - 2 * np.trace(cov @ n_ij[i, j])
+                                             + np.trace(cov @ m[i] @ cov @ m[j]))
+    return cov @ xwy, cov, m, info
+
+
+def satterthwaite_df(c: np.ndarray, cov: np.ndarray, m: np.ndarray, info: np.ndarray, free=None) -> float:
+    """Satterthwaite's df of c'β: 2·var² / (g' I⁻¹ g), g_i = c'C M_i C c the derivative of var(c'β)
+    by the i-th variance parameter, I the REML (expected) information; ``free`` (a boolean mask)
+    keeps the parameters not estimated at 0: a component at the boundary is fixed there, as the
+    model without it would be fitted."""
+    var = float(c @ cov @ c)
+    cc = cov @ c
+    keep = np.ones(len(m), dtype=bool) if free is None else np.asarray(free, dtype=bool)
+    g = np.array([float(cc @ mi @ cc) for mi in m])[keep]
+    denom = float(g @ np.linalg.solve(info[np.ix_(keep, keep)], g))
+    return 2 * var ** 2 / denom if denom > 0 else float("inf")
+
+
+def mixed_emm(rows: pd.DataFrame, value: str, factor: str, adjust: list[str]) -> dict:
+    """Estimated marginal means of ``factor``'s levels and their differences from the first
+    level, from a REML mixed model of ``value`` ~ factor + ``adjust`` (fixed, the evaluation
+    factors other than ``factor`` that vary) with random intercepts along the lineage of
+    ``rows`` (``_model_levels``).
+
+    EMM of a level: its fixed effect with every adjust factor at its frequency-weighted average
+    (the table's own mix of evaluators and rubrics). Intervals are t with Satterthwaite's df
+    (``satterthwaite_df``; a lower component estimated at 0 is fixed there). Raises
+    MixedUnavailable (the reason in words) when rows exceed MIXED_MAX_ROWS, there is nothing
+    random to model, the factor is aliased with an adjust factor, the fit fails or does not
+    converge, the top cluster's variance is not identified or is estimated at 0 (there its
+    intervals are conservative and the t over cluster means is exact), or a df is below 1.
+
+    Returns {"levels": [...], "mean": {level: row}, "diff": {level: row}}, each row
+    {estimate, se, df, ci_low, ci_high, p_value, ci_method}; ``diff`` holds every level but the first.
+    """
+    from scipy.stats import t as tdist
+    from statsmodels.regression.mixed_linear_model import MixedLM
+
+    df = rows[rows[value].notna()]
+    if len(df) > MIXED_MAX_ROWS:
+        raise MixedUnavailable(f"{len(df):,} evaluations, above the {MIXED_MAX_ROWS:,} a fit is kept to")
+    lin = _clean_lineage(df)
+    levels_f = sorted(df[factor].astype(str).unique())
+    if len(levels_f) < 2:
+        raise MixedUnavailable("one level only")
+    adjust = [a for a in adjust if a != factor and a in df.columns and df[a].nunique() >= 2]
+    model_levels = _model_levels(lin)
+    if not model_levels:
+        raise MixedUnavailable("one evaluation per essay: no lineage variance to model")
+    y = df[value].to_numpy(dtype=float)
+    # the fixed-effect design by hand (treatment coding, first level sorted as reference), so the
+    # EMM weights and the GLS below use the same columns as the fit
+    cols, names = [np.ones(len(df))], ["Intercept"]
+    f_codes = df[factor].astype(str).to_numpy()
+    for lv in levels_f[1:]:
+        cols.append((f_codes == lv).astype(float))
+        names.append(f"f:{lv}")
+    weights = [1.0] + [0.0] * (len(levels_f) - 1)
+    for a in adjust:
+        a_codes = df[a].astype(str).to_numpy()
+        a_levels = sorted(set(a_codes))
+        for lv in a_levels[1:]:
+            col = (a_codes == lv).astype(float)
+            cols.append(col)
+            names.append(f"{a}:{lv}")
+            weights.append(float(col.mean()))
+    x = np.column_stack(cols)
+    if np.linalg.matrix_rank(x) < x.shape[1]:
+        raise MixedUnavailable(f"{factor} is aliased with {', '.join(adjust)} in these rows")
+    group = lin[model_levels[0]].to_numpy()
+    # a factor that varies within the top clusters is estimated within them; with few such
+    # clusters Satterthwaite's df overstate what the within-cluster spread supports (coverage
+    # 92.7 % with 3 combos, 93.0 % with 4, 94.3 % with 6), so below MIN_WITHIN_CLUSTERS the
+    # paired t over the clusters holding both levels is used
+    per_top = pd.Series(f_codes).groupby(group).nunique()
+    within_top = bool((per_top > 1).any())
+    if within_top and (per_top > 1).sum() < MIN_WITHIN_CLUSTERS:
+        raise MixedUnavailable(f"{factor} varies within {(per_top > 1).sum()} {model_levels[0]}s only (the model's "
+                               f"intervals are calibrated from {MIN_WITHIN_CLUSTERS})")
+    frame = pd.DataFrame({"y": y, "g": group, **{f"l{i}": lin[lv].to_numpy() for i, lv in enumerate(model_levels)}})
+    vc_cols = [f"l{i}" for i in range(1, len(model_levels))]
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            model = MixedLM(y, x, groups=group, exog_re=np.ones((len(df), 1)),
+                            exog_vc=_exog_vc(frame, vc_cols) if vc_cols else None)
+            # Powell first, as in variance_components: a top variance at 0 is common with few
+            # clusters, and there the gradient methods stall (BFGS failed on most such fits)
+            fit = model.fit(reml=True, method=["powell"])
+            if not fit.converged:
+                fit = model.fit(reml=True, method=["lbfgs"])
+    except Exception as exc:  # a singular design raises LinAlgError, ValueError...: said, never hidden
+        raise MixedUnavailable(f"the fit failed ({type(exc).__name__})") from None
+    if not fit.converged:
+        raise MixedUnavailable("the fit did not converge")
+    scale = float(fit.scale)
+    variances = [float(np.asarray(fit.cov_re)[0, 0])] + [float(v) for v in np.atleast_1d(fit.vcomp)]
+    codes = [pd.factorize(lin[lv])[0] for lv in model_levels]
+    if not (scale > 0 and all(math.isfinite(v) for v in variances)):
+        raise MixedUnavailable("the fit has no residual variance")
+    groups = list(pd.Series(np.arange(len(df))).groupby(codes[0]).indices.values())
+    try:
+        beta, cov, dcov, info = _gls(y, x, groups, codes, [max(v, 0.0) for v in variances], scale)
+    except np.linalg.LinAlgError:
+        raise MixedUnavailable("the fixed effects' covariance is singular") from None
+    # a component the rows carry no information on (two top clusters and a factor between them: the
+    # REML projection removes every cluster mean) makes any interval a guess
+    scale_info = np.abs(np.diag(info)).max()
+    if not (np.diag(info) > 1e-9 * scale_info).all():
+        raise MixedUnavailable(f"the {model_levels[0]} variance is not identified: too few {model_levels[0]}s "
+                               "beside the fixed effects")
+    free = np.array([v > BOUNDARY * scale for v in variances] + [True])
+    if not free[0] and not within_top:
+        # REML truncates the top cluster's variance at 0 when its between-cluster spread is below
+        # what the levels under it imply; for a factor between the clusters its intervals are then
+        # conservative (98-99 % measured with 2 clusters a level), while the t over the cluster
+        # means stays exact. A factor within them is estimated within either way: the fit is kept
+        raise MixedUnavailable(f"the {model_levels[0]} variance is estimated at 0 (at that boundary the model's "
+                               "intervals are conservative)")
+    # no more df than a fixed-effects analysis of every row would have
+    max_df = len(df) - x.shape[1]
+    out = {"levels": levels_f, "mean": {}, "diff": {}}
+
+    def row(c, label):
+        est, var = float(c @ beta), float(c @ cov @ c)
+        if not var > 1e-18:
+            raise MixedUnavailable("an estimate has no variance")
+        try:
+            d = min(satterthwaite_df(c, cov, dcov, info, free), max_df)
+        except np.linalg.LinAlgError:
+            raise MixedUnavailable("the variance components' information is singular") from None
+        if not (math.isfinite(d) and d >= 1):
+            raise MixedUnavailable(f"too few {model_levels[0]}s for the fixed effects (df {d:.2f})")
+        se = math.sqrt(var)
+        half = t_quantile(d) * se
+        return {"estimate": est, "se": se, "df": d, "ci_low": est - half, "ci_high": est + half,
+                "p_value": float(2 * tdist.sf(abs(est / se), d)), "ci_method": f"{label} (df {d:.1f})"}
+
+    w = np.array(weights)
+    for i, lv in enumerate(levels_f):
+        c = w.copy()
+        if i:
+            c[i] = 1.0
+        out["mean"][lv] = row(c, MIXED_METHOD_MEAN)
+        if i:
+            c = np.zeros(len(w))
+            c[i] = 1.0
+            out["diff"][lv] = row(c, MIXED_METHOD_DIFF)
+    return out
+
+
+def _exog_vc(frame: pd.DataFrame, cols: list[str]):
+    """statsmodels' variance-component design: per column of ``frame`` in ``cols`` (a lineage
+    level), one indicator matrix of its units per group ``frame["g"]``."""
+    from statsmodels.regression.mixed_linear_model import VCSpec
+
+    names, colnames, mats = [], [], []
+    groups = sorted(set(frame["g"]))  # statsmodels orders its groups sorted
+    idx = frame.groupby("g", sort=False).indices
+    for col in cols:
+        names.append(col)
+        cn, ms = [], []
+        for g in groups:
+            sub = frame[col].to_numpy()[idx[g]]
+            lv, inv = np.unique(sub, return_inverse=True)
+            cn.append([str(v) for v in lv])
+            ms.append(np.eye(len(lv))[inv])
+        colnames.append(cn)
+        mats.append(ms)
+    return VCSpec(names, colnames, mats)

@@ -210,14 +210,41 @@ def _lineage_arrays(rows: pd.DataFrame) -> tuple[np.ndarray, ...]:
     return tuple(rows[c].astype(str).to_numpy() if c in rows.columns else None for c in stats.LINEAGE[::-1])
 
 
-def factors(scores: pd.DataFrame, high: float, low: float) -> pd.DataFrame:
+def _mixed(scored: pd.DataFrame, factor: str, effects: dict, fits: dict | None, rubric: str) -> tuple[dict | None, str]:
+    """(``stats.mixed_emm`` of the generation factor ``factor`` adjusted for the evaluation factors
+    in ``effects``, "") or (None, why not, for ``ci_note``). Combos are the lineage's top level,
+    so the combo factor is never a fixed effect: its means are t over each combo's own clusters.
+    ``fits`` (the caller's dict, keyed by rubric and factor) keeps each fit for the next table
+    built from the same scores, so ``factors`` and ``factor_effects`` fit each model once."""
+    if factor == "combo_id":
+        return None, f"{stats.MIXED_NOT_FITTED}: a combo is the lineage's top random level"
+    if any(f in factor for f in EVALUATION_FACTORS):
+        # evaluators and rubrics are compared on matched units (paired_comparisons); their level
+        # means here are the adjusted evaluations' t over cluster means, by design, not a fallback
+        return None, ""
+    key = (rubric, factor)
+    if fits is not None and key in fits:
+        return fits[key]
+    try:
+        out = stats.mixed_emm(scored, "score_norm", factor, [f for f in effects if f not in factor]), ""
+    except stats.MixedUnavailable as exc:
+        out = None, f"{stats.MIXED_NOT_FITTED}: {exc}"
+    if fits is not None:
+        fits[key] = out
+    return out
+
+
+def factors(scores: pd.DataFrame, high: float, low: float, fits: dict | None = None) -> pd.DataFrame:
     """Every factor × level, pooled over rubrics (rubric ``(all)``) and per rubric, on score_norm.
 
     ``mean`` is adjusted for which evaluators and rubrics scored the level (their effects from an
     additive fit with essays, ``evaluation_effects``); ``mean_marginal`` is the raw mean over
-    scored evaluations (the two are equal in a crossed, balanced design). The interval is a t
-    interval over the highest lineage clusters the level's essays share (``stats.lineage_ids``),
-    ``ci_method`` says which; ``n_clusters`` is its n. Aliased factors appear once, as a joint
+    scored evaluations (the two are equal in a crossed, balanced design). For a generation factor
+    the mean and its interval are, where the model is kept, the estimated marginal mean of a mixed
+    model (``stats.mixed_emm``, Satterthwaite t); otherwise, and for evaluation factors and combos,
+    a t interval over the highest lineage clusters the level's essays share
+    (``stats.lineage_ids``), with ``ci_note`` saying why the model was not used. ``ci_method``
+    says which; ``n_clusters`` is the number of the level's own clusters. Aliased factors appear once, as a joint
     factor, with a ``note``; so do partial confounding and unbalanced designs. share_high:
     score_norm ≥ ``high``; share_low: ≤ ``low``; share_max: the rubric's own maximum (so a 10 is
     never "perfect" on a 0–9 rubric: it is out of scale and unscored).
@@ -244,6 +271,8 @@ def factors(scores: pd.DataFrame, high: float, low: float) -> pd.DataFrame:
             y_all = adjusted_values(scored, effects, keep=factor)
             index = scored.groupby(factor, sort=True).indices if len(scored) else {}
             mix = _mix_shares(scored, factor) if len(scored) else {}
+            mixed, why = _mixed(scored, factor, effects, fits, rubric) if len(scored) and len(index) >= 2 \
+                else (None, "")
             cis = []
             for level, marginal in zip(out["level"], out["mean_marginal"]):
                 mask = index.get(level)
@@ -254,6 +283,10 @@ def factors(scores: pd.DataFrame, high: float, low: float) -> pd.DataFrame:
                     continue
                 cl_level, clusters = stats.lineage_ids(*(a[mask] if a is not None else None for a in lineage))
                 ci = stats.t_cluster_mean(y_all[mask], clusters, cl_level)
+                if mixed is not None:
+                    ci = {**mixed["mean"][str(level)], "n_clusters": ci["n_clusters"], "ci_note": ""}
+                else:
+                    ci["ci_note"] = _join(ci["ci_note"], why)
                 cis.append({"mean": ci["estimate"], "ci_low": ci["ci_low"], "ci_high": ci["ci_high"],
                             "ci_method": ci["ci_method"], "ci_note": ci["ci_note"], "n_clusters": ci["n_clusters"],
                             "note": _join(notes.get(factor, ""),
@@ -278,13 +311,15 @@ def _holm(out: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
-def factor_effects(scores: pd.DataFrame) -> pd.DataFrame:
+def factor_effects(scores: pd.DataFrame, fits: dict | None = None) -> pd.DataFrame:
     """Differences between the levels of each generation factor (joint when aliased), pooled and
     per rubric: each level's mean score_norm − the reference level's (the first in sort order),
     adjusted for which evaluators and rubrics scored them (``diff``; ``diff_marginal`` is the raw
     difference of the raw means).
 
-    The interval follows the lineage (``stats.t_cluster_diff``): where the levels' essays share no
+    The difference is the mixed model's contrast (``stats.mixed_emm``: EMM of the level − EMM of
+    the reference, Satterthwaite t) where the model is kept; otherwise (``ci_note`` says why) the
+    interval follows the lineage (``stats.t_cluster_diff``): where the levels' essays share no
     combo or draft, Welch's t over the clusters' means; where the factor varies within combos (or
     drafts), a paired t over the clusters that hold both levels. ``p_holm`` is Holm's correction
     over every row of the table, ``excludes_zero_holm`` its flag. ``combo_id`` is left out (one
@@ -310,11 +345,16 @@ def factor_effects(scores: pd.DataFrame) -> pd.DataFrame:
                 continue
             mix = _mix_shares(sub, factor)
             is_ref = codes == levels[0]
+            mixed, why = _mixed(sub, factor, effects, fits, rubric)
             for level in levels[1:]:
                 is_cur = codes == level
                 pair = is_cur | is_ref
                 cl_level, clusters = stats.lineage_ids(*(a[pair] if a is not None else None for a in lineage))
                 d = stats.t_cluster_diff(y_all[pair], clusters, is_cur[pair], cl_level)
+                if mixed is not None:
+                    d = {**mixed["diff"][str(level)], "n_clusters": d["n_clusters"], "ci_note": ""}
+                else:
+                    d["ci_note"] = _join(d["ci_note"], why)
                 marginal = norm[is_cur].mean() - norm[is_ref].mean()
                 uneven = _mix_note(mix, level, levels[0])
                 rows.append({"factor": factor, "rubric": rubric, "level": level, "reference": levels[0],

@@ -45,10 +45,15 @@ DOWNLOADS = ("leaderboard", "scores", "generations", "factors", "factor_effects"
              "pivot_essay_evaluator", "pivot_generation",
              "pivot_draft_essay_template", "variance_models", "variance_rubrics", "variance_replicates",
              "variance_components", "agreement", "agreement_retest", "coverage", "spend", "issues", "long")
-CI_NOTE = ("Intervals are 95% Student-t intervals on the means of the highest lineage cluster the essays share "
-           "(combo, else draft, else essay: essays of one draft are not independent), so n clusters is the n "
-           "behind them; the method column names each interval and its df. \"not estimable\" (hover for the "
-           "reason) replaces an interval that would have zero width or rest on one cluster.")
+CI_NOTE = ("Level means and differences of the factor tables are, where a model can be fitted, estimated "
+           "marginal means and contrasts of a mixed model (random intercepts along combo → draft → essay, "
+           "evaluators and rubrics as fixed effects): Student-t intervals with Satterthwaite's df (method "
+           "\"mixed-model EMM\" / \"mixed-model contrast\"). Otherwise (too many evaluations, a fit that fails, "
+           "or a top variance at 0: the note says which) and elsewhere they are 95% Student-t intervals on the "
+           "means of the highest lineage cluster the essays share (combo, else draft, else essay: essays of one "
+           "draft are not independent), so n clusters is the n behind them; the method column names each "
+           "interval and its df. \"not estimable\" (hover for the reason) replaces an interval that would have "
+           "zero width or rest on one cluster.")
 HOLM_NOTE = ("\"excludes 0\" is Holm-corrected over every comparison in the table (the family; its size in "
              "brackets), so among many comparisons a chance difference is not flagged; \"excludes 0 (row alone)\" "
              "is the row's own interval, uncorrected.")
@@ -339,7 +344,8 @@ def _yes_no(v) -> str:
 FACTOR_COLS = [Col("n_essays", kind="int"), Col("n", "n evaluations", kind="int"), Col("n_unscored", kind="int"),
                Col("mean", kind="num", title="mean score_norm, adjusted for which evaluators and "
                    "rubrics scored the level"), Col("ci", "95% CI"),
-               Col("ci_method", "method", title="how the interval was made (t over the lineage clusters, its df)"),
+               Col("ci_method", "method", title="how the interval was made (mixed-model EMM, or t over the lineage "
+                   "clusters; its df)"),
                Col("n_clusters", kind="int", title="independent units behind the interval"),
                Col("mean_marginal", "mean (raw)", kind="num", title="raw mean score_norm over the scored evaluations"),
                Col("std", "std (evaluations)", kind="num", title="sample std of single evaluations (spread, "
@@ -350,8 +356,9 @@ EFFECT_COLS = [Col("rubric_name", "rubric"), Col("level_name", "level"), Col("re
                Col("n_essays", kind="int"), Col("n_essays_reference", kind="int"),
                Col("diff", kind="num", title="level − reference, score_norm, adjusted for which "
                    "evaluators and rubrics scored them"),
-               Col("ci", "95% CI"), Col("ci_method", "method", title="paired t within shared combos/drafts, or Welch t "
-                                                                     "over the levels' cluster means"),
+               Col("ci", "95% CI"), Col("ci_method", "method", title="mixed-model contrast, else paired t within shared "
+                                                                     "combos/drafts or Welch t over the levels' "
+                                                                     "cluster means"),
                Col("diff_marginal", "diff (raw)", kind="num", title="mean(level) − mean(reference), unadjusted"),
                Col("p_holm", "p (Holm)", kind="num", title="p-value after Holm's correction over the table"),
                Col("holm", "excludes 0", title="Holm: yes when the test corrected over the table's comparisons (the "
@@ -404,8 +411,8 @@ def factors(c: Cohort) -> Page:
                                y_title="mean score_norm (95% CI)", y_range=(0, 1))
             subset = (f" A subset: the first {len(levels)} of {len(all_levels):,} levels; every level is in the "
                       "table below.") if len(all_levels) > len(levels) else ""
-            parts.append(chart(fig, f"factor-{factor}", "Whiskers: 95% t interval over the lineage clusters "
-                                                        "(the table's method column)." + subset))
+            parts.append(chart(fig, f"factor-{factor}", "Whiskers: 95% interval, mixed-model EMM or t over the "
+                                                        "lineage clusters (the table's method column)." + subset))
         pooled = records(sub[sub["rubric"] == "(all)"])
         _ci(pooled)
         for r in pooled:
