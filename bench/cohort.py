@@ -28,6 +28,8 @@ process; ``[llm.testsrv] concurrency`` = ``[resources] llm_testsrv`` = C. Per ru
 * ``cpu_ms_per_generation``: the command's CPU (it, its executor process and any process it
   forked) from its start, interpreter start-up and compile included, to the moment its reports
   begin, per generation: the whole pipeline's cost of a generation, reports and site excluded;
+  ``..._luigi_process``: of it, the command's own process (Luigi, the tasks, compiling);
+  ``..._executor``: its children (the executor's process: the calls and the store writes);
   ``cpu_ms_per_generation_with_reports``: the whole command's; ``reports_site_cpu_s``: the
   difference;
 * ``data_root_fs``: ``tmpfs`` (/dev/shm) or ``disk`` (the system's temporary directory), where
@@ -119,6 +121,8 @@ def run_once(mode: str, where: str, generations: int, latency: float, sigma: flo
                "seconds": round(out["seconds"], 2),
                "generations_s": round(probe["reports_start_at"] - started_at, 2),
                "cpu_ms_per_generation": round(1000 * probe["cpu_s"] / n, 2),
+               "cpu_ms_per_generation_luigi_process": round(1000 * probe["main_cpu_s"] / n, 2),
+               "cpu_ms_per_generation_executor": round(1000 * probe["children_cpu_s"] / n, 2),
                "cpu_ms_per_generation_with_reports": round(1000 * out["cpu_s"] / n, 2),
                "reports_site_cpu_s": round(out["cpu_s"] - probe["cpu_s"], 2)}
         c.log(f"  busy {run['busy']:.1%}, {run['seconds']} s ({run['generations_s']} s to the reports), "
