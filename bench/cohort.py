@@ -131,7 +131,8 @@ def run_once(mode: str, where: str, generations: int, latency: float, sigma: flo
                "cpu_ms_per_generation_executor": round(1000 * probe["children_cpu_s"] / n, 2),
                "cpu_ms_per_generation_with_reports": round(1000 * out["cpu_s"] / n, 2),
                "reports_site_cpu_s": round(out["cpu_s"] - probe["cpu_s"], 2)}
-        c.log(f"  busy {run['busy']:.1%} ({run['busy_before_drain']:.1%} before a {run['drain_s']} s drain), {run['seconds']} s ({run['generations_s']} s to the reports), "
+        c.log(f"  busy {run['busy']:.1%} ({run['busy_before_drain']:.1%} before a {run['drain_s']} s drain), "
+              f"{run['seconds']} s ({run['generations_s']} s to the reports), "
               f"CPU {run['cpu_ms_per_generation']} ms/gen ({run['cpu_ms_per_generation_with_reports']} with reports)")
         return run
     finally:

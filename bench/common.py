@@ -7,7 +7,8 @@ stderr), talks only to loopback, and removes everything it created. The pieces h
   fsynced: ~0.08 ms per file on tmpfs vs ~0.4 ms on disk), reported as ``data_root_fs``.
 * ``make_catalogs()`` / ``write_spec()`` / ``size_spec()`` / ``sized_root()``: bench-owned catalogs (N concepts,
   one template per stage, models of provider ``testsrv``) and cohort specs sized to a target.
-* ``respond()``: the test server's answers, in the format each bench template asks for.
+* ``respond()``: the test server's answers, in the format each bench template asks for;
+  ``ServerProcess``: that server in a child process, with fixed or lognormal latency.
 * ``configure()``: the ``[llm.testsrv]``, ``[resources]`` and ``[daydream]`` settings, in-process.
 * ``reset_state()``: Luigi's task-instance cache and the pipeline's runtime cache.
 * ``start_luigid()``: a real luigid on a free loopback port (tests/conftest.py's ``Luigid``)
