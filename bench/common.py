@@ -193,8 +193,8 @@ def respond(body: dict) -> str:
     """Answers in the format each bench template asks for (cheap: benchmarks measure the pipeline).
 
     Each answer depends on its prompt (a CRC of it), so drafts, essays and scores differ as real
-    ones do: with every score equal, the reports' mixed models fit degenerate data, which took
-    ~90 s of CPU for 288 essays, no measure of a real cohort."""
+    ones do: with every score equal, the reports' mixed models would fit degenerate data, far
+    slower than a real cohort's."""
     prompt = body["messages"][-1]["content"]
     tag = zlib.crc32(prompt.encode())
     if prompt.startswith("TASK:DRAFT"):
