@@ -23,17 +23,23 @@ probe at the start of the reports), in a fresh data root, against the test serve
 process; ``[llm.testsrv] concurrency`` = ``[resources] llm_testsrv`` = C. Per run:
 
 * ``busy``: the share of the C call slots in use from the first request to the last answer (the
-  latencies the server waited, summed, over C × that window);
+  latencies the server waited, summed, over C × that window); ``busy_before_drain``: the same up
+  to the last request, leaving out the drain (``drain_s``, from the last request to the last
+  answer), when fewer calls are left than slots: with heavy-tailed latency and three stages a
+  lineage, a small cohort's drain is a large share of its window;
 * ``seconds``: the whole command; ``generations_s``: from its start to its reports' start;
 * ``cpu_ms_per_generation``: the command's CPU (it, its executor process and any process it
   forked) from its start, interpreter start-up and compile included, to the moment its reports
   begin, per generation: the whole pipeline's cost of a generation, reports and site excluded;
+  ``..._luigi_process``: of it, the command's own process (Luigi, the tasks, compiling);
+  ``..._executor``: its children (the executor's process: the calls and the store writes);
   ``cpu_ms_per_generation_with_reports``: the whole command's; ``reports_site_cpu_s``: the
   difference;
 * ``data_root_fs``: ``tmpfs`` (/dev/shm) or ``disk`` (the system's temporary directory), where
   every store write is fsynced.
 
-Prints one JSON object; progress on stderr. The default set takes about two minutes here.
+Prints one JSON object; progress on stderr. The default set takes about five minutes here (each
+lognormal run ~35 s: the calls' 1.4 s mean latency), half that with ``--roots tmpfs``.
 """
 
 from __future__ import annotations
@@ -116,12 +122,18 @@ def run_once(mode: str, where: str, generations: int, latency: float, sigma: flo
                "concurrency": concurrency, "latency_s": latency, "latency_sigma": sigma,
                "max_concurrency_seen": stats["max_concurrency_seen"], "window_s": round(window, 2),
                "busy": round(stats["latency_served_s"] / (concurrency * window), 3),
+               "busy_before_drain": round(stats["latency_before_last_request_s"] / (concurrency * (
+                   stats["last_request_at"] - stats["first_request_at"])), 3),
+               "drain_s": round(stats["last_response_at"] - stats["last_request_at"], 2),
                "seconds": round(out["seconds"], 2),
                "generations_s": round(probe["reports_start_at"] - started_at, 2),
                "cpu_ms_per_generation": round(1000 * probe["cpu_s"] / n, 2),
+               "cpu_ms_per_generation_luigi_process": round(1000 * probe["main_cpu_s"] / n, 2),
+               "cpu_ms_per_generation_executor": round(1000 * probe["children_cpu_s"] / n, 2),
                "cpu_ms_per_generation_with_reports": round(1000 * out["cpu_s"] / n, 2),
                "reports_site_cpu_s": round(out["cpu_s"] - probe["cpu_s"], 2)}
-        c.log(f"  busy {run['busy']:.1%}, {run['seconds']} s ({run['generations_s']} s to the reports), "
+        c.log(f"  busy {run['busy']:.1%} ({run['busy_before_drain']:.1%} before a {run['drain_s']} s drain), "
+              f"{run['seconds']} s ({run['generations_s']} s to the reports), "
               f"CPU {run['cpu_ms_per_generation']} ms/gen ({run['cpu_ms_per_generation_with_reports']} with reports)")
         return run
     finally:

@@ -7,7 +7,8 @@ stderr), talks only to loopback, and removes everything it created. The pieces h
   fsynced: ~0.08 ms per file on tmpfs vs ~0.4 ms on disk), reported as ``data_root_fs``.
 * ``make_catalogs()`` / ``write_spec()`` / ``size_spec()`` / ``sized_root()``: bench-owned catalogs (N concepts,
   one template per stage, models of provider ``testsrv``) and cohort specs sized to a target.
-* ``respond()``: the test server's answers, in the format each bench template asks for.
+* ``respond()``: the test server's answers, in the format each bench template asks for;
+  ``ServerProcess``: that server in a child process, with fixed or lognormal latency.
 * ``configure()``: the ``[llm.testsrv]``, ``[resources]`` and ``[daydream]`` settings, in-process.
 * ``reset_state()``: Luigi's task-instance cache and the pipeline's runtime cache.
 * ``start_luigid()``: a real luigid on a free loopback port (tests/conftest.py's ``Luigid``)
@@ -192,8 +193,8 @@ def respond(body: dict) -> str:
     """Answers in the format each bench template asks for (cheap: benchmarks measure the pipeline).
 
     Each answer depends on its prompt (a CRC of it), so drafts, essays and scores differ as real
-    ones do: with every score equal, the reports' mixed models fit degenerate data, which took
-    ~90 s of CPU for 288 essays, no measure of a real cohort."""
+    ones do: with every score equal, the reports' mixed models would fit degenerate data, far
+    slower than a real cohort's."""
     prompt = body["messages"][-1]["content"]
     tag = zlib.crc32(prompt.encode())
     if prompt.startswith("TASK:DRAFT"):
@@ -227,8 +228,9 @@ class ServerProcess:
     """The same test server in a child process, so its request handling does not compete with the
     pipeline for this process's GIL. Counters are fetched over a pipe: ``stats()`` returns
     ``{"requests", "successes", "max_concurrency_seen", "in_flight", "first_request_at",
-    "last_response_at", "latency_served_s"}`` (wall-clock times, ``time.time()``; the latencies
-    waited, summed); ``reset()`` zeroes them."""
+    "last_request_at", "last_response_at", "latency_served_s", "latency_before_last_request_s"}``
+    (wall-clock times, ``time.time()``; the latencies waited, summed, and the part of them before
+    the last request came in); ``reset()`` zeroes them."""
 
     def __init__(self, latency: float = 0.0, sigma: float = 0.0, seed: int = 0):
         import subprocess
@@ -276,12 +278,13 @@ class ServerProcess:
 def _serve(latency: float, sigma: float = 0.0, seed: int = 0) -> None:
     """Child side of ``ServerProcess``: one command per stdin line, one JSON line back; EOF stops."""
     server = start_llm_server(latency, sigma, seed)
-    times = {"first_request_at": None, "last_response_at": None}
+    times = {"first_request_at": None, "last_request_at": None, "last_response_at": None}
     begin, responder = server._begin, server.responder
 
     def timed_begin(record):
+        record["at"] = times["last_request_at"] = time.time()
         if times["first_request_at"] is None:
-            times["first_request_at"] = time.time()
+            times["first_request_at"] = record["at"]
         return begin(record)
 
     def timed_responder(body):
@@ -294,16 +297,21 @@ def _serve(latency: float, sigma: float = 0.0, seed: int = 0) -> None:
     print(server.base_url, flush=True)
 
     def stats() -> dict:
+        # the latencies waited before the last request came in: a busy share that leaves out the
+        # drain at the end, when fewer calls are left than slots
+        last = times["last_request_at"]
+        before_last = sum(min(r["at"] + r.get("latency_s", 0.0), last) - r["at"]
+                          for r in list(server.requests) if "at" in r) if last else 0.0
         return {"requests": len(server.requests), "successes": server.successes,
                 "max_concurrency_seen": server.max_concurrency_seen, "in_flight": server.in_flight,
-                "latency_served_s": server.latency_served, **times}
+                "latency_served_s": server.latency_served, "latency_before_last_request_s": before_last, **times}
 
     try:
         for line in sys.stdin:
             command = line.strip()
             if command == "reset":
                 server.reset()
-                times.update(first_request_at=None, last_response_at=None)
+                times.update(first_request_at=None, last_request_at=None, last_response_at=None)
             print(json.dumps(stats()), flush=True)
     finally:
         server.stop()

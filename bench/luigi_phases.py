@@ -7,14 +7,16 @@ script does, after wrapping the report and site tasks' ``complete`` and ``run``:
 them to be called (the moment a run's generations are over: a fresh run asks nothing of them
 before its last chunk has settled) writes to ``$DAYDREAM_BENCH_PHASES`` the wall clock and this
 process's CPU seconds so far, its reaped children's and its running ones' (the executor's)
-included. So a run's CPU up to its reports is measured in the process that spent it, with its
-start-up and imports, and nothing of the reports' own.
+included (``main_cpu_s``: this process alone, Luigi's; ``children_cpu_s``: the rest). So a
+run's CPU up to its reports is measured in the processes that spent it, with their start-up and
+imports, and nothing of the reports' own.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import resource
 import sys
 import time
 from pathlib import Path
@@ -32,7 +34,12 @@ def install(out: Path) -> None:
     def probe() -> None:
         if not seen:
             seen.append(1)
-            out.write_text(json.dumps({"reports_start_at": time.time(), "cpu_s": c.cpu_s()}))
+            own = resource.getrusage(resource.RUSAGE_SELF)
+            main = own.ru_utime + own.ru_stime
+            total = c.cpu_s()
+            # the process running Luigi apart from the executor's (and any other child's)
+            out.write_text(json.dumps({"reports_start_at": time.time(), "cpu_s": total, "main_cpu_s": main,
+                                       "children_cpu_s": total - main}))
 
     for cls in (tasks.CohortReports, tasks.ReportSite):
         for name in ("complete", "run"):
@@ -43,7 +50,46 @@ def install(out: Path) -> None:
             setattr(cls, name, wrapped)
 
 
+def profile(prefix: str) -> None:
+    """cProfile both processes (``$DAYDREAM_BENCH_PROFILE``: a path prefix; written at exit as
+    ``<prefix>.luigi.prof`` and ``<prefix>.executor.prof``): for looking at, never for timing."""
+    import atexit
+    import cProfile
+
+    from pipeline.run import executor
+
+    main = cProfile.Profile()
+    main.enable()
+    atexit.register(lambda: (main.disable(), main.dump_stats(f"{prefix}.luigi.prof")))
+    serve = executor._serve
+
+    def profiled_serve(*args):
+        main.disable()  # the fork's copy of the parent's profiler
+        prof = cProfile.Profile()  # the loop's thread, where the generations run
+        post_init = executor.Executor.__post_init__
+
+        def profiled_post_init(ex):
+            run = ex.loop.run_forever
+
+            def profiled_run():
+                prof.enable()
+                run()
+
+            ex.loop.run_forever = profiled_run
+            post_init(ex)
+
+        executor.Executor.__post_init__ = profiled_post_init
+        try:
+            serve(*args)
+        finally:
+            prof.dump_stats(f"{prefix}.executor.prof")
+
+    executor._serve = profiled_serve
+
+
 if __name__ == "__main__":
+    if os.environ.get("DAYDREAM_BENCH_PROFILE"):
+        profile(os.environ["DAYDREAM_BENCH_PROFILE"])
     install(Path(os.environ["DAYDREAM_BENCH_PHASES"]))
     from luigi.cmdline import luigi_run
 

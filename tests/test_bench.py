@@ -104,6 +104,7 @@ def test_stats_calibration():
 def _cohort_run_invariants(r: dict, concurrency: int) -> None:
     assert r["calls"] == r["generations"] == 40  # every call made once
     assert r["max_concurrency_seen"] <= concurrency and 0 < r["busy"] <= 1.05
+    assert 0 < r["busy_before_drain"] <= 1.05 and 0 <= r["drain_s"] < r["window_s"]
     # the generations' CPU is measured up to the reports' start, inside the whole command's
     assert 0 < r["generations_s"] < r["seconds"]
     assert 0 < r["cpu_ms_per_generation"] < r["cpu_ms_per_generation_with_reports"]

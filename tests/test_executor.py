@@ -308,3 +308,17 @@ def test_a_slow_disk_does_not_stall_the_calls_and_nothing_is_reported_done_befor
         tick.cancel()
     assert reported == {r["gen_id"]: True for r in rows} and len(rows) >= 8
     assert len(lags) > 20 and max(lags) < 0.15, f"the loop stalled {max(lags):.3f} s (five fsyncs: 0.2 s)"
+
+
+def test_one_quick_answer_among_slow_ones_does_not_stop_the_calls_started_ahead(project):
+    """Calls are started ahead unless the provider answers too fast to gain from it: judged on
+    the recent calls' median, so one quick answer from a heavy-tailed provider changes nothing."""
+    luigi.configuration.get_config().set("resources", "llm_testsrv", "1")  # ahead one at a time
+    rows = compiled(project, "t1")
+    llm_rows = [r for r in rows if r["llm_model_id"]]
+    rt, since = runtime(), run_stamp()
+    seen = []
+    project.server.rule = lambda body: seen.append(1) or (None if len(seen) == 3 else "latency:0.15")
+    start_ahead(rt, rows, since, None)
+    assert set(settle(rt, rows, since).values()) == {DONE}  # none left to its task
+    assert len(completions(project.server)) == len(llm_rows) > 3
