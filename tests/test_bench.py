@@ -112,7 +112,8 @@ def _cohort_run_invariants(r: dict, concurrency: int) -> None:
 
 
 def test_cohort_runs_the_luigi_command_on_tmpfs_and_on_disk():
-    out = bench("cohort", "--modes", "cohort", "--generations", "40", "--concurrency", "8", "--latency", "0.05")
+    out = bench("cohort", "--modes", "cohort", "--roots", "tmpfs,disk", "--generations", "40", "--concurrency", "8",
+                "--latency", "0.05")
     assert [(r["mode"], r["data_root_fs"]) for r in out["runs"]] == [("cohort", "tmpfs"), ("cohort", "disk")]
     for r in out["runs"]:
         _cohort_run_invariants(r, 8)
