@@ -373,7 +373,8 @@ class GroupWriter:
                     self._idle.notify_all()
 
     def _sync(self, fds: list[int]) -> None:
-        jobs = [_Fsync(fd) for fd in fds]
+        claiming = threading.Lock()  # the group's own: a process forked meanwhile inherits none held
+        jobs = [_Fsync(fd, claiming) for fd in fds]
         for job in jobs[1:]:
             self._queue.put(job)
         for job in jobs:
@@ -389,14 +390,13 @@ class GroupWriter:
 class _Fsync:
     """One fsync of a group, made by whichever thread claims it first."""
 
-    __slots__ = ("fd", "claimed", "done", "error")
-    _claiming = threading.Lock()
+    __slots__ = ("fd", "claiming", "claimed", "done", "error")
 
-    def __init__(self, fd: int):
-        self.fd, self.claimed, self.done, self.error = fd, False, threading.Event(), None
+    def __init__(self, fd: int, claiming: threading.Lock):
+        self.fd, self.claiming, self.claimed, self.done, self.error = fd, claiming, False, threading.Event(), None
 
     def make(self) -> None:
-        with self._claiming:
+        with self.claiming:
             if self.claimed:
                 return
             self.claimed = True

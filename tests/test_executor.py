@@ -308,3 +308,38 @@ def test_a_slow_disk_does_not_stall_the_calls_and_nothing_is_reported_done_befor
         tick.cancel()
     assert reported == {r["gen_id"]: True for r in rows} and len(rows) >= 8
     assert len(lags) > 20 and max(lags) < 0.15, f"the loop stalled {max(lags):.3f} s (five fsyncs: 0.2 s)"
+
+
+def test_a_generation_cancelled_during_its_commit_still_puts_its_files_in_place_before_its_claim_goes(project, monkeypatch):
+    """The run stops (its generations are cancelled) while a generation's files are being
+    fsynced: the answer already paid for is written, and its claim is removed only after."""
+    import asyncio
+    import glob
+    import os
+
+    rows = compiled(project, "t1")
+    draft = by_stage(rows, "draft")[0]
+    rt, since = runtime(), run_stamp()
+    d = rt.gen_dir("draft", draft)
+    fsync = os.fsync
+    seen: list[tuple[bool, bool]] = []  # at each fsync: (claim held, record in place)
+
+    def slow_fsync(fd):
+        seen.append((os.path.exists(f"{d}/claim.json"), os.path.exists(f"{d}/parsed_metadata.json")))
+        time.sleep(0.3)
+        fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", slow_fsync)
+    ex = executor(rt)
+    rt.provider("testsrv")
+    under_way = asyncio.run_coroutine_threadsafe(ex.outcome("draft", draft, since, None), ex.loop)
+    deadline = time.monotonic() + 20
+    while not glob.glob(f"{d}/.*.tmp") and time.monotonic() < deadline:  # its commit has begun
+        time.sleep(0.01)
+    assert glob.glob(f"{d}/.*.tmp"), "the commit never began"
+    under_way.cancel()
+    while (ex.running or os.path.exists(f"{d}/claim.json")) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert seen and all(claim and not record for claim, record in seen)  # fsyncs under the claim, before the renames
+    assert not os.path.exists(f"{d}/claim.json") and not glob.glob(f"{d}/.*.tmp")
+    assert state_of(rt, "draft", draft).kind == DONE and len(completions(project.server)) == 1
