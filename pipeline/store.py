@@ -323,6 +323,7 @@ class GroupWriter:
         self._queue: queue.SimpleQueue = queue.SimpleQueue()  # groups to commit, fsyncs to help with
         self._width, self._alive, self._name = max(1, threads), alive, name
         self._threads: list[threading.Thread] = []
+        self._waiting = 0  # threads waiting for work (read without the lock: a hint)
         self._pending = 0
         self._lock = threading.Lock()
         self._idle = threading.Condition(self._lock)
@@ -350,13 +351,18 @@ class GroupWriter:
 
     def _work(self) -> None:
         while True:
+            with self._lock:
+                self._waiting += 1
             try:
                 item = self._queue.get(timeout=self.WAIT_S)
             except queue.Empty:
-                with self._lock:
-                    if self._pending == 0 and (self._closed or not self._alive()):
-                        self._threads.remove(threading.current_thread())
-                        return
+                item = None
+            with self._lock:
+                self._waiting -= 1
+                if item is None and self._pending == 0 and (self._closed or not self._alive()):
+                    self._threads.remove(threading.current_thread())
+                    return
+            if item is None:
                 continue
             if isinstance(item, _Fsync):
                 item.make()  # another group's: done already if its own thread got there first
@@ -375,8 +381,8 @@ class GroupWriter:
     def _sync(self, fds: list[int]) -> None:
         claiming = threading.Lock()  # the group's own: a process forked meanwhile inherits none held
         jobs = [_Fsync(fd, claiming) for fd in fds]
-        for job in jobs[1:]:
-            self._queue.put(job)
+        for job in jobs[1:1 + self._waiting]:  # only threads with nothing else to do help (when all
+            self._queue.put(job)  # are busy, handing fsyncs around costs CPU and gains nothing)
         for job in jobs:
             job.make()
         for job in jobs:  # those claimed by another thread are being made: each wait ends with its fsync
