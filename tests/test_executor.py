@@ -307,7 +307,10 @@ def test_a_slow_disk_does_not_stall_the_calls_and_nothing_is_reported_done_befor
     finally:
         tick.cancel()
     assert reported == {r["gen_id"]: True for r in rows} and len(rows) >= 8
-    assert len(lags) > 20 and max(lags) < 0.15, f"the loop stalled {max(lags):.3f} s (five fsyncs: 0.2 s)"
+    # committed on the loop, every generation stalled it for five fsyncs (0.2 s); a tick or two may
+    # lag as long on a loaded machine
+    stalls = sum(lag > 0.15 for lag in lags)
+    assert len(lags) > 20 and stalls <= 2, f"the loop stalled {stalls} times, up to {max(lags):.3f} s"
 
 
 def test_a_generation_cancelled_during_its_commit_still_puts_its_files_in_place_before_its_claim_goes(project, monkeypatch):
