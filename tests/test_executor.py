@@ -346,3 +346,28 @@ def test_a_generation_cancelled_during_its_commit_still_puts_its_files_in_place_
     assert seen and all(claim and not record for claim, record in seen)  # fsyncs under the claim, before the renames
     assert not os.path.exists(f"{d}/claim.json") and not glob.glob(f"{d}/.*.tmp")
     assert state_of(rt, "draft", draft).kind == DONE and len(completions(project.server)) == 1
+
+
+def test_a_generation_started_ahead_gives_its_call_slot_back_once_answered_not_once_written(project, monkeypatch):
+    """One call slot, 0.15 s calls, 0.3 s fsyncs: the next call goes out as the previous one
+    answers, while its files are still being written."""
+    import os
+
+    luigi.configuration.get_config().set("resources", "llm_testsrv", "1")  # one call ahead at a time
+    rows = compiled(project, "t1")
+    drafts = [r for r in rows if r["stage"] == "draft"]
+    rt, since = runtime(), run_stamp()
+    began: list[float] = []
+    project.server.latency = 0.15
+    project.server.rule = lambda body: began.append(time.monotonic()) and None
+    fsync = os.fsync
+
+    def slow_fsync(fd):
+        time.sleep(0.3)
+        fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", slow_fsync)  # the executor's process, forked next, has it too
+    start_ahead(rt, drafts, since, None)
+    assert set(settle(rt, drafts, since).values()) == {DONE}
+    gaps = [b - a for a, b in zip(began, began[1:])]
+    assert len(began) == len(drafts) >= 3 and max(gaps) < 0.4, gaps  # holding the slot: ≥ 0.45 s
