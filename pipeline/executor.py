@@ -69,8 +69,7 @@ AHEAD_SLICE = 64  # a chunk's members looked at before the unsettled ones among 
 CLOSE_TIMEOUT_S = 10.0
 # Threads committing the generations' files (``store.GroupWriter``): a group's five fsyncs are
 # made at once, and the disk serves concurrent fsyncs with one journal commit, so a commit takes
-# about one fsync and several commits go on together (under other processes' I/O an fsync here
-# took 6 ms alone and 0.2-0.35 ms each from 8 threads)
+# about one fsync and several commits go on together (``bench/README.md``)
 WRITER_THREADS = 16
 # How often a thread that waits on another (the loop's thread, the executor's process, the driver)
 # looks again whether that side is still there: a wait never outlives the side it waits on.
