@@ -207,9 +207,25 @@ def atomic_write_group(files: Sequence[tuple[Path | str, bytes | None]],
     took twice as long (36 µs a write against 18, measured). ``sync`` fsyncs the temporaries'
     descriptors (default: one after another; ``GroupWriter`` does them at once).
     """
-    staged: list[tuple[str, str | None]] = []  # (target, its temporary file, or None: remove it)
+    staged, fds = _stage_group(files)
+    try:
+        (sync or _sync_each)(fds)
+    except OSError as exc:
+        _discard(staged, fds)
+        raise DaydreamError("store", f"cannot write: {exc.strerror or exc}",
+                            path=next(t for t, tmp in staged if tmp is not None)) from None
+    _close(fds)
+    return _publish(staged)
+
+
+Staged = list[tuple[str, "str | None"]]  # (target, its temporary file, or None: remove the target)
+
+
+def _stage_group(files: Sequence[tuple[Path | str, bytes | None]]) -> tuple[Staged, list[int]]:
+    """Every changed content written to its temporary file, whose descriptor is left open for the
+    fsync; on failure nothing of the group is left behind."""
+    staged: Staged = []
     fds: list[int] = []
-    changed = 0
     try:
         for path, data in files:
             target = os.fspath(path)
@@ -217,15 +233,16 @@ def atomic_write_group(files: Sequence[tuple[Path | str, bytes | None]],
                 staged.append((target, None))
             elif not _unchanged(target, data):
                 staged.append((target, _stage(target, data, fds)))
-        try:
-            (sync or _sync_each)(fds)
-        except OSError as exc:
-            raise DaydreamError("store", f"cannot write: {exc.strerror or exc}",
-                                path=next(t for t, tmp in staged if tmp is not None)) from None
-        finally:
-            for fd in fds:
-                os.close(fd)
-            fds.clear()
+    except BaseException:
+        _discard(staged, fds)
+        raise
+    return staged, fds
+
+
+def _publish(staged: Staged) -> int:
+    """Put the staged files in place in order; returns how many changed."""
+    changed = 0
+    try:
         for i, (target, tmp) in enumerate(staged):
             try:
                 if tmp is None:
@@ -238,16 +255,26 @@ def atomic_write_group(files: Sequence[tuple[Path | str, bytes | None]],
                     raise DaydreamError("store", f"cannot write: {exc.strerror or exc}", path=target) from None
             staged[i] = (target, None)
     except BaseException:
-        for fd in fds:
-            os.close(fd)
-        for _, tmp in staged:  # staged but not put in place: nothing of the group is left behind
-            if tmp is not None:
-                try:
-                    os.unlink(tmp)
-                except OSError:
-                    pass
+        _discard(staged, [])
         raise
     return changed
+
+
+def _close(fds: list[int]) -> None:
+    for fd in fds:
+        os.close(fd)
+    fds.clear()
+
+
+def _discard(staged: Staged, fds: list[int]) -> None:
+    """Staged but not put in place: nothing of the group is left behind."""
+    _close(fds)
+    for _, tmp in staged:
+        if tmp is not None:
+            try:
+                os.unlink(tmp)
+            except OSError:
+                pass
 
 
 def _unchanged(target: str, data: bytes) -> bool:
