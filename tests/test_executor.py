@@ -38,6 +38,27 @@ def settle(rt, rows, since, timeout=30.0) -> dict[str, str]:
     return {r["gen_id"]: state_of(rt, r["stage"], r["gen_id"]).kind for r in rows}
 
 
+def slow_disk(monkeypatch, seconds: float, before=lambda: None) -> None:
+    """Every fsync and syncfs (``store``'s, which the writer uses where the kernel has it) takes
+    ``seconds`` longer; ``before`` runs as each begins. Set before the executor's process forks."""
+    import os
+
+    from pipeline import store
+
+    fsync, syncfs = os.fsync, store._SYNCFS
+
+    def slow(real):
+        def call(fd):
+            before()
+            time.sleep(seconds)
+            return real(fd)
+        return call
+
+    monkeypatch.setattr(os, "fsync", slow(fsync))
+    if syncfs is not None:
+        monkeypatch.setattr(store, "_SYNCFS", slow(syncfs))
+
+
 def by_stage(rows, stage):
     return [r["gen_id"] for r in rows if r["stage"] == stage]
 
@@ -264,7 +285,7 @@ os._exit(0)  # killed, as it were: no exit handler closes the executor
 
 
 def test_a_slow_disk_does_not_stall_the_calls_and_nothing_is_reported_done_before_it_is_written(project, monkeypatch):
-    """Each fsync takes 40 ms: the generations' files are committed on the writer's threads, so
+    """Each fsync (or syncfs) takes 40 ms: the generations' files are committed on the writer's threads, so
     the loop keeps turning (and making calls) meanwhile, where committing on it stalled it for
     five fsyncs a generation; and each generation is reported done only once its files are in
     place."""
@@ -273,13 +294,7 @@ def test_a_slow_disk_does_not_stall_the_calls_and_nothing_is_reported_done_befor
 
     rows = compiled(project, "t1")
     rt, since = runtime(), run_stamp()
-    fsync = os.fsync
-
-    def slow_fsync(fd):
-        time.sleep(0.04)
-        fsync(fd)
-
-    monkeypatch.setattr(os, "fsync", slow_fsync)
+    slow_disk(monkeypatch, 0.04)
     ex = executor(rt)
     rt.provider("testsrv")  # its SDK imported here, not on the loop while it is timed
     lags: list[float] = []
@@ -324,15 +339,9 @@ def test_a_generation_cancelled_during_its_commit_still_puts_its_files_in_place_
     draft = by_stage(rows, "draft")[0]
     rt, since = runtime(), run_stamp()
     d = rt.gen_dir("draft", draft)
-    fsync = os.fsync
-    seen: list[tuple[bool, bool]] = []  # at each fsync: (claim held, record in place)
-
-    def slow_fsync(fd):
-        seen.append((os.path.exists(f"{d}/claim.json"), os.path.exists(f"{d}/parsed_metadata.json")))
-        time.sleep(0.3)
-        fsync(fd)
-
-    monkeypatch.setattr(os, "fsync", slow_fsync)
+    seen: list[tuple[bool, bool]] = []  # at each sync: (claim held, record in place)
+    slow_disk(monkeypatch, 0.3, lambda: seen.append((os.path.exists(f"{d}/claim.json"),
+                                                     os.path.exists(f"{d}/parsed_metadata.json"))))
     ex = executor(rt)
     rt.provider("testsrv")
     under_way = asyncio.run_coroutine_threadsafe(ex.outcome("draft", draft, since, None), ex.loop)
@@ -349,7 +358,7 @@ def test_a_generation_cancelled_during_its_commit_still_puts_its_files_in_place_
 
 
 def test_a_generation_started_ahead_gives_its_call_slot_back_once_answered_not_once_written(project, monkeypatch):
-    """One call slot, 0.15 s calls, 0.3 s fsyncs: the next call goes out as the previous one
+    """One call slot, 0.15 s calls, 0.3 s syncs: the next call goes out as the previous one
     answers, while its files are still being written."""
     import os
 
@@ -360,13 +369,7 @@ def test_a_generation_started_ahead_gives_its_call_slot_back_once_answered_not_o
     began: list[float] = []
     project.server.latency = 0.15
     project.server.rule = lambda body: began.append(time.monotonic()) and None
-    fsync = os.fsync
-
-    def slow_fsync(fd):
-        time.sleep(0.3)
-        fsync(fd)
-
-    monkeypatch.setattr(os, "fsync", slow_fsync)  # the executor's process, forked next, has it too
+    slow_disk(monkeypatch, 0.3)  # the executor's process, forked next, has it too
     start_ahead(rt, drafts, since, None)
     assert set(settle(rt, drafts, since).values()) == {DONE}
     gaps = [b - a for a, b in zip(began, began[1:])]
