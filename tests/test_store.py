@@ -184,7 +184,8 @@ def test_the_group_writer_commits_off_the_caller_and_waits_bounded(tmp_path, mon
 
     writer = GroupWriter(2)
     futures = [writer.submit([(tmp_path / f"f{i}.txt", b"x"), (tmp_path / f"m{i}.json", b"{}")]) for i in range(20)]
-    bad = writer.submit([(tmp_path / "f0.txt" / "under-a-file", b"x")])
+    (tmp_path / "blocker").write_text("a file, not a directory")
+    bad = writer.submit([(tmp_path / "blocker" / "under-a-file", b"x")])
     assert [f.result(10) for f in futures] == [2] * 20
     with pytest.raises(DaydreamError):
         bad.result(10)  # the submitter hears of a failure
