@@ -436,7 +436,10 @@ class GroupWriter:
                         more = self._queue.get_nowait()
                     except queue.Empty:
                         break
-                    batch.append(more)
+                    if isinstance(more, _Fsync):
+                        more.make()
+                    else:
+                        batch.append(more)
                 self._commit_together(batch)
                 done = len(batch)
             else:
