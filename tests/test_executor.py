@@ -38,6 +38,27 @@ def settle(rt, rows, since, timeout=30.0) -> dict[str, str]:
     return {r["gen_id"]: state_of(rt, r["stage"], r["gen_id"]).kind for r in rows}
 
 
+def slow_disk(monkeypatch, seconds: float, before=lambda: None) -> None:
+    """Every fsync and syncfs (``store``'s, which the writer uses where the kernel has it) takes
+    ``seconds`` longer; ``before`` runs as each begins. Set before the executor's process forks."""
+    import os
+
+    from pipeline import store
+
+    fsync, syncfs = os.fsync, store._SYNCFS
+
+    def slow(real):
+        def call(fd):
+            before()
+            time.sleep(seconds)
+            return real(fd)
+        return call
+
+    monkeypatch.setattr(os, "fsync", slow(fsync))
+    if syncfs is not None:
+        monkeypatch.setattr(store, "_SYNCFS", slow(syncfs))
+
+
 def by_stage(rows, stage):
     return [r["gen_id"] for r in rows if r["stage"] == stage]
 
@@ -100,11 +121,13 @@ def test_a_task_joins_the_generation_its_chunk_started_instead_of_calling_twice(
 
 def test_a_generation_its_task_settled_is_not_under_way_while_its_ahead_slot_still_waits(project):
     luigi.configuration.get_config().set("resources", "llm_testsrv", "1")  # one call ahead at a time
+    # the first call outlasts the others' batch even on a loaded machine, and its timeout
+    luigi.configuration.get_config().set("llm.testsrv", "timeout", "10")
     rows = compiled(project, "t1")
     drafts = [r for r in rows if r["stage"] == "draft"]
     rt, since = runtime(), run_stamp()
     first = []
-    project.server.rule = lambda body: None if first else first.append(1) or "latency:0.8"  # < the 1.5 s timeout
+    project.server.rule = lambda body: None if first else first.append(1) or "latency:3"
     start_ahead(rt, drafts, since, None)  # the first draft holds the one slot; the others wait for it
     time.sleep(0.2)
     others = [r["gen_id"] for r in drafts[1:]]
@@ -264,7 +287,7 @@ os._exit(0)  # killed, as it were: no exit handler closes the executor
 
 
 def test_a_slow_disk_does_not_stall_the_calls_and_nothing_is_reported_done_before_it_is_written(project, monkeypatch):
-    """Each fsync takes 40 ms: the generations' files are committed on the writer's threads, so
+    """Each fsync (or syncfs) takes 40 ms: the generations' files are committed on the writer's threads, so
     the loop keeps turning (and making calls) meanwhile, where committing on it stalled it for
     five fsyncs a generation; and each generation is reported done only once its files are in
     place."""
@@ -273,13 +296,7 @@ def test_a_slow_disk_does_not_stall_the_calls_and_nothing_is_reported_done_befor
 
     rows = compiled(project, "t1")
     rt, since = runtime(), run_stamp()
-    fsync = os.fsync
-
-    def slow_fsync(fd):
-        time.sleep(0.04)
-        fsync(fd)
-
-    monkeypatch.setattr(os, "fsync", slow_fsync)
+    slow_disk(monkeypatch, 0.04)
     ex = executor(rt)
     rt.provider("testsrv")  # its SDK imported here, not on the loop while it is timed
     lags: list[float] = []
@@ -307,7 +324,10 @@ def test_a_slow_disk_does_not_stall_the_calls_and_nothing_is_reported_done_befor
     finally:
         tick.cancel()
     assert reported == {r["gen_id"]: True for r in rows} and len(rows) >= 8
-    assert len(lags) > 20 and max(lags) < 0.15, f"the loop stalled {max(lags):.3f} s (five fsyncs: 0.2 s)"
+    # committed on the loop, every generation stalled it for five fsyncs (0.2 s); a tick or two may
+    # lag as long on a loaded machine
+    stalls = sum(lag > 0.15 for lag in lags)
+    assert len(lags) > 20 and stalls <= 2, f"the loop stalled {stalls} times, up to {max(lags):.3f} s"
 
 
 def test_one_quick_answer_among_slow_ones_does_not_stop_the_calls_started_ahead(project):
@@ -322,3 +342,53 @@ def test_one_quick_answer_among_slow_ones_does_not_stop_the_calls_started_ahead(
     start_ahead(rt, rows, since, None)
     assert set(settle(rt, rows, since).values()) == {DONE}  # none left to its task
     assert len(completions(project.server)) == len(llm_rows) > 3
+
+
+def test_a_generation_cancelled_during_its_commit_still_puts_its_files_in_place_before_its_claim_goes(project, monkeypatch):
+    """The run stops (its generations are cancelled) while a generation's files are being
+    fsynced: the answer already paid for is written, and its claim is removed only after."""
+    import asyncio
+    import glob
+    import os
+
+    rows = compiled(project, "t1")
+    draft = by_stage(rows, "draft")[0]
+    rt, since = runtime(), run_stamp()
+    d = rt.gen_dir("draft", draft)
+    seen: list[tuple[bool, bool]] = []  # at each sync of its commit: (claim held, record in place)
+
+    def at_sync():  # other files are synced too (the run's status file, every second)
+        if glob.glob(f"{d}/.*.tmp"):
+            seen.append((os.path.exists(f"{d}/claim.json"), os.path.exists(f"{d}/parsed_metadata.json")))
+
+    slow_disk(monkeypatch, 0.3, at_sync)
+    ex = executor(rt)
+    rt.provider("testsrv")
+    under_way = asyncio.run_coroutine_threadsafe(ex.outcome("draft", draft, since, None), ex.loop)
+    deadline = time.monotonic() + 20
+    while not glob.glob(f"{d}/.*.tmp") and time.monotonic() < deadline:  # its commit has begun
+        time.sleep(0.01)
+    assert glob.glob(f"{d}/.*.tmp"), "the commit never began"
+    under_way.cancel()
+    while (ex.running or os.path.exists(f"{d}/claim.json")) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert seen and all(claim and not record for claim, record in seen)  # fsyncs under the claim, before the renames
+    assert not os.path.exists(f"{d}/claim.json") and not glob.glob(f"{d}/.*.tmp")
+    assert state_of(rt, "draft", draft).kind == DONE and len(completions(project.server)) == 1
+
+
+def test_a_generation_started_ahead_gives_its_call_slot_back_once_answered_not_once_written(project, monkeypatch):
+    """One call slot, 0.15 s calls, 0.3 s syncs: the next call goes out as the previous one
+    answers, while its files are still being written."""
+    luigi.configuration.get_config().set("resources", "llm_testsrv", "1")  # one call ahead at a time
+    rows = compiled(project, "t1")
+    drafts = [r for r in rows if r["stage"] == "draft"]
+    rt, since = runtime(), run_stamp()
+    began: list[float] = []
+    project.server.latency = 0.15
+    project.server.rule = lambda body: began.append(time.monotonic()) and None
+    slow_disk(monkeypatch, 0.3)  # the executor's process, forked next, has it too
+    start_ahead(rt, drafts, since, None)
+    assert set(settle(rt, drafts, since).values()) == {DONE}
+    gaps = [b - a for a, b in zip(began, began[1:])]
+    assert len(began) == len(drafts) >= 3 and max(gaps) < 0.4, gaps  # holding the slot: ≥ 0.45 s

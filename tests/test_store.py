@@ -172,12 +172,20 @@ def test_kill_during_group_commits_never_shows_metadata_without_its_content(tmp_
     assert between > 0, f"no kill of {kills} landed between a group's renames"
 
 
-def test_the_group_writer_commits_off_the_caller_and_waits_bounded(tmp_path):
+@pytest.mark.parametrize("syncfs", [True, False], ids=["syncfs", "fsync-each"])
+def test_the_group_writer_commits_off_the_caller_and_waits_bounded(tmp_path, monkeypatch, syncfs):
+    """Groups committed together (one syncfs) or each with its fsyncs: each submitter hears of
+    its own group, a failing one fails alone."""
+    from pipeline import store
     from pipeline.store import GroupWriter
+
+    if not syncfs:
+        monkeypatch.setattr(store, "_SYNCFS", None)
 
     writer = GroupWriter(2)
     futures = [writer.submit([(tmp_path / f"f{i}.txt", b"x"), (tmp_path / f"m{i}.json", b"{}")]) for i in range(20)]
-    bad = writer.submit([(tmp_path / "f0.txt" / "under-a-file", b"x")])
+    (tmp_path / "blocker").write_text("a file, not a directory")
+    bad = writer.submit([(tmp_path / "blocker" / "under-a-file", b"x")])
     assert [f.result(10) for f in futures] == [2] * 20
     with pytest.raises(DaydreamError):
         bad.result(10)  # the submitter hears of a failure
@@ -191,18 +199,21 @@ def test_the_group_writer_commits_off_the_caller_and_waits_bounded(tmp_path):
     assert writer._threads == []
 
 
-def test_a_groups_fsyncs_are_made_at_once_on_the_writers_threads(tmp_path, monkeypatch):
-    """With 100 ms fsyncs, five files committed inline take five fsyncs; on the writer's threads
-    about one (its time is the time a generation holds its call slot)."""
+def test_a_groups_files_are_synced_at_once_on_the_writers_threads(tmp_path, monkeypatch):
+    """With 100 ms fsyncs (and syncfs), five files committed inline take five fsyncs; on the
+    writer's threads about one sync (fsyncs at once, or one syncfs for the group)."""
+    from pipeline import store
     from pipeline.store import GroupWriter, atomic_write_group
 
-    fsync = os.fsync
+    def slow(real):
+        def call(fd):
+            time.sleep(0.1)
+            return real(fd)
+        return call
 
-    def slow_fsync(fd):
-        time.sleep(0.1)
-        fsync(fd)
-
-    monkeypatch.setattr(os, "fsync", slow_fsync)
+    monkeypatch.setattr(os, "fsync", slow(os.fsync))
+    if store._SYNCFS is not None:
+        monkeypatch.setattr(store, "_SYNCFS", slow(store._SYNCFS))
     files = lambda tag: [(tmp_path / f"{tag}{i}.txt", tag.encode()) for i in range(5)]  # noqa: E731
     t = time.monotonic()
     atomic_write_group(files("a"))

@@ -71,8 +71,7 @@ AHEAD_SLICE = 64  # a chunk's members looked at before the unsettled ones among 
 CLOSE_TIMEOUT_S = 10.0
 # Threads committing the generations' files (``store.GroupWriter``): a group's five fsyncs are
 # made at once, and the disk serves concurrent fsyncs with one journal commit, so a commit takes
-# about one fsync and several commits go on together (under other processes' I/O an fsync here
-# took 6 ms alone and 0.2-0.35 ms each from 8 threads)
+# about one fsync and several commits go on together (``bench/README.md``)
 WRITER_THREADS = 16
 # How often a thread that waits on another (the loop's thread, the executor's process, the driver)
 # looks again whether that side is still there: a wait never outlives the side it waits on.
@@ -116,7 +115,8 @@ class Executor:
     waiting: dict[Key, asyncio.Future] = field(default_factory=dict)  # started ahead: set when it is over
     claimed: set[Key] = field(default_factory=set)  # started ahead and not finished (any thread reads it)
     queued: dict[str, deque] = field(default_factory=dict)  # endpoint -> started ahead, waiting for its gate
-    busy: dict[str, int] = field(default_factory=dict)  # endpoint -> its generations started ahead running
+    busy: dict[str, int] = field(default_factory=dict)  # endpoint -> its generations started ahead calling
+    gated: dict[Key, str] = field(default_factory=dict)  # those generations -> their endpoint
     stopping: bool = False  # nothing more is started ahead
     # endpoint -> seconds its recent calls took
     durations: dict[str, deque] = field(default_factory=dict)
@@ -241,6 +241,7 @@ class Executor:
                         status: Status) -> State:
         def called(seconds: float) -> None:  # only calls made: one found done would look quick
             self.durations.setdefault(self._endpoint(stage, gen_id), deque(maxlen=32)).append(seconds)
+            self._free_gate((stage, gen_id, since))
 
         st = await generate(self.rt, stage, gen_id, status, budget, on_call=called, since=since, commit=self.commit)
         self.rt.keep_settled(stage, gen_id, since, st)
@@ -335,12 +336,21 @@ class Executor:
                 self._drop(key)
                 continue
             self.busy[endpoint] = self.busy.get(endpoint, 0) + 1
-            started.add_done_callback(lambda _, key=key: self._gate_freed(key, endpoint))  # its error is its task's
+            self.gated[key] = endpoint
+            started.add_done_callback(lambda _, key=key: self._gate_freed(key))  # its error is its task's
 
-    def _gate_freed(self, key: Key, endpoint: str) -> None:
-        self.busy[endpoint] -= 1
+    def _gate_freed(self, key: Key) -> None:
+        self._free_gate(key)
         self._drop(key)
-        self._pump(endpoint)
+
+    def _free_gate(self, key: Key) -> None:
+        """Give the generation's place in its endpoint's gate to the next one queued: once its call
+        has answered (its files are then committed off the loop and need no call slot), or once
+        it has ended."""
+        endpoint = self.gated.pop(key, None)
+        if endpoint is not None:
+            self.busy[endpoint] -= 1
+            self._pump(endpoint)
 
     def _drop(self, key: Key) -> None:
         """The entry is over: started and ended, or not to be started."""
