@@ -26,8 +26,8 @@ from pipeline.design.parsers import known_parser
 from pipeline.design.render import draft_context, essay_context, evaluation_context, render
 from pipeline.design.spec import Design, Spec
 from pipeline.store import (
-    GEN_FILES, STAGES, DataPaths, atomic_write_bytes, atomic_write_csv, atomic_write_json, check_id,
-    cohort_lists_lock, dumps_json, generation_metadata, leave_cohort, read_csv_rows, read_json,
+    GEN_FILES, STAGES, DataPaths, atomic_write_csv, atomic_write_json, check_id,
+    atomic_write_many, cohort_lists_lock, dumps_json, generation_metadata, leave_cohort, read_csv_rows, read_json,
 )
 
 # Rendering every template once with a stand-in context catches syntax errors and undefined
@@ -45,6 +45,7 @@ REQUIRED = ("draft_template", "draft_llm", "essay_template", "evaluation_templat
 NONE_VALUES = ("", "none", "null", "copy")
 PROGRESS_MIN_GENERATIONS = 5000  # below this a compile takes about a second: no bar
 PROGRESS_EVERY = 500  # metadata files between two progress calls
+SEED_GROUP = 256  # seeded metadata files written, then made durable, as one group
 RUN_FILES_PER_GENERATION = len(GEN_FILES) - 1  # what a run adds next to metadata.json
 
 # (metadata files handled so far, total): called every PROGRESS_EVERY files and at the end
@@ -433,6 +434,7 @@ def write_cohort(paths: DataPaths, plan: CohortPlan, catalog: Catalog, spec: Spe
                 now = StoredMetadata(paths)
             return now
 
+        pending: list[tuple[str, bytes]] = []  # written a group at a time, made durable together
         for n, g in enumerate(generations, 1):
             old = existing(g.stage, g.gen_id) or {}
             data = merged(g, old)
@@ -440,7 +442,10 @@ def write_cohort(paths: DataPaths, plan: CohortPlan, catalog: Catalog, spec: Spe
                 current_md = locked()(g.stage, g.gen_id) or {}
                 if current_md != old:
                     data = merged(g, current_md)
-                written["metadata"] += atomic_write_bytes(Path(_metadata_path(gens, g.stage, g.gen_id)), data)
+                pending.append((_metadata_path(gens, g.stage, g.gen_id), data))
+            if pending and (len(pending) >= SEED_GROUP or n == total or n % PROGRESS_EVERY == 0):
+                written["metadata"] += atomic_write_many(pending, SEED_GROUP)
+                pending.clear()
             if progress is not None and (n % PROGRESS_EVERY == 0 or n == total):
                 progress(n, total)
         for stage, gen_id in sorted(previous - current):

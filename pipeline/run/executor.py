@@ -4,8 +4,8 @@ started ahead of their tasks; in a process of its own beside the one that runs L
 A Luigi worker that runs its tasks itself (``--workers 1``, the ``luigi`` command's default)
 runs them one after another on its own thread, and between two tasks it does its bookkeeping
 (the batch's completion, the next ``get_work``, the next task objects, opening the next chunk)
-with no call of its own in flight: 85 % of the ideal throughput at 16 calls in flight, 60 % at
-64 (``bench/README.md``). So the calls run on an event loop (``Executor``), and an opened chunk
+with no call of its own in flight, and the more calls a provider takes at once, the more of
+its capacity those pauses waste. So the calls run on an event loop (``Executor``), and an opened chunk
 starts its members there at once (``start_ahead``), at most as many calls at a time as one of
 its provider's tasks may hold (``config.calls_per_task``). A generation task then joins its
 generation already under way and starts only those that are not; Luigi still schedules every
@@ -15,11 +15,9 @@ finished ahead is complete when its task comes up.
 Where the loop runs. The process that starts calls ahead runs every task of the run, so Luigi's
 bookkeeping and the generations' work (the model client, rendering, writing the files) share
 one interpreter lock there: each time the loop's thread waited for a file or the network, it
-queued behind Luigi's thread for the lock, and 64 calls in flight made 84-86 % of the ideal. So
-that process forks the loop into a process of its own the first time it starts calls ahead
-(``ExecutorProcess``, driven over two pipes) and keeps it for the rest of its life: 88-90 % with
-nothing else changed (``bench/README.md``). A
-process Luigi forked for one task (``--workers`` > 1), or one that never starts calls ahead
+queued behind Luigi's thread for the lock. So that process forks the loop into a process of
+its own the first time it starts calls ahead (``ExecutorProcess``, driven over two pipes) and
+keeps it for the rest of its life. A process Luigi forked for one task (``--workers`` > 1), or one that never starts calls ahead
 (against luigid), runs the loop on a thread of its own (``Executor``): nothing is started ahead
 there, so nothing runs beside Luigi's thread but the task's own calls.
 
@@ -63,15 +61,15 @@ Key = tuple[str, str, str]  # stage, gen_id, the run's since
 Ahead = tuple[Key, str, "Key | None"]
 Status = Callable[[str], None]
 Each = Callable[[str, State], None]  # a batch member's gen_id and state, as each one ends
-# Calls faster than this gain nothing from being started ahead: no wait to hide (measured with an
-# instant server and the loop on a thread: 3.24 ms per generation against 2.79)
+# Calls faster than this gain nothing from being started ahead: there is no wait to hide, only
+# the cost of starting them
 AHEAD_MIN_LATENCY_S = 0.1
 FOLLOW_AT = 2  # gates' worth of a chunk's members left when the next chunk's are started
 AHEAD_SLICE = 64  # a chunk's members looked at before the unsettled ones among them are started
 CLOSE_TIMEOUT_S = 10.0
 # Threads committing the generations' files (``store.GroupWriter``): a group's five fsyncs are
 # made at once, and the disk serves concurrent fsyncs with one journal commit, so a commit takes
-# about one fsync and several commits go on together (``bench/README.md``)
+# about one fsync and several commits go on together
 WRITER_THREADS = 16
 # How often a thread that waits on another (the loop's thread, the executor's process, the driver)
 # looks again whether that side is still there: a wait never outlives the side it waits on.
@@ -84,9 +82,8 @@ _freezing_forks = False  # whether this process registered ``freeze_forked_child
 def freeze_forked_children() -> None:
     """From now on a process forked from this one (a task's with ``--workers`` > 1, the
     executor's) keeps what it inherited out of the collector's sight for as long as it lives, so
-    a full collection looks only at what the child allocates (without it a 10k run's batch
-    processes through luigid spent 4.4 s collecting, walking again and again the run's tasks they
-    inherited; 0.5 s with it, ``bench/README.md``). Called before the first fork that needs it
+    a full collection looks only at what the child allocates, not again and again at the run's
+    tasks it inherited. Called before the first fork that needs it
     (the first task made in a process, the executor's fork), not at import: importing the module
     changes nothing. Once per process, since a fork handler cannot be taken back."""
     global _freezing_forks
@@ -439,9 +436,8 @@ class ExecutorProcess:
         self._lock = threading.Lock()  # one command at a time on the pipe
         self.ended: str | None = None  # why the executor's process is gone, once it is
         # Everything alive now (modules, the catalog, the runtime's caches, the tasks added so
-        # far) outlives the run: kept out of the collector's sight on both sides of the fork. A
-        # full collection here looked at all of it each time: 0.43 s of a 3,200-call run's 0.49 s
-        # of collecting (``bench/README.md``).
+        # far) outlives the run: kept out of the collector's sight on both sides of the fork, or
+        # every full collection here would look at all of it again.
         gc.freeze()
         freeze_forked_children()  # and the executor's process, on its side
         self.process = ctx.Process(target=_serve, args=(rt, theirs_commands, theirs_events, self._commands, self._events),
@@ -575,8 +571,8 @@ def _serve(rt: Runtime, commands, events, *parent_ends) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     # What this process inherited is frozen (``ExecutorProcess.__init__``): a collection looks
     # only at what the generations allocate, many short-lived objects (a call's request, headers
-    # and response). A young collection every 10,000 of them instead of every 700: 25 collections
-    # and 0.11-0.16 s for 3,200 calls, against 450 and 0.18-0.33 s (``bench/README.md``).
+    # and response), so young collections are made every 10,000 allocations instead of every 700:
+    # most of those objects are gone by then, and each collection costs the same.
     gc.set_threshold(10_000, 20, 20)
     driver = os.getppid()
     outbox: list[tuple] = []
@@ -741,7 +737,7 @@ def start_ahead(rt: Runtime, members: list[dict], since: str, budget: Budget | N
 
     ``following``: the next chunk's members, started behind these once only ``FOLLOW_AT`` gates'
     worth of them are left, so the calls do not stop while this chunk's last ones finish and
-    the next chunk opens (measured: 0.8 s with no call in flight at each chunk's end).
+    the next chunk opens (otherwise each chunk's end leaves the provider idle a moment).
 
     Only the looking happens in a process Luigi forked for one task: it ends with its task and
     would take the calls with it.

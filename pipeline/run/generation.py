@@ -97,7 +97,7 @@ class Runtime:
         return self._endpoints[model_id]
 
     def calls_per_task(self, endpoint: str) -> int:
-        """``config.calls_per_task``, once per endpoint: every generation task asks (0.13 ms a read)."""
+        """``config.calls_per_task``, once per endpoint: every generation task asks, and a config read is not free."""
         if endpoint not in self._calls_per_task:
             self._calls_per_task[endpoint] = config.calls_per_task(endpoint)
         return self._calls_per_task[endpoint]
@@ -283,8 +283,8 @@ def state_of(rt: Runtime, stage: str, gen_id: str, memo: dict | None = None) -> 
 def run_state(rt: Runtime, stage: str, gen_id: str, since: str, memo: dict | None = None) -> State:
     """The generation's state for the run that started at ``since``. Once settled for that run
     it is kept for the rest of it, with no look at the store: the run settles a parent before
-    its children, so nothing the run does afterwards unsettles it, and a chunk of 2,000
-    generations is looked at three times as it finishes (measured: 0.5 s with no call in flight)."""
+    its children, so nothing the run does afterwards unsettles it, and a chunk's generations are
+    looked at several times as it finishes, while no call is in flight."""
     st = rt.settled.get((stage, gen_id, since))
     if st is None:
         st = state_of(rt, stage, gen_id, memo)
