@@ -207,3 +207,42 @@ def demo_root(tmp_path):
     for spec in (REPO / "data" / "cohorts").glob("*/spec"):
         shutil.copytree(spec, root / "cohorts" / spec.parent.name / "spec")
     return root
+
+
+# ---------------------------------------------------------------------------------------------
+# A lock held by another process
+
+
+def assert_lock_wait_is_bounded(lock: Path, locked, monkeypatch, module) -> None:
+    """Another process holds ``lock`` (an ``fcntl`` lock, as the store takes it): entering
+    ``locked()`` waits ``module.LOCK_TIMEOUT_S`` (set to 0.3 s) and fails with one ``store`` error
+    naming the file; once the holder dies, the next ``locked()`` gets the lock at once."""
+    import subprocess
+    import time
+
+    from pipeline.errors import DaydreamError
+
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    holder = subprocess.Popen([sys.executable, "-c", f"""
+import fcntl, os, time
+fd = os.open({str(lock)!r}, os.O_RDWR | os.O_CREAT)
+fcntl.lockf(fd, fcntl.LOCK_EX)
+print("held", flush=True)
+time.sleep(60)
+"""], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        monkeypatch.setattr(module, "LOCK_TIMEOUT_S", 0.3)
+        t0 = time.monotonic()
+        with pytest.raises(DaydreamError) as info:
+            with locked():
+                pass
+        assert info.value.code == "store" and str(lock) in info.value.message
+        assert 0.3 <= time.monotonic() - t0 < 5
+        holder.kill()  # a holder that dies lets go at once
+        holder.wait(10)
+        with locked():
+            pass
+    finally:
+        holder.kill()
+        holder.wait(10)

@@ -13,6 +13,7 @@ import time
 
 import pytest
 
+from conftest import assert_lock_wait_is_bounded
 from test_run import ALL_CALLS, completions
 
 
@@ -440,32 +441,8 @@ def test_a_run_in_batch_jobs_stops_at_its_cap(batch_project):
 
 def test_the_jobs_lock_waits_a_bounded_time_for_a_live_holder_and_not_at_all_after_a_dead_one(tmp_path, monkeypatch):
     from pipeline.run import batch_jobs
-    from pipeline.errors import DaydreamError
     from pipeline.store import DataPaths
 
     paths = DataPaths(tmp_path)
-    lock = batch_jobs.jobs_dir(paths) / ".lock"
-    lock.parent.mkdir(parents=True)
-    holder = subprocess.Popen([sys.executable, "-c", f"""
-import fcntl, os, sys, time
-fd = os.open({str(lock)!r}, os.O_RDWR | os.O_CREAT)
-fcntl.lockf(fd, fcntl.LOCK_EX)
-print("held", flush=True)
-time.sleep(60)
-"""], stdout=subprocess.PIPE, text=True)
-    try:
-        assert holder.stdout.readline().strip() == "held"
-        monkeypatch.setattr(batch_jobs, "LOCK_TIMEOUT_S", 0.3)
-        t0 = time.monotonic()
-        with pytest.raises(DaydreamError) as info:
-            with batch_jobs._locked(paths):
-                pass
-        assert info.value.code == "store" and str(lock) in info.value.message
-        assert 0.3 <= time.monotonic() - t0 < 5
-        holder.kill()  # a holder that dies lets go: the next wait succeeds
-        holder.wait(10)
-        with batch_jobs._locked(paths):
-            pass
-    finally:
-        holder.kill()
-        holder.wait(10)
+    assert_lock_wait_is_bounded(batch_jobs.jobs_dir(paths) / ".lock", lambda: batch_jobs._locked(paths),
+                                monkeypatch, batch_jobs)

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import server_cfg
+from conftest import assert_lock_wait_is_bounded, server_cfg
 from pipeline.run import run_status
 from pipeline.store.state import State
 
@@ -159,36 +159,12 @@ def test_a_batch_message_has_one_line_per_template_and_model_and_names_failures(
 
 
 def test_the_spend_ledgers_lock_waits_a_bounded_time_for_a_live_holder(tmp_path, monkeypatch):
-    from pipeline.store import ledger
     from pipeline import store
-    from pipeline.errors import DaydreamError
+    from pipeline.store import ledger
 
     paths = store.DataPaths(tmp_path)
-    lock = ledger.ledger_path(paths, "c1").with_name("spend.lock")
-    lock.parent.mkdir(parents=True)
-    holder = subprocess.Popen([sys.executable, "-c", f"""
-import fcntl, os, time
-fd = os.open({str(lock)!r}, os.O_RDWR | os.O_CREAT)
-fcntl.lockf(fd, fcntl.LOCK_EX)
-print("held", flush=True)
-time.sleep(60)
-"""], stdout=subprocess.PIPE, text=True)
-    try:
-        assert holder.stdout.readline().strip() == "held"
-        monkeypatch.setattr(store, "LOCK_TIMEOUT_S", 0.3)
-        t0 = time.monotonic()
-        with pytest.raises(DaydreamError) as info:
-            with ledger.locked(paths, "c1"):
-                pass
-        assert info.value.code == "store" and str(lock) in info.value.message
-        assert 0.3 <= time.monotonic() - t0 < 5
-        holder.kill()  # a holder that dies lets go at once
-        holder.wait(10)
-        with ledger.locked(paths, "c1") as book:
-            assert book is not None
-    finally:
-        holder.kill()
-        holder.wait(10)
+    assert_lock_wait_is_bounded(ledger.ledger_path(paths, "c1").with_name("spend.lock"),
+                                lambda: ledger.locked(paths, "c1"), monkeypatch, store)
 
 
 def test_a_silent_loop_shows_in_the_file_and_a_writer_sweeps_this_hosts_dead_runs(tmp_path):
