@@ -93,12 +93,16 @@ def test_search_calibration_reports_each_world_with_its_interval():
 
 
 def test_stats_calibration():
-    out = bench("stats_calibration", "--fast-seeds", "40", "--table-seeds", "2")
+    out = bench("stats_calibration", "--fast-seeds", "40", "--table-seeds", "2", "--mixed-seeds", "2")
     assert set(out["coverage_statistics_layer"]) == {"3", "4", "6", "12"}
-    for kinds in (*out["coverage_statistics_layer"].values(), *out["coverage_tables"].values()):
+    for kinds in out["coverage_statistics_layer"].values():
         assert set(kinds) == {"mean", "diff", "paired"} and all(0 <= v <= 1 for v in kinds.values())
+    for kinds in out["coverage_tables"].values():  # and how often the tables used the mixed model
+        assert set(kinds) == {"mean", "diff", "paired", "mixed_model_share"} and all(0 <= v <= 1 for v in kinds.values())
     assert 0 <= out["template_coverage_with_draft_effect"] <= 1
     assert set(out["tables_with_a_false_flag"]) == {"factor_effects", "paired_comparisons", "factor_effects_unadjusted"}
+    for design in out["mixed_model"].values():  # the mixed model's own intervals, per design and size
+        assert design and all(0 <= v <= 1 for size in design.values() for k, v in size.items() if k != "s_per_fit")
 
 
 def _cohort_run_invariants(r: dict, concurrency: int) -> None:

@@ -226,3 +226,22 @@ def test_a_groups_files_are_synced_at_once_on_the_writers_threads(tmp_path, monk
     assert writer.close(10)
     assert inline >= 0.5 and threaded < 0.3, (inline, threaded)
     assert sorted(p.read_text() for p in tmp_path.glob("b*.txt")) == ["b"] * 5
+
+
+def test_dead_writers_temporaries_go_and_live_ones_stay(tmp_path):
+    """A cohort's reports may be built by two runs at once: only the temporary files of a writer
+    that is gone from this host are removed."""
+    import subprocess
+    import sys
+
+    from pipeline.store import atomic_write_text, remove_dead_temporaries
+
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                          text=True, check=True).stdout.strip()
+    dead = tmp_path / f".leaderboard.csv.{gone}-3.tmp"
+    live = tmp_path / f".factors.csv.{os.getpid()}-4.tmp"
+    for p in (dead, live):
+        p.write_text("half")
+    atomic_write_text(tmp_path / "leaderboard.csv", "whole\n")
+    assert remove_dead_temporaries(tmp_path) == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([live.name, "leaderboard.csv"])

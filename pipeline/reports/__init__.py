@@ -205,7 +205,7 @@ from pathlib import Path
 import pandas as pd
 
 from pipeline.errors import DaydreamError
-from pipeline.store import DataPaths, atomic_write_text
+from pipeline.store import DataPaths, atomic_write_text, remove_dead_temporaries
 from pipeline.reports import tables
 from pipeline.reports.collect import ISSUE_COLUMNS, collect
 
@@ -267,6 +267,8 @@ def _compute(paths: DataPaths, cohort_id: str, high: float, low: float) -> dict[
 def build_reports(paths: DataPaths, cohort_id: str, *, high: float = 0.8, low: float = 0.3) -> dict[str, pd.DataFrame]:
     """Build every table of ``cohort_id`` and write it under ``paths.reports_dir(cohort_id)``."""
     out = _compute(paths, cohort_id, high, low)
+    for directory in (paths.cohort_dir(cohort_id), paths.reports_dir(cohort_id)):
+        remove_dead_temporaries(directory)  # what a killed compile or report build left half-written
     for name, df in out.items():
         write_table(paths.reports_dir(cohort_id) / f"{name}.csv", df)
     return out

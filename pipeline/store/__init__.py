@@ -592,6 +592,38 @@ def remove_stale_temporaries(directory: Path) -> int:
     return n
 
 
+def remove_dead_temporaries(directory: Path) -> int:
+    """Delete the temporary files in ``directory`` whose writer (the process id in their name) is
+    gone from this host, where other writers may be active (a cohort's reports: another run may
+    be building them); returns how many."""
+    n = 0
+    try:
+        names = [e.name for e in os.scandir(directory) if fnmatch.fnmatchcase(e.name, TMP_GLOB)]
+    except FileNotFoundError:
+        return 0
+    for name in names:
+        pid = name.rsplit(".", 2)[-2].split("-")[0]  # .<target>.<pid>-<n>.tmp
+        if not pid.isdigit() or process_here(int(pid)):
+            continue
+        try:
+            os.unlink(os.path.join(directory, name))
+            n += 1
+        except FileNotFoundError:
+            pass
+    return n
+
+
+def process_here(pid: object) -> bool:
+    """False only when no process ``pid`` runs on this host."""
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, ValueError, TypeError, OverflowError):
+        return True
+    return True
+
+
 def atomic_write_text(path: Path, text: str) -> bool:
     return atomic_write_bytes(path, text.encode("utf-8"))
 

@@ -38,7 +38,7 @@ from datetime import datetime
 from typing import Callable
 
 from pipeline.errors import DaydreamError
-from pipeline.store import utc_stamp
+from pipeline.store import process_here, utc_stamp
 
 CLAIM = "claim.json"
 HEARTBEAT_S = 5.0  # how often a process refreshes the claims it holds
@@ -57,15 +57,7 @@ def _age_s(stamp: str | None, fallback_mtime: float, now: float | None = None) -
 
 def process_alive(host: str | None, pid: object) -> bool:
     """False only when the process is known to be gone (this host, no such pid)."""
-    if host != HOST:
-        return True
-    try:
-        os.kill(int(pid), 0)
-    except ProcessLookupError:
-        return False
-    except (PermissionError, ValueError, TypeError, OverflowError):
-        return True
-    return True
+    return host != HOST or process_here(pid)
 
 
 @dataclass
