@@ -75,7 +75,7 @@ def parent_of(pid: int) -> int:
 
 @pytest.fixture
 def cfg(project, tmp_path):
-    project.server.latency = 1.0  # calls slow enough to be seen in flight
+    project.server.latency = 2.0  # calls slow enough to be seen in flight, even on a loaded machine
     return server_cfg(tmp_path / "srv.cfg", project.server, timeout=10, max_attempts=2, backoff_base=0.05)
 
 
