@@ -444,7 +444,7 @@ def write_cohort(paths: DataPaths, plan: CohortPlan, catalog: Catalog, spec: Spe
                     data = merged(g, current_md)
                 pending.append((_metadata_path(gens, g.stage, g.gen_id), data))
             if pending and (len(pending) >= SEED_GROUP or n == total or n % PROGRESS_EVERY == 0):
-                written["metadata"] += atomic_write_many(pending, SEED_GROUP)
+                written["metadata"] += atomic_write_many(pending)
                 pending.clear()
             if progress is not None and (n % PROGRESS_EVERY == 0 or n == total):
                 progress(n, total)

@@ -257,14 +257,11 @@ def atomic_write_group(files: Sequence[tuple[Path | str, bytes | None]],
     return _publish(staged)
 
 
-def atomic_write_many(files: Sequence[tuple[Path | str, bytes]], per_group: int = 256) -> int:
-    """Many independent files (a compile's seeded metadata), each atomic on its own, committed
-    ``per_group`` at a time as groups made durable together (one ``syncfs`` per group where the
-    kernel has it): on a disk an fsync each costs a journal commit each. Returns how many changed."""
-    changed = 0
-    for start in range(0, len(files), per_group):
-        changed += atomic_write_group(files[start:start + per_group], sync=_syncfs)
-    return changed
+def atomic_write_many(files: Sequence[tuple[Path | str, bytes]]) -> int:
+    """Independent files (a compile's seeded metadata, a group at a time), each atomic on its own,
+    made durable together (one ``syncfs`` where the kernel has it): on a disk an fsync each costs a
+    journal commit each. Returns how many changed."""
+    return atomic_write_group(files, sync=_syncfs)
 
 
 Staged = list[tuple[str, "str | None"]]  # (target, its temporary file, or None: remove the target)
@@ -578,32 +575,28 @@ class _Fsync:
 def remove_stale_temporaries(directory: Path) -> int:
     """Delete temporary files a killed writer left in ``directory``; only call this where no
     other writer can be active (a generation's directory while its task runs)."""
-    n = 0
-    try:
-        names = [e.name for e in os.scandir(directory) if fnmatch.fnmatchcase(e.name, TMP_GLOB)]
-    except FileNotFoundError:
-        return 0
-    for name in names:
-        try:
-            os.unlink(os.path.join(directory, name))
-            n += 1
-        except FileNotFoundError:
-            pass
-    return n
+    return _remove_temporaries(directory, lambda name: True)
 
 
 def remove_dead_temporaries(directory: Path) -> int:
     """Delete the temporary files in ``directory`` whose writer (the process id in their name) is
     gone from this host, where other writers may be active (a cohort's reports: another run may
     be building them); returns how many."""
+    def dead(name: str) -> bool:
+        pid = name.rsplit(".", 2)[-2].split("-")[0]  # .<target>.<pid>-<n>.tmp
+        return pid.isdigit() and not process_here(int(pid))
+
+    return _remove_temporaries(directory, dead)
+
+
+def _remove_temporaries(directory: Path, which: Callable[[str], bool]) -> int:
     n = 0
     try:
         names = [e.name for e in os.scandir(directory) if fnmatch.fnmatchcase(e.name, TMP_GLOB)]
     except FileNotFoundError:
         return 0
     for name in names:
-        pid = name.rsplit(".", 2)[-2].split("-")[0]  # .<target>.<pid>-<n>.tmp
-        if not pid.isdigit() or process_here(int(pid)):
+        if not which(name):
             continue
         try:
             os.unlink(os.path.join(directory, name))
