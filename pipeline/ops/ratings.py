@@ -25,8 +25,8 @@ from pathlib import Path
 
 from pipeline.errors import DaydreamError
 from pipeline.ids import evaluation_gen_id, is_safe_id, signature
-from pipeline.store import (DataPaths, generation_metadata, join_cohort, atomic_write_csv, atomic_write_json, atomic_write_text, parsed_metadata, raw_metadata,
-                    read_csv_rows, read_text)
+from pipeline.store import (DataPaths, atomic_write_csv, atomic_write_group, dumps_json, generation_metadata, join_cohort,
+                            parsed_metadata, raw_metadata, read_csv_rows, read_text)
 
 RATINGS_FILE = "ratings.csv"
 HUMAN_PREFIX = "human:"
@@ -146,19 +146,24 @@ def import_ratings(paths: DataPaths, file: Path, rater: str, rt=None) -> dict:
         raw = (r["note"].strip() + "\n\n" if r["note"].strip() else "") + f"{label}: {_score_text(r['score'])}\n"
         parsed = _score_text(r["score"])
         join_cohort(paths, md)
-        atomic_write_text(rt.gen_file("evaluation", gid, "prompt.txt"), inputs.prompt)
-        atomic_write_text(rt.gen_file("evaluation", gid, "raw.txt"), raw)
-        atomic_write_json(rt.gen_file("evaluation", gid, "raw_metadata.json"), raw_metadata(
-            gen_id=gid, stage="evaluation", mode=HUMAN_MODE, llm_model_id=md["llm_model_id"], model_slug=None,
-            provider=None, simulated=False, finish_reason=None, truncated=False, prompt_tokens=0, completion_tokens=0,
-            cost_usd=None, cost_source=None, duration_s=0.0, attempts=0, started_at=at, finished_at=at,
-            prompt_sha256=sha256(inputs.prompt), raw_sha256=sha256(raw), valid=True, invalid_reason=None))
-        atomic_write_text(rt.gen_file("evaluation", gid, "parsed.txt"), parsed)
-        atomic_write_json(rt.gen_file("evaluation", gid, "parsed_metadata.json"), parsed_metadata(
-            gen_id=gid, stage="evaluation", parser=inputs.parser, success=True, error=None, raw_tail_preview=None,
-            simulated=False, input_fingerprint=inputs.fingerprint, parsed_sha256=sha256(parsed), finished_at=at,
-            template_sha256=inputs.template_sha256, parent_sha256=inputs.parent_sha256, score=r["score"],
-            scale=inputs.scale))
+        f = lambda name: rt.gen_file("evaluation", gid, name)  # noqa: E731
+        # one group, as a run commits a generation: each record after its content
+        atomic_write_group([
+            (f("prompt.txt"), inputs.prompt.encode()),
+            (f("raw.txt"), raw.encode()),
+            (f("raw_metadata.json"), dumps_json(raw_metadata(
+                gen_id=gid, stage="evaluation", mode=HUMAN_MODE, llm_model_id=md["llm_model_id"], model_slug=None,
+                provider=None, simulated=False, finish_reason=None, truncated=False, prompt_tokens=0,
+                completion_tokens=0, cost_usd=None, cost_source=None, duration_s=0.0, attempts=0, started_at=at,
+                finished_at=at, prompt_sha256=sha256(inputs.prompt), raw_sha256=sha256(raw), valid=True,
+                invalid_reason=None)).encode()),
+            (f("parsed.txt"), parsed.encode()),
+            (f("parsed_metadata.json"), dumps_json(parsed_metadata(
+                gen_id=gid, stage="evaluation", parser=inputs.parser, success=True, error=None,
+                raw_tail_preview=None, simulated=False, input_fingerprint=inputs.fingerprint,
+                parsed_sha256=sha256(parsed), finished_at=at, template_sha256=inputs.template_sha256,
+                parent_sha256=inputs.parent_sha256, score=r["score"], scale=inputs.scale)).encode()),
+        ])
         by_cohort.setdefault(r["cohort_id"], {})[gid] = {
             "stage": "evaluation", "gen_id": gid, "parent_gen_id": md["parent_gen_id"], "combo_id": md["combo_id"],
             "template_id": md["template_id"], "llm_model_id": md["llm_model_id"], "replicate": "1", "mode": HUMAN_MODE}
