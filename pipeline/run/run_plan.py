@@ -6,6 +6,7 @@ No Luigi here: the tasks, the CLI and ``status`` share these so they count the s
 from __future__ import annotations
 
 import os
+from pathlib import Path
 from collections import Counter
 from dataclasses import dataclass, field
 
@@ -179,18 +180,41 @@ def spend_cap(paths: DataPaths, cohort_id: str, max_cost: float | None) -> float
     return load_spec(paths.spec_file(cohort_id)).budget_usd
 
 
-def call_records(paths: DataPaths, rows: list[dict]) -> list[dict]:
-    """The recorded model call of each generation in ``rows`` (``spend.call_record``)."""
-    prices = spend.catalog_prices(runtime().catalog)
+def call_records(paths: DataPaths, rows: list[dict], prices: dict | None = None,
+                 memo: dict | None = None) -> list[dict]:
+    """The recorded model call of each generation in ``rows`` (``spend.call_record``).
+
+    ``memo``, for a view polled during a run (the live view): what earlier calls read, each
+    record read again only when its ``raw_metadata.json`` was replaced (its atomic writes give
+    it a new inode) since."""
+    prices = spend.catalog_prices(runtime().catalog) if prices is None else prices
     out = []
     for r in rows:
         if not r["llm_model_id"]:
             continue
-        rec = spend.call_record(read_json(paths.gen_file(r["stage"], r["gen_id"], "raw_metadata.json")) or {},
-                                prices.get(r["llm_model_id"]))
+        if memo is None:
+            rec = spend.call_record(read_json(paths.gen_file(r["stage"], r["gen_id"], "raw_metadata.json")) or {},
+                                    prices.get(r["llm_model_id"]))
+        else:
+            rec = _remembered_record(paths, r, prices, memo)
         if rec is not None:
             out.append(rec)
     return out
+
+
+def _remembered_record(paths: DataPaths, r: dict, prices: dict, memo: dict) -> dict | None:
+    key = (r["stage"], r["gen_id"])
+    seen = memo.get(key)
+    path = seen[0] if seen else str(paths.gen_file(r["stage"], r["gen_id"], "raw_metadata.json"))
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        memo[key] = (path, None, None)
+        return None
+    stamp = (st.st_ino, st.st_mtime_ns, st.st_size)
+    if seen is None or seen[1] != stamp:
+        seen = memo[key] = (path, stamp, spend.call_record(read_json(Path(path)) or {}, prices.get(r["llm_model_id"])))
+    return seen[2]
 
 
 def prepare_budget(paths: DataPaths, cohort_id: str, cap: float | None, since: str) -> dict | None:

@@ -17,15 +17,13 @@ claims existed simply has none.
 from __future__ import annotations
 
 import json
-import os
 import threading
 import time
 from collections import Counter
 from datetime import datetime, timezone
-from pathlib import Path
 
 from pipeline.store.claims import CLAIM, is_live
-from pipeline.store import DataPaths, STAGES, read_json
+from pipeline.store import DataPaths, STAGES
 
 CACHE_S = 2.0            # live.json is recomputed at most this often
 BUSY_SHARE = 0.2         # and with at most this share of a core: a store of 100,000 generations takes seconds
@@ -34,38 +32,12 @@ FAILURE_EXAMPLES = 3     # gen_ids listed per failure reason
 COPY = "(copy)"          # the "model" of a copy-mode generation: no call
 
 
-def call_records(paths: DataPaths, rows: list[dict], prices: dict, memo: dict) -> list[dict]:
-    """``run_plan.call_records`` for a view polled during a run: each generation's recorded call
-    (``spend.call_record``) read again only when its ``raw_metadata.json`` was replaced (its
-    atomic writes give it a new inode) since the last poll; ``memo`` holds what was read."""
-    from pipeline.store.spend import call_record
-
-    out = []
-    for r in rows:
-        if not r["llm_model_id"]:
-            continue
-        key = (r["stage"], r["gen_id"])
-        seen = memo.get(key)
-        path = seen[0] if seen else str(paths.gen_file(r["stage"], r["gen_id"], "raw_metadata.json"))
-        try:
-            st = os.stat(path)
-        except FileNotFoundError:
-            memo[key] = (path, None, None)
-            continue
-        stamp = (st.st_ino, st.st_mtime_ns, st.st_size)
-        if seen is None or seen[1] != stamp:
-            seen = memo[key] = (path, stamp, call_record(read_json(Path(path)) or {}, prices.get(r["llm_model_id"])))
-        if seen[2] is not None:
-            out.append(seen[2])
-    return out
-
-
 def cohort_live(paths: DataPaths, cohort_id: str, now: float, read: dict | None = None) -> dict:
     """One cohort's progress per stage and model, failures, calls in flight and spend (``read``:
-    the recorded calls read by earlier polls, see ``call_records``)."""
+    the recorded calls read by earlier polls, see ``run_plan.call_records``)."""
     from pipeline.run.generation import runtime, state_of
     from pipeline.store.ledger import read_ledger
-    from pipeline.run.run_plan import budget_line, membership
+    from pipeline.run.run_plan import budget_line, call_records, membership
     from pipeline.store.spend import catalog_prices, spend_rows
     from pipeline.store.state import DONE, FAILED, KINDS
 
@@ -93,7 +65,7 @@ def cohort_live(paths: DataPaths, cohort_id: str, now: float, read: dict | None 
     failures = [{"stage": s, "llm_model_id": m, "reason": why, "n": len(ids), "examples": ids[:FAILURE_EXAMPLES]}
                 for (s, m, why), ids in sorted(reasons.items(), key=lambda kv: (-len(kv[1]), kv[0]))]
     calls = call_records(paths, rows, catalog_prices(rt.catalog), {} if read is None else read)
-    spend = [{k: v for k, v in r.items()} for r in spend_rows(calls)]
+    spend = spend_rows(calls)
     book = read_ledger(paths, cohort_id)   # a capped run's spend ledger, in words
     return {"cohort_id": cohort_id, "total": len(rows), "progress": progress, "failures": failures, "spend": spend,
             "batch_jobs": batch_jobs(paths, rows), "ledger": budget_line(book) if book else None,
