@@ -432,8 +432,8 @@ class CohortChunk(_RunPart):
             _import_model_apis()  # start_ahead forks the executor's process: before its first generation task
             chunks = self._chunk_rows()
             todo = start_ahead(runtime(), self._members(), self.since, _budget(self, own_run=True),
-                               following=chunks[self.index + 1] if self.index + 1 < len(chunks) else [])
-            note_run(runtime(), self.cohort_id, self.since, start=False)  # named in the executor's status file
+                               following=chunks[self.index + 1] if self.index + 1 < len(chunks) else [],
+                               cohort=self.cohort_id)
         else:
             todo = list(self._unsettled())
         if todo:

@@ -675,13 +675,10 @@ def executor(rt: Runtime, *, own_process: bool = False) -> Executor | ExecutorPr
     return ex
 
 
-def note_run(rt: Runtime, cohort: str, since: str, *, start: bool = True) -> None:
-    """Name, in this process's executor's status file, the cohort whose run ``since`` is.
-    ``start``: False to tell only an executor this process already has (a chunk that started
-    nothing ahead runs no generation here)."""
-    ex = executor(rt) if start else rt.executors.get(os.getpid())
-    if cohort and ex is not None:
-        ex.note_run(cohort, since)
+def note_run(rt: Runtime, cohort: str, since: str) -> None:
+    """Name, in this process's executor's status file, the cohort whose run ``since`` is."""
+    if cohort:
+        executor(rt).note_run(cohort, since)
 
 
 def under_way(rt: Runtime, stage: str, gen_id: str, since: str) -> bool:
@@ -726,7 +723,7 @@ def run_batch(rt: Runtime, stage: str, gen_ids: list[str], *, in_flight: int, si
 
 
 def start_ahead(rt: Runtime, members: list[dict], since: str, budget: Budget | None,
-                following: Iterable[dict] = ()) -> list[dict]:
+                following: Iterable[dict] = (), cohort: str = "") -> list[dict]:
     """The chunk's members (rows with ``stage`` and ``gen_id``, parents first) not settled for the
     run, each started ahead of its task once its parent is done (see the module's docstring).
 
@@ -739,6 +736,9 @@ def start_ahead(rt: Runtime, members: list[dict], since: str, budget: Budget | N
     worth of them are left, so the calls do not stop while this chunk's last ones finish and
     the next chunk opens (otherwise each chunk's end leaves the provider idle a moment).
 
+    ``cohort``: the cohort whose run this is, named in the status file before any call starts
+    (a file showing calls in flight always says whose they are).
+
     Only the looking happens in a process Luigi forked for one task: it ends with its task and
     would take the calls with it.
     """
@@ -749,6 +749,8 @@ def start_ahead(rt: Runtime, members: list[dict], since: str, budget: Budget | N
     router = Router(rt)  # generations sent in batch jobs are their tasks' to submit and poll
     called = lambda r: not router.routed(r["stage"], r["gen_id"], r["llm_model_id"])  # noqa: E731
     ex = executor(rt, own_process=True)
+    if cohort:
+        ex.note_run(cohort, since)
     todo: list[dict] = []
     for at in range(0, len(members), AHEAD_SLICE):
         found = unsettled(members[at:at + AHEAD_SLICE])
