@@ -2,12 +2,24 @@
 
 from __future__ import annotations
 
+import atexit
+import os
+import shutil
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
+
+# Luigi's process lock lets one identical command line run at a time per lock directory (by
+# default the temp dir's luigi/). Tests on two xdist workers run the same `luigi ... --cohort-id
+# t1` line on different data roots, so each worker's commands get a temp dir of their own.
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    _own_tmp = tempfile.mkdtemp(prefix=f"daydream-{os.environ['PYTEST_XDIST_WORKER']}-")
+    os.environ["TMPDIR"] = _own_tmp
+    atexit.register(shutil.rmtree, _own_tmp, ignore_errors=True)
 
 # -- LLM test server (tests/llm_server.py) ------------------------------------------------------------
 

@@ -117,9 +117,6 @@ def _cohort_run_invariants(r: dict, concurrency: int) -> None:
     assert r["reports_site_cpu_s"] > 0
 
 
-# Both run the same `luigi` command line, which Luigi's process lock lets run only once at a time
-# on a machine (a second exits `already_running`): one worker runs them, one after the other.
-@pytest.mark.xdist_group("bench-cohort-luigi-command")
 def test_cohort_runs_the_luigi_command_on_tmpfs_and_on_disk():
     out = bench("cohort", "--modes", "cohort", "--roots", "tmpfs,disk", "--generations", "40", "--concurrency", "8",
                 "--latency", "0.05")
@@ -129,7 +126,6 @@ def test_cohort_runs_the_luigi_command_on_tmpfs_and_on_disk():
         assert r["latency_sigma"] == 0
 
 
-@pytest.mark.xdist_group("bench-cohort-luigi-command")
 def test_cohort_drafts_only_and_heavy_tailed_latency():
     out = bench("cohort", "--modes", "drafts,lognormal-64", "--roots", "tmpfs", "--generations", "40",
                 "--concurrency", "8", "--latency", "0.05")
