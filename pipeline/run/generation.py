@@ -433,29 +433,28 @@ async def generate(rt: Runtime, stage: str, gen_id: str, status: Callable[[str],
     elsewhere is waited for and its outcome, once written, is this run's too (``since``: the
     run, whose failures count as settled).
     """
-    st = state_of(rt, stage, gen_id)
-    if st.kind in (DONE, BLOCKED):
-        return st
     timeout = rt.claim_timeout()
     claim = await claims.acquire(rt.gen_dir(stage, gen_id), since, timeout,
                                  waiting=lambda why: status(f"{stage} · waiting: {why}"))
     try:
-        # looked at again under the claim: the owner waited for, or one that finished just
-        # before this claim was made, may have settled it
-        st = state_of(rt, stage, gen_id)
+        # looked at only under the claim (its callers ask only for generations they found
+        # unsettled): the owner waited for, or a run that finished just before, may have settled it
+        memo: dict = {}
+        st = state_of(rt, stage, gen_id, memo)
         if st.kind in (DONE, BLOCKED) or st.settled(since):
             return st
-        return await _generate(rt, stage, gen_id, status, budget, on_call, commit)
+        return await _generate(rt, stage, gen_id, status, budget, on_call, commit, memo)
     finally:
         claims.release(claim, timeout)  # after the commit: it is awaited even when cancelled
 
 
 async def _generate(rt: Runtime, stage: str, gen_id: str, status: Callable[[str], None],
-                    budget: Budget | None, on_call: Callable[[float], None], commit: Commit) -> State:
+                    budget: Budget | None, on_call: Callable[[float], None], commit: Commit,
+                    memo: dict) -> State:
     """The generation's work; all its files are committed at the end as one group (prompt, raw
     and its record, parsed and its record: each record after its content), so the model call
-    goes out with nothing written and a kill before the commit leaves the generation as it was."""
-    memo: dict = {}
+    goes out with nothing written and a kill before the commit leaves the generation as it was.
+    ``memo``: the states its caller has just looked at (its parent's among them)."""
     parent_id = metadata(rt, stage, gen_id).get("parent_gen_id") if stage != "draft" else None
     if parent_id and state_of(rt, PARENT_STAGE[stage], parent_id, memo).kind != DONE:
         # never generate against a parent that is about to change (the runner runs parents first)
