@@ -26,13 +26,17 @@ process; ``[llm.testsrv] concurrency`` = ``[resources] llm_testsrv`` = C. Per ru
   latencies the server waited, summed, over C × that window); ``busy_before_drain``: the same up
   to the last request, leaving out the drain (``drain_s``, from the last request to the last
   answer), when fewer calls are left than slots: with heavy-tailed latency and three stages a
-  lineage, a small cohort's drain is a large share of its window;
+  lineage, a small cohort's drain is a large share of its window; ``busy_zero_overhead``: what
+  a runner with no overhead at all keeps busy on the same workload (``bench/ideal.py``: mean,
+  lowest and highest over 20 latency draws), the ceiling ``busy`` is read against;
 * ``seconds``: the whole command; ``generations_s``: from its start to its reports' start;
 * ``cpu_ms_per_generation``: the command's CPU (it, its executor process and any process it
   forked) from its start, interpreter start-up and compile included, to the moment its reports
   begin, per generation: the whole pipeline's cost of a generation, reports and site excluded;
   ``..._luigi_process``: of it, the command's own process (Luigi, the tasks, compiling);
   ``..._executor``: its children (the executor's process: the calls and the store writes);
+  ``..._kernel``: the kernel's share of the whole (system time: on a disk, mostly the store's
+  file creations and syncs);
   ``cpu_ms_per_generation_with_reports``: the whole command's; ``reports_site_cpu_s``: the
   difference;
 * ``data_root_fs``: ``tmpfs`` (/dev/shm) or ``disk`` (the system's temporary directory), where
@@ -49,7 +53,6 @@ import argparse
 import json
 import os
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
@@ -58,6 +61,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import common as c  # noqa: E402
+from ideal import ideal_busy  # noqa: E402
 
 ROOTS = {"tmpfs": "/dev/shm", "disk": tempfile.gettempdir()}
 # generations (default, --full), median latency s, σ of its log, C
@@ -94,51 +98,51 @@ def drafts_root(base: Path, generations: int) -> tuple[Path, dict]:
 
 
 def run_once(mode: str, where: str, generations: int, latency: float, sigma: float, concurrency: int,
-             workers: int) -> dict:
-    base = Path(tempfile.mkdtemp(prefix="daydream-bench-cohort-", dir=ROOTS[where]))
-    try:
-        if MODES[mode]["shape"] == "drafts":
-            root, counts = drafts_root(base, generations)
-        else:
-            root, counts = c.sized_root(base, generations)
-        with c.ServerProcess(latency, sigma=sigma) as server:
-            cfg = c.write_luigi_cfg(base / "bench.cfg", server.base_url, concurrency=concurrency)
-            c.log(f"{mode} on {where}: {counts['total']} generations, C = {concurrency}, latency {latency} s"
-                  + (f" lognormal σ {sigma}" if sigma else "") + f", workers = {workers}")
-            phases = base / "phases.json"
-            cmd = [sys.executable, str(PROBE), *c.luigi_command(workers)[1:]]
-            os.environ["DAYDREAM_BENCH_PHASES"] = str(phases)
-            try:
-                started_at = time.time()
-                out = c.run_command(cmd, cfg, root)
-            finally:
-                del os.environ["DAYDREAM_BENCH_PHASES"]
-            stats = server.stats()
-        if out["returncode"] != 0:
-            raise SystemExit(f"{mode} on {where}: the command failed ({out['returncode']}):\n{out['stderr_tail']}")
-        probe = json.loads(phases.read_text())
-        n = counts["total"]
-        window = stats["last_response_at"] - stats["first_request_at"]
-        run = {"mode": mode, "data_root_fs": where, "generations": n, "calls": stats["requests"],
-               "concurrency": concurrency, "latency_s": latency, "latency_sigma": sigma,
-               "max_concurrency_seen": stats["max_concurrency_seen"], "window_s": round(window, 2),
-               "busy": round(stats["latency_served_s"] / (concurrency * window), 3),
-               "busy_before_drain": round(stats["latency_before_last_request_s"] / (concurrency * (
-                   stats["last_request_at"] - stats["first_request_at"])), 3),
-               "drain_s": round(stats["last_response_at"] - stats["last_request_at"], 2),
-               "seconds": round(out["seconds"], 2),
-               "generations_s": round(probe["reports_start_at"] - started_at, 2),
-               "cpu_ms_per_generation": round(1000 * probe["cpu_s"] / n, 2),
-               "cpu_ms_per_generation_luigi_process": round(1000 * probe["main_cpu_s"] / n, 2),
-               "cpu_ms_per_generation_executor": round(1000 * probe["children_cpu_s"] / n, 2),
-               "cpu_ms_per_generation_with_reports": round(1000 * out["cpu_s"] / n, 2),
-               "reports_site_cpu_s": round(out["cpu_s"] - probe["cpu_s"], 2)}
-        c.log(f"  busy {run['busy']:.1%} ({run['busy_before_drain']:.1%} before a {run['drain_s']} s drain), "
-              f"{run['seconds']} s ({run['generations_s']} s to the reports), "
-              f"CPU {run['cpu_ms_per_generation']} ms/gen ({run['cpu_ms_per_generation_with_reports']} with reports)")
-        return run
-    finally:
-        shutil.rmtree(base, ignore_errors=True)
+             workers: int, base: Path) -> dict:
+    if MODES[mode]["shape"] == "drafts":
+        root, counts = drafts_root(base, generations)
+    else:
+        root, counts = c.sized_root(base, generations)
+    with c.ServerProcess(latency, sigma=sigma) as server:
+        cfg = c.write_luigi_cfg(base / "bench.cfg", server.base_url, concurrency=concurrency)
+        c.log(f"{mode} on {where}: {counts['total']} generations, C = {concurrency}, latency {latency} s"
+              + (f" lognormal σ {sigma}" if sigma else "") + f", workers = {workers}")
+        phases = base / "phases.json"
+        cmd = [sys.executable, str(PROBE), *c.luigi_command(workers)[1:]]
+        os.environ["DAYDREAM_BENCH_PHASES"] = str(phases)
+        try:
+            started_at = time.time()
+            out = c.run_command(cmd, cfg, root)
+        finally:
+            del os.environ["DAYDREAM_BENCH_PHASES"]
+        stats = server.stats()
+    if out["returncode"] != 0:
+        raise SystemExit(f"{mode} on {where}: the command failed ({out['returncode']}):\n{out['stderr_tail']}")
+    probe = json.loads(phases.read_text())
+    n = counts["total"]
+    window = stats["last_response_at"] - stats["first_request_at"]
+    run = {"mode": mode, "data_root_fs": where, "generations": n, "calls": stats["requests"],
+           "concurrency": concurrency, "latency_s": latency, "latency_sigma": sigma,
+           "max_concurrency_seen": stats["max_concurrency_seen"], "window_s": round(window, 2),
+           "busy": round(stats["latency_served_s"] / (concurrency * window), 3),
+           "busy_before_drain": round(stats["latency_before_last_request_s"] / (concurrency * (
+               stats["last_request_at"] - stats["first_request_at"])), 3),
+           "drain_s": round(stats["last_response_at"] - stats["last_request_at"], 2),
+           "busy_zero_overhead": ideal_busy(counts, concurrency, latency, sigma),
+           "seconds": round(out["seconds"], 2),
+           "generations_s": round(probe["reports_start_at"] - started_at, 2),
+           "cpu_ms_per_generation": round(1000 * probe["cpu_s"] / n, 2),
+           "cpu_ms_per_generation_luigi_process": round(1000 * probe["main_cpu_s"] / n, 2),
+           "cpu_ms_per_generation_executor": round(1000 * probe["children_cpu_s"] / n, 2),
+           "cpu_ms_per_generation_kernel": round(1000 * probe["kernel_cpu_s"] / n, 2),
+           "cpu_ms_per_generation_with_reports": round(1000 * out["cpu_s"] / n, 2),
+           "reports_site_cpu_s": round(out["cpu_s"] - probe["cpu_s"], 2)}
+    c.log(f"  busy {run['busy']:.1%} ({run['busy_before_drain']:.1%} before a {run['drain_s']} s drain; "
+          f"with no overhead at all {run['busy_zero_overhead']['mean']:.1%}), "
+          f"{run['seconds']} s ({run['generations_s']} s to the reports), "
+          f"CPU {run['cpu_ms_per_generation']} ms/gen ({run['cpu_ms_per_generation_kernel']} in the kernel; "
+          f"{run['cpu_ms_per_generation_with_reports']} with reports)")
+    return run
 
 
 def main() -> None:
@@ -160,16 +164,24 @@ def main() -> None:
         if r not in ROOTS:
             raise SystemExit(f"unknown root {r!r}: {', '.join(ROOTS)}")
     started = time.perf_counter()
-    runs = []
-    for m in modes:
-        spec = MODES[m]
-        for where in roots:
-            runs.append(run_once(
-                m, where,
-                a.generations or spec["generations"][1 if a.full else 0],
-                spec["latency"] if a.latency is None else a.latency,
-                spec["sigma"] if a.sigma is None else a.sigma,
-                a.concurrency or spec["concurrency"], a.workers))
+    runs, bases = [], []
+    try:
+        for m in modes:
+            spec = MODES[m]
+            for where in roots:
+                bases.append(Path(tempfile.mkdtemp(prefix="daydream-bench-cohort-", dir=ROOTS[where])))
+                runs.append(run_once(
+                    m, where,
+                    a.generations or spec["generations"][1 if a.full else 0],
+                    spec["latency"] if a.latency is None else a.latency,
+                    spec["sigma"] if a.sigma is None else a.sigma,
+                    a.concurrency or spec["concurrency"], a.workers, bases[-1]))
+    finally:
+        # Only once every run is over: on ext4 without a journal, creating files where many were
+        # deleted in the last minutes makes the kernel skip each recently freed inode, which
+        # would bill one run's clean-up to the next run's CPU.
+        for base in bases:
+            shutil.rmtree(base, ignore_errors=True)
     c.emit({"benchmark": "cohort", "machine": c.machine(), "workers": a.workers, "full": a.full, "runs": runs,
             "total_s": round(time.perf_counter() - started, 1)})
 

@@ -7,7 +7,8 @@ script does, after wrapping the report and site tasks' ``complete`` and ``run``:
 them to be called (the moment a run's generations are over: a fresh run asks nothing of them
 before its last chunk has settled) writes to ``$DAYDREAM_BENCH_PHASES`` the wall clock and this
 process's CPU seconds so far, its reaped children's and its running ones' (the executor's)
-included (``main_cpu_s``: this process alone, Luigi's; ``children_cpu_s``: the rest). So a
+included (``main_cpu_s``: this process alone, Luigi's; ``children_cpu_s``: the rest;
+``kernel_cpu_s``: the kernel's share of the whole, the store's writes on a disk). So a
 run's CPU up to its reports is measured in the processes that spent it, with their start-up and
 imports, and nothing of the reports' own.
 """
@@ -36,10 +37,10 @@ def install(out: Path) -> None:
             seen.append(1)
             own = resource.getrusage(resource.RUSAGE_SELF)
             main = own.ru_utime + own.ru_stime
-            total = c.cpu_s()
+            user, kernel = c.cpu_split()
             # the process running Luigi apart from the executor's (and any other child's)
-            out.write_text(json.dumps({"reports_start_at": time.time(), "cpu_s": total, "main_cpu_s": main,
-                                       "children_cpu_s": total - main}))
+            out.write_text(json.dumps({"reports_start_at": time.time(), "cpu_s": user + kernel, "main_cpu_s": main,
+                                       "children_cpu_s": user + kernel - main, "kernel_cpu_s": kernel}))
 
     for cls in (tasks.CohortReports, tasks.ReportSite):
         for name in ("complete", "run"):

@@ -115,6 +115,8 @@ def _cohort_run_invariants(r: dict, concurrency: int) -> None:
     assert 0 < r["generations_s"] < r["seconds"]
     assert 0 < r["cpu_ms_per_generation"] < r["cpu_ms_per_generation_with_reports"]
     assert r["reports_site_cpu_s"] > 0
+    ideal = r["busy_zero_overhead"]
+    assert 0 < ideal["low"] <= ideal["mean"] <= ideal["high"] <= 1
 
 
 def test_cohort_runs_the_luigi_command_on_tmpfs_and_on_disk():
@@ -134,3 +136,19 @@ def test_cohort_drafts_only_and_heavy_tailed_latency():
     assert drafts["latency_sigma"] == 0 and lognormal["latency_sigma"] == 0.8
     for r in out["runs"]:
         _cohort_run_invariants(r, 8)
+
+
+def test_the_zero_overhead_yardstick_counts_slots_as_a_perfect_runner_would():
+    sys.path.insert(0, str(REPO / "bench"))
+    from ideal import busy, ideal_busy
+
+    # whole rounds of fixed-latency calls fill every slot; a lone lineage of three fills one of four
+    assert busy({"draft": 128}, 64, 0.2, 0.0, seed=0) == pytest.approx(1.0)
+    assert busy({"draft": 1, "essay": 1, "evaluation": 1}, 4, 1.0, 0.0, seed=0) == pytest.approx(1 / 4)
+    # one draft, its essay, then its two evaluations side by side: 4 calls in 3 rounds of 2 slots
+    assert busy({"draft": 1, "essay": 1, "evaluation": 2}, 2, 1.0, 0.0, seed=0) == pytest.approx(4 / 6)
+    # heavy-tailed latency: the drain leaves slots idle, the more so the fewer calls per slot
+    small = ideal_busy({"draft": 288, "essay": 288, "evaluation": 576}, 64, 1.0, 0.8)
+    large = ideal_busy({"draft": 720, "essay": 720, "evaluation": 1440}, 64, 1.0, 0.8)
+    wide = ideal_busy({"draft": 720, "essay": 720, "evaluation": 1440}, 256, 1.0, 0.8)
+    assert small["low"] < small["mean"] < large["mean"] < 1 and wide["mean"] < large["mean"]
