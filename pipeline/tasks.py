@@ -394,6 +394,15 @@ class CohortChunk(_RunPart):
     index = luigi.IntParameter()
 
     @property
+    def priority(self):
+        # Chunks open in order, each above the next (all below the generations): a chunk starts
+        # the next one's calls behind its own as it finishes (``start_ahead``'s ``following``),
+        # while one opened before the chunk ahead of it has nobody's calls following its own and
+        # holds the worker on its generations, so the chunk ahead waits (measured: 38 % of the
+        # call slots busy at C = 256, where in order 52 %).
+        return CHUNK_PRIORITY + 1 / (1 + self.index)
+
+    @property
     def run_cohort(self) -> str:
         return self.cohort_id
 

@@ -126,6 +126,33 @@ def test_four_workers_open_a_chunk_only_once_the_one_two_before_it_has_settled(p
     assert all(before == "True" for _, before in opened), opened
 
 
+STARTED = """
+import sys, luigi, luigi.cmdline
+from pipeline.tasks import CohortChunk
+
+@CohortChunk.event_handler(luigi.Event.START)
+def started(task):
+    with open(sys.argv[1], "a") as fh:
+        fh.write(f"{task.index}\\n")
+
+luigi.cmdline.luigi_run(sys.argv[2:])
+"""
+
+
+def test_one_worker_opens_the_chunks_in_order(project, cfg, tmp_path):
+    """A chunk starts the next one's calls behind its own as it finishes; one opened before the
+    chunk ahead of it would hold the only worker on its generations while the chunk ahead waited
+    with nothing started."""
+    (project.root / "cohorts" / "t1" / "spec" / "config.yaml").write_text(BIG_SPEC)  # 3 chunks of 19
+    log = tmp_path / "started.txt"
+    r = subprocess.run([sys.executable, "-c", STARTED, str(log), *luigi_cmd(1)[3:]], cwd=REPO,
+                       env=env_for(project, cfg), capture_output=True, text=True, timeout=180)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert len(finished(project)) == N_BIG
+    first_starts = list(dict.fromkeys(log.read_text().split()))
+    assert first_starts == ["0", "1", "2"], log.read_text()
+
+
 @pytest.mark.slow
 def test_a_failing_generation_fails_only_itself_and_its_descendants(project, cfg):
     """One draft's response is always unusable: its essays and evaluations are blocked, the other
