@@ -14,8 +14,8 @@ Modes (issue 26's goal table), each run once per data root:
 * ``lognormal-64`` / ``lognormal-256``: the same shape with heavy-tailed latency (lognormal,
   median 1 s, σ 0.8: mean 1.38 s, 1 call in 100 over 6.4 s; ``tests/llm_server.py``, each
   request's draw fixed by the request, so runs wait the same) at C = 64 (1,152 calls) and
-  C = 256 (2,304); ``--full`` runs 2,880 and 11,520 (about 60 s each per root, against ~25 and
-  ~12 s).
+  C = 256 (2,304); ``--full`` runs 2,880 and 23,040, the sizes at which a runner with no
+  overhead keeps 90 % of the slots busy (``busy_zero_overhead``; about 80 s and 150 s per root).
 
 Each run is the user's command, ``luigi --module pipeline.tasks RunCohort --cohort-id bench
 --local-scheduler --workers N`` (through ``bench/luigi_phases.py``: the same ``luigi_run`` with a
@@ -69,7 +69,7 @@ MODES = {
     "drafts": {"shape": "drafts", "generations": (2304, 2304), "latency": 0.2, "sigma": 0.0, "concurrency": 64},
     "cohort": {"shape": "cohort", "generations": (2880, 2880), "latency": 0.2, "sigma": 0.0, "concurrency": 64},
     "lognormal-64": {"shape": "cohort", "generations": (1152, 2880), "latency": 1.0, "sigma": 0.8, "concurrency": 64},
-    "lognormal-256": {"shape": "cohort", "generations": (2304, 11520), "latency": 1.0, "sigma": 0.8,
+    "lognormal-256": {"shape": "cohort", "generations": (2304, 23040), "latency": 1.0, "sigma": 0.8,
                       "concurrency": 256},
 }
 DRAFT_REPLICATES = 8
