@@ -433,12 +433,17 @@ async def generate(rt: Runtime, stage: str, gen_id: str, status: Callable[[str],
     elsewhere is waited for and its outcome, once written, is this run's too (``since``: the
     run, whose failures count as settled).
     """
+    # one done or blocked needs no claim (the generations of a chunk started behind another
+    # come here not looked at)
+    st = state_of(rt, stage, gen_id)
+    if st.kind in (DONE, BLOCKED):
+        return st
     timeout = rt.claim_timeout()
     claim = await claims.acquire(rt.gen_dir(stage, gen_id), since, timeout,
                                  waiting=lambda why: status(f"{stage} · waiting: {why}"))
     try:
-        # looked at only under the claim (its callers ask only for generations they found
-        # unsettled): the owner waited for, or a run that finished just before, may have settled it
+        # looked at again under the claim: the owner waited for, or one that finished just
+        # before this claim was made, may have settled it
         memo: dict = {}
         st = state_of(rt, stage, gen_id, memo)
         if st.kind in (DONE, BLOCKED) or st.settled(since):
