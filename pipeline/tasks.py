@@ -441,8 +441,7 @@ class CohortChunk(_RunPart):
             _import_model_apis()  # start_ahead forks the executor's process: before its first generation task
             chunks = self._chunk_rows()
             todo = start_ahead(runtime(), self._members(), self.since, _budget(self, own_run=True),
-                               following=chunks[self.index + 1] if self.index + 1 < len(chunks) else [],
-                               cohort=self.cohort_id)
+                               following=chunks[self.index + 1:], cohort=self.cohort_id)
         else:
             todo = list(self._unsettled())
         if todo:

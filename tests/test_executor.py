@@ -180,23 +180,29 @@ def test_calls_that_answer_at_once_are_not_started_ahead_past_the_first_few(proj
     assert llm_essays and all(states[g] != DONE for g in llm_essays)
 
 
-def test_the_next_chunk_is_started_behind_this_one_and_what_it_settled_before_is_not_called(project):
+def test_the_next_chunks_are_started_behind_this_one_and_what_they_settled_before_is_not_called(project):
+    """Each chunk after this one is started behind the one before it, so the calls go on from
+    chunk to chunk while Luigi's worker is still on this chunk's tasks; a chunk opened later
+    hands over nothing already followed."""
     from pipeline.run.run_plan import chunk_members
 
     compiled(project, "t1")
-    first, second = chunk_members(config.data_paths(), "t1", 2)[:2]  # two lineages' worth each
+    first, second, third = chunk_members(config.data_paths(), "t1", 1)[:3]  # a lineage's worth each
     rt, since = runtime(), run_stamp()
     project.server.latency = 0.15
     done_before = next(r["gen_id"] for r in second if r["stage"] == "draft")
     assert run_generation(rt, "draft", done_before, since=run_stamp()).kind == DONE  # an earlier run's
     project.server.reset()
-    start_ahead(rt, first, since, None, following=second)
-    states = settle(rt, first + second, since)
+    start_ahead(rt, first, since, None, following=[second, third])
+    states = settle(rt, first + second + third, since)
     assert set(states.values()) == {DONE}
-    called = [r for r in first + second if r["llm_model_id"] and r["gen_id"] != done_before]
+    called = [r for r in first + second + third if r["llm_model_id"] and r["gen_id"] != done_before]
     assert len(completions(project.server)) == len(called)
-    assert not executor(rt).claimed  # nothing left looking under way to the next chunk's tasks
-    assert not any(under_way(rt, r["stage"], r["gen_id"], since) for r in second)
+    ex = executor(rt)
+    assert not ex.claimed  # nothing left looking under way to the next chunks' tasks
+    assert not any(under_way(rt, r["stage"], r["gen_id"], since) for r in second + third)
+    followed = set(ex.followed)
+    assert start_ahead(rt, second, since, None, following=[third]) == [] and ex.followed == followed
 
 
 def test_a_generation_found_done_ahead_does_not_make_its_endpoint_look_quick(project):
@@ -209,7 +215,7 @@ def test_a_generation_found_done_ahead_does_not_make_its_endpoint_look_quick(pro
     assert run_generation(rt, "draft", drafts[0]["gen_id"], since=run_stamp()).kind == DONE  # an earlier run's
     project.server.reset()
     since = run_stamp()
-    start_ahead(rt, [], since, None, following=drafts)  # the next chunk's are not looked at first
+    start_ahead(rt, [], since, None, following=[drafts])  # the next chunk's are not looked at first
     deadline = time.monotonic() + 10
     while not executor(rt).claimed and time.monotonic() < deadline:  # claimed as the executor starts them
         time.sleep(0.01)

@@ -45,7 +45,7 @@ import time
 import traceback
 from collections import Counter, deque
 from dataclasses import dataclass, field
-from typing import Callable, Iterable
+from typing import Callable, Sequence
 
 from pipeline import config
 from pipeline.run import run_status
@@ -111,6 +111,7 @@ class Executor:
     running: dict[Key, asyncio.Future] = field(default_factory=dict)
     waiting: dict[Key, asyncio.Future] = field(default_factory=dict)  # started ahead: set when it is over
     claimed: set[Key] = field(default_factory=set)  # started ahead and not finished (any thread reads it)
+    followed: set[Key] = field(default_factory=set)  # the first member of each chunk started behind another
     queued: dict[str, deque] = field(default_factory=dict)  # endpoint -> started ahead, waiting for its gate
     busy: dict[str, int] = field(default_factory=dict)  # endpoint -> its generations started ahead calling
     gated: dict[Key, str] = field(default_factory=dict)  # those generations -> their endpoint
@@ -148,8 +149,8 @@ class Executor:
         self.claimed.update(key for key, _, _ in entries)  # the caller's next look at them finds them under way
         self.loop.call_soon_threadsafe(self.start_all, entries, budget)
 
-    def follow(self, keys: list[Key], later: list[Ahead], budget: Budget | None) -> None:
-        asyncio.run_coroutine_threadsafe(self.start_behind(keys, later, budget), self.loop)
+    def follow(self, keys: list[Key], chain: list[list[Ahead]], budget: Budget | None) -> None:
+        asyncio.run_coroutine_threadsafe(self.start_behind(keys, chain, budget), self.loop)
 
     def under_way(self, key: Key) -> bool:
         return key in self.claimed or key in self.running
@@ -361,14 +362,17 @@ class Executor:
         self.waiting.pop(key, None)
         self._release(key)
 
-    async def start_behind(self, keys: list[Key], later: list[Ahead], budget: Budget | None) -> None:
-        """Start ``later`` once only ``FOLLOW_AT`` gates' worth of ``keys`` are left waiting."""
-        await self.until_left(keys, FOLLOW_AT * self.widest_gate())
-        claims = [key for key, _, _ in later]
-        self.claimed.update(claims)  # the next chunk, opened from now on, finds them under way
-        if self.events:
-            self.events(("claim", claims))
-        self.start_all(later, budget)
+    async def start_behind(self, keys: list[Key], chain: list[list[Ahead]], budget: Budget | None) -> None:
+        """Start each chunk of ``chain`` once only ``FOLLOW_AT`` gates' worth of the one before it
+        (the first: of ``keys``) are left waiting."""
+        for later in chain:
+            await self.until_left(keys, FOLLOW_AT * self.widest_gate())
+            claims = [key for key, _, _ in later]
+            self.claimed.update(claims)  # the chunk, opened from now on, finds them under way
+            if self.events:
+                self.events(("claim", claims))
+            self.start_all(later, budget)
+            keys = claims
 
     def _release(self, key: Key) -> None:
         self.claimed.discard(key)
@@ -432,6 +436,7 @@ class ExecutorProcess:
         self._events, theirs_events = ctx.Pipe(duplex=False)
         self.rt, self.pid = rt, os.getpid()
         self.claimed: set[Key] = set()
+        self.followed: set[Key] = set()  # the first member of each chunk started behind another
         self._noted: set[tuple[str, str]] = set()
         self._requests: dict[int, queue.SimpleQueue] = {}
         self._ids = itertools.count()
@@ -471,8 +476,8 @@ class ExecutorProcess:
         self.claimed.update(key for key, _, _ in entries)
         self._send(("start", entries, budget))
 
-    def follow(self, keys: list[Key], later: list[Ahead], budget: Budget | None) -> None:
-        self._send(("follow", keys, later, budget))
+    def follow(self, keys: list[Key], chain: list[list[Ahead]], budget: Budget | None) -> None:
+        self._send(("follow", keys, chain, budget))
 
     def under_way(self, key: Key) -> bool:
         return key in self.claimed
@@ -725,7 +730,7 @@ def run_batch(rt: Runtime, stage: str, gen_ids: list[str], *, in_flight: int, si
 
 
 def start_ahead(rt: Runtime, members: list[dict], since: str, budget: Budget | None,
-                following: Iterable[dict] = (), cohort: str = "") -> list[dict]:
+                following: Sequence[Sequence[dict]] = (), cohort: str = "") -> list[dict]:
     """The chunk's members (rows with ``stage`` and ``gen_id``, parents first) not settled for the
     run, each started ahead of its task once its parent is done (see the module's docstring).
 
@@ -734,9 +739,11 @@ def start_ahead(rt: Runtime, members: list[dict], since: str, budget: Budget | N
     (a chunk's 2,000 take 0.2 s), not after. A member looked at after its parent was started ahead
     sees the parent as it is then: mid-way it is not done yet, so the member is not settled.
 
-    ``following``: the next chunk's members, started behind these once only ``FOLLOW_AT`` gates'
-    worth of them are left, so the calls do not stop while this chunk's last ones finish and
-    the next chunk opens (otherwise each chunk's end leaves the provider idle a moment).
+    ``following``: the chunks after this one, each one's members started behind the chunk
+    before it once only ``FOLLOW_AT`` gates' worth of that one's are left, so the calls go on
+    from chunk to chunk while Luigi's worker is still on an earlier chunk's tasks (it opens the
+    next chunk only once no generation task is runnable) and no chunk's end leaves the provider
+    idle. Handed over once per run: a chunk already followed is not again.
 
     ``cohort``: the cohort whose run this is, named in the status file before any call starts
     (a file showing calls in flight always says whose they are).
@@ -758,9 +765,17 @@ def start_ahead(rt: Runtime, members: list[dict], since: str, budget: Budget | N
         found = unsettled(members[at:at + AHEAD_SLICE])
         ex.start([_ahead(rt, r, since) for r in found if called(r)], budget)
         todo += found
-    later = [_ahead(rt, r, since) for r in following if called(r)]
-    if later:
-        ex.follow([(r["stage"], r["gen_id"], since) for r in todo], later, budget)
+    chain = []
+    for chunk in following:
+        first = (chunk[0]["stage"], chunk[0]["gen_id"], since) if chunk else None
+        if first is None or first in ex.followed:
+            continue
+        ex.followed.add(first)
+        later = [_ahead(rt, r, since) for r in chunk if called(r)]
+        if later:
+            chain.append(later)
+    if chain:
+        ex.follow([(r["stage"], r["gen_id"], since) for r in todo], chain, budget)
     return todo
 
 
