@@ -129,7 +129,9 @@ def test_a_generation_its_task_settled_is_not_under_way_while_its_ahead_slot_sti
     first = []
     project.server.rule = lambda body: None if first else first.append(1) or "latency:3"
     start_ahead(rt, drafts, since, None)  # the first draft holds the one slot; the others wait for it
-    time.sleep(0.2)
+    deadline = time.monotonic() + 10  # its call is the server's first (the slow one) before theirs go
+    while not project.server.requests and time.monotonic() < deadline:
+        time.sleep(0.01)
     others = [r["gen_id"] for r in drafts[1:]]
     got = run_batch(rt, "draft", others, in_flight=2, since=since)  # their tasks run them meanwhile
     assert {s.kind for s in got.values()} == {DONE}
