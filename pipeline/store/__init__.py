@@ -21,7 +21,6 @@ import os
 import queue
 import threading
 import time
-import time
 from datetime import datetime, timezone
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -417,9 +416,9 @@ class GroupWriter:
     done waits for it, so nothing is reported done before it is durable. Where the kernel has a
     ``syncfs`` that reports errors, one thread at a time gathers a batch (``_take``) and commits
     it with one syncfs per file system (``_commit_together``) while the next thread gathers the
-    next: a group commit. Otherwise a group's fsyncs are made at once, its thread's and, through the same queue, idle threads' (the disk serves
-    concurrent fsyncs with one journal commit): a commit takes about one fsync's time, not five,
-    and that is time a generation holds its call slot. A thread claims an fsync before making
+    next: a group commit. Otherwise a group's fsyncs are made at once, its thread's and, through
+    the same queue, idle threads' (the disk serves concurrent fsyncs with one journal commit): a
+    commit takes about one fsync's time, not five. A thread claims an fsync before making
     it, and the group's own thread makes every one nobody has claimed yet, so a group never waits
     for a busy pool. The threads are made on the first submit (one process's writer: a forked
     child makes its own) and end once the writer is closed and idle, or when ``alive`` says
