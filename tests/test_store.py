@@ -199,36 +199,6 @@ def test_the_group_writer_commits_off_the_caller_and_waits_bounded(tmp_path, mon
     assert writer._threads == []
 
 
-@pytest.mark.skipif(__import__("pipeline.store").store._SYNCFS is None, reason="batches are syncfs's")
-def test_the_group_writer_gathers_groups_only_while_more_are_coming(tmp_path, monkeypatch):
-    """While its owner says more groups are coming (generations under way that are not yet
-    submitted), a batch waits up to LINGER_S for them and they share one syncfs; otherwise a
-    group is synced at once."""
-    from pipeline import store
-    from pipeline.store import GroupWriter
-
-    monkeypatch.setattr(GroupWriter, "LINGER_S", 0.3)
-    synced: list[int] = []
-    real = store._syncfs
-    monkeypatch.setattr(store, "_syncfs", lambda fds: (synced.append(len(fds)), real(fds))[1])
-
-    writer = GroupWriter(4, more_coming=lambda: True)
-    futures = []
-    for i in range(10):
-        futures.append(writer.submit([(tmp_path / f"a{i}.txt", b"a"), (tmp_path / f"a{i}.json", b"{}")]))
-        time.sleep(0.004)
-    assert [f.result(10) for f in futures] == [2] * 10
-    assert writer.close(10) and sum(synced) == 20 and len(synced) <= 3, synced
-
-    synced.clear()
-    writer = GroupWriter(4, more_coming=lambda: False)
-    t = time.monotonic()
-    for i in range(5):  # one at a time: none waits for company
-        assert writer.submit([(tmp_path / f"b{i}.txt", b"b")]).result(10) == 1
-    assert time.monotonic() - t < 5 * GroupWriter.LINGER_S and len(synced) == 5
-    assert writer.close(10)
-
-
 def test_a_groups_files_are_synced_at_once_on_the_writers_threads(tmp_path, monkeypatch):
     """With 100 ms fsyncs (and syncfs), five files committed inline take five fsyncs; on the
     writer's threads about one sync (fsyncs at once, or one syncfs for the group)."""

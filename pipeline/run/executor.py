@@ -128,9 +128,7 @@ class Executor:
         self._thread.start()
         # the generations' files are committed on threads of their own: the loop goes on making
         # calls while the disk syncs them (see ``commit``)
-        # more generations under way than being committed: a batch of commits waits for theirs
-        self.writer = GroupWriter(WRITER_THREADS, alive=self._thread.is_alive,
-                                  more_coming=lambda: len(self.running) > self.writer.pending)
+        self.writer = GroupWriter(WRITER_THREADS, alive=self._thread.is_alive)
         self._noted: set[tuple[str, str]] = set()
         self.status_file = run_status.Writer(self.rt.paths, self._status_now)
 

@@ -414,33 +414,26 @@ class GroupWriter:
 
     ``submit`` returns a future resolved once the group is in place: whoever reports a generation
     done waits for it, so nothing is reported done before it is durable. Where the kernel has a
-    ``syncfs`` that reports errors, one thread at a time gathers a batch (``_take``) and commits
-    it with one syncfs per file system (``_commit_together``) while the next thread gathers the
-    next: a group commit. Otherwise a group's fsyncs are made at once, its thread's and, through
-    the same queue, idle threads' (the disk serves concurrent fsyncs with one journal commit): a
-    commit takes about one fsync's time, not five. A thread claims an fsync before making
-    it, and the group's own thread makes every one nobody has claimed yet, so a group never waits
-    for a busy pool. The threads are made on the first submit (one process's writer: a forked
+    ``syncfs`` that reports errors, a thread commits the groups queued together with one syncfs
+    per file system (``_commit_together``). Otherwise a group's fsyncs are made at once, its
+    thread's and, through the same queue, idle threads' (the disk serves concurrent fsyncs with
+    one journal commit): a commit takes about one fsync's time, not five. A thread claims an
+    fsync before making it, and the group's own thread makes every one nobody has claimed yet,
+    so a group never waits for a busy pool. The threads are made on the first submit (one process's writer: a forked
     child makes its own) and end once the writer is closed and idle, or when ``alive`` says
     their owner has gone; no thread waits without a bound (``WAIT_S``)."""
 
     WAIT_S = 1.0
     BATCH = 32  # groups synced together at most (their descriptors are open until then)
-    # While ``more_coming`` says so, a batch waits up to this long for more groups: fewer, larger
-    # syncs cost the disk's kernel time less per generation (measured in bench/README.md), and a
-    # generation's call slot is free once it has answered, so the wait holds up no call.
-    LINGER_S = 0.05
 
-    def __init__(self, threads: int = 4, alive: "Callable[[], bool]" = lambda: True, name: str = "daydream-writer",
-                 more_coming: "Callable[[], bool]" = lambda: False):
+    def __init__(self, threads: int = 4, alive: "Callable[[], bool]" = lambda: True, name: str = "daydream-writer"):
         self._queue: queue.SimpleQueue = queue.SimpleQueue()  # groups to commit, fsyncs to help with
-        self._width, self._alive, self._name, self._more_coming = max(1, threads), alive, name, more_coming
+        self._width, self._alive, self._name = max(1, threads), alive, name
         self._threads: list[threading.Thread] = []
         self._waiting = 0  # threads waiting for work (read without the lock: a hint)
         self._pending = 0
         self._lock = threading.Lock()
         self._idle = threading.Condition(self._lock)
-        self._gathering = threading.Lock()  # held by the thread taking the next batch (syncfs)
         self._closed = False
 
     def submit(self, files: Sequence[tuple[Path | str, bytes | None]]) -> "concurrent.futures.Future[int]":
@@ -456,11 +449,6 @@ class GroupWriter:
         self._queue.put((files, future))
         return future
 
-    @property
-    def pending(self) -> int:
-        """Groups submitted and not yet in place (read without the lock: a hint)."""
-        return self._pending
-
     def close(self, timeout: float) -> bool:
         """No more submits; wait up to ``timeout`` s for what was submitted to be in place.
         Returns whether everything was."""
@@ -470,8 +458,14 @@ class GroupWriter:
 
     def _work(self) -> None:
         while True:
-            item = self._take()
             with self._lock:
+                self._waiting += 1
+            try:
+                item = self._queue.get(timeout=self.WAIT_S)
+            except queue.Empty:
+                item = None
+            with self._lock:
+                self._waiting -= 1
                 if item is None and self._pending == 0 and (self._closed or not self._alive()):
                     self._threads.remove(threading.current_thread())
                     return
@@ -480,9 +474,19 @@ class GroupWriter:
             if isinstance(item, _Fsync):
                 item.make()  # another group's: done already if its own thread got there first
                 continue
-            if isinstance(item, list):  # a batch gathered for one syncfs
-                self._commit_together(item)
-                done = len(item)
+            if _SYNCFS is not None:
+                batch = [item]  # and the groups queued behind it, synced together
+                while len(batch) < self.BATCH:
+                    try:
+                        more = self._queue.get_nowait()
+                    except queue.Empty:
+                        break
+                    if isinstance(more, _Fsync):
+                        more.make()
+                    else:
+                        batch.append(more)
+                self._commit_together(batch)
+                done = len(batch)
             else:
                 files, future = item
                 if future.set_running_or_notify_cancel():
@@ -495,40 +499,6 @@ class GroupWriter:
                 self._pending -= done
                 if self._pending == 0:
                     self._idle.notify_all()
-
-    def _take(self):
-        """What to do next, or None when nothing came within ``WAIT_S``. Where ``syncfs`` is
-        used, one thread at a time takes a batch: the groups queued and, while ``more_coming``,
-        those that arrive within ``LINGER_S`` (up to ``BATCH``); it syncs them while the next
-        thread gathers the next batch. Otherwise one group, or another group's fsync to help with."""
-        with self._lock:
-            self._waiting += 1
-        try:
-            if _SYNCFS is None:
-                try:
-                    return self._queue.get(timeout=self.WAIT_S)
-                except queue.Empty:
-                    return None
-            if not self._gathering.acquire(timeout=self.WAIT_S):
-                return None
-            try:
-                try:
-                    batch = [self._queue.get(timeout=self.WAIT_S)]
-                except queue.Empty:
-                    return None
-                until = time.monotonic() + self.LINGER_S
-                while len(batch) < self.BATCH:
-                    left = until - time.monotonic() if self._more_coming() else 0
-                    try:
-                        batch.append(self._queue.get(timeout=left) if left > 0 else self._queue.get_nowait())
-                    except queue.Empty:
-                        break
-                return batch
-            finally:
-                self._gathering.release()
-        finally:
-            with self._lock:
-                self._waiting -= 1
 
     def _commit_together(self, batch: list) -> None:
         """Several groups with one ``syncfs`` per file system instead of an fsync per file (the
