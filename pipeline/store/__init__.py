@@ -419,9 +419,9 @@ class GroupWriter:
     thread's and, through the same queue, idle threads' (the disk serves concurrent fsyncs with
     one journal commit): a commit takes about one fsync's time, not five. A thread claims an
     fsync before making it, and the group's own thread makes every one nobody has claimed yet,
-    so a group never waits for a busy pool. The threads are made on the first submit (one process's writer: a forked
-    child makes its own) and end once the writer is closed and idle, or when ``alive`` says
-    their owner has gone; no thread waits without a bound (``WAIT_S``)."""
+    so a group never waits for a busy pool. The threads are made on the first submit (one
+    process's writer: a forked child makes its own) and end once the writer is closed and idle,
+    or when ``alive`` says their owner has gone; no thread waits without a bound (``WAIT_S``)."""
 
     WAIT_S = 1.0
     BATCH = 32  # groups synced together at most (their descriptors are open until then)
