@@ -33,7 +33,7 @@ import itertools
 import math
 import random
 from dataclasses import dataclass, field
-from functools import lru_cache
+from functools import cached_property, lru_cache
 from typing import Callable, Collection
 
 from pipeline.ids import combo_id
@@ -183,24 +183,29 @@ class ComboResult:
         return len(self.units)
 
     def interval(self, level: float = 0.95) -> tuple[float, float, float, str]:
-        return t_interval(self.units, level)
+        return self._interval_95 if level == 0.95 else t_interval(self.units, level)
+
+    @cached_property
+    def _interval_95(self) -> tuple[float, float, float, str]:
+        # mean, ci_low, ci_high and not_estimable all read it: the t quantile once, not four times
+        return t_interval(self.units, 0.95)
 
     @property
     def mean(self) -> float:
-        return self.interval()[0]
+        return self._interval_95[0]
 
     @property
     def ci_low(self) -> float:
-        return self.interval()[1]
+        return self._interval_95[1]
 
     @property
     def ci_high(self) -> float:
-        return self.interval()[2]
+        return self._interval_95[2]
 
     @property
     def not_estimable(self) -> str:
         """Why the combo has no interval ("" when it has one)."""
-        return self.interval()[3]
+        return self._interval_95[3]
 
     def value(self, statistic: str) -> float:
         return getattr(self, statistic)
