@@ -125,7 +125,7 @@ def test_a_group_that_cannot_be_written_leaves_nothing_of_itself(tmp_path):
 
 def test_kill_during_group_commits_never_shows_metadata_without_its_content(tmp_path):
     """SIGKILL at random moments of a process committing groups (eight contents, then a metadata
-    naming their round) on the writer's threads, on the real disk under the test's tmp dir, until
+    naming their round) made durable on the writer's threads, on the real disk under the test's tmp dir, until
     some kill has landed between a group's renames: a metadata is never newer than a content
     beside it (a content may be newer: killed between the renames, which the classifier sees
     as a hash mismatch), and no file is half-written."""
@@ -134,7 +134,7 @@ def test_kill_during_group_commits_never_shows_metadata_without_its_content(tmp_
 
     script = textwrap.dedent(f"""
         import json
-        from pipeline.store import GroupWriter
+        from pipeline.store import GroupWriter, stage_group
         root = {str(tmp_path)!r}
         writer = GroupWriter(4)
         i = 0
@@ -143,10 +143,10 @@ def test_kill_during_group_commits_never_shows_metadata_without_its_content(tmp_
             for g in range(16):
                 i += 1
                 files = [(f"{{root}}/g{{g}}/c{{k}}.txt", f"{{i}}\\n".encode() + b"x" * 5000) for k in range(8)]
-                futures.append(writer.submit(files + [(f"{{root}}/g{{g}}/gone.txt", None),
-                                                      (f"{{root}}/g{{g}}/meta.json", json.dumps({{"n": i}}).encode())]))
+                futures.append(writer.submit(stage_group(files + [(f"{{root}}/g{{g}}/gone.txt", None),
+                                                                  (f"{{root}}/g{{g}}/meta.json", json.dumps({{"n": i}}).encode())])))
             for f in futures:
-                f.result(10)
+                f.result(10).publish()
             print(i, flush=True)
     """)
     rng = random.Random(26)
@@ -173,25 +173,40 @@ def test_kill_during_group_commits_never_shows_metadata_without_its_content(tmp_
 
 
 @pytest.mark.parametrize("syncfs", [True, False], ids=["syncfs", "fsync-each"])
-def test_the_group_writer_commits_off_the_caller_and_waits_bounded(tmp_path, monkeypatch, syncfs):
-    """Groups committed together (one syncfs) or each with its fsyncs: each submitter hears of
-    its own group, a failing one fails alone."""
+def test_the_group_writer_syncs_off_the_caller_and_waits_bounded(tmp_path, monkeypatch, syncfs):
+    """Groups synced together (one syncfs) or each with its fsyncs: each submitter hears of its
+    own group, a failing one fails alone and leaves nothing of itself."""
     from pipeline import store
-    from pipeline.store import GroupWriter
+    from pipeline.store import GroupWriter, stage_group
 
-    if not syncfs:
+    real_fsync = os.fsync
+
+    def fsync(fd):  # the files staged in the "bad" directory cannot be synced
+        if os.readlink(f"/proc/self/fd/{fd}").startswith(str(tmp_path / "bad")):
+            raise OSError(5, "Input/output error")
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    if syncfs:  # a syncfs over a batch that holds the bad group fails for every group in it
+        monkeypatch.setattr(store, "_SYNCFS", store._SYNCFS or (lambda fd: 0))
+        monkeypatch.setattr(store, "_syncfs", lambda fds: [fsync(fd) for fd in fds])
+    else:
         monkeypatch.setattr(store, "_SYNCFS", None)
 
     writer = GroupWriter(2)
-    futures = [writer.submit([(tmp_path / f"f{i}.txt", b"x"), (tmp_path / f"m{i}.json", b"{}")]) for i in range(20)]
-    (tmp_path / "blocker").write_text("a file, not a directory")
-    bad = writer.submit([(tmp_path / "blocker" / "under-a-file", b"x")])
-    assert [f.result(10) for f in futures] == [2] * 20
-    with pytest.raises(DaydreamError):
+    groups = [stage_group([(tmp_path / f"f{i}.txt", b"x"), (tmp_path / f"m{i}.json", b"{}")]) for i in range(20)]
+    futures = [writer.submit(g) for g in groups]
+    bad = writer.submit(stage_group([(tmp_path / "bad" / "one.txt", b"x")]))
+    assert [f.result(10).publish() for f in futures] == [2] * 20
+    with pytest.raises(DaydreamError, match="Input/output error"):
         bad.result(10)  # the submitter hears of a failure
+    assert list((tmp_path / "bad").iterdir()) == []  # its temporary removed
+    assert sorted(p.name for p in tmp_path.glob("f*.txt")) == sorted(f"f{i}.txt" for i in range(20))
     assert writer.close(10) is True
+    late = stage_group([(tmp_path / "late.txt", b"x")])
     with pytest.raises(DaydreamError):
-        writer.submit([(tmp_path / "late.txt", b"x")])
+        writer.submit(late)
+    assert not list(tmp_path.glob(".late.txt.*"))  # refused: its temporary removed
     # its threads end once it is closed and idle, within one wait
     deadline = time.monotonic() + 3 * GroupWriter.WAIT_S
     while writer._threads and time.monotonic() < deadline:
@@ -203,7 +218,7 @@ def test_a_groups_files_are_synced_at_once_on_the_writers_threads(tmp_path, monk
     """With 100 ms fsyncs (and syncfs), five files committed inline take five fsyncs; on the
     writer's threads about one sync (fsyncs at once, or one syncfs for the group)."""
     from pipeline import store
-    from pipeline.store import GroupWriter, atomic_write_group
+    from pipeline.store import GroupWriter, atomic_write_group, stage_group
 
     def slow(real):
         def call(fd):
@@ -219,9 +234,9 @@ def test_a_groups_files_are_synced_at_once_on_the_writers_threads(tmp_path, monk
     atomic_write_group(files("a"))
     inline = time.monotonic() - t
     writer = GroupWriter(8)
-    writer.submit(files("warm")).result(10)  # its threads are made
+    writer.submit(stage_group(files("warm"))).result(10)  # its threads are made
     t = time.monotonic()
-    assert writer.submit(files("b")).result(10) == 5
+    assert writer.submit(stage_group(files("b"))).result(10).publish() == 5
     threaded = time.monotonic() - t
     assert writer.close(10)
     assert inline >= 0.5 and threaded < 0.3, (inline, threaded)

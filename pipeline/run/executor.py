@@ -54,7 +54,7 @@ from pipeline.run.generation import Files, Runtime, generate, metadata, run_stat
 from pipeline.errors import DaydreamError
 from pipeline.store.ledger import Budget
 from pipeline.store.state import DONE, State
-from pipeline.store import PARENT_STAGE, GroupWriter
+from pipeline.store import PARENT_STAGE, GroupWriter, stage_group
 
 Key = tuple[str, str, str]  # stage, gen_id, the run's since
 # a generation to start ahead: its key, the endpoint it calls ("" for none) and its parent's key
@@ -67,9 +67,9 @@ AHEAD_MIN_LATENCY_S = 0.1
 FOLLOW_AT = 2  # gates' worth of a chunk's members left when the next chunk's are started
 AHEAD_SLICE = 64  # a chunk's members looked at before the unsettled ones among them are started
 CLOSE_TIMEOUT_S = 10.0
-# Threads committing the generations' files (``store.GroupWriter``): a group's five fsyncs are
-# made at once, and the disk serves concurrent fsyncs with one journal commit, so a commit takes
-# about one fsync and several commits go on together
+# Threads making the generations' files durable (``store.GroupWriter``): without syncfs a group's
+# five fsyncs are made at once, and the disk serves concurrent fsyncs with one journal commit, so
+# a commit takes about one fsync and several commits go on together
 WRITER_THREADS = 16
 # How often a thread that waits on another (the loop's thread, the executor's process, the driver)
 # looks again whether that side is still there: a wait never outlives the side it waits on.
@@ -247,16 +247,22 @@ class Executor:
         return st
 
     async def commit(self, files: Files) -> int:
-        """Put a generation's files in place on the writer's threads (``store.atomic_write_group``);
-        returns once they are, so it is reported done only once durable. Cancelled meanwhile (the
-        run is stopping), it still waits for them, up to ``CLOSE_TIMEOUT_S``: the generation's
-        claim is held until its files are in place, and a paid answer is not thrown away."""
-        written = asyncio.wrap_future(self.writer.submit(files), loop=self.loop)
+        """Put a generation's files in place: written to their temporaries here, made durable on
+        the writer's threads (``store.GroupWriter``), then put in place here; returns once they
+        are, so it is reported done only once durable. Cancelled meanwhile (the run is stopping),
+        it still waits for them, up to ``CLOSE_TIMEOUT_S``, and they are put in place whenever
+        they are durable: the generation's claim is held until then, and a paid answer is not
+        thrown away."""
+        group = stage_group(files)
+        durable = self.writer.submit(group)
+        waited = asyncio.wrap_future(durable, loop=self.loop)
         try:
-            return await asyncio.shield(written)
+            await asyncio.shield(waited)
         except asyncio.CancelledError:
-            await asyncio.wait([written], timeout=CLOSE_TIMEOUT_S)
+            durable.add_done_callback(lambda f: f.exception() is None and group.publish())
+            await asyncio.wait([waited], timeout=CLOSE_TIMEOUT_S)
             raise
+        return group.publish()
 
     def _run(self, since: str) -> dict:
         run = self.runs.get(since)
