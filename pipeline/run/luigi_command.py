@@ -208,13 +208,16 @@ def before_run(cohort_id: str, max_cost: float | None, yes: bool) -> None:
 
 def sweep_claims(paths, cohort_id: str) -> int:
     """Remove the stale claims of the cohort's generations (``claims.sweep``): a kill leaves
-    claims on generations that had finished, which no run takes over. Before a run, and again
-    by ``RunCohort`` at its end (a run killed meanwhile)."""
+    claims on generations that had finished, which no run takes over, and the owner files they
+    link to (``claims.sweep_owners``). Before a run, and again by ``RunCohort`` at its end (a run
+    killed meanwhile)."""
     from pipeline.store import claims
     from pipeline.run.run_plan import membership
 
-    return claims.sweep((paths.gen_dir(r["stage"], r["gen_id"]) for r in membership(paths, cohort_id)),
-                        config.claim_timeout())
+    timeout = config.claim_timeout()
+    swept = claims.sweep((paths.gen_dir(r["stage"], r["gen_id"]) for r in membership(paths, cohort_id)), timeout)
+    claims.sweep_owners(paths.gens, timeout)
+    return swept
 
 
 class _LogFile(logging.FileHandler):
