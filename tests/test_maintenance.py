@@ -203,3 +203,20 @@ def test_invalidate_names_the_other_cohorts_it_touches(tmp_path):
     assert out == ["would invalidate 6 generations (with descendants): 6 evaluation"]  # t1's alone
     out = daydream("invalidate", "--template", "v-ten")
     assert out == ["invalidated 6 generations (with descendants): 6 evaluation", "  in cohorts: t2 (6 evaluation)"]
+
+
+def test_an_edit_in_place_of_the_same_size_is_seen_at_once(project):
+    """Templates and concept descriptions are read again only when their stat changes
+    (``catalog.authored_text``): an edit that keeps the file's size and inode, a moment after
+    the last read, still makes the generations that render it stale."""
+    assert project.run()
+    t = project.paths.template_file("evaluation", "v-nine")
+    before = t.read_text()
+    assert check_store(project.paths, "t1")[0] == []  # read through the cache
+    with open(t, "r+") as f:  # same inode, same size, only letters swapped
+        f.write(before.swapcase())
+    assert t.stat().st_size == len(before.encode())
+    problems, _ = check_store(project.paths, "t1")
+    assert {p.kind for p in problems} == {"stale"} and len(problems) == 6
+    t.write_text(before)
+    assert check_store(project.paths, "t1")[0] == []

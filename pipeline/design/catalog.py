@@ -9,6 +9,7 @@ editing a template changes what "complete" means for the generations rendered fr
 from __future__ import annotations
 
 import hashlib
+import os
 import re
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -65,7 +66,7 @@ class Template:
     @property
     def text(self) -> str | None:
         """The Jinja source, or None (copy mode / missing file; validation reports the latter)."""
-        return None if self.path is None else read_text(self.path, authored=True)
+        return None if self.path is None else authored_text(self.path)
 
     @property
     def sha256(self) -> str:
@@ -132,7 +133,7 @@ class Catalog:
         """Description at ``level``, falling back paragraph → sentence → the concept's name."""
         order = [level] + [lv for lv in ("paragraph", "sentence") if lv != level]
         for lv in order:
-            text = read_text(self.paths.concept_description(lv, concept_id), authored=True)
+            text = authored_text(self.paths.concept_description(lv, concept_id))
             if text is not None and text.strip():
                 return text.strip()
         return self.concepts[concept_id].name
@@ -147,6 +148,29 @@ class Catalog:
             for tid in sorted(self.templates[stage]):
                 h.update(f"{stage}/{tid}\0{self.templates[stage][tid].sha256}\0".encode())
         return h.hexdigest()
+
+
+_TEXTS: dict[str, tuple[tuple, str | None]] = {}  # an authored file -> (its stat when read, its text)
+
+
+def authored_text(path: Path) -> str | None:
+    """A template's or concept description's text (``read_text(authored=True)``), read again
+    only once the file changed (its size, modification time or inode): every prompt rendered
+    reads its template and, for a draft, its concepts, a handful of files a whole cohort shares,
+    so a stat stands in for an open and a read (the same test the classifier's tokens use)."""
+    key = os.fspath(path)
+    try:
+        st = os.stat(key)
+    except OSError:
+        _TEXTS.pop(key, None)
+        return read_text(path, authored=True)  # absent: None; unreadable: its error
+    token = (st.st_mtime_ns, st.st_size, st.st_ino)
+    seen = _TEXTS.get(key)
+    if seen is not None and seen[0] == token:
+        return seen[1]
+    text = read_text(path, authored=True)
+    _TEXTS[key] = (token, text)  # read after the stat: a change in between shows at the next one
+    return text
 
 
 _CSV_FILES = (
