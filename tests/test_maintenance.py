@@ -220,3 +220,34 @@ def test_an_edit_in_place_of_the_same_size_is_seen_at_once(project):
     assert {p.kind for p in problems} == {"stale"} and len(problems) == 6
     t.write_text(before)
     assert check_store(project.paths, "t1")[0] == []
+
+
+def test_a_parent_just_generated_is_found_done_by_its_children_from_its_tokens_alone(project, monkeypatch):
+    """``generation._remember``: a generation committed ``done`` in this process is classified
+    by its children from its files' stat alone (none of its files read, its prompt not rendered
+    again), and an edit of its template made afterwards still makes it, and them, stale."""
+    from pipeline import config
+    from pipeline.design.cohort import compile_cohort
+    from pipeline.run import generation
+    from pipeline.run.executor import executor, run_generation
+    from pipeline.run.run_plan import membership
+    from pipeline.store.state import DONE, PENDING, STALE
+    from pipeline.tasks import run_stamp
+
+    compile_cohort(config.data_paths(), "t1")
+    rows = membership(config.data_paths(), "t1")
+    essay = next(r for r in rows if r["stage"] == "essay" and r["mode"] == "llm")
+    draft = essay["parent_gen_id"]
+    rt = generation.runtime()
+    assert run_generation(rt, "draft", draft, since=run_stamp()).kind == DONE
+    assert executor(rt).rt is rt  # generated on a thread of this process, into its runtime
+    read = []
+    for name in ("read_text", "phase_json"):
+        real = getattr(generation, name)
+        monkeypatch.setattr(generation, name, lambda path, *a, _real=real, **k: (read.append(str(path)), _real(path, *a, **k))[1])
+    assert generation.state_of(rt, "essay", essay["gen_id"]).kind == PENDING  # its parent done
+    assert not [p for p in read if f"/{draft}/" in p], read
+    template = project.paths.template_file("draft", rt.catalog.template("draft", generation.metadata(rt, "draft", draft)["template_id"]).id)
+    template.write_text(template.read_text() + "One more line.\n")
+    assert generation.state_of(rt, "draft", draft).kind == STALE
+    assert generation.state_of(rt, "essay", essay["gen_id"]).kind == PENDING and read

@@ -460,15 +460,18 @@ async def _generate(rt: Runtime, stage: str, gen_id: str, status: Callable[[str]
     and its record, parsed and its record: each record after its content), so the model call
     goes out with nothing written and a kill before the commit leaves the generation as it was.
     ``memo``: the states its caller has just looked at (its parent's among them)."""
-    parent_id = metadata(rt, stage, gen_id).get("parent_gen_id") if stage != "draft" else None
+    md = metadata(rt, stage, gen_id)
+    parent_id = md.get("parent_gen_id") if stage != "draft" else None
     if parent_id and state_of(rt, PARENT_STAGE[stage], parent_id, memo).kind != DONE:
         # never generate against a parent that is about to change (the runner runs parents first)
         raise DaydreamError("store", f"{stage} {gen_id}: parent {parent_id} is not done")
-    inputs = resolve_inputs(rt, stage, gen_id)
+    # the tokens of what the inputs are read from, taken before they are read (see ``_remember``)
+    inputs_token = (memo[(PARENT_STAGE[stage], parent_id)][1] if parent_id else None,
+                    _catalog_token(rt, stage, md, memo))
+    inputs = resolve_inputs(rt, stage, gen_id, md)
     if inputs is None:  # the parent's output changed since it was classified
         raise DaydreamError("store", f"{stage} {gen_id}: parent {parent_id} is not done")
     remove_stale_temporaries(rt.gen_dir(stage, gen_id))
-    md = inputs.metadata
     files: Files = [(rt.gen_file(stage, gen_id, "prompt.txt"), inputs.prompt.encode())]
 
     if md["mode"] == "copy":
@@ -485,7 +488,7 @@ async def _generate(rt: Runtime, stage: str, gen_id: str, status: Callable[[str]
                       invalid_reason=None)))]
         parsed, st = parsed_files(rt, stage, gen_id, inputs, inputs.prompt, simulated=simulated)
         await commit(files + parsed)
-        return st
+        return _remember(rt, stage, gen_id, st, inputs_token)
 
     model = rt.catalog.model(inputs.model_id)
     kept = reusable_raw(rt, stage, gen_id, inputs)
@@ -515,10 +518,24 @@ async def _generate(rt: Runtime, stage: str, gen_id: str, status: Callable[[str]
         status(f"{stage} · {md['template_id']} · {model.id} · parsing ({inputs.parser})")
         answer, st = call_files(rt, stage, gen_id, inputs, completion, cost=cost, started=started)
         await commit(answer)
-        return st
+        return _remember(rt, stage, gen_id, st, inputs_token)
     status(f"{stage} · {md['template_id']} · {model.id} · parsing ({inputs.parser})")
     parsed, st = parsed_files(rt, stage, gen_id, inputs, kept[0], simulated=bool(kept[1].get("simulated")))
     await commit(files + parsed)
+    return _remember(rt, stage, gen_id, st, inputs_token)
+
+
+def _remember(rt: Runtime, stage: str, gen_id: str, st: State, inputs_token: tuple) -> State:
+    """A generation just committed ``done`` kept as the classifier's cached state, under the
+    tokens it would compute: its children, classified next, then read none of its files nor
+    render its prompt again to find it done. The tokens of its inputs (its parent's state and
+    its catalog files) were taken before they were read, so any change since shows as a new
+    token and it is classified again from its files."""
+    if st.kind == DONE:
+        outcome = _file_token(rt.gen_file(stage, gen_id, "parsed_metadata.json"))
+        if outcome is not None:
+            rt._states[(stage, gen_id)] = ((outcome, _file_token(rt.gen_file(stage, gen_id, "parsed.txt")),
+                                            *inputs_token), st)
     return st
 
 
