@@ -2,9 +2,10 @@
 
 All paths are built here from validated ids, so no id taken from a catalog, spec or model output
 can escape the data root. Every write goes through ``atomic_write_group`` (``atomic_write_bytes``
-for one file) or its three steps (``stage_group``, then ``make_durable`` and ``publish``): a temporary file in the same directory, fsync, then ``os.replace``; a crash or
-kill at any moment leaves either the old file or the new one, never a half-written file, and a
-group's files appear in the order given, none before every one is on disk. ``GroupWriter``
+for one file) or its three steps (``stage_group``, then ``make_durable`` and ``publish``): a
+temporary file in the same directory, fsync, then ``os.replace``; a crash or kill at any moment
+leaves either the old file or the new one, never a half-written file, and a group's files
+appear in the order given, none before every one is on disk. ``GroupWriter``
 makes staged groups durable on threads of its own for a caller that must not wait for the disk
 (the executor's loop)."""
 
