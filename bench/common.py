@@ -304,8 +304,7 @@ def _serve(latency: float, sigma: float = 0.0, seed: int = 0) -> None:
                           for r in list(server.requests) if "at" in r) if last else 0.0
         return {"requests": len(server.requests), "successes": server.successes,
                 "max_concurrency_seen": server.max_concurrency_seen, "in_flight": server.in_flight,
-                "latency_served_s": server.latency_served, "latency_before_last_request_s": before_last, **times,
-                "timeline": [(r["at"], r.get("latency_s", 0.0), r["body"]["messages"][-1]["content"][:200] if isinstance(r.get("body"), dict) else "") for r in list(server.requests) if "at" in r]}
+                "latency_served_s": server.latency_served, "latency_before_last_request_s": before_last, **times}
 
     try:
         for line in sys.stdin:
