@@ -16,7 +16,7 @@ from functools import cached_property
 from pathlib import Path
 
 from pipeline.errors import DaydreamError
-from pipeline.store import STAGES, DataPaths, check_id, read_csv_rows, read_text
+from pipeline.store import STAGES, DataPaths, check_id, file_token, read_csv_rows, read_text
 from pipeline.design.structured import OUTPUT_FORMATS
 
 LEVELS = ("sentence", "paragraph", "article")
@@ -160,11 +160,12 @@ def authored_text(path: Path) -> str | None:
     so a stat stands in for an open and a read (the same test the classifier's tokens use)."""
     key = os.fspath(path)
     try:
-        st = os.stat(key)
+        token = file_token(key)
     except OSError:
+        token = None
+    if token is None:
         _TEXTS.pop(key, None)
         return read_text(path, authored=True)  # absent: None; unreadable: its error
-    token = (st.st_mtime_ns, st.st_size, st.st_ino)
     seen = _TEXTS.get(key)
     if seen is not None and seen[0] == token:
         return seen[1]

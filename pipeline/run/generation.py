@@ -31,8 +31,8 @@ from pipeline.llm.base import Completion, CompletionRequest, GenerationContext
 from pipeline.design.parsers import DEFAULT_SCORE_LABEL, parse
 from pipeline.design.render import draft_context, essay_context, evaluation_context, render
 from pipeline.store.state import BLOCKED, DONE, FAILED, PENDING, STALE, CurrentInputs, Outcome, State, classify
-from pipeline.store import (PARENT_STAGE, DataPaths, atomic_write_group, dumps_json, parsed_metadata, raw_metadata, read_json,
-                            read_text, remove_stale_temporaries, utc_stamp)
+from pipeline.store import (PARENT_STAGE, DataPaths, atomic_write_group, dumps_json, file_token, parsed_metadata,
+                            raw_metadata, read_json, read_text, remove_stale_temporaries, utc_stamp)
 
 PREVIEW_CHARS = 400
 PARSE_FAILED = "parser "  # how a parse failure's reason starts: the raw response is kept and valid
@@ -299,14 +299,6 @@ def is_done(rt: Runtime, stage: str, gen_id: str, memo: dict | None = None) -> b
     return state_of(rt, stage, gen_id, memo).kind == DONE
 
 
-def _file_token(path: str) -> tuple | None:
-    try:
-        st = os.stat(path)
-    except FileNotFoundError:
-        return None
-    return st.st_mtime_ns, st.st_size, st.st_ino
-
-
 def _state_and_token(rt: Runtime, stage: str, gen_id: str, memo: dict) -> tuple[State, tuple]:
     key = (stage, gen_id)
     if key in memo:
@@ -319,10 +311,10 @@ def _state_and_token(rt: Runtime, stage: str, gen_id: str, memo: dict) -> tuple[
             raise DaydreamError("store", f"{stage} {gen_id} has no parent_gen_id",
                                 path=rt.gen_file(stage, gen_id, "metadata.json"))
         parent, parent_token = _state_and_token(rt, PARENT_STAGE[stage], parent_id, memo)
-    outcome_token = _file_token(rt.gen_file(stage, gen_id, "parsed_metadata.json"))
+    outcome_token = file_token(rt.gen_file(stage, gen_id, "parsed_metadata.json"))
     # with no outcome recorded the state is pending (or blocked) whatever the catalog renders:
     # a fresh generation is looked at with no look at its template's and concepts' files
-    token = (outcome_token, _file_token(rt.gen_file(stage, gen_id, "parsed.txt")), parent_token,
+    token = (outcome_token, file_token(rt.gen_file(stage, gen_id, "parsed.txt")), parent_token,
              _catalog_token(rt, stage, md, memo) if outcome_token else None)
     cached = rt._states.get(key)
     if cached is not None and cached[0] == token:
@@ -343,7 +335,7 @@ def _catalog_token(rt: Runtime, stage: str, md: dict, memo: dict) -> tuple:
     seen = memo.setdefault(_CATALOG_TOKENS, {})
     token = seen.get(key)
     if token is None:
-        token = seen[key] = tuple(_file_token(f) for f in _catalog_files(rt, stage, md["template_id"], key))
+        token = seen[key] = tuple(file_token(f) for f in _catalog_files(rt, stage, md["template_id"], key))
     return token
 
 
@@ -532,9 +524,9 @@ def _remember(rt: Runtime, stage: str, gen_id: str, st: State, inputs_token: tup
     its catalog files) were taken before they were read, so any change since shows as a new
     token and it is classified again from its files."""
     if st.kind == DONE:
-        outcome = _file_token(rt.gen_file(stage, gen_id, "parsed_metadata.json"))
+        outcome = file_token(rt.gen_file(stage, gen_id, "parsed_metadata.json"))
         if outcome is not None:
-            rt._states[(stage, gen_id)] = ((outcome, _file_token(rt.gen_file(stage, gen_id, "parsed.txt")),
+            rt._states[(stage, gen_id)] = ((outcome, file_token(rt.gen_file(stage, gen_id, "parsed.txt")),
                                             *inputs_token), st)
     return st
 

@@ -5,7 +5,6 @@ No Luigi here: the tasks, the CLI and ``status`` share these so they count the s
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from collections import Counter
 from dataclasses import dataclass, field
@@ -17,7 +16,7 @@ from pipeline.design.cohort import read_membership
 from pipeline.errors import DaydreamError
 from pipeline.run.generation import run_state, runtime, state_of
 from pipeline.store.state import BLOCKED, DONE, FAILED, KINDS
-from pipeline.store import DataPaths, read_json
+from pipeline.store import DataPaths, file_token, read_json
 
 _MEMBERSHIP: dict[str, tuple[tuple, list[dict]]] = {}  # path -> (stat key, rows): read once per change
 
@@ -25,11 +24,7 @@ _MEMBERSHIP: dict[str, tuple[tuple, list[dict]]] = {}  # path -> (stat key, rows
 def membership(paths: DataPaths, cohort_id: str) -> list[dict[str, str]]:
     """The cohort's membership rows (drafts, essays, evaluations), re-read only when the file changes."""
     path = paths.membership_csv(cohort_id)
-    try:
-        st = os.stat(path)
-        key = (st.st_mtime_ns, st.st_size, st.st_ino)
-    except FileNotFoundError:
-        key = None
+    key = file_token(path)
     cached = _MEMBERSHIP.get(str(path))
     if key is not None and cached and cached[0] == key:
         return cached[1]
@@ -206,12 +201,10 @@ def _remembered_record(paths: DataPaths, r: dict, prices: dict, memo: dict) -> d
     key = (r["stage"], r["gen_id"])
     seen = memo.get(key)
     path = seen[0] if seen else str(paths.gen_file(r["stage"], r["gen_id"], "raw_metadata.json"))
-    try:
-        st = os.stat(path)
-    except FileNotFoundError:
+    stamp = file_token(path)
+    if stamp is None:
         memo[key] = (path, None, None)
         return None
-    stamp = (st.st_ino, st.st_mtime_ns, st.st_size)
     if seen is None or seen[1] != stamp:
         seen = memo[key] = (path, stamp, spend.call_record(read_json(Path(path)) or {}, prices.get(r["llm_model_id"])))
     return seen[2]

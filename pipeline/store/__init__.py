@@ -768,6 +768,17 @@ def read_csv_rows(path: Path) -> list[dict[str, str]]:
     return list(csv.DictReader(io.StringIO(text)))
 
 
+def file_token(path: Path | str) -> tuple | None:
+    """A file's state as far as caches go (modification time, size, inode), None when it is
+    absent: a cache keeps what it read of a file while its token is unchanged (an atomic rewrite
+    makes a new inode, an edit in place a new time)."""
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return None
+    return st.st_mtime_ns, st.st_size, st.st_ino
+
+
 def stat_fingerprint(files: Iterable[Path]) -> str:
     """A cheap fingerprint of files' state (path, size, mtime): decides when derived outputs such as
     reports are stale without reading every file's content."""
