@@ -23,6 +23,19 @@ def test_atomic_write_skips_identical_content(tmp_path):
     assert not [f for f in p.parent.iterdir() if f.name.endswith(".tmp")]
 
 
+@pytest.mark.parametrize("umask", [0o022, 0o027])
+def test_written_files_have_the_mode_open_would_give(tmp_path, umask):
+    """0666 less the umask, as ``open()`` makes a file, not a temporary file's 0600."""
+    old = os.umask(umask)
+    try:
+        p = tmp_path / "a" / "f.txt"
+        atomic_write_text(p, "hello")
+        atomic_write_text(p, "bye")  # a replacement too
+    finally:
+        os.umask(old)
+    assert p.stat().st_mode & 0o777 == 0o666 & ~umask
+
+
 def test_kill_during_writes_never_leaves_a_partial_file(tmp_path):
     """A writer killed with SIGKILL mid-loop leaves only complete versions of the file."""
     target = tmp_path / "big.txt"

@@ -37,14 +37,7 @@ TMP_GLOB = ".*.tmp"  # the atomic writer's temporary files; a kill -9 may leave 
 _TMP_IDS = itertools.count()
 
 
-def _file_mode() -> int:
-    """Mode for new files: what open() would give (0666 less the umask), not mkstemp's 0600."""
-    mask = os.umask(0)
-    os.umask(mask)
-    return 0o666 & ~mask
-
-
-_FILE_MODE = _file_mode()
+_FILE_MODE = 0o666  # less the umask, which the kernel applies: what open() gives a new file
 GEN_FILES = (
     "metadata.json",
     "prompt.txt",
@@ -409,7 +402,6 @@ def _stage(target: str, data: bytes, fds: list[int]) -> str:
     except OSError as exc:
         raise DaydreamError("store", f"cannot write: {exc.strerror or exc}", path=target) from None
     try:
-        os.fchmod(fd, _FILE_MODE)  # the mode given to open is cut by the umask
         view = memoryview(data)
         while view:
             view = view[os.write(fd, view):]
