@@ -251,3 +251,42 @@ def test_a_parent_just_generated_is_found_done_by_its_children_from_its_tokens_a
     template.write_text(template.read_text() + "One more line.\n")
     assert generation.state_of(rt, "draft", draft).kind == STALE
     assert generation.state_of(rt, "essay", essay["gen_id"]).kind == PENDING and read
+
+
+def test_a_fresh_generation_looks_at_its_ancestors_once(project, monkeypatch):
+    """A generation with no outcome recorded is not done, so ``generate`` takes its claim with no
+    look first and walks its ancestors' files once, under the claim; one already done is found
+    done with no claim taken."""
+    import asyncio
+
+    from pipeline import config
+    from pipeline.design.cohort import compile_cohort
+    from pipeline.run import generation
+    from pipeline.run.run_plan import membership
+    from pipeline.store import claims
+    from pipeline.store.state import DONE
+    from pipeline.tasks import run_stamp
+
+    compile_cohort(config.data_paths(), "t1")
+    rows = membership(config.data_paths(), "t1")
+    essay = next(r for r in rows if r["stage"] == "essay" and r["mode"] == "llm")
+    draft = essay["parent_gen_id"]
+    rt = generation.runtime()
+
+    async def run(stage, gen_id):
+        try:
+            return await generation.generate(rt, stage, gen_id, since=run_stamp())
+        finally:
+            for p in rt.providers_here():
+                await p.aclose()
+
+    assert asyncio.run(run("draft", draft)).kind == DONE
+    looked, acquired = [], []
+    real_token, real_acquire = generation.file_token, claims.acquire
+    monkeypatch.setattr(generation, "file_token", lambda path: (looked.append(str(path)), real_token(path))[1])
+    monkeypatch.setattr(claims, "acquire", lambda *a, **k: (acquired.append(a[0]), real_acquire(*a, **k))[1])
+    assert asyncio.run(run("essay", essay["gen_id"])).kind == DONE
+    assert looked.count(str(project.paths.gen_file("draft", draft, "parsed_metadata.json"))) == 1, looked
+    assert len(acquired) == 1
+    assert asyncio.run(run("essay", essay["gen_id"])).kind == DONE
+    assert len(acquired) == 1  # done: no claim

@@ -426,10 +426,12 @@ async def generate(rt: Runtime, stage: str, gen_id: str, status: Callable[[str],
     run, whose failures count as settled).
     """
     # one done or blocked needs no claim (the generations of a chunk started behind another
-    # come here not looked at)
-    st = state_of(rt, stage, gen_id)
-    if st.kind in (DONE, BLOCKED):
-        return st
+    # come here not looked at). One with no outcome recorded cannot be done, and is looked at
+    # under the claim: its ancestors' walk is made once, not twice.
+    if os.path.exists(rt.gen_file(stage, gen_id, "parsed_metadata.json")):
+        st = state_of(rt, stage, gen_id)
+        if st.kind in (DONE, BLOCKED):
+            return st
     timeout = rt.claim_timeout()
     claim = await claims.acquire(rt.gen_dir(stage, gen_id), since, timeout,
                                  waiting=lambda why: status(f"{stage} · waiting: {why}"))
