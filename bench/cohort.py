@@ -164,6 +164,7 @@ def main() -> None:
     for r in roots:
         if r not in ROOTS:
             raise SystemExit(f"unknown root {r!r}: {', '.join(ROOTS)}")
+    c.cache_bytecode()
     started = time.perf_counter()
     runs, bases = [], []
     try:
