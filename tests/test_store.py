@@ -202,7 +202,7 @@ def test_the_group_writer_syncs_off_the_caller_and_waits_bounded(tmp_path, monke
     monkeypatch.setattr(os, "fsync", fsync)
     if syncfs:  # a syncfs over a batch that holds the bad group fails for every group in it
         monkeypatch.setattr(store, "_SYNCFS", store._SYNCFS or (lambda fd: 0))
-        monkeypatch.setattr(store, "_syncfs", lambda fds: [fsync(fd) for fd in fds])
+        monkeypatch.setattr(store, "_syncfs", lambda fds, probes=None: [fsync(fd) for fd in fds])
     else:
         monkeypatch.setattr(store, "_SYNCFS", None)
 
@@ -225,6 +225,34 @@ def test_the_group_writer_syncs_off_the_caller_and_waits_bounded(tmp_path, monke
     while writer._threads and time.monotonic() < deadline:
         time.sleep(0.05)
     assert writer._threads == []
+
+
+def test_a_writer_that_fails_unexpectedly_leaves_no_submitter_waiting(tmp_path, monkeypatch):
+    """Not the disk's error but a bug in the sync: each submitter hears of it at once, nothing
+    of the group is left; a group that is published has its descriptors closed."""
+    from pipeline import store
+    from pipeline.store import GroupWriter, atomic_write_group, stage_group
+
+    def open_fds() -> int:
+        return len(os.listdir("/proc/self/fd"))
+
+    before = open_fds()
+    atomic_write_group([(tmp_path / "a.txt", b"a"), (tmp_path / "b.txt", b"b")])
+    writer = GroupWriter(1)
+    group = stage_group([(tmp_path / "c.txt", b"c")])
+    assert writer.submit(group).result(10).publish() == 1 and group.fds == []
+    assert open_fds() == before  # none of the files' descriptors left open
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(store, "_SYNCFS", store._SYNCFS or (lambda fd: 0))
+    monkeypatch.setattr(store, "_syncfs", broken)
+    monkeypatch.setattr(GroupWriter, "_sync", broken)
+    with pytest.raises(RuntimeError, match="a bug"):
+        writer.submit(stage_group([(tmp_path / "d.txt", b"d")])).result(5)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.txt", "b.txt", "c.txt"]
+    assert writer.close(5) is True
 
 
 def test_a_groups_files_are_synced_at_once_on_the_writers_threads(tmp_path, monkeypatch):
