@@ -104,6 +104,7 @@ def run_once(mode: str, where: str, generations: int, latency: float, sigma: flo
         root, counts = drafts_root(base, generations)
     else:
         root, counts = c.sized_root(base, generations)
+    speed = c.speed_index()
     with c.ServerProcess(latency, sigma=sigma) as server:
         cfg = c.write_luigi_cfg(base / "bench.cfg", server.base_url, concurrency=concurrency)
         c.log(f"{mode} on {where}: {counts['total']} generations, C = {concurrency}, latency {latency} s"
@@ -137,12 +138,14 @@ def run_once(mode: str, where: str, generations: int, latency: float, sigma: flo
            "cpu_ms_per_generation_executor": round(1000 * probe["children_cpu_s"] / n, 2),
            "cpu_ms_per_generation_kernel": round(1000 * probe["kernel_cpu_s"] / n, 2),
            "cpu_ms_per_generation_with_reports": round(1000 * out["cpu_s"] / n, 2),
-           "reports_site_cpu_s": round(out["cpu_s"] - probe["cpu_s"], 2)}
+           "reports_site_cpu_s": round(out["cpu_s"] - probe["cpu_s"], 2),
+           "speed_before": speed, "speed_after": c.speed_index()}
     c.log(f"  busy {run['busy']:.1%} ({run['busy_before_drain']:.1%} before a {run['drain_s']} s drain; "
           f"with no overhead at all {run['busy_zero_overhead']['mean']:.1%}), "
           f"{run['seconds']} s ({run['generations_s']} s to the reports), "
           f"CPU {run['cpu_ms_per_generation']} ms/gen ({run['cpu_ms_per_generation_kernel']} in the kernel; "
-          f"{run['cpu_ms_per_generation_with_reports']} with reports)")
+          f"{run['cpu_ms_per_generation_with_reports']} with reports); machine speed index before/after: "
+          f"{speed['python_loop_us']}/{run['speed_after']['python_loop_us']} µs a loop")
     return run
 
 
