@@ -435,10 +435,10 @@ class GroupWriter:
 
     The caller stages a group (``stage_group``: page-cache writes, no wait for the disk) and puts
     it in place (``publish``, which closes its descriptors) on its own thread; only the syncs come
-    here. So one thread at a
-    time runs the commit's many small system calls: staging and renaming on the writer's threads
-    as well had both threads hand the interpreter's lock to each other around every call (145
-    futex calls per generation against 29, and 0.08 ms more of CPU per generation, measured).
+    here. So one thread at a time runs the commit's many small system calls: staging and renaming
+    on the writer's threads as well had both threads hand the interpreter's lock to each other
+    around every call (145 futex calls per generation against 29, and 0.08 ms more of CPU per
+    generation, measured).
 
     ``submit`` returns a future resolved once the group is durable: whoever reports a generation
     done publishes it after that, so nothing is reported done before it is durable. Where the
