@@ -212,10 +212,12 @@ def sweep_claims(paths, cohort_id: str) -> int:
     link to (``claims.sweep_owners``). Before a run, and again by ``RunCohort`` at its end (a run
     killed meanwhile)."""
     from pipeline.store import claims
+    from pipeline.run.generation import runtime
     from pipeline.run.run_plan import membership
 
     timeout = config.claim_timeout()
-    swept = claims.sweep((paths.gen_dir(r["stage"], r["gen_id"]) for r in membership(paths, cohort_id)), timeout)
+    rt = runtime(paths)  # its directory names, checked once and kept for the run's generations
+    swept = claims.sweep((rt.gen_dir(r["stage"], r["gen_id"]) for r in membership(paths, cohort_id)), timeout)
     claims.sweep_owners(paths.gens, timeout)
     return swept
 
