@@ -255,8 +255,9 @@ def test_a_parent_just_generated_is_found_done_by_its_children_from_its_tokens_a
 
 def test_a_fresh_generation_looks_at_its_ancestors_once(project, monkeypatch):
     """A generation with no outcome recorded is not done, so ``generate`` takes its claim with no
-    look first and walks its ancestors' files once, under the claim; one already done is found
-    done with no claim taken."""
+    look first and walks its ancestors' files once, under the claim, and reads none of its own
+    files that its absent outcome would vouch for (parsed output, outcome, a kept raw response);
+    one already done is found done with no claim taken."""
     import asyncio
 
     from pipeline import config
@@ -281,12 +282,22 @@ def test_a_fresh_generation_looks_at_its_ancestors_once(project, monkeypatch):
                 await p.aclose()
 
     assert asyncio.run(run("draft", draft)).kind == DONE
-    looked, acquired = [], []
+    looked, read, acquired = [], [], []
     real_token, real_acquire = generation.file_token, claims.acquire
+    real_json, real_text = generation.phase_json, generation.read_text
     monkeypatch.setattr(generation, "file_token", lambda path: (looked.append(str(path)), real_token(path))[1])
+    monkeypatch.setattr(generation, "phase_json", lambda path: (read.append(str(path)), real_json(path))[1])
+    monkeypatch.setattr(generation, "read_text", lambda path: (read.append(str(path)), real_text(path))[1])
     monkeypatch.setattr(claims, "acquire", lambda *a, **k: (acquired.append(a[0]), real_acquire(*a, **k))[1])
     assert asyncio.run(run("essay", essay["gen_id"])).kind == DONE
     assert looked.count(str(project.paths.gen_file("draft", draft, "parsed_metadata.json"))) == 1, looked
+
+    def own(name):
+        return str(project.paths.gen_file("essay", essay["gen_id"], name))
+
+    assert looked.count(own("parsed.txt")) == 1, looked  # once, after its commit, to keep its state
+    assert own("raw_metadata.json") in read  # a kept response would be reused
+    assert not {own("parsed_metadata.json"), own("parsed.txt"), own("raw.txt")} & set(read), read
     assert len(acquired) == 1
     assert asyncio.run(run("essay", essay["gen_id"])).kind == DONE
     assert len(acquired) == 1  # done: no claim

@@ -313,14 +313,15 @@ def _state_and_token(rt: Runtime, stage: str, gen_id: str, memo: dict) -> tuple[
         parent, parent_token = _state_and_token(rt, PARENT_STAGE[stage], parent_id, memo)
     outcome_token = file_token(rt.gen_file(stage, gen_id, "parsed_metadata.json"))
     # with no outcome recorded the state is pending (or blocked) whatever the catalog renders:
-    # a fresh generation is looked at with no look at its template's and concepts' files
-    token = (outcome_token, file_token(rt.gen_file(stage, gen_id, "parsed.txt")), parent_token,
-             _catalog_token(rt, stage, md, memo) if outcome_token else None)
+    # a fresh generation is looked at with no look at its template's and concepts' files, nor
+    # at a parsed output, which only a recorded outcome vouches for
+    token = (outcome_token, file_token(rt.gen_file(stage, gen_id, "parsed.txt")) if outcome_token else None,
+             parent_token, _catalog_token(rt, stage, md, memo) if outcome_token else None)
     cached = rt._states.get(key)
     if cached is not None and cached[0] == token:
         st = cached[1]
     else:
-        st = _classify(rt, stage, gen_id, md, parent, parent_id)
+        st = _classify(rt, stage, gen_id, md, parent, parent_id, recorded=outcome_token is not None)
         rt._states[key] = (token, st)
     memo[key] = (st, token)
     return st, token
@@ -355,8 +356,11 @@ def _catalog_files(rt: Runtime, stage: str, template_id: str, key: tuple) -> lis
     return files
 
 
-def _classify(rt: Runtime, stage: str, gen_id: str, md: dict, parent: State | None, parent_id: str | None) -> State:
-    outcome = _recorded_outcome(rt, stage, gen_id)
+def _classify(rt: Runtime, stage: str, gen_id: str, md: dict, parent: State | None, parent_id: str | None,
+              recorded: bool = True) -> State:
+    """``recorded``: whether the outcome's file was there when its token was taken; when it was
+    not, it is not opened (a file written since shows as a new token, and is classified then)."""
+    outcome = _recorded_outcome(rt, stage, gen_id) if recorded else None
     current = None
     # nothing recorded is pending whatever the inputs render to: a cohort's fresh generations
     # are classified without rendering their prompts
@@ -537,8 +541,10 @@ def reusable_raw(rt: Runtime, stage: str, gen_id: str, inputs: Inputs) -> tuple[
     """The kept raw response and its metadata when they can be parsed instead of calling the
     model: valid, intact, from the same model and for the prompt the inputs render now."""
     raw_md = phase_json(rt.gen_file(stage, gen_id, "raw_metadata.json"))
+    if raw_md is None:  # nothing kept (every fresh generation): raw.txt is not looked for
+        return None
     raw = read_text(rt.gen_file(stage, gen_id, "raw.txt"))
-    if (raw_md is not None and raw is not None and raw_md.get("valid") is True
+    if (raw is not None and raw_md.get("valid") is True
             and raw_md.get("prompt_sha256") == sha256(inputs.prompt) and raw_md.get("llm_model_id") == inputs.model_id
             and raw_md.get("raw_sha256") == sha256(raw)):
         return raw, raw_md
