@@ -222,6 +222,33 @@ def test_an_edit_in_place_of_the_same_size_is_seen_at_once(project):
     assert check_store(project.paths, "t1")[0] == []
 
 
+def test_a_concept_description_absent_at_a_level_is_not_opened_and_is_seen_once_written(project, monkeypatch):
+    """``catalog.authored_text``: a description the concept lacks at a level falls back to the
+    next level, after a stat and no open; written later, it is read at once, and gone again, it
+    is not served from the cache."""
+    from pipeline.design import catalog as catalog_module
+    from pipeline.design.catalog import load_catalog
+
+    cat = load_catalog(project.paths)
+    cid = next(iter(cat.concepts))
+    paragraph = project.paths.concept_description("paragraph", cid)
+    sentence = project.paths.concept_description("sentence", cid)
+    sentence.parent.mkdir(parents=True, exist_ok=True)
+    sentence.write_text("One sentence about it.\n")
+    if paragraph.exists():
+        paragraph.unlink()
+    opened = []
+    real = catalog_module.read_text
+    monkeypatch.setattr(catalog_module, "read_text", lambda path, **k: (opened.append(str(path)), real(path, **k))[1])
+    assert cat.concept_text(cid, "paragraph") == "One sentence about it."
+    assert str(paragraph) not in opened
+    paragraph.parent.mkdir(parents=True, exist_ok=True)
+    paragraph.write_text("A whole paragraph about it.\n")
+    assert cat.concept_text(cid, "paragraph") == "A whole paragraph about it."
+    paragraph.unlink()
+    assert cat.concept_text(cid, "paragraph") == "One sentence about it."
+
+
 def test_a_parent_just_generated_is_found_done_by_its_children_from_its_tokens_alone(project, monkeypatch):
     """``generation._remember``: a generation committed ``done`` in this process is classified
     by its children from its files' stat alone (none of its files read, its prompt not rendered

@@ -162,10 +162,11 @@ def authored_text(path: Path) -> str | None:
     try:
         token = file_token(key)
     except OSError:
-        token = None
-    if token is None:
         _TEXTS.pop(key, None)
-        return read_text(path, authored=True)  # absent: None; unreadable: its error
+        return read_text(path, authored=True)  # unreadable: its error
+    if token is None:  # absent (a level a concept has no description at): not opened as well
+        _TEXTS.pop(key, None)
+        return None
     seen = _TEXTS.get(key)
     if seen is not None and seen[0] == token:
         return seen[1]
