@@ -193,23 +193,6 @@ def test_outputs_match_the_code_before_the_speedup(tmp_path):
     assert digest(root) == "b551150bc96c47eb53db94fcf2b493fea3d7e79a962c0de168fa07c83dcfca65"
 
 
-@pytest.mark.parametrize("obj", [
-    {"stage": "draft", "replicate": 3, "llm_model_id": None, "signature": ["a", "b", "3"], "cohorts": ["x", "y"],
-     "combo": {"concept_ids": ["c-1", "c-2"], "level": "paragraph", "k": 2}},
-    {"quote\"and\\slash": "tab\tnew\nline\x01ctl", "ünïcødé": "日本語 ✓ \u2028", "empty": {}, "none": [], "t": True, "f": False},
-    {"nested": [[1, [2, {"b": 0, "a": -7}]], (1, "two")], "big": 10 ** 30},
-    {"float": 1.5, "nan": float("nan")},  # not a metadata shape: the json module writes it
-    {1: "int key"}, {"path": Path("/x")},
-])
-def test_metadata_bytes_are_canonical_json(obj):
-    from pipeline.design.cohort import metadata_bytes
-    from pipeline.store import dumps_json
-
-    assert metadata_bytes(obj) == dumps_json(obj).encode("utf-8")
-    if not any(isinstance(v, float) for v in obj.values()):
-        json.loads(metadata_bytes(obj))
-
-
 # -- guards before work: a design of ten million rows ------------------------------------------------
 
 HUGE = SPEC.replace("  draft_llm: [srv-a]\n",

@@ -336,55 +336,6 @@ class StoredMetadata:
         return self.raw.get((stage, gen_id)) == data
 
 
-_encode_str = json.encoder.encode_basestring  # ensure_ascii=False; the C version when available
-
-
-def _json_body(obj, pad: str) -> str | None:
-    """``json.dumps(obj, indent=2, sort_keys=True, ensure_ascii=False)`` for dicts, lists, strings,
-    ints, bools and None; None for anything else. json's indented encoder is pure Python and was
-    a quarter of a big compile's time; this one knows only the shapes metadata has."""
-    t = type(obj)
-    if t is str:
-        return _encode_str(obj)
-    if obj is None:
-        return "null"
-    if obj is True:
-        return "true"
-    if obj is False:
-        return "false"
-    if t is int:
-        return int.__repr__(obj)
-    inner = pad + "  "
-    parts = []
-    if t is dict:
-        if not obj:
-            return "{}"
-        if not all(type(k) is str for k in obj):
-            return None
-        for k in sorted(obj):
-            v = _json_body(obj[k], inner)
-            if v is None:
-                return None
-            parts.append(f"{inner}{_encode_str(k)}: {v}")
-        return "{" + ",".join(parts) + pad + "}"
-    if t is list or t is tuple:
-        if not obj:
-            return "[]"
-        for item in obj:
-            v = _json_body(item, inner)
-            if v is None:
-                return None
-            parts.append(inner + v)
-        return "[" + ",".join(parts) + pad + "]"
-    return None
-
-
-def metadata_bytes(md: dict) -> bytes:
-    """The bytes ``atomic_write_json`` writes for ``md`` (``store.dumps_json``), faster."""
-    body = _json_body(md, "\n")
-    return (dumps_json(md) if body is None else body + "\n").encode("utf-8")
-
-
 def write_cohort(paths: DataPaths, plan: CohortPlan, catalog: Catalog, spec: Spec,
                  existing: Callable[[str, str], dict | None] | None = None,
                  progress: Progress | None = None, search: dict | None = None) -> dict[str, int]:
@@ -419,7 +370,7 @@ def write_cohort(paths: DataPaths, plan: CohortPlan, catalog: Catalog, spec: Spe
             # order shares the draft and must not rewrite it, or each cohort's run would
             # regenerate the draft, its essays and their evaluations for the other.
             md["combo"]["concept_ids"] = list(kept)
-        return metadata_bytes(md)
+        return dumps_json(md).encode("utf-8")
 
     gens, total = str(paths.gens), len(generations)
     with contextlib.ExitStack() as lock:

@@ -71,6 +71,7 @@ class Runtime:
     _locks: dict[int, threading.Lock] = field(default_factory=dict)
     executors: dict[int, object] = field(default_factory=dict)  # process id -> executor.Executor
     _endpoints: dict[str, str] = field(default_factory=dict)
+    _prices: dict[str, spend.Prices] = field(default_factory=dict)
     _calls_per_task: dict[str, int] = field(default_factory=dict)
     _stage_settings: dict[str, config.StageSettings] = field(default_factory=dict)
     _claim_timeout: list[float] = field(default_factory=list)
@@ -95,6 +96,13 @@ class Runtime:
         if model_id not in self._endpoints:
             self._endpoints[model_id] = config.endpoint_for(self.catalog.model(model_id))
         return self._endpoints[model_id]
+
+    def prices(self, model_id: str) -> spend.Prices:
+        """``spend.Prices.of`` a catalog model, once per model: whether it is free (simulated)
+        is a config read."""
+        if model_id not in self._prices:
+            self._prices[model_id] = spend.Prices.of(self.catalog.model(model_id))
+        return self._prices[model_id]
 
     def calls_per_task(self, endpoint: str) -> int:
         """``config.calls_per_task``, once per endpoint: every generation task asks, and a config read is not free."""
@@ -494,7 +502,7 @@ async def _generate(rt: Runtime, stage: str, gen_id: str, status: Callable[[str]
         request = completion_request(rt, stage, inputs)
         started = utc_stamp()
         endpoint = rt.endpoint(model.id)
-        prices = spend.Prices.of(model)
+        prices = rt.prices(model.id)
         slot = await reserve_call(budget, stage, gen_id, model.id, endpoint,
                             spend.call_bound(prices, len(inputs.prompt.encode()), request.max_tokens))
         if slot is None:
