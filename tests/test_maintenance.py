@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from pipeline.ops.maintenance import check_store, invalidate, purge
 from pipeline.run.running import cohort_status
 
@@ -220,6 +222,38 @@ def test_an_edit_in_place_of_the_same_size_is_seen_at_once(project):
     assert {p.kind for p in problems} == {"stale"} and len(problems) == 6
     t.write_text(before)
     assert check_store(project.paths, "t1")[0] == []
+
+
+def test_the_process_that_compiles_keeps_the_metadata_as_stored_and_reads_none_back(project, monkeypatch):
+    """``compile_cohort(seeded=...)``, as the ``luigi`` command and ``daydream run`` compile: the
+    runtime keeps every generation's metadata exactly as its file holds it, for a cohort
+    compiled fresh and for one compiled next that shares generations with it (their ``cohorts``
+    lists merged), and a recompile that writes nothing; none is read back afterwards."""
+    from pipeline import config
+    from pipeline.design.cohort import compile_cohort
+    from pipeline.run import generation
+    from pipeline.run.run_plan import membership
+    from pipeline.store import read_json
+
+    paths = config.data_paths()
+    rt = generation.runtime()
+    other = project.root / "cohorts" / "t2" / "spec"
+    other.mkdir(parents=True)
+    spec = (project.root / "cohorts" / "t1" / "spec" / "config.yaml").read_text()
+    # the same combos named in another order: t1's order is what its drafts keep
+    (other / "config.yaml").write_text(spec.replace("[c-alpha, c-beta, c-gamma]", "[c-gamma, c-beta, c-alpha]"))
+    for cohort in ("t1", "t2", "t1"):
+        rt._metadata.clear()
+        written = compile_cohort(paths, cohort, seeded=rt.keep_metadata)[1]
+        rows = membership(paths, cohort)
+        assert len(rt._metadata) == len(rows)
+        for r in rows:
+            assert rt._metadata[(r["stage"], r["gen_id"])] == read_json(paths.gen_file(r["stage"], r["gen_id"], "metadata.json"))
+    assert written["metadata"] == 0  # the last: nothing changed, all kept all the same
+    shared = [r for r in rows if "t2" in rt._metadata[(r["stage"], r["gen_id"])]["cohorts"]]
+    assert shared and all(rt._metadata[(r["stage"], r["gen_id"])]["cohorts"] == ["t1", "t2"] for r in shared)
+    monkeypatch.setattr(generation, "read_json", lambda path: pytest.fail(f"read back: {path}"))
+    assert all(generation.metadata(rt, r["stage"], r["gen_id"])["gen_id"] == r["gen_id"] for r in rows)
 
 
 def test_a_concept_description_absent_at_a_level_is_not_opened_and_is_seen_once_written(project, monkeypatch):

@@ -50,6 +50,7 @@ RUN_FILES_PER_GENERATION = len(GEN_FILES) - 1  # what a run adds next to metadat
 
 # (metadata files handled so far, total): called every PROGRESS_EVERY files and at the end
 Progress = Callable[[int, int], None]
+Seeded = Callable[[list[tuple[str, str, dict]]], None]  # every (stage, gen_id, its metadata as stored)
 
 
 @dataclass(frozen=True)
@@ -338,12 +339,15 @@ class StoredMetadata:
 
 def write_cohort(paths: DataPaths, plan: CohortPlan, catalog: Catalog, spec: Spec,
                  existing: Callable[[str, str], dict | None] | None = None,
-                 progress: Progress | None = None, search: dict | None = None) -> dict[str, int]:
+                 progress: Progress | None = None, search: dict | None = None,
+                 seeded: Seeded | None = None) -> dict[str, int]:
     """Seed metadata, then membership and manifest. Returns counts of files written per kind.
 
     ``existing`` reads stored metadata (default: from disk); ``compile_cohort`` passes the reads
     planning already made, so each metadata.json is read once per compile. ``progress`` is told
     how many of the metadata files are done, every ``PROGRESS_EVERY`` and at the end.
+    ``seeded`` hears every generation's metadata as stored, once all are (the runner keeps them:
+    the run that compiled reads none of them back).
 
     A generation's ``cohorts`` list is merged, never overwritten: the files are written under
     ``store.cohort_lists_lock``, and a file about to be rewritten is read again under it, so the
@@ -361,7 +365,7 @@ def write_cohort(paths: DataPaths, plan: CohortPlan, catalog: Catalog, spec: Spe
     generations = plan.all()
     current = {(g.stage, g.gen_id) for g in generations}
 
-    def merged(g: Generation, old: dict) -> bytes:
+    def merged(g: Generation, old: dict) -> dict:
         md = g.metadata(sorted(set(old.get("cohorts", [])) | {cohort}))
         kept = (old.get("combo") or {}).get("concept_ids")
         if "combo" in md and kept and sorted(kept) == sorted(md["combo"]["concept_ids"]):
@@ -370,7 +374,7 @@ def write_cohort(paths: DataPaths, plan: CohortPlan, catalog: Catalog, spec: Spe
             # order shares the draft and must not rewrite it, or each cohort's run would
             # regenerate the draft, its essays and their evaluations for the other.
             md["combo"]["concept_ids"] = list(kept)
-        return dumps_json(md).encode("utf-8")
+        return md
 
     gens, total = str(paths.gens), len(generations)
     with contextlib.ExitStack() as lock:
@@ -386,14 +390,19 @@ def write_cohort(paths: DataPaths, plan: CohortPlan, catalog: Catalog, spec: Spe
             return now
 
         pending: list[tuple[str, bytes]] = []  # written a group at a time, made durable together
+        stored: list[tuple[str, str, dict]] = []  # for ``seeded``, once all are written
         for n, g in enumerate(generations, 1):
             old = existing(g.stage, g.gen_id) or {}
-            data = merged(g, old)
+            md = merged(g, old)
+            data = dumps_json(md).encode("utf-8")
             if unchanged is None or not unchanged(g.stage, g.gen_id, data):
                 current_md = locked()(g.stage, g.gen_id) or {}
                 if current_md != old:
-                    data = merged(g, current_md)
+                    md = merged(g, current_md)
+                    data = dumps_json(md).encode("utf-8")
                 pending.append((_metadata_path(gens, g.stage, g.gen_id), data))
+            if seeded is not None:
+                stored.append((g.stage, g.gen_id, md))
             if pending and (len(pending) >= SEED_GROUP or n == total or n % PROGRESS_EVERY == 0):
                 written["metadata"] += atomic_write_many(pending)
                 pending.clear()
@@ -409,6 +418,8 @@ def write_cohort(paths: DataPaths, plan: CohortPlan, catalog: Catalog, spec: Spe
     written["manifest"] += atomic_write_json(
         paths.manifest_json(cohort), manifest(plan, catalog, spec_fingerprint(spec.path.parent), search)
     )
+    if seeded is not None:
+        seeded(stored)
     return written
 
 
@@ -432,12 +443,12 @@ def require_known_cohort(paths: DataPaths, cohort_id: str) -> Path:
 
 
 def compile_cohort(paths: DataPaths, cohort_id: str, *, confirm_above: int | None = None,
-                   progress: Progress | None = None) -> tuple[CohortPlan, dict[str, int]]:
+                   progress: Progress | None = None, seeded: Seeded | None = None) -> tuple[CohortPlan, dict[str, int]]:
     """Load catalog and spec, plan, validate, then write. Nothing is written on any error.
 
     ``confirm_above``: refuse (a ``cohort`` error) a plan of more generations than this, unless
     the cohort is already compiled at least that large; callers pass None once the user said
-    ``--yes``. ``progress``: see ``write_cohort``; None (the default) keeps the library quiet.
+    ``--yes``. ``progress``, ``seeded``: see ``write_cohort``; None (the default) keeps the library quiet.
     """
     from pipeline.design.catalog import load_catalog
     from pipeline.design.spec import load_spec, stream_design
@@ -460,7 +471,7 @@ def compile_cohort(paths: DataPaths, cohort_id: str, *, confirm_above: int | Non
         check_search_plan(spec, plan)
     if confirm_above is not None:
         check_size(paths, plan, confirm_above)
-    return plan, write_cohort(paths, plan, catalog, spec, existing, progress, search)
+    return plan, write_cohort(paths, plan, catalog, spec, existing, progress, search, seeded)
 
 
 # -- search cohorts --------------------------------------------------------------------------------

@@ -146,6 +146,13 @@ class Runtime:
         """``DataPaths.gen_file`` from the cached directory (a generation names its files ~10 times)."""
         return f"{self.gen_dir(stage, gen_id)}/{name}"
 
+    def keep_metadata(self, stored: list[tuple[str, str, dict]]) -> None:
+        """Keep generations' metadata as this process has just stored them (``compile_cohort``'s
+        ``seeded``): the run that compiled reads none back, nor does its executor's process,
+        forked afterwards."""
+        for stage, gen_id, md in stored:
+            self._metadata[(stage, gen_id)] = md
+
     def keep_settled(self, stage: str, gen_id: str, since: str, st: State) -> None:
         """Keep ``st`` for the rest of the run that started at ``since`` once it is settled for
         it (see ``run_state``): what the generation's task and chunk then ask."""

@@ -186,6 +186,7 @@ def before_run(cohort_id: str, max_cost: float | None, yes: bool) -> None:
     import luigi.interface
 
     from pipeline.design.cohort import compile_cohort, is_compiled
+    from pipeline.run.generation import runtime
     from pipeline.run.run_plan import check_max_cost, prepare_providers
     from pipeline.run.search_store import derive, is_search_cohort
 
@@ -196,7 +197,8 @@ def before_run(cohort_id: str, max_cost: float | None, yes: bool) -> None:
     url = None if core.local_scheduler else check_scheduler_url(configured_scheduler_url())
     paths = config.data_paths()
     if not is_compiled(paths, cohort_id):
-        compile_cohort(paths, cohort_id, confirm_above=None if yes else config.confirm_above())
+        compile_cohort(paths, cohort_id, confirm_above=None if yes else config.confirm_above(),
+                       seeded=lambda stored: runtime(paths).keep_metadata(stored))
     if is_search_cohort(paths, cohort_id):
         derive(paths, cohort_id)  # a USD budget it cannot judge, or that round 0 exceeds
     prepare_providers(paths, cohort_id)

@@ -213,7 +213,7 @@ def run_cohort(cohort_id: str, *, workers: int = 1, local_scheduler: bool = True
     if batch:
         config.force_batch()
     compile_cohort(paths, cohort_id, confirm_above=None if yes else config.confirm_above(),
-                   progress=terminal_progress())
+                   progress=terminal_progress(), seeded=lambda stored: runtime(paths).keep_metadata(stored))
     if is_search_cohort(paths, cohort_id):
         derive(paths, cohort_id)  # a USD budget it cannot judge, or that round 0 exceeds: one error before any call
     cap = spend_cap(paths, cohort_id, max_cost)
