@@ -111,6 +111,7 @@ class Catalog:
     templates: dict[str, dict[str, Template]]
     models: dict[str, Model]
     combos: dict[str, ComboDef] = field(default_factory=dict)
+    _description_files: dict[tuple[str, str], str] = field(default_factory=dict, repr=False, compare=False)
 
     def template(self, stage: str, template_id: str) -> Template:
         try:
@@ -133,10 +134,19 @@ class Catalog:
         """Description at ``level``, falling back paragraph → sentence → the concept's name."""
         order = [level] + [lv for lv in ("paragraph", "sentence") if lv != level]
         for lv in order:
-            text = authored_text(self.paths.concept_description(lv, concept_id))
+            text = authored_text(self.description_file(lv, concept_id))
             if text is not None and text.strip():
                 return text.strip()
         return self.concepts[concept_id].name
+
+    def description_file(self, level: str, concept_id: str) -> str:
+        """The file of a concept's description at ``level`` (``DataPaths.concept_description``),
+        built once: each draft's prompt and state look at its concepts' files at every level,
+        and a path built with pathlib costs more than the stat it is for."""
+        path = self._description_files.get((level, concept_id))
+        if path is None:
+            path = self._description_files[(level, concept_id)] = str(self.paths.concept_description(level, concept_id))
+        return path
 
     @cached_property
     def fingerprint(self) -> str:

@@ -366,7 +366,7 @@ def _catalog_files(rt: Runtime, stage: str, template_id: str, key: tuple) -> lis
         if stage == "draft":
             level = key[2] or "paragraph"
             levels = [level] + [lv for lv in ("paragraph", "sentence") if lv != level]
-            files += [str(rt.paths.concept_description(lv, c)) for c in key[3] for lv in levels]
+            files += [rt.catalog.description_file(lv, c) for c in key[3] for lv in levels]
         rt._catalog_files[key] = files
     return files
 
