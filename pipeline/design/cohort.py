@@ -27,7 +27,7 @@ from pipeline.design.render import draft_context, essay_context, evaluation_cont
 from pipeline.design.spec import Design, Spec
 from pipeline.store import (
     GEN_FILES, STAGES, DataPaths, atomic_write_csv, atomic_write_json, check_id,
-    atomic_write_many, cohort_lists_lock, dumps_json, generation_metadata, leave_cohort, read_csv_rows, read_json,
+    atomic_write_many, cohort_lists_lock, dumps_json, file_token, generation_metadata, leave_cohort, read_csv_rows, read_json,
 )
 
 # Rendering every template once with a stand-in context catches syntax errors and undefined
@@ -423,11 +423,23 @@ def write_cohort(paths: DataPaths, plan: CohortPlan, catalog: Catalog, spec: Spe
     return written
 
 
+_MEMBERSHIP: dict[str, tuple[tuple, list[dict]]] = {}  # path -> (its token, rows): parsed once per change
+
+
 def read_membership(paths: DataPaths, cohort_id: str) -> list[dict[str, str]]:
+    """The cohort's membership rows (drafts, essays, evaluations), parsed again only when the
+    file changes (a run asks often: checking that the cohort is compiled, planning, sweeping);
+    callers read the rows and never change them."""
     path = paths.membership_csv(cohort_id)
-    if not path.exists():
+    token = file_token(path)
+    if token is None:
         raise DaydreamError("cohort", f"cohort {cohort_id!r} is not compiled (run `daydream compile {cohort_id}`)", path=path)
-    return read_csv_rows(path)
+    cached = _MEMBERSHIP.get(str(path))
+    if cached is not None and cached[0] == token:
+        return cached[1]
+    rows = read_csv_rows(path)  # read after the stat: a change in between shows at the next one
+    _MEMBERSHIP[str(path)] = (token, rows)
+    return rows
 
 
 def require_known_cohort(paths: DataPaths, cohort_id: str) -> Path:

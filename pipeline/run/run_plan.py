@@ -18,19 +18,7 @@ from pipeline.run.generation import run_state, runtime, state_of
 from pipeline.store.state import BLOCKED, DONE, FAILED, KINDS
 from pipeline.store import DataPaths, file_token, read_json
 
-_MEMBERSHIP: dict[str, tuple[tuple, list[dict]]] = {}  # path -> (stat key, rows): read once per change
-
-
-def membership(paths: DataPaths, cohort_id: str) -> list[dict[str, str]]:
-    """The cohort's membership rows (drafts, essays, evaluations), re-read only when the file changes."""
-    path = paths.membership_csv(cohort_id)
-    key = file_token(path)
-    cached = _MEMBERSHIP.get(str(path))
-    if key is not None and cached and cached[0] == key:
-        return cached[1]
-    rows = read_membership(paths, cohort_id)  # raises a clear error when not compiled
-    _MEMBERSHIP[str(path)] = (key, rows)
-    return rows
+membership = read_membership  # the runner's name for it (parsed once per change of the file)
 
 
 def lineage_chunks(rows: list[dict], size: int) -> list[list[dict]]:
