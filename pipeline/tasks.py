@@ -293,11 +293,15 @@ class _Generation(_DaydreamTask):
         return cache[gen_id]
 
     def requires(self):
-        if self.stage == "draft":
-            return []
-        parent = TASKS[PARENT_STAGE[self.stage]]
-        return [parent(gen_id=self._metadata(g)["parent_gen_id"], since=self.since, run_cohort=self.run_cohort)
-                for g in self.gen_ids()]
+        # once per task object: Luigi asks as it adds the task and again before running it, and
+        # each parent named costs a lookup in its instance cache (its parameters parsed again)
+        if "_parents" not in self.__dict__:
+            self._parents = []
+            if self.stage != "draft":
+                parent = TASKS[PARENT_STAGE[self.stage]]
+                self._parents = [parent(gen_id=self._metadata(g)["parent_gen_id"], since=self.since,
+                                        run_cohort=self.run_cohort) for g in self.gen_ids()]
+        return self._parents
 
     @property
     def resources(self):
