@@ -238,7 +238,7 @@ def _write_new(path: str, body: dict) -> None:
         _make_directory(path)
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
     except FileExistsError:
-        raise
+        raise  # the caller's answer (someone holds it), not the store error the next clause makes
     except OSError as exc:
         raise DaydreamError("store", f"cannot write: {exc.strerror or exc}", path=path) from None
     try:
