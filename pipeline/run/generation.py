@@ -371,8 +371,8 @@ def _catalog_files(rt: Runtime, stage: str, template_id: str, key: tuple) -> lis
     return files
 
 
-def _classify(rt: Runtime, stage: str, gen_id: str, md: dict, parent: State | None, parent_id: str | None,
-              recorded: bool = True) -> State:
+def _classify(rt: Runtime, stage: str, gen_id: str, md: dict, parent: State | None, parent_id: str | None, *,
+              recorded: bool) -> State:
     """``recorded``: whether the outcome's file was there when its token was taken; when it was
     not, it is not opened (a file written since shows as a new token, and is classified then)."""
     outcome = _recorded_outcome(rt, stage, gen_id) if recorded else None
