@@ -210,20 +210,15 @@ def _bounded(limit_bytes: int):
 
 
 def test_huge_design_is_refused_before_any_row_is_made(tmp_path):
-    import time
-
     root = make_data_root(tmp_path / "data", spec=HUGE, provider="offline")
     env = dict(os.environ, DAYDREAM_DATA_ROOT=str(root))
     for command in ("compile", "run", "estimate"):
-        start = time.monotonic()
         r = subprocess.run([sys.executable, "-m", "pipeline.cli", command, "t1"], capture_output=True, text=True,
                            env=env, cwd=REPO, timeout=60, preexec_fn=_bounded(1 << 30))
-        elapsed = time.monotonic() - start
         assert r.returncode == 2, r.stderr
         lines = r.stderr.strip().splitlines()
         assert len(lines) == 1 and lines[0].startswith("error[cohort]: "), r.stderr
         assert f"its design has {HUGE_ROWS:,} rows" in lines[0] and "--yes" in lines[0]
-        assert elapsed < 10, (command, elapsed)  # about 1.5 s, most of it starting Python
         assert not (root / "gens").exists() and not (root / "cohorts/t1/membership.csv").exists()
 
 

@@ -1,7 +1,8 @@
 """A 10,000-evaluation site in headless Chromium, over the preview server and from files: every
-table holds every row (filter, sort and page over all of them), a filter keystroke answers in
-well under 100 ms, no page is large, and a chart that shows a subset says so. The 100,000-
-evaluation figures are bench/reports_site.py's (bench/README.md)."""
+table holds every row (filter, sort and page over all of them), a filter keystroke answers before
+its event returns and draws one page of rows at most, no page is large, and a chart that shows a
+subset says so. How long a keystroke takes is measured, not asserted: bench/reports_site.py times
+it at 100,000 evaluations (bench/README.md)."""
 
 from __future__ import annotations
 
@@ -22,7 +23,7 @@ pytestmark = [pytest.mark.browser, pytest.mark.xdist_group("site-10k")]
 
 N_ESSAYS = 1250   # × 2 evaluators × 2 rubrics × 2 replicates = 10,000 evaluations
 PAGE_MB = 1.0     # no page of the 10k site above this (the 100k site: bench/README.md)
-KEYSTROKE_MS = 100
+PAGE_ROWS = 100   # the tables' page (daydream.js)
 
 
 @pytest.fixture(scope="module")
@@ -66,12 +67,28 @@ def test_no_page_of_a_10k_site_is_large(big_site):
     assert not any(re.fullmatch(r"cohorts/big/(matrix-\d+|essays/page-\d+)\.html", p) for p in sizes), "no pagination pages"
 
 
-def _typing_ms(w: Watched, selector: str, text: str) -> float:
-    """Milliseconds the page takes to answer one keystroke (the filter runs synchronously)."""
-    return w.page.evaluate("""([sel, text]) => { const box = document.querySelector(sel);
-        box.value = text; const t0 = performance.now();
+def _keystroke(w: Watched, selector: str, text: str) -> dict:
+    """One keystroke into a filter box, seen from inside the page: the rows the tables drew for it,
+    and whether `text` was on show when the event returned. Drawing one page, not every matching
+    row, is what keeps a keystroke fast over 100,000 rows; a wall-clock bound here would fail on a
+    loaded machine rather than on slow code."""
+    return w.page.evaluate("""([sel, text]) => {
+        const bodies = Array.from(document.querySelectorAll('table[data-table] tbody'));
+        const seen = new MutationObserver(() => {});
+        bodies.forEach(b => seen.observe(b, {childList: true}));
+        const box = document.querySelector(sel);
+        box.value = text;
         box.dispatchEvent(new Event('input', {bubbles: true}));
-        return performance.now() - t0; }""", [selector, text])
+        const drawn = seen.takeRecords().reduce((n, r) =>
+            n + Array.from(r.addedNodes).filter(x => x.nodeName === 'TR').length, 0);
+        seen.disconnect();
+        return {drawn, answered: bodies.some(b => b.textContent.includes(text))}; }""", [selector, text])
+
+
+def _assert_one_keystroke_answers(w: Watched, selector: str, text: str) -> None:
+    k = _keystroke(w, selector, text)
+    assert k["answered"], f"{text!r} was not on show when the keystroke's event returned"
+    assert 0 < k["drawn"] <= PAGE_ROWS, f"a keystroke drew {k['drawn']} rows"
 
 
 def test_leaderboard_filters_sorts_and_pages_over_every_essay(where):
@@ -84,8 +101,7 @@ def test_leaderboard_filters_sorts_and_pages_over_every_essay(where):
     assert table.locator("tbody tr").count() == 100, "shown a page at a time"
     # the worst-ranked essay is found by a keystroke, far past the first page
     last = lb.sort_values("rank").dropna(subset=["rank"]).iloc[-1]["essay_gen_id"]
-    ms = _typing_ms(w, "input.dd-filter-text", last)
-    assert ms < KEYSTROKE_MS, f"a filter keystroke took {ms:.0f} ms"
+    _assert_one_keystroke_answers(w, "input.dd-filter-text", last)
     assert table.locator("tbody tr").count() == 1 and last in table.locator("tbody tr").inner_text()
     # a select filter counts over all rows
     w.page.locator("input.dd-filter-text").first.fill("")
@@ -125,8 +141,7 @@ def test_matrix_holds_every_essay_and_links_each_evaluation(where):
     assert w.page.locator(".dd-filter-count").first.inner_text() == f"{n_essays:,} rows"
     done = s[s["status"] == "done"]
     v = done.iloc[-1]   # an evaluation of an essay far down the matrix
-    ms = _typing_ms(w, "input.dd-filter-text", v["essay_gen_id"])
-    assert ms < KEYSTROKE_MS, f"a filter keystroke took {ms:.0f} ms"
+    _assert_one_keystroke_answers(w, "input.dd-filter-text", v["essay_gen_id"])
     link = w.page.locator(f'table[data-table="matrix"] a[href$="#{v["evaluation_gen_id"]}"]')
     assert link.count() == 1
     assert link.get_attribute("href") == f"essays/{v['essay_gen_id']}.html#{v['evaluation_gen_id']}"
@@ -143,8 +158,7 @@ def test_essay_index_lists_every_essay_and_heatmap_says_it_is_a_subset(where):
     n = int((g["stage"] == "essay").sum())
     assert w.page.locator(".dd-filter-count").first.inner_text() == f"{n:,} rows"
     last = g[g["stage"] == "essay"].iloc[-1]["gen_id"]
-    ms = _typing_ms(w, "input.dd-filter-text", last)
-    assert ms < KEYSTROKE_MS, f"a filter keystroke took {ms:.0f} ms"
+    _assert_one_keystroke_answers(w, "input.dd-filter-text", last)
     assert last in w.page.locator('table[data-table="essays"] tbody').inner_text()
     w.goto(base + "cohorts/big/evaluators.html")
     assert "A subset: the 40 best and 40 worst" in w.page.content()
@@ -206,8 +220,7 @@ def test_failures_and_quality_tables_hold_every_row(where):
     w.goto(base + "cohorts/big/failures.html")
     assert w.page.locator(".dd-filter-count").first.inner_text() == f"{len(failed):,} rows"
     last = failed.iloc[-1]["gen_id"]   # far past the first page
-    ms = _typing_ms(w, "input.dd-filter-text", last)
-    assert ms < KEYSTROKE_MS, f"a filter keystroke took {ms:.0f} ms"
+    _assert_one_keystroke_answers(w, "input.dd-filter-text", last)
     assert last in w.page.locator('table[data-table="failures"] tbody').inner_text()
     w.goto(base + "cohorts/big/quality.html")
     counts = w.page.locator(".dd-filter-count").all_inner_texts()
