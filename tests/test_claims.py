@@ -89,5 +89,5 @@ def test_a_killed_processs_claims_and_owner_file_are_stale_and_swept(tmp_path):
     # a claim is taken over at once once its owner is gone
     start = time.monotonic()
     claim = _acquire(dirs[0], run="run-after")
-    assert time.monotonic() - start < 1 and claim.shared is not None
+    assert time.monotonic() - start < 30 and claim.shared is not None  # not after the 60 s lease
     claims.release(claim, 60)

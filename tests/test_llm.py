@@ -209,7 +209,7 @@ def test_refused_connection_is_a_connection_error_not_a_timeout():
     started = time.monotonic()
     with pytest.raises(DaydreamError, match=rf"gave up after 2 attempts: last error connection error \(.*127.0.0.1:{port}"):
         run(make_provider(settings, environ={}).generate(REQ))
-    assert time.monotonic() - started < 2  # refused at once, not waited out
+    assert time.monotonic() - started < 4  # refused at once, not waited out (5 s an attempt)
 
 
 def test_dropped_connection_mid_body_retried(llm_server):
