@@ -748,7 +748,7 @@ class RunCohort(_DaydreamTask):
             yield chunks
         budget = self._budget()
         if "_counts" not in self.__dict__:
-            luigi_command.sweep_claims(paths, self.cohort_id)  # a run killed meanwhile left some
+            luigi_command.sweep_killed_runs(paths, self.cohort_id)  # a run killed meanwhile left some
             self._counts = cohort_counts(paths, membership(paths, self.cohort_id), self.since,
                                          budget_reached=budget is not None and budget.reached())
         counts = self._counts

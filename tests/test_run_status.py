@@ -197,3 +197,28 @@ def test_a_silent_loop_shows_in_the_file_and_a_writer_sweeps_this_hosts_dead_run
     finally:
         writer.stop()
     assert not writer.path.exists()
+
+
+def test_a_run_with_nothing_to_call_sweeps_the_status_files_killed_runs_left(project, tmp_path):
+    """A run killed as its status file was refreshed leaves the file and the atomic writer's
+    temporary; an executor's writer sweeps them as it starts, but a run of a finished cohort starts
+    no executor: the run itself sweeps them, through either command. A live process's file stays."""
+    cfg = server_cfg(tmp_path / "srv.cfg", project.server, timeout=10, max_attempts=2, backoff_base=0.05)
+    first = start_run(project, cfg, command="daydream")
+    assert first.wait(120) == 0, first.stderr.read()
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait(10)
+    runs = run_status.runs_dir(project.paths)
+    runs.mkdir(parents=True, exist_ok=True)
+    mine = run_status.status_path(project.paths)  # this process: alive
+    for command in ("luigi", "daydream"):
+        left = run_status.status_path(project.paths, pid=dead.pid)
+        half = left.with_name(f".{left.name}.{dead.pid}-7.tmp")
+        for path, pid in ((left, dead.pid), (half, dead.pid), (mine, os.getpid())):
+            path.write_text(json.dumps({"host": run_status.HOST, "pid": pid, "updated_at": stamp(0), "runs": []}))
+        calls = len(project.server.requests)
+        proc = start_run(project, cfg, command=command)
+        assert proc.wait(120) == 0, proc.stderr.read()
+        assert len(project.server.requests) == calls, "the cohort was finished: nothing to call"
+        assert not left.exists() and not half.exists(), command
+        assert mine.exists(), command

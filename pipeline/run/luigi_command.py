@@ -202,18 +202,22 @@ def before_run(cohort_id: str, max_cost: float | None, yes: bool) -> None:
     if is_search_cohort(paths, cohort_id):
         derive(paths, cohort_id)  # a USD budget it cannot judge, or that round 0 exceeds
     prepare_providers(paths, cohort_id)
-    sweep_claims(paths, cohort_id)
+    sweep_killed_runs(paths, cohort_id)
     if url is not None:
         check_scheduler_resources(url, used_providers(paths, cohort_id))
         wait_for_dead_workers(url, logging.getLogger(LOGGER).warning)
 
 
-def sweep_claims(paths, cohort_id: str) -> int:
-    """Remove the stale claims of the cohort's generations (``claims.sweep``): a kill leaves
-    claims on generations that had finished, which no run takes over, and the owner files they
-    link to (``claims.sweep_owners``). Before a run, and again by ``RunCohort`` at its end (a run
-    killed meanwhile)."""
+def sweep_killed_runs(paths, cohort_id: str) -> int:
+    """Remove what killed runs left: the stale claims of the cohort's generations
+    (``claims.sweep``; a kill leaves claims on generations that had finished, which no run takes
+    over) and the owner files they link to (``claims.sweep_owners``), and this host's status files
+    of processes gone, with the temporary file of one killed as it refreshed its file
+    (``run_status.sweep``: an executor's status writer sweeps them as it starts, but a run with
+    nothing left to call starts none). Before a run, and again by ``RunCohort`` at its end (a run
+    killed meanwhile). Returns how many claims were removed."""
     from pipeline.store import claims
+    from pipeline.run import run_status
     from pipeline.run.generation import runtime
     from pipeline.run.run_plan import membership
 
@@ -221,6 +225,7 @@ def sweep_claims(paths, cohort_id: str) -> int:
     rt = runtime(paths)  # its directory names, checked once and kept for the run's generations
     swept = claims.sweep((rt.gen_dir(r["stage"], r["gen_id"]) for r in membership(paths, cohort_id)), timeout)
     claims.sweep_owners(paths.gens, timeout)
+    run_status.sweep(run_status.runs_dir(paths))
     return swept
 
 

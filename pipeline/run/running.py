@@ -31,7 +31,7 @@ from pipeline.run.generation import is_parse_failure, runtime, state_of
 from pipeline.store.state import DONE, KINDS
 from pipeline.store import STAGES
 from pipeline.run.luigi_command import (check_config_layers, check_scheduler_resources, check_scheduler_url, check_workers,
-                            configured_scheduler_url, log_file, quiet_console, sweep_claims, used_providers,
+                            configured_scheduler_url, log_file, quiet_console, sweep_killed_runs, used_providers,
                             wait_for_dead_workers)
 from pipeline.tasks import ReportSite, RunCohort, run_stamp
 
@@ -218,7 +218,7 @@ def run_cohort(cohort_id: str, *, workers: int = 1, local_scheduler: bool = True
         derive(paths, cohort_id)  # a USD budget it cannot judge, or that round 0 exceeds: one error before any call
     cap = spend_cap(paths, cohort_id, max_cost)
     prepare_providers(paths, cohort_id)
-    sweep_claims(paths, cohort_id)
+    sweep_killed_runs(paths, cohort_id)
     rows = estimate(paths, cohort_id)
     print(spend.format_estimate(cohort_id, rows), end="", file=sys.stderr)
     check_cost(cohort_id, rows, cap, yes)
