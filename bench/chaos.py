@@ -37,7 +37,7 @@ def main() -> int:
     ap.add_argument("--root", choices=("disk", "tmpfs"), default="disk", help="where the data roots live")
     args = ap.parse_args()
 
-    from chaos import SPEC, run_chaos
+    from chaos import KEY_ENV, SPEC, run_chaos
     from conftest import server_cfg
     from datafactory import make_data_root, responder
     from llm_server import LLMServer
@@ -49,7 +49,7 @@ def main() -> int:
             with LLMServer() as server:
                 server.responder = responder
                 cfg = server_cfg(Path(scratch) / f"round{r}" / "chaos.cfg", server, {"chunk_size": 40}, timeout=5,
-                                 max_attempts=3, backoff_base=0.05, backoff_max=0.2)
+                                 max_attempts=3, backoff_base=0.05, backoff_max=0.2, api_key_env=KEY_ENV)
                 result = run_chaos(root, cfg, server, iterations=args.iterations, seed=args.seed + r,
                                    kill_after=tuple(float(x) for x in args.kill_after.split(":")))
             c.log(f"round {r}: {result['seconds']} s, {result['successful_calls']} calls for "

@@ -15,11 +15,13 @@ What must hold afterwards (``check``):
   no request for a prompt begins after a moment when every generation with that prompt was done
   (replicates share a prompt);
 * successful calls ≤ the LLM generations + the calls in flight at the kills, for every prompt
-  and in all. Calls in flight at a kill, per prompt: the requests for it that began since the
-  kill before, at most one per generation with that prompt not done just before the kill
-  (a killed call is one whose answer was not written; a generation is worked on by
-  one process at a time). Runs left running across a kill count too, so the bound is generous
-  by their calls in flight, never short.
+  and in all. Calls in flight at a kill, per prompt: the requests for it made by the runs killed
+  then, at most one per generation with that prompt not done just before the kill (a killed call
+  is one whose answer was not written; a generation is worked on by one process at a time). Each
+  run sends an API key of its own (``KEY_ENV``: the caller's config names it), so a request is
+  known by its run, not by when the server read it: on a loaded machine the server may read a
+  killed run's last request after the kill. The bound is generous by the calls a killed run had
+  made and seen answered, never short.
 """
 
 from __future__ import annotations
@@ -57,6 +59,9 @@ FAULTS = ("500", "503", "drop", "malformed")  # each retried by the provider: no
 FAULT_RATE = 0.2
 
 
+KEY_ENV = "DAYDREAM_CHAOS_RUN_KEY"  # the provider's api_key_env in the config the caller passes
+
+
 def prompt_of(body) -> str | None:
     messages = body.get("messages") if isinstance(body, dict) else None
     return str(messages[-1].get("content", "")) if messages else None
@@ -65,11 +70,13 @@ def prompt_of(body) -> str | None:
 class Recorder:
     """The server's rule: picks faults (at most one per prompt, so the provider's retries always
     get through, replicates sharing a prompt included) and records when each request for each
-    prompt began."""
+    prompt began; ``bodies`` the request bodies, in the same order (the server's record of each,
+    with the key that tells its run, holds the same object)."""
 
     def __init__(self, rng: random.Random):
         self.rng, self.lock = rng, threading.Lock()
         self.began: list[tuple[float, str, str]] = []  # time, prompt, mode
+        self.bodies: list[dict] = []
         self.faulted: set[str] = set()
 
     def __call__(self, body) -> str | None:
@@ -80,14 +87,15 @@ class Recorder:
             if fault:
                 self.faulted.add(prompt)
             self.began.append((time.time(), prompt, mode))
+            self.bodies.append(body)
         return None if mode == "ok" else mode
 
 
-def _env(root: Path, cfg: Path) -> dict:
-    return dict(os.environ, DAYDREAM_DATA_ROOT=str(root), LUIGI_CONFIG_PATH=str(cfg))
+def _env(root: Path, cfg: Path, run: str = "final") -> dict:
+    return dict(os.environ, DAYDREAM_DATA_ROOT=str(root), LUIGI_CONFIG_PATH=str(cfg), **{KEY_ENV: f"run-{run}"})
 
 
-def start_run(root: Path, cfg: Path, rng: random.Random, cohort: str) -> tuple[subprocess.Popen, dict]:
+def start_run(root: Path, cfg: Path, rng: random.Random, cohort: str, run: int) -> tuple[subprocess.Popen, dict]:
     workers = rng.choice((1, 1, 2, 3))
     if rng.random() < 0.3:
         luigi = str(Path(sys.executable).parent / "luigi")
@@ -97,9 +105,9 @@ def start_run(root: Path, cfg: Path, rng: random.Random, cohort: str) -> tuple[s
     else:
         cmd = [sys.executable, "-m", "pipeline.cli", "run", cohort, "--workers", str(workers)]
         kind = "daydream"
-    proc = subprocess.Popen(cmd, env=_env(root, cfg), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    proc = subprocess.Popen(cmd, env=_env(root, cfg, str(run)), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             start_new_session=True)
-    return proc, {"command": kind, "workers": workers}
+    return proc, {"command": kind, "workers": workers, "key": f"Bearer run-{run}"}
 
 
 def _done_now(paths, rows, torn: list[str] | None = None) -> set[tuple[str, str]]:
@@ -171,13 +179,15 @@ def run_chaos(root: Path, cfg: Path, server, *, iterations: int, seed: int, coho
     server.rule, server.latency = recorder, latency
     paths = DataPaths(root)
     live: list[tuple[subprocess.Popen, dict]] = []
-    kills, snapshots = [], []  # per kill: its time, when the store was looked at, done then, done just before
+    # per kill: its time, when the store was looked at, done then, done just before, the killed runs' keys
+    kills, snapshots = [], []
+    runs = 0
     torn: list[str] = []  # done generations whose files did not match their records at a kill
     started = time.time()
     for i in range(iterations):
-        live.append(start_run(root, cfg, rng, cohort))
+        live.append(start_run(root, cfg, rng, cohort, runs := runs + 1))
         if rng.random() < 0.3:  # a second run of the same cohort alongside
-            live.append(start_run(root, cfg, rng, cohort))
+            live.append(start_run(root, cfg, rng, cohort, runs := runs + 1))
         _pick_moment(rng, recorder, live, kill_after, cohort_done=bool(kills) and kills[-1]["done"] == kills[-1]["of"] > 0)
         victims = [p for p in live if rng.random() < 0.7] or live[:1]
         rows = read_membership(paths, cohort) if paths.membership_csv(cohort).exists() else []
@@ -193,8 +203,10 @@ def run_chaos(root: Path, cfg: Path, server, *, iterations: int, seed: int, coho
         live = [(p, info) for p, info in live if all(p is not v for v, _ in victims)]
         rows = read_membership(paths, cohort) if paths.membership_csv(cohort).exists() else []
         done = _done_now(paths, rows, torn)
-        snapshots.append((at, time.time(), done, done_before))  # done by the second time: no call after it
-        kills.append({"iteration": i, "at_s": round(at - started, 2), "killed": [info for _, info in victims],
+        snapshots.append((at, time.time(), done, done_before,  # done by the second time: no call after it
+                          {info["key"] for _, info in victims}))
+        kills.append({"iteration": i, "at_s": round(at - started, 2),
+                      "killed": [{k: v for k, v in info.items() if k != "key"} for _, info in victims],
                       "left_running": len(live), "done": len(done), "of": len(rows)})
     for proc, _ in live:
         proc.wait(timeout=300)
@@ -204,16 +216,16 @@ def run_chaos(root: Path, cfg: Path, server, *, iterations: int, seed: int, coho
     check = subprocess.run([sys.executable, "-m", "pipeline.cli", "check", "--list"], env=_env(root, cfg),
                            capture_output=True, text=True, timeout=120)
     return {"seed": seed, "iterations": iterations, "kills": kills, "seconds": round(time.time() - started, 1),
-            **_verify(root, paths, cohort, recorder, snapshots, final, check, torn)}
+            **_verify(root, paths, cohort, recorder, snapshots, final, check, torn, server)}
 
 
-def _verify(root, paths, cohort, recorder, snapshots, final, check, torn=()) -> dict:
+def _verify(root, paths, cohort, recorder, snapshots, final, check, torn, server) -> dict:
     import hashlib
 
     from pipeline.design.cohort import read_membership
 
     problems = list(torn)
-    for (_, _, done, _), (_, _, later, _) in zip(snapshots, snapshots[1:]):
+    for (_, _, done, _, _), (_, _, later, _, _) in zip(snapshots, snapshots[1:]):
         problems += [f"{stage} {gen_id} was done, then not" for stage, gen_id in sorted(done - later)]
     if final.returncode != 0:
         problems.append(f"final run exited {final.returncode}: {final.stderr[-2000:]}")
@@ -238,24 +250,26 @@ def _verify(root, paths, cohort, recorder, snapshots, final, check, torn=()) -> 
     for key, prompt in prompts.items():
         by_prompt[prompt].append(key)
     ok_calls = collections.Counter(p for _, p, mode in recorder.began if mode == "ok")
-    # no call once done: after a kill at which every generation with this prompt was done
-    after_done = 0
-    for _, seen, done, _ in snapshots:
+    key_of = {id(r["body"]): r["headers"].get("authorization") for r in server.requests}
+    calls = [(t, p, mode, key_of.get(id(body))) for (t, p, mode), body in zip(recorder.began, recorder.bodies)]
+    # no call once done: after a kill at which every generation with this prompt was done (a
+    # request of a run killed by then was made before, whenever the server read it)
+    after_done, killed = 0, set()
+    for _, seen, done, _, victims in snapshots:
+        killed |= victims
         for prompt, keys in by_prompt.items():
             if all(k in done for k in keys):
-                late = [t for t, p, _ in recorder.began if p == prompt and t > seen]
+                late = [t for t, p, _, key in calls if p == prompt and t > seen and key not in killed]
                 if late:
                     after_done += len(late)
                     problems.append(f"{len(late)} call(s) for a prompt of {keys[0]} after it was done")
     flying: collections.Counter = collections.Counter()  # prompt -> calls in flight at the kills
-    before = 0.0
-    for at, _, _, done in snapshots:
-        window = collections.Counter(p for t, p, mode in recorder.began if mode == "ok" and before < t <= at)
-        for p, n in window.items():
+    for _, _, _, done, victims in snapshots:
+        made = collections.Counter(p for _, p, mode, key in calls if mode == "ok" and key in victims)
+        for p, n in made.items():
             # one process at a time works on a generation: a kill loses at most one call of each
             # generation not done
             flying[p] += min(n, sum(1 for k in by_prompt.get(p, ()) if k not in done))
-        before = at
     in_flight = sum(flying.values())
     total_ok = sum(ok_calls.values())
     if total_ok > len(prompts) + in_flight:
