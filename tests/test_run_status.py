@@ -205,7 +205,8 @@ def test_a_run_with_nothing_to_call_sweeps_the_status_files_killed_runs_left(pro
     no executor: the run itself sweeps them, through either command. A live process's file stays."""
     cfg = server_cfg(tmp_path / "srv.cfg", project.server, timeout=10, max_attempts=2, backoff_base=0.05)
     first = start_run(project, cfg, command="daydream")
-    assert first.wait(120) == 0, first.stderr.read()
+    _, err = first.communicate(timeout=120)  # read as it goes: a full pipe would stall the run
+    assert first.returncode == 0, err
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait(10)
     runs = run_status.runs_dir(project.paths)
@@ -218,7 +219,8 @@ def test_a_run_with_nothing_to_call_sweeps_the_status_files_killed_runs_left(pro
             path.write_text(json.dumps({"host": run_status.HOST, "pid": pid, "updated_at": stamp(0), "runs": []}))
         calls = len(project.server.requests)
         proc = start_run(project, cfg, command=command)
-        assert proc.wait(120) == 0, proc.stderr.read()
+        _, err = proc.communicate(timeout=120)
+        assert proc.returncode == 0, err
         assert len(project.server.requests) == calls, "the cohort was finished: nothing to call"
         assert not left.exists() and not half.exists(), command
         assert mine.exists(), command
