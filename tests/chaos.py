@@ -179,7 +179,7 @@ def run_chaos(root: Path, cfg: Path, server, *, iterations: int, seed: int, coho
     server.rule, server.latency = recorder, latency
     paths = DataPaths(root)
     live: list[tuple[subprocess.Popen, dict]] = []
-    # per kill: its time, when the store was looked at, done then, done just before, the killed runs' keys
+    # per kill: when the store was looked at, done then, done just before, the killed runs' keys
     kills, snapshots = [], []
     runs = 0
     torn: list[str] = []  # done generations whose files did not match their records at a kill
@@ -199,11 +199,11 @@ def run_chaos(root: Path, cfg: Path, server, *, iterations: int, seed: int, coho
             except ProcessLookupError:
                 pass
             proc.wait()
-        at = time.time()  # after the kills: every request of the killed runs began before it
+        at = time.time()  # after the kills
         live = [(p, info) for p, info in live if all(p is not v for v, _ in victims)]
         rows = read_membership(paths, cohort) if paths.membership_csv(cohort).exists() else []
         done = _done_now(paths, rows, torn)
-        snapshots.append((at, time.time(), done, done_before,  # done by the second time: no call after it
+        snapshots.append((time.time(), done, done_before,  # done by this time: no call after it
                           {info["key"] for _, info in victims}))
         kills.append({"iteration": i, "at_s": round(at - started, 2),
                       "killed": [{k: v for k, v in info.items() if k != "key"} for _, info in victims],
@@ -225,7 +225,7 @@ def _verify(root, paths, cohort, recorder, snapshots, final, check, torn, server
     from pipeline.design.cohort import read_membership
 
     problems = list(torn)
-    for (_, _, done, _, _), (_, _, later, _, _) in zip(snapshots, snapshots[1:]):
+    for (_, done, _, _), (_, later, _, _) in zip(snapshots, snapshots[1:]):
         problems += [f"{stage} {gen_id} was done, then not" for stage, gen_id in sorted(done - later)]
     if final.returncode != 0:
         problems.append(f"final run exited {final.returncode}: {final.stderr[-2000:]}")
@@ -255,7 +255,7 @@ def _verify(root, paths, cohort, recorder, snapshots, final, check, torn, server
     # no call once done: after a kill at which every generation with this prompt was done (a
     # request of a run killed by then was made before, whenever the server read it)
     after_done, killed = 0, set()
-    for _, seen, done, _, victims in snapshots:
+    for seen, done, _, victims in snapshots:
         killed |= victims
         for prompt, keys in by_prompt.items():
             if all(k in done for k in keys):
@@ -264,7 +264,7 @@ def _verify(root, paths, cohort, recorder, snapshots, final, check, torn, server
                     after_done += len(late)
                     problems.append(f"{len(late)} call(s) for a prompt of {keys[0]} after it was done")
     flying: collections.Counter = collections.Counter()  # prompt -> calls in flight at the kills
-    for _, _, _, done, victims in snapshots:
+    for _, _, done, victims in snapshots:
         made = collections.Counter(p for _, p, mode, key in calls if mode == "ok" and key in victims)
         for p, n in made.items():
             # one process at a time works on a generation: a kill loses at most one call of each
