@@ -89,13 +89,14 @@ def reset_luigi_state():
     generation.forget_runtimes()
 
 
-def most_calls_after_a_kill(llm_generations: int, answered: int, durable: int, slots: int = 4) -> int:
-    """The most successful calls a cohort of ``llm_generations`` may take in all when a run is
-    killed (``answered``: the server's successes by then; ``durable``: the LLM generations whole
+def most_calls_after_a_kill(project: Project, llm_generations: int, answered: int, whole, slots: int = 4) -> int:
+    """The most successful calls ``project``'s cohort, of ``llm_generations``, may take in all when
+    a run is killed (``answered``: the server's successes by then; ``whole``: the gen_ids whole
     after it) and run again: one each, and one more for each answer not durable at the kill, whether
     answered and still being written (a call gives its slot back as it answers) or in flight
     (``slots``, whose answers may count after the kill)."""
-    return llm_generations + (answered - durable) + slots
+    durable = {r["gen_id"] for r in project.membership() if r["mode"] == "llm"} & set(whole)
+    return llm_generations + (answered - len(durable)) + slots
 
 
 def server_cfg(path: Path, server, daydream: dict | None = None, **provider) -> Path:
