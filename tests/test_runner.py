@@ -240,8 +240,9 @@ def test_unreachable_or_malformed_scheduler_url(project, cfg):
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]  # nothing listens here once closed
     t0 = time.time()
-    one_line_error(daydream(project, cfg, "run", "t1", "--scheduler-url", f"http://127.0.0.1:{port}/"),
-                   "error[scheduler]", f"127.0.0.1:{port}")
+    r = daydream(project, cfg, "run", "t1", "--scheduler-url", f"http://127.0.0.1:{port}/")
+    one_line_error(r, "error[scheduler]", f"127.0.0.1:{port}")
+    assert len(r.stderr.strip().splitlines()) == 1, "said before the estimate (nothing was done)"
     assert time.time() - t0 < 30
     one_line_error(daydream(project, cfg, "run", "t1", "--scheduler-url", "not-a-url"), "error[config]", "not-a-url")
     one_line_error(daydream(project, cfg, "run", "t1", "--workers", "0"), "error[config]", "--workers")

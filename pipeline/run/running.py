@@ -210,6 +210,8 @@ def run_cohort(cohort_id: str, *, workers: int = 1, local_scheduler: bool = True
     check_workers(workers)
     paths = config.data_paths()
     check_max_cost(max_cost)  # a mistyped cap is reported before anything is written
+    # and so is a luigid that does not answer, as the luigi command's before_run does
+    url = None if local_scheduler else check_scheduler_url(scheduler_url or configured_scheduler_url())
     if batch:
         config.force_batch()
     compile_cohort(paths, cohort_id, confirm_above=None if yes else config.confirm_above(),
@@ -227,8 +229,7 @@ def run_cohort(cohort_id: str, *, workers: int = 1, local_scheduler: bool = True
         build.update(local_scheduler=True, worker_scheduler_factory=_UnprunedLocalScheduler())
     else:
         if scheduler_url:
-            build["scheduler_url"] = check_scheduler_url(scheduler_url)
-        url = scheduler_url or check_scheduler_url(configured_scheduler_url())
+            build["scheduler_url"] = url
         check_scheduler_resources(url, used_providers(paths, cohort_id))
         wait_for_dead_workers(url, lambda line: print(line, file=sys.stderr))
     config.default_resources()  # a provider that sets only its concurrency is bounded by it (before the scheduler is made)
