@@ -31,6 +31,9 @@ TUPLE_AXES = "{axes: [draft_llm, essay_llm], items: '@file:items.csv'}"
 CASES = [
     # document and top level
     ("malformed-yaml", "axes:\n  a: [x, y\n", {}, "spec", ["invalid YAML", "line"]),
+    # libyaml's message for a tab does not name it; a rejected document is read again by the
+    # pure-Python parser, whose does
+    ("tab-indent", "axes:\n\tdraft_llm: [m1]\n", {}, "spec", ["invalid YAML", "line 2", "'\\t'"]),
     ("not-a-mapping", "- axes\n- rules\n", {}, "spec", ["must be a mapping", "a list"]),
     ("unknown-top-level-key", AXES + "axis:\n  x: [1]\n", {}, "spec", ["unknown top-level key 'axis'"]),
     ("duplicate-yaml-key", AXES + "rules:\n  pairs: {}\nrules: {}\n", {}, "spec", ["duplicate key 'rules'"]),
