@@ -45,7 +45,8 @@ from pipeline import config
 from pipeline.design.cohort import compile_cohort, is_compiled, search_record_path
 from pipeline.errors import DaydreamError, from_os_error
 from pipeline.run.estimate import left_to_do
-from pipeline.run.executor import freeze_forked_children, note_run, run_batch, run_generation, settled_for_run, start_ahead
+from pipeline.run.executor import (freeze_forked_children, note_run, run_batch, run_generation, settle_ahead,
+                                   settled_for_run, start_ahead)
 from pipeline.run.generation import metadata, runtime, state_of
 from pipeline.llm.registry import import_builtin
 from pipeline.store.ledger import Budget, current_budget, prepared, read_ledger
@@ -445,6 +446,12 @@ class CohortChunk(_RunPart):
             chunks = self._chunk_rows()
             todo = start_ahead(runtime(), self._members(), self.since, _budget(self, own_run=True),
                                following=chunks[self.index + 1:], cohort=self.cohort_id)
+            if todo:
+                # What the executor runs needs no task of its own: scheduling a generation task
+                # only for it to join its run under way was a third of this process's CPU. Only
+                # what is left unsettled (sent in batch jobs, not started ahead) goes to Luigi.
+                self.set_status_message(f"{len(todo)} of {len(self._members())} generations under way")
+                todo = settle_ahead(runtime(), todo, self.since)
         else:
             todo = list(self._unsettled())
         if todo:

@@ -10,7 +10,8 @@ import pytest
 
 from pipeline import config
 from pipeline.design.cohort import compile_cohort
-from pipeline.run.executor import ExecutorProcess, executor, run_batch, run_generation, start_ahead, under_way
+from pipeline.run.executor import (ExecutorProcess, executor, run_batch, run_generation, settle_ahead, start_ahead,
+                                   under_way)
 from pipeline.run.generation import runtime, state_of
 from pipeline.run.run_plan import membership
 from pipeline.store.state import BLOCKED, DONE, FAILED
@@ -180,6 +181,40 @@ def test_calls_that_answer_at_once_are_not_started_ahead_past_the_first_few(proj
     assert all(states[g] == DONE for g in drafts)
     llm_essays = [r["gen_id"] for r in rows if r["stage"] == "essay" and r["llm_model_id"]]
     assert llm_essays and all(states[g] != DONE for g in llm_essays)
+
+
+def test_settle_ahead_returns_once_what_was_started_ahead_has_ended_with_what_is_left(project):
+    rows = compiled(project, "t1")
+    rt, since = runtime(), run_stamp()
+    project.server.latency = 0.15
+    todo = start_ahead(rt, rows, since, None)
+    assert len(todo) == len(rows) and executor(rt).claimed  # a fresh cohort: every member under way
+    assert settle_ahead(rt, todo, since) == []
+    assert not executor(rt).claimed
+    assert {state_of(rt, r["stage"], r["gen_id"]).kind for r in rows} == {DONE}
+    assert len(completions(project.server)) == sum(1 for r in rows if r["llm_model_id"])  # each called once
+
+
+def test_settle_ahead_hands_back_what_was_not_started_ahead(project):
+    # an instant provider: only the first gate's worth is started ahead (see the test above)
+    rows = compiled(project, "t1")
+    rt, since = runtime(), run_stamp()
+    left = settle_ahead(rt, start_ahead(rt, rows, since, None), since)
+    states = {r["gen_id"]: state_of(rt, r["stage"], r["gen_id"]).kind for r in rows}
+    assert left and [r["gen_id"] for r in left] == [g for g, kind in states.items() if kind != DONE]
+
+
+def test_settle_ahead_returns_when_the_executors_process_is_gone(project):
+    rows = compiled(project, "t1")
+    rt, since = runtime(), run_stamp()
+    project.server.latency = 10  # nothing answers while the test runs
+    todo = start_ahead(rt, rows, since, None)
+    ex = executor(rt)
+    ex.process.kill()
+    began = time.monotonic()
+    left = settle_ahead(rt, todo, since)
+    assert time.monotonic() - began < 5  # ALIVE_CHECK_S notices it; not the calls' 10 s
+    assert ex.ended and len(left) == len(rows)  # nothing settled: the generation tasks say so
 
 
 def test_the_next_chunks_are_started_behind_this_one_and_what_they_settled_before_is_not_called(project):

@@ -153,6 +153,39 @@ def test_one_worker_opens_the_chunks_in_order(project, cfg, tmp_path):
     assert first_starts == ["0", "1", "2"], log.read_text()
 
 
+TASKS_RUN = """
+import sys, luigi, luigi.cmdline
+
+@luigi.Task.event_handler(luigi.Event.START)
+def started(task):
+    with open(sys.argv[1], "a") as fh:
+        fh.write(f"{task.task_family}\\n")
+
+luigi.cmdline.luigi_run(sys.argv[2:])
+"""
+
+
+@pytest.mark.parametrize("lookahead, generation_tasks_run", [("true", False), ("false", True)])
+def test_under_the_local_scheduler_what_the_executor_ran_needs_no_generation_task(project, tmp_path, lookahead,
+                                                                                  generation_tasks_run):
+    """A chunk waits for the members it started ahead (settle_ahead) and yields only what is left:
+    Luigi runs no generation task for a generation the executor ran, and no prompt is called
+    again. With calls ahead off, every generation is a task Luigi runs."""
+    (project.root / "cohorts" / "t1" / "spec" / "config.yaml").write_text(BIG_SPEC)  # 3 chunks of 19
+    project.server.latency = 0.15  # slow enough to be started ahead (AHEAD_MIN_LATENCY_S)
+    cfg = server_cfg(tmp_path / "srv.cfg", project.server, {"chunk_size": 10, "lookahead": lookahead})
+    log = tmp_path / "started.txt"
+    r = subprocess.run([sys.executable, "-c", TASKS_RUN, str(log), *luigi_cmd(1)[3:]], cwd=REPO,
+                       env=env_for(project, cfg), capture_output=True, text=True, timeout=180)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert len(finished(project)) == N_BIG
+    assert len(completions(project.server)) == N_BIG_LLM  # one call per generation (replicates share prompts)
+    families = set(log.read_text().split())
+    assert {"RunCohort", "CohortChunk", "ReportSite"} <= families
+    ran = families & {"DraftGeneration", "EssayGeneration", "EvaluationGeneration"}
+    assert bool(ran) is generation_tasks_run, families
+
+
 @pytest.mark.slow
 def test_a_failing_generation_fails_only_itself_and_its_descendants(project, cfg):
     """One draft's response is always unusable: its essays and evaluations are blocked, the other

@@ -7,10 +7,11 @@ runs them one after another on its own thread, and between two tasks it does its
 with no call of its own in flight, and the more calls a provider takes at once, the more of
 its capacity those pauses waste. So the calls run on an event loop (``Executor``), and an opened chunk
 starts its members there at once (``start_ahead``), at most as many calls at a time as one of
-its provider's tasks may hold (``config.calls_per_task``). A generation task then joins its
-generation already under way and starts only those that are not; Luigi still schedules every
-generation as its own task, shows its status and checks its completeness, and a generation
-finished ahead is complete when its task comes up.
+its provider's tasks may hold (``config.calls_per_task``), and waits for them to end
+(``settle_ahead``): Luigi then schedules a generation task only for what is left unsettled
+(sent in batch jobs, not started ahead), which joins its generation if it is under way and
+starts it if not. Elsewhere (against luigid, ``--workers`` > 1) every generation is its own
+task as before.
 
 Where the loop runs. The process that starts calls ahead runs every task of the run, so Luigi's
 bookkeeping and the generations' work (the model client, rendering, writing the files) share
@@ -446,6 +447,10 @@ class ExecutorProcess:
         self._ids = itertools.count()
         self._lock = threading.Lock()  # one command at a time on the pipe
         self.ended: str | None = None  # why the executor's process is gone, once it is
+        # the keys each waiting chunk has yet to see end (``settle``), and its signal; ends are
+        # taken off ``claimed`` under the same lock, so none falls between a look and a wait
+        self._waits: list[tuple[set[Key], threading.Event]] = []
+        self._waits_lock = threading.Lock()
         # Everything alive now (modules, the catalog, the runtime's caches, the tasks added so
         # far) outlives the run: kept out of the collector's sight on both sides of the fork, or
         # every full collection here would look at all of it again.
@@ -485,6 +490,23 @@ class ExecutorProcess:
 
     def under_way(self, key: Key) -> bool:
         return key in self.claimed
+
+    def settle(self, keys: Sequence[Key]) -> None:
+        """Return once none of ``keys`` is under way here (each started ahead has ended), or
+        the executor's process has gone (then what is left is not settled, and its task says so)."""
+        done = threading.Event()
+        with self._waits_lock:
+            entry = ({k for k in keys if k in self.claimed}, done)
+            if not entry[0]:
+                return
+            self._waits.append(entry)
+        try:
+            while not done.wait(ALIVE_CHECK_S):
+                if self.ended or not self._reader.is_alive():
+                    return
+        finally:
+            with self._waits_lock:
+                self._waits.remove(entry)
 
     def note_run(self, cohort: str, since: str) -> None:
         if (cohort, since) not in self._noted:
@@ -563,7 +585,12 @@ class ExecutorProcess:
                     key, st = args
                     if st is not None:
                         self.rt.settled[key] = st  # settled before no longer under way: never neither
-                    self.claimed.discard(key)
+                    with self._waits_lock:
+                        self.claimed.discard(key)
+                        for waiting, done in self._waits:
+                            waiting.discard(key)
+                            if not waiting:
+                                done.set()
                 else:
                     answers = self._requests.get(args[0])
                     if answers is not None:
@@ -705,6 +732,17 @@ def under_way(rt: Runtime, stage: str, gen_id: str, since: str) -> bool:
 def settled_for_run(rt: Runtime, stage: str, gen_id: str, since: str, memo: dict | None = None) -> bool:
     """Settled for the run ``since`` (``State.settled``); one under way here is not, unlooked at."""
     return not under_way(rt, stage, gen_id, since) and run_state(rt, stage, gen_id, since, memo).settled(since)
+
+
+def settle_ahead(rt: Runtime, rows: list[dict], since: str) -> list[dict]:
+    """Wait for ``rows`` (a chunk's members, as ``start_ahead`` returned them) started ahead in
+    this process to end; returns those still not settled for the run: sent in batch jobs, not
+    started ahead (a quick provider, a spend cap reached), or left by an executor gone."""
+    ex = rt.executors.get(os.getpid())
+    if isinstance(ex, ExecutorProcess):
+        ex.settle([(r["stage"], r["gen_id"], since) for r in rows])
+    memo: dict = {}
+    return [r for r in rows if not settled_for_run(rt, r["stage"], r["gen_id"], since, memo)]
 
 
 def run_generation(rt: Runtime, stage: str, gen_id: str, *, since: str = "",
