@@ -345,10 +345,13 @@ def _discard(staged: Staged, fds: list[int]) -> None:
 
 
 def _unchanged(target: str, data: bytes) -> bool:
+    # most targets are new: ``access`` says so with no exception raised and caught
+    if not os.access(target, os.F_OK):
+        return False
     try:
         fd = os.open(target, os.O_RDONLY)
     except OSError:
-        return False  # absent or unreadable: the write reports any real problem
+        return False  # gone meanwhile or unreadable: the write reports any real problem
     try:
         return os.fstat(fd).st_size == len(data) and os.read(fd, len(data) + 1) == data
     except OSError:

@@ -394,6 +394,8 @@ def sweep(gen_dirs, timeout_s: float) -> int:
 def _stale(gen_dirs, timeout_s: float):
     for d in gen_dirs:
         path = os.path.join(os.fspath(d), CLAIM)
+        if not os.access(path, os.F_OK):  # most have none: no exception raised and caught per generation
+            continue
         seen = look(path, timeout_s)
         if seen is not None and seen.stale:
             yield path, seen
