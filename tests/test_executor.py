@@ -80,6 +80,15 @@ def test_a_chunk_started_ahead_settles_parents_first_and_its_tasks_call_nothing_
     assert completions(project.server) == []
 
 
+def test_generations_run_on_libuvs_event_loop(project):
+    import uvloop  # a dependency wherever the project runs (not Windows)
+
+    rows = compiled(project, "t1")
+    rt = runtime()
+    assert run_generation(rt, "draft", by_stage(rows, "draft")[0], since=run_stamp()).kind == DONE
+    assert isinstance(executor(rt).loop, uvloop.Loop)
+
+
 def test_a_failure_started_ahead_is_not_called_again_by_its_task_and_blocks_its_children(project):
     rows = compiled(project, "t1")
     rt, since = runtime(), run_stamp()

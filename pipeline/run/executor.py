@@ -97,6 +97,16 @@ def _quiet(message: str) -> None:
     pass
 
 
+def _new_loop() -> asyncio.AbstractEventLoop:
+    """libuv's event loop (``uvloop``) where it is installed (not on Windows): with it a
+    generation's call and commit cost 8 % less of the executor's CPU (``bench/README.md``)."""
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.new_event_loop()
+    return uvloop.new_event_loop()
+
+
 @dataclass
 class Executor:
     """An event loop on a thread of its own, and the generations running on it (one per process
@@ -108,7 +118,7 @@ class Executor:
 
     rt: Runtime
     events: Callable[[tuple], None] | None = None
-    loop: asyncio.AbstractEventLoop = field(default_factory=asyncio.new_event_loop)
+    loop: asyncio.AbstractEventLoop = field(default_factory=lambda: _new_loop())
     running: dict[Key, asyncio.Future] = field(default_factory=dict)
     waiting: dict[Key, asyncio.Future] = field(default_factory=dict)  # started ahead: set when it is over
     claimed: set[Key] = field(default_factory=set)  # started ahead and not finished (any thread reads it)
