@@ -448,7 +448,7 @@ class CohortChunk(_RunPart):
                                following=chunks[self.index + 1:], cohort=self.cohort_id)
             if todo:
                 # What the executor runs needs no task of its own: scheduling a generation task
-                # only for it to join its run under way was a third of this process's CPU. Only
+                # only for it to join its run under way was 40 % of this process's CPU. Only
                 # what is left unsettled (sent in batch jobs, not started ahead) goes to Luigi.
                 self.set_status_message(f"{len(todo)} of {len(self._members())} generations under way")
                 todo = settle_ahead(runtime(), todo, self.since)

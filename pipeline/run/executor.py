@@ -118,7 +118,7 @@ class Executor:
 
     rt: Runtime
     events: Callable[[tuple], None] | None = None
-    loop: asyncio.AbstractEventLoop = field(default_factory=lambda: _new_loop())
+    loop: asyncio.AbstractEventLoop = field(default_factory=_new_loop)
     running: dict[Key, asyncio.Future] = field(default_factory=dict)
     waiting: dict[Key, asyncio.Future] = field(default_factory=dict)  # started ahead: set when it is over
     claimed: set[Key] = field(default_factory=set)  # started ahead and not finished (any thread reads it)
