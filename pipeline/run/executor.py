@@ -751,7 +751,11 @@ def settle_ahead(rt: Runtime, rows: list[dict], since: str) -> list[dict]:
     ex = rt.executors.get(os.getpid())
     if isinstance(ex, ExecutorProcess):
         ex.settle([(r["stage"], r["gen_id"], since) for r in rows])
-    memo: dict = {}
+    return unsettled(rt, rows, since, {})
+
+
+def unsettled(rt: Runtime, rows: Sequence[dict], since: str, memo: dict) -> list[dict]:
+    """The rows (with ``stage`` and ``gen_id``) not settled for the run ``since``."""
     return [r for r in rows if not settled_for_run(rt, r["stage"], r["gen_id"], since, memo)]
 
 
@@ -804,9 +808,8 @@ def start_ahead(rt: Runtime, members: list[dict], since: str, budget: Budget | N
     would take the calls with it.
     """
     memo: dict = {}
-    unsettled = lambda rows: [r for r in rows if not settled_for_run(rt, r["stage"], r["gen_id"], since, memo)]  # noqa: E731
     if multiprocessing.parent_process() is not None:
-        return unsettled(members)
+        return unsettled(rt, members, since, memo)
     router = Router(rt)  # generations sent in batch jobs are their tasks' to submit and poll
     called = lambda r: not router.routed(r["stage"], r["gen_id"], r["llm_model_id"])  # noqa: E731
     ex = executor(rt, own_process=True)
@@ -814,7 +817,7 @@ def start_ahead(rt: Runtime, members: list[dict], since: str, budget: Budget | N
         ex.note_run(cohort, since)
     todo: list[dict] = []
     for at in range(0, len(members), AHEAD_SLICE):
-        found = unsettled(members[at:at + AHEAD_SLICE])
+        found = unsettled(rt, members[at:at + AHEAD_SLICE], since, memo)
         ex.start([_ahead(rt, r, since) for r in found if called(r)], budget)
         todo += found
     chain = []
